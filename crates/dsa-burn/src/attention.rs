@@ -1,0 +1,307 @@
+//! [`DsaAttention`]: Multi-head Latent Attention with DeepSeek Sparse Attention, as one
+//! Burn module to drop into any model.
+//!
+//! MLA compresses keys and values into a latent `[c | k_rope]` shared by all heads. DSA adds
+//! a [`LightningIndexer`] that picks, for each query, the `topk` past tokens worth attending
+//! to; attention then runs over those tokens only ([`ops::sparse_mla`]). In
+//! [`AttentionMode::Dense`] every causal token is attended to (the warm-up stage and the
+//! baseline). Attention runs in the absorbed MQA form (queries projected into the latent
+//! space), the same function as MHA with `wkv_b` expanding the latent per head.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::indexer::{causal_mask, LightningIndexer, LightningIndexerConfig};
+use crate::loss::{dense_indexer_loss, sparse_indexer_loss};
+use crate::quant::IndexerQuant;
+use crate::rope::{Rope, RopeConfig, YarnConfig};
+use crate::{ops, DsaBackend};
+
+/// Which tokens each query attends to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttentionMode {
+    /// Every causal token (dense warm-up, dense baseline).
+    Dense,
+    /// The indexer's top-k tokens.
+    #[default]
+    Sparse,
+}
+
+/// Configuration of a [`DsaAttention`] layer. DeepSeek-V3.2's sizes are the defaults of
+/// the optional fields; see [`DsaAttentionConfig::deepseek_v32`].
+#[derive(Config, Debug)]
+pub struct DsaAttentionConfig {
+    /// Model width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Longest sequence (positions) the layer supports.
+    pub max_seq_len: usize,
+    /// RoPE frequency base.
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
+    /// YaRN context extension (active when `max_seq_len` exceeds its original length).
+    #[config(default = "None")]
+    pub yarn: Option<YarnConfig>,
+    /// Query latent rank.
+    #[config(default = 1536)]
+    pub q_lora_rank: usize,
+    /// KV latent rank (`c`).
+    #[config(default = 512)]
+    pub kv_lora_rank: usize,
+    /// Per-head query/key dims without position.
+    #[config(default = 128)]
+    pub qk_nope_dim: usize,
+    /// Per-head rotated dims (one shared rotated key).
+    #[config(default = 64)]
+    pub qk_rope_dim: usize,
+    /// Per-head value dims.
+    #[config(default = 128)]
+    pub v_head_dim: usize,
+    /// Indexer heads.
+    #[config(default = 64)]
+    pub index_n_heads: usize,
+    /// Indexer head dim (power of two).
+    #[config(default = 128)]
+    pub index_head_dim: usize,
+    /// Tokens each query attends to in sparse mode.
+    #[config(default = 2048)]
+    pub index_topk: usize,
+    /// FP8 quantisation in the indexer.
+    #[config(default = "IndexerQuant::E4m3")]
+    pub index_quant: IndexerQuant,
+    /// Interleaved indexer RoPE (GLM-5 style); DeepSeek-V3.2 uses rotate-half.
+    #[config(default = false)]
+    pub index_rope_interleaved: bool,
+    /// RMSNorm epsilon of the latents.
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
+    /// Default mode of [`DsaAttention::forward`].
+    #[config(default = "AttentionMode::Sparse")]
+    pub mode: AttentionMode,
+}
+
+impl DsaAttentionConfig {
+    /// DeepSeek-V3.2's attention: width 7168, 128 heads, YaRN ×40 over 4096 positions.
+    pub fn deepseek_v32() -> Self {
+        Self::new(7168, 128, 163840).with_yarn(Some(YarnConfig::new(40.0, 4096)))
+    }
+
+    /// `(qk_nope + qk_rope)^-1/2`, times `m²` when YaRN is active.
+    pub fn softmax_scale(&self) -> f64 {
+        let m = self.rope().active_yarn().map_or(1.0, |y| y.attention_factor());
+        ((self.qk_nope_dim + self.qk_rope_dim) as f64).powf(-0.5) * m * m
+    }
+
+    /// The rotary embedding of the `qk_rope_dim` dims (shared by MLA and the indexer).
+    pub fn rope(&self) -> RopeConfig {
+        RopeConfig::new(self.qk_rope_dim, self.max_seq_len)
+            .with_theta(self.rope_theta)
+            .with_yarn(self.yarn.clone())
+    }
+
+    /// Creates the layer with random weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> DsaAttention<B> {
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let norm = |d| RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+        let h = self.n_heads;
+        DsaAttention {
+            wq_a: linear(self.d_model, self.q_lora_rank),
+            q_norm: norm(self.q_lora_rank),
+            wq_b: linear(self.q_lora_rank, h * (self.qk_nope_dim + self.qk_rope_dim)),
+            wkv_a: linear(self.d_model, self.kv_lora_rank + self.qk_rope_dim),
+            kv_norm: norm(self.kv_lora_rank),
+            wkv_b: linear(self.kv_lora_rank, h * (self.qk_nope_dim + self.v_head_dim)),
+            wo: linear(h * self.v_head_dim, self.d_model),
+            indexer: LightningIndexerConfig::new(self.d_model, self.q_lora_rank)
+                .with_n_heads(self.index_n_heads)
+                .with_head_dim(self.index_head_dim)
+                .with_rope_dim(self.qk_rope_dim)
+                .with_topk(self.index_topk)
+                .with_quant(self.index_quant)
+                .with_rope_interleaved(self.index_rope_interleaved)
+                .init(device),
+            rope: self.rope().init(),
+            n_heads: h,
+            kv_lora_rank: self.kv_lora_rank,
+            qk_nope_dim: self.qk_nope_dim,
+            qk_rope_dim: self.qk_rope_dim,
+            v_head_dim: self.v_head_dim,
+            softmax_scale: self.softmax_scale() as f32,
+            mode: self.mode,
+        }
+    }
+}
+
+/// MLA + DSA attention layer (HF names under `self_attn`: `q_a_proj`, `q_a_layernorm`,
+/// `q_b_proj`, `kv_a_proj_with_mqa`, `kv_a_layernorm`, `kv_b_proj`, `o_proj`, `indexer`).
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Distribution, Tensor};
+/// use dsa_burn::{AttentionMode, DsaAttentionConfig};
+/// let dev = Default::default();
+/// let attn = DsaAttentionConfig::new(64, 2, 128)
+///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_dim(16).with_qk_rope_dim(16).with_v_head_dim(16)
+///     .with_index_n_heads(2).with_index_head_dim(32).with_index_topk(4)
+///     .init::<NdArray>(&dev);
+/// let x = Tensor::<NdArray, 3>::random([2, 10, 64], Distribution::Default, &dev);
+/// let y = attn.forward(x.clone());
+/// assert_eq!(y.dims(), [2, 10, 64]);
+/// let train = attn.forward_train(x, AttentionMode::Sparse);
+/// assert!(train.indexer_loss.into_scalar() >= 0.0);
+/// ```
+#[derive(Module, Debug)]
+pub struct DsaAttention<B: Backend> {
+    /// Query down-projection `[d_model, q_lora_rank]`.
+    pub wq_a: Linear<B>,
+    /// Query latent RMSNorm.
+    pub q_norm: RmsNorm<B>,
+    /// Query up-projection `[q_lora_rank, H·(nope+rope)]`.
+    pub wq_b: Linear<B>,
+    /// KV down-projection `[d_model, kv_lora_rank + rope]`.
+    pub wkv_a: Linear<B>,
+    /// KV latent RMSNorm.
+    pub kv_norm: RmsNorm<B>,
+    /// KV up-projection `[kv_lora_rank, H·(nope+v)]`.
+    pub wkv_b: Linear<B>,
+    /// Output projection `[H·v, d_model]`.
+    pub wo: Linear<B>,
+    /// The lightning indexer.
+    pub indexer: LightningIndexer<B>,
+    #[module(skip)]
+    rope: Rope,
+    n_heads: usize,
+    kv_lora_rank: usize,
+    qk_nope_dim: usize,
+    qk_rope_dim: usize,
+    v_head_dim: usize,
+    #[module(skip)]
+    softmax_scale: f32,
+    #[module(skip)]
+    mode: AttentionMode,
+}
+
+/// What [`DsaAttention::forward_train`] returns.
+#[derive(Debug)]
+pub struct DsaOutput<B: Backend> {
+    /// Attention output `[B, T, d_model]`.
+    pub output: Tensor<B, 3>,
+    /// The indexer's KL loss (dense warm-up loss in dense mode, sparse-stage loss in
+    /// sparse mode). Its gradient reaches the indexer's parameters only.
+    pub indexer_loss: Tensor<B, 1>,
+    /// In sparse mode, the selected token indices `[B, T, K]` and their validity.
+    pub selection: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
+}
+
+/// Latent projections of a block of tokens.
+struct Latents<B: Backend> {
+    /// Normalised query latent `[B,T,q_lora]` (the indexer's input).
+    qr: Tensor<B, 3>,
+    /// Absorbed queries `[B,T,H,kv_lora+rope]`.
+    q: Tensor<B, 4>,
+    /// Latent keys/values `[c | k_rope]` `[B,T,kv_lora+rope]`.
+    kv: Tensor<B, 3>,
+}
+
+impl<B: DsaBackend> DsaAttention<B> {
+    /// The rotary embedding shared with the indexer.
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// Causal self-attention over the whole sequence `x [B, T, d_model]` in the configured
+    /// mode (no indexer loss).
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let lat = self.latents(x.clone(), 0);
+        let out = match self.mode {
+            AttentionMode::Dense => self.dense(lat.q, lat.kv, 0),
+            AttentionMode::Sparse => {
+                let scores = self.index_scores(x, lat.qr, 0);
+                let (idx, valid) = ops::topk_select(scores, self.indexer.topk(), Some(0));
+                ops::sparse_mla(lat.q, lat.kv, idx, valid, self.kv_lora_rank, self.softmax_scale).0
+            }
+        };
+        self.project_out(out)
+    }
+
+    /// Training forward over the whole sequence: the output and the indexer's KL loss.
+    /// The indexer sees detached inputs, so its loss trains the indexer alone, and the
+    /// output's gradient never reaches the indexer.
+    pub fn forward_train(&self, x: Tensor<B, 3>, mode: AttentionMode) -> DsaOutput<B> {
+        let lat = self.latents(x.clone(), 0);
+        let scores = self.index_scores(x.detach(), lat.qr.clone().detach(), 0);
+        let scale = self.softmax_scale;
+        match mode {
+            AttentionMode::Dense => {
+                let loss = dense_indexer_loss(lat.q.clone(), lat.kv.clone(), scale, scores, 0);
+                let out = self.dense(lat.q, lat.kv, 0);
+                DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: None }
+            }
+            AttentionMode::Sparse => {
+                let (idx, valid) = ops::topk_select(scores.clone().detach(), self.indexer.topk(), Some(0));
+                let (out, lse) = ops::sparse_mla(lat.q.clone(), lat.kv.clone(), idx.clone(), valid.clone(), self.kv_lora_rank, scale);
+                let loss = sparse_indexer_loss(lat.q, lat.kv, scale, lse, scores, idx.clone(), valid.clone());
+                DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: Some((idx, valid)) }
+            }
+        }
+    }
+
+    /// Indexer scores `[B, T, T]` of the tokens of `x` (causal, positions `start..`).
+    fn index_scores(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, start: usize) -> Tensor<B, 3> {
+        let keys = self.indexer.keys(x.clone(), &self.rope, start);
+        self.indexer.scores(x, qr, keys, &self.rope, start)
+    }
+
+    /// Queries in latent space and the latent KV of tokens at positions `start..`.
+    fn latents(&self, x: Tensor<B, 3>, start: usize) -> Latents<B> {
+        let [b, t, _] = x.dims();
+        let (h, nope, rope_d, r) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank);
+        let qr = self.q_norm.forward(self.wq_a.forward(x.clone()));
+        let q = self.wq_b.forward(qr.clone()).reshape([b, t, h, nope + rope_d]);
+        let q_pe = self.rope.apply(q.clone().narrow(3, nope, rope_d), start, true);
+        // Absorb wkv_b's key part: q_nope [B,H,T,nope] · W_uk [1,H,nope,r].
+        let w_uk = self.wkv_b_part(0, nope).swap_dims(1, 2).unsqueeze::<4>();
+        let q_c = q.narrow(3, 0, nope).swap_dims(1, 2).matmul(w_uk).swap_dims(1, 2);
+        let kv = self.wkv_a.forward(x);
+        let c = self.kv_norm.forward(kv.clone().narrow(2, 0, r));
+        let k_pe = self.rope.apply(kv.narrow(2, r, rope_d).reshape([b, t, 1, rope_d]), start, true);
+        Latents {
+            qr,
+            q: Tensor::cat(vec![q_c, q_pe], 3),
+            kv: Tensor::cat(vec![c, k_pe.reshape([b, t, rope_d])], 2),
+        }
+    }
+
+    /// Per-head slice `[H, r, len]` of `wkv_b` at column offset `from` within each head.
+    fn wkv_b_part(&self, from: usize, len: usize) -> Tensor<B, 3> {
+        let (h, r) = (self.n_heads, self.kv_lora_rank);
+        let w = self.wkv_b.weight.val().reshape([r, h, self.qk_nope_dim + self.v_head_dim]);
+        w.narrow(2, from, len).swap_dims(0, 1)
+    }
+
+    /// Dense causal MQA attention of `q [B,T,H,D]` over `kv [B,S,D]`, latent output.
+    fn dense(&self, q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize) -> Tensor<B, 4> {
+        let [b, t, h, d] = q.dims();
+        let s = kv.dims()[1];
+        let scores = q.reshape([b, t * h, d]).matmul(kv.clone().swap_dims(1, 2)).reshape([b, t, h, s]);
+        let future = causal_mask::<B>(t, s, start, &kv.device()).reshape([1, t, 1, s]).expand([b, t, h, s]);
+        let p = softmax(scores.mul_scalar(self.softmax_scale).mask_fill(future, f32::NEG_INFINITY), 3);
+        p.reshape([b, t * h, s])
+            .matmul(kv.narrow(2, 0, self.kv_lora_rank))
+            .reshape([b, t, h, self.kv_lora_rank])
+    }
+
+    /// Latent attention output `[B,T,H,r]` → values per head (W_uv) → `wo`.
+    fn project_out(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [b, t, h, _] = o.dims();
+        let w_uv = self.wkv_b_part(self.qk_nope_dim, self.v_head_dim).unsqueeze::<4>(); // [1,H,r,v]
+        let v = o.swap_dims(1, 2).matmul(w_uv).swap_dims(1, 2); // [B,T,H,v]
+        self.wo.forward(v.reshape([b, t, h * self.v_head_dim]))
+    }
+}

@@ -1,0 +1,207 @@
+//! The lightning indexer: a few ReLU heads that score every past token cheaply.
+//!
+//! `I[t,s] = Σ_j w[t,j] · ReLU(q̂[t,j] · k̂[s])` with `q̂`, `k̂` the FP8-quantised, Hadamard-
+//! rotated query and key (one key per token, shared by all indexer heads). This file holds
+//! the reference score computation behind [`DsaBackend::indexer_scores`](crate::DsaBackend)
+//! and the [`LightningIndexer`] module that produces its inputs.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::quant::{fake_quant, IndexerQuant};
+use crate::rope::Rope;
+use crate::DsaBackend;
+
+/// Query rows scored per step, so that the per-head logits `[B, rows, H_I, S]` stay
+/// within about this many elements.
+const LOGITS_BUDGET: usize = 1 << 24;
+
+/// Reference indexer scores; see [`DsaBackend::indexer_scores`].
+pub fn reference_scores<B: Backend>(
+    q: Tensor<B, 4>,
+    w: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    quant: IndexerQuant,
+    causal_offset: Option<usize>,
+) -> Tensor<B, 3> {
+    let [b, t, h, d] = q.dims();
+    let [_, s, dk] = k.dims();
+    assert_eq!(d, dk, "indexer query dim {d} != key dim {dk}");
+    assert_eq!(w.dims(), [b, t, h], "indexer weights must be [B, T, H_I]");
+    let q = fake_quant(q, quant);
+    let k_t = fake_quant(k, quant).swap_dims(1, 2).unsqueeze_dim::<4>(1); // [B,1,D,S]
+    let rows = (LOGITS_BUDGET / (b * h * s).max(1)).clamp(1, t.max(1));
+    let mut blocks = Vec::with_capacity(t.div_ceil(rows));
+    let mut start = 0;
+    while start < t {
+        let len = rows.min(t - start);
+        let logits = q.clone().narrow(1, start, len).matmul(k_t.clone()); // [B,len,H,S]
+        let weighted = logits.clamp_min(0.0) * w.clone().narrow(1, start, len).unsqueeze_dim(3);
+        blocks.push(weighted.sum_dim(2).reshape([b, len, s]));
+        start += len;
+    }
+    let scores = Tensor::cat(blocks, 1);
+    match causal_offset {
+        Some(offset) => scores.mask_fill(causal_mask::<B>(t, s, offset, &w.device()).unsqueeze(), f32::NEG_INFINITY),
+        None => scores,
+    }
+}
+
+/// `[T, S]` mask, true where key `s` lies in the future of query `t` (`s > t + offset`).
+pub fn causal_mask<B: Backend>(t: usize, s: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Bool> {
+    let rows = Tensor::<B, 1, Int>::arange(0..t as i64, device).reshape([t, 1]).add_scalar(offset as i64);
+    let cols = Tensor::<B, 1, Int>::arange(0..s as i64, device).reshape([1, s]);
+    cols.expand([t, s]).greater(rows.expand([t, s]))
+}
+
+/// The Sylvester Hadamard rotation `x · H / sqrt(n)` over the last dim (a power of two).
+pub fn hadamard<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let n = dims[D - 1];
+    assert!(n.is_power_of_two(), "Hadamard rotation needs a power-of-two dim, got {n}");
+    let norm = (n as f32).sqrt().recip();
+    let h: Vec<f32> = (0..n * n)
+        .map(|i| if ((i / n) & (i % n)).count_ones() % 2 == 0 { norm } else { -norm })
+        .collect();
+    let h = Tensor::<B, 2>::from_data(TensorData::new(h, [n, n]), &x.device());
+    let rows = x.shape().num_elements() / n;
+    x.reshape([rows, n]).matmul(h).reshape(dims)
+}
+
+/// Configuration of a [`LightningIndexer`].
+#[derive(Config, Debug)]
+pub struct LightningIndexerConfig {
+    /// Model width (input `x`).
+    pub d_model: usize,
+    /// Width of the normalised query latent `qr`.
+    pub q_lora_rank: usize,
+    /// Indexer heads (64 in DeepSeek-V3.2).
+    #[config(default = 64)]
+    pub n_heads: usize,
+    /// Indexer head dim (128 in DeepSeek-V3.2), a power of two.
+    #[config(default = 128)]
+    pub head_dim: usize,
+    /// Rotated dims at the start of each head (the model's `qk_rope_head_dim`).
+    #[config(default = 64)]
+    pub rope_dim: usize,
+    /// Tokens selected per query.
+    #[config(default = 2048)]
+    pub topk: usize,
+    /// FP8 quantisation of queries and keys.
+    #[config(default = "IndexerQuant::E4m3")]
+    pub quant: IndexerQuant,
+    /// Interleaved RoPE (GLM-5 style); DeepSeek-V3.2 rotates half (false).
+    #[config(default = false)]
+    pub rope_interleaved: bool,
+    /// LayerNorm epsilon of the key.
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
+}
+
+impl LightningIndexerConfig {
+    /// Creates the indexer with random weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LightningIndexer<B> {
+        assert!(self.rope_dim <= self.head_dim, "indexer rope_dim exceeds head_dim");
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        LightningIndexer {
+            wq_b: linear(self.q_lora_rank, self.n_heads * self.head_dim),
+            wk: linear(self.d_model, self.head_dim),
+            k_norm: LayerNormConfig::new(self.head_dim).with_epsilon(self.norm_eps).init(device),
+            weights_proj: linear(self.d_model, self.n_heads),
+            n_heads: self.n_heads,
+            head_dim: self.head_dim,
+            rope_dim: self.rope_dim,
+            topk: self.topk,
+            quant: self.quant,
+            rope_interleaved: self.rope_interleaved,
+        }
+    }
+}
+
+/// The lightning indexer of one DSA layer (HF names: `wq_b`, `wk`, `k_norm`,
+/// `weights_proj` under `self_attn.indexer`).
+#[derive(Module, Debug)]
+pub struct LightningIndexer<B: Backend> {
+    /// Query projection from the q latent: `[q_lora_rank, n_heads · head_dim]`.
+    pub wq_b: Linear<B>,
+    /// Key projection from the model input: `[d_model, head_dim]`.
+    pub wk: Linear<B>,
+    /// Key LayerNorm (with bias).
+    pub k_norm: LayerNorm<B>,
+    /// Per-head weights from the model input: `[d_model, n_heads]`.
+    pub weights_proj: Linear<B>,
+    n_heads: usize,
+    head_dim: usize,
+    rope_dim: usize,
+    topk: usize,
+    #[module(skip)]
+    quant: IndexerQuant,
+    rope_interleaved: bool,
+}
+
+impl<B: Backend> LightningIndexer<B> {
+    /// Tokens selected per query.
+    pub fn topk(&self) -> usize {
+        self.topk
+    }
+
+    /// The FP8 quantisation used for scores.
+    pub fn quant(&self) -> IndexerQuant {
+        self.quant
+    }
+
+    /// Queries `[B, T, H_I, D]` (rotated) and head weights `[B, T, H_I]` (with the
+    /// `H_I^-1/2 · D^-1/2` scales folded in) for tokens at `start..`.
+    pub fn queries(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, rope: &Rope, start: usize) -> (Tensor<B, 4>, Tensor<B, 3>) {
+        let [b, t, _] = qr.dims();
+        let q = self.wq_b.forward(qr).reshape([b, t, self.n_heads, self.head_dim]);
+        let q = hadamard(self.rotate(q, rope, start));
+        let scale = ((self.n_heads * self.head_dim) as f64).sqrt().recip();
+        let w = self.weights_proj.forward(x).mul_scalar(scale);
+        (q, w)
+    }
+
+    /// Keys `[B, T, D]` (normalised, rotated) for tokens at `start..`.
+    pub fn keys(&self, x: Tensor<B, 3>, rope: &Rope, start: usize) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let k = self.k_norm.forward(self.wk.forward(x)).reshape([b, t, 1, self.head_dim]);
+        hadamard(self.rotate(k, rope, start)).reshape([b, t, self.head_dim])
+    }
+
+    /// RoPE on the first `rope_dim` dims of each head (`[rope | nope]` order).
+    fn rotate(&self, x: Tensor<B, 4>, rope: &Rope, start: usize) -> Tensor<B, 4> {
+        let pe = x.clone().narrow(3, 0, self.rope_dim);
+        let nope = x.narrow(3, self.rope_dim, self.head_dim - self.rope_dim);
+        Tensor::cat(vec![rope.apply(pe, start, self.rope_interleaved), nope], 3)
+    }
+}
+
+impl<B: DsaBackend> LightningIndexer<B> {
+    /// Causal scores `[B, T, S]` of the `T` tokens of `x` (at positions `start..`) against
+    /// `keys [B, S, D]` (all tokens up to the last one of `x`).
+    pub fn scores(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, keys: Tensor<B, 3>, rope: &Rope, start: usize) -> Tensor<B, 3> {
+        let (q, w) = self.queries(x, qr, rope, start);
+        crate::ops::indexer_scores(q, w, keys, self.quant(), Some(start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn hadamard_is_orthonormal_and_symmetric() {
+        let eye = Tensor::<NdArray, 2>::eye(16, &Default::default());
+        let h = hadamard(eye);
+        let hh = h.clone().matmul(h.clone().transpose());
+        hh.into_data().assert_approx_eq::<f32>(&Tensor::<NdArray, 2>::eye(16, &Default::default()).into_data(), Default::default());
+        // Sylvester construction: first row all positive, row 1 alternates.
+        let d = h.to_data().to_vec::<f32>().unwrap();
+        assert!(d[..16].iter().all(|v| *v > 0.0));
+        assert!(d[16] > 0.0 && d[17] < 0.0);
+    }
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod attention;
+pub mod indexer;
+pub mod loss;
+pub mod ops;
+pub mod quant;
+pub mod rope;
+pub mod sparse_mla;
+pub mod topk;
+
+pub use attention::{AttentionMode, DsaAttention, DsaAttentionConfig, DsaOutput};
+pub use indexer::{LightningIndexer, LightningIndexerConfig};
+pub use ops::DsaBackend;
+pub use quant::IndexerQuant;
+pub use rope::{Rope, RopeConfig, YarnConfig};

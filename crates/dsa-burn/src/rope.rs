@@ -1,0 +1,213 @@
+//! Rotary position embedding with YaRN frequency scaling, as DeepSeek-V3.2 uses it.
+//!
+//! MLA rotates its rope dims *interleaved* (pairs `(2i, 2i+1)`); the lightning indexer
+//! rotates *non-interleaved* (rotate-half: dim `i` pairs with `i + d/2`). Both use the
+//! same frequencies. The frequencies follow `precompute_freqs_cis` of DeepSeek's
+//! reference (float32 arithmetic), with YaRN only when `max_position_embeddings`
+//! exceeds the original context length.
+
+use burn::config::Config;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+/// YaRN context extension parameters (HF `rope_scaling` with `type: yarn`).
+#[derive(Config, Debug, PartialEq)]
+pub struct YarnConfig {
+    /// Context extension factor.
+    pub factor: f64,
+    /// Context length the model was pre-trained with.
+    pub original_max_position_embeddings: usize,
+    /// Fast rotation boundary.
+    #[config(default = 32.0)]
+    pub beta_fast: f64,
+    /// Slow rotation boundary.
+    #[config(default = 1.0)]
+    pub beta_slow: f64,
+    /// Attention scale parameter (`mscale_all_dim` in HF configs).
+    #[config(default = 1.0)]
+    pub mscale: f64,
+}
+
+impl YarnConfig {
+    /// The attention temperature `m = 0.1 · mscale · ln(factor) + 1`; the softmax scale is
+    /// multiplied by `m²`.
+    pub fn attention_factor(&self) -> f64 {
+        if self.factor <= 1.0 {
+            1.0
+        } else {
+            0.1 * self.mscale * self.factor.ln() + 1.0
+        }
+    }
+}
+
+/// Rotary embedding configuration.
+#[derive(Config, Debug, PartialEq)]
+pub struct RopeConfig {
+    /// Number of rotated dims (even).
+    pub dim: usize,
+    /// Longest supported position.
+    pub max_position_embeddings: usize,
+    /// Frequency base.
+    #[config(default = 10000.0)]
+    pub theta: f64,
+    /// YaRN scaling, applied when `max_position_embeddings` exceeds its original length.
+    #[config(default = "None")]
+    pub yarn: Option<YarnConfig>,
+}
+
+impl RopeConfig {
+    /// The YaRN parameters if YaRN is in effect for this context length.
+    pub fn active_yarn(&self) -> Option<&YarnConfig> {
+        self.yarn
+            .as_ref()
+            .filter(|y| self.max_position_embeddings > y.original_max_position_embeddings)
+    }
+
+    /// Builds the rotary embedding (its `dim / 2` frequencies).
+    pub fn init(&self) -> Rope {
+        let dim = self.dim;
+        assert!(dim % 2 == 0 && dim > 0, "RoPE dim must be even and positive, got {dim}");
+        let half = dim / 2;
+        let mut freqs: Vec<f32> = (0..half)
+            .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / dim as f64)) as f32)
+            .collect();
+        if let Some(y) = self.active_yarn() {
+            let corr = |rot: f64| {
+                dim as f64 * (y.original_max_position_embeddings as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()
+                    / (2.0 * self.theta.ln())
+            };
+            let low = corr(y.beta_fast).floor().max(0.0) as f32;
+            let mut high = corr(y.beta_slow).ceil().min((dim - 1) as f64) as f32;
+            if low == high {
+                high += 0.001;
+            }
+            let factor = y.factor as f32;
+            for (i, f) in freqs.iter_mut().enumerate() {
+                let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+                let smooth = 1.0 - ramp;
+                *f = *f / factor * (1.0 - smooth) + *f * smooth;
+            }
+        }
+        Rope { freqs, max_positions: self.max_position_embeddings }
+    }
+}
+
+/// Rotary embedding frequencies; see [`RopeConfig`].
+#[derive(Clone, Debug)]
+pub struct Rope {
+    freqs: Vec<f32>,
+    max_positions: usize,
+}
+
+impl Rope {
+    /// Number of rotated dims.
+    pub fn dim(&self) -> usize {
+        self.freqs.len() * 2
+    }
+
+    /// `cos` and `sin` tables `[len, dim/2]` for positions `start..start + len`.
+    fn tables<B: Backend>(&self, start: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        assert!(
+            start + len <= self.max_positions,
+            "position {} is beyond the model's maximum of {} positions",
+            start + len,
+            self.max_positions
+        );
+        let half = self.freqs.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for t in start..start + len {
+            for f in &self.freqs {
+                let angle = (t as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        (
+            Tensor::from_data(TensorData::new(cos, [len, half]), device),
+            Tensor::from_data(TensorData::new(sin, [len, half]), device),
+        )
+    }
+
+    /// Rotates `x [B, T, H, dim]` whose tokens sit at positions `start..start + T`.
+    /// `interleaved` pairs dims `(2i, 2i+1)`; otherwise `(i, i + dim/2)`.
+    ///
+    /// ```
+    /// # use burn::backend::NdArray;
+    /// # use burn::tensor::Tensor;
+    /// use dsa_burn::rope::RopeConfig;
+    /// let rope = RopeConfig::new(4, 16).init();
+    /// let x = Tensor::<NdArray, 4>::ones([1, 3, 2, 4], &Default::default());
+    /// let y = rope.apply(x.clone(), 0, true);
+    /// // Position 0 is not rotated.
+    /// y.narrow(1, 0, 1).into_data().assert_approx_eq::<f32>(&x.narrow(1, 0, 1).into_data(), Default::default());
+    /// ```
+    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>, start: usize, interleaved: bool) -> Tensor<B, 4> {
+        let [b, t, h, d] = x.dims();
+        assert_eq!(d, self.dim(), "RoPE expects {} dims, got {d}", self.dim());
+        let half = d / 2;
+        let (cos, sin) = self.tables::<B>(start, t, &x.device());
+        let cos = cos.reshape([1, t, 1, half]);
+        let sin = sin.reshape([1, t, 1, half]);
+        let (x0, x1) = if interleaved {
+            let pairs = x.reshape([b, t, h, half, 2]);
+            (
+                pairs.clone().narrow(4, 0, 1).reshape([b, t, h, half]),
+                pairs.narrow(4, 1, 1).reshape([b, t, h, half]),
+            )
+        } else {
+            (x.clone().narrow(3, 0, half), x.narrow(3, half, half))
+        };
+        let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let y1 = x0 * sin + x1 * cos;
+        if interleaved {
+            Tensor::stack::<5>(vec![y0, y1], 4).reshape([b, t, h, d])
+        } else {
+            Tensor::cat(vec![y0, y1], 3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    /// Rotation checked against a direct complex-number computation in f64.
+    #[test]
+    fn matches_complex_rotation_both_layouts() {
+        let cfg = RopeConfig::new(8, 64).with_yarn(Some(YarnConfig::new(4.0, 16)));
+        let rope = cfg.init();
+        let data: Vec<f32> = (0..2 * 5 * 3 * 8).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 30.0).collect();
+        let x = Tensor::<NdArray, 4>::from_data(TensorData::new(data.clone(), [2, 5, 3, 8]), &Default::default());
+        for interleaved in [true, false] {
+            let y = rope.apply(x.clone(), 7, interleaved).to_data().to_vec::<f32>().unwrap();
+            for row in 0..2 * 5 * 3 {
+                let pos = 7 + (row / 3) % 5;
+                for i in 0..4 {
+                    let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + 4) };
+                    let (re, im) = (data[row * 8 + a] as f64, data[row * 8 + b] as f64);
+                    let ang = pos as f64 * rope.freqs[i] as f64;
+                    let (yr, yi) = (re * ang.cos() - im * ang.sin(), re * ang.sin() + im * ang.cos());
+                    assert!((y[row * 8 + a] as f64 - yr).abs() < 1e-5);
+                    assert!((y[row * 8 + b] as f64 - yi).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    /// YaRN keeps high frequencies, divides low ones by the factor, and ramps between.
+    #[test]
+    fn yarn_frequencies() {
+        let plain = RopeConfig::new(64, 4096).init();
+        let yarn = RopeConfig::new(64, 163840)
+            .with_yarn(Some(YarnConfig::new(40.0, 4096)))
+            .init();
+        assert_eq!(plain.freqs[0], yarn.freqs[0]);
+        let last = plain.freqs.len() - 1;
+        assert!((yarn.freqs[last] - plain.freqs[last] / 40.0).abs() < 1e-12);
+        // YaRN inactive when the context is not extended.
+        let off = RopeConfig::new(64, 4096).with_yarn(Some(YarnConfig::new(40.0, 4096))).init();
+        assert_eq!(off.freqs, plain.freqs);
+    }
+}

@@ -1,0 +1,1 @@
+//! CubeCL kernels for DeepSeek Sparse Attention.
