@@ -1,0 +1,1459 @@
+//! DeepSeek-V3.2 model configuration.
+//!
+//! [`DeepSeekV32Config`] reads two spellings of the same configuration:
+//!
+//! * the HuggingFace `config.json` (`model_type: "deepseek_v32"`, `hidden_size`,
+//!   `num_hidden_layers`, `rope_scaling`, `quantization_config`, ...), and
+//! * the `inference/config_*.json` files of DeepSeek's reference repository
+//!   (`dim`, `n_layers`, `n_heads`, `rope_factor`, `dtype`, ...), whose missing fields take
+//!   the defaults of the reference `ModelArgs`.
+//!
+//! A document with a `model_type` or `hidden_size` key is read as HuggingFace style, any
+//! other one as reference style. Both are normalised into the HuggingFace field names, which
+//! is also what the type serialises to.
+//!
+//! ```
+//! use dsa_model::config::DeepSeekV32Config;
+//!
+//! let reference = r#"{ "dim": 256, "inter_dim": 512, "moe_inter_dim": 128, "n_layers": 3,
+//!     "n_dense_layers": 1, "n_heads": 4, "n_routed_experts": 8, "n_shared_experts": 1,
+//!     "n_activated_experts": 2, "n_expert_groups": 2, "n_limited_groups": 1,
+//!     "route_scale": 2.5, "score_func": "sigmoid", "q_lora_rank": 128, "kv_lora_rank": 128,
+//!     "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64, "vocab_size": 1024,
+//!     "index_n_heads": 4, "index_head_dim": 128, "index_topk": 16 }"#;
+//! let cfg = DeepSeekV32Config::from_json_str(reference)?;
+//! assert_eq!(cfg.hidden_size, 256);
+//! assert!(cfg.is_moe_layer(1) && !cfg.is_moe_layer(0));
+//! # Ok::<(), dsa_model::config::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The only `model_type` accepted in a HuggingFace-style config.
+pub const MODEL_TYPE: &str = "deepseek_v32";
+
+/// Width of the blocks in which the lightning indexer quantises its queries and keys to FP8
+/// (one scale per block).
+pub const INDEX_QUANT_BLOCK: usize = 128;
+
+/// An error while reading or validating a configuration. Field errors name the field
+/// (dotted for nested fields, e.g. `rope_scaling.factor`).
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The text is not JSON, or its top level is not an object.
+    Json {
+        /// The file, when the text came from one.
+        path: Option<PathBuf>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A required field is absent (or `null`).
+    Missing {
+        /// The field's name.
+        field: String,
+    },
+    /// A field has the wrong type, an unsupported value, or is inconsistent with others.
+    Invalid {
+        /// The field's name.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The name of the offending field, for [`ConfigError::Missing`] and
+    /// [`ConfigError::Invalid`].
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let err = DeepSeekV32Config::from_json_str(r#"{"dim": 256, "n_layer": 3}"#).unwrap_err();
+    /// assert_eq!(err.field(), Some("n_layer"));
+    /// ```
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Missing { field } | ConfigError::Invalid { field, .. } => Some(field),
+            ConfigError::Io { .. } | ConfigError::Json { .. } => None,
+        }
+    }
+
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io { path, source } => {
+                write!(f, "cannot read config {}: {source}", path.display())
+            }
+            ConfigError::Json {
+                path: Some(path),
+                reason,
+            } => write!(f, "config {} is not valid JSON: {reason}", path.display()),
+            ConfigError::Json { path: None, reason } => {
+                write!(f, "config is not valid JSON: {reason}")
+            }
+            ConfigError::Missing { field } => write!(f, "config field `{field}` is missing"),
+            ConfigError::Invalid { field, reason } => {
+                write!(f, "config field `{field}` is invalid: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// How MoE gate logits become scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoringFunc {
+    /// `σ(logit)`; chosen weights are renormalised to sum 1 (DeepSeek-V3/V3.2).
+    Sigmoid,
+    /// `softmax(logits)` over all routed experts.
+    Softmax,
+}
+
+/// How routed experts are chosen (HuggingFace `topk_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopkMethod {
+    /// Group-limited top-k on scores plus `e_score_correction_bias`; a group scores the sum
+    /// of its two best experts (DeepSeek-V3/V3.2).
+    NoauxTc,
+    /// Plain top-k over all experts.
+    Greedy,
+    /// Group-limited top-k without bias; a group scores its best expert.
+    GroupLimitedGreedy,
+}
+
+/// The activation of the feed-forward blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `x·σ(x)`, used as `W2(SiLU(W1·x) ⊙ W3·x)`.
+    Silu,
+}
+
+/// Format of FP8 block scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleFmt {
+    /// A plain float32 scale, `amax / 448`.
+    Float,
+    /// The scale rounded up to a power of two (`ue8m0`).
+    Ue8m0,
+}
+
+/// YaRN RoPE scaling parameters (`rope_scaling` with `type: "yarn"`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct YarnConfig {
+    /// Context extension factor.
+    pub factor: f64,
+    /// The context length the model was pre-trained with.
+    pub original_max_position_embeddings: usize,
+    /// Rotations above which frequencies are kept (extrapolated).
+    pub beta_fast: f64,
+    /// Rotations below which frequencies are divided by `factor` (interpolated).
+    pub beta_slow: f64,
+    /// The `mscale` of YaRN.
+    pub mscale: f64,
+    /// The `mscale` used for the attention softmax scale; `None` falls back to `mscale`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mscale_all_dim: Option<f64>,
+}
+
+impl YarnConfig {
+    /// The mscale entering the softmax scale: `mscale_all_dim`, else `mscale`.
+    ///
+    /// ```
+    /// use dsa_model::config::YarnConfig;
+    ///
+    /// let y = YarnConfig { factor: 40.0, original_max_position_embeddings: 4096,
+    ///     beta_fast: 32.0, beta_slow: 1.0, mscale: 0.5, mscale_all_dim: None };
+    /// assert_eq!(y.attention_mscale(), 0.5);
+    /// ```
+    pub fn attention_mscale(&self) -> f64 {
+        self.mscale_all_dim.unwrap_or(self.mscale)
+    }
+
+    /// The attention logit multiplier `m = 0.1·attention_mscale·ln(factor) + 1` (1 when
+    /// `factor <= 1`); the softmax scale is multiplied by `m²`.
+    pub fn attention_factor(&self) -> f64 {
+        if self.factor <= 1.0 {
+            1.0
+        } else {
+            0.1 * self.attention_mscale() * self.factor.ln() + 1.0
+        }
+    }
+}
+
+/// RoPE scaling (`rope_scaling`). Only YaRN is supported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum RopeScaling {
+    /// YaRN.
+    #[serde(rename = "yarn")]
+    Yarn(YarnConfig),
+}
+
+/// Weight quantisation (`quantization_config`): FP8 e4m3 with one float32 scale per block.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuantizationConfig {
+    /// Always `"fp8"`.
+    pub quant_method: String,
+    /// Always `"e4m3"`.
+    pub fmt: String,
+    /// Activation quantisation (`"dynamic"` in DeepSeek's checkpoints), if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_scheme: Option<String>,
+    /// Rows × columns of a weight block sharing one `weight_scale_inv` entry.
+    pub weight_block_size: [usize; 2],
+    /// Format of the scales (`ue8m0`: powers of two); absent means plain float32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_fmt: Option<ScaleFmt>,
+}
+
+/// A DeepSeek-V3.2 configuration, under HuggingFace field names.
+///
+/// Build it with [`DeepSeekV32Config::from_file`], [`DeepSeekV32Config::from_json_str`],
+/// serde (`serde_json::from_str`), or [`DeepSeekV32Config::tiny`]; the readers validate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct DeepSeekV32Config {
+    /// HuggingFace `architectures` (informative).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<String>,
+    /// Must be [`MODEL_TYPE`].
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width (`dim`).
+    pub hidden_size: usize,
+    /// Hidden width of the dense MLP layers (`inter_dim`).
+    pub intermediate_size: usize,
+    /// Hidden width of each expert (`moe_inter_dim`).
+    pub moe_intermediate_size: usize,
+    /// Number of transformer blocks, without the MTP layer (`n_layers`).
+    pub num_hidden_layers: usize,
+    /// The first this-many layers use a dense MLP (`n_dense_layers`).
+    pub first_k_dense_replace: usize,
+    /// Every this-many-th layer after the dense ones is MoE (1 in DeepSeek-V3.2).
+    pub moe_layer_freq: usize,
+    /// Attention heads (`n_heads`).
+    pub num_attention_heads: usize,
+    /// Must equal `num_attention_heads` (MLA has no grouped KV heads).
+    pub num_key_value_heads: usize,
+    /// Routed experts per MoE layer; 0 makes every layer dense.
+    pub n_routed_experts: usize,
+    /// Shared experts per MoE layer.
+    pub n_shared_experts: usize,
+    /// Routed experts chosen per token (`n_activated_experts`).
+    pub num_experts_per_tok: usize,
+    /// Expert groups (`n_expert_groups`).
+    pub n_group: usize,
+    /// Groups kept per token (`n_limited_groups`).
+    pub topk_group: usize,
+    /// Gate scoring function (`score_func`).
+    pub scoring_func: ScoringFunc,
+    /// Expert selection method.
+    pub topk_method: TopkMethod,
+    /// Whether the chosen experts' weights are renormalised to sum 1.
+    pub norm_topk_prob: bool,
+    /// Multiplier of the routed experts' weights (`route_scale`).
+    pub routed_scaling_factor: f64,
+    /// Rank of the query latent (must be positive: the indexer reads it).
+    pub q_lora_rank: usize,
+    /// Rank of the shared key/value latent.
+    pub kv_lora_rank: usize,
+    /// Per-head query/key dims without RoPE.
+    pub qk_nope_head_dim: usize,
+    /// Per-head query/key dims with RoPE (even); also the indexer's RoPE width.
+    pub qk_rope_head_dim: usize,
+    /// Per-head value dims.
+    pub v_head_dim: usize,
+    /// Feed-forward activation.
+    pub hidden_act: Activation,
+    /// Epsilon of the RMSNorms.
+    pub rms_norm_eps: f64,
+    /// Maximum sequence length (`max_seq_len`).
+    pub max_position_embeddings: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// RoPE scaling; see [`DeepSeekV32Config::yarn`] for when it applies.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Lightning indexer heads.
+    pub index_n_heads: usize,
+    /// Lightning indexer head dim (a power of two, multiple of [`INDEX_QUANT_BLOCK`]).
+    pub index_head_dim: usize,
+    /// Tokens selected per query by the indexer.
+    pub index_topk: usize,
+    /// Interleaved (pairs `(2i, 2i+1)`) RoPE in the indexer instead of rotate-half
+    /// (GLM-5-style DSA models); `false` for DeepSeek-V3.2.
+    pub indexer_rope_interleave: bool,
+    /// Whether the LM head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence token, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u64>,
+    /// End-of-sequence token, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u64>,
+    /// Storage dtype of the unquantised weights (informative), if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub torch_dtype: Option<String>,
+    /// FP8 weight quantisation; `None` for unquantised checkpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization_config: Option<QuantizationConfig>,
+    /// Scale format of the indexer's FP8 activations when it differs from
+    /// `quantization_config.scale_fmt` (the reference `scale_fmt` of an unquantised model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_fmt: Option<ScaleFmt>,
+}
+
+impl DeepSeekV32Config {
+    /// Reads and validates a `config.json` of either spelling.
+    ///
+    /// ```no_run
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let cfg = DeepSeekV32Config::from_file("model/config.json")?;
+    /// println!("{} layers", cfg.num_hidden_layers);
+    /// # Ok::<(), dsa_model::config::ConfigError>(())
+    /// ```
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text).map_err(|err| match err {
+            ConfigError::Json { path: None, reason } => ConfigError::Json {
+                path: Some(path.to_path_buf()),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates a config of either spelling from JSON text.
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let json = serde_json::to_string(&DeepSeekV32Config::tiny(1000)).unwrap();
+    /// assert_eq!(DeepSeekV32Config::from_json_str(&json)?.vocab_size, 1000);
+    /// # Ok::<(), dsa_model::config::ConfigError>(())
+    /// ```
+    pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Json {
+            path: None,
+            reason: e.to_string(),
+        })?;
+        Self::from_json_value(&value)
+    }
+
+    /// Normalises and validates an already parsed JSON document of either spelling.
+    pub fn from_json_value(value: &Value) -> Result<Self, ConfigError> {
+        let Value::Object(map) = value else {
+            return Err(ConfigError::Json {
+                path: None,
+                reason: "the top level is not an object".into(),
+            });
+        };
+        let fields = Fields {
+            map,
+            prefix: String::new(),
+        };
+        let cfg = if map.contains_key("model_type") || map.contains_key("hidden_size") {
+            Self::from_hf(&fields)?
+        } else {
+            Self::from_reference(&fields)?
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// A small DeepSeek-V3.2 for training from scratch: width 256, 4 layers (the first
+    /// dense, then MoE with 8 experts of width 128, 2 active, 1 shared), 4 heads, latent
+    /// ranks 128, a 4-head indexer keeping 64 tokens, no YaRN, bf16 weights.
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let cfg = DeepSeekV32Config::tiny(32000);
+    /// cfg.validate()?;
+    /// assert_eq!((cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size), (256, 4, 32000));
+    /// # Ok::<(), dsa_model::config::ConfigError>(())
+    /// ```
+    pub fn tiny(vocab_size: usize) -> Self {
+        Self {
+            architectures: vec!["DeepseekV32ForCausalLM".into()],
+            model_type: MODEL_TYPE.into(),
+            vocab_size,
+            hidden_size: 256,
+            intermediate_size: 512,
+            moe_intermediate_size: 128,
+            num_hidden_layers: 4,
+            first_k_dense_replace: 1,
+            moe_layer_freq: 1,
+            num_attention_heads: 4,
+            num_key_value_heads: 4,
+            n_routed_experts: 8,
+            n_shared_experts: 1,
+            num_experts_per_tok: 2,
+            n_group: 2,
+            topk_group: 1,
+            scoring_func: ScoringFunc::Sigmoid,
+            topk_method: TopkMethod::NoauxTc,
+            norm_topk_prob: true,
+            routed_scaling_factor: 2.5,
+            q_lora_rank: 128,
+            kv_lora_rank: 128,
+            qk_nope_head_dim: 64,
+            qk_rope_head_dim: 32,
+            v_head_dim: 64,
+            hidden_act: Activation::Silu,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 2048,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            index_n_heads: 4,
+            index_head_dim: 128,
+            index_topk: 64,
+            indexer_rope_interleave: false,
+            tie_word_embeddings: false,
+            bos_token_id: None,
+            eos_token_id: None,
+            torch_dtype: Some("bfloat16".into()),
+            quantization_config: None,
+            scale_fmt: None,
+        }
+    }
+
+    /// Checks that the configuration is complete, consistent and supported; the error names
+    /// the first offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.model_type != MODEL_TYPE {
+            return Err(ConfigError::invalid(
+                "model_type",
+                format!(
+                    "unknown model_type `{}` (expected `{MODEL_TYPE}`)",
+                    self.model_type
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("q_lora_rank", self.q_lora_rank),
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("qk_nope_head_dim", self.qk_nope_head_dim),
+            ("qk_rope_head_dim", self.qk_rope_head_dim),
+            ("v_head_dim", self.v_head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("index_n_heads", self.index_n_heads),
+            ("index_head_dim", self.index_head_dim),
+            ("index_topk", self.index_topk),
+            ("moe_layer_freq", self.moe_layer_freq),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, "must be positive"));
+            }
+        }
+        if self.num_key_value_heads != self.num_attention_heads {
+            return Err(ConfigError::invalid(
+                "num_key_value_heads",
+                format!(
+                    "{} differs from num_attention_heads = {} (MLA has no grouped KV heads)",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
+            ));
+        }
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
+            return Err(ConfigError::invalid(
+                "qk_rope_head_dim",
+                format!(
+                    "{} is odd (RoPE rotates pairs of dims)",
+                    self.qk_rope_head_dim
+                ),
+            ));
+        }
+        if self.index_head_dim < self.qk_rope_head_dim {
+            return Err(ConfigError::invalid(
+                "index_head_dim",
+                format!(
+                    "{} is smaller than qk_rope_head_dim = {} (the indexer applies RoPE to its \
+                     first qk_rope_head_dim dims)",
+                    self.index_head_dim, self.qk_rope_head_dim
+                ),
+            ));
+        }
+        if !self.index_head_dim.is_power_of_two()
+            || !self.index_head_dim.is_multiple_of(INDEX_QUANT_BLOCK)
+        {
+            return Err(ConfigError::invalid(
+                "index_head_dim",
+                format!(
+                    "{} must be a power of two (Hadamard rotation) and a multiple of \
+                     {INDEX_QUANT_BLOCK} (FP8 quantisation block)",
+                    self.index_head_dim
+                ),
+            ));
+        }
+        if self.first_k_dense_replace > self.num_hidden_layers {
+            return Err(ConfigError::invalid(
+                "first_k_dense_replace",
+                format!(
+                    "{} exceeds num_hidden_layers = {}",
+                    self.first_k_dense_replace, self.num_hidden_layers
+                ),
+            ));
+        }
+        if self.first_k_dense_replace > 0 && self.intermediate_size == 0 {
+            return Err(ConfigError::invalid(
+                "intermediate_size",
+                "must be positive when there are dense layers",
+            ));
+        }
+        self.validate_moe()?;
+        for (field, value) in [
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{value} is not a positive number"),
+                ));
+            }
+        }
+        if let Some(RopeScaling::Yarn(yarn)) = &self.rope_scaling {
+            validate_yarn(yarn)?;
+        }
+        if let Some(q) = &self.quantization_config {
+            if q.weight_block_size.contains(&0) {
+                return Err(ConfigError::invalid(
+                    "quantization_config.weight_block_size",
+                    "block sizes must be positive",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_moe(&self) -> Result<(), ConfigError> {
+        if self.n_routed_experts == 0 {
+            return Ok(());
+        }
+        for (field, value) in [
+            ("moe_intermediate_size", self.moe_intermediate_size),
+            ("num_experts_per_tok", self.num_experts_per_tok),
+            ("n_group", self.n_group),
+            ("topk_group", self.topk_group),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    field,
+                    "must be positive in a MoE model",
+                ));
+            }
+        }
+        if self.num_experts_per_tok > self.n_routed_experts {
+            return Err(ConfigError::invalid(
+                "num_experts_per_tok",
+                format!(
+                    "{} exceeds n_routed_experts = {}",
+                    self.num_experts_per_tok, self.n_routed_experts
+                ),
+            ));
+        }
+        if !self.n_routed_experts.is_multiple_of(self.n_group) {
+            return Err(ConfigError::invalid(
+                "n_group",
+                format!(
+                    "n_routed_experts = {} is not divisible by n_group = {}",
+                    self.n_routed_experts, self.n_group
+                ),
+            ));
+        }
+        if self.topk_group > self.n_group {
+            return Err(ConfigError::invalid(
+                "topk_group",
+                format!("{} exceeds n_group = {}", self.topk_group, self.n_group),
+            ));
+        }
+        let per_group = self.n_routed_experts / self.n_group;
+        if self.num_experts_per_tok > self.topk_group * per_group {
+            return Err(ConfigError::invalid(
+                "num_experts_per_tok",
+                format!(
+                    "{} exceeds the {} experts of the topk_group = {} kept groups",
+                    self.num_experts_per_tok,
+                    self.topk_group * per_group,
+                    self.topk_group
+                ),
+            ));
+        }
+        if self.topk_method == TopkMethod::NoauxTc && self.n_group > 1 && per_group < 2 {
+            return Err(ConfigError::invalid(
+                "n_group",
+                "noaux_tc scores a group by its two best experts: groups need at least 2 experts",
+            ));
+        }
+        if !(self.routed_scaling_factor.is_finite() && self.routed_scaling_factor > 0.0) {
+            return Err(ConfigError::invalid(
+                "routed_scaling_factor",
+                format!("{} is not a positive number", self.routed_scaling_factor),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Query/key head dim of MLA: `qk_nope_head_dim + qk_rope_head_dim`.
+    pub fn qk_head_dim(&self) -> usize {
+        self.qk_nope_head_dim + self.qk_rope_head_dim
+    }
+
+    /// The YaRN parameters when YaRN applies, i.e. `rope_scaling` is YaRN and
+    /// `max_position_embeddings > original_max_position_embeddings`.
+    ///
+    /// ```
+    /// use dsa_model::config::{DeepSeekV32Config, RopeScaling, YarnConfig};
+    ///
+    /// let mut cfg = DeepSeekV32Config::tiny(1024);
+    /// assert!(cfg.yarn().is_none());
+    /// cfg.rope_scaling = Some(RopeScaling::Yarn(YarnConfig { factor: 4.0,
+    ///     original_max_position_embeddings: 512, beta_fast: 32.0, beta_slow: 1.0,
+    ///     mscale: 1.0, mscale_all_dim: Some(1.0) }));
+    /// assert_eq!(cfg.yarn().map(|y| y.factor), Some(4.0)); // 2048 > 512
+    /// ```
+    pub fn yarn(&self) -> Option<&YarnConfig> {
+        match &self.rope_scaling {
+            Some(RopeScaling::Yarn(yarn))
+                if self.max_position_embeddings > yarn.original_max_position_embeddings =>
+            {
+                Some(yarn)
+            }
+            _ => None,
+        }
+    }
+
+    /// The attention softmax scale `qk_head_dim^-0.5 · m²`, with `m` the YaRN attention
+    /// factor ([`YarnConfig::attention_factor`]) when YaRN applies, else 1.
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let cfg = DeepSeekV32Config::tiny(1024); // qk_head_dim 96, no YaRN
+    /// assert!((cfg.softmax_scale() - 96f64.powf(-0.5)).abs() < 1e-12);
+    /// ```
+    pub fn softmax_scale(&self) -> f64 {
+        let m = self.yarn().map_or(1.0, YarnConfig::attention_factor);
+        (self.qk_head_dim() as f64).powf(-0.5) * m * m
+    }
+
+    /// Whether layer `layer` has a MoE feed-forward (else a dense MLP).
+    pub fn is_moe_layer(&self, layer: usize) -> bool {
+        self.n_routed_experts > 0
+            && layer >= self.first_k_dense_replace
+            && layer.is_multiple_of(self.moe_layer_freq.max(1))
+    }
+
+    /// Format of the scales with which the indexer quantises its queries and keys: the
+    /// explicit `scale_fmt`, else `quantization_config.scale_fmt`, else plain float.
+    pub fn index_scale_fmt(&self) -> ScaleFmt {
+        self.scale_fmt
+            .or_else(|| self.quantization_config.as_ref().and_then(|q| q.scale_fmt))
+            .unwrap_or(ScaleFmt::Float)
+    }
+
+    /// Block size of FP8 weight scales, when the weights are quantised.
+    pub fn weight_block_size(&self) -> Option<[usize; 2]> {
+        self.quantization_config
+            .as_ref()
+            .map(|q| q.weight_block_size)
+    }
+
+    /// Decode-cache bytes per token over all layers: the MLA latent
+    /// (`kv_lora_rank + qk_rope_head_dim` values of `latent_elem_bytes` each) plus the
+    /// indexer key cache (`index_head_dim` FP8 bytes and one f32 scale per
+    /// [`INDEX_QUANT_BLOCK`] dims).
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let cfg = DeepSeekV32Config::tiny(1024); // 4 layers, latent 128 + 32, index dim 128
+    /// assert_eq!(cfg.kv_cache_bytes_per_token(2), 4 * (160 * 2 + 128 + 4));
+    /// ```
+    pub fn kv_cache_bytes_per_token(&self, latent_elem_bytes: usize) -> usize {
+        let latent = (self.kv_lora_rank + self.qk_rope_head_dim) * latent_elem_bytes;
+        let index_keys = self.index_head_dim + 4 * self.index_head_dim.div_ceil(INDEX_QUANT_BLOCK);
+        self.num_hidden_layers * (latent + index_keys)
+    }
+
+    fn from_hf(o: &Fields<'_>) -> Result<Self, ConfigError> {
+        let num_attention_heads = o.req("num_attention_heads")?;
+        Ok(Self {
+            architectures: o.opt("architectures")?.unwrap_or_default(),
+            model_type: o.req("model_type")?,
+            vocab_size: o.req("vocab_size")?,
+            hidden_size: o.req("hidden_size")?,
+            intermediate_size: o.req("intermediate_size")?,
+            moe_intermediate_size: o.req("moe_intermediate_size")?,
+            num_hidden_layers: o.req("num_hidden_layers")?,
+            first_k_dense_replace: o.req("first_k_dense_replace")?,
+            moe_layer_freq: o.opt("moe_layer_freq")?.unwrap_or(1),
+            num_attention_heads,
+            num_key_value_heads: o.opt("num_key_value_heads")?.unwrap_or(num_attention_heads),
+            n_routed_experts: o.req("n_routed_experts")?,
+            n_shared_experts: o.req("n_shared_experts")?,
+            num_experts_per_tok: o.req("num_experts_per_tok")?,
+            n_group: o.req("n_group")?,
+            topk_group: o.req("topk_group")?,
+            scoring_func: parse_scoring_func(o, "scoring_func", &o.req::<String>("scoring_func")?)?,
+            topk_method: match o.opt::<String>("topk_method")? {
+                Some(s) => parse_topk_method(o, &s)?,
+                None => TopkMethod::NoauxTc,
+            },
+            norm_topk_prob: o.opt("norm_topk_prob")?.unwrap_or(true),
+            routed_scaling_factor: o.req("routed_scaling_factor")?,
+            q_lora_rank: o.req("q_lora_rank")?,
+            kv_lora_rank: o.req("kv_lora_rank")?,
+            qk_nope_head_dim: o.req("qk_nope_head_dim")?,
+            qk_rope_head_dim: o.req("qk_rope_head_dim")?,
+            v_head_dim: o.req("v_head_dim")?,
+            hidden_act: match o.opt::<String>("hidden_act")?.as_deref() {
+                None | Some("silu") => Activation::Silu,
+                Some(other) => return Err(unsupported(o, "hidden_act", other, "silu")),
+            },
+            rms_norm_eps: o.opt("rms_norm_eps")?.unwrap_or(1e-6),
+            max_position_embeddings: o.req("max_position_embeddings")?,
+            rope_theta: o.opt("rope_theta")?.unwrap_or(10000.0),
+            rope_scaling: o
+                .object("rope_scaling")?
+                .map(|r| parse_hf_rope(&r))
+                .transpose()?,
+            index_n_heads: o.req("index_n_heads")?,
+            index_head_dim: o.req("index_head_dim")?,
+            index_topk: o.req("index_topk")?,
+            indexer_rope_interleave: o.opt("indexer_rope_interleave")?.unwrap_or(false),
+            tie_word_embeddings: o.opt("tie_word_embeddings")?.unwrap_or(false),
+            bos_token_id: o.opt("bos_token_id")?,
+            eos_token_id: o.opt("eos_token_id")?,
+            torch_dtype: o.opt("torch_dtype")?,
+            quantization_config: o
+                .object("quantization_config")?
+                .map(|q| parse_quantization(&q))
+                .transpose()?,
+            scale_fmt: parse_scale_fmt(o, "scale_fmt")?,
+        })
+    }
+
+    fn from_reference(o: &Fields<'_>) -> Result<Self, ConfigError> {
+        if let Some(key) = o
+            .map
+            .keys()
+            .find(|k| !REFERENCE_FIELDS.contains(&k.as_str()))
+        {
+            return Err(ConfigError::invalid(
+                key.as_str(),
+                "unknown field of a reference-style config (a HuggingFace-style config needs \
+                 `model_type` or `hidden_size`)",
+            ));
+        }
+        let n_heads = o.opt("n_heads")?.unwrap_or(16);
+        let scoring_func = match o.opt::<String>("score_func")? {
+            Some(s) => parse_scoring_func(o, "score_func", &s)?,
+            None => ScoringFunc::Softmax,
+        };
+        let scale_fmt = parse_scale_fmt(o, "scale_fmt")?;
+        let fp8 = match o.opt::<String>("dtype")?.as_deref() {
+            None | Some("bf16") => false,
+            Some("fp8") => true,
+            Some(other) => return Err(unsupported(o, "dtype", other, "bf16, fp8")),
+        };
+        let mscale = o.opt("mscale")?.unwrap_or(1.0);
+        Ok(Self {
+            architectures: Vec::new(),
+            model_type: MODEL_TYPE.into(),
+            vocab_size: o.opt("vocab_size")?.unwrap_or(102400),
+            hidden_size: o.opt("dim")?.unwrap_or(2048),
+            intermediate_size: o.opt("inter_dim")?.unwrap_or(10944),
+            moe_intermediate_size: o.opt("moe_inter_dim")?.unwrap_or(1408),
+            num_hidden_layers: o.opt("n_layers")?.unwrap_or(27),
+            first_k_dense_replace: o.opt("n_dense_layers")?.unwrap_or(1),
+            moe_layer_freq: 1,
+            num_attention_heads: n_heads,
+            num_key_value_heads: n_heads,
+            n_routed_experts: o.opt("n_routed_experts")?.unwrap_or(64),
+            n_shared_experts: o.opt("n_shared_experts")?.unwrap_or(2),
+            num_experts_per_tok: o.opt("n_activated_experts")?.unwrap_or(6),
+            n_group: o.opt("n_expert_groups")?.unwrap_or(1),
+            topk_group: o.opt("n_limited_groups")?.unwrap_or(1),
+            scoring_func,
+            // DeepSeek-V3.2 checkpoints carry `e_score_correction_bias` (noaux_tc); the
+            // reference renormalises the chosen weights only for sigmoid scores.
+            topk_method: TopkMethod::NoauxTc,
+            norm_topk_prob: scoring_func == ScoringFunc::Sigmoid,
+            routed_scaling_factor: o.opt("route_scale")?.unwrap_or(1.0),
+            q_lora_rank: o.opt("q_lora_rank")?.unwrap_or(0),
+            kv_lora_rank: o.opt("kv_lora_rank")?.unwrap_or(512),
+            qk_nope_head_dim: o.opt("qk_nope_head_dim")?.unwrap_or(128),
+            qk_rope_head_dim: o.opt("qk_rope_head_dim")?.unwrap_or(64),
+            v_head_dim: o.opt("v_head_dim")?.unwrap_or(128),
+            hidden_act: Activation::Silu,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: o.opt("max_seq_len")?.unwrap_or(4096 * 4),
+            rope_theta: o.opt("rope_theta")?.unwrap_or(10000.0),
+            rope_scaling: Some(RopeScaling::Yarn(YarnConfig {
+                factor: o.opt("rope_factor")?.unwrap_or(40.0),
+                original_max_position_embeddings: o.opt("original_seq_len")?.unwrap_or(4096),
+                beta_fast: o.opt("beta_fast")?.unwrap_or(32.0),
+                beta_slow: o.opt("beta_slow")?.unwrap_or(1.0),
+                mscale,
+                mscale_all_dim: Some(mscale),
+            })),
+            index_n_heads: o.opt("index_n_heads")?.unwrap_or(64),
+            index_head_dim: o.opt("index_head_dim")?.unwrap_or(128),
+            index_topk: o.opt("index_topk")?.unwrap_or(2048),
+            indexer_rope_interleave: o.opt("indexer_rope_interleave")?.unwrap_or(false),
+            tie_word_embeddings: false,
+            bos_token_id: None,
+            eos_token_id: None,
+            torch_dtype: None,
+            quantization_config: fp8.then(|| QuantizationConfig {
+                quant_method: "fp8".into(),
+                fmt: "e4m3".into(),
+                activation_scheme: Some("dynamic".into()),
+                weight_block_size: [128, 128],
+                scale_fmt,
+            }),
+            scale_fmt: if fp8 { None } else { scale_fmt },
+        })
+    }
+}
+
+impl TryFrom<Value> for DeepSeekV32Config {
+    type Error = ConfigError;
+
+    fn try_from(value: Value) -> Result<Self, Self::Error> {
+        Self::from_json_value(&value)
+    }
+}
+
+/// The fields of the reference `ModelArgs` (plus the GLM-5 indexer flag).
+const REFERENCE_FIELDS: &[&str] = &[
+    "max_batch_size",
+    "max_seq_len",
+    "dtype",
+    "scale_fmt",
+    "vocab_size",
+    "dim",
+    "inter_dim",
+    "moe_inter_dim",
+    "n_layers",
+    "n_dense_layers",
+    "n_heads",
+    "n_routed_experts",
+    "n_shared_experts",
+    "n_activated_experts",
+    "n_expert_groups",
+    "n_limited_groups",
+    "score_func",
+    "route_scale",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+    "original_seq_len",
+    "rope_theta",
+    "rope_factor",
+    "beta_fast",
+    "beta_slow",
+    "mscale",
+    "index_n_heads",
+    "index_head_dim",
+    "index_topk",
+    "indexer_rope_interleave",
+];
+
+fn validate_yarn(yarn: &YarnConfig) -> Result<(), ConfigError> {
+    if !(yarn.factor.is_finite() && yarn.factor >= 1.0) {
+        return Err(ConfigError::invalid(
+            "rope_scaling.factor",
+            format!("{} must be a number >= 1", yarn.factor),
+        ));
+    }
+    if yarn.original_max_position_embeddings == 0 {
+        return Err(ConfigError::invalid(
+            "rope_scaling.original_max_position_embeddings",
+            "must be positive",
+        ));
+    }
+    for (field, value) in [
+        ("rope_scaling.beta_fast", yarn.beta_fast),
+        ("rope_scaling.beta_slow", yarn.beta_slow),
+    ] {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(ConfigError::invalid(
+                field,
+                format!("{value} is not a positive number"),
+            ));
+        }
+    }
+    if yarn.beta_fast < yarn.beta_slow {
+        return Err(ConfigError::invalid(
+            "rope_scaling.beta_fast",
+            format!("{} is below beta_slow = {}", yarn.beta_fast, yarn.beta_slow),
+        ));
+    }
+    for (field, value) in [
+        ("rope_scaling.mscale", Some(yarn.mscale)),
+        ("rope_scaling.mscale_all_dim", yarn.mscale_all_dim),
+    ] {
+        if value.is_some_and(|v| !v.is_finite()) {
+            return Err(ConfigError::invalid(field, "is not a finite number"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_hf_rope(o: &Fields<'_>) -> Result<RopeScaling, ConfigError> {
+    let (key, kind) = if let Some(kind) = o.opt::<String>("type")? {
+        ("type", kind)
+    } else if let Some(kind) = o.opt::<String>("rope_type")? {
+        ("rope_type", kind)
+    } else {
+        return Err(ConfigError::Missing {
+            field: o.name("type"),
+        });
+    };
+    if kind != "yarn" {
+        return Err(unsupported(o, key, &kind, "yarn"));
+    }
+    let mscale = o.opt("mscale")?.unwrap_or(1.0);
+    Ok(RopeScaling::Yarn(YarnConfig {
+        factor: o.req("factor")?,
+        original_max_position_embeddings: o.req("original_max_position_embeddings")?,
+        beta_fast: o.opt("beta_fast")?.unwrap_or(32.0),
+        beta_slow: o.opt("beta_slow")?.unwrap_or(1.0),
+        mscale,
+        mscale_all_dim: o.opt("mscale_all_dim")?,
+    }))
+}
+
+fn parse_quantization(o: &Fields<'_>) -> Result<QuantizationConfig, ConfigError> {
+    let quant_method: String = o.req("quant_method")?;
+    if quant_method != "fp8" {
+        return Err(unsupported(o, "quant_method", &quant_method, "fp8"));
+    }
+    let fmt: String = o.opt("fmt")?.unwrap_or_else(|| "e4m3".into());
+    if fmt != "e4m3" {
+        return Err(unsupported(o, "fmt", &fmt, "e4m3"));
+    }
+    let block: Vec<usize> = o
+        .opt("weight_block_size")?
+        .unwrap_or_else(|| vec![128, 128]);
+    let weight_block_size: [usize; 2] = block.try_into().map_err(|b: Vec<usize>| {
+        ConfigError::invalid(
+            o.name("weight_block_size"),
+            format!("expected [rows, cols], found {} numbers", b.len()),
+        )
+    })?;
+    Ok(QuantizationConfig {
+        quant_method,
+        fmt,
+        activation_scheme: o.opt("activation_scheme")?,
+        weight_block_size,
+        scale_fmt: parse_scale_fmt(o, "scale_fmt")?,
+    })
+}
+
+fn parse_scoring_func(o: &Fields<'_>, key: &str, s: &str) -> Result<ScoringFunc, ConfigError> {
+    match s {
+        "sigmoid" => Ok(ScoringFunc::Sigmoid),
+        "softmax" => Ok(ScoringFunc::Softmax),
+        other => Err(unsupported(o, key, other, "sigmoid, softmax")),
+    }
+}
+
+fn parse_topk_method(o: &Fields<'_>, s: &str) -> Result<TopkMethod, ConfigError> {
+    match s {
+        "noaux_tc" => Ok(TopkMethod::NoauxTc),
+        "greedy" => Ok(TopkMethod::Greedy),
+        "group_limited_greedy" => Ok(TopkMethod::GroupLimitedGreedy),
+        other => Err(unsupported(
+            o,
+            "topk_method",
+            other,
+            "noaux_tc, greedy, group_limited_greedy",
+        )),
+    }
+}
+
+fn parse_scale_fmt(o: &Fields<'_>, key: &str) -> Result<Option<ScaleFmt>, ConfigError> {
+    match o.opt::<String>(key)?.as_deref() {
+        None => Ok(None),
+        Some("ue8m0") => Ok(Some(ScaleFmt::Ue8m0)),
+        Some("float") => Ok(Some(ScaleFmt::Float)),
+        Some(other) => Err(unsupported(o, key, other, "ue8m0, float (or absent)")),
+    }
+}
+
+fn unsupported(o: &Fields<'_>, key: &str, value: &str, supported: &str) -> ConfigError {
+    ConfigError::invalid(
+        o.name(key),
+        format!("unsupported value `{value}` (supported: {supported})"),
+    )
+}
+
+/// A JSON object being read, with the dotted prefix of its fields for error messages.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    prefix: String,
+}
+
+impl<'a> Fields<'a> {
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// An optional field; `null` counts as absent.
+    fn opt<T: FromJson>(&self, key: &str) -> Result<Option<T>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => T::from_json(value).map(Some).ok_or_else(|| {
+                ConfigError::invalid(
+                    self.name(key),
+                    format!("expected {}, found {value}", T::EXPECTED),
+                )
+            }),
+        }
+    }
+
+    fn req<T: FromJson>(&self, key: &str) -> Result<T, ConfigError> {
+        self.opt(key)?.ok_or_else(|| ConfigError::Missing {
+            field: self.name(key),
+        })
+    }
+
+    /// An optional nested object, read with `key.` as prefix.
+    fn object(&self, key: &str) -> Result<Option<Fields<'a>>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(Fields {
+                map,
+                prefix: format!("{}.", self.name(key)),
+            })),
+            Some(value) => Err(ConfigError::invalid(
+                self.name(key),
+                format!("expected an object, found {value}"),
+            )),
+        }
+    }
+}
+
+/// Conversion of one JSON value to a field's Rust type.
+trait FromJson: Sized {
+    const EXPECTED: &'static str;
+    fn from_json(value: &Value) -> Option<Self>;
+}
+
+impl FromJson for usize {
+    const EXPECTED: &'static str = "a non-negative integer";
+    fn from_json(value: &Value) -> Option<Self> {
+        value.as_u64().and_then(|v| usize::try_from(v).ok())
+    }
+}
+
+impl FromJson for u64 {
+    const EXPECTED: &'static str = "a non-negative integer";
+    fn from_json(value: &Value) -> Option<Self> {
+        value.as_u64()
+    }
+}
+
+impl FromJson for f64 {
+    const EXPECTED: &'static str = "a number";
+    fn from_json(value: &Value) -> Option<Self> {
+        value.as_f64()
+    }
+}
+
+impl FromJson for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn from_json(value: &Value) -> Option<Self> {
+        value.as_bool()
+    }
+}
+
+impl FromJson for String {
+    const EXPECTED: &'static str = "a string";
+    fn from_json(value: &Value) -> Option<Self> {
+        value.as_str().map(str::to_owned)
+    }
+}
+
+impl<T: FromJson> FromJson for Vec<T> {
+    const EXPECTED: &'static str = "an array";
+    fn from_json(value: &Value) -> Option<Self> {
+        value.as_array()?.iter().map(T::from_json).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::conformance_cases;
+
+    /// Writes `cfg` under the reference repository's field names.
+    fn to_reference_json(cfg: &DeepSeekV32Config) -> Value {
+        let yarn = match &cfg.rope_scaling {
+            Some(RopeScaling::Yarn(y)) => y.clone(),
+            None => panic!("the conformance configs use YaRN"),
+        };
+        let quant = cfg.quantization_config.as_ref();
+        let mut v = serde_json::json!({
+            "max_seq_len": cfg.max_position_embeddings,
+            "dtype": if quant.is_some() { "fp8" } else { "bf16" },
+            "vocab_size": cfg.vocab_size,
+            "dim": cfg.hidden_size,
+            "inter_dim": cfg.intermediate_size,
+            "moe_inter_dim": cfg.moe_intermediate_size,
+            "n_layers": cfg.num_hidden_layers,
+            "n_dense_layers": cfg.first_k_dense_replace,
+            "n_heads": cfg.num_attention_heads,
+            "n_routed_experts": cfg.n_routed_experts,
+            "n_shared_experts": cfg.n_shared_experts,
+            "n_activated_experts": cfg.num_experts_per_tok,
+            "n_expert_groups": cfg.n_group,
+            "n_limited_groups": cfg.topk_group,
+            "route_scale": cfg.routed_scaling_factor,
+            "score_func": cfg.scoring_func,
+            "q_lora_rank": cfg.q_lora_rank,
+            "kv_lora_rank": cfg.kv_lora_rank,
+            "qk_nope_head_dim": cfg.qk_nope_head_dim,
+            "qk_rope_head_dim": cfg.qk_rope_head_dim,
+            "v_head_dim": cfg.v_head_dim,
+            "original_seq_len": yarn.original_max_position_embeddings,
+            "rope_theta": cfg.rope_theta,
+            "rope_factor": yarn.factor,
+            "beta_fast": yarn.beta_fast,
+            "beta_slow": yarn.beta_slow,
+            "mscale": yarn.attention_mscale(),
+            "index_n_heads": cfg.index_n_heads,
+            "index_head_dim": cfg.index_head_dim,
+            "index_topk": cfg.index_topk,
+        });
+        if let Some(fmt) = quant.and_then(|q| q.scale_fmt) {
+            v["scale_fmt"] = serde_json::to_value(fmt).expect("serialisable");
+        }
+        v
+    }
+
+    #[test]
+    fn conformance_configs_parse_and_match_their_reference_spelling() {
+        for case in conformance_cases() {
+            let path = case.join("config.json");
+            let hf = DeepSeekV32Config::from_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(hf.model_type, MODEL_TYPE);
+            assert_eq!(hf.qk_head_dim(), hf.qk_nope_head_dim + hf.qk_rope_head_dim);
+            assert!(!hf.indexer_rope_interleave);
+            let yarn = hf
+                .yarn()
+                .expect("max_position_embeddings > original: YaRN applies");
+            let m = 0.1 * yarn.attention_mscale() * yarn.factor.ln() + 1.0;
+            let expected = (hf.qk_head_dim() as f64).powf(-0.5) * m * m;
+            assert!((hf.softmax_scale() - expected).abs() < 1e-15);
+            assert!(!hf.is_moe_layer(0));
+            assert!((hf.first_k_dense_replace..hf.num_hidden_layers).all(|i| hf.is_moe_layer(i)));
+            if let Some(q) = &hf.quantization_config {
+                assert_eq!(q.weight_block_size, [128, 128]);
+                assert_eq!(hf.index_scale_fmt(), q.scale_fmt.unwrap_or(ScaleFmt::Float));
+            } else {
+                assert_eq!(hf.index_scale_fmt(), ScaleFmt::Float);
+            }
+
+            let reference = to_reference_json(&hf);
+            let mut from_ref = DeepSeekV32Config::from_json_value(&reference)
+                .unwrap_or_else(|e| panic!("{}: reference spelling: {e}", path.display()));
+            // Metadata that the reference spelling does not carry.
+            from_ref.architectures = hf.architectures.clone();
+            from_ref.bos_token_id = hf.bos_token_id;
+            from_ref.eos_token_id = hf.eos_token_id;
+            from_ref.torch_dtype = hf.torch_dtype.clone();
+            if let (Some(a), Some(b)) = (&mut from_ref.quantization_config, &hf.quantization_config)
+            {
+                a.activation_scheme = b.activation_scheme.clone();
+            }
+            assert_eq!(from_ref, hf, "{}", path.display());
+
+            // Serialising gives back the same configuration (HF spelling).
+            let json = serde_json::to_string(&hf).expect("serialisable");
+            let back: DeepSeekV32Config = serde_json::from_str(&json).expect("round trip");
+            assert_eq!(back, hf);
+        }
+    }
+
+    #[test]
+    fn reference_671b_config_uses_model_args_defaults() {
+        // inference/config_671B_v3.2.json of deepseek-ai/DeepSeek-V3.2-Exp.
+        let text = r#"{
+            "vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "moe_inter_dim": 2048,
+            "n_layers": 61, "n_dense_layers": 3, "n_heads": 128, "n_routed_experts": 256,
+            "n_shared_experts": 1, "n_activated_experts": 8, "n_expert_groups": 8,
+            "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
+            "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+            "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8", "scale_fmt": "ue8m0",
+            "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048 }"#;
+        let cfg = DeepSeekV32Config::from_json_str(text).expect("valid");
+        assert_eq!(cfg.num_hidden_layers, 61);
+        assert_eq!(cfg.first_k_dense_replace, 3);
+        assert!(!cfg.is_moe_layer(2) && cfg.is_moe_layer(3) && cfg.is_moe_layer(60));
+        assert_eq!(cfg.max_position_embeddings, 16384);
+        assert_eq!(cfg.index_scale_fmt(), ScaleFmt::Ue8m0);
+        assert_eq!(cfg.weight_block_size(), Some([128, 128]));
+        assert!(cfg.norm_topk_prob);
+        let yarn = cfg.yarn().expect("16384 > 4096");
+        assert_eq!(
+            (
+                yarn.factor,
+                yarn.original_max_position_embeddings,
+                yarn.beta_fast,
+                yarn.beta_slow
+            ),
+            (40.0, 4096, 32.0, 1.0)
+        );
+        let m = 0.1 * 40f64.ln() + 1.0;
+        assert!((cfg.softmax_scale() - 192f64.powf(-0.5) * m * m).abs() < 1e-15);
+        // bf16 latent (576 values) + 128 FP8 bytes + one f32 scale, 61 layers.
+        assert_eq!(cfg.kv_cache_bytes_per_token(2), 61 * (576 * 2 + 128 + 4));
+    }
+
+    #[test]
+    fn full_size_spellings_agree() {
+        // HF-style, modelled on DeepSeek-V3.2-Exp's config.json (extra HF keys included).
+        let hf = r#"{
+            "architectures": ["DeepseekV32ForCausalLM"], "attention_bias": false,
+            "bos_token_id": 0, "eos_token_id": 1, "ep_size": 1, "first_k_dense_replace": 3,
+            "hidden_act": "silu", "hidden_size": 7168, "index_head_dim": 128,
+            "index_n_heads": 64, "index_topk": 2048, "initializer_range": 0.02,
+            "intermediate_size": 18432, "kv_lora_rank": 512, "max_position_embeddings": 163840,
+            "model_type": "deepseek_v32", "moe_intermediate_size": 2048, "moe_layer_freq": 1,
+            "n_group": 8, "n_routed_experts": 256, "n_shared_experts": 1, "norm_topk_prob": true,
+            "num_attention_heads": 128, "num_experts_per_tok": 8, "num_hidden_layers": 61,
+            "num_key_value_heads": 128, "num_nextn_predict_layers": 1, "q_lora_rank": 1536,
+            "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+            "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
+                "quant_method": "fp8", "scale_fmt": "ue8m0", "weight_block_size": [128, 128]},
+            "rms_norm_eps": 1e-06,
+            "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0,
+                "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096, "type": "yarn"},
+            "rope_theta": 10000, "routed_scaling_factor": 2.5, "scoring_func": "sigmoid",
+            "tie_word_embeddings": false, "topk_group": 4, "topk_method": "noaux_tc",
+            "torch_dtype": "bfloat16", "use_cache": true, "v_head_dim": 128,
+            "vocab_size": 129280 }"#;
+        let hf = DeepSeekV32Config::from_json_str(hf).expect("valid HF config");
+        let reference = r#"{
+            "vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "moe_inter_dim": 2048,
+            "n_layers": 61, "n_dense_layers": 3, "n_heads": 128, "n_routed_experts": 256,
+            "n_shared_experts": 1, "n_activated_experts": 8, "n_expert_groups": 8,
+            "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
+            "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+            "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8", "scale_fmt": "ue8m0",
+            "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048,
+            "max_seq_len": 163840 }"#;
+        let mut reference = DeepSeekV32Config::from_json_str(reference).expect("valid");
+        reference.architectures = hf.architectures.clone();
+        reference.bos_token_id = hf.bos_token_id;
+        reference.eos_token_id = hf.eos_token_id;
+        reference.torch_dtype = hf.torch_dtype.clone();
+        assert_eq!(reference, hf);
+    }
+
+    #[test]
+    fn yarn_needs_a_longer_context_and_falls_back_to_mscale() {
+        let mut cfg = DeepSeekV32Config::tiny(100);
+        cfg.rope_scaling = Some(RopeScaling::Yarn(YarnConfig {
+            factor: 4.0,
+            original_max_position_embeddings: 2048,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: 0.7,
+            mscale_all_dim: None,
+        }));
+        assert!(cfg.yarn().is_none(), "2048 is not above 2048");
+        assert_eq!(cfg.softmax_scale(), 96f64.powf(-0.5));
+        cfg.max_position_embeddings = 8192;
+        let m = 0.1 * 0.7 * 4f64.ln() + 1.0;
+        assert!((cfg.softmax_scale() - 96f64.powf(-0.5) * m * m).abs() < 1e-15);
+    }
+
+    #[test]
+    fn glm_style_interleave_flag_is_read() {
+        let mut v = serde_json::to_value(DeepSeekV32Config::tiny(64)).expect("serialisable");
+        v["indexer_rope_interleave"] = Value::Bool(true);
+        assert!(
+            DeepSeekV32Config::from_json_value(&v)
+                .expect("valid")
+                .indexer_rope_interleave
+        );
+    }
+
+    /// Applies `edit` to the tiny config's HF JSON and returns the parse error.
+    fn error_after(edit: impl FnOnce(&mut Value)) -> ConfigError {
+        let mut v = serde_json::to_value(DeepSeekV32Config::tiny(64)).expect("serialisable");
+        edit(&mut v);
+        DeepSeekV32Config::from_json_value(&v).expect_err("must be rejected")
+    }
+
+    fn assert_names(err: &ConfigError, field: &str, words: &[&str]) {
+        let msg = err.to_string();
+        assert_eq!(err.field(), Some(field), "{msg}");
+        assert!(msg.contains(&format!("`{field}`")), "{msg}");
+        for w in words {
+            assert!(msg.contains(w), "`{w}` not in: {msg}");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let e = error_after(|v| v["model_type"] = "llama".into());
+        assert_names(&e, "model_type", &["llama"]);
+        let e = error_after(|v| {
+            v.as_object_mut().expect("object").remove("hidden_size");
+            v["model_type"] = MODEL_TYPE.into();
+        });
+        assert_names(&e, "hidden_size", &["missing"]);
+        let e = error_after(|v| v["vocab_size"] = "many".into());
+        assert_names(&e, "vocab_size", &["integer", "many"]);
+        let e = error_after(|v| v["num_experts_per_tok"] = 9.into());
+        assert_names(&e, "num_experts_per_tok", &["n_routed_experts"]);
+        let e = error_after(|v| v["topk_group"] = 3.into());
+        assert_names(&e, "topk_group", &["n_group"]);
+        let e = error_after(|v| v["n_group"] = 3.into());
+        assert_names(&e, "n_group", &["divisible"]);
+        let e = error_after(|v| v["qk_rope_head_dim"] = 31.into());
+        assert_names(&e, "qk_rope_head_dim", &["odd"]);
+        let e = error_after(|v| v["qk_rope_head_dim"] = 256.into());
+        assert_names(&e, "index_head_dim", &["qk_rope_head_dim"]);
+        let e = error_after(|v| v["index_head_dim"] = 96.into());
+        assert_names(&e, "index_head_dim", &["power of two"]);
+        let e = error_after(|v| v["num_key_value_heads"] = 2.into());
+        assert_names(&e, "num_key_value_heads", &["num_attention_heads"]);
+        let e = error_after(|v| v["scoring_func"] = "relu".into());
+        assert_names(&e, "scoring_func", &["relu", "sigmoid"]);
+        let e = error_after(|v| v["topk_method"] = "random".into());
+        assert_names(&e, "topk_method", &["random"]);
+        let e = error_after(|v| v["hidden_act"] = "gelu".into());
+        assert_names(&e, "hidden_act", &["gelu"]);
+        let e = error_after(|v| v["first_k_dense_replace"] = 5.into());
+        assert_names(&e, "first_k_dense_replace", &["num_hidden_layers"]);
+        let e = error_after(|v| v["q_lora_rank"] = Value::Null);
+        assert_names(&e, "q_lora_rank", &["missing"]);
+        let e = error_after(|v| {
+            v["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
+        });
+        assert_names(&e, "rope_scaling.type", &["linear", "yarn"]);
+        let e = error_after(|v| {
+            v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 0.5,
+                "original_max_position_embeddings": 128});
+        });
+        assert_names(&e, "rope_scaling.factor", &["0.5"]);
+        let e = error_after(|v| {
+            v["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0});
+        });
+        assert_names(
+            &e,
+            "rope_scaling.original_max_position_embeddings",
+            &["missing"],
+        );
+        let e = error_after(|v| {
+            v["quantization_config"] = serde_json::json!({"quant_method": "fp8",
+                "fmt": "e5m2", "weight_block_size": [128, 128]});
+        });
+        assert_names(&e, "quantization_config.fmt", &["e5m2"]);
+        let e = error_after(|v| {
+            v["quantization_config"] = serde_json::json!({"quant_method": "fp8",
+                "weight_block_size": [128]});
+        });
+        assert_names(
+            &e,
+            "quantization_config.weight_block_size",
+            &["[rows, cols]"],
+        );
+        let e = error_after(|v| {
+            v["quantization_config"] = serde_json::json!({"quant_method": "fp8",
+                "scale_fmt": "e8m0x"});
+        });
+        assert_names(&e, "quantization_config.scale_fmt", &["e8m0x"]);
+    }
+
+    #[test]
+    fn bad_reference_fields_are_named() {
+        let e = DeepSeekV32Config::from_json_str(r#"{"dim": 256, "n_layer": 3}"#).unwrap_err();
+        assert_names(&e, "n_layer", &["unknown"]);
+        let e = DeepSeekV32Config::from_json_str(r#"{"dim": 256, "dtype": "int4"}"#).unwrap_err();
+        assert_names(&e, "dtype", &["int4", "fp8"]);
+        let e = DeepSeekV32Config::from_json_str(r#"{"score_func": "tanh"}"#).unwrap_err();
+        assert_names(&e, "score_func", &["tanh"]);
+        // The reference default q_lora_rank = 0 cannot feed the indexer.
+        let e = DeepSeekV32Config::from_json_str(r#"{"dim": 256}"#).unwrap_err();
+        assert_names(&e, "q_lora_rank", &["positive"]);
+    }
+
+    #[test]
+    fn malformed_text_and_files_are_errors() {
+        let e = DeepSeekV32Config::from_json_str("{ not json").unwrap_err();
+        assert!(matches!(e, ConfigError::Json { .. }), "{e}");
+        let e = DeepSeekV32Config::from_json_str("[1, 2]").unwrap_err();
+        assert!(e.to_string().contains("object"), "{e}");
+        let missing = Path::new("/nonexistent/dsa-model/config.json");
+        let e = DeepSeekV32Config::from_file(missing).unwrap_err();
+        assert!(
+            e.to_string().contains("/nonexistent/dsa-model/config.json"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tiny_preset_is_valid_and_round_trips() {
+        let cfg = DeepSeekV32Config::tiny(512);
+        cfg.validate().expect("valid");
+        assert!(cfg.yarn().is_none());
+        let json = serde_json::to_string_pretty(&cfg).expect("serialisable");
+        assert_eq!(DeepSeekV32Config::from_json_str(&json).expect("valid"), cfg);
+        assert_eq!(
+            DeepSeekV32Config::tiny(0).validate().unwrap_err().field(),
+            Some("vocab_size")
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! DeepSeek-V3.2 model.
+//!
+//! - [`config`]: the model configuration ([`DeepSeekV32Config`]), read from HuggingFace or
+//!   DeepSeek-reference `config.json` files.
+//! - [`loading`]: memory-mapped safetensors checkpoints ([`Checkpoint`]), with FP8 e4m3
+//!   block dequantisation.
+
+pub mod config;
+pub mod loading;
+
+#[cfg(test)]
+mod test_util;
+
+pub use config::{ConfigError, DeepSeekV32Config};
+pub use loading::{Checkpoint, LoadError};
