@@ -50,11 +50,11 @@ pub fn reference_topk<B: Backend>(
     )
 }
 
-/// NaN ranks below every number.
+/// NaN ranks below every number; `-0.0` ties with `0.0`.
 fn rank(v: f32) -> f32 {
     if v.is_nan() {
         f32::NEG_INFINITY
     } else {
-        v
+        v + 0.0
     }
 }

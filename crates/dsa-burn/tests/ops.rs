@@ -40,6 +40,10 @@ fn host<B: AutodiffBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
 }
 
+fn host_bool<B: AutodiffBackend, const D: usize>(t: Tensor<B, D, Bool>) -> Vec<bool> {
+    t.int().into_data().convert::<i64>().into_vec::<i64>().unwrap().into_iter().map(|v| v != 0).collect()
+}
+
 fn grad<B: AutodiffBackend, const D: usize>(t: &Tensor<B, D>, g: &B::Gradients) -> Vec<f64> {
     t.grad(g).map(|g| g.into_data().convert::<f32>().into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()).expect("gradient")
 }
@@ -195,7 +199,7 @@ fn check_topk<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
         let (idx, valid) = topk_select(tensor::<B, 3>(&scores, [b, t, s], dev), k, causal);
         let (want_idx, want_valid) = topk_f64(&scores, [b, t, s], k, causal);
         assert_eq!(idx.dims(), [b, t, k.min(s)]);
-        assert_eq!(valid.into_data().into_vec::<bool>().unwrap(), want_valid, "valid {b} {t} {s} {k}");
+        assert_eq!(host_bool(valid), want_valid, "valid {b} {t} {s} {k}");
         assert_eq!(idx.into_data().convert::<i64>().into_vec::<i64>().unwrap(), want_idx, "indices {b} {t} {s} {k}");
     }
 }
@@ -244,7 +248,7 @@ fn check_sparse_mla<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
         let scores = rng.normal(b * t * s);
         let (sel, sel_valid) = topk_select(tensor::<B, 3>(&scores, [b, t, s], dev), k, Some(offset));
         let kk = sel.dims()[2];
-        let mut valid = sel_valid.into_data().into_vec::<bool>().unwrap();
+        let mut valid = host_bool(sel_valid);
         valid[..kk].iter_mut().for_each(|v| *v = false);
         let sel_host = sel.clone().into_data().convert::<i64>().into_vec::<i64>().unwrap();
         let dims = [b, t, h, d, s, kk];
@@ -314,7 +318,7 @@ fn check_losses<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
 
     // Sparse: the selected set.
     let (sel, valid) = topk_select(scores.clone(), k, Some(0));
-    let (sel_h, valid_h) = (sel.clone().into_data().convert::<i64>().into_vec::<i64>().unwrap(), valid.clone().into_data().into_vec::<bool>().unwrap());
+    let (sel_h, valid_h) = (sel.clone().into_data().convert::<i64>().into_vec::<i64>().unwrap(), host_bool(valid.clone()));
     let (_, lse) = sparse_mla(q.clone(), kv.clone(), sel.clone(), valid.clone(), d, scale as f32);
     let sparse_f = |ii: &[f64]| -> f64 {
         (0..b * t).map(|row| {
