@@ -1,1 +1,60 @@
-//! Shared helpers for integration tests.
+//! Helpers for the cross-crate integration tests: the conformance cases and tensor errors.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use dsa_model::Checkpoint;
+
+/// The conformance directory: `$DSA_CONFORMANCE_DIR` (relative paths are taken from the
+/// workspace root), else `../shared/conformance` beside the workspace.
+pub fn conformance_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    match std::env::var_os("DSA_CONFORMANCE_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("../shared/conformance"),
+    }
+}
+
+/// Every directory under [`conformance_dir`] holding a `config.json`, `model.safetensors`
+/// and `golden.safetensors`, sorted. Panics if there is none: a misplaced directory must not
+/// pass silently.
+pub fn conformance_cases() -> Vec<PathBuf> {
+    let dir = conformance_dir();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("conformance directory {} unreadable ({e}); set DSA_CONFORMANCE_DIR", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| ["config.json", "model.safetensors", "golden.safetensors"].iter().all(|f| p.join(f).is_file()))
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no conformance case under {}", dir.display());
+    cases
+}
+
+/// A golden tensor with the shape stored in the file.
+pub fn golden<B: Backend, const D: usize>(golden: &Checkpoint, name: &str, device: &B::Device) -> Tensor<B, D> {
+    let shape: [usize; D] = golden
+        .shape(name)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .try_into()
+        .unwrap_or_else(|_| panic!("golden tensor {name} is not {D}-D"));
+    golden.read_tensor(name, shape, device).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `‖a − b‖ / ‖b‖` over the entries where `b` is finite (`a` must be finite there too).
+pub fn rel_error<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
+    let a = a.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let b = b.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(&b) {
+        if y.is_finite() {
+            if !x.is_finite() {
+                return f64::INFINITY;
+            }
+            num += (*x as f64 - *y as f64).powi(2);
+            den += (*y as f64).powi(2);
+        }
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}

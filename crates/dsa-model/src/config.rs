@@ -27,6 +27,7 @@
 //! # Ok::<(), dsa_model::config::ConfigError>(())
 //! ```
 
+use dsa_burn::{DsaAttentionConfig, IndexerQuant};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -198,16 +199,6 @@ impl YarnConfig {
     /// ```
     pub fn attention_mscale(&self) -> f64 {
         self.mscale_all_dim.unwrap_or(self.mscale)
-    }
-
-    /// The attention logit multiplier `m = 0.1·attention_mscale·ln(factor) + 1` (1 when
-    /// `factor <= 1`); the softmax scale is multiplied by `m²`.
-    pub fn attention_factor(&self) -> f64 {
-        if self.factor <= 1.0 {
-            1.0
-        } else {
-            0.1 * self.attention_mscale() * self.factor.ln() + 1.0
-        }
     }
 }
 
@@ -665,7 +656,7 @@ impl DeepSeekV32Config {
     }
 
     /// The attention softmax scale `qk_head_dim^-0.5 · m²`, with `m` the YaRN attention
-    /// factor ([`YarnConfig::attention_factor`]) when YaRN applies, else 1.
+    /// factor when YaRN applies, else 1 (see [`DsaAttentionConfig::softmax_scale`]).
     ///
     /// ```
     /// use dsa_model::config::DeepSeekV32Config;
@@ -674,8 +665,42 @@ impl DeepSeekV32Config {
     /// assert!((cfg.softmax_scale() - 96f64.powf(-0.5)).abs() < 1e-12);
     /// ```
     pub fn softmax_scale(&self) -> f64 {
-        let m = self.yarn().map_or(1.0, YarnConfig::attention_factor);
-        (self.qk_head_dim() as f64).powf(-0.5) * m * m
+        self.attention().softmax_scale()
+    }
+
+    /// The [`DsaAttentionConfig`] of every layer (sparse mode; the indexer quantises with
+    /// [`DeepSeekV32Config::index_scale_fmt`]).
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let cfg = DeepSeekV32Config::tiny(1024);
+    /// assert_eq!(cfg.attention().n_heads, cfg.num_attention_heads);
+    /// ```
+    pub fn attention(&self) -> DsaAttentionConfig {
+        let yarn = self.yarn().map(|y| {
+            dsa_burn::YarnConfig::new(y.factor, y.original_max_position_embeddings)
+                .with_beta_fast(y.beta_fast)
+                .with_beta_slow(y.beta_slow)
+                .with_mscale(y.attention_mscale())
+        });
+        DsaAttentionConfig::new(self.hidden_size, self.num_attention_heads, self.max_position_embeddings)
+            .with_rope_theta(self.rope_theta)
+            .with_yarn(yarn)
+            .with_q_lora_rank(self.q_lora_rank)
+            .with_kv_lora_rank(self.kv_lora_rank)
+            .with_qk_nope_dim(self.qk_nope_head_dim)
+            .with_qk_rope_dim(self.qk_rope_head_dim)
+            .with_v_head_dim(self.v_head_dim)
+            .with_index_n_heads(self.index_n_heads)
+            .with_index_head_dim(self.index_head_dim)
+            .with_index_topk(self.index_topk)
+            .with_index_quant(match self.index_scale_fmt() {
+                ScaleFmt::Float => IndexerQuant::E4m3,
+                ScaleFmt::Ue8m0 => IndexerQuant::E4m3Pow2,
+            })
+            .with_index_rope_interleaved(self.indexer_rope_interleave)
+            .with_norm_eps(self.rms_norm_eps)
     }
 
     /// Whether layer `layer` has a MoE feed-forward (else a dense MLP).

@@ -1,0 +1,87 @@
+//! Layer 0 of every conformance case: the lightning indexer's scores and selection, and the
+//! sparse MLA output, recomputed from the case's weights and its recorded layer-0 inputs.
+//! Run with `-- --nocapture` to see each case's measured errors.
+
+use burn::tensor::Tensor;
+use dsa_burn::ops::{indexer_scores, topk_select};
+use dsa_burn::DsaBackend;
+use dsa_model::{hf, Checkpoint, DeepSeekV32Config};
+use dsa_tests::{conformance_cases, golden, rel_error};
+
+/// The selection may differ from the reference only where FP8 rounding reorders scores:
+/// a token we chose instead of the reference's must score within this fraction of the
+/// row's score range of the one it replaced.
+const NEAR_TIE: f32 = 2e-3;
+
+fn check<B: DsaBackend>(device: &B::Device) {
+    for dir in conformance_cases() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let cfg = DeepSeekV32Config::from_file(dir.join("config.json")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut ckpt = Checkpoint::open(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(block) = cfg.weight_block_size() {
+            ckpt = ckpt.with_weight_block_size(block).unwrap();
+        }
+        let gold = Checkpoint::open(dir.join("golden.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let attn = hf::attention::<B>(&ckpt, &cfg, 0, device).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let x: Tensor<B, 3> = golden(&gold, "layer0.attn_in", device);
+        let qr: Tensor<B, 3> = golden(&gold, "layer0.qr", device);
+
+        // Indexer scores, raw (no causal mask) as recorded.
+        let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
+        let k = attn.indexer.keys(x.clone(), attn.rope(), 0);
+        let scores = indexer_scores(q, w, k, attn.indexer.quant(), None);
+        let want_scores: Tensor<B, 3> = golden(&gold, "layer0.index_scores", device);
+        let score_err = rel_error(scores.clone(), want_scores.clone());
+
+        // Selection against the recorded top-k mask.
+        let [b, t, s] = scores.dims();
+        let (idx, valid) = topk_select(scores, cfg.index_topk, Some(0));
+        let kk = idx.dims()[2];
+        let idx = idx.into_data().convert::<i64>().into_vec::<i64>().unwrap();
+        let valid = valid.int().into_data().convert::<i64>().into_vec::<i64>().unwrap();
+        let want_sel = gold.read_data("layer0.selected").unwrap().convert::<u8>().into_vec::<u8>().unwrap();
+        let ref_scores = want_scores.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let (mut mismatched, mut worst_gap) = (0usize, 0f32);
+        for row in 0..b * t {
+            let mut ours = vec![false; s];
+            (0..kk).filter(|j| valid[row * kk + j] != 0).for_each(|j| ours[idx[row * kk + j] as usize] = true);
+            let theirs: Vec<bool> = (0..s).map(|c| want_sel[row * s + c] != 0).collect();
+            let sc = &ref_scores[row * s..(row + 1) * s];
+            let causal = &sc[..=(row % t)];
+            let range = causal.iter().cloned().fold(f32::MIN, f32::max) - causal.iter().cloned().fold(f32::MAX, f32::min);
+            let only_ours: Vec<f32> = (0..s).filter(|c| ours[*c] && !theirs[*c]).map(|c| sc[c]).collect();
+            let only_theirs: Vec<f32> = (0..s).filter(|c| theirs[*c] && !ours[*c]).map(|c| sc[c]).collect();
+            assert_eq!(only_ours.len(), only_theirs.len(), "{name}: row {row} selects a different number of tokens");
+            mismatched += only_ours.len();
+            if let (Some(lo), Some(hi)) = (only_ours.iter().cloned().reduce(f32::min), only_theirs.iter().cloned().reduce(f32::max)) {
+                worst_gap = worst_gap.max((hi - lo) / range.max(f32::MIN_POSITIVE));
+            }
+        }
+
+        // Sparse MLA output of the whole layer.
+        let out = attn.forward(x);
+        let want_out: Tensor<B, 3> = golden(&gold, "layer0.attn_out", device);
+        let out_err = rel_error(out, want_out);
+
+        println!(
+            "{name}: layer0.index_scores rel err {score_err:.2e} (≤ 1e-3), selection mismatches {mismatched} of {} (worst near-tie gap {worst_gap:.1e} of row range, ≤ {NEAR_TIE:.0e}), layer0.attn_out rel err {out_err:.2e} (≤ 1e-4)",
+            b * t * kk.min(s)
+        );
+        assert!(score_err <= 1e-3, "{name}: index scores error {score_err:e}");
+        assert!(worst_gap <= NEAR_TIE, "{name}: selection differs beyond near-ties ({worst_gap:e})");
+        assert!(out_err <= 1e-4, "{name}: attention output error {out_err:e}");
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+fn layer0_matches_reference_ndarray() {
+    check::<burn::backend::NdArray>(&Default::default());
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn layer0_matches_reference_wgpu() {
+    check::<burn::backend::Wgpu>(&Default::default());
+}
+
