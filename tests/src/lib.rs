@@ -58,3 +58,8 @@ pub fn rel_error<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -
     }
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
+
+/// The workspace README's examples, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
