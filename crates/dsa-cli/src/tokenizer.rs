@@ -1,0 +1,116 @@
+//! Text ↔ tokens: a HuggingFace `tokenizer.json`, or a byte-level BPE trained on the
+//! training text with the `tokenizers` crate (`dsa-cli tokenizer train`).
+
+use std::path::Path;
+
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+
+/// End-of-text token of tokenizers trained here.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+/// Tokens other tokenizers use to end a text, tried in order.
+const EOS_CANDIDATES: [&str; 4] = [END_OF_TEXT, "<｜end▁of▁sentence｜>", "</s>", "<eos>"];
+
+/// A tokenizer with a known end-of-text token.
+#[derive(Clone, Debug)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    eos: u32,
+}
+
+/// Tokenizer errors, with the file concerned.
+pub type TokenizerError = Box<dyn std::error::Error + Send + Sync>;
+
+impl TextTokenizer {
+    /// Loads a `tokenizer.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
+        let path = path.as_ref();
+        let inner = Tokenizer::from_file(path).map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
+        Self::new(inner).map_err(|e| format!("{}: {e}", path.display()).into())
+    }
+
+    fn new(inner: Tokenizer) -> Result<Self, TokenizerError> {
+        let eos = EOS_CANDIDATES
+            .iter()
+            .find_map(|t| inner.token_to_id(t))
+            .ok_or_else(|| format!("the tokenizer has no end-of-text token (one of {EOS_CANDIDATES:?})"))?;
+        Ok(Self { inner, eos })
+    }
+
+    /// Trains a byte-level BPE of `vocab_size` tokens (including [`END_OF_TEXT`]) on `texts`.
+    ///
+    /// ```
+    /// use dsa_cli::tokenizer::TextTokenizer;
+    /// let tok = TextTokenizer::train(["the cat sat on the mat", "the dog sat"], 300).unwrap();
+    /// let ids = tok.encode("the cat sat");
+    /// assert_eq!(tok.decode(&ids), "the cat sat");
+    /// ```
+    pub fn train<S: AsRef<str> + Send>(texts: impl IntoIterator<Item = S, IntoIter: Send>, vocab_size: usize) -> Result<Self, TokenizerError> {
+        let mut trainer = BpeTrainerBuilder::new()
+            .show_progress(false)
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
+            .build();
+        let mut tokenizer = TokenizerBuilder::new()
+            .with_model(BPE::default())
+            .with_normalizer(None::<tokenizers::NormalizerWrapper>)
+            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+            .with_post_processor(Some(ByteLevel::default()))
+            .with_decoder(Some(ByteLevel::default()))
+            .build()?;
+        tokenizer.train(&mut trainer, texts.into_iter())?;
+        Self::new(Tokenizer::from(tokenizer))
+    }
+
+    /// Writes `tokenizer.json`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), TokenizerError> {
+        let path = path.as_ref();
+        self.inner.save(path, false).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+    }
+
+    /// Token ids of `text` (no special tokens added).
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.inner.encode(text, false).map(|e| e.get_ids().to_vec()).unwrap_or_default()
+    }
+
+    /// The text of `ids` (special tokens skipped).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, true).unwrap_or_default()
+    }
+
+    /// The end-of-text token.
+    pub fn eos(&self) -> u32 {
+        self.eos
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trained_tokenizer_round_trips_and_saves() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/devils-dictionary.txt")).unwrap();
+        let tok = TextTokenizer::train(text.lines().take(2000), 512).unwrap();
+        assert_eq!(tok.vocab_size(), 512);
+        let sample = "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion. Ünïcödé ✓";
+        let ids = tok.encode(sample);
+        assert!(ids.len() < sample.len(), "BPE merges shorten the text");
+        assert_eq!(tok.decode(&ids), sample);
+        let path = std::env::temp_dir().join(format!("dsa-tok-{}.json", std::process::id()));
+        tok.save(&path).unwrap();
+        let back = TextTokenizer::from_file(&path).unwrap();
+        assert_eq!(back.encode(sample), ids);
+        assert_eq!(back.eos(), tok.eos());
+        std::fs::remove_file(path).unwrap();
+        assert!(TextTokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err().to_string().contains("/nonexistent/tokenizer.json"));
+    }
+}
