@@ -1,4 +1,6 @@
-//! The pieces of `dsa-cli` that other programs may reuse: training data and tokenizers.
+//! The pieces of `dsa-cli` that other programs may reuse: training data, tokenizers and
+//! the synthetic retrieval task.
 
 pub mod data;
+pub mod retrieval;
 pub mod tokenizer;
