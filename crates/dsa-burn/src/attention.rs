@@ -16,6 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::DsaCache;
 use crate::indexer::{causal_mask, LightningIndexer, LightningIndexerConfig};
 use crate::loss::{dense_indexer_loss, sparse_indexer_loss};
 use crate::quant::IndexerQuant;
@@ -199,6 +200,18 @@ pub struct DsaOutput<B: Backend> {
     pub selection: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
 }
 
+/// What the sparse attention of a block of `T` query tokens read.
+#[derive(Debug, Clone)]
+pub struct Selection<B: Backend> {
+    /// Causal indexer scores `[B, T, S]` against all `S` keys so far (`-inf` for future
+    /// keys).
+    pub scores: Tensor<B, 3>,
+    /// Selected key positions `[B, T, K]`, best first.
+    pub indices: Tensor<B, 3, Int>,
+    /// Which entries of `indices` are real (a row with fewer than `K` candidates pads).
+    pub valid: Tensor<B, 3, Bool>,
+}
+
 /// Latent projections of a block of tokens.
 struct Latents<B: Backend> {
     /// Normalised query latent `[B,T,q_lora]` (the indexer's input).
@@ -218,16 +231,53 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// Causal self-attention over the whole sequence `x [B, T, d_model]` in the configured
     /// mode (no indexer loss).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let lat = self.latents(x.clone(), 0);
-        let out = match self.mode {
-            AttentionMode::Dense => self.dense(lat.q, lat.kv, 0),
-            AttentionMode::Sparse => {
-                let scores = self.index_scores(x, lat.qr, 0);
-                let (idx, valid) = ops::topk_select(scores, self.indexer.topk(), Some(0));
-                ops::sparse_mla(lat.q, lat.kv, idx, valid, self.kv_lora_rank, self.softmax_scale).0
-            }
+        self.forward_with_selection(x, None).0
+    }
+
+    /// Attention of `T` new tokens `x [B, T, d_model]` at positions `cache.len()..`: their
+    /// latents and indexer keys are appended to `cache`, and they attend to everything
+    /// cached. Serves prefill (`T` prompt tokens, empty cache), chunked prefill, and decode
+    /// (`T = 1`, one new token per sequence); the result equals [`DsaAttention::forward`]
+    /// over the whole sequence, restricted to the new tokens.
+    pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut DsaCache<B>) -> Tensor<B, 3> {
+        self.forward_with_selection(x, Some(cache)).0
+    }
+
+    /// [`DsaAttention::forward`] (no cache) or [`DsaAttention::forward_cached`], also
+    /// returning the indexer's scores and selection in sparse mode (`None` in dense mode).
+    ///
+    /// ```
+    /// # use burn::backend::NdArray;
+    /// # use burn::tensor::{Distribution, Tensor};
+    /// use dsa_burn::{DsaAttentionConfig, DsaCache};
+    /// let dev = Default::default();
+    /// let attn = DsaAttentionConfig::new(64, 2, 128)
+    ///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_dim(16).with_qk_rope_dim(16).with_v_head_dim(16)
+    ///     .with_index_n_heads(2).with_index_head_dim(32).with_index_topk(4)
+    ///     .init::<NdArray>(&dev);
+    /// let mut cache = DsaCache::new();
+    /// let x = Tensor::<NdArray, 3>::random([1, 6, 64], Distribution::Default, &dev);
+    /// let (_, sel) = attn.forward_with_selection(x, Some(&mut cache));
+    /// let sel = sel.expect("sparse mode");
+    /// assert_eq!((sel.scores.dims(), sel.indices.dims()), ([1, 6, 6], [1, 6, 4]));
+    /// ```
+    pub fn forward_with_selection(&self, x: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>) -> (Tensor<B, 3>, Option<Selection<B>>) {
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        let lat = self.latents(x.clone(), start);
+        let keys = self.indexer.keys(x.clone(), &self.rope, start);
+        let (kv, keys) = match cache {
+            Some(cache) => cache.append(lat.kv, keys),
+            None => (lat.kv, keys),
         };
-        self.project_out(out)
+        match self.mode {
+            AttentionMode::Dense => (self.project_out(self.dense(lat.q, kv, start)), None),
+            AttentionMode::Sparse => {
+                let scores = self.indexer.scores(x, lat.qr, keys, &self.rope, start);
+                let (indices, valid) = ops::topk_select(scores.clone(), self.indexer.topk(), Some(start));
+                let out = ops::sparse_mla(lat.q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
+                (self.project_out(out), Some(Selection { scores, indices, valid }))
+            }
+        }
     }
 
     /// Training forward over the whole sequence: the output and the indexer's KL loss.

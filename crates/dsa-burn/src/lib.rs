@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod cache;
 pub mod indexer;
 pub mod loss;
 pub mod ops;
@@ -10,7 +11,8 @@ pub mod rope;
 pub mod sparse_mla;
 pub mod topk;
 
-pub use attention::{AttentionMode, DsaAttention, DsaAttentionConfig, DsaOutput};
+pub use attention::{AttentionMode, DsaAttention, DsaAttentionConfig, DsaOutput, Selection};
+pub use cache::DsaCache;
 pub use indexer::{LightningIndexer, LightningIndexerConfig};
 pub use ops::DsaBackend;
 pub use quant::IndexerQuant;
