@@ -1,1 +1,30 @@
 //! CubeCL kernels for DeepSeek Sparse Attention.
+//!
+//! One module per concept: [`quant`] (FP8 e4m3 block fake-quantisation), [`indexer`]
+//! (lightning-indexer scores), [`topk`] (per-row top-k selection) and [`sparse_mla`]
+//! (sparse MLA forward and backward in MQA mode). Every kernel is generic over the float
+//! type (the `#[define]` storage types are chosen at launch from the tensors' dtypes) and
+//! computes in f32. The kernels take contiguous tensors; shapes and layouts are documented
+//! on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
+
+pub mod indexer;
+pub mod quant;
+pub mod sparse_mla;
+pub mod topk;
+
+/// Cube count for `n` cubes on a grid of at most 65535 cubes per axis (x then y), so that
+/// wgpu's per-dimension limit holds; kernels recover the linear index with [`cube_index`].
+pub fn grid_1d(n: usize) -> (u32, u32) {
+    let n = n.max(1);
+    let x = n.min(65535);
+    let y = n.div_ceil(x);
+    assert!(y <= 65535, "grid of {n} cubes is too large");
+    (x as u32, y as u32)
+}
+
+/// Linear index of the current cube over the x and y axes of [`grid_1d`].
+#[cubecl::cube]
+pub fn cube_index() -> usize {
+    use cubecl::prelude::*;
+    CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize
+}

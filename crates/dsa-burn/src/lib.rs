@@ -3,6 +3,8 @@
 
 pub mod attention;
 pub mod cache;
+#[cfg(feature = "cubecl-backend")]
+pub mod cubecl;
 pub mod indexer;
 pub mod loss;
 pub mod ops;

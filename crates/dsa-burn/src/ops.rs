@@ -96,15 +96,7 @@ where
 /// Autodiff: the reference operations are differentiated by Burn's autodiff.
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {}
 
-#[cfg(feature = "cubecl-backend")]
-impl<R, F, I, BT> DsaBackend for burn_cubecl::CubeBackend<R, F, I, BT>
-where
-    R: burn_cubecl::CubeRuntime,
-    F: burn_cubecl::FloatElement,
-    I: burn_cubecl::IntElement,
-    BT: burn_cubecl::BoolElement,
-{
-}
+// `DsaBackend for burn_cubecl::CubeBackend` (the CubeCL kernels) lives in `crate::cubecl`.
 
 /// Lightning-indexer scores `[B, T, S]`; see [`DsaBackend::indexer_scores`].
 ///

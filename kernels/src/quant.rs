@@ -1,0 +1,111 @@
+//! FP8 e4m3 block fake-quantisation, bit-identical to `dsa_burn::quant::fake_quant`.
+//!
+//! Each 128-wide block of a row gets the f32 scale `s = max(amax, 1e-4) · fl(1/448)`
+//! (optionally rounded up to a power of two, the `ue8m0` format), and each value becomes
+//! `e4m3(clamp(x / s, ±448)) · s`. Everything is computed in f32 with exactly rounded
+//! operations (one IEEE division, multiplications) and integer bit manipulation for the
+//! e4m3 rounding, so no FP8 type is needed and the result is the same on every target.
+//! The floor `1e-4` and `fl(1/448)` are passed at run time (WGSL prints float literals in
+//! decimal; a run-time scalar is bit-exact by construction).
+
+use cubecl::prelude::*;
+
+/// Width of a quantisation block along the last dimension.
+pub const FP8_BLOCK: usize = 128;
+/// Largest finite `float8_e4m3fn` value.
+pub const E4M3_MAX: f32 = 448.0;
+/// The floor of the block amax, as the reference applies it (`clamp_min(1e-4)` in f32).
+pub const AMAX_FLOOR: f32 = 1e-4;
+
+/// Rounds `y` (`|y| ≤ 448`) to the nearest `float8_e4m3fn` value, ties to even, with
+/// integer arithmetic only: normal e4m3 values keep 3 mantissa bits (spacing `2^(e-3)`),
+/// subnormals are multiples of `2^-9`.
+#[cube]
+pub fn round_e4m3(y: f32) -> f32 {
+    let bits = u32::reinterpret(y);
+    let a = bits & 0x7fff_ffffu32;
+    let biased = a >> 23u32;
+    let mut mag = 0.0f32;
+    // f32 zeros and subnormals (< 2^-126) round to zero.
+    if biased != 0u32 {
+        let e = biased as i32 - 127i32;
+        // 24-bit significand: |y| = m · 2^(e - 23).
+        let m = (a & 0x007f_ffffu32) | 0x0080_0000u32;
+        // Bits to drop: 20 for normal e4m3 (e ≥ -6), more for subnormals (spacing 2^-9).
+        let mut r = 14i32 - e;
+        if r < 20i32 {
+            r = 20i32;
+        }
+        // r ≥ 25: |y| < 2^-10 = half the smallest subnormal, rounds to zero.
+        if r < 25i32 {
+            let ru = r as u32;
+            let mut q = m >> ru;
+            let rem = m & ((1u32 << ru) - 1u32);
+            let half = 1u32 << (ru - 1u32);
+            if rem > half || (rem == half && (q & 1u32) == 1u32) {
+                q += 1u32;
+            }
+            // Value q · 2^(e - 23 + r); the exponent is ≥ -9, a normal f32 power of two.
+            let e_out = e - 23i32 + r;
+            let pow2 = f32::reinterpret(((e_out + 127i32) as u32) << 23u32);
+            mag = f32::cast_from(q) * pow2;
+        }
+    }
+    f32::reinterpret(u32::reinterpret(mag) | (bits & 0x8000_0000u32))
+}
+
+/// The block scale `max(amax, floor) · inv_max`, rounded up to a power of two if `pow2`.
+#[cube]
+pub fn block_scale(amax: f32, floor: f32, inv_max: f32, #[comptime] pow2: bool) -> f32 {
+    let mut s = f32::max(amax, floor) * inv_max;
+    if pow2 {
+        let bits = u32::reinterpret(s);
+        if (bits & 0x007f_ffffu32) != 0u32 {
+            s = f32::reinterpret((bits & 0x7f80_0000u32) + 0x0080_0000u32);
+        }
+    }
+    s
+}
+
+/// The e4m3 code of `x` under scale `s` (as an f32 holding an e4m3 value).
+#[cube]
+pub fn quantize_e4m3(x: f32, s: f32) -> f32 {
+    let y = f32::clamp(x / s, -448.0f32, 448.0f32);
+    round_e4m3(y)
+}
+
+/// Fake-quantisation of a contiguous `[rows, d]` tensor: one unit per (row, 128-block).
+/// `floor` = 1e-4, `inv_max` = fl(1/448) (run-time scalars, see the module doc).
+#[cube(launch)]
+pub fn fake_quant_kernel<F: Float>(
+    x: &Tensor<F>,
+    out: &mut Tensor<F>,
+    rows: usize,
+    d: usize,
+    floor: f32,
+    inv_max: f32,
+    #[comptime] pow2: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let nb = d.div_ceil(FP8_BLOCK);
+    let unit = ABSOLUTE_POS;
+    if unit >= rows * nb {
+        terminate!();
+    }
+    let row = unit / nb;
+    let blk = unit % nb;
+    let start = row * d + blk * FP8_BLOCK;
+    let mut end = start + FP8_BLOCK;
+    if end > row * d + d {
+        end = row * d + d;
+    }
+    let mut amax = 0.0f32;
+    for i in start..end {
+        amax = f32::max(amax, f32::abs(f32::cast_from(x[i])));
+    }
+    let s = block_scale(amax, floor, inv_max, pow2);
+    for i in start..end {
+        let c = quantize_e4m3(f32::cast_from(x[i]), s);
+        out[i] = F::cast_from(c * s);
+    }
+}
