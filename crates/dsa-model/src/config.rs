@@ -228,6 +228,15 @@ pub struct QuantizationConfig {
     pub scale_fmt: Option<ScaleFmt>,
 }
 
+/// Parameter counts; see [`DeepSeekV32Config::parameter_count`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParameterCount {
+    /// Every parameter.
+    pub total: usize,
+    /// The parameters one token uses (shared parts and its active experts).
+    pub active: usize,
+}
+
 /// A DeepSeek-V3.2 configuration, under HuggingFace field names.
 ///
 /// Build it with [`DeepSeekV32Config::from_file`], [`DeepSeekV32Config::from_json_str`],
@@ -386,6 +395,76 @@ impl DeepSeekV32Config {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// DeepSeek-V3.2 at full size (the HuggingFace `config.json` of DeepSeek-V3.2-Exp):
+    /// 671B parameters, 61 layers (3 dense), 256 experts of which 8 are active, FP8 e4m3
+    /// weights with `ue8m0` 128×128 block scales, YaRN ×40 over 4096 positions.
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let cfg = DeepSeekV32Config::deepseek_v32();
+    /// cfg.validate()?;
+    /// assert_eq!((cfg.hidden_size, cfg.num_hidden_layers, cfg.index_topk), (7168, 61, 2048));
+    /// # Ok::<(), dsa_model::config::ConfigError>(())
+    /// ```
+    pub fn deepseek_v32() -> Self {
+        Self {
+            architectures: vec!["DeepseekV32ForCausalLM".into()],
+            model_type: MODEL_TYPE.into(),
+            vocab_size: 129280,
+            hidden_size: 7168,
+            intermediate_size: 18432,
+            moe_intermediate_size: 2048,
+            num_hidden_layers: 61,
+            first_k_dense_replace: 3,
+            moe_layer_freq: 1,
+            num_attention_heads: 128,
+            num_key_value_heads: 128,
+            n_routed_experts: 256,
+            n_shared_experts: 1,
+            num_experts_per_tok: 8,
+            n_group: 8,
+            topk_group: 4,
+            scoring_func: ScoringFunc::Sigmoid,
+            topk_method: TopkMethod::NoauxTc,
+            norm_topk_prob: true,
+            routed_scaling_factor: 2.5,
+            q_lora_rank: 1536,
+            kv_lora_rank: 512,
+            qk_nope_head_dim: 128,
+            qk_rope_head_dim: 64,
+            v_head_dim: 128,
+            hidden_act: Activation::Silu,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 163840,
+            rope_theta: 10000.0,
+            rope_scaling: Some(RopeScaling::Yarn(YarnConfig {
+                factor: 40.0,
+                original_max_position_embeddings: 4096,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                mscale: 1.0,
+                mscale_all_dim: Some(1.0),
+            })),
+            index_n_heads: 64,
+            index_head_dim: 128,
+            index_topk: 2048,
+            indexer_rope_interleave: false,
+            tie_word_embeddings: false,
+            bos_token_id: Some(0),
+            eos_token_id: Some(1),
+            torch_dtype: Some("bfloat16".into()),
+            quantization_config: Some(QuantizationConfig {
+                quant_method: "fp8".into(),
+                fmt: "e4m3".into(),
+                activation_scheme: Some("dynamic".into()),
+                weight_block_size: [128, 128],
+                scale_fmt: Some(ScaleFmt::Ue8m0),
+            }),
+            scale_fmt: None,
+        }
     }
 
     /// A small DeepSeek-V3.2 for training from scratch: width 256, 4 layers (the first
@@ -740,6 +819,46 @@ impl DeepSeekV32Config {
         let latent = (self.kv_lora_rank + self.qk_rope_head_dim) * latent_elem_bytes;
         let index_keys = self.index_head_dim + 4 * self.index_head_dim.div_ceil(INDEX_QUANT_BLOCK);
         self.num_hidden_layers * (latent + index_keys)
+    }
+
+    /// Parameters of the model without the MTP layer: all of them, and those a token
+    /// activates (its `num_experts_per_tok` routed experts instead of all of them). FP8
+    /// block scales are not counted.
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let p = DeepSeekV32Config::deepseek_v32().parameter_count();
+    /// assert_eq!(p.total / 1_000_000_000, 671);
+    /// // DeepSeek's "37B activated" leaves out the 0.9B embedding.
+    /// assert_eq!(p.active / 1_000_000_000, 38);
+    /// ```
+    pub fn parameter_count(&self) -> ParameterCount {
+        let (d, h) = (self.hidden_size, self.num_attention_heads);
+        let (ql, kvl, rope) = (self.q_lora_rank, self.kv_lora_rank, self.qk_rope_head_dim);
+        let (ih, id) = (self.index_n_heads, self.index_head_dim);
+        let attention = d * ql + ql + ql * h * self.qk_head_dim()
+            + d * (kvl + rope) + kvl + kvl * h * (self.qk_nope_head_dim + self.v_head_dim)
+            + h * self.v_head_dim * d
+            + ql * ih * id + d * id + 2 * id + d * ih;
+        let swiglu = |hidden: usize| 3 * d * hidden;
+        let moe_fixed = self.n_routed_experts * d
+            + if self.topk_method == TopkMethod::NoauxTc { self.n_routed_experts } else { 0 }
+            + swiglu(self.n_shared_experts * self.moe_intermediate_size);
+        let expert = swiglu(self.moe_intermediate_size);
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * d };
+        let mut count = ParameterCount { total: self.vocab_size * d + head + d, active: self.vocab_size * d + head + d };
+        for layer in 0..self.num_hidden_layers {
+            let common = 2 * d + attention;
+            let (total, active) = if self.is_moe_layer(layer) {
+                (moe_fixed + self.n_routed_experts * expert, moe_fixed + self.num_experts_per_tok * expert)
+            } else {
+                (swiglu(self.intermediate_size), swiglu(self.intermediate_size))
+            };
+            count.total += common + total;
+            count.active += common + active;
+        }
+        count
     }
 
     fn from_hf(o: &Fields<'_>) -> Result<Self, ConfigError> {
@@ -1307,6 +1426,7 @@ mod tests {
             "torch_dtype": "bfloat16", "use_cache": true, "v_head_dim": 128,
             "vocab_size": 129280 }"#;
         let hf = DeepSeekV32Config::from_json_str(hf).expect("valid HF config");
+        assert_eq!(hf, DeepSeekV32Config::deepseek_v32());
         let reference = r#"{
             "vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "moe_inter_dim": 2048,
             "n_layers": 61, "n_dense_layers": 3, "n_heads": 128, "n_routed_experts": 256,

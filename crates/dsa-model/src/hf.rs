@@ -3,14 +3,23 @@
 //! HF stores a linear layer's weight as `[out, in]` (`<prefix>.weight`); Burn's [`Linear`]
 //! holds `[in, out]`. Every loader checks shapes against the configuration, so a wrong
 //! checkpoint fails with the tensor's name, the expected and found shapes, and its file.
+//! [`model`] first compares the checkpoint's names with [`expected_names`] and reports every
+//! missing and unexpected tensor at once. Tensors are converted one at a time from the
+//! memory-mapped files, so the checkpoint is never held in memory twice.
+
+use std::fmt;
+use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::backend::Backend;
 use dsa_burn::DsaAttention;
 
-use crate::config::DeepSeekV32Config;
+use crate::config::{ConfigError, DeepSeekV32Config};
 use crate::loading::{Checkpoint, LoadError};
+use crate::mlp::Mlp;
+use crate::model::{Block, DeepSeekV32, FeedForward};
+use crate::moe::{Moe, MoeConfig};
 
 /// A bias-free linear layer from `<prefix>.weight` of shape `[d_out, d_in]`.
 pub fn linear<B: Backend>(
@@ -51,7 +60,7 @@ pub fn layer_norm<B: Backend>(ckpt: &Checkpoint, prefix: &str, d: usize, eps: f6
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn attention<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<DsaAttention<B>, LoadError> {
-    let p = format!("model.layers.{layer}.self_attn");
+    let p = format!("{}.self_attn", layer_prefix(layer));
     let (d, h, eps) = (cfg.hidden_size, cfg.num_attention_heads, cfg.rms_norm_eps);
     let (ql, kvl, rope) = (cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_rope_head_dim);
     let mut attn = cfg.attention().init::<B>(device);
@@ -69,4 +78,301 @@ pub fn attention<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: 
     ix.k_norm = layer_norm(ckpt, &format!("{p}.indexer.k_norm"), id, 1e-6, device)?;
     ix.weights_proj = linear(ckpt, &format!("{p}.indexer.weights_proj"), d, ih, device)?;
     Ok(attn)
+}
+
+/// The tensor-name prefix of block `layer`.
+fn layer_prefix(layer: usize) -> String {
+    format!("model.layers.{layer}")
+}
+
+/// The three projections of a SwiGLU MLP, in HF order.
+const MLP_PROJECTIONS: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+
+/// A SwiGLU MLP from `<prefix>.{gate_proj,up_proj,down_proj}.weight`.
+pub fn mlp<B: Backend>(ckpt: &Checkpoint, prefix: &str, d_model: usize, hidden: usize, device: &B::Device) -> Result<Mlp<B>, LoadError> {
+    let [gate, up, down] = MLP_PROJECTIONS.map(|p| format!("{prefix}.{p}"));
+    Ok(Mlp {
+        gate_proj: linear(ckpt, &gate, d_model, hidden, device)?,
+        up_proj: linear(ckpt, &up, d_model, hidden, device)?,
+        down_proj: linear(ckpt, &down, hidden, d_model, device)?,
+    })
+}
+
+/// Layer `layer`'s mixture of experts (`model.layers.<layer>.mlp.*`).
+pub fn moe<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<Moe<B>, LoadError> {
+    let p = format!("{}.mlp", layer_prefix(layer));
+    let moe_cfg = MoeConfig::from_config(cfg);
+    let (d, e) = (moe_cfg.d_model, moe_cfg.n_routed_experts);
+    // Lazily initialised: the random weights are never materialised, only replaced.
+    let mut moe = moe_cfg.init::<B>(device);
+    moe.gate = linear(ckpt, &format!("{p}.gate"), d, e, device)?;
+    moe.e_score_correction_bias = match moe_cfg.correction_bias {
+        true => Some(Param::from_tensor(ckpt.read_tensor(&format!("{p}.gate.e_score_correction_bias"), [e], device)?)),
+        false => None,
+    };
+    moe.experts = (0..e)
+        .map(|i| mlp(ckpt, &format!("{p}.experts.{i}"), d, moe_cfg.expert_hidden, device))
+        .collect::<Result<_, _>>()?;
+    moe.shared_experts = moe_cfg
+        .shared()
+        .map(|c| mlp(ckpt, &format!("{p}.shared_experts"), c.d_model, c.hidden, device))
+        .transpose()?;
+    Ok(moe)
+}
+
+/// Block `layer` (`model.layers.<layer>.*`): norms, attention and feed-forward.
+pub fn block<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<Block<B>, LoadError> {
+    let p = layer_prefix(layer);
+    let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+    Ok(Block {
+        input_layernorm: rms_norm(ckpt, &format!("{p}.input_layernorm"), d, eps, device)?,
+        self_attn: attention(ckpt, cfg, layer, device)?,
+        post_attention_layernorm: rms_norm(ckpt, &format!("{p}.post_attention_layernorm"), d, eps, device)?,
+        mlp: if cfg.is_moe_layer(layer) {
+            FeedForward::Moe(moe(ckpt, cfg, layer, device)?)
+        } else {
+            FeedForward::Dense(mlp(ckpt, &format!("{p}.mlp"), d, cfg.intermediate_size, device)?)
+        },
+    })
+}
+
+/// Every tensor name (without FP8 `_scale_inv` companions) a checkpoint of `cfg` holds,
+/// MTP layer excluded.
+///
+/// ```
+/// use dsa_model::{hf, DeepSeekV32Config};
+/// let names = hf::expected_names(&DeepSeekV32Config::tiny(64));
+/// assert!(names.contains(&"model.layers.1.mlp.experts.7.down_proj.weight".to_string()));
+/// assert!(names.contains(&"model.layers.0.self_attn.indexer.k_norm.bias".to_string()));
+/// ```
+pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
+    let mut names = vec!["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()];
+    if !cfg.tie_word_embeddings {
+        names.push("lm_head.weight".into());
+    }
+    let mlp_names = |prefix: &str| MLP_PROJECTIONS.map(|p| format!("{prefix}.{p}.weight"));
+    for layer in 0..cfg.num_hidden_layers {
+        let p = layer_prefix(layer);
+        for part in [
+            "input_layernorm",
+            "post_attention_layernorm",
+            "self_attn.q_a_proj",
+            "self_attn.q_a_layernorm",
+            "self_attn.q_b_proj",
+            "self_attn.kv_a_proj_with_mqa",
+            "self_attn.kv_a_layernorm",
+            "self_attn.kv_b_proj",
+            "self_attn.o_proj",
+            "self_attn.indexer.wq_b",
+            "self_attn.indexer.wk",
+            "self_attn.indexer.k_norm",
+            "self_attn.indexer.weights_proj",
+        ] {
+            names.push(format!("{p}.{part}.weight"));
+        }
+        names.push(format!("{p}.self_attn.indexer.k_norm.bias"));
+        if cfg.is_moe_layer(layer) {
+            let moe_cfg = MoeConfig::from_config(cfg);
+            names.push(format!("{p}.mlp.gate.weight"));
+            if moe_cfg.correction_bias {
+                names.push(format!("{p}.mlp.gate.e_score_correction_bias"));
+            }
+            for e in 0..moe_cfg.n_routed_experts {
+                names.extend(mlp_names(&format!("{p}.mlp.experts.{e}")));
+            }
+            if moe_cfg.shared().is_some() {
+                names.extend(mlp_names(&format!("{p}.mlp.shared_experts")));
+            }
+        } else {
+            names.extend(mlp_names(&format!("{p}.mlp")));
+        }
+    }
+    names
+}
+
+/// The whole model from a checkpoint. The names are checked first: every missing and
+/// unexpected tensor is reported in one [`LoadError::NameMismatch`] (the MTP layer's
+/// tensors are skipped with a log line); then each tensor is shape-checked and converted.
+///
+/// ```no_run
+/// use burn::backend::NdArray;
+/// use dsa_model::{hf, Checkpoint, DeepSeekV32Config};
+///
+/// let cfg = DeepSeekV32Config::from_file("model/config.json")?;
+/// let ckpt = Checkpoint::open("model")?;
+/// let model = hf::model::<NdArray>(&ckpt, &cfg, &Default::default())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn model<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, device: &B::Device) -> Result<DeepSeekV32<B>, LoadError> {
+    ckpt.check_names(&expected_names(cfg), cfg.num_hidden_layers)?;
+    let (d, v) = (cfg.hidden_size, cfg.vocab_size);
+    let embed = ckpt.read_tensor::<B, 2>("model.embed_tokens.weight", [v, d], device)?;
+    let lm_head = match cfg.tie_word_embeddings {
+        true => Linear { weight: Param::from_tensor(embed.clone().transpose()), bias: None },
+        false => linear(ckpt, "lm_head", d, v, device)?,
+    };
+    Ok(DeepSeekV32 {
+        embed_tokens: Embedding { weight: Param::from_tensor(embed) },
+        layers: (0..cfg.num_hidden_layers).map(|layer| block(ckpt, cfg, layer, device)).collect::<Result<_, _>>()?,
+        norm: rms_norm(ckpt, "model.norm", d, cfg.rms_norm_eps, device)?,
+        lm_head,
+    })
+}
+
+/// Why a model directory could not be loaded.
+#[derive(Debug)]
+pub enum ModelLoadError {
+    /// `config.json` is unreadable or invalid.
+    Config(ConfigError),
+    /// The weights are unreadable or do not match the configuration.
+    Checkpoint(LoadError),
+}
+
+impl fmt::Display for ModelLoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelLoadError::Config(e) => e.fmt(f),
+            ModelLoadError::Checkpoint(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ModelLoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ModelLoadError::Config(e) => Some(e),
+            ModelLoadError::Checkpoint(e) => Some(e),
+        }
+    }
+}
+
+impl From<ConfigError> for ModelLoadError {
+    fn from(e: ConfigError) -> Self {
+        ModelLoadError::Config(e)
+    }
+}
+
+impl From<LoadError> for ModelLoadError {
+    fn from(e: LoadError) -> Self {
+        ModelLoadError::Checkpoint(e)
+    }
+}
+
+/// Opens a HuggingFace model directory (`config.json` and `model.safetensors` or a sharded
+/// `model.safetensors.index.json`) with the FP8 block size of its config.
+pub fn open(dir: impl AsRef<Path>) -> Result<(DeepSeekV32Config, Checkpoint), ModelLoadError> {
+    let dir = dir.as_ref();
+    let cfg = DeepSeekV32Config::from_file(dir.join("config.json"))?;
+    let mut ckpt = Checkpoint::open(dir)?;
+    if let Some(block) = cfg.weight_block_size() {
+        ckpt = ckpt.with_weight_block_size(block)?;
+    }
+    Ok((cfg, ckpt))
+}
+
+/// Loads the model of a HuggingFace directory (see [`open`] and [`model`]).
+///
+/// ```no_run
+/// use burn::backend::NdArray;
+/// use dsa_model::hf;
+///
+/// let (cfg, model) = hf::load::<NdArray>("DeepSeek-V3.2-Exp", &Default::default())?;
+/// # Ok::<(), hf::ModelLoadError>(())
+/// ```
+pub fn load<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B>), ModelLoadError> {
+    let (cfg, ckpt) = open(dir)?;
+    let model = model(&ckpt, &cfg, device)?;
+    Ok((cfg, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{conformance_cases, TempDir};
+    use burn::backend::NdArray;
+    use safetensors::tensor::TensorView;
+    use safetensors::SafeTensors;
+
+    type B = NdArray<f32>;
+
+    /// Copies a conformance case's config and weights to a temporary directory, letting
+    /// `edit` change the list of (name, dtype, shape, bytes) tensors first.
+    fn edited_case(edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) -> TempDir {
+        let case = &conformance_cases()[0];
+        let dir = TempDir::new("hf-model");
+        std::fs::copy(case.join("config.json"), dir.path().join("config.json")).expect("copy config");
+        let bytes = std::fs::read(case.join(crate::loading::SINGLE_FILE)).expect("read weights");
+        let st = SafeTensors::deserialize(&bytes).expect("valid case");
+        let mut tensors: Vec<_> = st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+        edit(&mut tensors);
+        let views: Vec<(String, TensorView<'_>)> =
+            tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent"))).collect();
+        safetensors::serialize_to_file(views, None, &dir.path().join(crate::loading::SINGLE_FILE)).expect("write");
+        dir
+    }
+
+    #[test]
+    fn checkpoint_sizes_match_the_parameter_count() {
+        for case in conformance_cases() {
+            let (cfg, ckpt) = open(&case).expect("case opens");
+            let names = expected_names(&cfg);
+            ckpt.check_names(&names, cfg.num_hidden_layers).expect("names match");
+            let stored: usize = names.iter().map(|n| ckpt.shape(n).expect("present").iter().product::<usize>()).sum();
+            assert_eq!(stored, cfg.parameter_count().total, "{}", case.display());
+            let model = model::<B>(&ckpt, &cfg, &Default::default()).expect("loads");
+            // The routing bias is a parameter too; Burn counts every loaded value.
+            assert_eq!(burn::module::Module::num_params(&model), stored, "{}", case.display());
+        }
+    }
+
+    #[test]
+    fn missing_and_unexpected_tensors_are_all_named() {
+        let dir = edited_case(|t| {
+            t.retain(|(n, ..)| n != "model.norm.weight" && n != "model.layers.1.mlp.experts.3.up_proj.weight");
+            t.push(("model.layers.0.mlp.extra.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
+            // The MTP layer (index num_hidden_layers) is skipped, not unexpected.
+            t.push(("model.layers.3.eh_proj.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
+        });
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        let msg = err.to_string();
+        match &err {
+            ModelLoadError::Checkpoint(LoadError::NameMismatch { missing, unexpected, .. }) => {
+                assert_eq!(missing, &["model.norm.weight", "model.layers.1.mlp.experts.3.up_proj.weight"]);
+                assert_eq!(unexpected, &["model.layers.0.mlp.extra.weight"]);
+            }
+            other => panic!("wrong error: {other}"),
+        }
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn a_misshapen_tensor_names_tensor_shapes_and_file() {
+        let dir = edited_case(|t| {
+            let o = t.iter_mut().find(|(n, ..)| n == "model.layers.2.self_attn.o_proj.weight").expect("present");
+            // Keep the bytes, claim half the columns twice as many rows: same size, wrong shape.
+            o.2 = vec![o.2[0] * 2, o.2[1] / 2];
+        });
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ModelLoadError::Checkpoint(LoadError::ShapeMismatch { .. }) | ModelLoadError::Checkpoint(LoadError::Invalid { .. })), "{msg}");
+        assert!(msg.contains("model.layers.2.self_attn.o_proj.weight"), "{msg}");
+        assert!(msg.contains("model.safetensors"), "{msg}");
+    }
+
+    #[test]
+    fn bad_config_and_truncated_weights_are_errors() {
+        let dir = edited_case(|_| {});
+        let config = dir.path().join("config.json");
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(&config, text.replace("\"n_group\": 2", "\"n_group\": 3")).expect("write");
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        assert!(matches!(&err, ModelLoadError::Config(e) if e.field() == Some("n_group")), "{err}");
+
+        std::fs::write(&config, text).expect("write");
+        let weights = dir.path().join(crate::loading::SINGLE_FILE);
+        let bytes = std::fs::read(&weights).expect("weights");
+        std::fs::write(&weights, &bytes[..bytes.len() / 2]).expect("truncate");
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("not a valid safetensors file") && err.to_string().contains("model.safetensors"), "{err}");
+    }
 }

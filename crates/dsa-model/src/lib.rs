@@ -2,16 +2,27 @@
 //!
 //! - [`config`]: the model configuration ([`DeepSeekV32Config`]), read from HuggingFace or
 //!   DeepSeek-reference `config.json` files.
-//! - [`hf`]: HuggingFace checkpoint names → Burn modules.
+//! - [`model`]: the transformer ([`DeepSeekV32`]) with prefill and cached decode;
+//!   [`mlp`] and [`moe`]: its feed-forwards; [`cache`]: its decode cache ([`ModelCache`]).
+//! - [`hf`]: HuggingFace checkpoint names → Burn modules ([`hf::load`] for a whole model).
 //! - [`loading`]: memory-mapped safetensors checkpoints ([`Checkpoint`]), with FP8 e4m3
 //!   block dequantisation.
+//! - [`conformance`]: runs a conformance case (DeepSeek reference outputs) and reports the
+//!   measured errors.
 
+pub mod cache;
 pub mod config;
+pub mod conformance;
 pub mod hf;
 pub mod loading;
+pub mod mlp;
+pub mod model;
+pub mod moe;
 
 #[cfg(test)]
 mod test_util;
 
+pub use cache::ModelCache;
 pub use config::{ConfigError, DeepSeekV32Config};
+pub use model::DeepSeekV32;
 pub use loading::{Checkpoint, LoadError};

@@ -1,0 +1,218 @@
+//! The DeepSeek-V3.2 transformer: embedding, blocks (`h += Attn(RMSNorm(h));
+//! h += FFN(RMSNorm(h))` with MLA + DSA attention and a dense MLP or MoE feed-forward),
+//! final RMSNorm and LM head.
+//!
+//! Two execution paths share the same blocks: [`DeepSeekV32::forward`] runs whole sequences
+//! without a cache, [`DeepSeekV32::forward_cached`] runs a prompt (prefill) or one new token
+//! per sequence (decode) against a [`ModelCache`]. Attention always runs in the absorbed MQA
+//! form over the latent `[c | k_rope]`.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use dsa_burn::{DsaAttention, DsaBackend, DsaCache, Selection};
+
+use crate::cache::ModelCache;
+use crate::config::DeepSeekV32Config;
+use crate::mlp::{Mlp, MlpConfig};
+use crate::moe::{Moe, MoeConfig};
+
+/// The feed-forward of a block.
+#[derive(Module, Debug)]
+pub enum FeedForward<B: Backend> {
+    /// Dense SwiGLU MLP (the first `first_k_dense_replace` layers).
+    Dense(Mlp<B>),
+    /// Mixture of experts.
+    Moe(Moe<B>),
+}
+
+impl<B: Backend> FeedForward<B> {
+    /// Applies the feed-forward to `x [B, T, d_model]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self {
+            FeedForward::Dense(mlp) => mlp.forward(x),
+            FeedForward::Moe(moe) => moe.forward(x),
+        }
+    }
+}
+
+/// One transformer block (HF names under `model.layers.<i>`: `input_layernorm`,
+/// `self_attn`, `post_attention_layernorm`, `mlp`).
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// RMSNorm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// MLA with DeepSeek Sparse Attention.
+    pub self_attn: DsaAttention<B>,
+    /// RMSNorm before the feed-forward.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// Dense MLP or MoE.
+    pub mlp: FeedForward<B>,
+}
+
+impl<B: DsaBackend> Block<B> {
+    /// `h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h))`, with the attention's selection (sparse
+    /// mode).
+    pub fn forward(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>) -> (Tensor<B, 3>, Option<Selection<B>>) {
+        let (attn, selection) = self.self_attn.forward_with_selection(self.input_layernorm.forward(h.clone()), cache);
+        let h = h + attn;
+        let h = h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h));
+        (h, selection)
+    }
+}
+
+/// The DeepSeek-V3.2 language model (without the MTP layer).
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Int, Tensor};
+/// use dsa_model::DeepSeekV32Config;
+/// let model = DeepSeekV32Config::tiny(64).init::<NdArray>(&Default::default());
+/// let tokens = Tensor::<NdArray, 2, Int>::from_ints([[1, 2, 3, 4]], &Default::default());
+/// assert_eq!(model.forward(tokens).dims(), [1, 4, 64]);
+/// ```
+#[derive(Module, Debug)]
+pub struct DeepSeekV32<B: Backend> {
+    /// Token embedding `[vocab, d_model]` (`model.embed_tokens`).
+    pub embed_tokens: Embedding<B>,
+    /// The blocks (`model.layers`).
+    pub layers: Vec<Block<B>>,
+    /// Final RMSNorm (`model.norm`).
+    pub norm: RmsNorm<B>,
+    /// LM head `[d_model, vocab]` (`lm_head`).
+    pub lm_head: Linear<B>,
+}
+
+/// What [`DeepSeekV32::forward_traced`] returns: the logits and what every block did.
+#[derive(Debug, Clone)]
+pub struct Trace<B: Backend> {
+    /// Logits `[B, T, vocab]`.
+    pub logits: Tensor<B, 3>,
+    /// One entry per block.
+    pub layers: Vec<LayerTrace<B>>,
+}
+
+/// One block's part of a [`Trace`].
+#[derive(Debug, Clone)]
+pub struct LayerTrace<B: Backend> {
+    /// The residual stream after the block, `[B, T, d_model]`.
+    pub hidden: Tensor<B, 3>,
+    /// The indexer's scores and selection (`None` for dense attention).
+    pub selection: Option<Selection<B>>,
+}
+
+impl DeepSeekV32Config {
+    /// Creates the model with random weights (initialised lazily, on first use).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> DeepSeekV32<B> {
+        let norm = || RmsNormConfig::new(self.hidden_size).with_epsilon(self.rms_norm_eps).init(device);
+        let layers = (0..self.num_hidden_layers)
+            .map(|layer| Block {
+                input_layernorm: norm(),
+                self_attn: self.attention().init(device),
+                post_attention_layernorm: norm(),
+                mlp: if self.is_moe_layer(layer) {
+                    FeedForward::Moe(MoeConfig::from_config(self).init(device))
+                } else {
+                    FeedForward::Dense(MlpConfig::new(self.hidden_size, self.intermediate_size).init(device))
+                },
+            })
+            .collect();
+        DeepSeekV32 {
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
+            layers,
+            norm: norm(),
+            lm_head: LinearConfig::new(self.hidden_size, self.vocab_size).with_bias(false).init(device),
+        }
+    }
+}
+
+impl<B: DsaBackend> DeepSeekV32<B> {
+    /// Logits `[B, T, vocab]` of every position of `tokens [B, T]` (whole sequences, no
+    /// cache).
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.run(tokens, None, None)
+    }
+
+    /// Logits `[B, T, vocab]` of `T` new tokens per sequence at positions
+    /// `cache.position()..`, which are appended to `cache`: a prompt (prefill) or one token
+    /// per sequence (decode).
+    pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut ModelCache<B>) -> Tensor<B, 3> {
+        self.run(tokens, Some(cache), None)
+    }
+
+    /// [`DeepSeekV32::forward`] (no cache) or [`DeepSeekV32::forward_cached`], recording
+    /// every block's output and selection.
+    pub fn forward_traced(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>) -> Trace<B> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let logits = self.run(tokens, cache, Some(&mut layers));
+        Trace { logits, layers }
+    }
+
+    fn run(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>, mut trace: Option<&mut Vec<LayerTrace<B>>>) -> Tensor<B, 3> {
+        let mut caches: Vec<Option<&mut DsaCache<B>>> = match cache {
+            Some(cache) => {
+                let layers = cache.layers_mut();
+                assert_eq!(layers.len(), self.layers.len(), "the cache was made for {} layers, the model has {}", layers.len(), self.layers.len());
+                layers.iter_mut().map(Some).collect()
+            }
+            None => self.layers.iter().map(|_| None).collect(),
+        };
+        let mut h = self.embed_tokens.forward(tokens);
+        for (block, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            let (out, selection) = block.forward(h, cache.as_deref_mut());
+            h = out;
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.push(LayerTrace { hidden: h.clone(), selection });
+            }
+        }
+        self.lm_head.forward(self.norm.forward(h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type B = NdArray<f32>;
+
+    /// Prefill then single-token decode equals one forward over the whole sequence, for a
+    /// batch of prompts, with top-k smaller than the sequence (the selection matters).
+    #[test]
+    fn cached_decode_equals_full_forward() {
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(96);
+        cfg.index_topk = 4;
+        let model = cfg.init::<B>(&dev);
+        let (prompt, total) = (7, 11);
+        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, 96.0), &dev);
+        let full = model.forward(tokens.clone());
+
+        let mut cache = ModelCache::new(cfg.num_hidden_layers);
+        let mut steps = vec![model.forward_cached(tokens.clone().narrow(1, 0, prompt), &mut cache)];
+        for pos in prompt..total {
+            steps.push(model.forward_cached(tokens.clone().narrow(1, pos, 1), &mut cache));
+        }
+        assert_eq!(cache.position(), total);
+        Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+    }
+
+    #[test]
+    fn trace_records_every_layer() {
+        let dev = Default::default();
+        let cfg = DeepSeekV32Config::tiny(32);
+        let model = cfg.init::<B>(&dev);
+        let tokens = Tensor::<B, 2, Int>::from_ints([[3, 1, 4, 1, 5]], &dev);
+        let trace = model.forward_traced(tokens.clone(), None);
+        assert_eq!(trace.layers.len(), cfg.num_hidden_layers);
+        let last = trace.layers.last().expect("layers").hidden.clone();
+        // The logits are the LM head of the normalised last hidden state.
+        let logits = model.lm_head.forward(model.norm.forward(last));
+        logits.into_data().assert_approx_eq::<f32>(&trace.logits.clone().into_data(), Tolerance::default());
+        trace.logits.into_data().assert_approx_eq::<f32>(&model.forward(tokens).into_data(), Tolerance::default());
+        let sel = trace.layers[0].selection.as_ref().expect("sparse attention");
+        assert_eq!(sel.scores.dims(), [1, 5, 5]);
+    }
+}
