@@ -1,1 +1,196 @@
-fn main() {}
+//! `dsa-cli`: conformance runs and model information for DeepSeek-V3.2 in Burn.
+//!
+//! ```text
+//! dsa-cli conformance ../shared/conformance/tiny-bf16 ../shared/conformance/tiny-fp8
+//! dsa-cli info ../shared/conformance/tiny-fp8
+//! dsa-cli --backend wgpu conformance CASE_DIR   # built with --features wgpu
+//! ```
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::tensor::backend::Backend;
+use clap::{Parser, Subcommand, ValueEnum};
+use dsa_burn::DsaBackend;
+use dsa_model::cache::CacheMemory;
+use dsa_model::conformance::run_case;
+use dsa_model::{hf, DeepSeekV32Config};
+
+/// DeepSeek-V3.2 with DeepSeek Sparse Attention on Burn.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Burn backend to run on (wgpu and cuda need the crate's feature of that name).
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray, global = true)]
+    backend: BackendKind,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run conformance cases (a model directory with golden.safetensors from DeepSeek's
+    /// reference): prefill and cached decode, printing ‖Δ‖/‖ref‖ of every compared tensor
+    /// and the selection mismatches. Exits with 1 if any case fails.
+    Conformance {
+        /// Case directories.
+        #[arg(required = true)]
+        case_dirs: Vec<PathBuf>,
+    },
+    /// Print a model's size (layers, parameters) and its decode-cache memory per token,
+    /// next to DeepSeek-V3.2's full-size numbers.
+    Info {
+        /// HuggingFace model directory (config.json and safetensors weights).
+        model_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// CPU (ndarray), f32.
+    Ndarray,
+    /// WebGPU / Vulkan through CubeCL.
+    Wgpu,
+    /// CUDA through CubeCL.
+    Cuda,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.backend, &cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `command` on the chosen backend; `Ok(false)` when a conformance case failed.
+fn dispatch(kind: BackendKind, command: &Command) -> Result<bool, Box<dyn Error>> {
+    match kind {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => run::<burn::backend::NdArray>(command, &Default::default()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => run::<burn::backend::Wgpu>(command, &Default::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => run::<burn::backend::Cuda>(command, &Default::default()),
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "dsa-cli was built without the `{}` feature (rebuild with `--features {0}`)",
+            format!("{other:?}").to_lowercase()
+        )
+        .into()),
+    }
+}
+
+fn run<B: DsaBackend>(command: &Command, device: &B::Device) -> Result<bool, Box<dyn Error>> {
+    match command {
+        Command::Conformance { case_dirs } => Ok(conformance::<B>(case_dirs, device)),
+        Command::Info { model_dir } => info::<B>(model_dir, device).map(|()| true),
+    }
+}
+
+fn conformance<B: DsaBackend>(case_dirs: &[PathBuf], device: &B::Device) -> bool {
+    let mut failed = Vec::new();
+    for dir in case_dirs {
+        match run_case::<B>(dir, device) {
+            Ok(report) => {
+                print!("{report}");
+                if !report.passed() {
+                    failed.push(report.case);
+                }
+            }
+            Err(e) => {
+                println!("{}: ERROR: {e}", dir.display());
+                failed.push(dir.display().to_string());
+            }
+        }
+    }
+    println!("{} passed, {} failed", case_dirs.len() - failed.len(), failed.len());
+    failed.is_empty()
+}
+
+fn info<B: Backend>(model_dir: &PathBuf, device: &B::Device) -> Result<(), Box<dyn Error>> {
+    let (cfg, ckpt) = hf::open(model_dir)?;
+    let names = hf::expected_names(&cfg);
+    ckpt.check_names(&names, cfg.num_hidden_layers)?;
+    let mut stored = 0usize;
+    for name in &names {
+        stored += ckpt.shape(name)?.iter().product::<usize>();
+    }
+    let elem = std::mem::size_of::<B::FloatElem>();
+    println!("{} (backend {})", model_dir.display(), B::name(device));
+    describe(&cfg, elem);
+    println!("  checkpoint: {} tensors, {stored} parameters (FP8 scales not counted)", names.len());
+    println!();
+    println!("DeepSeek-V3.2 at full size:");
+    describe(&DeepSeekV32Config::deepseek_v32(), 2);
+    Ok(())
+}
+
+/// Prints the sizes of `cfg` and its decode-cache memory, our cache in `elem`-byte floats.
+fn describe(cfg: &DeepSeekV32Config, elem: usize) {
+    let moe_layers = (0..cfg.num_hidden_layers).filter(|&l| cfg.is_moe_layer(l)).count();
+    let params = cfg.parameter_count();
+    println!(
+        "  layers: {} ({} dense MLP, {moe_layers} MoE with {} routed experts, {} active, {} shared)",
+        cfg.num_hidden_layers,
+        cfg.num_hidden_layers - moe_layers,
+        cfg.n_routed_experts,
+        cfg.num_experts_per_tok,
+        cfg.n_shared_experts
+    );
+    println!(
+        "  width {}, {} heads, latent {} + rope {}, indexer {} heads × {}, top-k {}, vocab {}",
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.kv_lora_rank,
+        cfg.qk_rope_head_dim,
+        cfg.index_n_heads,
+        cfg.index_head_dim,
+        cfg.index_topk,
+        cfg.vocab_size
+    );
+    println!("  parameters: {} total, {} active per token", human(params.total), human(params.active));
+    let mem = CacheMemory::of(cfg, 2);
+    let ours = CacheMemory::of(cfg, elem);
+    let context = cfg.max_position_embeddings;
+    println!(
+        "  decode cache per token and sequence ({} layers × [latent {} + indexer key {}]):",
+        mem.layers, mem.latent_dim, mem.index_dim
+    );
+    println!(
+        "    DeepSeek layout (bf16 latent, FP8 key + f32 scale): {} B; {} at the full {context} positions",
+        mem.fp8_keys_bytes_per_token,
+        bytes(mem.fp8_keys_bytes_per_token * context)
+    );
+    println!(
+        "    dsa-burn DsaCache ({elem}-byte floats, key kept before FP8 quantisation): {} B; {} at {context} positions",
+        ours.ours_bytes_per_token,
+        bytes(ours.ours_bytes_per_token * context)
+    );
+}
+
+/// `1234567` → `1.23M`.
+fn human(n: usize) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.2}B", n / 1e9),
+        n if n >= 1e6 => format!("{:.2}M", n / 1e6),
+        n if n >= 1e3 => format!("{:.2}K", n / 1e3),
+        n => format!("{n}"),
+    }
+}
+
+/// Bytes in binary units.
+fn bytes(n: usize) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= (1u64 << 30) as f64 => format!("{:.2} GiB", n / (1u64 << 30) as f64),
+        n if n >= (1u64 << 20) as f64 => format!("{:.2} MiB", n / (1u64 << 20) as f64),
+        n => format!("{:.1} KiB", n / 1024.0),
+    }
+}
