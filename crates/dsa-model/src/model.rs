@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use dsa_burn::{DsaAttention, DsaBackend, DsaCache, Selection};
+use dsa_burn::{AttentionMode, DsaAttention, DsaBackend, DsaCache, Selection};
 
 use crate::cache::ModelCache;
 use crate::config::DeepSeekV32Config;
@@ -56,9 +56,20 @@ impl<B: DsaBackend> Block<B> {
     /// mode).
     pub fn forward(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>) -> (Tensor<B, 3>, Option<Selection<B>>) {
         let (attn, selection) = self.self_attn.forward_with_selection(self.input_layernorm.forward(h.clone()), cache);
-        let h = h + attn;
-        let h = h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h));
-        (h, selection)
+        (self.feed_forward(h + attn), selection)
+    }
+
+    /// Training forward over whole sequences in `mode`: the block's output and its
+    /// attention's indexer loss (see [`DsaAttention::forward_train`]: the loss trains the
+    /// indexer alone, the output never reaches it).
+    pub fn forward_train(&self, h: Tensor<B, 3>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
+        let attn = self.self_attn.forward_train(self.input_layernorm.forward(h.clone()), mode);
+        (self.feed_forward(h + attn.output), attn.indexer_loss)
+    }
+
+    /// `h + FFN(RMSNorm(h))`.
+    fn feed_forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
 
@@ -141,6 +152,22 @@ impl<B: DsaBackend> DeepSeekV32<B> {
         self.run(tokens, Some(cache), None)
     }
 
+    /// Training forward of `tokens [B, T]` with every layer's attention in `mode`: the
+    /// logits `[B, T, vocab]` and the indexer KL loss summed over the layers (dense warm-up
+    /// loss in [`AttentionMode::Dense`], sparse-stage loss in [`AttentionMode::Sparse`]).
+    /// The indexers see detached inputs, so the loss trains them alone, and the logits'
+    /// gradient never reaches them.
+    pub fn forward_train(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
+        let mut h = self.embed_tokens.forward(tokens);
+        let mut indexer_loss = Tensor::zeros([1], &h.device());
+        for block in &self.layers {
+            let (out, loss) = block.forward_train(h, mode);
+            h = out;
+            indexer_loss = indexer_loss + loss;
+        }
+        (self.lm_head.forward(self.norm.forward(h)), indexer_loss)
+    }
+
     /// [`DeepSeekV32::forward`] (no cache) or [`DeepSeekV32::forward_cached`], recording
     /// every block's output and selection.
     pub fn forward_traced(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>) -> Trace<B> {
@@ -197,6 +224,32 @@ mod tests {
         }
         assert_eq!(cache.position(), total);
         Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+    }
+
+    /// The training forward computes the same logits as inference; its indexer loss trains
+    /// the indexers alone, and the logits never reach them.
+    #[test]
+    fn forward_train_separates_the_indexer_gradients() {
+        type A = burn::backend::Autodiff<B>;
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(48);
+        cfg.index_topk = 3;
+        let model = cfg.init::<A>(&dev);
+        let tokens = Tensor::<A, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]], &dev);
+        let (logits, loss) = model.forward_train(tokens.clone(), AttentionMode::Sparse);
+        logits.clone().into_data().assert_approx_eq::<f32>(&model.forward(tokens.clone()).into_data(), Tolerance::default());
+        assert!(loss.clone().into_scalar() > 0.0);
+
+        let attn = &model.layers[1].self_attn;
+        let grads = loss.backward();
+        assert!(attn.indexer.wk.weight.grad(&grads).is_some() && attn.indexer.weights_proj.weight.grad(&grads).is_some());
+        assert!(attn.wq_a.weight.grad(&grads).is_none() && model.embed_tokens.weight.grad(&grads).is_none());
+        let grads = logits.sum().backward();
+        assert!(attn.wq_a.weight.grad(&grads).is_some() && model.embed_tokens.weight.grad(&grads).is_some());
+        assert!(attn.indexer.wk.weight.grad(&grads).is_none() && attn.indexer.wq_b.weight.grad(&grads).is_none());
+
+        let (_, dense_loss) = model.forward_train(tokens, AttentionMode::Dense);
+        assert!(dense_loss.into_scalar() > 0.0);
     }
 
     #[test]

@@ -62,6 +62,18 @@ impl Routing {
     /// assert!((chosen[0].1 - 2.0 * 0.5 / 0.9).abs() < 1e-6);
     /// ```
     pub fn route(&self, scores: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+        let chosen = self.choose(scores, bias);
+        let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
+        if self.normalize {
+            let sum: f32 = weights.iter().sum();
+            weights.iter_mut().for_each(|w| *w /= sum);
+        }
+        let scale = self.scale as f32;
+        chosen.into_iter().zip(weights).map(|(e, w)| (e, w * scale)).collect()
+    }
+
+    /// The experts [`Routing::route`] chooses for one token, best first.
+    pub fn choose(&self, scores: &[f32], bias: Option<&[f32]>) -> Vec<usize> {
         let mut choice: Vec<f32> = match bias {
             Some(bias) => scores.iter().zip(bias).map(|(s, b)| s + b).collect(),
             None => scores.to_vec(),
@@ -82,14 +94,17 @@ impl Routing {
                 }
             }
         }
-        let chosen = best_indices(&choice, self.experts_per_token);
-        let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
-        if self.normalize {
-            let sum: f32 = weights.iter().sum();
-            weights.iter_mut().for_each(|w| *w /= sum);
-        }
-        let scale = self.scale as f32;
-        chosen.into_iter().zip(weights).map(|(e, w)| (e, w * scale)).collect()
+        best_indices(&choice, self.experts_per_token)
+    }
+
+    /// The weights of the chosen experts from their gate scores `[N, k]` (the tensor form of
+    /// [`Routing::route`]'s weights, differentiable with respect to the scores).
+    pub fn weights<B: Backend>(&self, chosen_scores: Tensor<B, 2>) -> Tensor<B, 2> {
+        let weights = match self.normalize {
+            true => chosen_scores.clone() / chosen_scores.sum_dim(1),
+            false => chosen_scores,
+        };
+        weights.mul_scalar(self.scale)
     }
 }
 
@@ -182,19 +197,29 @@ pub struct Moe<B: Backend> {
 impl<B: Backend> Moe<B> {
     /// Applies the layer to every token of `x [B, T, d_model]`. Each expert runs once, on
     /// the rows of the tokens routed to it, and its weighted output is added back to them.
+    /// The choice of experts is discrete; their weights are taken from the gate's score
+    /// tensor, so the gate learns.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let device = x.device();
         let x = x.reshape([b * t, d]);
+        let (chosen, weights) = self.route(x.clone());
+        let k = weights.dims()[1];
+        let weights = weights.reshape([b * t * k, 1]);
+        let mut slots = vec![Vec::new(); self.experts.len()];
+        for (slot, &expert) in chosen.iter().enumerate() {
+            slots[expert].push(slot as i64);
+        }
         let mut y = Tensor::<B, 2>::zeros([b * t, d], &device);
-        for (expert, (tokens, weights)) in self.experts.iter().zip(self.route(x.clone())) {
-            let n = tokens.len();
+        for (expert, slots) in self.experts.iter().zip(slots) {
+            let n = slots.len();
             if n == 0 {
                 continue;
             }
-            let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(tokens, [n]), &device);
-            let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [n, 1]), &device);
-            let out = expert.forward(x.clone().select(0, rows.clone())) * weights;
+            let rows: Vec<i64> = slots.iter().map(|s| s / k as i64).collect();
+            let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &device);
+            let slots = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [n]), &device);
+            let out = expert.forward(x.clone().select(0, rows.clone())) * weights.clone().select(0, slots);
             y = y.select_assign(0, rows, out, IndexingUpdateOp::Add);
         }
         if let Some(shared) = &self.shared_experts {
@@ -203,24 +228,25 @@ impl<B: Backend> Moe<B> {
         y.reshape([b, t, d])
     }
 
-    /// Routes the tokens `x [N, d_model]`: for each expert, the tokens sent to it and their
-    /// weights.
-    pub fn route(&self, x: Tensor<B, 2>) -> Vec<(Vec<i64>, Vec<f32>)> {
+    /// Routes the tokens `x [N, d_model]`: the experts chosen for each token (`N · k`
+    /// entries, token-major, best first) and their weights `[N, k]`.
+    pub fn route(&self, x: Tensor<B, 2>) -> (Vec<usize>, Tensor<B, 2>) {
+        let n = x.dims()[0];
         let logits = self.gate.forward(x);
         let scores = match self.routing.scoring {
             ScoringFunc::Sigmoid => sigmoid(logits),
             ScoringFunc::Softmax => softmax(logits, 1),
         };
-        let scores = host_f32(scores.into_data());
+        let host = host_f32(scores.clone().into_data());
         let bias = self.e_score_correction_bias.as_ref().map(|b| host_f32(b.val().into_data()));
-        let mut per_expert = vec![(Vec::new(), Vec::new()); self.experts.len()];
-        for (token, row) in scores.chunks_exact(self.experts.len()).enumerate() {
-            for (expert, weight) in self.routing.route(row, bias.as_deref()) {
-                per_expert[expert].0.push(token as i64);
-                per_expert[expert].1.push(weight);
-            }
-        }
-        per_expert
+        let chosen: Vec<usize> = host
+            .chunks_exact(self.experts.len())
+            .flat_map(|row| self.routing.choose(row, bias.as_deref()))
+            .collect();
+        let k = chosen.len() / n.max(1);
+        let index: Vec<i64> = chosen.iter().map(|&e| e as i64).collect();
+        let index = Tensor::<B, 2, Int>::from_data(TensorData::new(index, [n, k]), &scores.device());
+        (chosen, self.routing.weights(scores.gather(1, index)))
     }
 }
 
@@ -294,5 +320,20 @@ mod tests {
         }
         let want = Tensor::cat(want, 0).reshape([2, 7, 32]);
         got.into_data().assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::rel_abs(1e-5, 1e-6));
+    }
+
+    /// The routed weights come from the gate's scores, so training reaches the gate.
+    #[test]
+    fn the_gate_gets_a_gradient() {
+        type A = burn::backend::Autodiff<B>;
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(64);
+        cfg.hidden_size = 16;
+        cfg.moe_intermediate_size = 8;
+        let moe = MoeConfig::from_config(&cfg).init::<A>(&dev);
+        let x = Tensor::<A, 3>::random([1, 5, 16], Distribution::Normal(0.0, 1.0), &dev);
+        let grads = moe.forward(x).powi_scalar(2).sum().backward();
+        let grad = moe.gate.weight.grad(&grads).expect("the gate is trained");
+        assert!(grad.abs().max().into_scalar() > 0.0);
     }
 }
