@@ -16,17 +16,13 @@ pub fn conformance_dir() -> PathBuf {
     }
 }
 
-/// Every directory under [`conformance_dir`] holding a `config.json`, `model.safetensors`
-/// and `golden.safetensors`, sorted. Panics if there is none: a misplaced directory must not
-/// pass silently.
+/// Every case directory under [`conformance_dir`] (see
+/// [`dsa_model::conformance::case_dirs`]), sorted. Panics if there is none: a misplaced
+/// directory must not pass silently.
 pub fn conformance_cases() -> Vec<PathBuf> {
     let dir = conformance_dir();
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("conformance directory {} unreadable ({e}); set DSA_CONFORMANCE_DIR", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| ["config.json", "model.safetensors", "golden.safetensors"].iter().all(|f| p.join(f).is_file()))
-        .collect();
-    cases.sort();
+    let cases = dsa_model::conformance::case_dirs(&dir)
+        .unwrap_or_else(|e| panic!("conformance directory {} unreadable ({e}); set DSA_CONFORMANCE_DIR", dir.display()));
     assert!(!cases.is_empty(), "no conformance case under {}", dir.display());
     cases
 }
@@ -41,22 +37,11 @@ pub fn golden<B: Backend, const D: usize>(golden: &Checkpoint, name: &str, devic
     golden.read_tensor(name, shape, device).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `‖a − b‖ / ‖b‖` over the entries where `b` is finite (`a` must be finite there too).
+/// `‖a − b‖ / ‖b‖` over the entries where `b` is finite (see
+/// [`dsa_model::conformance::rel_error`]).
 pub fn rel_error<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
-    let a = a.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-    let b = b.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-    assert_eq!(a.len(), b.len());
-    let (mut num, mut den) = (0f64, 0f64);
-    for (x, y) in a.iter().zip(&b) {
-        if y.is_finite() {
-            if !x.is_finite() {
-                return f64::INFINITY;
-            }
-            num += (*x as f64 - *y as f64).powi(2);
-            den += (*y as f64).powi(2);
-        }
-    }
-    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+    let host = |t: Tensor<B, D>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    dsa_model::conformance::rel_error(&host(a), &host(b))
 }
 
 /// The workspace README's examples, compiled and run as doctests.

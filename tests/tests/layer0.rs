@@ -5,13 +5,9 @@
 use burn::tensor::Tensor;
 use dsa_burn::ops::{indexer_scores, topk_select};
 use dsa_burn::DsaBackend;
+use dsa_model::conformance::{compare_selection, NEAR_TIE};
 use dsa_model::{hf, Checkpoint, DeepSeekV32Config};
 use dsa_tests::{conformance_cases, golden, rel_error};
-
-/// The selection may differ from the reference only where FP8 rounding reorders scores:
-/// a token we chose instead of the reference's must score within this fraction of the
-/// row's score range of the one it replaced.
-const NEAR_TIE: f32 = 2e-3;
 
 fn check<B: DsaBackend>(device: &B::Device) {
     for dir in conformance_cases() {
@@ -38,25 +34,10 @@ fn check<B: DsaBackend>(device: &B::Device) {
         let (idx, valid) = topk_select(scores, cfg.index_topk, Some(0));
         let kk = idx.dims()[2];
         let idx = idx.into_data().convert::<i64>().into_vec::<i64>().unwrap();
-        let valid = valid.int().into_data().convert::<i64>().into_vec::<i64>().unwrap();
+        let valid: Vec<bool> = valid.int().into_data().convert::<i64>().into_vec::<i64>().unwrap().iter().map(|v| *v != 0).collect();
         let want_sel = gold.read_data("layer0.selected").unwrap().convert::<u8>().into_vec::<u8>().unwrap();
         let ref_scores = want_scores.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-        let (mut mismatched, mut worst_gap) = (0usize, 0f32);
-        for row in 0..b * t {
-            let mut ours = vec![false; s];
-            (0..kk).filter(|j| valid[row * kk + j] != 0).for_each(|j| ours[idx[row * kk + j] as usize] = true);
-            let theirs: Vec<bool> = (0..s).map(|c| want_sel[row * s + c] != 0).collect();
-            let sc = &ref_scores[row * s..(row + 1) * s];
-            let causal = &sc[..=(row % t)];
-            let range = causal.iter().cloned().fold(f32::MIN, f32::max) - causal.iter().cloned().fold(f32::MAX, f32::min);
-            let only_ours: Vec<f32> = (0..s).filter(|c| ours[*c] && !theirs[*c]).map(|c| sc[c]).collect();
-            let only_theirs: Vec<f32> = (0..s).filter(|c| theirs[*c] && !ours[*c]).map(|c| sc[c]).collect();
-            assert_eq!(only_ours.len(), only_theirs.len(), "{name}: row {row} selects a different number of tokens");
-            mismatched += only_ours.len();
-            if let (Some(lo), Some(hi)) = (only_ours.iter().cloned().reduce(f32::min), only_theirs.iter().cloned().reduce(f32::max)) {
-                worst_gap = worst_gap.max((hi - lo) / range.max(f32::MIN_POSITIVE));
-            }
-        }
+        let diff = compare_selection(&idx, &valid, kk, &want_sel, &ref_scores, s, |row| row % t + 1);
 
         // Sparse MLA output of the whole layer.
         let out = attn.forward(x);
@@ -64,11 +45,12 @@ fn check<B: DsaBackend>(device: &B::Device) {
         let out_err = rel_error(out, want_out);
 
         println!(
-            "{name}: layer0.index_scores rel err {score_err:.2e} (≤ 1e-3), selection mismatches {mismatched} of {} (worst near-tie gap {worst_gap:.1e} of row range, ≤ {NEAR_TIE:.0e}), layer0.attn_out rel err {out_err:.2e} (≤ 1e-4)",
-            b * t * kk.min(s)
+            "{name}: layer0.index_scores rel err {score_err:.2e} (≤ 1e-3), selection mismatches {} of {} (worst near-tie gap {:.1e} of row range, ≤ {NEAR_TIE:.0e}), layer0.attn_out rel err {out_err:.2e} (≤ 1e-4)",
+            diff.mismatched, diff.selected, diff.worst_gap
         );
         assert!(score_err <= 1e-3, "{name}: index scores error {score_err:e}");
-        assert!(worst_gap <= NEAR_TIE, "{name}: selection differs beyond near-ties ({worst_gap:e})");
+        assert_eq!(diff.selected, (0..b * t).map(|row| (row % t + 1).min(kk)).sum::<usize>(), "{name}: wrong number of selected tokens");
+        assert!(diff.worst_gap <= NEAR_TIE, "{name}: selection differs beyond near-ties ({:e})", diff.worst_gap);
         assert!(out_err <= 1e-4, "{name}: attention output error {out_err:e}");
     }
 }

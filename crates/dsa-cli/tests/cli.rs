@@ -1,24 +1,8 @@
 //! `dsa-cli` end to end: `conformance` on every conformance case, `info`, and bad input.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `$DSA_CONFORMANCE_DIR` (relative to the workspace root), else `../shared/conformance`
-/// beside the workspace.
-fn conformance_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    match std::env::var_os("DSA_CONFORMANCE_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("../shared/conformance"),
-    }
-}
-
-fn cases() -> Vec<PathBuf> {
-    let dir = conformance_dir();
-    let cases = dsa_model::conformance::case_dirs(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    assert!(!cases.is_empty(), "no conformance case under {}", dir.display());
-    cases
-}
+use dsa_tests::conformance_cases as cases;
 
 fn dsa_cli(args: &[&std::ffi::OsStr]) -> (Output, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(args).output().expect("dsa-cli runs");
@@ -26,10 +10,10 @@ fn dsa_cli(args: &[&std::ffi::OsStr]) -> (Output, String) {
     (out, text)
 }
 
-#[test]
-fn conformance_passes_on_every_case() {
+/// `dsa-cli --backend <backend> conformance` on every case passes and reports each tensor.
+fn conformance_passes_on_every_case(backend: &str) {
     let cases = cases();
-    let mut args = vec!["conformance".as_ref()];
+    let mut args = vec!["--backend".as_ref(), backend.as_ref(), "conformance".as_ref()];
     args.extend(cases.iter().map(|c| c.as_os_str()));
     let (out, text) = dsa_cli(&args);
     println!("{text}");
@@ -42,6 +26,19 @@ fn conformance_passes_on_every_case() {
     assert!(text.contains(&format!("{} passed, 0 failed", cases.len())), "{text}");
 }
 
+#[cfg(feature = "ndarray")]
+#[test]
+fn conformance_passes_on_every_case_ndarray() {
+    conformance_passes_on_every_case("ndarray");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn conformance_passes_on_every_case_wgpu() {
+    conformance_passes_on_every_case("wgpu");
+}
+
+#[cfg(feature = "ndarray")]
 #[test]
 fn info_prints_sizes_and_cache_memory() {
     let case = &cases()[0];
