@@ -228,6 +228,18 @@ impl<B: DsaBackend> DsaAttention<B> {
         &self.rope
     }
 
+    /// The mode of [`DsaAttention::forward`] and [`DsaAttention::forward_cached`].
+    pub fn mode(&self) -> AttentionMode {
+        self.mode
+    }
+
+    /// The layer with [`DsaAttention::forward`] and [`DsaAttention::forward_cached`] in
+    /// `mode` (e.g. a sparse-trained layer evaluated densely).
+    pub fn with_mode(mut self, mode: AttentionMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
     /// Causal self-attention over the whole sequence `x [B, T, d_model]` in the configured
     /// mode (no indexer loss).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {

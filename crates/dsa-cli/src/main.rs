@@ -1,9 +1,15 @@
-//! `dsa-cli`: conformance runs and model information for DeepSeek-V3.2 in Burn.
+//! `dsa-cli`: conformance runs, model information, training (indexer warm-up, sparse and
+//! dense training), generation and a CPU demo for DeepSeek-V3.2 in Burn.
 //!
 //! ```text
 //! dsa-cli conformance ../shared/conformance/tiny-bf16 ../shared/conformance/tiny-fp8
 //! dsa-cli info ../shared/conformance/tiny-fp8
 //! dsa-cli --backend wgpu conformance CASE_DIR   # built with --features wgpu
+//! dsa-cli demo                                  # train, generate, evaluate on a CPU
+//! dsa-cli train --dense --out runs/dense --steps 600
+//! dsa-cli warmup --init runs/dense --out runs/warmup --steps 100
+//! dsa-cli train --init runs/warmup --out runs/sparse --steps 300
+//! dsa-cli generate --model runs/sparse "DEVIL, n."
 //! ```
 
 use std::error::Error;
@@ -12,7 +18,11 @@ use std::process::ExitCode;
 
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand, ValueEnum};
+use burn::backend::Autodiff;
 use dsa_burn::DsaBackend;
+use dsa_cli::commands::{run_generate, run_training, tokenizer_train, GenerateArgs, TokenizerTrainArgs, TrainArgs};
+use dsa_cli::demo::{run_demo, DemoArgs};
+use dsa_cli::train::Stage;
 use dsa_model::cache::CacheMemory;
 use dsa_model::conformance::run_case;
 use dsa_model::{hf, DeepSeekV32Config};
@@ -44,6 +54,37 @@ enum Command {
         /// HuggingFace model directory (config.json and safetensors weights).
         model_dir: PathBuf,
     },
+    /// Tokenizers for training.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
+    /// Dense warm-up of the lightning indexers: dense attention, every parameter frozen
+    /// but the indexers, which learn the KL between the summed dense attention and their
+    /// scores (start from a trained model with --init).
+    Warmup(TrainArgs),
+    /// Sparse training: each query attends to its indexer's top-k tokens; the model learns
+    /// from the LM loss, the indexers from their KL over the selection (on detached
+    /// inputs). With --dense, a dense baseline trained the same way.
+    Train {
+        /// Dense attention (the baseline) instead of sparse.
+        #[arg(long)]
+        dense: bool,
+        #[command(flatten)]
+        args: TrainArgs,
+    },
+    /// Generate text with the KV + indexer caches (streamed; tokens/s on stderr).
+    Generate(GenerateArgs),
+    /// The whole recipe on a CPU in a few minutes: dense training of a tiny model on The
+    /// Devil's Dictionary + a long-range retrieval task, indexer warm-up, sparse training,
+    /// generation, and retrieval accuracy of the sparse model against its warm-up.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer on text.
+    Train(TokenizerTrainArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,7 +131,20 @@ fn run<B: DsaBackend>(command: &Command, device: &B::Device) -> Result<bool, Box
     match command {
         Command::Conformance { case_dirs } => Ok(conformance::<B>(case_dirs, device)),
         Command::Info { model_dir } => info::<B>(model_dir, device).map(|()| true),
+        Command::Tokenizer { command: TokenizerCommand::Train(args) } => done(tokenizer_train(args)),
+        Command::Warmup(args) => done(run_training::<Autodiff<B>>(Stage::Warmup, args, device)),
+        Command::Train { dense, args } => {
+            let stage = if *dense { Stage::Dense } else { Stage::Sparse };
+            done(run_training::<Autodiff<B>>(stage, args, device))
+        }
+        Command::Generate(args) => done(run_generate::<B>(args, device)),
+        Command::Demo(args) => done(run_demo::<Autodiff<B>>(args, device)),
     }
+}
+
+/// A finished command's result as [`run`]'s.
+fn done<T>(result: Result<T, dsa_cli::checkpoint::RunError>) -> Result<bool, Box<dyn Error>> {
+    result.map(|_| true).map_err(|e| e as Box<dyn Error>)
 }
 
 fn conformance<B: DsaBackend>(case_dirs: &[PathBuf], device: &B::Device) -> bool {

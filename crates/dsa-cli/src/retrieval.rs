@@ -5,13 +5,56 @@
 //! Examples are plain text, so any tokenizer works:
 //! `"key 4821 is 733. key 1290 is 512. <filler text> So key 4821 is"` → `" 733."`.
 
-/// One example: the prompt, and the answer that should follow it.
+use dsa_burn::DsaBackend;
+use dsa_model::DeepSeekV32;
+
+use crate::generate::generate;
+use crate::sampling::{Sampler, SamplingConfig};
+use crate::tokenizer::TextTokenizer;
+
+/// One example: pairs, filler and query make the prompt; the answer should follow it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetrievalExample {
-    /// Pairs, filler, and the query.
-    pub prompt: String,
+    /// The key–value pairs, `"key 4821 is 733. key 1290 is 512. "`.
+    pub pairs: String,
+    /// Filler text between the pairs and the query.
+    pub filler: String,
+    /// The query, `"So key 4821 is"`.
+    pub query: String,
     /// The queried value, with its leading space and final period.
     pub answer: String,
+}
+
+impl RetrievalExample {
+    /// Pairs, filler and query.
+    pub fn prompt(&self) -> String {
+        format!("{}{}{}", self.pairs, self.filler, self.query)
+    }
+
+    /// The example as exactly `len` tokens, the prompt's then the answer's: the pairs, as
+    /// much of the filler as fits, the query, the answer (each part tokenised on its own).
+    /// Fails when even the whole filler is too short.
+    ///
+    /// ```
+    /// use dsa_cli::{retrieval::RetrievalTask, tokenizer::TextTokenizer};
+    /// let tok = TextTokenizer::train(["key 12 is 34. So key 12 is the filler text"], 300).unwrap();
+    /// let ex = RetrievalTask::new(1, 2, 400).example("the filler text goes on.");
+    /// let (prompt, answer) = ex.tokens(&tok, 64).unwrap();
+    /// assert_eq!(prompt.len() + answer.len(), 64);
+    /// assert_eq!(tok.decode(&answer), ex.answer);
+    /// assert!(tok.decode(&prompt).ends_with(&ex.query));
+    /// ```
+    pub fn tokens(&self, tokenizer: &TextTokenizer, len: usize) -> Result<(Vec<u32>, Vec<u32>), String> {
+        let pairs = tokenizer.encode(&self.pairs);
+        let filler = tokenizer.encode(&self.filler);
+        let query = tokenizer.encode(&self.query);
+        let answer = tokenizer.encode(&self.answer);
+        let fixed = pairs.len() + query.len() + answer.len();
+        let keep = len.checked_sub(fixed).filter(|&k| k <= filler.len()).ok_or_else(|| {
+            format!("a retrieval example of {} tokens ({fixed} without filler, {} of filler) cannot fill {len} tokens", fixed + filler.len(), filler.len())
+        })?;
+        Ok(([pairs, filler[..keep].to_vec(), query].concat(), answer))
+    }
 }
 
 /// Deterministic example generator.
@@ -48,8 +91,8 @@ impl RetrievalTask {
     /// use dsa_cli::retrieval::RetrievalTask;
     /// let mut task = RetrievalTask::new(7, 3, 40);
     /// let ex = task.example("Some filler text.\nMore of it here.");
-    /// let key = ex.prompt.rsplit("So key ").next().unwrap().trim_end_matches(" is");
-    /// assert!(ex.prompt.contains(&format!("key {key} is{}", ex.answer)));
+    /// let key = ex.query.trim_start_matches("So key ").trim_end_matches(" is");
+    /// assert!(ex.pairs.contains(&format!("key {key} is{}", ex.answer)));
     /// ```
     pub fn example(&mut self, filler: &str) -> RetrievalExample {
         let mut keys: Vec<u64> = Vec::with_capacity(self.pairs);
@@ -60,21 +103,53 @@ impl RetrievalTask {
             }
         }
         let values: Vec<u64> = (0..self.pairs).map(|_| 100 + self.below(900)).collect();
-        let mut prompt: String = keys.iter().zip(&values).map(|(k, v)| format!("key {k} is {v}. ")).collect();
+        let pairs: String = keys.iter().zip(&values).map(|(k, v)| format!("key {k} is {v}. ")).collect();
         let lines: Vec<&str> = filler.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let mut text = String::new();
         if !lines.is_empty() {
             let mut i = self.below(lines.len() as u64) as usize;
-            let start = prompt.len();
-            while prompt.len() - start < self.filler_chars {
-                prompt.push_str(lines[i % lines.len()]);
-                prompt.push(' ');
+            while text.len() < self.filler_chars {
+                text.push_str(lines[i % lines.len()]);
+                text.push(' ');
                 i += 1;
             }
         }
         let q = self.below(self.pairs as u64) as usize;
-        prompt.push_str(&format!("So key {} is", keys[q]));
-        RetrievalExample { prompt, answer: format!(" {}.", values[q]) }
+        RetrievalExample {
+            pairs,
+            filler: text,
+            query: format!("So key {} is", keys[q]),
+            answer: format!(" {}.", values[q]),
+        }
     }
+}
+
+/// The fraction of `examples` (each `len` tokens with its answer, see
+/// [`RetrievalExample::tokens`]) that `model` answers right with greedy decoding: the
+/// decoded continuation starts with the queried value (and no further digit).
+pub fn accuracy<B: DsaBackend>(
+    model: &DeepSeekV32<B>,
+    tokenizer: &TextTokenizer,
+    examples: &[RetrievalExample],
+    len: usize,
+) -> Result<f64, String> {
+    /// Examples decoded together.
+    const BATCH: usize = 16;
+    let mut right = 0;
+    for chunk in examples.chunks(BATCH) {
+        let (prompts, answers): (Vec<_>, Vec<_>) = chunk.iter().map(|ex| ex.tokens(tokenizer, len)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
+        let max_new = answers.iter().map(Vec::len).max().unwrap_or(0);
+        let mut greedy = Sampler::new(SamplingConfig::greedy())?;
+        let out = generate(model, &prompts, max_new, len, &mut greedy, None, |_, _| {})?;
+        right += chunk.iter().zip(&out.tokens).filter(|(ex, new)| answers_right(&tokenizer.decode(new), &ex.answer)).count();
+    }
+    Ok(right as f64 / examples.len().max(1) as f64)
+}
+
+/// Whether `generated` starts with the value of `answer` (`" 733."`).
+fn answers_right(generated: &str, answer: &str) -> bool {
+    let value = answer.trim().trim_end_matches('.');
+    generated.trim_start().strip_prefix(value).is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -88,12 +163,15 @@ mod tests {
         let b: Vec<_> = { let mut t = RetrievalTask::new(3, 5, 100); (0..20).map(|_| t.example(filler)).collect() };
         assert_eq!(a, b);
         for ex in &a {
-            let key = ex.prompt.rsplit("So key ").next().unwrap().trim_end_matches(" is");
+            let prompt = ex.prompt();
+            let key = prompt.rsplit("So key ").next().unwrap().trim_end_matches(" is");
             // The queried key appears exactly once among the pairs, with the answer's value.
-            assert_eq!(ex.prompt.matches(&format!("key {key} is ")).count(), 1);
-            assert!(ex.prompt.contains(&format!("key {key} is{} ", ex.answer)));
-            assert!(ex.prompt.len() > 5 * 14 + 100);
+            assert_eq!(prompt.matches(&format!("key {key} is ")).count(), 1);
+            assert!(ex.pairs.contains(&format!("key {key} is{} ", ex.answer)));
+            assert!(ex.filler.len() >= 100 && prompt.len() > 5 * 14 + 100);
         }
+        assert!(answers_right(" 733. And", " 733.") && answers_right("733", " 733."));
+        assert!(!answers_right(" 7331", " 733.") && !answers_right(" 73", " 733."));
         // Different seeds, different examples.
         assert_ne!(RetrievalTask::new(4, 5, 100).example(filler), a[0]);
     }

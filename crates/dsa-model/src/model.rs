@@ -152,6 +152,20 @@ impl<B: DsaBackend> DeepSeekV32<B> {
         self.run(tokens, Some(cache), None)
     }
 
+    /// The model with every layer's [`DeepSeekV32::forward`] and
+    /// [`DeepSeekV32::forward_cached`] attention in `mode` (sparse by default).
+    pub fn with_attention_mode(mut self, mode: AttentionMode) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|mut block| {
+                block.self_attn = block.self_attn.with_mode(mode);
+                block
+            })
+            .collect();
+        self
+    }
+
     /// Training forward of `tokens [B, T]` with every layer's attention in `mode`: the
     /// logits `[B, T, vocab]` and the indexer KL loss summed over the layers (dense warm-up
     /// loss in [`AttentionMode::Dense`], sparse-stage loss in [`AttentionMode::Sparse`]).
@@ -248,8 +262,10 @@ mod tests {
         assert!(attn.wq_a.weight.grad(&grads).is_some() && model.embed_tokens.weight.grad(&grads).is_some());
         assert!(attn.indexer.wk.weight.grad(&grads).is_none() && attn.indexer.wq_b.weight.grad(&grads).is_none());
 
-        let (_, dense_loss) = model.forward_train(tokens, AttentionMode::Dense);
+        let (dense_logits, dense_loss) = model.forward_train(tokens.clone(), AttentionMode::Dense);
         assert!(dense_loss.into_scalar() > 0.0);
+        let dense = model.with_attention_mode(AttentionMode::Dense);
+        dense_logits.into_data().assert_approx_eq::<f32>(&dense.forward(tokens).into_data(), Tolerance::default());
     }
 
     #[test]

@@ -1,0 +1,344 @@
+//! The training and generation commands of `dsa-cli`: `tokenizer train`, `warmup`,
+//! `train [--dense]` and `generate` (their arguments and what they do).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::Args;
+use dsa_burn::{AttentionMode, DsaBackend};
+use dsa_model::{DeepSeekV32, DeepSeekV32Config};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{has_checkpoints, load_model, read_json, save_model, write_json, RunError, CONFIG_FILE, TOKENIZER_FILE};
+use crate::corpus::DataArgs;
+use crate::data::check_seq_len;
+use crate::generate::generate;
+use crate::presets::Preset;
+use crate::sampling::{Sampler, SamplingConfig};
+use crate::tokenizer::TextTokenizer;
+use crate::train::{train, Stage, TrainSettings};
+
+/// Settings file of a run directory.
+const SETTINGS_FILE: &str = "train.json";
+
+/// `dsa-cli tokenizer train`.
+#[derive(Args, Clone, Debug)]
+pub struct TokenizerTrainArgs {
+    /// The text to learn from.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Vocabulary size (special tokens included).
+    #[arg(long, default_value_t = 1024)]
+    pub vocab: usize,
+    /// Where to write the tokenizer.
+    #[arg(long, default_value = "tokenizer.json")]
+    pub out: PathBuf,
+}
+
+/// Where the model of a training run comes from.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Start from this model: a dsa-cli run directory or a HuggingFace directory (weights,
+    /// `config.json`, `tokenizer.json`).
+    #[arg(long, conflicts_with_all = ["config", "tokenizer"])]
+    pub init: Option<PathBuf>,
+    /// Size of a new model.
+    #[arg(long = "model", value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// Configuration (`config.json`) of a new model, instead of a preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Tokenizer (`tokenizer.json`) of a new model; without it one is trained on the data.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Vocabulary of a tokenizer trained on the data.
+    #[arg(long, default_value_t = 1024)]
+    pub vocab: usize,
+    /// Tokens each query attends to in sparse attention (new models; default: the
+    /// preset's or config's).
+    #[arg(long, conflicts_with = "init")]
+    pub index_topk: Option<usize>,
+}
+
+/// Optimisation settings of `warmup` and `train`.
+#[derive(Args, Clone, Debug)]
+pub struct OptimArgs {
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Linear LR warm-up steps before the cosine decay (default: a tenth of the steps, at
+    /// most 100).
+    #[arg(long)]
+    pub lr_warmup_steps: Option<usize>,
+    /// Each parameter's gradient is clipped to this L2 norm.
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Write a checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: usize,
+    /// Print a progress line every this many steps (when stdout is not a terminal).
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Seed of the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl OptimArgs {
+    /// The run's settings for `stage`.
+    pub fn settings(&self, stage: Stage) -> TrainSettings {
+        let defaults = TrainSettings::new(stage, self.steps, self.batch_size);
+        TrainSettings {
+            lr: self.lr,
+            lr_warmup_steps: self.lr_warmup_steps.unwrap_or(defaults.lr_warmup_steps),
+            grad_clip: self.grad_clip,
+            weight_decay: self.weight_decay,
+            checkpoint_every: self.checkpoint_every,
+            log_every: self.log_every,
+            seed: self.seed,
+            ..defaults
+        }
+    }
+}
+
+/// `dsa-cli warmup` and `dsa-cli train`.
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// Run directory: settings, tokenizer, checkpoints, logs and the final model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its newest checkpoint, with its saved settings (the
+    /// other flags are ignored).
+    #[arg(long)]
+    pub resume: bool,
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The optimisation.
+    #[command(flatten)]
+    pub optim: OptimArgs,
+}
+
+/// What a run directory's `train.json` records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunSettings {
+    train: TrainSettings,
+    data: DataArgs,
+}
+
+/// `dsa-cli tokenizer train`: trains a byte-level BPE on the data and writes it.
+pub fn tokenizer_train(args: &TokenizerTrainArgs) -> Result<(), RunError> {
+    let docs = args.data.documents()?;
+    let tokenizer = TextTokenizer::train(args.data.tokenizer_texts(&docs), args.vocab)?;
+    tokenizer.save(&args.out)?;
+    println!("{}: byte-level BPE of {} tokens from {} documents", args.out.display(), tokenizer.vocab_size(), docs.len());
+    Ok(())
+}
+
+/// `dsa-cli warmup` (`stage` = warm-up) and `dsa-cli train` (sparse or dense): trains and
+/// writes the run directory; returns the trained model with its configuration.
+pub fn run_training<B>(stage: Stage, args: &TrainArgs, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B::InnerBackend>), RunError>
+where
+    B: AutodiffBackend + DsaBackend,
+    B::InnerBackend: DsaBackend,
+{
+    let out = &args.out;
+    let (settings, cfg, model, tokenizer) = if args.resume {
+        let run: RunSettings = read_json(&out.join(SETTINGS_FILE))?;
+        let cfg = DeepSeekV32Config::from_file(out.join(CONFIG_FILE))?;
+        let tokenizer = TextTokenizer::from_file(out.join(TOKENIZER_FILE))?;
+        let model = cfg.init::<B>(device);
+        ((run.train, run.data), cfg, model, tokenizer)
+    } else {
+        if has_checkpoints(out) {
+            return Err(format!("{} already holds checkpoints: pass --resume to continue that run, or choose another --out", out.display()).into());
+        }
+        let settings = args.optim.settings(stage);
+        settings.validate()?;
+        let (cfg, model, tokenizer) = new_model::<B>(&args.model, &args.data, device)?;
+        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        tokenizer.save(out.join(TOKENIZER_FILE))?;
+        write_json(&out.join(CONFIG_FILE), &cfg)?;
+        write_json(&out.join(SETTINGS_FILE), &RunSettings { train: settings.clone(), data: args.data.clone() })?;
+        ((settings, args.data.clone()), cfg, model, tokenizer)
+    };
+    let (settings, data_args) = settings;
+    check_seq_len(data_args.seq_len, cfg.max_position_embeddings)?;
+    let docs = data_args.documents()?;
+    let data = data_args.sequences(&docs, &tokenizer)?;
+    println!(
+        "{:?} on {} training + {} validation sequences of {} tokens; {} parameters; run directory {}",
+        settings.stage,
+        data.train.len(),
+        data.valid.len(),
+        data_args.seq_len,
+        cfg.parameter_count().total,
+        out.display()
+    );
+    let start = Instant::now();
+    let model = train::<B>(model, data, &settings, out, args.resume)?;
+    save_model(out, &model, &cfg)?;
+    println!("{:?}: {} steps done in {:.0} s; model saved in {}", settings.stage, settings.steps, start.elapsed().as_secs_f64(), out.display());
+    Ok((cfg, model))
+}
+
+/// The model of a new run: from `--init`, or a preset / config file with a given or newly
+/// trained tokenizer.
+fn new_model<B: Backend>(args: &ModelArgs, data: &DataArgs, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
+    if let Some(dir) = &args.init {
+        return load_model::<B>(dir, device);
+    }
+    let tokenizer = match &args.tokenizer {
+        Some(path) => TextTokenizer::from_file(path)?,
+        None => {
+            let docs = data.documents()?;
+            println!("training a byte-level BPE tokenizer of {} tokens on {} documents", args.vocab, docs.len());
+            TextTokenizer::train(data.tokenizer_texts(&docs), args.vocab)?
+        }
+    };
+    let mut cfg = match &args.config {
+        Some(path) => DeepSeekV32Config::from_file(path)?,
+        None => args.preset.config(tokenizer.vocab_size()),
+    };
+    if let Some(k) = args.index_topk {
+        cfg.index_topk = k;
+        cfg.validate()?;
+    }
+    if tokenizer.vocab_size() > cfg.vocab_size {
+        return Err(format!("the tokenizer has {} tokens, the model's vocabulary only {}", tokenizer.vocab_size(), cfg.vocab_size).into());
+    }
+    let model = cfg.init::<B>(device);
+    Ok((cfg, model, tokenizer))
+}
+
+/// `dsa-cli generate`.
+#[derive(Args, Clone, Debug)]
+pub struct GenerateArgs {
+    /// The model: a dsa-cli run directory or a HuggingFace directory with `tokenizer.json`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompts (several make a batch); without any, the prompt is read from --file or
+    /// stdin.
+    pub prompts: Vec<String>,
+    /// Read the prompt from this file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Every non-empty line of --file or stdin is a prompt (a batch).
+    #[arg(long)]
+    pub lines: bool,
+    /// Tokens to generate per prompt.
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Sample among the k most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens that make up this probability (1: all).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Attend densely instead of to the indexer's top-k.
+    #[arg(long)]
+    pub dense: bool,
+}
+
+/// `dsa-cli generate`: streams the continuation of one prompt (or prints those of a batch)
+/// to stdout and the speed to stderr.
+pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> Result<(), RunError> {
+    let prompts = read_prompts(args)?;
+    let (cfg, model, tokenizer) = load_model::<B>(&args.model, device)?;
+    let mode = if args.dense { AttentionMode::Dense } else { AttentionMode::Sparse };
+    let model = model.with_attention_mode(mode);
+    let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();
+    if let Some(i) = tokens.iter().position(Vec::is_empty) {
+        return Err(format!("prompt {} is empty", i + 1).into());
+    }
+    let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
+    let mut sampler = Sampler::new(sampling)?;
+    let stream = prompts.len() == 1;
+    let mut out = std::io::stdout().lock();
+    let mut shown = String::new();
+    if stream {
+        write!(out, "{}", prompts[0])?;
+        out.flush()?;
+    }
+    let mut streamed = Vec::new();
+    let generated = generate(&model, &tokens, args.max_tokens, cfg.max_position_embeddings, &mut sampler, Some(tokenizer.eos()), |_, token| {
+        if stream {
+            streamed.push(token);
+            // Print what decodes completely (a multi-byte character may span tokens).
+            let text = tokenizer.decode(&streamed);
+            if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(shown.as_str()) {
+                write!(out, "{}", &text[shown.len()..]).ok();
+                out.flush().ok();
+                shown = text;
+            }
+        }
+    })?;
+    if stream {
+        let text = tokenizer.decode(&generated.tokens[0]);
+        writeln!(out, "{}", text.strip_prefix(shown.as_str()).unwrap_or(""))?;
+    } else {
+        for (i, (prompt, new)) in prompts.iter().zip(&generated.tokens).enumerate() {
+            writeln!(out, "[{}] {prompt}{}", i + 1, tokenizer.decode(new))?;
+        }
+    }
+    let new_tokens: usize = generated.tokens.iter().map(Vec::len).sum();
+    let prompt_tokens: usize = tokens.iter().map(Vec::len).sum();
+    eprintln!(
+        "{new_tokens} tokens generated for {} prompt(s) ({prompt_tokens} prompt tokens, {:?} attention): prefill {:.2} s, decode {:.2} s, {:.1} tokens/s",
+        prompts.len(),
+        mode,
+        generated.prefill.as_secs_f64(),
+        generated.decode.as_secs_f64(),
+        generated.decode_tokens as f64 / generated.decode.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+/// The prompts of `generate`: the arguments, else --file or stdin (one, or one per line
+/// with --lines).
+fn read_prompts(args: &GenerateArgs) -> Result<Vec<String>, RunError> {
+    if !args.prompts.is_empty() {
+        return Ok(args.prompts.clone());
+    }
+    let text = match &args.file {
+        Some(path) => read_text(path)?,
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes)?;
+            String::from_utf8(bytes).map_err(|_| "stdin is not valid UTF-8")?
+        }
+    };
+    let prompts: Vec<String> = match args.lines {
+        true => text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect(),
+        false => vec![text.trim_end_matches('\n').to_string()],
+    };
+    if prompts.iter().all(|p| p.trim().is_empty()) {
+        return Err("no prompt given (an argument, --file, or stdin)".into());
+    }
+    Ok(prompts)
+}
+
+fn read_text(path: &Path) -> Result<String, RunError> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8", path.display()).into())
+}

@@ -1,0 +1,110 @@
+//! Plain progress lines for Burn's learner when stdout is not a terminal (logs, CI,
+//! pipes), in place of its terminal UI.
+//!
+//! Burn 0.21 picks its TUI when stdout is a terminal and otherwise a renderer that prints
+//! the debug form of every item without the metrics; [`ProgressLines`] prints one line
+//! every few steps with every metric as Burn formats it (`epoch` = running mean over the
+//! epoch, `batch` = the last step), and one line per validation.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Instant;
+
+use burn::train::metric::{MetricDefinition, MetricEntry, MetricId};
+use burn::train::renderer::{
+    EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining, ProgressType, TrainingProgress,
+};
+
+/// A [`MetricsRenderer`] writing progress lines to stdout; see the [module](self) docs.
+pub struct ProgressLines {
+    names: HashMap<MetricId, String>,
+    order: Vec<MetricId>,
+    train: HashMap<MetricId, String>,
+    valid: HashMap<MetricId, String>,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    every: usize,
+    start: Instant,
+}
+
+impl ProgressLines {
+    /// Prints a training line every `every` steps (and at each epoch's end) of a run of
+    /// `total_steps` steps, `steps_per_epoch` per learner epoch.
+    pub fn new(steps_per_epoch: usize, total_steps: usize, every: usize) -> Self {
+        Self {
+            names: HashMap::new(),
+            order: Vec::new(),
+            train: HashMap::new(),
+            valid: HashMap::new(),
+            steps_per_epoch: steps_per_epoch.max(1),
+            total_steps,
+            every: every.max(1),
+            start: Instant::now(),
+        }
+    }
+
+    fn line(&self, values: &HashMap<MetricId, String>) -> String {
+        self.order
+            .iter()
+            .filter_map(|id| Some(format!("{}: {}", self.names.get(id)?, values.get(id)?)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+fn record(values: &mut HashMap<MetricId, String>, state: MetricState) {
+    let entry: MetricEntry = match state {
+        MetricState::Generic(entry) | MetricState::Numeric(entry, _) => entry,
+    };
+    values.insert(entry.metric_id, entry.serialized_entry.formatted);
+}
+
+impl MetricsRendererTraining for ProgressLines {
+    fn update_train(&mut self, state: MetricState) {
+        record(&mut self.train, state);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        record(&mut self.valid, state);
+    }
+
+    fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
+        let epoch = item.global_progress.items_processed;
+        let iteration = item.iteration.unwrap_or(0);
+        let step = (epoch.saturating_sub(1)) * self.steps_per_epoch + iteration;
+        let epoch_done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
+        if step % self.every == 0 || epoch_done {
+            let secs = self.start.elapsed().as_secs_f64();
+            println!("[train] step {step}/{} ({secs:.0}s) | {}", self.total_steps, self.line(&self.train));
+            std::io::stdout().flush().ok();
+        }
+    }
+
+    fn render_valid(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
+        if item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total) {
+            let step = (item.global_progress.items_processed * self.steps_per_epoch).min(self.total_steps);
+            println!("[valid] step {step} | {}", self.line(&self.valid));
+            std::io::stdout().flush().ok();
+        }
+    }
+}
+
+impl MetricsRendererEvaluation for ProgressLines {
+    fn update_test(&mut self, _name: EvaluationName, state: MetricState) {
+        record(&mut self.valid, state);
+    }
+
+    fn render_test(&mut self, _item: EvaluationProgress, _indicators: Vec<ProgressType>) {}
+}
+
+impl MetricsRenderer for ProgressLines {
+    fn manual_close(&mut self) {}
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        if !self.order.contains(&definition.metric_id) {
+            self.order.push(definition.metric_id.clone());
+        }
+        self.names.insert(definition.metric_id, definition.name);
+    }
+}

@@ -1,0 +1,262 @@
+//! Training with Burn's learner: the dense warm-up of the lightning indexers, sparse
+//! training, and a dense baseline trained the same way.
+//!
+//! [`LanguageModel`] wraps a [`DeepSeekV32`] for the learner (its [`TrainStep`] and
+//! [`InferenceStep`]); [`train`] sets up the data loaders, AdamW with gradient clipping,
+//! LR warm-up + cosine, the metrics, crash-safe checkpoints every
+//! [`TrainSettings::checkpoint_every`] steps and `--resume`, and runs the learner.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::InMemDataset;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::lr_scheduler::composed::ComposedLrSchedulerConfig;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::AdamWConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::checkpoint::KeepLastNCheckpoints;
+use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
+use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
+use dsa_burn::{AttentionMode, DsaBackend};
+use dsa_model::DeepSeekV32;
+use serde::{Deserialize, Serialize};
+
+use crate::batcher::{TokenBatch, TokenBatcher};
+use crate::checkpoint::{has_checkpoints, latest_checkpoint, RunError, RunRecorder};
+use crate::loader::StepLoader;
+use crate::metrics::{LmOutput, Stat, StepMetric, TokensPerSecond};
+use crate::progress::ProgressLines;
+
+/// What a training run optimises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Dense warm-up: dense attention; the loss is the indexers' KL against the dense
+    /// attention, so only the indexers learn (everything else gets no gradient).
+    Warmup,
+    /// Sparse training: top-k attention; loss = LM cross-entropy + the indexers' KL over
+    /// their selection, on detached inputs (the model learns from the LM loss only, the
+    /// indexers from their KL only).
+    Sparse,
+    /// Dense baseline: dense attention, trained like [`Stage::Sparse`].
+    Dense,
+}
+
+impl Stage {
+    /// The attention mode of the stage.
+    pub fn mode(self) -> AttentionMode {
+        match self {
+            Stage::Sparse => AttentionMode::Sparse,
+            Stage::Warmup | Stage::Dense => AttentionMode::Dense,
+        }
+    }
+}
+
+/// A [`DeepSeekV32`] as Burn's learner trains it in one [`Stage`].
+#[derive(Module, Debug)]
+pub struct LanguageModel<B: Backend> {
+    /// The model.
+    pub model: DeepSeekV32<B>,
+    #[module(skip)]
+    stage: Stage,
+}
+
+impl<B: DsaBackend> LanguageModel<B> {
+    /// Wraps `model` for training in `stage`.
+    pub fn new(model: DeepSeekV32<B>, stage: Stage) -> Self {
+        Self { model, stage }
+    }
+
+    /// The stage's loss and metrics on `batch`.
+    pub fn forward_step(&self, batch: TokenBatch<B>) -> LmOutput<B> {
+        let (logits, indexer_kl) = self.model.forward_train(batch.inputs, self.stage.mode());
+        let [b, t, vocab] = logits.dims();
+        let logits = logits.reshape([b * t, vocab]);
+        let targets = batch.targets.reshape([b * t]);
+        let lm_loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets.clone());
+        // The layers' KL is summed over query tokens: report and train on its mean.
+        let indexer_kl = indexer_kl.div_scalar(t as f32);
+        let loss = match self.stage {
+            Stage::Warmup => indexer_kl.clone(),
+            Stage::Sparse | Stage::Dense => lm_loss.clone() + indexer_kl.clone(),
+        };
+        LmOutput { loss, lm_loss: lm_loss.detach(), indexer_kl: indexer_kl.detach(), logits: logits.detach(), targets }
+    }
+}
+
+impl<B: AutodiffBackend + DsaBackend> TrainStep for LanguageModel<B>
+where
+    B::InnerBackend: DsaBackend,
+{
+    type Input = TokenBatch<B>;
+    type Output = LmOutput<B>;
+
+    fn step(&self, batch: TokenBatch<B>) -> TrainOutput<LmOutput<B>> {
+        let out = self.forward_step(batch);
+        let grads = out.loss.backward();
+        TrainOutput::new(self, grads, LmOutput { loss: out.loss.detach(), ..out })
+    }
+}
+
+impl<B: DsaBackend> InferenceStep for LanguageModel<B> {
+    type Input = TokenBatch<B>;
+    type Output = LmOutput<B>;
+
+    fn step(&self, batch: TokenBatch<B>) -> LmOutput<B> {
+        self.forward_step(batch)
+    }
+}
+
+/// The settings of a training run (saved in the run directory for `--resume`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// What is trained.
+    pub stage: Stage,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Steps of linear LR warm-up before the cosine decay.
+    pub lr_warmup_steps: usize,
+    /// The cosine decays the LR to `lr · min_lr_ratio` at the last step.
+    pub min_lr_ratio: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Each parameter's gradient is clipped to this L2 norm.
+    pub grad_clip: f64,
+    /// A checkpoint is written every this many steps (one learner epoch).
+    pub checkpoint_every: usize,
+    /// A progress line every this many steps (without a terminal).
+    pub log_every: usize,
+    /// Seed of the data order.
+    pub seed: u64,
+}
+
+impl TrainSettings {
+    /// Defaults of `stage` for small models: the warm-up at the paper's 1e-3, training at
+    /// 1e-3 (the paper's 7.3e-6 suits a 671B model after 2T tokens, not a small one).
+    pub fn new(stage: Stage, steps: usize, batch_size: usize) -> Self {
+        Self {
+            stage,
+            steps,
+            batch_size,
+            lr: 1e-3,
+            lr_warmup_steps: (steps / 10).min(100),
+            min_lr_ratio: 0.1,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            checkpoint_every: 100,
+            log_every: 10,
+            seed: 0,
+        }
+    }
+
+    /// Checks the values, naming the first bad one as its command-line flag.
+    pub fn validate(&self) -> Result<(), RunError> {
+        let positive = [("--steps", self.steps), ("--batch-size", self.batch_size), ("--checkpoint-every", self.checkpoint_every)];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{flag} must be at least 1").into());
+        }
+        if !(self.lr > 0.0 && self.lr <= 1.0) {
+            return Err(format!("--lr {} must be in (0, 1]", self.lr).into());
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(format!("the minimum LR ratio {} must be in [0, 1]", self.min_lr_ratio).into());
+        }
+        if !(self.grad_clip > 0.0) {
+            return Err(format!("--grad-clip {} must be positive", self.grad_clip).into());
+        }
+        Ok(())
+    }
+}
+
+/// Training and validation sequences of `seq_len + 1` tokens.
+#[derive(Clone, Debug)]
+pub struct TrainData {
+    /// Training sequences.
+    pub train: Vec<Vec<u32>>,
+    /// Validation sequences (run after each learner epoch).
+    pub valid: Vec<Vec<u32>>,
+}
+
+/// Trains `model` on `data` as `settings` say, with Burn's learner writing to `run_dir`.
+/// With `resume`, continues from the newest complete checkpoint in `run_dir` (the loss
+/// trajectory is that of an uninterrupted run); without, `run_dir` must hold no
+/// checkpoints. Returns the trained model.
+pub fn train<B>(
+    model: DeepSeekV32<B>,
+    data: TrainData,
+    settings: &TrainSettings,
+    run_dir: &Path,
+    resume: bool,
+) -> Result<DeepSeekV32<B::InnerBackend>, RunError>
+where
+    B: AutodiffBackend + DsaBackend,
+    B::InnerBackend: DsaBackend,
+{
+    settings.validate()?;
+    if data.train.is_empty() || data.valid.is_empty() {
+        return Err("no training or validation sequences".into());
+    }
+    let checkpoint = match resume {
+        true => Some(latest_checkpoint(run_dir).ok_or_else(|| format!("--resume: {} holds no complete checkpoint", run_dir.display()))?),
+        false if has_checkpoints(run_dir) => {
+            return Err(format!("{} already holds checkpoints: pass --resume to continue that run, or choose another --out", run_dir.display()).into())
+        }
+        false => None,
+    };
+    let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
+    let s = settings;
+    let loader_train = StepLoader::<B>::new(data.train, s.batch_size, s.checkpoint_every, s.steps, s.seed, checkpoint.map_or(1, |e| e + 1), device.clone());
+    let num_epochs = loader_train.num_epochs();
+    let loader_valid = DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher)
+        .batch_size(s.batch_size)
+        .build(InMemDataset::new(data.valid));
+
+    let optim = AdamWConfig::new()
+        .with_weight_decay(s.weight_decay as f32)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(s.grad_clip as f32)))
+        .init();
+    let mut schedule = ComposedLrSchedulerConfig::new();
+    if s.lr_warmup_steps > 0 {
+        schedule = schedule.linear(LinearLrSchedulerConfig::new(1.0 / s.lr_warmup_steps as f64, 1.0, s.lr_warmup_steps));
+    }
+    let schedule = schedule
+        .cosine(CosineAnnealingLrSchedulerConfig::new(s.lr, s.steps).with_min_lr(s.lr * s.min_lr_ratio))
+        .init()
+        .map_err(|e| format!("learning-rate schedule: {e}"))?;
+
+    let mut training = SupervisedTraining::new(run_dir, Arc::new(loader_train), loader_valid)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(StepMetric::new(Stat::LmLoss))
+        .metric_valid_numeric(StepMetric::new(Stat::LmLoss))
+        .metric_train_numeric(StepMetric::new(Stat::IndexerKl))
+        .metric_valid_numeric(StepMetric::new(Stat::IndexerKl))
+        .metric_train_numeric(PerplexityMetric::new())
+        .metric_valid_numeric(PerplexityMetric::new())
+        .metric_train_numeric(TokensPerSecond::default())
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_file_checkpointer(RunRecorder::default())
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .num_epochs(num_epochs)
+        .summary();
+    if let Some(epoch) = checkpoint {
+        println!("resuming {} after step {}", run_dir.display(), (epoch * s.checkpoint_every).min(s.steps));
+        training = training.checkpoint(epoch);
+    }
+    if !std::io::stdout().is_terminal() {
+        training = training.renderer(ProgressLines::new(s.checkpoint_every, s.steps, s.log_every));
+    }
+    let result = training.launch(Learner::new(LanguageModel::new(model, s.stage), optim, schedule));
+    drop(result.renderer);
+    Ok(result.model.model)
+}
