@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{has_checkpoints, load_model, read_json, save_model, write_json, RunError, CONFIG_FILE, TOKENIZER_FILE};
 use crate::corpus::DataArgs;
-use crate::data::check_seq_len;
+use crate::data::{check_seq_len, Document};
 use crate::generate::generate;
 use crate::presets::Preset;
 use crate::sampling::{Sampler, SamplingConfig};
@@ -90,7 +90,7 @@ pub struct OptimArgs {
     /// Print a progress line every this many steps (when stdout is not a terminal).
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
-    /// Seed of the data order.
+    /// Seed of a new model's initial weights and of the data order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -157,29 +157,33 @@ where
     B::InnerBackend: DsaBackend,
 {
     let out = &args.out;
-    let (settings, cfg, model, tokenizer) = if args.resume {
+    let (settings, data_args, cfg, model, tokenizer, docs) = if args.resume {
         let run: RunSettings = read_json(&out.join(SETTINGS_FILE))?;
         let cfg = DeepSeekV32Config::from_file(out.join(CONFIG_FILE))?;
+        check_seq_len(run.data.seq_len, cfg.max_position_embeddings)?;
         let tokenizer = TextTokenizer::from_file(out.join(TOKENIZER_FILE))?;
+        let docs = run.data.documents()?;
         let model = cfg.init::<B>(device);
-        ((run.train, run.data), cfg, model, tokenizer)
+        (run.train, run.data, cfg, model, tokenizer, docs)
     } else {
         if has_checkpoints(out) {
             return Err(format!("{} already holds checkpoints: pass --resume to continue that run, or choose another --out", out.display()).into());
         }
         let settings = args.optim.settings(stage);
         settings.validate()?;
-        let (cfg, model, tokenizer) = new_model::<B>(&args.model, &args.data, device)?;
+        let docs = args.data.documents()?;
+        // The seed fixes a new model's initial weights as well as the data order.
+        B::seed(device, settings.seed);
+        let (cfg, model, tokenizer) = new_model::<B>(&args.model, &args.data, &docs, device)?;
+        (settings, args.data.clone(), cfg, model, tokenizer, docs)
+    };
+    let data = data_args.sequences(&docs, &tokenizer)?;
+    if !args.resume {
         std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
         tokenizer.save(out.join(TOKENIZER_FILE))?;
         write_json(&out.join(CONFIG_FILE), &cfg)?;
-        write_json(&out.join(SETTINGS_FILE), &RunSettings { train: settings.clone(), data: args.data.clone() })?;
-        ((settings, args.data.clone()), cfg, model, tokenizer)
-    };
-    let (settings, data_args) = settings;
-    check_seq_len(data_args.seq_len, cfg.max_position_embeddings)?;
-    let docs = data_args.documents()?;
-    let data = data_args.sequences(&docs, &tokenizer)?;
+        write_json(&out.join(SETTINGS_FILE), &RunSettings { train: settings.clone(), data: data_args.clone() })?;
+    }
     println!(
         "{:?} on {} training + {} validation sequences of {} tokens; {} parameters; run directory {}",
         settings.stage,
@@ -196,18 +200,25 @@ where
     Ok((cfg, model))
 }
 
-/// The model of a new run: from `--init`, or a preset / config file with a given or newly
-/// trained tokenizer.
-fn new_model<B: Backend>(args: &ModelArgs, data: &DataArgs, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
+/// The model of a new run on `docs` (the documents of `data`): from `--init`, or a preset /
+/// config file with a given or newly trained tokenizer. Checks `data`'s sequence length
+/// against the model's positions before initialising a new model.
+fn new_model<B: Backend>(
+    args: &ModelArgs,
+    data: &DataArgs,
+    docs: &[Document],
+    device: &B::Device,
+) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
     if let Some(dir) = &args.init {
-        return load_model::<B>(dir, device);
+        let loaded = load_model::<B>(dir, device)?;
+        check_seq_len(data.seq_len, loaded.0.max_position_embeddings)?;
+        return Ok(loaded);
     }
     let tokenizer = match &args.tokenizer {
         Some(path) => TextTokenizer::from_file(path)?,
         None => {
-            let docs = data.documents()?;
             println!("training a byte-level BPE tokenizer of {} tokens on {} documents", args.vocab, docs.len());
-            TextTokenizer::train(data.tokenizer_texts(&docs), args.vocab)?
+            TextTokenizer::train(data.tokenizer_texts(docs), args.vocab)?
         }
     };
     let mut cfg = match &args.config {
@@ -221,6 +232,7 @@ fn new_model<B: Backend>(args: &ModelArgs, data: &DataArgs, device: &B::Device) 
     if tokenizer.vocab_size() > cfg.vocab_size {
         return Err(format!("the tokenizer has {} tokens, the model's vocabulary only {}", tokenizer.vocab_size(), cfg.vocab_size).into());
     }
+    check_seq_len(data.seq_len, cfg.max_position_embeddings)?;
     let model = cfg.init::<B>(device);
     Ok((cfg, model, tokenizer))
 }

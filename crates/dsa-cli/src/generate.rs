@@ -126,18 +126,19 @@ mod tests {
             assert_eq!(&seq[prompt.len()..], new.as_slice());
         }
 
-        let config = SamplingConfig { temperature: 1.0, top_k: 20, top_p: 0.9, seed: 5 };
-        let run = |stop| {
+        let run = |seed, stop| {
+            let config = SamplingConfig { temperature: 1.0, top_k: 20, top_p: 0.9, seed };
             let mut streamed = vec![Vec::new(); 2];
             let out = generate(&model, &prompts, 8, 64, &mut Sampler::new(config).unwrap(), stop, |i, t| streamed[i].push(t)).unwrap();
             assert_eq!(streamed, out.tokens);
             out.tokens
         };
-        let first = run(None);
-        assert_eq!(first, run(None));
+        let first = run(5, None);
+        assert_eq!(first, run(5, None));
+        assert_ne!(first, run(6, None), "the seed has no effect");
         // Stopping at a token ends that sequence there.
         let stop = first[0][2];
-        let stopped = run(Some(stop));
+        let stopped = run(5, Some(stop));
         let at = first[0].iter().position(|&t| t == stop).unwrap();
         assert_eq!(stopped[0], first[0][..=at]);
         assert!(generate(&model, &prompts, 60, 64, &mut greedy, None, |_, _| {}).unwrap_err().contains("exceed"));

@@ -158,7 +158,7 @@ pub struct TokensPerSecond {
 
 impl Default for TokensPerSecond {
     fn default() -> Self {
-        Self { name: Arc::new("Tokens/s".to_string()), state: NumericMetricState::new(), last: Instant::now() }
+        Self { name: Arc::new("Throughput".to_string()), state: NumericMetricState::new(), last: Instant::now() }
     }
 }
 

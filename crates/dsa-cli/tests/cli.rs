@@ -59,3 +59,39 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(!out.status.success());
     assert!(text.contains("error:") && text.contains("/nonexistent/model/config.json") && !text.contains("panicked"), "{text}");
 }
+
+/// Bad training data and settings end `train`, `warmup` and `generate` with a message
+/// naming the problem, before anything is written.
+#[cfg(feature = "ndarray")]
+#[test]
+fn bad_training_input_is_an_error_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("dsa-cli-bad-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, contents: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    };
+    let text = "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n".repeat(40);
+    let (empty, bad, short, good) = (file("empty.txt", b" \n\n"), file("bad.txt", b"fine\nnot \xff fine\n"), file("short.txt", b"Too short."), file("text.txt", text.as_bytes()));
+    let run = dir.join("run").display().to_string();
+    let cases: [(&[&str], String); 7] = [
+        (&["train", "--data", &empty], format!("{empty} has no text")),
+        (&["warmup", "--data", &bad], format!("{bad}:2: not valid UTF-8")),
+        (&["train", "--dense", "--data", &short, "--vocab", "260"], "too few for one sequence of 256 (+1) tokens".into()),
+        (&["train", "--data", &good, "--vocab", "300", "--seq-len", "4096"], "--seq-len 4096 exceeds the model's maximum of 2048 positions".into()),
+        (&["warmup", "--data", &good, "--vocab", "300", "--seq-len", "64", "--steps", "0"], "--steps must be at least 1".into()),
+        (&["train", "--resume"], format!("cannot read {run}/train.json")),
+        (&["generate", "--model", &run, "hello"], format!("cannot load tokenizer {run}/tokenizer.json")),
+    ];
+    for (args, message) in cases {
+        let out_flag = ["--out", run.as_str()];
+        let args: Vec<&std::ffi::OsStr> = args.iter().chain(if args[0] == "generate" { &[][..] } else { &out_flag }).map(|a| a.as_ref()).collect();
+        let (out, text) = dsa_cli(&args);
+        assert!(!out.status.success(), "{args:?} succeeded:\n{text}");
+        assert!(text.contains("error: ") && text.contains(&message) && !text.contains("panicked"), "{args:?}: expected `{message}`:\n{text}");
+        assert!(!dir.join("run").exists(), "{args:?} wrote {run}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,219 @@
+//! Training end to end on ndarray with a micro model (a few seconds each): the dense
+//! warm-up lowers the indexer KL and trains the indexers alone, sparse training lowers the
+//! LM loss, a run killed after a checkpoint and resumed ends with exactly the parameters of
+//! an uninterrupted run, and generation from a trained run is fixed by its seed.
+
+#![cfg(feature = "ndarray")]
+
+use std::ffi::OsStr;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::backend::{Autodiff, NdArray};
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use dsa_cli::batcher::{TokenBatch, TokenBatcher};
+use dsa_cli::checkpoint::{latest_checkpoint, load_model};
+use dsa_cli::corpus::DataArgs;
+use dsa_cli::data::Document;
+use dsa_cli::presets::Preset;
+use dsa_cli::tokenizer::TextTokenizer;
+use dsa_cli::train::{train, LanguageModel, Stage, TrainSettings};
+use dsa_model::{DeepSeekV32, DeepSeekV32Config};
+
+type B = Autodiff<NdArray>;
+
+/// Tokens per training sequence: more than the micro model's top-k, so that sparse
+/// attention selects.
+const SEQ_LEN: usize = 48;
+
+/// The beginning of The Devil's Dictionary (about 1500 tokens of 48).
+fn text() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/devils-dictionary.txt")).unwrap();
+    text.chars().skip(2000).take(12_000).collect()
+}
+
+/// A two-layer model (one dense, one MoE) of width 64 with top-k 8.
+fn micro_config(vocab_size: usize) -> DeepSeekV32Config {
+    let cfg = DeepSeekV32Config {
+        hidden_size: 64,
+        intermediate_size: 128,
+        moe_intermediate_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: 2,
+        n_routed_experts: 4,
+        q_lora_rank: 32,
+        kv_lora_rank: 32,
+        qk_nope_head_dim: 16,
+        qk_rope_head_dim: 16,
+        v_head_dim: 16,
+        index_n_heads: 2,
+        index_topk: 8,
+        max_position_embeddings: 128,
+        ..Preset::Tiny.config(vocab_size)
+    };
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// Every float parameter of a module with its path (`layers.0.self_attn.wq_a.weight`).
+#[derive(Default)]
+struct Parameters {
+    path: Vec<String>,
+    values: Vec<(String, Vec<f32>)>,
+}
+
+impl<Bk: Backend> ModuleVisitor<Bk> for Parameters {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+        self.values.push((self.path.join("."), param.val().into_data().convert::<f32>().to_vec().unwrap()));
+    }
+}
+
+fn parameters<Bk: Backend>(model: &DeepSeekV32<Bk>) -> Vec<(String, Vec<f32>)> {
+    let mut visitor = Parameters::default();
+    model.visit(&mut visitor);
+    assert!(visitor.values.len() > 20, "{} parameters visited", visitor.values.len());
+    assert!(visitor.values.iter().any(|(name, _)| name.contains(".indexer.")), "no indexer parameter among {:?}", visitor.values.iter().map(|v| &v.0).collect::<Vec<_>>());
+    visitor.values
+}
+
+/// (LM loss, indexer KL) of `model` trained in `stage` on `batch`.
+fn losses(model: &DeepSeekV32<NdArray>, stage: Stage, batch: &TokenBatch<NdArray>) -> (f32, f32) {
+    let out = LanguageModel::new(model.clone(), stage).forward_step(batch.clone());
+    (out.lm_loss.into_scalar(), out.indexer_kl.into_scalar())
+}
+
+/// A new trainable model of `cfg` with the weights of `model`, as `--init` makes one.
+fn trainable(model: &DeepSeekV32<NdArray>, cfg: &DeepSeekV32Config) -> DeepSeekV32<B> {
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = recorder.record(model.clone().into_record(), ()).unwrap();
+    let device = Default::default();
+    cfg.init::<B>(&device).load_record(recorder.load(bytes, &device).unwrap())
+}
+
+fn settings(stage: Stage, steps: usize) -> TrainSettings {
+    TrainSettings { lr: 3e-3, checkpoint_every: steps, log_every: steps, ..TrainSettings::new(stage, steps, 4) }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dsa-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The warm-up lowers the dense indexer KL on a fixed batch and changes the indexers only;
+/// sparse training then lowers the LM loss on that batch.
+#[test]
+fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
+    let start = Instant::now();
+    let device = Default::default();
+    let docs = [Document { source: "devils-dictionary".into(), text: text() }];
+    let data_args = DataArgs { data: vec![], seq_len: SEQ_LEN, retrieval: 0, pairs: 1 };
+    let tokenizer = TextTokenizer::train(data_args.tokenizer_texts(&docs), 256).unwrap();
+    let data = data_args.sequences(&docs, &tokenizer).unwrap();
+    let batch: TokenBatch<NdArray> = TokenBatcher.batch(data.train[..8].to_vec(), &device);
+    B::seed(&device, 1);
+    let cfg = micro_config(tokenizer.vocab_size());
+    let model = cfg.init::<B>(&device);
+    let dir = temp_dir("stages");
+
+    let before = model.valid();
+    let warm = train::<B>(model, data.clone(), &settings(Stage::Warmup, 20), &dir.join("warmup"), false).unwrap();
+    let (kl_before, kl_after) = (losses(&before, Stage::Warmup, &batch).1, losses(&warm, Stage::Warmup, &batch).1);
+    println!("warm-up: indexer KL {kl_before} -> {kl_after}");
+    assert!(kl_after < 0.8 * kl_before, "indexer KL {kl_before} -> {kl_after}");
+    let mut indexer_changed = false;
+    for ((name, old), (_, new)) in parameters(&before).iter().zip(parameters(&warm)) {
+        match name.contains(".indexer.") {
+            true => indexer_changed |= *old != new,
+            false => assert!(*old == new, "the warm-up changed {name}"),
+        }
+    }
+    assert!(indexer_changed, "the warm-up changed no indexer parameter");
+
+    let sparse = train::<B>(trainable(&warm, &cfg), data, &settings(Stage::Sparse, 20), &dir.join("sparse"), false).unwrap();
+    let (lm_before, lm_after) = (losses(&warm, Stage::Sparse, &batch).0, losses(&sparse, Stage::Sparse, &batch).0);
+    println!("sparse training: LM loss {lm_before} -> {lm_after}");
+    assert!(lm_after < lm_before - 0.5, "LM loss {lm_before} -> {lm_after}");
+    std::fs::remove_dir_all(dir).unwrap();
+    println!("{:.1} s", start.elapsed().as_secs_f64());
+}
+
+fn dsa_cli<S: AsRef<OsStr>>(args: &[S]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dsa-cli"));
+    command.args(args);
+    command
+}
+
+/// Runs `dsa-cli`, asserting success; stdout.
+fn run_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
+    let Output { status, stdout, stderr } = dsa_cli(args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+    assert!(status.success(), "dsa-cli {args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+/// A run killed after its first checkpoint and resumed with `--resume` ends with exactly
+/// the parameters of the uninterrupted run; generation from it is fixed by the seed.
+#[test]
+fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
+    let start = Instant::now();
+    let dir = temp_dir("resume");
+    let path = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(path("text.txt"), text()).unwrap();
+    let tokenizer = TextTokenizer::train([text()], 256).unwrap();
+    tokenizer.save(path("tokenizer.json")).unwrap();
+    std::fs::write(path("config.json"), serde_json::to_string(&micro_config(tokenizer.vocab_size())).unwrap()).unwrap();
+    // Sparse training of 15 steps, a checkpoint every 3.
+    let train = |out: &str| {
+        let (out, config, tokenizer, data) = (path(out), path("config.json"), path("tokenizer.json"), path("text.txt"));
+        let args = ["train", "--out", &out, "--config", &config, "--tokenizer", &tokenizer, "--data", &data];
+        let settings = ["--seq-len", "48", "--batch-size", "4", "--steps", "15", "--checkpoint-every", "3", "--seed", "7"];
+        dsa_cli(&[&args[..], &settings].concat())
+    };
+
+    let status = train("full").stdout(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let mut child = train("killed").stdout(Stdio::null()).spawn().unwrap();
+    let run = dir.join("killed");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while latest_checkpoint(&run).is_none() {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint before the run ended");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run.join("model.mpk").exists(), "the run finished before it was killed");
+    let resumed = run_ok(&["train", "--out", &path("killed"), "--resume"]);
+    assert!(resumed.contains("resuming") && resumed.contains("after step"), "{resumed}");
+    println!("{}", resumed.lines().find(|l| l.contains("resuming")).unwrap_or_default());
+
+    let load = |name: &str| load_model::<NdArray>(&dir.join(name), &Default::default()).unwrap().1;
+    for ((name, a), (_, b)) in parameters(&load("full")).iter().zip(parameters(&load("killed"))) {
+        assert!(*a == b, "{name} differs between the uninterrupted and the resumed run");
+    }
+
+    let model = path("full");
+    let generate = |seed: &str| run_ok(&["generate", "--model", &model, "--max-tokens", "24", "--temperature", "1", "--seed", seed, "The"]);
+    let first = generate("3");
+    assert!(first.starts_with("The") && first.len() > 10, "{first}");
+    assert_eq!(first, generate("3"), "the same seed gave different text");
+    assert_ne!(first, generate("4"), "another seed gave the same text");
+    std::fs::remove_dir_all(dir).unwrap();
+    println!("{:.1} s", start.elapsed().as_secs_f64());
+}
