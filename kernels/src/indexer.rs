@@ -48,3 +48,166 @@ pub fn indexer_scores_naive<F: Float>(
         out[pos] = F::cast_from(acc);
     }
 }
+
+/// v2, register-tiled: the scores are a GEMM of the rows `(t, h)` of `q` (flattened per
+/// batch) against the keys, followed by `w·ReLU` and a sum over heads. One cube of 16×16
+/// threads computes a tile of `tt` whole queries (`tt·H ≤ 16·rm` rows) × `16·rn` keys: the
+/// head dim is walked in chunks of `dk` staged in shared memory (transposed, so that each
+/// thread reads its `rm` rows and `rn` keys at stride 16: broadcast / conflict-free), each
+/// thread accumulates an `rm × rn` block of logits in registers, then applies `w·ReLU` and
+/// writes them to shared memory where one thread per output sums the heads of its query.
+/// Tiles entirely in the causal future only write `neg_inf`.
+///
+/// Grid: `grid_1d(B · ⌈T/tt⌉ · ⌈S/(16·rn)⌉)`, 256 threads.
+#[cube(launch)]
+pub fn indexer_scores_tiled<F: Float>(
+    q: &Tensor<F>,
+    w: &Tensor<F>,
+    k: &Tensor<F>,
+    out: &mut Tensor<F>,
+    t_len: usize,
+    s_len: usize,
+    heads: usize,
+    d: usize,
+    offset: usize,
+    neg_inf: f32,
+    #[comptime] causal: bool,
+    #[comptime] tt: usize,
+    #[comptime] rm: usize,
+    #[comptime] rn: usize,
+    #[comptime] dk: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let rows = comptime!(16 * rm);
+    let cols = comptime!(16 * rn);
+    let n_t = t_len.div_ceil(tt);
+    let n_s = s_len.div_ceil(cols);
+    let cube = crate::cube_index();
+    if cube >= out.shape(0) * n_t * n_s {
+        terminate!();
+    }
+    let st = cube % n_s;
+    let bt = cube / n_s;
+    let ti = bt % n_t;
+    let b = bt / n_t;
+    let t0 = ti * tt;
+    let s0 = st * cols;
+    let tid = UNIT_POS as usize;
+    let ty = tid / 16;
+    let tx = tid % 16;
+    let nrows = tt * heads;
+
+    let mut t_last = t0 + tt;
+    if t_last > t_len {
+        t_last = t_len;
+    }
+    t_last -= 1;
+    if causal && s0 > t_last + offset {
+        // The whole tile is in the future of every query.
+        let mut o = tid;
+        while o < tt * cols {
+            let t = t0 + o / cols;
+            let s = s0 + o % cols;
+            if t < t_len && s < s_len {
+                out[(b * t_len + t) * s_len + s] = F::cast_from(neg_inf);
+            }
+            o += 256usize;
+        }
+    } else {
+        let mut sh = SharedMemory::<f32>::new(comptime!(if dk * (16 * rm + 16 * rn) > 256 * rm * rn {
+            dk * (16 * rm + 16 * rn)
+        } else {
+            256 * rm * rn
+        }));
+        let k_off = comptime!(dk * 16 * rm);
+        let mut acc = Array::<f32>::new(comptime!(rm * rn));
+        #[unroll]
+        for a in 0..rm * rn {
+            acc[a] = 0.0f32;
+        }
+        let mut d0 = 0usize;
+        while d0 < d {
+            // Stage q rows and keys of this chunk (coalesced along the head dim).
+            let mut i = tid;
+            while i < rows * dk {
+                let e = i % dk;
+                let r = i / dk;
+                let t = t0 + r / heads;
+                let mut v = 0.0f32;
+                if r < nrows && t < t_len && d0 + e < d {
+                    v = f32::cast_from(q[((b * t_len + t) * heads + r % heads) * d + d0 + e]);
+                }
+                sh[e * rows + r] = v;
+                i += 256usize;
+            }
+            let mut i = tid;
+            while i < cols * dk {
+                let e = i % dk;
+                let c = i / dk;
+                let s = s0 + c;
+                let mut v = 0.0f32;
+                if s < s_len && d0 + e < d {
+                    v = f32::cast_from(k[(b * s_len + s) * d + d0 + e]);
+                }
+                sh[k_off + e * cols + c] = v;
+                i += 256usize;
+            }
+            sync_cube();
+            for e in 0..dk {
+                let mut a = Array::<f32>::new(rm);
+                let mut kb = Array::<f32>::new(rn);
+                #[unroll]
+                for ii in 0..rm {
+                    a[ii] = sh[e * rows + ii * 16 + ty];
+                }
+                #[unroll]
+                for jj in 0..rn {
+                    kb[jj] = sh[k_off + e * cols + jj * 16 + tx];
+                }
+                #[unroll]
+                for ii in 0..rm {
+                    #[unroll]
+                    for jj in 0..rn {
+                        acc[ii * rn + jj] += a[ii] * kb[jj];
+                    }
+                }
+            }
+            sync_cube();
+            d0 += dk;
+        }
+        // w·ReLU into shared memory, then one thread per output sums its query's heads.
+        #[unroll]
+        for ii in 0..rm {
+            let r = ii * 16 + ty;
+            let t = t0 + r / heads;
+            let mut wv = 0.0f32;
+            if r < nrows && t < t_len {
+                wv = f32::cast_from(w[(b * t_len + t) * heads + r % heads]);
+            }
+            #[unroll]
+            for jj in 0..rn {
+                sh[r * cols + jj * 16 + tx] = wv * f32::max(acc[ii * rn + jj], 0.0f32);
+            }
+        }
+        sync_cube();
+        let mut o = tid;
+        while o < tt * cols {
+            let tl = o / cols;
+            let c = o % cols;
+            let t = t0 + tl;
+            let s = s0 + c;
+            if t < t_len && s < s_len {
+                let mut v = 0.0f32;
+                if causal && s > t + offset {
+                    v = neg_inf;
+                } else {
+                    for hh in 0..heads {
+                        v += sh[(tl * heads + hh) * cols + c];
+                    }
+                }
+                out[(b * t_len + t) * s_len + s] = F::cast_from(v);
+            }
+            o += 256usize;
+        }
+    }
+}

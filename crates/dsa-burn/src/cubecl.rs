@@ -5,7 +5,7 @@
 //! can be *poisoned* before the launch ([`set_poison_outputs`]: NaN for floats, garbage for
 //! ints, `true` for bools) so tests see any entry a kernel failed to write.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
 use burn::tensor::{get_device_settings, DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
@@ -42,9 +42,30 @@ fn output<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> C
                 dtype,
             ),
         };
-        return full_device_dtype(like.client.clone(), shape, like.device.clone(), value, dtype);
+        // `full` may allocate with padded row pitch: the kernels index contiguously.
+        return into_contiguous(full_device_dtype(like.client.clone(), shape, like.device.clone(), value, dtype));
     }
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
+/// A contiguous f32 tensor of zeros.
+fn zeros_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    into_contiguous(full_device_dtype(like.client.clone(), shape, like.device.clone(), InputScalar::new(0.0f32, DType::F32), DType::F32))
+}
+
+static FORCE_CAS: AtomicBool = AtomicBool::new(false);
+
+/// Accumulate gradients with compare-and-swap loops even where the device has f32 atomic
+/// adds (to test that path). Off by default.
+pub fn set_force_cas_atomics(on: bool) {
+    FORCE_CAS.store(on, Ordering::SeqCst);
+}
+
+/// Whether the device adds f32 atomically (else: compare-and-swap on the bits).
+fn native_f32_atomic_add<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    use burn_cubecl::cubecl::ir::{features::AtomicUsage, ElemType, FloatKind, StorageType, Type};
+    let ty = Type::new(StorageType::Atomic(ElemType::Float(FloatKind::F32)));
+    !FORCE_CAS.load(Ordering::Relaxed) && t.client.properties().atomic_type_usage(ty).contains(AtomicUsage::Add)
 }
 
 fn dims<const D: usize, R: CubeRuntime>(t: &CubeTensor<R>) -> [usize; D] {
@@ -75,11 +96,10 @@ pub fn fake_quant_primitive<R: CubeRuntime>(x: CubeTensor<R>, quant: IndexerQuan
         return out;
     }
     let units = rows * d.div_ceil(kernels::quant::FP8_BLOCK);
-    let threads = 64usize;
-    kernels::quant::fake_quant_kernel::launch::<R>(
+    kernels::quant::fake_quant_block_kernel::launch::<R>(
         &x.client,
-        cube_count(units.div_ceil(threads), 1),
-        CubeDim::new_1d(threads as u32),
+        cube_count(units, 1),
+        CubeDim::new_1d(kernels::quant::FP8_BLOCK as u32),
         x.clone().into_tensor_arg(),
         out.clone().into_tensor_arg(),
         rows,
@@ -103,6 +123,68 @@ where
     Tensor::from_primitive(TensorPrimitive::Float(fake_quant_primitive(x.into_primitive().tensor(), quant)))
 }
 
+/// The indexer-scores kernel to launch (see `dsa_kernels::indexer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexerKernel {
+    /// v2 on CUDA, v1 elsewhere (see [`tiled_by_default`]).
+    Auto,
+    /// v1: one unit per score.
+    Naive,
+    /// v2: register-tiled GEMM with the head sum in shared memory (falls back to `Naive`
+    /// when the heads of one query do not fit in a tile).
+    Tiled,
+}
+
+static INDEXER_KERNEL: AtomicU8 = AtomicU8::new(0);
+
+/// Select the indexer-scores kernel (for tests and benchmarks); `Auto` by default.
+pub fn set_indexer_kernel(kernel: IndexerKernel) {
+    INDEXER_KERNEL.store(kernel as u8, Ordering::SeqCst);
+}
+
+/// The sparse MLA kernels to launch (see `dsa_kernels::sparse_mla`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlaKernel {
+    /// v2 on CUDA, v1 elsewhere (see [`tiled_by_default`]).
+    Auto,
+    /// v1: forward with 128 threads per (token, ≤ 8 heads), one score per thread; backward
+    /// in one kernel adding `dkv` atomically once per head group.
+    V1,
+    /// v2: register-tiled forward (16×16 threads, 32 heads × 32 slots per chunk where
+    /// shared memory allows); backward split into `dq` (no atomics) and `dkv` (one cube per
+    /// token over all heads: one atomic add per selected row and dim).
+    V2,
+}
+
+static MLA_KERNEL: AtomicU8 = AtomicU8::new(0);
+
+/// Select the sparse MLA kernels (for tests and benchmarks); `Auto` by default.
+pub fn set_mla_kernel(kernel: MlaKernel) {
+    MLA_KERNEL.store(kernel as u8, Ordering::SeqCst);
+}
+
+/// Whether the `Auto` kernels are the tiled (v2) ones: on CUDA, where they are tested and
+/// measured (`kernels/NOTES.md`). Other runtimes take the v1 kernels, the portable path:
+/// Mesa's lavapipe spends many minutes compiling each v2 shader (LLVM's coroutine
+/// splitting of their unrolled, barrier-heavy loops), and wgpu's real GPUs are untimed.
+fn tiled_by_default<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    R::name(&t.client) == "cuda"
+}
+
+fn tiled_indexer<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    match INDEXER_KERNEL.load(Ordering::Relaxed) {
+        0 => tiled_by_default(t),
+        k => k == IndexerKernel::Tiled as u8,
+    }
+}
+
+fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    match MLA_KERNEL.load(Ordering::Relaxed) {
+        0 => tiled_by_default(t),
+        k => k == MlaKernel::V2 as u8,
+    }
+}
+
 /// Lightning-indexer scores on CubeCL: fake-quantise `q` and `k`, then the scores kernel.
 pub fn indexer_scores_primitive<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -121,6 +203,34 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
     let out = output(&q, Shape::new([b, t, s]), q.dtype);
     let n = b * t * s;
     if n == 0 {
+        return out;
+    }
+    // Tiles: 16·rm rows (t, h) × 16·rn keys, head dim in chunks of dk.
+    let (rm, rn, dk) = if max_shared(&q) >= 32 * 1024 + 1024 { (8usize, 4usize, 32usize) } else { (4, 4, 16) };
+    let tt = (16 * rm) / h.max(1);
+    if tiled_indexer(&q) && tt > 0 {
+        let tiles = b * t.div_ceil(tt) * s.div_ceil(16 * rn);
+        kernels::indexer::indexer_scores_tiled::launch::<R>(
+            &q.client,
+            cube_count(tiles, 1),
+            CubeDim::new_1d(256),
+            q.clone().into_tensor_arg(),
+            w.into_tensor_arg(),
+            k.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            t,
+            s,
+            h,
+            d,
+            causal_offset.unwrap_or(0),
+            f32::NEG_INFINITY,
+            causal_offset.is_some(),
+            tt,
+            rm,
+            rn,
+            dk,
+            q.dtype.into(),
+        );
         return out;
     }
     let threads = 128usize;
@@ -209,6 +319,14 @@ fn mla_tiles(heads: usize, d: usize, max_shared: usize) -> (usize, usize) {
     (hg, kc)
 }
 
+/// Tiles `(hm, km)` of the v2 forward (`16·hm` heads, `16·km` slots per chunk), or `None`
+/// when even the smallest does not fit in shared memory.
+fn mla_fwd_tiles_v2(heads: usize, d: usize, max_shared: usize) -> Option<(usize, usize)> {
+    let bytes = |hm: usize, km: usize| 4 * (d * (16 * hm + 1) + d * (16 * km + 1) + 256 * hm * km + 32 * km + 64 * hm) + 64;
+    let hm_max = if heads > 16 { 2 } else { 1 };
+    [(hm_max, 2), (hm_max, 1), (1, 1)].into_iter().find(|&(hm, km)| bytes(hm, km) <= max_shared)
+}
+
 /// Sparse MLA forward on CubeCL: output `[B,T,H,d_v]` and lse `[B,T,H]`.
 pub fn sparse_mla_primitive<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -231,6 +349,34 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     let lse = output(&q, Shape::new([b, t, h]), q.dtype);
     if b * t * h == 0 {
         return (out, lse);
+    }
+    if tiled_mla(&q) {
+        if let Some((hm, km)) = mla_fwd_tiles_v2(h, d, max_shared(&q)) {
+            kernels::sparse_mla::sparse_mla_fwd_tiled::launch::<R>(
+                &q.client,
+                cube_count(b * t, h.div_ceil(16 * hm)),
+                CubeDim::new_1d(256),
+                q.clone().into_tensor_arg(),
+                kv.into_tensor_arg(),
+                indices.clone().into_tensor_arg(),
+                valid.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                b * t,
+                t,
+                h,
+                s,
+                kk,
+                scale,
+                f32::NEG_INFINITY,
+                d,
+                d_v,
+                hm,
+                km,
+                [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
+            );
+            return (out, lse);
+        }
     }
     let threads = 128usize;
     let (hg, kc) = mla_tiles(h, d, max_shared(&q));
@@ -259,6 +405,132 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
     );
     (out, lse)
+}
+
+/// Tiling of the sparse MLA backward (`q`, `d_out` and the chunk's rows in shared memory).
+fn mla_bwd_tiles(heads: usize, d: usize, d_v: usize, max_shared: usize) -> (usize, usize) {
+    let dp = d | 1;
+    let mut hg = heads.clamp(1, 8);
+    let mut kc = 16usize;
+    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * dp + hg * d_v + 2 * hg * kc + 2 * kc + 2 * hg) + 64;
+    while bytes(hg, kc) > max_shared && kc > 4 {
+        kc /= 2;
+    }
+    while bytes(hg, kc) > max_shared && hg > 1 {
+        hg /= 2;
+    }
+    assert!(bytes(hg, kc) <= max_shared, "sparse MLA backward: latent dim {d} does not fit in shared memory");
+    (hg, kc)
+}
+
+/// Tiles `(hb, kc)` of the v2 `dkv` kernel (heads per group, slots per chunk), or `None`
+/// when they do not fit in shared memory.
+fn mla_bwd_dkv_tiles(d: usize, d_v: usize, max_shared: usize, heads: usize) -> Option<(usize, usize)> {
+    let dp = d | 1;
+    let bytes = |hb: usize, kc: usize| 4 * (kc * dp + hb * dp + hb * d_v + 2 * hb * kc + 2 * kc + 2 * heads) + 64;
+    [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8)].into_iter().find(|&(hb, kc)| bytes(hb, kc) <= max_shared)
+}
+
+/// Sparse MLA backward on CubeCL: `(dq, dkv)`; see [`DsaBackend::sparse_mla_backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    kv: CubeTensor<R>,
+    indices: CubeTensor<R>,
+    valid: CubeTensor<R>,
+    out: CubeTensor<R>,
+    lse: CubeTensor<R>,
+    d_out: Option<CubeTensor<R>>,
+    d_lse: Option<CubeTensor<R>>,
+    d_v: usize,
+    scale: f32,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let [b, t, h, d] = dims::<4, R>(&q);
+    let [_, s, _] = dims::<3, R>(&kv);
+    let [_, _, kk] = dims::<3, R>(&indices);
+    let q = into_contiguous(q);
+    let kv = into_contiguous(kv);
+    let indices = into_contiguous(indices);
+    let valid = into_contiguous(valid);
+    let out = into_contiguous(out);
+    let lse = into_contiguous(lse);
+    let (has_dout, has_dlse) = (d_out.is_some(), d_lse.is_some());
+    let d_out = d_out.map(into_contiguous).unwrap_or_else(|| q.clone());
+    let d_lse = d_lse.map(into_contiguous).unwrap_or_else(|| q.clone());
+    let dq = output(&q, Shape::new([b, t, h, d]), q.dtype);
+    let dkv = zeros_f32(&q, Shape::new([b, s, d]));
+    if b * t * h > 0 {
+        let threads = 128usize;
+        let (hg, kc) = mla_bwd_tiles(h, d, d_v, max_shared(&q));
+        let native = native_f32_atomic_add(&q);
+        let acc_dtype = if native { DType::F32 } else { DType::U32 };
+        let dkv_tiles = tiled_mla(&q).then(|| mla_bwd_dkv_tiles(d, d_v, max_shared(&q), h)).flatten();
+        if let Some((hb, kcb)) = dkv_tiles {
+            kernels::sparse_mla::sparse_mla_bwd_dkv::launch::<R>(
+                &q.client,
+                cube_count(b * t, 1),
+                CubeDim::new_1d(256),
+                q.clone().into_tensor_arg(),
+                kv.clone().into_tensor_arg(),
+                indices.clone().into_tensor_arg(),
+                valid.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                d_out.clone().into_tensor_arg(),
+                d_lse.clone().into_tensor_arg(),
+                dkv.clone().into_tensor_arg(),
+                b * t,
+                t,
+                h,
+                s,
+                kk,
+                scale,
+                d,
+                d_v,
+                hb,
+                kcb,
+                256,
+                h,
+                has_dout,
+                has_dlse,
+                native,
+                [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()],
+            );
+        }
+        kernels::sparse_mla::sparse_mla_bwd::launch::<R>(
+            &q.client,
+            cube_count(b * t, h.div_ceil(hg)),
+            CubeDim::new_1d(threads as u32),
+            q.clone().into_tensor_arg(),
+            kv.clone().into_tensor_arg(),
+            indices.clone().into_tensor_arg(),
+            valid.clone().into_tensor_arg(),
+            out.into_tensor_arg(),
+            lse.into_tensor_arg(),
+            d_out.into_tensor_arg(),
+            d_lse.into_tensor_arg(),
+            dq.clone().into_tensor_arg(),
+            dkv.clone().into_tensor_arg(),
+            b * t,
+            t,
+            h,
+            s,
+            kk,
+            scale,
+            d,
+            d_v,
+            hg,
+            kc,
+            threads,
+            has_dout,
+            has_dlse,
+            native,
+            dkv_tiles.is_none(),
+            [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()],
+        );
+    }
+    let dkv = if q.dtype == DType::F32 { dkv } else { burn_cubecl::kernel::cast(dkv, q.dtype) };
+    (dq, dkv)
 }
 
 impl<R, F, I, BT> DsaBackend for CubeBackend<R, F, I, BT>
@@ -302,5 +574,20 @@ where
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         sparse_mla_primitive(q, kv, indices, valid, d_v, scale)
+    }
+
+    fn sparse_mla_backward(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: Option<FloatTensor<Self>>,
+        d_lse: Option<FloatTensor<Self>>,
+        d_v: usize,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        sparse_mla_backward_primitive(q, kv, indices, valid, out, lse, d_out, d_lse, d_v, scale)
     }
 }

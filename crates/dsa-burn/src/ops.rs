@@ -76,6 +76,100 @@ pub trait DsaBackend: Backend {
         );
         (out.into_primitive().tensor(), lse.into_primitive().tensor())
     }
+
+    /// Gradients `(dq [B,T,H,Dqk], dkv [B,S,Dqk])` of [`DsaBackend::sparse_mla`] from the
+    /// saved forward `out` and `lse`, given the output gradient `d_out [B,T,H,d_v]` and/or
+    /// the log-sum-exp gradient `d_lse [B,T,H]` (`None` counts as zero). With
+    /// `p = exp(scale·q·kvᵀ − lse)` over the valid slots and `δ = Σ d_out·out`:
+    /// `ds = p·(d_out·vᵀ − δ + d_lse)`, `dq = scale·ds·kv`, and every selected row gets
+    /// `scale·dsᵀ·q` plus `pᵀ·d_out` on its first `d_v` dims, summed over all the slots and
+    /// queries that select it. Used by the [`Autodiff`] backward of `sparse_mla`.
+    #[allow(clippy::too_many_arguments)]
+    fn sparse_mla_backward(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: Option<FloatTensor<Self>>,
+        d_lse: Option<FloatTensor<Self>>,
+        d_v: usize,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dkv) = reference_sparse_mla_backward(
+            float::<Self, 4>(q),
+            float::<Self, 3>(kv),
+            Tensor::<Self, 3, Int>::from_primitive(indices),
+            Tensor::<Self, 3, Bool>::from_primitive(valid),
+            float::<Self, 4>(out),
+            float::<Self, 3>(lse),
+            d_out.map(float::<Self, 4>),
+            d_lse.map(float::<Self, 3>),
+            d_v,
+            scale,
+        );
+        (dq.into_primitive().tensor(), dkv.into_primitive().tensor())
+    }
+}
+
+/// Reference backward of sparse MLA with Burn tensor operations; see
+/// [`DsaBackend::sparse_mla_backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn reference_sparse_mla_backward<B: Backend>(
+    q: Tensor<B, 4>,
+    kv: Tensor<B, 3>,
+    indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>,
+    out: Tensor<B, 4>,
+    lse: Tensor<B, 3>,
+    d_out: Option<Tensor<B, 4>>,
+    d_lse: Option<Tensor<B, 3>>,
+    d_v: usize,
+    scale: f32,
+) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    use crate::sparse_mla::{gather_rows, sparse_scores};
+    let [b, t, h, d] = q.dims();
+    let [_, s, _] = kv.dims();
+    let k = indices.dims()[2];
+    let device = q.device();
+    if d_out.is_none() && d_lse.is_none() {
+        return (q.zeros_like(), kv.zeros_like());
+    }
+    let rows = gather_rows(kv, indices.clone()); // [B,T,K,D]
+    let scores = sparse_scores(q.clone(), rows.clone(), valid, scale); // -inf where invalid
+    let lse = lse.clone().mask_fill(lse.is_inf(), 0.0).reshape([b, t, h, 1]);
+    let p = (scores - lse).exp(); // [B,T,H,K], 0 where invalid
+    let mut g: Option<Tensor<B, 4>> = None;
+    if let Some(go) = d_out.clone() {
+        let dp = go.clone().matmul(rows.clone().narrow(3, 0, d_v).swap_dims(2, 3));
+        let delta = (go * out).sum_dim(3);
+        g = Some(dp - delta);
+    }
+    if let Some(gl) = d_lse {
+        let gl = gl.reshape([b, t, h, 1]);
+        g = Some(match g {
+            Some(g) => g + gl,
+            None => gl.expand([b, t, h, k]),
+        });
+    }
+    let ds = p.clone() * g.expect("a gradient"); // [B,T,H,K]
+    let dq = ds.clone().matmul(rows).mul_scalar(scale);
+    let mut drows = ds.swap_dims(2, 3).matmul(q).mul_scalar(scale); // [B,T,K,D]
+    if let Some(go) = d_out {
+        let dvals = p.swap_dims(2, 3).matmul(go); // [B,T,K,d_v]
+        let dvals = if d_v < d { Tensor::cat(vec![dvals, Tensor::zeros([b, t, k, d - d_v], &device)], 3) } else { dvals };
+        drows = drows + dvals;
+    }
+    let base = Tensor::<B, 1, Int>::arange(0..b as i64, &device).mul_scalar(s as i64).reshape([b, 1, 1]);
+    let flat = (indices + base).reshape([b * t * k]);
+    let dkv = Tensor::<B, 2>::zeros([b * s, d], &device).select_assign(
+        0,
+        flat,
+        drows.reshape([b * t * k, d]),
+        burn::tensor::IndexingUpdateOp::Add,
+    );
+    (dq, dkv.reshape([b, s, d]))
 }
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
@@ -93,8 +187,99 @@ where
 {
 }
 
-/// Autodiff: the reference operations are differentiated by Burn's autodiff.
-impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {}
+/// Autodiff: the indexer scores are the reference operations differentiated by Burn's
+/// autodiff; top-k (no gradient) runs on the inner backend; sparse MLA runs the inner
+/// backend's forward, and its backward is [`DsaBackend::sparse_mla_backward`] of the inner
+/// backend (the kernels on CubeCL, the reference elsewhere).
+impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
+    fn topk_select(scores: FloatTensor<Self>, k: usize, causal_offset: Option<usize>) -> (IntTensor<Self>, BoolTensor<Self>) {
+        B::topk_select(scores.primitive, k, causal_offset)
+    }
+
+    fn sparse_mla(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        d_v: usize,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        autodiff_mla::sparse_mla::<B, C>(q, kv, indices, valid, d_v, scale)
+    }
+}
+
+/// The custom backward steps of sparse MLA under [`Autodiff`]: one node for the output and
+/// one for the log-sum-exp, both children of `q` and `kv`, so that each runs only when its
+/// output is part of the differentiated graph (their gradients add up in `q` and `kv`).
+mod autodiff_mla {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
+
+    /// Everything the backward needs: inputs and the forward's outputs (inner primitives).
+    #[derive(Debug, Clone)]
+    pub(super) struct State<B: DsaBackend> {
+        q: FloatTensor<B>,
+        kv: FloatTensor<B>,
+        indices: IntTensor<B>,
+        valid: BoolTensor<B>,
+        out: FloatTensor<B>,
+        lse: FloatTensor<B>,
+        d_v: usize,
+        scale: f32,
+    }
+
+    /// Which forward output a node stands for.
+    #[derive(Debug)]
+    pub(super) struct SparseMlaBackward {
+        lse: bool,
+    }
+
+    impl<B: DsaBackend> Backward<B, 2> for SparseMlaBackward {
+        type State = State<B>;
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [node_q, node_kv] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            let st = ops.state;
+            let (d_out, d_lse) = if self.lse { (None, Some(grad)) } else { (Some(grad), None) };
+            let (dq, dkv) = B::sparse_mla_backward(st.q, st.kv, st.indices, st.valid, st.out, st.lse, d_out, d_lse, st.d_v, st.scale);
+            if let Some(node) = node_q {
+                grads.register::<B>(node.id, dq);
+            }
+            if let Some(node) = node_kv {
+                grads.register::<B>(node.id, dkv);
+            }
+        }
+    }
+
+    pub(super) fn sparse_mla<B: DsaBackend, C: CheckpointStrategy>(
+        q: FloatTensor<Autodiff<B, C>>,
+        kv: FloatTensor<Autodiff<B, C>>,
+        indices: IntTensor<Autodiff<B, C>>,
+        valid: BoolTensor<Autodiff<B, C>>,
+        d_v: usize,
+        scale: f32,
+    ) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+        let (out, lse) = B::sparse_mla(q.primitive.clone(), kv.primitive.clone(), indices.clone(), valid.clone(), d_v, scale);
+        let state = State::<B> { q: q.primitive.clone(), kv: kv.primitive.clone(), indices, valid, out: out.clone(), lse: lse.clone(), d_v, scale };
+        let wrap = |is_lse: bool, value: FloatTensor<B>| match (SparseMlaBackward { lse: is_lse })
+            .prepare::<C>([q.node.clone(), kv.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state.clone(), value),
+            OpsKind::UnTracked(prep) => prep.finish(value),
+        };
+        let out = wrap(false, out);
+        let lse = wrap(true, lse);
+        (out, lse)
+    }
+}
 
 // `DsaBackend for burn_cubecl::CubeBackend` (the CubeCL kernels) lives in `crate::cubecl`.
 
@@ -166,4 +351,50 @@ pub fn sparse_mla<B: DsaBackend>(
         scale,
     );
     (float(out), float(lse))
+}
+
+/// Indexer scores then top-k ([`indexer_scores`] + [`topk_select`]) over blocks of at most
+/// `block_rows` query tokens, so that only `B × block_rows × S` scores exist at a time
+/// (at L = 128K, the whole `T × S` f32 score matrix would take 64 GiB). Same result as the
+/// two calls on the whole sequence.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Distribution, Tensor};
+/// use dsa_burn::ops::{indexer_scores, indexer_topk, topk_select};
+/// use dsa_burn::IndexerQuant;
+/// let dev = Default::default();
+/// let q = Tensor::<NdArray, 4>::random([1, 9, 2, 8], Distribution::Default, &dev);
+/// let w = Tensor::<NdArray, 3>::random([1, 9, 2], Distribution::Default, &dev);
+/// let k = Tensor::<NdArray, 3>::random([1, 9, 8], Distribution::Default, &dev);
+/// let (idx, valid) = indexer_topk(q.clone(), w.clone(), k.clone(), IndexerQuant::E4m3, 4, Some(0), 4);
+/// let whole = indexer_scores(q, w, k, IndexerQuant::E4m3, Some(0));
+/// let (want_idx, want_valid) = topk_select(whole, 4, Some(0));
+/// assert_eq!(idx.into_data(), want_idx.into_data());
+/// assert_eq!(valid.into_data(), want_valid.into_data());
+/// ```
+pub fn indexer_topk<B: DsaBackend>(
+    q: Tensor<B, 4>,
+    w: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    quant: IndexerQuant,
+    topk: usize,
+    causal_offset: Option<usize>,
+    block_rows: usize,
+) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
+    assert!(block_rows > 0, "indexer_topk: block_rows must be at least 1");
+    let t = q.dims()[1];
+    if t <= block_rows {
+        return topk_select(indexer_scores(q, w, k, quant, causal_offset), topk, causal_offset);
+    }
+    let (mut indices, mut valid) = (Vec::new(), Vec::new());
+    for t0 in (0..t).step_by(block_rows) {
+        let rows = block_rows.min(t - t0);
+        let offset = causal_offset.map(|o| o + t0);
+        let scores = indexer_scores(q.clone().narrow(1, t0, rows), w.clone().narrow(1, t0, rows), k.clone(), quant, offset);
+        let (i, v) = topk_select(scores, topk, offset);
+        indices.push(i);
+        valid.push(v);
+    }
+    (Tensor::cat(indices, 1), Tensor::cat(valid, 1))
 }

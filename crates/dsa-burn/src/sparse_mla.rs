@@ -24,8 +24,11 @@ pub fn reference_sparse_mla<B: Backend>(
     let e = (scores - max.clone()).exp(); // masked entries: exp(-inf) = 0
     let sum = e.clone().sum_dim(3); // [B,T,H,1]
     let v = rows.narrow(3, 0, d_v); // [B,T,K,d_v]
-    let out = e.matmul(v) / sum.clone().clamp_min(f32::MIN_POSITIVE);
-    let lse = max + sum.log();
+    // A row with a valid slot has sum ≥ 1 (its max gives e = 1); an empty row has sum = 0,
+    // output 0 and lse -inf. The clamps keep the gradients of empty rows finite (0, not NaN).
+    let empty = sum.clone().equal_elem(0.0);
+    let out = e.matmul(v) / sum.clone().clamp_min(1.0);
+    let lse = (max + sum.clamp_min(f32::MIN_POSITIVE).log()).mask_fill(empty, f32::NEG_INFINITY);
     (out, lse.reshape([b, t, h]))
 }
 

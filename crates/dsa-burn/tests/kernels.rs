@@ -1,19 +1,56 @@
-//! The CubeCL kernels (on wgpu; lavapipe on a machine without GPU) against the reference
-//! implementations on NdArray with the same data: fresh random inputs every run (the seed is
-//! printed; replay with `DSA_TEST_SEED`), poisoned outputs (unwritten entries fail), odd
-//! sizes (T < k, sizes no multiple of any tile, B > 1, k = 1, rows with nothing valid).
+//! The CubeCL kernels (on wgpu — lavapipe on a machine without GPU — or on CUDA with the
+//! `cuda` feature) against the reference implementations on NdArray with the same data:
+//! fresh random inputs every run (the seed is printed; replay with `DSA_TEST_SEED`),
+//! poisoned outputs (unwritten entries fail), odd sizes (T < k, sizes no multiple of any
+//! tile, B > 1, k = 1, rows with nothing valid).
 //!
 //! `cargo test -p dsa-burn --features wgpu --test kernels`
-#![cfg(all(feature = "wgpu", feature = "ndarray"))]
+//! `cargo test -p dsa-burn --features cuda --test kernels` (on a CUDA machine)
+//!
+//! Timings are in `benches/dsa.rs` (`cargo bench -p dsa-burn --features cuda --bench dsa`).
+#![cfg(all(any(feature = "wgpu", feature = "cuda"), feature = "ndarray"))]
 
-use burn::backend::{NdArray, Wgpu};
+use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use dsa_burn::ops::{indexer_scores, sparse_mla, topk_select};
+use dsa_burn::cubecl::{IndexerKernel, MlaKernel};
 use dsa_burn::IndexerQuant;
 
-type G = Wgpu;
+/// The GPU backend under test: CUDA when enabled, else wgpu (both bare CubeBackends).
+#[cfg(feature = "cuda")]
+type G = burn::backend::Cuda;
+#[cfg(not(feature = "cuda"))]
+type G = burn::backend::Wgpu;
 type C = NdArray;
+
+#[cfg(feature = "cuda")]
+fn gdev() -> burn::backend::cuda::CudaDevice {
+    Default::default()
+}
+#[cfg(not(feature = "cuda"))]
+fn gdev() -> burn::backend::wgpu::WgpuDevice {
+    Default::default()
+}
+
+/// The kernel versions each test runs: both on CUDA; on wgpu the ones its `Auto` choice
+/// takes (lavapipe compiles the tiled v2 shaders far too slowly for CI; they are tested on
+/// CUDA, see `kernels/NOTES.md`).
+#[cfg(feature = "cuda")]
+const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Tiled, IndexerKernel::Naive];
+#[cfg(not(feature = "cuda"))]
+const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Naive];
+#[cfg(feature = "cuda")]
+const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V2, MlaKernel::V1];
+#[cfg(not(feature = "cuda"))]
+const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V1];
+
+/// The kernel choice is process-wide: tests that set it hold this lock.
+static KERNEL_CHOICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn choose_kernels() -> std::sync::MutexGuard<'static, ()> {
+    KERNEL_CHOICE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// xorshift64*, as in `tests/ops.rs`.
 struct Rng(u64);
@@ -40,10 +77,6 @@ impl Rng {
     }
 }
 
-fn gdev() -> burn::backend::wgpu::WgpuDevice {
-    Default::default()
-}
-
 fn ft<B: Backend, const D: usize>(v: &[f32], shape: [usize; D], dev: &B::Device) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(v.to_vec(), shape), dev)
 }
@@ -54,6 +87,12 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 
 /// Relative error ‖a − b‖ / ‖b‖ over finite entries; infinities must match exactly, NaN fails.
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_close_floor(what, got, want, tol, 0.0);
+}
+
+/// As [`assert_close`], with `‖b‖` floored at `floor · sqrt(n)`: for gradients that vanish
+/// mathematically (a softmax over one slot) and are rounding noise in both.
+fn assert_close_floor(what: &str, got: &[f32], want: &[f32], tol: f64, floor: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let (mut num, mut den) = (0.0f64, 0.0f64);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -65,6 +104,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
         num += (*g as f64 - *w as f64).powi(2);
         den += (*w as f64).powi(2);
     }
+    let den = den.max(floor * floor * want.len() as f64);
     let rel = (num / den.max(1e-300)).sqrt();
     assert!(rel <= tol, "{what}: relative error {rel:e} > {tol:e}");
 }
@@ -98,6 +138,7 @@ fn fake_quant_is_bit_identical() {
 
 #[test]
 fn indexer_scores_match_reference() {
+    let _choice = choose_kernels();
     let mut rng = Rng::new("indexer");
     for (b, t, h, d, s, causal) in [
         (2, 5, 3, 16, 7, Some(2)),
@@ -105,9 +146,14 @@ fn indexer_scores_match_reference() {
         (2, 3, 4, 8, 11, None),
         (1, 37, 5, 128, 53, Some(16)),
         (3, 1, 1, 1, 1, Some(0)),
+        (1, 150, 64, 128, 150, Some(0)),
+        (2, 40, 1, 33, 70, None),
+        (1, 20, 130, 8, 9, Some(0)),
     ] {
         let (qv, wv, kv) = (rng.normal(b * t * h * d), rng.normal(b * t * h), rng.normal(b * s * d));
-        for quant in [IndexerQuant::None, IndexerQuant::E4m3, IndexerQuant::E4m3Pow2] {
+        let variants = INDEXER_KERNELS.iter().flat_map(|&k| [IndexerQuant::None, IndexerQuant::E4m3, IndexerQuant::E4m3Pow2].map(|q| (q, k)));
+        for (quant, kernel) in variants {
+            dsa_burn::cubecl::set_indexer_kernel(kernel);
             let want = dsa_burn::indexer::reference_scores::<C>(
                 ft(&qv, [b, t, h, d], &Default::default()),
                 ft(&wv, [b, t, h], &Default::default()),
@@ -117,9 +163,10 @@ fn indexer_scores_match_reference() {
             );
             let got = indexer_scores::<G>(ft(&qv, [b, t, h, d], &gdev()), ft(&wv, [b, t, h], &gdev()), ft(&kv, [b, s, d], &gdev()), quant, causal);
             assert_eq!(got.dims(), [b, t, s]);
-            assert_close(&format!("scores {:?} {quant:?}", (b, t, h, d, s, causal)), &host(got), &host(want), 1e-5);
+            assert_close(&format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal)), &host(got), &host(want), 1e-5);
         }
     }
+    dsa_burn::cubecl::set_indexer_kernel(IndexerKernel::Auto);
 }
 
 #[test]
@@ -165,6 +212,7 @@ fn topk_matches_reference() {
 
 #[test]
 fn sparse_mla_matches_reference() {
+    let _choice = choose_kernels();
     let mut rng = Rng::new("sparse_mla");
     for (b, t, h, d, dv, s, k, empty_rows) in [
         (2, 5, 3, 12, 8, 5, 4, 1),
@@ -172,6 +220,7 @@ fn sparse_mla_matches_reference() {
         (2, 6, 1, 5, 3, 6, 1, 2),
         (1, 4, 11, 72, 64, 40, 37, 1),
         (2, 2, 16, 40, 32, 100, 20, 0),
+        (1, 3, 40, 24, 17, 50, 70, 1),
     ] {
         let (qv, kvv) = (rng.normal(b * t * h * d), rng.normal(b * s * d));
         // Random selections (duplicates allowed: the semantics is per slot) and validity,
@@ -193,18 +242,167 @@ fn sparse_mla_matches_reference() {
             dv,
             scale,
         );
-        let (got_o, got_l) = sparse_mla::<G>(
-            ft(&qv, [b, t, h, d], &gdev()),
-            ft(&kvv, [b, s, d], &gdev()),
-            Tensor::<G, 3, Int>::from_data(TensorData::new(sel.iter().map(|v| *v as i32).collect::<Vec<_>>(), [b, t, k]), &gdev()),
-            Tensor::<G, 3, Bool>::from_data(TensorData::new(valid.clone(), [b, t, k]), &gdev()),
+        let (want_o, want_l) = (host(want_o), host(want_l));
+        for &version in MLA_KERNELS {
+            dsa_burn::cubecl::set_mla_kernel(version);
+            let (got_o, got_l) = sparse_mla::<G>(
+                ft(&qv, [b, t, h, d], &gdev()),
+                ft(&kvv, [b, s, d], &gdev()),
+                Tensor::<G, 3, Int>::from_data(TensorData::new(sel.iter().map(|v| *v as i32).collect::<Vec<_>>(), [b, t, k]), &gdev()),
+                Tensor::<G, 3, Bool>::from_data(TensorData::new(valid.clone(), [b, t, k]), &gdev()),
+                dv,
+                scale,
+            );
+            let case = format!("{:?} {version:?}", (b, t, h, d, dv, s, k));
+            assert_eq!(got_o.dims(), [b, t, h, dv]);
+            assert_close(&format!("out {case}"), &host(got_o), &want_o, 1e-5);
+            assert_close(&format!("lse {case}"), &host(got_l), &want_l, 1e-5);
+        }
+    }
+    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+}
+
+/// Random sparse MLA problem: q, kv, selections (duplicates allowed), validity with some
+/// empty rows.
+struct Mla {
+    dims: [usize; 7], // b, t, h, d, dv, s, k
+    q: Vec<f32>,
+    kv: Vec<f32>,
+    sel: Vec<i64>,
+    valid: Vec<bool>,
+    scale: f32,
+}
+
+impl Mla {
+    fn new(rng: &mut Rng, [b, t, h, d, dv, s, k]: [usize; 7], empty_rows: usize) -> Self {
+        let (q, kv) = (rng.normal(b * t * h * d), rng.normal(b * s * d));
+        let sel: Vec<i64> = (0..b * t * k).map(|_| rng.below(s) as i64).collect();
+        let mut valid: Vec<bool> = (0..b * t * k).map(|_| rng.next() < 0.8).collect();
+        for _ in 0..empty_rows {
+            let row = rng.below(b * t);
+            valid[row * k..(row + 1) * k].iter_mut().for_each(|v| *v = false);
+        }
+        Mla { dims: [b, t, h, d, dv, s, k], q, kv, sel, valid, scale: 1.0 / (d as f32).sqrt() }
+    }
+    fn indices<B: Backend>(&self, dev: &B::Device) -> Tensor<B, 3, Int> {
+        let [b, t, _, _, _, _, k] = self.dims;
+        Tensor::from_data(TensorData::new(self.sel.clone(), [b, t, k]), dev)
+    }
+    fn valid<B: Backend>(&self, dev: &B::Device) -> Tensor<B, 3, Bool> {
+        let [b, t, _, _, _, _, k] = self.dims;
+        Tensor::from_data(TensorData::new(self.valid.clone(), [b, t, k]), dev)
+    }
+}
+
+fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+fn unprim<B: Backend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(t))
+}
+
+#[test]
+fn sparse_mla_backward_matches_reference() {
+    use dsa_burn::DsaBackend;
+    let _choice = choose_kernels();
+    let mut rng = Rng::new("sparse_mla_backward");
+    let cases = [[2, 5, 3, 12, 8, 5, 4], [2, 6, 1, 5, 3, 6, 1], [1, 4, 11, 72, 64, 40, 37], [1, 2, 37, 24, 17, 20, 45]];
+    for (ci, dims) in cases.into_iter().enumerate() {
+        let [b, t, h, d, dv, s, _] = dims;
+        let m = Mla::new(&mut rng, dims, 1);
+        let (gov, glv) = (rng.normal(b * t * h * dv), rng.normal(b * t * h));
+        let cdev = Default::default();
+        let (out, lse) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+            ft(&m.q, [b, t, h, d], &cdev),
+            ft(&m.kv, [b, s, d], &cdev),
+            m.indices(&cdev),
+            m.valid(&cdev),
             dv,
-            scale,
+            m.scale,
         );
-        let case = format!("{:?}", (b, t, h, d, dv, s, k));
-        assert_eq!(got_o.dims(), [b, t, h, dv]);
-        // The reference writes NaN-free zeros for empty rows only through its clamp; compare.
-        assert_close(&format!("out {case}"), &host(got_o), &host(want_o), 1e-5);
-        assert_close(&format!("lse {case}"), &host(got_l), &host(want_l), 1e-5);
+        let (outv, lsev) = (host(out), host(lse));
+        for (which, with_out, with_lse) in [("d_out", true, false), ("d_lse", false, true), ("both", true, true)] {
+            // The CAS-loop atomics (devices without f32 atomic add) with both gradients.
+            let cas: &[bool] = if which == "both" { &[false, true] } else { &[false] };
+            for (&version, &force_cas) in MLA_KERNELS.iter().flat_map(|v| cas.iter().map(move |c| (v, c))) {
+                dsa_burn::cubecl::set_force_cas_atomics(force_cas);
+                dsa_burn::cubecl::set_mla_kernel(version);
+                let want = dsa_burn::ops::reference_sparse_mla_backward::<C>(
+                    ft(&m.q, [b, t, h, d], &cdev),
+                    ft(&m.kv, [b, s, d], &cdev),
+                    m.indices(&cdev),
+                    m.valid(&cdev),
+                    ft(&outv, [b, t, h, dv], &cdev),
+                    ft(&lsev, [b, t, h], &cdev),
+                    with_out.then(|| ft(&gov, [b, t, h, dv], &cdev)),
+                    with_lse.then(|| ft(&glv, [b, t, h], &cdev)),
+                    dv,
+                    m.scale,
+                );
+                let g = gdev();
+                let (dq, dkv) = <G as DsaBackend>::sparse_mla_backward(
+                    prim(ft::<G, 4>(&m.q, [b, t, h, d], &g)),
+                    prim(ft::<G, 3>(&m.kv, [b, s, d], &g)),
+                    m.indices::<G>(&g).into_primitive(),
+                    m.valid::<G>(&g).into_primitive(),
+                    prim(ft::<G, 4>(&outv, [b, t, h, dv], &g)),
+                    prim(ft::<G, 3>(&lsev, [b, t, h], &g)),
+                    with_out.then(|| prim(ft::<G, 4>(&gov, [b, t, h, dv], &g))),
+                    with_lse.then(|| prim(ft::<G, 3>(&glv, [b, t, h], &g))),
+                    dv,
+                    m.scale,
+                );
+                let case = format!("case {ci} {dims:?} {which} {version:?} cas={force_cas}");
+                assert_close_floor(&format!("dq {case}"), &host(unprim::<G, 4>(dq)), &host(want.0), 1e-5, 1e-2);
+                assert_close_floor(&format!("dkv {case}"), &host(unprim::<G, 3>(dkv)), &host(want.1), 1e-5, 1e-2);
+            }
+        }
+    }
+    dsa_burn::cubecl::set_force_cas_atomics(false);
+    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+}
+
+/// Gradients through `ops::sparse_mla` on Autodiff<Wgpu> (forward and backward kernels) and
+/// on Autodiff<NdArray> (reference backward) against Burn's autodiff of the reference forward.
+#[test]
+fn sparse_mla_autodiff_matches_reference() {
+    use burn::backend::Autodiff;
+    type AG = Autodiff<G>;
+    type AC = Autodiff<C>;
+    let _choice = choose_kernels();
+    let mut rng = Rng::new("sparse_mla_autodiff");
+    for dims in [[2, 5, 3, 12, 8, 5, 4], [1, 4, 11, 72, 64, 40, 37], [2, 6, 1, 5, 3, 6, 1]] {
+        let [b, t, h, _, dv, _, _] = dims;
+        let m = Mla::new(&mut rng, dims, 1);
+        let (gov, glv) = (rng.normal(b * t * h * dv), rng.normal(b * t * h));
+        // loss = Σ out·G + Σ lse·G2 over the finite lse.
+        fn run<B: burn::tensor::backend::AutodiffBackend + dsa_burn::DsaBackend>(
+            m: &Mla,
+            gov: &[f32],
+            glv: &[f32],
+            dev: &B::Device,
+            reference: bool,
+        ) -> (Vec<f32>, Vec<f32>) {
+            let [b, t, h, d, dv, s, _] = m.dims;
+            let q = ft::<B, 4>(&m.q, [b, t, h, d], dev).require_grad();
+            let kv = ft::<B, 3>(&m.kv, [b, s, d], dev).require_grad();
+            let (out, lse) = if reference {
+                dsa_burn::sparse_mla::reference_sparse_mla(q.clone(), kv.clone(), m.indices(dev), m.valid(dev), dv, m.scale)
+            } else {
+                sparse_mla(q.clone(), kv.clone(), m.indices(dev), m.valid(dev), dv, m.scale)
+            };
+            let lse = lse.clone().mask_fill(lse.is_inf(), 0.0);
+            let loss = (out * ft::<B, 4>(gov, [b, t, h, dv], dev)).sum() + (lse * ft::<B, 3>(glv, [b, t, h], dev)).sum();
+            let grads = loss.backward();
+            (host(q.grad(&grads).unwrap()), host(kv.grad(&grads).unwrap()))
+        }
+        let want = run::<AC>(&m, &gov, &glv, &Default::default(), true);
+        let got_ref = run::<AC>(&m, &gov, &glv, &Default::default(), false);
+        let got = run::<AG>(&m, &gov, &glv, &gdev(), false);
+        assert_close_floor(&format!("dq reference backward {dims:?}"), &got_ref.0, &want.0, 1e-5, 1e-2);
+        assert_close_floor(&format!("dkv reference backward {dims:?}"), &got_ref.1, &want.1, 1e-5, 1e-2);
+        assert_close_floor(&format!("dq kernels {dims:?}"), &got.0, &want.0, 1e-5, 1e-2);
+        assert_close_floor(&format!("dkv kernels {dims:?}"), &got.1, &want.1, 1e-5, 1e-2);
     }
 }
