@@ -58,18 +58,20 @@ struct StageRun {
 
 /// The demo's stages.
 const STAGES: [StageRun; 3] = [
-    StageRun { name: "dense", stage: Stage::Dense, steps: 600, lr: 2e-3 },
-    StageRun { name: "warmup", stage: Stage::Warmup, steps: 100, lr: 1e-3 },
-    StageRun { name: "sparse", stage: Stage::Sparse, steps: 200, lr: 5e-4 },
+    StageRun { name: "dense", stage: Stage::Dense, steps: 900, lr: 3e-3 },
+    StageRun { name: "warmup", stage: Stage::Warmup, steps: 60, lr: 1e-3 },
+    StageRun { name: "sparse", stage: Stage::Sparse, steps: 150, lr: 1e-3 },
 ];
 /// Tokens per training sequence.
-const SEQ_LEN: usize = 256;
+const SEQ_LEN: usize = 64;
+/// Sequences per step.
+const BATCH_SIZE: usize = 16;
 /// Tokens each query attends to in sparse mode.
-const TOP_K: usize = 32;
+const TOP_K: usize = 8;
 /// Vocabulary of the demo's tokenizer.
 const VOCAB: usize = 512;
-/// Retrieval examples among the training sequences.
-const RETRIEVAL_EXAMPLES: usize = 2000;
+/// Retrieval examples among the training sequences (about 6500 of text).
+const RETRIEVAL_EXAMPLES: usize = 10_000;
 
 /// Runs the demo on the inference backend `B::InnerBackend` and trains on `B`.
 pub fn run_demo<B>(args: &DemoArgs, device: &B::Device) -> Result<(), RunError>
@@ -89,7 +91,7 @@ where
             println!("== {}: {:?} for {steps} steps", run.name, run.stage);
             let model = ModelArgs {
                 init: previous.clone(),
-                preset: Preset::Tiny,
+                preset: Preset::Micro,
                 config: None,
                 tokenizer: None,
                 vocab: VOCAB,
@@ -97,12 +99,12 @@ where
             };
             let optim = OptimArgs {
                 steps,
-                batch_size: 8,
+                batch_size: BATCH_SIZE,
                 lr: run.lr,
                 lr_warmup_steps: Some(steps / 10),
                 grad_clip: 1.0,
                 weight_decay: 0.01,
-                checkpoint_every: (steps / 4).max(1),
+                checkpoint_every: (steps / 2).max(1),
                 log_every: 10,
                 seed: 0,
             };

@@ -16,10 +16,11 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::lr_scheduler::composed::ComposedLrSchedulerConfig;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
-use burn::module::Module;
+use burn::module::{Content, Module, ModuleDisplay};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamWConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
 use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
@@ -44,7 +45,8 @@ pub enum Stage {
     /// their selection, on detached inputs (the model learns from the LM loss only, the
     /// indexers from their KL only).
     Sparse,
-    /// Dense baseline: dense attention, trained like [`Stage::Sparse`].
+    /// Dense baseline: dense attention, trained on the LM loss like [`Stage::Sparse`]; the
+    /// indexers take no part (the indexer KL reads 0) and are left to [`Stage::Warmup`].
     Dense,
 }
 
@@ -60,6 +62,7 @@ impl Stage {
 
 /// A [`DeepSeekV32`] as Burn's learner trains it in one [`Stage`].
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct LanguageModel<B: Backend> {
     /// The model.
     pub model: DeepSeekV32<B>,
@@ -70,12 +73,18 @@ pub struct LanguageModel<B: Backend> {
 impl<B: DsaBackend> LanguageModel<B> {
     /// Wraps `model` for training in `stage`.
     pub fn new(model: DeepSeekV32<B>, stage: Stage) -> Self {
-        Self { model, stage }
+        Self { model: model.with_attention_mode(stage.mode()), stage }
     }
 
     /// The stage's loss and metrics on `batch`.
     pub fn forward_step(&self, batch: TokenBatch<B>) -> LmOutput<B> {
-        let (logits, indexer_kl) = self.model.forward_train(batch.inputs, self.stage.mode());
+        let (logits, indexer_kl) = match self.stage {
+            Stage::Dense => {
+                let device = batch.inputs.device();
+                (self.model.forward(batch.inputs), Tensor::zeros([1], &device))
+            }
+            Stage::Warmup | Stage::Sparse => self.model.forward_train(batch.inputs, self.stage.mode()),
+        };
         let [b, t, vocab] = logits.dims();
         let logits = logits.reshape([b * t, vocab]);
         let targets = batch.targets.reshape([b * t]);
@@ -87,6 +96,15 @@ impl<B: DsaBackend> LanguageModel<B> {
             Stage::Sparse | Stage::Dense => lm_loss.clone() + indexer_kl.clone(),
         };
         LmOutput { loss, lm_loss: lm_loss.detach(), indexer_kl: indexer_kl.detach(), logits: logits.detach(), targets }
+    }
+}
+
+/// One line (the learner's summary prints the model): the stage and the parameter count,
+/// not the whole module tree.
+impl<B: Backend> ModuleDisplay for LanguageModel<B> {
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let layers = self.model.layers.len();
+        content.add_formatted(&format!("DeepSeek-V3.2, {layers} layers, {} parameters, {:?} stage", self.num_params(), self.stage)).optional()
     }
 }
 
@@ -239,8 +257,6 @@ where
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(StepMetric::new(Stat::LmLoss))
         .metric_valid_numeric(StepMetric::new(Stat::LmLoss))
-        .metric_train_numeric(StepMetric::new(Stat::IndexerKl))
-        .metric_valid_numeric(StepMetric::new(Stat::IndexerKl))
         .metric_train_numeric(PerplexityMetric::new())
         .metric_valid_numeric(PerplexityMetric::new())
         .metric_train_numeric(TokensPerSecond::default())
@@ -249,6 +265,9 @@ where
         .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
         .num_epochs(num_epochs)
         .summary();
+    if s.stage != Stage::Dense {
+        training = training.metric_train_numeric(StepMetric::new(Stat::IndexerKl)).metric_valid_numeric(StepMetric::new(Stat::IndexerKl));
+    }
     if let Some(epoch) = checkpoint {
         println!("resuming {} after step {}", run_dir.display(), (epoch * s.checkpoint_every).min(s.steps));
         training = training.checkpoint(epoch);

@@ -1,4 +1,4 @@
-//! Training end to end on ndarray with a micro model (a few seconds each): the dense
+//! Training end to end on ndarray with the micro preset (a few seconds each): the dense
 //! warm-up lowers the indexer KL and trains the indexers alone, sparse training lowers the
 //! LM loss, a run killed after a checkpoint and resumed ends with exactly the parameters of
 //! an uninterrupted run, and generation from a trained run is fixed by its seed.
@@ -28,7 +28,7 @@ use dsa_model::{DeepSeekV32, DeepSeekV32Config};
 
 type B = Autodiff<NdArray>;
 
-/// Tokens per training sequence: more than the micro model's top-k, so that sparse
+/// Tokens per training sequence: more than the micro model's top-k (16), so that sparse
 /// attention selects.
 const SEQ_LEN: usize = 48;
 
@@ -36,30 +36,6 @@ const SEQ_LEN: usize = 48;
 fn text() -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/devils-dictionary.txt")).unwrap();
     text.chars().skip(2000).take(12_000).collect()
-}
-
-/// A two-layer model (one dense, one MoE) of width 64 with top-k 8.
-fn micro_config(vocab_size: usize) -> DeepSeekV32Config {
-    let cfg = DeepSeekV32Config {
-        hidden_size: 64,
-        intermediate_size: 128,
-        moe_intermediate_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        num_key_value_heads: 2,
-        n_routed_experts: 4,
-        q_lora_rank: 32,
-        kv_lora_rank: 32,
-        qk_nope_head_dim: 16,
-        qk_rope_head_dim: 16,
-        v_head_dim: 16,
-        index_n_heads: 2,
-        index_topk: 8,
-        max_position_embeddings: 128,
-        ..Preset::Tiny.config(vocab_size)
-    };
-    cfg.validate().unwrap();
-    cfg
 }
 
 /// Every float parameter of a module with its path (`layers.0.self_attn.wq_a.weight`).
@@ -128,7 +104,7 @@ fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
     let data = data_args.sequences(&docs, &tokenizer).unwrap();
     let batch: TokenBatch<NdArray> = TokenBatcher.batch(data.train[..8].to_vec(), &device);
     B::seed(&device, 1);
-    let cfg = micro_config(tokenizer.vocab_size());
+    let cfg = Preset::Micro.config(tokenizer.vocab_size());
     let model = cfg.init::<B>(&device);
     let dir = temp_dir("stages");
 
@@ -178,7 +154,7 @@ fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     std::fs::write(path("text.txt"), text()).unwrap();
     let tokenizer = TextTokenizer::train([text()], 256).unwrap();
     tokenizer.save(path("tokenizer.json")).unwrap();
-    std::fs::write(path("config.json"), serde_json::to_string(&micro_config(tokenizer.vocab_size())).unwrap()).unwrap();
+    std::fs::write(path("config.json"), serde_json::to_string(&Preset::Micro.config(tokenizer.vocab_size())).unwrap()).unwrap();
     // Sparse training of 15 steps, a checkpoint every 3.
     let train = |out: &str| {
         let (out, config, tokenizer, data) = (path(out), path("config.json"), path("tokenizer.json"), path("text.txt"));
