@@ -41,13 +41,6 @@ pub struct AtomicRecorder<R> {
     inner: R,
 }
 
-impl<R> AtomicRecorder<R> {
-    /// Wraps `inner`.
-    pub fn new(inner: R) -> Self {
-        Self { inner }
-    }
-}
-
 impl<B: Backend, R: FileRecorder<B>> Recorder<B> for AtomicRecorder<R> {
     type Settings = R::Settings;
     type RecordArgs = PathBuf;

@@ -144,6 +144,9 @@ struct RunSettings {
 pub fn tokenizer_train(args: &TokenizerTrainArgs) -> Result<(), RunError> {
     let docs = args.data.documents()?;
     let tokenizer = TextTokenizer::train(args.data.tokenizer_texts(&docs), args.vocab)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     tokenizer.save(&args.out)?;
     println!("{}: byte-level BPE of {} tokens from {} documents", args.out.display(), tokenizer.vocab_size(), docs.len());
     Ok(())

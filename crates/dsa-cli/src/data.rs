@@ -21,17 +21,47 @@ pub struct Document {
 #[derive(Debug)]
 pub enum DataError {
     /// The file or directory could not be read.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A file with no text.
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// A line that is not valid UTF-8.
-    InvalidUtf8 { path: PathBuf, line: usize },
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+    },
     /// A JSONL line that is not an object with a string `text` field.
-    Jsonl { path: PathBuf, line: usize, reason: String },
+    Jsonl {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Too little text for even one sequence.
-    TooShort { tokens: usize, seq_len: usize },
+    TooShort {
+        /// Tokens in the data.
+        tokens: usize,
+        /// The requested sequence length.
+        seq_len: usize,
+    },
     /// The requested sequence length exceeds what the model supports.
-    SeqLenTooLong { seq_len: usize, max: usize },
+    SeqLenTooLong {
+        /// The requested sequence length.
+        seq_len: usize,
+        /// The model's maximum positions.
+        max: usize,
+    },
 }
 
 impl fmt::Display for DataError {
@@ -154,16 +184,10 @@ pub fn check_seq_len(seq_len: usize, max_positions: usize) -> Result<(), DataErr
 mod tests {
     use super::*;
 
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dsa-data-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn bad_files_are_named_with_their_line() {
-        let dir = temp("bad");
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let empty = dir.join("empty.txt");
         std::fs::write(&empty, "  \n").unwrap();
         assert_eq!(read_documents(&[empty]).unwrap_err().to_string(), format!("{}/empty.txt has no text", dir.display()));
@@ -172,12 +196,11 @@ mod tests {
         assert_eq!(read_documents(&[bad]).unwrap_err().to_string(), format!("{}/bad.txt:3: not valid UTF-8", dir.display()));
         let jsonl = dir.join("d.jsonl");
         std::fs::write(&jsonl, "{\"text\": \"ok\"}\n\n{\"title\": \"no text\"}\n").unwrap();
-        assert!(read_documents(&[jsonl.clone()]).unwrap_err().to_string().ends_with("d.jsonl:3: no string field \"text\""));
+        assert!(read_documents(std::slice::from_ref(&jsonl)).unwrap_err().to_string().ends_with("d.jsonl:3: no string field \"text\""));
         std::fs::write(&jsonl, "{\"text\": \"ok\"}\n{oops\n").unwrap();
         assert!(read_documents(&[jsonl]).unwrap_err().to_string().contains("d.jsonl:2: invalid JSON"));
         let missing = dir.join("nope.txt");
         assert!(read_documents(&[missing]).unwrap_err().to_string().starts_with(&format!("cannot read {}/nope.txt", dir.display())));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

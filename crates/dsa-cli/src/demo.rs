@@ -1,9 +1,10 @@
 //! `dsa-cli demo`: the whole DSA recipe on a CPU in a few minutes, on data shipped in the
 //! repository.
 //!
-//! 1. Dense training of a tiny model on The Devil's Dictionary mixed with the synthetic
-//!    long-range retrieval task (key–value pairs at the start of a sequence, the query at
-//!    its end). This is the "pretrained dense model" DSA starts from.
+//! 1. Dense training of a micro model ([`Preset::Micro`]) on The Devil's Dictionary mixed
+//!    with the synthetic long-range retrieval task (a key–value pair at the start of a
+//!    sequence, the query at its end). This is the "pretrained dense model" DSA starts
+//!    from.
 //! 2. Dense warm-up of the lightning indexers (everything else frozen).
 //! 3. Sparse training: every query attends to the indexer's top-k tokens only.
 //! 4. Generation from the sparse model, and retrieval accuracy on held-out examples of the

@@ -1,6 +1,8 @@
 //! The pieces of `dsa-cli` that other programs may reuse: training data, tokenizers, the
 //! synthetic retrieval task, training with Burn's learner, and generation.
 
+#![warn(missing_docs)]
+
 pub mod batcher;
 pub mod checkpoint;
 pub mod commands;

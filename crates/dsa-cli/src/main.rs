@@ -6,9 +6,11 @@
 //! dsa-cli info ../shared/conformance/tiny-fp8
 //! dsa-cli --backend wgpu conformance CASE_DIR   # built with --features wgpu
 //! dsa-cli demo                                  # train, generate, evaluate on a CPU
-//! dsa-cli train --dense --out runs/dense --steps 600
-//! dsa-cli warmup --init runs/dense --out runs/warmup --steps 100
-//! dsa-cli train --init runs/warmup --out runs/sparse --steps 300
+//! dsa-cli tokenizer train --vocab 1024 --out runs/tokenizer.json
+//! dsa-cli train --dense --model micro --tokenizer runs/tokenizer.json --seq-len 64 --steps 300 --out runs/dense
+//! dsa-cli warmup --init runs/dense --seq-len 64 --steps 60 --out runs/warmup
+//! dsa-cli train --init runs/warmup --seq-len 64 --steps 150 --out runs/sparse
+//! dsa-cli train --out runs/sparse --resume         # after an interruption
 //! dsa-cli generate --model runs/sparse "DEVIL, n."
 //! ```
 
@@ -65,7 +67,8 @@ enum Command {
     Warmup(TrainArgs),
     /// Sparse training: each query attends to its indexer's top-k tokens; the model learns
     /// from the LM loss, the indexers from their KL over the selection (on detached
-    /// inputs). With --dense, a dense baseline trained the same way.
+    /// inputs). With --dense, dense attention on the LM loss alone (a dense baseline, or
+    /// the model that warm-up and sparse training start from).
     Train {
         /// Dense attention (the baseline) instead of sparse.
         #[arg(long)]
@@ -75,7 +78,7 @@ enum Command {
     },
     /// Generate text with the KV + indexer caches (streamed; tokens/s on stderr).
     Generate(GenerateArgs),
-    /// The whole recipe on a CPU in a few minutes: dense training of a tiny model on The
+    /// The whole recipe on a CPU in a few minutes: dense training of a micro model on The
     /// Devil's Dictionary + a long-range retrieval task, indexer warm-up, sparse training,
     /// generation, and retrieval accuracy of the sparse model against its warm-up.
     Demo(DemoArgs),

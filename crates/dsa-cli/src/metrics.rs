@@ -1,6 +1,6 @@
 //! What a training or validation step reports ([`LmOutput`]) and the metrics Burn's learner
-//! computes from it: Burn's loss and perplexity, and ours for the LM loss, the indexer KL
-//! and tokens per second.
+//! computes from it: Burn's loss and perplexity, and ours ([`StepMetric`]) for the LM
+//! loss, the indexer KL and tokens per second.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,7 +64,7 @@ impl Adaptor<PerplexityInput<Flex>> for LmOutput<Flex> {
     }
 }
 
-/// The scalars of a step, for [`StepMetric`] and [`TokensPerSecond`].
+/// The scalars of a step, for [`StepMetric`].
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
     /// See [`LmOutput::lm_loss`].
@@ -85,21 +85,27 @@ impl Adaptor<StepStats> for LmOutput<Flex> {
     }
 }
 
-/// Which scalar a [`StepMetric`] follows.
+/// What a [`StepMetric`] follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
-    /// [`StepStats::lm_loss`].
+    /// [`StepStats::lm_loss`], token-weighted mean.
     LmLoss,
-    /// [`StepStats::indexer_kl`].
+    /// [`StepStats::indexer_kl`], token-weighted mean.
     IndexerKl,
+    /// Training throughput: the tokens of each step over the wall-clock time since the
+    /// previous step's report (optimizer, validation and checkpoints included); the running
+    /// value is total tokens over total time.
+    Throughput,
 }
 
-/// A token-weighted mean of one of the [`StepStats`].
+/// A metric of Burn's learner computed from the [`StepStats`]; see [`Stat`].
 #[derive(Clone)]
 pub struct StepMetric {
     stat: Stat,
     name: MetricName,
     state: NumericMetricState,
+    /// When the previous step was reported (for [`Stat::Throughput`]).
+    last: Instant,
 }
 
 impl StepMetric {
@@ -108,8 +114,9 @@ impl StepMetric {
         let name = match stat {
             Stat::LmLoss => "LM Loss",
             Stat::IndexerKl => "Indexer KL",
+            Stat::Throughput => "Throughput",
         };
-        Self { stat, name: Arc::new(name.to_string()), state: NumericMetricState::new() }
+        Self { stat, name: Arc::new(name.to_string()), state: NumericMetricState::new(), last: Instant::now() }
     }
 }
 
@@ -121,15 +128,27 @@ impl Metric for StepMetric {
     }
 
     fn attributes(&self) -> MetricAttributes {
-        NumericAttributes { unit: None, higher_is_better: false }.into()
+        match self.stat {
+            Stat::LmLoss | Stat::IndexerKl => NumericAttributes { unit: None, higher_is_better: false },
+            Stat::Throughput => NumericAttributes { unit: Some("tok/s".into()), higher_is_better: true },
+        }
+        .into()
     }
 
     fn update(&mut self, stats: &StepStats, _metadata: &MetricMetadata) -> SerializedEntry {
-        let value = match self.stat {
-            Stat::LmLoss => stats.lm_loss,
-            Stat::IndexerKl => stats.indexer_kl,
+        let format = FormatOptions::new(self.name());
+        let (value, weight, format) = match self.stat {
+            Stat::LmLoss => (stats.lm_loss, stats.tokens, format.precision(4)),
+            Stat::IndexerKl => (stats.indexer_kl, stats.tokens, format.precision(4)),
+            Stat::Throughput => {
+                let now = Instant::now();
+                let elapsed = now.duration_since(std::mem::replace(&mut self.last, now));
+                // Weighted by milliseconds, the running value is total tokens over total time.
+                let rate = stats.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
+                (rate, elapsed.as_millis().max(1) as usize, format.unit("tok/s").precision(0))
+            }
         };
-        self.state.update(value, stats.tokens, FormatOptions::new(self.name()).precision(4))
+        self.state.update(value, weight, format)
     }
 
     fn clear(&mut self) {
@@ -138,57 +157,6 @@ impl Metric for StepMetric {
 }
 
 impl Numeric for StepMetric {
-    fn value(&self) -> NumericEntry {
-        self.state.current_value()
-    }
-
-    fn running_value(&self) -> NumericEntry {
-        self.state.running_value()
-    }
-}
-
-/// Training throughput: tokens of each step over the wall-clock time since the previous
-/// step's report (optimizer, validation and checkpoints included).
-#[derive(Clone)]
-pub struct TokensPerSecond {
-    name: MetricName,
-    state: NumericMetricState,
-    last: Instant,
-}
-
-impl Default for TokensPerSecond {
-    fn default() -> Self {
-        Self { name: Arc::new("Throughput".to_string()), state: NumericMetricState::new(), last: Instant::now() }
-    }
-}
-
-impl Metric for TokensPerSecond {
-    type Input = StepStats;
-
-    fn name(&self) -> MetricName {
-        self.name.clone()
-    }
-
-    fn attributes(&self) -> MetricAttributes {
-        NumericAttributes { unit: Some("tok/s".into()), higher_is_better: true }.into()
-    }
-
-    fn update(&mut self, stats: &StepStats, _metadata: &MetricMetadata) -> SerializedEntry {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last);
-        self.last = now;
-        let rate = stats.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
-        // Weighted by milliseconds, the running value is total tokens over total time.
-        let weight = elapsed.as_millis().max(1) as usize;
-        self.state.update(rate, weight, FormatOptions::new(self.name()).unit("tok/s").precision(0))
-    }
-
-    fn clear(&mut self) {
-        self.state.reset()
-    }
-}
-
-impl Numeric for TokensPerSecond {
     fn value(&self) -> NumericEntry {
         self.state.current_value()
     }

@@ -74,7 +74,7 @@ impl MetricsRendererTraining for ProgressLines {
         let iteration = item.iteration.unwrap_or(0);
         let step = (epoch.saturating_sub(1)) * self.steps_per_epoch + iteration;
         let epoch_done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
-        if step % self.every == 0 || epoch_done {
+        if step.is_multiple_of(self.every) || epoch_done {
             let secs = self.start.elapsed().as_secs_f64();
             println!("[train] step {step}/{} ({secs:.0}s) | {}", self.total_steps, self.line(&self.train));
             std::io::stdout().flush().ok();

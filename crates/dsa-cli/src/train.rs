@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::batcher::{TokenBatch, TokenBatcher};
 use crate::checkpoint::{has_checkpoints, latest_checkpoint, RunError, RunRecorder};
 use crate::loader::StepLoader;
-use crate::metrics::{LmOutput, Stat, StepMetric, TokensPerSecond};
+use crate::metrics::{LmOutput, Stat, StepMetric};
 use crate::progress::ProgressLines;
 
 /// What a training run optimises.
@@ -189,7 +189,7 @@ impl TrainSettings {
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return Err(format!("the minimum LR ratio {} must be in [0, 1]", self.min_lr_ratio).into());
         }
-        if !(self.grad_clip > 0.0) {
+        if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
             return Err(format!("--grad-clip {} must be positive", self.grad_clip).into());
         }
         Ok(())
@@ -259,7 +259,7 @@ where
         .metric_valid_numeric(StepMetric::new(Stat::LmLoss))
         .metric_train_numeric(PerplexityMetric::new())
         .metric_valid_numeric(PerplexityMetric::new())
-        .metric_train_numeric(TokensPerSecond::default())
+        .metric_train_numeric(StepMetric::new(Stat::Throughput))
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(RunRecorder::default())
         .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))

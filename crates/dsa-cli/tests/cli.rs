@@ -65,9 +65,8 @@ fn bad_input_is_an_error_not_a_panic() {
 #[cfg(feature = "ndarray")]
 #[test]
 fn bad_training_input_is_an_error_not_a_panic() {
-    let dir = std::env::temp_dir().join(format!("dsa-cli-bad-data-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
     let file = |name: &str, contents: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, contents).unwrap();
@@ -93,5 +92,4 @@ fn bad_training_input_is_an_error_not_a_panic() {
         assert!(text.contains("error: ") && text.contains(&message) && !text.contains("panicked"), "{args:?}: expected `{message}`:\n{text}");
         assert!(!dir.join("run").exists(), "{args:?} wrote {run}");
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }

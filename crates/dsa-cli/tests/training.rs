@@ -7,7 +7,6 @@
 
 use std::ffi::OsStr;
 use std::fmt::Debug;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,13 +84,6 @@ fn settings(stage: Stage, steps: usize) -> TrainSettings {
     TrainSettings { lr: 3e-3, checkpoint_every: steps, log_every: steps, ..TrainSettings::new(stage, steps, 4) }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dsa-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The warm-up lowers the dense indexer KL on a fixed batch and changes the indexers only;
 /// sparse training then lowers the LM loss on that batch.
 #[test]
@@ -106,7 +98,8 @@ fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
     B::seed(&device, 1);
     let cfg = Preset::Micro.config(tokenizer.vocab_size());
     let model = cfg.init::<B>(&device);
-    let dir = temp_dir("stages");
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
 
     let before = model.valid();
     let warm = train::<B>(model, data.clone(), &settings(Stage::Warmup, 20), &dir.join("warmup"), false).unwrap();
@@ -126,7 +119,6 @@ fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
     let (lm_before, lm_after) = (losses(&warm, Stage::Sparse, &batch).0, losses(&sparse, Stage::Sparse, &batch).0);
     println!("sparse training: LM loss {lm_before} -> {lm_after}");
     assert!(lm_after < lm_before - 0.5, "LM loss {lm_before} -> {lm_after}");
-    std::fs::remove_dir_all(dir).unwrap();
     println!("{:.1} s", start.elapsed().as_secs_f64());
 }
 
@@ -149,7 +141,8 @@ fn run_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
 #[test]
 fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     let start = Instant::now();
-    let dir = temp_dir("resume");
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
     let path = |name: &str| dir.join(name).display().to_string();
     std::fs::write(path("text.txt"), text()).unwrap();
     let tokenizer = TextTokenizer::train([text()], 256).unwrap();
@@ -190,6 +183,5 @@ fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     assert!(first.starts_with("The") && first.len() > 10, "{first}");
     assert_eq!(first, generate("3"), "the same seed gave different text");
     assert_ne!(first, generate("4"), "another seed gave the same text");
-    std::fs::remove_dir_all(dir).unwrap();
     println!("{:.1} s", start.elapsed().as_secs_f64());
 }
