@@ -5,8 +5,13 @@
 //!
 //! ```text
 //! cargo bench -p dsa-burn --features cuda --bench dsa -- --lens 4096,16384,65536,131072 --out bench.jsonl
+//! cargo bench -p dsa-burn --features cuda --bench dsa -- --dtype bf16 --lens 4096 # bf16 tensors
 //! cargo bench -p dsa-burn --features wgpu --bench dsa -- --lens 1024      # any CubeCL device
 //! ```
+//!
+//! `--only fwd,decode` times only the ops whose name contains one of the given words.
+//! `--dtype bf16` (CUDA) runs every op on bf16 tensors, as V3.2 and the PyTorch peer do
+//! (the indexer still quantises to FP8): sparse MLA then takes the tensor-core kernel.
 //!
 //! Each measurement is the median of `--reps` timed runs after one warm-up, with the device
 //! synchronised around each run, printed (and appended to `--out`) as one JSON line. FLOP
@@ -19,12 +24,15 @@ use std::io::Write;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Distribution, Element, Int, Tensor, TensorData};
+use dsa_burn::cubecl::MlaKernel;
 use dsa_burn::ops::{indexer_topk, sparse_mla};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 #[cfg(feature = "cuda")]
 type G = burn::backend::Cuda;
+#[cfg(feature = "cuda")]
+type GBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 type G = burn::backend::Wgpu;
 
@@ -43,23 +51,54 @@ struct Args {
     reps: usize,
     block: usize,
     decode_batch: usize,
+    bf16: bool,
+    only: Vec<String>,
     out: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
-    let mut a = Args { lens: vec![4096, 16384], topk: 2048, reps: 3, block: 8192, decode_batch: 64, out: None };
+    let mut a = Args {
+        lens: vec![4096, 16384],
+        topk: 2048,
+        reps: 3,
+        block: 8192,
+        decode_batch: 64,
+        bf16: false,
+        only: Vec::new(),
+        out: None,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value")).clone();
-        let num = |v: String| v.parse::<usize>().unwrap_or_else(|_| panic!("{flag}: not a number: {v}"));
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| panic!("{flag} needs a value"))
+                .clone()
+        };
+        let num = |v: String| {
+            v.parse::<usize>()
+                .unwrap_or_else(|_| panic!("{flag}: not a number: {v}"))
+        };
         match flag.as_str() {
-            "--lens" => a.lens = value().split(',').map(|v| num(v.trim().to_string())).collect(),
+            "--lens" => {
+                a.lens = value()
+                    .split(',')
+                    .map(|v| num(v.trim().to_string()))
+                    .collect()
+            }
             "--topk" => a.topk = num(value()),
             "--reps" => a.reps = num(value()).max(1),
             "--block" => a.block = num(value()).max(1),
             "--decode-batch" => a.decode_batch = num(value()).max(1),
             "--out" => a.out = Some(value().into()),
+            "--only" => a.only = value().split(',').map(|v| v.trim().to_string()).collect(),
+            "--dtype" => {
+                a.bf16 = match value().as_str() {
+                    "f32" => false,
+                    "bf16" => true,
+                    other => panic!("--dtype {other}: f32 or bf16"),
+                }
+            }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other} (see the file's documentation)"),
         }
@@ -67,23 +106,37 @@ fn args() -> Args {
     a
 }
 
-struct Bench {
+struct Bench<G: Backend> {
     dev: burn::tensor::Device<G>,
     reps: usize,
     topk: usize,
+    only: Vec<String>,
+    rng: u64,
     out: Option<std::fs::File>,
 }
 
-impl Bench {
+impl<G: DsaBackend> Bench<G> {
     fn sync(&self) {
         G::sync(&self.dev).expect("device synchronisation");
     }
 
     /// Median ms of `f` and one JSON line for it (`flops` 0: none reported).
     fn time(&mut self, op: &str, l: usize, flops: f64, bytes: f64, mut f: impl FnMut()) {
+        if !self.only.is_empty() && !self.only.iter().any(|o| op.contains(o.as_str())) {
+            return;
+        }
         eprintln!("{op} L={l} ...");
+        let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
+        let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3];
+        let before = versions.map(launches);
         f();
         self.sync();
+        let ran: Vec<_> = versions
+            .iter()
+            .zip(before)
+            .filter(|&(&k, n)| launches(k) > n)
+            .map(|(k, _)| format!("{k:?}"))
+            .collect();
         let mut ms: Vec<f64> = (0..self.reps)
             .map(|_| {
                 let t0 = Instant::now();
@@ -94,14 +147,25 @@ impl Bench {
             .collect();
         ms.sort_by(f64::total_cmp);
         let m = ms[ms.len() / 2];
-        let mut line = format!("{{\"op\": \"{op}\", \"L\": {l}, \"topk\": {}, \"ms\": {m:.4}", self.topk);
+        let mut line = format!(
+            "{{\"op\": \"{op}\", \"L\": {l}, \"topk\": {}, \"ms\": {m:.4}",
+            self.topk
+        );
         if flops > 0.0 {
             line += &format!(", \"tflops\": {:.2}", flops / m / 1e9);
         }
         if bytes > 0.0 {
             line += &format!(", \"gbps\": {:.1}", bytes / m / 1e6);
         }
-        line += &format!(", \"runs_ms\": {ms:.3?}, \"backend\": \"{}\"}}", G::name(&self.dev));
+        let dtype = format!("{:?}", G::FloatElem::dtype()).to_lowercase();
+        line += &format!(
+            ", \"runs_ms\": {ms:.3?}, \"backend\": \"{}\", \"dtype\": \"{dtype}\"",
+            G::name(&self.dev)
+        );
+        if !ran.is_empty() {
+            line += &format!(", \"mla_kernel\": \"{}\"", ran.join("+"));
+        }
+        line += "}";
         println!("{line}");
         if let Some(file) = self.out.as_mut() {
             writeln!(file, "{line}").expect("writing --out");
@@ -112,29 +176,85 @@ impl Bench {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), &self.dev)
     }
 
-    /// Causal random selections of `rows` queries at positions `start..` (topk slots each).
-    fn selections(&self, rows: usize, start: usize) -> (Tensor<G, 3, Int>, Tensor<G, 3, burn::tensor::Bool>) {
-        let pos = Tensor::<G, 1, Int>::arange(start as i64..(start + rows) as i64, &self.dev).reshape([1, rows, 1]).float();
-        let u = Tensor::<G, 3>::random([1, rows, self.topk], Distribution::Uniform(0.0, 1.0), &self.dev);
+    /// A uniform draw from `0..bound` (xorshift64).
+    fn draw(&mut self, bound: usize) -> i32 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % bound as u64) as i32
+    }
+
+    /// Causal random selections of `rows` queries at positions `start..` (topk slots each),
+    /// drawn on the host (a draw in bf16 tensors would round positions past 256).
+    fn selections(
+        &mut self,
+        rows: usize,
+        start: usize,
+    ) -> (Tensor<G, 3, Int>, Tensor<G, 3, burn::tensor::Bool>) {
+        let (mut idx, mut valid) = (
+            Vec::with_capacity(rows * self.topk),
+            Vec::with_capacity(rows * self.topk),
+        );
+        for pos in start..start + rows {
+            for slot in 0..self.topk {
+                idx.push(self.draw(pos + 1));
+                valid.push(slot <= pos);
+            }
+        }
         let shape = [1, rows, self.topk];
-        let idx = (u * (pos.clone() + 1.0).expand(shape)).int().clamp(0, (start + rows - 1) as i64);
-        let slot = Tensor::<G, 1, Int>::arange(0..self.topk as i64, &self.dev).reshape([1, 1, self.topk]).float();
-        (idx, slot.expand(shape).lower_equal(pos.expand(shape)))
+        (
+            Tensor::from_data(TensorData::new(idx, shape), &self.dev),
+            Tensor::from_data(TensorData::new(valid, shape), &self.dev),
+        )
     }
 }
 
 fn main() {
     let a = args();
-    let out = a.out.as_ref().map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("opening --out"));
-    let mut b = Bench { dev: Default::default(), reps: a.reps, topk: a.topk, out };
+    #[cfg(feature = "cuda")]
+    if a.bf16 {
+        return run::<GBf16>(&a);
+    }
+    assert!(!a.bf16, "--dtype bf16 needs the cuda feature");
+    run::<G>(&a)
+}
+
+fn run<G: DsaBackend>(a: &Args) {
+    let out = a.out.as_ref().map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .expect("opening --out")
+    });
+    let mut b = Bench::<G> {
+        dev: Default::default(),
+        reps: a.reps,
+        topk: a.topk,
+        only: a.only.clone(),
+        rng: 0x9E37_79B9_7F4A_7C15,
+        out,
+    };
     for &l in &a.lens {
         let kk = a.topk.min(l) as f64;
         // Indexer: FP8 e4m3 scores of every causal pair, then top-k, in blocks of query rows.
-        let (qi, wi, ki) = (b.normal([1, l, H_I, D_I]), b.normal([1, l, H_I]), b.normal([1, l, D_I]));
+        let (qi, wi, ki) = (
+            b.normal([1, l, H_I, D_I]),
+            b.normal([1, l, H_I]),
+            b.normal([1, l, D_I]),
+        );
         let idx_rows = ((1usize << 29) / l).clamp(1, l);
         let idx_flops = 2.0 * (H_I * D_I) as f64 * (l as f64 * l as f64) / 2.0;
         b.time("dsa_indexer_topk", l, idx_flops, 0.0, || {
-            let _ = indexer_topk(qi.clone(), wi.clone(), ki.clone(), IndexerQuant::E4m3, a.topk, Some(0), idx_rows);
+            let _ = indexer_topk(
+                qi.clone(),
+                wi.clone(),
+                ki.clone(),
+                IndexerQuant::E4m3,
+                a.topk,
+                Some(0),
+                idx_rows,
+            );
         });
 
         // Sparse MLA over random causal selections, in blocks of query tokens.
@@ -146,33 +266,55 @@ fn main() {
         let fwd_flops = 2.0 * (l * H) as f64 * kk * (D_QK + D_V) as f64;
         b.time("dsa_sparse_mla_fwd", l, fwd_flops, 0.0, || {
             for (&(_, n), (idx, valid)) in blocks.iter().zip(&sels) {
-                let _ = sparse_mla(q.clone().narrow(1, 0, n), kv.clone(), idx.clone(), valid.clone(), D_V, SCALE);
+                let _ = sparse_mla(
+                    q.clone().narrow(1, 0, n),
+                    kv.clone(),
+                    idx.clone(),
+                    valid.clone(),
+                    D_V,
+                    SCALE,
+                );
             }
         });
         // The same by Burn tensor ops (the reference: gather the rows, then batched matmuls,
         // like the PyTorch peer), 256 query tokens at a time.
         if l <= 16384 {
-            b.time("dsa_sparse_mla_fwd_reference_ops", l, fwd_flops, 0.0, || {
-                for (&(_, n), (idx, valid)) in blocks.iter().zip(&sels) {
-                    for c in (0..n).step_by(256) {
-                        let m = 256.min(n - c);
-                        let _ = dsa_burn::sparse_mla::reference_sparse_mla(
-                            q.clone().narrow(1, c, m),
-                            kv.clone(),
-                            idx.clone().narrow(1, c, m),
-                            valid.clone().narrow(1, c, m),
-                            D_V,
-                            SCALE,
-                        );
+            b.time(
+                "dsa_sparse_mla_fwd_reference_ops",
+                l,
+                fwd_flops,
+                0.0,
+                || {
+                    for (&(_, n), (idx, valid)) in blocks.iter().zip(&sels) {
+                        for c in (0..n).step_by(256) {
+                            let m = 256.min(n - c);
+                            let _ = dsa_burn::sparse_mla::reference_sparse_mla(
+                                q.clone().narrow(1, c, m),
+                                kv.clone(),
+                                idx.clone().narrow(1, c, m),
+                                valid.clone().narrow(1, c, m),
+                                D_V,
+                                SCALE,
+                            );
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         let d_out = b.normal([1, rows, H, D_V]);
         let saved: Vec<_> = blocks
             .iter()
             .zip(&sels)
-            .map(|(&(_, n), (idx, valid))| sparse_mla(q.clone().narrow(1, 0, n), kv.clone(), idx.clone(), valid.clone(), D_V, SCALE))
+            .map(|(&(_, n), (idx, valid))| {
+                sparse_mla(
+                    q.clone().narrow(1, 0, n),
+                    kv.clone(),
+                    idx.clone(),
+                    valid.clone(),
+                    D_V,
+                    SCALE,
+                )
+            })
             .collect();
         let bwd_flops = 2.0 * (l * H) as f64 * kk * (3 * D_QK + 2 * D_V) as f64;
         b.time("dsa_sparse_mla_bwd", l, bwd_flops, 0.0, || {
@@ -205,7 +347,14 @@ fn main() {
                     Some(s),
                     idx_rows,
                 );
-                let _ = sparse_mla(q.clone().narrow(1, 0, n), kv.clone().narrow(1, 0, s + n), idx, valid, D_V, SCALE);
+                let _ = sparse_mla(
+                    q.clone().narrow(1, 0, n),
+                    kv.clone().narrow(1, 0, s + n),
+                    idx,
+                    valid,
+                    D_V,
+                    SCALE,
+                );
             }
         });
         drop((q, kv, sels, qi, wi, ki));
@@ -214,15 +363,43 @@ fn main() {
         let batch = a.decode_batch;
         let cache = b.normal([batch, l, D_QK]);
         let qd = b.normal([batch, 1, H, D_QK]);
-        let idx = Tensor::<G, 3>::random([batch, 1, a.topk], Distribution::Uniform(0.0, l as f64), &b.dev).int().clamp(0, l as i64 - 1);
+        let draws: Vec<i32> = (0..batch * a.topk).map(|_| b.draw(l)).collect();
+        let idx =
+            Tensor::<G, 3, Int>::from_data(TensorData::new(draws, [batch, 1, a.topk]), &b.dev);
         let valid = Tensor::<G, 3>::ones([batch, 1, a.topk], &b.dev).bool();
         let dec_flops = 2.0 * (batch * H) as f64 * a.topk as f64 * (D_QK + D_V) as f64;
-        let dec_bytes = (batch * a.topk * D_QK * 4) as f64;
-        b.time(&format!("dsa_sparse_mla_decode_b{batch}"), l, dec_flops, dec_bytes, || {
-            let _ = sparse_mla(qd.clone(), cache.clone(), idx.clone(), valid.clone(), D_V, SCALE);
-        });
-        b.time(&format!("dsa_sparse_mla_decode_b{batch}_reference_ops"), l, dec_flops, dec_bytes, || {
-            let _ = dsa_burn::sparse_mla::reference_sparse_mla(qd.clone(), cache.clone(), idx.clone(), valid.clone(), D_V, SCALE);
-        });
+        let dec_bytes = (batch * a.topk * D_QK * std::mem::size_of::<G::FloatElem>()) as f64;
+        b.time(
+            &format!("dsa_sparse_mla_decode_b{batch}"),
+            l,
+            dec_flops,
+            dec_bytes,
+            || {
+                let _ = sparse_mla(
+                    qd.clone(),
+                    cache.clone(),
+                    idx.clone(),
+                    valid.clone(),
+                    D_V,
+                    SCALE,
+                );
+            },
+        );
+        b.time(
+            &format!("dsa_sparse_mla_decode_b{batch}_reference_ops"),
+            l,
+            dec_flops,
+            dec_bytes,
+            || {
+                let _ = dsa_burn::sparse_mla::reference_sparse_mla(
+                    qd.clone(),
+                    cache.clone(),
+                    idx.clone(),
+                    valid.clone(),
+                    D_V,
+                    SCALE,
+                );
+            },
+        );
     }
 }

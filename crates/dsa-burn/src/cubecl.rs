@@ -5,7 +5,7 @@
 //! can be *poisoned* before the launch ([`set_poison_outputs`]: NaN for floats, garbage for
 //! ints, `true` for bools) so tests see any entry a kernel failed to write.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
 use burn::tensor::{get_device_settings, DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
@@ -31,7 +31,9 @@ pub fn set_poison_outputs(on: bool) {
 fn output<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
     if POISON.load(Ordering::Relaxed) {
         let value = match dtype {
-            DType::F64 | DType::F32 | DType::F16 | DType::BF16 | DType::Flex32 => InputScalar::new(f32::NAN, dtype),
+            DType::F64 | DType::F32 | DType::F16 | DType::BF16 | DType::Flex32 => {
+                InputScalar::new(f32::NAN, dtype)
+            }
             DType::Bool(_) => InputScalar::new(1u8, dtype),
             _ => InputScalar::new(
                 match dtype.size() {
@@ -43,14 +45,26 @@ fn output<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> C
             ),
         };
         // `full` may allocate with padded row pitch: the kernels index contiguously.
-        return into_contiguous(full_device_dtype(like.client.clone(), shape, like.device.clone(), value, dtype));
+        return into_contiguous(full_device_dtype(
+            like.client.clone(),
+            shape,
+            like.device.clone(),
+            value,
+            dtype,
+        ));
     }
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
 }
 
 /// A contiguous f32 tensor of zeros.
 fn zeros_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
-    into_contiguous(full_device_dtype(like.client.clone(), shape, like.device.clone(), InputScalar::new(0.0f32, DType::F32), DType::F32))
+    into_contiguous(full_device_dtype(
+        like.client.clone(),
+        shape,
+        like.device.clone(),
+        InputScalar::new(0.0f32, DType::F32),
+        DType::F32,
+    ))
 }
 
 static FORCE_CAS: AtomicBool = AtomicBool::new(false);
@@ -65,7 +79,11 @@ pub fn set_force_cas_atomics(on: bool) {
 fn native_f32_atomic_add<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     use burn_cubecl::cubecl::ir::{features::AtomicUsage, ElemType, FloatKind, StorageType, Type};
     let ty = Type::new(StorageType::Atomic(ElemType::Float(FloatKind::F32)));
-    !FORCE_CAS.load(Ordering::Relaxed) && t.client.properties().atomic_type_usage(ty).contains(AtomicUsage::Add)
+    !FORCE_CAS.load(Ordering::Relaxed)
+        && t.client
+            .properties()
+            .atomic_type_usage(ty)
+            .contains(AtomicUsage::Add)
 }
 
 fn dims<const D: usize, R: CubeRuntime>(t: &CubeTensor<R>) -> [usize; D] {
@@ -83,7 +101,10 @@ fn max_shared<R: CubeRuntime>(t: &CubeTensor<R>) -> usize {
 
 /// FP8 e4m3 block fake-quantisation (dequantised values) of a CubeCL tensor along its last
 /// dim, bit-identical to [`crate::quant::fake_quant`]'s forward value.
-pub fn fake_quant_primitive<R: CubeRuntime>(x: CubeTensor<R>, quant: IndexerQuant) -> CubeTensor<R> {
+pub fn fake_quant_primitive<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    quant: IndexerQuant,
+) -> CubeTensor<R> {
     if quant == IndexerQuant::None {
         return x;
     }
@@ -113,14 +134,20 @@ pub fn fake_quant_primitive<R: CubeRuntime>(x: CubeTensor<R>, quant: IndexerQuan
 }
 
 /// [`fake_quant_primitive`] over a Burn tensor.
-pub fn fake_quant<R, F, I, BT, const D: usize>(x: Tensor<CubeBackend<R, F, I, BT>, D>, quant: IndexerQuant) -> Tensor<CubeBackend<R, F, I, BT>, D>
+pub fn fake_quant<R, F, I, BT, const D: usize>(
+    x: Tensor<CubeBackend<R, F, I, BT>, D>,
+    quant: IndexerQuant,
+) -> Tensor<CubeBackend<R, F, I, BT>, D>
 where
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,
 {
-    Tensor::from_primitive(TensorPrimitive::Float(fake_quant_primitive(x.into_primitive().tensor(), quant)))
+    Tensor::from_primitive(TensorPrimitive::Float(fake_quant_primitive(
+        x.into_primitive().tensor(),
+        quant,
+    )))
 }
 
 /// The indexer-scores kernel to launch (see `dsa_kernels::indexer`).
@@ -154,9 +181,25 @@ pub enum MlaKernel {
     /// shared memory allows); backward split into `dq` (no atomics) and `dkv` (one cube per
     /// token over all heads: one atomic add per selected row and dim).
     V2,
+    /// v3: tensor-core forward (bf16/f16 inputs, 16×16×16 cmma, 64 heads per cube, two
+    /// passes over the slots); backward as v2. Taken where the device has the cmma shape and
+    /// 32-wide planes and the inputs are half precision, else v2.
+    V3,
 }
 
 static MLA_KERNEL: AtomicU8 = AtomicU8::new(0);
+static MLA_FORWARD_LAUNCHES: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+/// How many sparse MLA forwards of version `kernel` (V1, V2 or V3) have been launched in
+/// this process: tests and benchmarks check which kernel ran (under Fusion, after the
+/// results are read: the op runs lazily).
+pub fn mla_forward_launches(kernel: MlaKernel) -> usize {
+    MLA_FORWARD_LAUNCHES[kernel as usize].load(Ordering::SeqCst)
+}
+
+fn count_mla_forward(kernel: MlaKernel) {
+    MLA_FORWARD_LAUNCHES[kernel as usize].fetch_add(1, Ordering::SeqCst);
+}
 
 /// Select the sparse MLA kernels (for tests and benchmarks); `Auto` by default.
 pub fn set_mla_kernel(kernel: MlaKernel) {
@@ -181,8 +224,50 @@ fn tiled_indexer<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     match MLA_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(t),
-        k => k == MlaKernel::V2 as u8,
+        k => k == MlaKernel::V2 as u8 || k == MlaKernel::V3 as u8,
     }
+}
+
+/// Slots per chunk of the v3 (tensor-core) forward, or `None` where it does not apply:
+/// not selected, inputs not bf16/f16, no 16×16×16 cmma for them, planes not 32 wide, or
+/// the tiles not fitting in shared memory.
+fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
+    use burn_cubecl::cubecl::ir::features::MmaConfig;
+    use burn_cubecl::cubecl::ir::{ElemType, FloatKind, StorageType};
+    let selected = match MLA_KERNEL.load(Ordering::Relaxed) {
+        0 => tiled_by_default(q),
+        k => k == MlaKernel::V3 as u8,
+    };
+    let kind = match q.dtype {
+        DType::BF16 => FloatKind::BF16,
+        DType::F16 => FloatKind::F16,
+        _ => return None,
+    };
+    let half: StorageType = ElemType::Float(kind).into();
+    let mma = MmaConfig {
+        a_type: half,
+        b_type: half,
+        cd_type: ElemType::Float(FloatKind::F32).into(),
+        m: 16,
+        n: 16,
+        k: 16,
+    };
+    let props = q.client.properties();
+    if !selected
+        || !props.features.matmul.cmma.contains(&mma)
+        || props.hardware.plane_size_min != 32
+        || props.hardware.plane_size_max != 32
+    {
+        return None;
+    }
+    let heads = kernels::sparse_mla_mma::MMA_HEADS;
+    let dp = d.div_ceil(16) * 16 + 8;
+    let bytes = |kc: usize| {
+        2 * ((heads + kc) * dp + heads * (kc + 8)) + 4 * heads * kc + 8 * kc + 4 * heads + 8 * 256
+    };
+    [64, 32]
+        .into_iter()
+        .find(|&kc| bytes(kc) <= props.hardware.max_shared_memory_size)
 }
 
 /// Lightning-indexer scores on CubeCL: fake-quantise `q` and `k`, then the scores kernel.
@@ -196,7 +281,11 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
     let [b, t, h, d] = dims::<4, R>(&q);
     let [_, s, dk] = dims::<3, R>(&k);
     assert_eq!(d, dk, "indexer query dim {d} != key dim {dk}");
-    assert_eq!(dims::<3, R>(&w), [b, t, h], "indexer weights must be [B, T, H_I]");
+    assert_eq!(
+        dims::<3, R>(&w),
+        [b, t, h],
+        "indexer weights must be [B, T, H_I]"
+    );
     let q = fake_quant_primitive(into_contiguous(q), quant);
     let k = fake_quant_primitive(into_contiguous(k), quant);
     let w = into_contiguous(w);
@@ -206,7 +295,11 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         return out;
     }
     // Tiles: 16·rm rows (t, h) × 16·rn keys, head dim in chunks of dk.
-    let (rm, rn, dk) = if max_shared(&q) >= 32 * 1024 + 1024 { (8usize, 4usize, 32usize) } else { (4, 4, 16) };
+    let (rm, rn, dk) = if max_shared(&q) >= 32 * 1024 + 1024 {
+        (8usize, 4usize, 32usize)
+    } else {
+        (4, 4, 16)
+    };
     let tt = (16 * rm) / h.max(1);
     if tiled_indexer(&q) && tt > 0 {
         let tiles = b * t.div_ceil(tt) * s.div_ceil(16 * rn);
@@ -315,16 +408,23 @@ fn mla_tiles(heads: usize, d: usize, max_shared: usize) -> (usize, usize) {
     while bytes(hg, kc) > max_shared && hg > 1 {
         hg /= 2;
     }
-    assert!(bytes(hg, kc) <= max_shared, "sparse MLA: latent dim {d} does not fit in shared memory");
+    assert!(
+        bytes(hg, kc) <= max_shared,
+        "sparse MLA: latent dim {d} does not fit in shared memory"
+    );
     (hg, kc)
 }
 
 /// Tiles `(hm, km)` of the v2 forward (`16·hm` heads, `16·km` slots per chunk), or `None`
 /// when even the smallest does not fit in shared memory.
 fn mla_fwd_tiles_v2(heads: usize, d: usize, max_shared: usize) -> Option<(usize, usize)> {
-    let bytes = |hm: usize, km: usize| 4 * (d * (16 * hm + 1) + d * (16 * km + 1) + 256 * hm * km + 32 * km + 64 * hm) + 64;
+    let bytes = |hm: usize, km: usize| {
+        4 * (d * (16 * hm + 1) + d * (16 * km + 1) + 256 * hm * km + 32 * km + 64 * hm) + 64
+    };
     let hm_max = if heads > 16 { 2 } else { 1 };
-    [(hm_max, 2), (hm_max, 1), (1, 1)].into_iter().find(|&(hm, km)| bytes(hm, km) <= max_shared)
+    [(hm_max, 2), (hm_max, 1), (1, 1)]
+        .into_iter()
+        .find(|&(hm, km)| bytes(hm, km) <= max_shared)
 }
 
 /// Sparse MLA forward on CubeCL: output `[B,T,H,d_v]` and lse `[B,T,H]`.
@@ -348,6 +448,37 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     let out = output(&q, Shape::new([b, t, h, d_v]), q.dtype);
     let lse = output(&q, Shape::new([b, t, h]), q.dtype);
     if b * t * h == 0 {
+        return (out, lse);
+    }
+    if let Some(kc) = mma_fwd_chunk(&q, d) {
+        let vector = [8usize, 4, 2, 1]
+            .into_iter()
+            .find(|v| d % v == 0)
+            .unwrap_or(1);
+        kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch::<R>(
+            &q.client,
+            cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
+            CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+            vector,
+            q.clone().into_tensor_arg(),
+            kv.into_tensor_arg(),
+            indices.clone().into_tensor_arg(),
+            valid.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            b * t,
+            t,
+            h,
+            s,
+            kk,
+            scale,
+            f32::NEG_INFINITY,
+            d,
+            d_v,
+            kc,
+            [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
+        );
+        count_mla_forward(MlaKernel::V3);
         return (out, lse);
     }
     if tiled_mla(&q) {
@@ -375,9 +506,11 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 km,
                 [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
             );
+            count_mla_forward(MlaKernel::V2);
             return (out, lse);
         }
     }
+    count_mla_forward(MlaKernel::V1);
     let threads = 128usize;
     let (hg, kc) = mla_tiles(h, d, max_shared(&q));
     kernels::sparse_mla::sparse_mla_fwd::launch::<R>(
@@ -412,23 +545,36 @@ fn mla_bwd_tiles(heads: usize, d: usize, d_v: usize, max_shared: usize) -> (usiz
     let dp = d | 1;
     let mut hg = heads.clamp(1, 8);
     let mut kc = 16usize;
-    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * dp + hg * d_v + 2 * hg * kc + 2 * kc + 2 * hg) + 64;
+    let bytes =
+        |hg: usize, kc: usize| 4 * ((hg + kc) * dp + hg * d_v + 2 * hg * kc + 2 * kc + 2 * hg) + 64;
     while bytes(hg, kc) > max_shared && kc > 4 {
         kc /= 2;
     }
     while bytes(hg, kc) > max_shared && hg > 1 {
         hg /= 2;
     }
-    assert!(bytes(hg, kc) <= max_shared, "sparse MLA backward: latent dim {d} does not fit in shared memory");
+    assert!(
+        bytes(hg, kc) <= max_shared,
+        "sparse MLA backward: latent dim {d} does not fit in shared memory"
+    );
     (hg, kc)
 }
 
 /// Tiles `(hb, kc)` of the v2 `dkv` kernel (heads per group, slots per chunk), or `None`
 /// when they do not fit in shared memory.
-fn mla_bwd_dkv_tiles(d: usize, d_v: usize, max_shared: usize, heads: usize) -> Option<(usize, usize)> {
+fn mla_bwd_dkv_tiles(
+    d: usize,
+    d_v: usize,
+    max_shared: usize,
+    heads: usize,
+) -> Option<(usize, usize)> {
     let dp = d | 1;
-    let bytes = |hb: usize, kc: usize| 4 * (kc * dp + hb * dp + hb * d_v + 2 * hb * kc + 2 * kc + 2 * heads) + 64;
-    [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8)].into_iter().find(|&(hb, kc)| bytes(hb, kc) <= max_shared)
+    let bytes = |hb: usize, kc: usize| {
+        4 * (kc * dp + hb * dp + hb * d_v + 2 * hb * kc + 2 * kc + 2 * heads) + 64
+    };
+    [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8)]
+        .into_iter()
+        .find(|&(hb, kc)| bytes(hb, kc) <= max_shared)
 }
 
 /// Sparse MLA backward on CubeCL: `(dq, dkv)`; see [`DsaBackend::sparse_mla_backward`].
@@ -464,7 +610,9 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
         let (hg, kc) = mla_bwd_tiles(h, d, d_v, max_shared(&q));
         let native = native_f32_atomic_add(&q);
         let acc_dtype = if native { DType::F32 } else { DType::U32 };
-        let dkv_tiles = tiled_mla(&q).then(|| mla_bwd_dkv_tiles(d, d_v, max_shared(&q), h)).flatten();
+        let dkv_tiles = tiled_mla(&q)
+            .then(|| mla_bwd_dkv_tiles(d, d_v, max_shared(&q), h))
+            .flatten();
         if let Some((hb, kcb)) = dkv_tiles {
             kernels::sparse_mla::sparse_mla_bwd_dkv::launch::<R>(
                 &q.client,
@@ -494,7 +642,12 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 has_dout,
                 has_dlse,
                 native,
-                [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()],
+                [
+                    q.dtype.into(),
+                    indices.dtype.into(),
+                    valid.dtype.into(),
+                    acc_dtype.into(),
+                ],
             );
         }
         kernels::sparse_mla::sparse_mla_bwd::launch::<R>(
@@ -526,10 +679,19 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
             has_dlse,
             native,
             dkv_tiles.is_none(),
-            [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()],
+            [
+                q.dtype.into(),
+                indices.dtype.into(),
+                valid.dtype.into(),
+                acc_dtype.into(),
+            ],
         );
     }
-    let dkv = if q.dtype == DType::F32 { dkv } else { burn_cubecl::kernel::cast(dkv, q.dtype) };
+    let dkv = if q.dtype == DType::F32 {
+        dkv
+    } else {
+        burn_cubecl::kernel::cast(dkv, q.dtype)
+    };
     (dq, dkv)
 }
 
@@ -550,9 +712,19 @@ where
         indexer_scores_primitive(q, w, k, quant, causal_offset)
     }
 
-    fn topk_select(scores: FloatTensor<Self>, k: usize, causal_offset: Option<usize>) -> (IntTensor<Self>, BoolTensor<Self>) {
+    fn topk_select(
+        scores: FloatTensor<Self>,
+        k: usize,
+        causal_offset: Option<usize>,
+    ) -> (IntTensor<Self>, BoolTensor<Self>) {
         let settings = get_device_settings::<Self>(&scores.device);
-        match topk_primitive(scores.clone(), k, causal_offset, settings.int_dtype.into(), settings.bool_dtype.into()) {
+        match topk_primitive(
+            scores.clone(),
+            k,
+            causal_offset,
+            settings.int_dtype.into(),
+            settings.bool_dtype.into(),
+        ) {
             Some(out) => out,
             None => {
                 let (indices, valid) = crate::topk::reference_topk(

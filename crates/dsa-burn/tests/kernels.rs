@@ -13,8 +13,8 @@
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
-use dsa_burn::ops::{indexer_scores, sparse_mla, topk_select};
 use dsa_burn::cubecl::{IndexerKernel, MlaKernel};
+use dsa_burn::ops::{indexer_scores, sparse_mla, topk_select};
 use dsa_burn::IndexerQuant;
 
 /// The GPU backend under test: CUDA when enabled, else wgpu (both bare CubeBackends).
@@ -56,9 +56,16 @@ fn choose_kernels() -> std::sync::MutexGuard<'static, ()> {
 struct Rng(u64);
 impl Rng {
     fn new(name: &str) -> Self {
-        let seed = std::env::var("DSA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
+        let seed = std::env::var("DSA_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
         println!("{name}: DSA_TEST_SEED={seed}");
         dsa_burn::cubecl::set_poison_outputs(true);
         Rng(seed)
@@ -73,7 +80,12 @@ impl Rng {
         ((self.next() * n as f64) as usize).min(n - 1)
     }
     fn normal(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| ((-2.0 * self.next().max(1e-300).ln()).sqrt() * (6.283185307179586 * self.next()).cos()) as f32).collect()
+        (0..n)
+            .map(|_| {
+                ((-2.0 * self.next().max(1e-300).ln()).sqrt()
+                    * (6.283185307179586 * self.next()).cos()) as f32
+            })
+            .collect()
     }
 }
 
@@ -123,14 +135,31 @@ fn fake_quant_is_bit_identical() {
         if rows > 3 {
             x[3 * d] = 448.0;
             for c in 1..d.min(128) {
-                x[3 * d + c] = (1.0 + (c % 8) as f32 / 8.0 + 1.0 / 16.0) * 2f32.powi((c % 14) as i32 - 6);
+                x[3 * d + c] =
+                    (1.0 + (c % 8) as f32 / 8.0 + 1.0 / 16.0) * 2f32.powi((c % 14) as i32 - 6);
             }
         }
         for quant in [IndexerQuant::E4m3, IndexerQuant::E4m3Pow2] {
-            let want = host(dsa_burn::quant::fake_quant(ft::<C, 2>(&x, [rows, d], &Default::default()), quant));
-            let got = host(dsa_burn::cubecl::fake_quant(ft::<G, 2>(&x, [rows, d], &gdev()), quant));
+            let want = host(dsa_burn::quant::fake_quant(
+                ft::<C, 2>(&x, [rows, d], &Default::default()),
+                quant,
+            ));
+            let got = host(dsa_burn::cubecl::fake_quant(
+                ft::<G, 2>(&x, [rows, d], &gdev()),
+                quant,
+            ));
+            // Bits, with ±0 equal: the kernel keeps the sign of a value that underflows to
+            // zero (as a float8 cast does); the reference's tensor ops may return +0.
+            let bits = |v: f32| if v == 0.0 { 0 } else { v.to_bits() };
             for i in 0..x.len() {
-                assert_eq!(got[i].to_bits(), want[i].to_bits(), "{quant:?} [{rows},{d}] at {i}: x = {:e}, got {:e}, want {:e}", x[i], got[i], want[i]);
+                assert_eq!(
+                    bits(got[i]),
+                    bits(want[i]),
+                    "{quant:?} [{rows},{d}] at {i}: x = {:e}, got {:e}, want {:e}",
+                    x[i],
+                    got[i],
+                    want[i]
+                );
             }
         }
     }
@@ -150,8 +179,19 @@ fn indexer_scores_match_reference() {
         (2, 40, 1, 33, 70, None),
         (1, 20, 130, 8, 9, Some(0)),
     ] {
-        let (qv, wv, kv) = (rng.normal(b * t * h * d), rng.normal(b * t * h), rng.normal(b * s * d));
-        let variants = INDEXER_KERNELS.iter().flat_map(|&k| [IndexerQuant::None, IndexerQuant::E4m3, IndexerQuant::E4m3Pow2].map(|q| (q, k)));
+        let (qv, wv, kv) = (
+            rng.normal(b * t * h * d),
+            rng.normal(b * t * h),
+            rng.normal(b * s * d),
+        );
+        let variants = INDEXER_KERNELS.iter().flat_map(|&k| {
+            [
+                IndexerQuant::None,
+                IndexerQuant::E4m3,
+                IndexerQuant::E4m3Pow2,
+            ]
+            .map(|q| (q, k))
+        });
         for (quant, kernel) in variants {
             dsa_burn::cubecl::set_indexer_kernel(kernel);
             let want = dsa_burn::indexer::reference_scores::<C>(
@@ -161,9 +201,20 @@ fn indexer_scores_match_reference() {
                 quant,
                 causal,
             );
-            let got = indexer_scores::<G>(ft(&qv, [b, t, h, d], &gdev()), ft(&wv, [b, t, h], &gdev()), ft(&kv, [b, s, d], &gdev()), quant, causal);
+            let got = indexer_scores::<G>(
+                ft(&qv, [b, t, h, d], &gdev()),
+                ft(&wv, [b, t, h], &gdev()),
+                ft(&kv, [b, s, d], &gdev()),
+                quant,
+                causal,
+            );
             assert_eq!(got.dims(), [b, t, s]);
-            assert_close(&format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal)), &host(got), &host(want), 1e-5);
+            assert_close(
+                &format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal)),
+                &host(got),
+                &host(want),
+                1e-5,
+            );
         }
     }
     dsa_burn::cubecl::set_indexer_kernel(IndexerKernel::Auto);
@@ -183,24 +234,59 @@ fn topk_matches_reference() {
         (1, 3, 700, 600, Some(400), true),
         (1, 4, 5000, 1, None, true),
     ] {
-        let mut scores: Vec<f32> = rng.normal(b * t * s).into_iter().map(|v| if ties { (v * 2.0).round() } else { v }).collect();
+        let mut scores: Vec<f32> = rng
+            .normal(b * t * s)
+            .into_iter()
+            .map(|v| if ties { (v * 2.0).round() } else { v })
+            .collect();
         // A few -inf (masked by an earlier step) and NaN scores: both rank last.
         for _ in 0..(b * t * s) / 10 {
             let i = rng.below(b * t * s);
-            scores[i] = if rng.next() < 0.5 { f32::NEG_INFINITY } else { f32::NAN };
+            scores[i] = if rng.next() < 0.5 {
+                f32::NEG_INFINITY
+            } else {
+                f32::NAN
+            };
         }
-        let (want_i, want_v) = dsa_burn::topk::reference_topk::<C>(ft(&scores, [b, t, s], &Default::default()), k, causal);
+        let (want_i, want_v) = dsa_burn::topk::reference_topk::<C>(
+            ft(&scores, [b, t, s], &Default::default()),
+            k,
+            causal,
+        );
         let (got_i, got_v) = topk_select::<G>(ft(&scores, [b, t, s], &gdev()), k, causal);
         let case = format!("{:?}", (b, t, s, k, causal, ties));
         assert_eq!(got_i.dims(), [b, t, k.min(s)], "{case}");
-        assert_eq!(got_v.into_data().convert::<bool>().into_vec::<bool>().unwrap(), want_v.into_data().into_vec::<bool>().unwrap(), "valid {case}");
+        assert_eq!(
+            got_v
+                .into_data()
+                .convert::<bool>()
+                .into_vec::<bool>()
+                .unwrap(),
+            want_v.into_data().into_vec::<bool>().unwrap(),
+            "valid {case}"
+        );
         let (got_i, want_i) = (
-            got_i.into_data().convert::<i64>().into_vec::<i64>().unwrap(),
-            want_i.into_data().convert::<i64>().into_vec::<i64>().unwrap(),
+            got_i
+                .into_data()
+                .convert::<i64>()
+                .into_vec::<i64>()
+                .unwrap(),
+            want_i
+                .into_data()
+                .convert::<i64>()
+                .into_vec::<i64>()
+                .unwrap(),
         );
         let kk = k.min(s);
-        if let Some(row) = (0..b * t).find(|r| got_i[r * kk..(r + 1) * kk] != want_i[r * kk..(r + 1) * kk]) {
-            let show = |v: &[i64]| v.iter().map(|i| format!("{i}:{}", scores[row * s + *i as usize])).collect::<Vec<_>>().join(" ");
+        if let Some(row) =
+            (0..b * t).find(|r| got_i[r * kk..(r + 1) * kk] != want_i[r * kk..(r + 1) * kk])
+        {
+            let show = |v: &[i64]| {
+                v.iter()
+                    .map(|i| format!("{i}:{}", scores[row * s + *i as usize]))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             panic!(
                 "indices {case}, row {row}:\n got  {}\n want {}",
                 show(&got_i[row * kk..(row + 1) * kk]),
@@ -229,16 +315,23 @@ fn sparse_mla_matches_reference() {
         let mut valid: Vec<bool> = (0..b * t * k).map(|_| rng.next() < 0.8).collect();
         for r in 0..empty_rows {
             let row = rng.below(b * t);
-            valid[row * k..(row + 1) * k].iter_mut().for_each(|v| *v = false);
+            valid[row * k..(row + 1) * k]
+                .iter_mut()
+                .for_each(|v| *v = false);
             let _ = r;
         }
         let scale = 1.0 / (d as f32).sqrt();
-        let idx = |dev: &burn::backend::ndarray::NdArrayDevice| Tensor::<C, 3, Int>::from_data(TensorData::new(sel.clone(), [b, t, k]), dev);
+        let idx = |dev: &burn::backend::ndarray::NdArrayDevice| {
+            Tensor::<C, 3, Int>::from_data(TensorData::new(sel.clone(), [b, t, k]), dev)
+        };
         let (want_o, want_l) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
             ft(&qv, [b, t, h, d], &Default::default()),
             ft(&kvv, [b, s, d], &Default::default()),
             idx(&Default::default()),
-            Tensor::<C, 3, Bool>::from_data(TensorData::new(valid.clone(), [b, t, k]), &Default::default()),
+            Tensor::<C, 3, Bool>::from_data(
+                TensorData::new(valid.clone(), [b, t, k]),
+                &Default::default(),
+            ),
             dv,
             scale,
         );
@@ -248,7 +341,10 @@ fn sparse_mla_matches_reference() {
             let (got_o, got_l) = sparse_mla::<G>(
                 ft(&qv, [b, t, h, d], &gdev()),
                 ft(&kvv, [b, s, d], &gdev()),
-                Tensor::<G, 3, Int>::from_data(TensorData::new(sel.iter().map(|v| *v as i32).collect::<Vec<_>>(), [b, t, k]), &gdev()),
+                Tensor::<G, 3, Int>::from_data(
+                    TensorData::new(sel.iter().map(|v| *v as i32).collect::<Vec<_>>(), [b, t, k]),
+                    &gdev(),
+                ),
                 Tensor::<G, 3, Bool>::from_data(TensorData::new(valid.clone(), [b, t, k]), &gdev()),
                 dv,
                 scale,
@@ -258,6 +354,67 @@ fn sparse_mla_matches_reference() {
             assert_close(&format!("out {case}"), &host(got_o), &want_o, 1e-5);
             assert_close(&format!("lse {case}"), &host(got_l), &want_l, 1e-5);
         }
+    }
+    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+}
+
+/// The tensor-core forward (v3, bf16 inputs) against the f32 reference on the same
+/// bf16-rounded inputs. Its probabilities are rounded to bf16 before `P·V` (as FlashMLA's)
+/// and its outputs are bf16, hence the 1e-2 tolerance. Shapes: V3.2's latent (576/512, 128
+/// heads, three chunks of slots), heads not a multiple of 64, dims not a multiple of 16 or
+/// of the load width, one slot, empty rows.
+#[cfg(feature = "cuda")]
+#[test]
+fn sparse_mla_tensor_cores_match_reference() {
+    type GB = burn::backend::Cuda<burn::tensor::bf16>;
+    let _choice = choose_kernels();
+    let mut rng = Rng::new("sparse_mla_mma");
+    let bf = |v: Vec<f32>| {
+        v.into_iter()
+            .map(|x| burn::tensor::bf16::from_f32(x).to_f32())
+            .collect::<Vec<_>>()
+    };
+    for (b, t, h, d, dv, s, k, empty_rows) in [
+        (1, 3, 128, 576, 512, 300, 150, 1),
+        (2, 5, 3, 12, 8, 5, 4, 1),
+        (1, 3, 2, 9, 9, 10, 16, 0),
+        (2, 6, 1, 5, 3, 6, 1, 2),
+        (1, 4, 70, 72, 64, 40, 37, 1),
+        (2, 2, 16, 40, 32, 100, 65, 0),
+    ] {
+        let mut m = Mla::new(&mut rng, [b, t, h, d, dv, s, k], empty_rows);
+        m.q = bf(m.q);
+        m.kv = bf(m.kv);
+        let (want_o, want_l) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+            ft(&m.q, [b, t, h, d], &Default::default()),
+            ft(&m.kv, [b, s, d], &Default::default()),
+            m.indices(&Default::default()),
+            m.valid(&Default::default()),
+            dv,
+            m.scale,
+        );
+        dsa_burn::cubecl::set_mla_kernel(MlaKernel::V3);
+        let v3_before = dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3);
+        // Cast: a device first used by the f32 backend keeps creating f32 tensors.
+        let bf16 = burn::tensor::FloatDType::BF16;
+        let (got_o, got_l) = sparse_mla::<GB>(
+            ft::<GB, 4>(&m.q, [b, t, h, d], &Default::default()).cast(bf16),
+            ft::<GB, 3>(&m.kv, [b, s, d], &Default::default()).cast(bf16),
+            m.indices(&Default::default()),
+            m.valid(&Default::default()),
+            dv,
+            m.scale,
+        );
+        let case = format!("{:?}", (b, t, h, d, dv, s, k));
+        assert_eq!(got_o.dims(), [b, t, h, dv]);
+        let (got_o, got_l) = (host(got_o), host(got_l));
+        // After the reads: Fusion runs the op lazily. No other test launches v3.
+        assert!(
+            dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3) > v3_before,
+            "{case}: the tensor-core kernel did not run"
+        );
+        assert_close(&format!("out {case}"), &got_o, &host(want_o), 1e-2);
+        assert_close(&format!("lse {case}"), &got_l, &host(want_l), 1e-2);
     }
     dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
 }
@@ -280,9 +437,18 @@ impl Mla {
         let mut valid: Vec<bool> = (0..b * t * k).map(|_| rng.next() < 0.8).collect();
         for _ in 0..empty_rows {
             let row = rng.below(b * t);
-            valid[row * k..(row + 1) * k].iter_mut().for_each(|v| *v = false);
+            valid[row * k..(row + 1) * k]
+                .iter_mut()
+                .for_each(|v| *v = false);
         }
-        Mla { dims: [b, t, h, d, dv, s, k], q, kv, sel, valid, scale: 1.0 / (d as f32).sqrt() }
+        Mla {
+            dims: [b, t, h, d, dv, s, k],
+            q,
+            kv,
+            sel,
+            valid,
+            scale: 1.0 / (d as f32).sqrt(),
+        }
     }
     fn indices<B: Backend>(&self, dev: &B::Device) -> Tensor<B, 3, Int> {
         let [b, t, _, _, _, _, k] = self.dims;
@@ -307,7 +473,12 @@ fn sparse_mla_backward_matches_reference() {
     use dsa_burn::DsaBackend;
     let _choice = choose_kernels();
     let mut rng = Rng::new("sparse_mla_backward");
-    let cases = [[2, 5, 3, 12, 8, 5, 4], [2, 6, 1, 5, 3, 6, 1], [1, 4, 11, 72, 64, 40, 37], [1, 2, 37, 24, 17, 20, 45]];
+    let cases = [
+        [2, 5, 3, 12, 8, 5, 4],
+        [2, 6, 1, 5, 3, 6, 1],
+        [1, 4, 11, 72, 64, 40, 37],
+        [1, 2, 37, 24, 17, 20, 45],
+    ];
     for (ci, dims) in cases.into_iter().enumerate() {
         let [b, t, h, d, dv, s, _] = dims;
         let m = Mla::new(&mut rng, dims, 1);
@@ -322,10 +493,21 @@ fn sparse_mla_backward_matches_reference() {
             m.scale,
         );
         let (outv, lsev) = (host(out), host(lse));
-        for (which, with_out, with_lse) in [("d_out", true, false), ("d_lse", false, true), ("both", true, true)] {
+        for (which, with_out, with_lse) in [
+            ("d_out", true, false),
+            ("d_lse", false, true),
+            ("both", true, true),
+        ] {
             // The CAS-loop atomics (devices without f32 atomic add) with both gradients.
-            let cas: &[bool] = if which == "both" { &[false, true] } else { &[false] };
-            for (&version, &force_cas) in MLA_KERNELS.iter().flat_map(|v| cas.iter().map(move |c| (v, c))) {
+            let cas: &[bool] = if which == "both" {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for (&version, &force_cas) in MLA_KERNELS
+                .iter()
+                .flat_map(|v| cas.iter().map(move |c| (v, c)))
+            {
                 dsa_burn::cubecl::set_force_cas_atomics(force_cas);
                 dsa_burn::cubecl::set_mla_kernel(version);
                 let want = dsa_burn::ops::reference_sparse_mla_backward::<C>(
@@ -354,8 +536,20 @@ fn sparse_mla_backward_matches_reference() {
                     m.scale,
                 );
                 let case = format!("case {ci} {dims:?} {which} {version:?} cas={force_cas}");
-                assert_close_floor(&format!("dq {case}"), &host(unprim::<G, 4>(dq)), &host(want.0), 1e-5, 1e-2);
-                assert_close_floor(&format!("dkv {case}"), &host(unprim::<G, 3>(dkv)), &host(want.1), 1e-5, 1e-2);
+                assert_close_floor(
+                    &format!("dq {case}"),
+                    &host(unprim::<G, 4>(dq)),
+                    &host(want.0),
+                    1e-5,
+                    1e-2,
+                );
+                assert_close_floor(
+                    &format!("dkv {case}"),
+                    &host(unprim::<G, 3>(dkv)),
+                    &host(want.1),
+                    1e-5,
+                    1e-2,
+                );
             }
         }
     }
@@ -372,7 +566,11 @@ fn sparse_mla_autodiff_matches_reference() {
     type AC = Autodiff<C>;
     let _choice = choose_kernels();
     let mut rng = Rng::new("sparse_mla_autodiff");
-    for dims in [[2, 5, 3, 12, 8, 5, 4], [1, 4, 11, 72, 64, 40, 37], [2, 6, 1, 5, 3, 6, 1]] {
+    for dims in [
+        [2, 5, 3, 12, 8, 5, 4],
+        [1, 4, 11, 72, 64, 40, 37],
+        [2, 6, 1, 5, 3, 6, 1],
+    ] {
         let [b, t, h, _, dv, _, _] = dims;
         let m = Mla::new(&mut rng, dims, 1);
         let (gov, glv) = (rng.normal(b * t * h * dv), rng.normal(b * t * h));
@@ -388,21 +586,57 @@ fn sparse_mla_autodiff_matches_reference() {
             let q = ft::<B, 4>(&m.q, [b, t, h, d], dev).require_grad();
             let kv = ft::<B, 3>(&m.kv, [b, s, d], dev).require_grad();
             let (out, lse) = if reference {
-                dsa_burn::sparse_mla::reference_sparse_mla(q.clone(), kv.clone(), m.indices(dev), m.valid(dev), dv, m.scale)
+                dsa_burn::sparse_mla::reference_sparse_mla(
+                    q.clone(),
+                    kv.clone(),
+                    m.indices(dev),
+                    m.valid(dev),
+                    dv,
+                    m.scale,
+                )
             } else {
-                sparse_mla(q.clone(), kv.clone(), m.indices(dev), m.valid(dev), dv, m.scale)
+                sparse_mla(
+                    q.clone(),
+                    kv.clone(),
+                    m.indices(dev),
+                    m.valid(dev),
+                    dv,
+                    m.scale,
+                )
             };
             let lse = lse.clone().mask_fill(lse.is_inf(), 0.0);
-            let loss = (out * ft::<B, 4>(gov, [b, t, h, dv], dev)).sum() + (lse * ft::<B, 3>(glv, [b, t, h], dev)).sum();
+            let loss = (out * ft::<B, 4>(gov, [b, t, h, dv], dev)).sum()
+                + (lse * ft::<B, 3>(glv, [b, t, h], dev)).sum();
             let grads = loss.backward();
-            (host(q.grad(&grads).unwrap()), host(kv.grad(&grads).unwrap()))
+            (
+                host(q.grad(&grads).unwrap()),
+                host(kv.grad(&grads).unwrap()),
+            )
         }
         let want = run::<AC>(&m, &gov, &glv, &Default::default(), true);
         let got_ref = run::<AC>(&m, &gov, &glv, &Default::default(), false);
         let got = run::<AG>(&m, &gov, &glv, &gdev(), false);
-        assert_close_floor(&format!("dq reference backward {dims:?}"), &got_ref.0, &want.0, 1e-5, 1e-2);
-        assert_close_floor(&format!("dkv reference backward {dims:?}"), &got_ref.1, &want.1, 1e-5, 1e-2);
+        assert_close_floor(
+            &format!("dq reference backward {dims:?}"),
+            &got_ref.0,
+            &want.0,
+            1e-5,
+            1e-2,
+        );
+        assert_close_floor(
+            &format!("dkv reference backward {dims:?}"),
+            &got_ref.1,
+            &want.1,
+            1e-5,
+            1e-2,
+        );
         assert_close_floor(&format!("dq kernels {dims:?}"), &got.0, &want.0, 1e-5, 1e-2);
-        assert_close_floor(&format!("dkv kernels {dims:?}"), &got.1, &want.1, 1e-5, 1e-2);
+        assert_close_floor(
+            &format!("dkv kernels {dims:?}"),
+            &got.1,
+            &want.1,
+            1e-5,
+            1e-2,
+        );
     }
 }

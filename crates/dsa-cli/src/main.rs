@@ -18,11 +18,13 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand, ValueEnum};
-use burn::backend::Autodiff;
 use dsa_burn::DsaBackend;
-use dsa_cli::commands::{run_generate, run_training, tokenizer_train, GenerateArgs, TokenizerTrainArgs, TrainArgs};
+use dsa_cli::commands::{
+    run_generate, run_training, tokenizer_train, GenerateArgs, TokenizerTrainArgs, TrainArgs,
+};
 use dsa_cli::demo::{run_demo, DemoArgs};
 use dsa_cli::train::Stage;
 use dsa_model::cache::CacheMemory;
@@ -36,6 +38,10 @@ struct Cli {
     /// Burn backend to run on (wgpu and cuda need the crate's feature of that name).
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray, global = true)]
     backend: BackendKind,
+    /// Float type of parameters and activations: `bf16` halves memory and uses bf16 math
+    /// (CUDA only; optimizer state is bf16 too, since Burn has no mixed precision).
+    #[arg(long, value_enum, default_value_t = FloatKind::F32, global = true)]
+    dtype: FloatKind,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,9 +106,15 @@ enum BackendKind {
     Cuda,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FloatKind {
+    F32,
+    Bf16,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli.backend, &cli.command) {
+    match dispatch(cli.backend, cli.dtype, &cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -113,16 +125,29 @@ fn main() -> ExitCode {
 }
 
 /// Runs `command` on the chosen backend; `Ok(false)` when a conformance case failed.
-fn dispatch(kind: BackendKind, command: &Command) -> Result<bool, Box<dyn Error>> {
-    match kind {
+fn dispatch(
+    kind: BackendKind,
+    dtype: FloatKind,
+    command: &Command,
+) -> Result<bool, Box<dyn Error>> {
+    if dtype == FloatKind::Bf16 && kind != BackendKind::Cuda {
+        return Err(format!("--dtype bf16 needs --backend cuda (got {kind:?})").into());
+    }
+    match (kind, dtype) {
         #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => run::<burn::backend::NdArray>(command, &Default::default()),
+        (BackendKind::Ndarray, _) => run::<burn::backend::NdArray>(command, &Default::default()),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => run::<burn::backend::Wgpu>(command, &Default::default()),
+        (BackendKind::Wgpu, _) => run::<burn::backend::Wgpu>(command, &Default::default()),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => run::<burn::backend::Cuda>(command, &Default::default()),
+        (BackendKind::Cuda, FloatKind::F32) => {
+            run::<burn::backend::Cuda>(command, &Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, FloatKind::Bf16) => {
+            run::<burn::backend::Cuda<burn::tensor::bf16>>(command, &Default::default())
+        }
         #[allow(unreachable_patterns)]
-        other => Err(format!(
+        (other, _) => Err(format!(
             "dsa-cli was built without the `{}` feature (rebuild with `--features {0}`)",
             format!("{other:?}").to_lowercase()
         )
@@ -134,7 +159,9 @@ fn run<B: DsaBackend>(command: &Command, device: &B::Device) -> Result<bool, Box
     match command {
         Command::Conformance { case_dirs } => Ok(conformance::<B>(case_dirs, device)),
         Command::Info { model_dir } => info::<B>(model_dir, device).map(|()| true),
-        Command::Tokenizer { command: TokenizerCommand::Train(args) } => done(tokenizer_train(args)),
+        Command::Tokenizer {
+            command: TokenizerCommand::Train(args),
+        } => done(tokenizer_train(args)),
         Command::Warmup(args) => done(run_training::<Autodiff<B>>(Stage::Warmup, args, device)),
         Command::Train { dense, args } => {
             let stage = if *dense { Stage::Dense } else { Stage::Sparse };
@@ -166,7 +193,11 @@ fn conformance<B: DsaBackend>(case_dirs: &[PathBuf], device: &B::Device) -> bool
             }
         }
     }
-    println!("{} passed, {} failed", case_dirs.len() - failed.len(), failed.len());
+    println!(
+        "{} passed, {} failed",
+        case_dirs.len() - failed.len(),
+        failed.len()
+    );
     failed.is_empty()
 }
 
@@ -181,7 +212,10 @@ fn info<B: Backend>(model_dir: &PathBuf, device: &B::Device) -> Result<(), Box<d
     let elem = std::mem::size_of::<B::FloatElem>();
     println!("{} (backend {})", model_dir.display(), B::name(device));
     describe(&cfg, elem);
-    println!("  checkpoint: {} tensors, {stored} parameters (FP8 scales not counted)", names.len());
+    println!(
+        "  checkpoint: {} tensors, {stored} parameters (FP8 scales not counted)",
+        names.len()
+    );
     println!();
     println!("DeepSeek-V3.2 at full size:");
     describe(&DeepSeekV32Config::deepseek_v32(), 2);
@@ -190,7 +224,9 @@ fn info<B: Backend>(model_dir: &PathBuf, device: &B::Device) -> Result<(), Box<d
 
 /// Prints the sizes of `cfg` and its decode-cache memory, our cache in `elem`-byte floats.
 fn describe(cfg: &DeepSeekV32Config, elem: usize) {
-    let moe_layers = (0..cfg.num_hidden_layers).filter(|&l| cfg.is_moe_layer(l)).count();
+    let moe_layers = (0..cfg.num_hidden_layers)
+        .filter(|&l| cfg.is_moe_layer(l))
+        .count();
     let params = cfg.parameter_count();
     println!(
         "  layers: {} ({} dense MLP, {moe_layers} MoE with {} routed experts, {} active, {} shared)",
@@ -211,7 +247,11 @@ fn describe(cfg: &DeepSeekV32Config, elem: usize) {
         cfg.index_topk,
         cfg.vocab_size
     );
-    println!("  parameters: {} total, {} active per token", human(params.total), human(params.active));
+    println!(
+        "  parameters: {} total, {} active per token",
+        human(params.total),
+        human(params.active)
+    );
     let mem = CacheMemory::of(cfg, 2);
     let ours = CacheMemory::of(cfg, elem);
     let context = cfg.max_position_embeddings;

@@ -1,0 +1,410 @@
+//! Sparse MLA forward on tensor cores (v3): bf16/f16 inputs, cooperative-matrix (cmma)
+//! 16×16×16 products with f32 accumulation. Same contract as
+//! [`crate::sparse_mla::sparse_mla_fwd`]: `q [B,T,H,D]`, `kv [B,S,D]`, `idx`/`valid [B,T,K]`
+//! → `out [B,T,H,dv]` (the first `dv` latent dims are the values), `lse [B,T,H]`; a query
+//! with no valid slot gets `out = 0`, `lse = -inf`.
+//!
+//! One cube per (token, group of 64 heads), 8 planes of 32 units. The query tile stays in
+//! shared memory; the selected latent rows are gathered `kc` at a time. Two passes over the
+//! slots: the first computes each head's log-sum-exp exactly, the second the normalised
+//! probabilities `p = exp(s·scale − lse)` (rounded to the input type, as FlashMLA does) and
+//! `O += P·V`. The second pass recomputes `Q·Kᵀ`, but no accumulator is ever rescaled, so
+//! the 64×dv output lives in cmma accumulators for the whole kernel: plane `(rg, cg)` owns
+//! heads `16·rg..16·rg+16` and half of the value columns.
+
+use cubecl::cmma;
+use cubecl::prelude::*;
+
+/// Heads per cube.
+pub const MMA_HEADS: usize = 64;
+/// Units per cube (8 planes of 32).
+pub const MMA_UNITS: usize = 256;
+
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32.
+/// `N`: vector width of the `q`/`kv` loads (`D % N == 0`). `kc`: slots per chunk, 32 or 64.
+#[cube(launch)]
+pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    kv: &Tensor<Vector<F, N>>,
+    idx: &Tensor<I>,
+    valid: &Tensor<BL>,
+    out: &mut Tensor<F>,
+    lse: &mut Tensor<F>,
+    bt_len: usize,
+    t_len: usize,
+    heads: usize,
+    s_len: usize,
+    kk: usize,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] d: usize,
+    #[comptime] dv: usize,
+    #[comptime] kc: usize,
+    #[define(F, I, BL)] _dtypes: [StorageType; 3],
+) {
+    let bt = crate::cube_index();
+    if bt >= bt_len {
+        terminate!();
+    }
+    let b = bt / t_len;
+    let nv = N::value();
+    let dvec = comptime!(d / nv);
+    let d16 = comptime!(d.div_ceil(16) * 16);
+    // Row stride of the bf16 tiles: 16 B of padding against shared-memory bank conflicts.
+    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let kcp = comptime!(kc + 8);
+    let vtiles = comptime!(dv.div_ceil(16));
+    let nvt = comptime!(dv.div_ceil(16).div_ceil(2));
+    let per = comptime!(kc / 4);
+    let h0 = CUBE_POS_Z as usize * MMA_HEADS;
+    let tid = UNIT_POS as usize;
+    let plane = tid / 32;
+    let lane = tid % 32;
+    let rg = plane % 4;
+    let cg = plane / 4;
+    // Softmax statistics: unit `tid` owns row `r`, columns `part·per..` of every chunk.
+    let r = tid / 4;
+    let part = tid % 4;
+
+    let mut q_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dp));
+    let mut kv_sh = SharedMemory::<F>::new(comptime!(kc * dp));
+    let mut s_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
+    let mut p_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * kcp));
+    let mut ok_sh = SharedMemory::<u32>::new(kc);
+    let mut row_sh = SharedMemory::<u32>::new(kc);
+    let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
+    let mut ml_sh = SharedMemory::<f32>::new(comptime!(2 * MMA_UNITS));
+
+    // Query tile (rows past H and dims past D are zero), and the zero padding of kv_sh.
+    let mut i = tid;
+    while i < MMA_HEADS * dvec {
+        let hh = i / dvec;
+        let c = i % dvec;
+        let base = hh * dp + c * nv;
+        if h0 + hh < heads {
+            let v = q[(bt * heads + h0 + hh) * dvec + c];
+            #[unroll]
+            for u in 0..nv {
+                q_sh[base + u] = v[u];
+            }
+        } else {
+            #[unroll]
+            for u in 0..nv {
+                q_sh[base + u] = F::from_int(0);
+            }
+        }
+        i += MMA_UNITS;
+    }
+    if comptime!(d16 > d) {
+        let pad = comptime!(d16 - d);
+        let mut i = tid;
+        while i < MMA_HEADS * pad {
+            q_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
+            i += MMA_UNITS;
+        }
+        let mut i = tid;
+        while i < kc * pad {
+            kv_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
+            i += MMA_UNITS;
+        }
+    }
+
+    // Pass 1: per-unit running max and sum over its columns of every chunk.
+    let mut m_t = neg_inf;
+    let mut l_t = 0.0f32;
+    let mut c0 = 0usize;
+    while c0 < kk {
+        gather_chunk::<F, I, BL, N>(
+            kv,
+            idx,
+            valid,
+            &mut kv_sh,
+            &mut ok_sh,
+            &mut row_sh,
+            b,
+            bt,
+            s_len,
+            kk,
+            c0,
+            d,
+            kc,
+        );
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, kc);
+        sync_cube();
+        for jj in 0..per {
+            let j = part * per + jj;
+            if ok_sh[j] == 1u32 {
+                let s = s_sh[r * kc + j] * scale;
+                if s > m_t {
+                    l_t = l_t * f32::exp(m_t - s) + 1.0f32;
+                    m_t = s;
+                } else {
+                    l_t += f32::exp(s - m_t);
+                }
+            }
+        }
+        sync_cube();
+        c0 += kc;
+    }
+    ml_sh[tid] = m_t;
+    ml_sh[MMA_UNITS + tid] = l_t;
+    sync_cube();
+    if tid < MMA_HEADS {
+        let mut m = neg_inf;
+        for p in 0..4usize {
+            m = f32::max(m, ml_sh[tid * 4 + p]);
+        }
+        let mut l = 0.0f32;
+        for p in 0..4usize {
+            let lp = ml_sh[MMA_UNITS + tid * 4 + p];
+            if lp > 0.0f32 {
+                l += lp * f32::exp(ml_sh[tid * 4 + p] - m);
+            }
+        }
+        let mut v = neg_inf;
+        if l > 0.0f32 {
+            v = m + f32::ln(l);
+        }
+        lse_sh[tid] = v;
+        if h0 + tid < heads {
+            lse[bt * heads + h0 + tid] = F::cast_from(v);
+        }
+    }
+    sync_cube();
+
+    // Pass 2: O += P·V with P normalised by the final lse.
+    let mut acc = Sequence::<cmma::Matrix<f32>>::new();
+    #[unroll]
+    for _ in 0..nvt {
+        acc.push(cmma::Matrix::<f32>::from_value(
+            cmma::MatrixIdent::Accumulator,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::Undefined,
+            0.0f32,
+        ));
+    }
+    let pa = unsafe {
+        cmma::Matrix::<F>::uninitialized(
+            cmma::MatrixIdent::A,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::RowMajor,
+        )
+    };
+    let vb = unsafe {
+        cmma::Matrix::<F>::uninitialized(
+            cmma::MatrixIdent::B,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::RowMajor,
+        )
+    };
+    let row_lse = lse_sh[r];
+    let mut c0 = 0usize;
+    while c0 < kk {
+        gather_chunk::<F, I, BL, N>(
+            kv,
+            idx,
+            valid,
+            &mut kv_sh,
+            &mut ok_sh,
+            &mut row_sh,
+            b,
+            bt,
+            s_len,
+            kk,
+            c0,
+            d,
+            kc,
+        );
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, kc);
+        sync_cube();
+        for jj in 0..per {
+            let j = part * per + jj;
+            let mut p = 0.0f32;
+            if ok_sh[j] == 1u32 && row_lse > neg_inf {
+                p = f32::exp(s_sh[r * kc + j] * scale - row_lse);
+            }
+            p_sh[r * kcp + j] = F::cast_from(p);
+        }
+        sync_cube();
+        #[unroll]
+        for ks in 0..kc / 16 {
+            cmma::load(
+                &pa,
+                &p_sh.slice(rg * 16 * kcp + ks * 16, MMA_HEADS * kcp),
+                comptime!(kcp as u32),
+            );
+            #[unroll]
+            for t in 0..nvt {
+                let ct = cg * nvt + t;
+                if ct < vtiles {
+                    cmma::load(
+                        &vb,
+                        &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp),
+                        comptime!(dp as u32),
+                    );
+                    let a = acc.index(t);
+                    cmma::execute::<F, F, f32, f32>(&pa, &vb, a, a);
+                }
+            }
+        }
+        sync_cube();
+        c0 += kc;
+    }
+
+    // Output: each plane stages one 16×16 tile at a time in its part of s_sh.
+    let stage = plane * 256;
+    #[unroll]
+    for t in 0..nvt {
+        let ct = cg * nvt + t;
+        if ct < vtiles {
+            cmma::store(
+                &mut s_sh.slice_mut(stage, stage + 256),
+                acc.index(t),
+                16u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+            sync_plane();
+            #[unroll]
+            for e in 0..8usize {
+                let k = lane * 8 + e;
+                let h = h0 + rg * 16 + k / 16;
+                let col = ct * 16 + k % 16;
+                if h < heads && col < dv {
+                    out[(bt * heads + h) * dv + col] = F::cast_from(s_sh[stage + k]);
+                }
+            }
+            sync_plane();
+        }
+    }
+}
+
+/// Gathers the rows of slots `c0..c0+kc` into `kv_sh` (zero for invalid or past-the-end
+/// slots) and their validity into `ok_sh`. Ends with a cube barrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
+    kv: &Tensor<Vector<F, N>>,
+    idx: &Tensor<I>,
+    valid: &Tensor<BL>,
+    kv_sh: &mut SharedMemory<F>,
+    ok_sh: &mut SharedMemory<u32>,
+    row_sh: &mut SharedMemory<u32>,
+    b: usize,
+    bt: usize,
+    s_len: usize,
+    kk: usize,
+    c0: usize,
+    #[comptime] d: usize,
+    #[comptime] kc: usize,
+) {
+    let nv = N::value();
+    let dvec = comptime!(d / nv);
+    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let tid = UNIT_POS as usize;
+    if tid < kc {
+        let slot = c0 + tid;
+        let mut ok = 0u32;
+        let mut row = 0u32;
+        if slot < kk {
+            if valid[bt * kk + slot] != BL::from_int(0) {
+                ok = 1u32;
+                row = u32::cast_from(idx[bt * kk + slot]);
+            }
+        }
+        ok_sh[tid] = ok;
+        row_sh[tid] = row;
+    }
+    sync_cube();
+    let mut i = tid;
+    while i < kc * dvec {
+        let j = i / dvec;
+        let c = i % dvec;
+        let base = j * dp + c * nv;
+        if ok_sh[j] == 1u32 {
+            let v = kv[(b * s_len + row_sh[j] as usize) * dvec + c];
+            #[unroll]
+            for u in 0..nv {
+                kv_sh[base + u] = v[u];
+            }
+        } else {
+            #[unroll]
+            for u in 0..nv {
+                kv_sh[base + u] = F::from_int(0);
+            }
+        }
+        i += MMA_UNITS;
+    }
+    sync_cube();
+}
+
+/// `s_sh[h, j] = q_h · kv_j` for the 64 × `kc` tile: plane `(rg, cg)` computes rows
+/// `16·rg..` and `kc/32` column tiles of half `cg`.
+#[cube]
+fn chunk_scores<F: Float>(
+    q_sh: &SharedMemory<F>,
+    kv_sh: &SharedMemory<F>,
+    s_sh: &mut SharedMemory<f32>,
+    rg: usize,
+    cg: usize,
+    #[comptime] d: usize,
+    #[comptime] kc: usize,
+) {
+    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let nk = comptime!(d.div_ceil(16));
+    let ns = comptime!(kc / 32);
+    let qa = unsafe {
+        cmma::Matrix::<F>::uninitialized(
+            cmma::MatrixIdent::A,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::RowMajor,
+        )
+    };
+    let kb = unsafe {
+        cmma::Matrix::<F>::uninitialized(
+            cmma::MatrixIdent::B,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::ColMajor,
+        )
+    };
+    #[unroll]
+    for s in 0..ns {
+        let n0 = (cg * ns + s) * 16;
+        let acc = cmma::Matrix::<f32>::from_value(
+            cmma::MatrixIdent::Accumulator,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::Undefined,
+            0.0f32,
+        );
+        for ks in 0..nk {
+            cmma::load(
+                &qa,
+                &q_sh.slice(rg * 16 * dp + ks * 16, MMA_HEADS * dp),
+                comptime!(dp as u32),
+            );
+            cmma::load(
+                &kb,
+                &kv_sh.slice(n0 * dp + ks * 16, kc * dp),
+                comptime!(dp as u32),
+            );
+            cmma::execute::<F, F, f32, f32>(&qa, &kb, &acc, &acc);
+        }
+        cmma::store(
+            &mut s_sh.slice_mut(rg * 16 * kc + n0, MMA_HEADS * kc),
+            &acc,
+            comptime!(kc as u32),
+            cmma::MatrixLayout::RowMajor,
+        );
+    }
+}
