@@ -11,13 +11,12 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::DsaCache;
-use crate::indexer::{causal_mask, LightningIndexer, LightningIndexerConfig};
+use crate::indexer::{LightningIndexer, LightningIndexerConfig};
 use crate::loss::{dense_indexer_loss, sparse_indexer_loss};
 use crate::quant::IndexerQuant;
 use crate::rope::{Rope, RopeConfig, YarnConfig};
@@ -347,16 +346,10 @@ impl<B: DsaBackend> DsaAttention<B> {
         w.narrow(2, from, len).swap_dims(0, 1)
     }
 
-    /// Dense causal MQA attention of `q [B,T,H,D]` over `kv [B,S,D]`, latent output.
+    /// Dense causal MQA attention of `q [B,T,H,D]` over `kv [B,S,D]`, latent output
+    /// (see [`ops::dense_mla`]).
     fn dense(&self, q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize) -> Tensor<B, 4> {
-        let [b, t, h, d] = q.dims();
-        let s = kv.dims()[1];
-        let scores = q.reshape([b, t * h, d]).matmul(kv.clone().swap_dims(1, 2)).reshape([b, t, h, s]);
-        let future = causal_mask::<B>(t, s, start, &kv.device()).reshape([1, t, 1, s]).expand([b, t, h, s]);
-        let p = softmax(scores.mul_scalar(self.softmax_scale).mask_fill(future, f32::NEG_INFINITY), 3);
-        p.reshape([b, t * h, s])
-            .matmul(kv.narrow(2, 0, self.kv_lora_rank))
-            .reshape([b, t, h, self.kv_lora_rank])
+        ops::dense_mla(q, kv, start, self.kv_lora_rank, self.softmax_scale)
     }
 
     /// Latent attention output `[B,T,H,r]` → values per head (W_uv) → `wo`.

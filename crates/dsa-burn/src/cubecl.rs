@@ -748,6 +748,10 @@ where
         sparse_mla_primitive(q, kv, indices, valid, d_v, scale)
     }
 
+    fn fused_sparse_mla() -> bool {
+        true
+    }
+
     fn sparse_mla_backward(
         q: FloatTensor<Self>,
         kv: FloatTensor<Self>,

@@ -9,6 +9,7 @@
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::Autodiff;
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
 use burn::tensor::{Bool, Int, Tensor, TensorPrimitive};
@@ -75,6 +76,14 @@ pub trait DsaBackend: Backend {
             scale,
         );
         (out.into_primitive().tensor(), lse.into_primitive().tensor())
+    }
+
+    /// Whether [`DsaBackend::sparse_mla`] and its backward are fused kernels that keep no
+    /// per-slot intermediates (the CubeCL backends). [`dense_mla`] then runs as sparse MLA
+    /// over every causal key, so that training keeps `O(T·H)` log-sum-exps per layer
+    /// instead of `T·H·S` probabilities.
+    fn fused_sparse_mla() -> bool {
+        false
     }
 
     /// Gradients `(dq [B,T,H,Dqk], dkv [B,S,Dqk])` of [`DsaBackend::sparse_mla`] from the
@@ -192,6 +201,10 @@ where
 /// backend's forward, and its backward is [`DsaBackend::sparse_mla_backward`] of the inner
 /// backend (the kernels on CubeCL, the reference elsewhere).
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
+    fn fused_sparse_mla() -> bool {
+        B::fused_sparse_mla()
+    }
+
     fn topk_select(scores: FloatTensor<Self>, k: usize, causal_offset: Option<usize>) -> (IntTensor<Self>, BoolTensor<Self>) {
         B::topk_select(scores.primitive, k, causal_offset)
     }
@@ -351,6 +364,37 @@ pub fn sparse_mla<B: DsaBackend>(
         scale,
     );
     (float(out), float(lse))
+}
+
+/// Dense causal MLA in MQA mode: every head of `q [B,T,H,D]` (query `t` at position
+/// `t + start`) attends to the keys `s ≤ t + start` of the latent `kv [B,S,D]`, whose first
+/// `d_v` dims are the values; returns `[B,T,H,d_v]`. Where the backend's sparse MLA is fused
+/// ([`DsaBackend::fused_sparse_mla`]) this is [`sparse_mla`] over every causal key (`T×S`
+/// int32 indices; the backward recomputes the probabilities from the log-sum-exp); elsewhere
+/// the softmax of the full `[B,T,H,S]` scores.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Distribution, Tensor};
+/// let dev = Default::default();
+/// let q = Tensor::<NdArray, 4>::random([1, 5, 2, 8], Distribution::Default, &dev);
+/// let kv = Tensor::<NdArray, 3>::random([1, 5, 8], Distribution::Default, &dev);
+/// let out = dsa_burn::ops::dense_mla(q, kv, 0, 6, 0.35);
+/// assert_eq!(out.dims(), [1, 5, 2, 6]);
+/// ```
+pub fn dense_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize, d_v: usize, scale: f32) -> Tensor<B, 4> {
+    let [b, t, h, d] = q.dims();
+    let s = kv.dims()[1];
+    let device = kv.device();
+    if B::fused_sparse_mla() {
+        let keys = Tensor::<B, 1, Int>::arange(0..s as i64, &device).reshape([1, 1, s]).expand([b, t, s]);
+        let valid = crate::indexer::causal_mask::<B>(t, s, start, &device).bool_not().reshape([1, t, s]).expand([b, t, s]);
+        return sparse_mla(q, kv, keys, valid, d_v, scale).0;
+    }
+    let scores = q.reshape([b, t * h, d]).matmul(kv.clone().swap_dims(1, 2)).reshape([b, t, h, s]);
+    let future = crate::indexer::causal_mask::<B>(t, s, start, &device).reshape([1, t, 1, s]).expand([b, t, h, s]);
+    let p = softmax(scores.mul_scalar(scale).mask_fill(future, f32::NEG_INFINITY), 3);
+    p.reshape([b, t * h, s]).matmul(kv.narrow(2, 0, d_v)).reshape([b, t, h, d_v])
 }
 
 /// Indexer scores then top-k ([`indexer_scores`] + [`topk_select`]) over blocks of at most
