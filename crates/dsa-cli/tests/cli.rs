@@ -75,7 +75,8 @@ fn bad_training_input_is_an_error_not_a_panic() {
     let text = "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n".repeat(40);
     let (empty, bad, short, good) = (file("empty.txt", b" \n\n"), file("bad.txt", b"fine\nnot \xff fine\n"), file("short.txt", b"Too short."), file("text.txt", text.as_bytes()));
     let run = dir.join("run").display().to_string();
-    let cases: [(&[&str], String); 7] = [
+    let cases: [(&[&str], String); 8] = [
+        (&["--dtype", "bf16", "train", "--data", &good], "--dtype bf16 needs --backend cuda (got Ndarray)".into()),
         (&["train", "--data", &empty], format!("{empty} has no text")),
         (&["warmup", "--data", &bad], format!("{bad}:2: not valid UTF-8")),
         (&["train", "--dense", "--data", &short, "--vocab", "260"], "too few for one sequence of 256 (+1) tokens".into()),
