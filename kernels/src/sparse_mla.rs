@@ -81,22 +81,7 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
     let mut c0 = 0usize;
     while c0 < kk {
         // Which slots of the chunk are valid, and their rows.
-        let mut j = tid;
-        while j < kc {
-            let slot = c0 + j;
-            let mut ok = 0u32;
-            let mut row = 0u32;
-            if slot < kk {
-                if valid[bt * kk + slot] != BL::from_int(0) {
-                    ok = 1u32;
-                    row = u32::cast_from(idx[bt * kk + slot]);
-                }
-            }
-            ok_sh[j] = ok;
-            slot_sh[j] = row;
-            j += nt;
-        }
-        sync_cube();
+        load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
         let mut i = tid;
         while i < kc * d {
             let j = i / d;
@@ -358,22 +343,7 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
 
     let mut c0 = 0usize;
     while c0 < kk {
-        let mut j = tid;
-        while j < kc {
-            let slot = c0 + j;
-            let mut ok = 0u32;
-            let mut row = 0u32;
-            if slot < kk {
-                if valid[bt * kk + slot] != BL::from_int(0) {
-                    ok = 1u32;
-                    row = u32::cast_from(idx[bt * kk + slot]);
-                }
-            }
-            ok_sh[j] = ok;
-            slot_sh[j] = row;
-            j += nt;
-        }
-        sync_cube();
+        load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
         let mut i = tid;
         while i < kc * d {
             let j = i / d;
@@ -543,20 +513,7 @@ pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
 
     let mut c0 = 0usize;
     while c0 < kk {
-        if tid < kc {
-            let slot = c0 + tid;
-            let mut ok = 0u32;
-            let mut row = 0u32;
-            if slot < kk {
-                if valid[bt * kk + slot] != BL::from_int(0) {
-                    ok = 1u32;
-                    row = u32::cast_from(idx[bt * kk + slot]);
-                }
-            }
-            ok_sh[tid] = ok;
-            slot_sh[tid] = row;
-        }
-        sync_cube();
+        load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
         let mut i = tid;
         while i < kc * d {
             let j = i / d;
@@ -781,22 +738,7 @@ pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
 
     let mut c0 = 0usize;
     while c0 < kk {
-        let mut j = tid;
-        while j < kc {
-            let slot = c0 + j;
-            let mut ok = 0u32;
-            let mut row = 0u32;
-            if slot < kk {
-                if valid[bt * kk + slot] != BL::from_int(0) {
-                    ok = 1u32;
-                    row = u32::cast_from(idx[bt * kk + slot]);
-                }
-            }
-            ok_sh[j] = ok;
-            slot_sh[j] = row;
-            j += nt;
-        }
-        sync_cube();
+        load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
         let mut i = tid;
         while i < kc * d {
             let j = i / d;
@@ -910,4 +852,39 @@ pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
         sync_cube();
         c0 += kc;
     }
+}
+
+/// Which slots `c0..c0+kc` of query `bt` are valid (`ok_sh[j]` 1 or 0) and their rows
+/// (`slot_sh[j]`; 0 where invalid or past the `kk` slots), written by the cube's units in
+/// turn. Ends with a cube barrier. Shared by every sparse MLA kernel's chunk loop.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn load_slots<I: Int, BL: Int>(
+    idx: &Tensor<I>,
+    valid: &Tensor<BL>,
+    ok_sh: &mut SharedMemory<u32>,
+    slot_sh: &mut SharedMemory<u32>,
+    bt: usize,
+    kk: usize,
+    c0: usize,
+    #[comptime] kc: usize,
+) {
+    let mut j = UNIT_POS as usize;
+    while j < kc {
+        let slot = c0 + j;
+        let mut ok = 0u32;
+        let mut row = 0u32;
+        // Nested: the slot bound must guard the read (kernel `&&` need not short-circuit).
+        #[allow(clippy::collapsible_if)]
+        if slot < kk {
+            if valid[bt * kk + slot] != BL::from_int(0) {
+                ok = 1u32;
+                row = u32::cast_from(idx[bt * kk + slot]);
+            }
+        }
+        ok_sh[j] = ok;
+        slot_sh[j] = row;
+        j += CUBE_DIM as usize;
+    }
+    sync_cube();
 }

@@ -307,20 +307,7 @@ fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
     let dvec = comptime!(d / nv);
     let dp = comptime!(d.div_ceil(16) * 16 + 8);
     let tid = UNIT_POS as usize;
-    if tid < kc {
-        let slot = c0 + tid;
-        let mut ok = 0u32;
-        let mut row = 0u32;
-        if slot < kk {
-            if valid[bt * kk + slot] != BL::from_int(0) {
-                ok = 1u32;
-                row = u32::cast_from(idx[bt * kk + slot]);
-            }
-        }
-        ok_sh[tid] = ok;
-        row_sh[tid] = row;
-    }
-    sync_cube();
+    crate::sparse_mla::load_slots::<I, BL>(idx, valid, ok_sh, row_sh, bt, kk, c0, kc);
     let mut i = tid;
     while i < kc * dvec {
         let j = i / dvec;
