@@ -121,8 +121,13 @@ impl<G: DsaBackend> Bench<G> {
     }
 
     /// Median ms of `f` and one JSON line for it (`flops` 0: none reported).
+    /// Whether `--only` lets `op` run.
+    fn wants(&self, op: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| op.contains(o.as_str()))
+    }
+
     fn time(&mut self, op: &str, l: usize, flops: f64, bytes: f64, mut f: impl FnMut()) {
-        if !self.only.is_empty() && !self.only.iter().any(|o| op.contains(o.as_str())) {
+        if !self.wants(op) {
             return;
         }
         eprintln!("{op} L={l} ...");
@@ -301,39 +306,42 @@ fn run<G: DsaBackend>(a: &Args) {
                 },
             );
         }
-        let d_out = b.normal([1, rows, H, D_V]);
-        let saved: Vec<_> = blocks
-            .iter()
-            .zip(&sels)
-            .map(|(&(_, n), (idx, valid))| {
-                sparse_mla(
-                    q.clone().narrow(1, 0, n),
-                    kv.clone(),
-                    idx.clone(),
-                    valid.clone(),
-                    D_V,
-                    SCALE,
-                )
-            })
-            .collect();
-        let bwd_flops = 2.0 * (l * H) as f64 * kk * (3 * D_QK + 2 * D_V) as f64;
-        b.time("dsa_sparse_mla_bwd", l, bwd_flops, 0.0, || {
-            for ((&(_, n), (idx, valid)), (o, lse)) in blocks.iter().zip(&sels).zip(&saved) {
-                let _ = G::sparse_mla_backward(
-                    q.clone().narrow(1, 0, n).into_primitive().tensor(),
-                    kv.clone().into_primitive().tensor(),
-                    idx.clone().into_primitive(),
-                    valid.clone().into_primitive(),
-                    o.clone().into_primitive().tensor(),
-                    lse.clone().into_primitive().tensor(),
-                    Some(d_out.clone().narrow(1, 0, n).into_primitive().tensor()),
-                    None,
-                    D_V,
-                    SCALE,
-                );
-            }
-        });
-        drop((saved, d_out));
+        // The backward's inputs (a forward per block) only when it is timed.
+        if b.wants("dsa_sparse_mla_bwd") {
+            let d_out = b.normal([1, rows, H, D_V]);
+            let saved: Vec<_> = blocks
+                .iter()
+                .zip(&sels)
+                .map(|(&(_, n), (idx, valid))| {
+                    sparse_mla(
+                        q.clone().narrow(1, 0, n),
+                        kv.clone(),
+                        idx.clone(),
+                        valid.clone(),
+                        D_V,
+                        SCALE,
+                    )
+                })
+                .collect();
+            let bwd_flops = 2.0 * (l * H) as f64 * kk * (3 * D_QK + 2 * D_V) as f64;
+            b.time("dsa_sparse_mla_bwd", l, bwd_flops, 0.0, || {
+                for ((&(_, n), (idx, valid)), (o, lse)) in blocks.iter().zip(&sels).zip(&saved) {
+                    let _ = G::sparse_mla_backward(
+                        q.clone().narrow(1, 0, n).into_primitive().tensor(),
+                        kv.clone().into_primitive().tensor(),
+                        idx.clone().into_primitive(),
+                        valid.clone().into_primitive(),
+                        o.clone().into_primitive().tensor(),
+                        lse.clone().into_primitive().tensor(),
+                        Some(d_out.clone().narrow(1, 0, n).into_primitive().tensor()),
+                        None,
+                        D_V,
+                        SCALE,
+                    );
+                }
+            });
+            drop((saved, d_out));
+        }
 
         // The DSA attention core of one layer: indexer → top-k → sparse MLA, block by block.
         b.time("dsa_attention_fwd", l, idx_flops + fwd_flops, 0.0, || {
