@@ -35,18 +35,32 @@ pub fn indexer_scores_naive<F: Float>(
     if causal && s > t + offset {
         out[pos] = F::cast_from(neg_inf);
     } else {
-        let k0 = (b * s_len + s) * d;
-        let mut acc = 0.0f32;
-        for j in 0..heads {
-            let q0 = (bt * heads + j) * d;
-            let mut dot = 0.0f32;
-            for e in 0..d {
-                dot += f32::cast_from(q[q0 + e]) * f32::cast_from(k[k0 + e]);
-            }
-            acc += f32::cast_from(w[bt * heads + j]) * f32::max(dot, 0.0f32);
-        }
-        out[pos] = F::cast_from(acc);
+        out[pos] = F::cast_from(weighted_relu_score(q, w, k, bt, (b * s_len + s) * d, heads, d));
     }
+}
+
+/// `Σ_j w[bt,j] · ReLU(q[bt,j] · k[k0..k0+d])`: the score of query `bt` (flattened `b·T + t`)
+/// against the key starting at `k0`, reading global memory.
+#[cube]
+pub fn weighted_relu_score<F: Float>(
+    q: &Tensor<F>,
+    w: &Tensor<F>,
+    k: &Tensor<F>,
+    bt: usize,
+    k0: usize,
+    heads: usize,
+    d: usize,
+) -> f32 {
+    let mut acc = 0.0f32;
+    for j in 0..heads {
+        let q0 = (bt * heads + j) * d;
+        let mut dot = 0.0f32;
+        for e in 0..d {
+            dot += f32::cast_from(q[q0 + e]) * f32::cast_from(k[k0 + e]);
+        }
+        acc += f32::cast_from(w[bt * heads + j]) * f32::max(dot, 0.0f32);
+    }
+    acc
 }
 
 /// v2, register-tiled: the scores are a GEMM of the rows `(t, h)` of `q` (flattened per

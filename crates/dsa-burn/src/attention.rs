@@ -22,6 +22,10 @@ use crate::quant::IndexerQuant;
 use crate::rope::{Rope, RopeConfig, YarnConfig};
 use crate::{ops, DsaBackend};
 
+/// Indexer scores `[B, rows, S]` computed at a time when sparse training selects keys: at
+/// most about this many elements.
+const SCORES_BUDGET: usize = 1 << 24;
+
 /// Which tokens each query attends to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttentionMode {
@@ -293,30 +297,39 @@ impl<B: DsaBackend> DsaAttention<B> {
 
     /// Training forward over the whole sequence: the output and the indexer's KL loss.
     /// The indexer sees detached inputs, so its loss trains the indexer alone, and the
-    /// output's gradient never reaches the indexer.
+    /// output's gradient never reaches the indexer. In sparse mode nothing of size `T×S`
+    /// is kept: the selection runs in blocks of query rows without gradient, and the loss
+    /// needs the indexer's scores and the attention probabilities at the selected keys only.
     pub fn forward_train(&self, x: Tensor<B, 3>, mode: AttentionMode) -> DsaOutput<B> {
+        let [b, t, _] = x.dims();
         let lat = self.latents(x.clone(), 0);
-        let scores = self.index_scores(x.detach(), lat.qr.clone().detach(), 0);
-        let scale = self.softmax_scale;
+        let (iq, iw) = self.indexer.queries(x.clone().detach(), lat.qr.clone().detach(), &self.rope, 0);
+        let ik = self.indexer.keys(x.detach(), &self.rope, 0);
+        let (quant, scale) = (self.indexer.quant(), self.softmax_scale);
         match mode {
             AttentionMode::Dense => {
+                let scores = ops::indexer_scores(iq, iw, ik, quant, Some(0));
                 let loss = dense_indexer_loss(lat.q.clone(), lat.kv.clone(), scale, scores, 0);
                 let out = self.dense(lat.q, lat.kv, 0);
                 DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: None }
             }
             AttentionMode::Sparse => {
-                let (idx, valid) = ops::topk_select(scores.clone().detach(), self.indexer.topk(), Some(0));
+                let rows = (SCORES_BUDGET / (b * t).max(1)).max(1);
+                let (idx, valid) = ops::indexer_topk(
+                    iq.clone().detach(),
+                    iw.clone().detach(),
+                    ik.clone().detach(),
+                    quant,
+                    self.indexer.topk(),
+                    Some(0),
+                    rows,
+                );
                 let (out, lse) = ops::sparse_mla(lat.q.clone(), lat.kv.clone(), idx.clone(), valid.clone(), self.kv_lora_rank, scale);
-                let loss = sparse_indexer_loss(lat.q, lat.kv, scale, lse, scores, idx.clone(), valid.clone());
+                let picked = ops::indexer_selected_scores(iq, iw, ik, quant, idx.clone(), valid.clone());
+                let loss = sparse_indexer_loss(lat.q, lat.kv, scale, lse, picked, idx.clone(), valid.clone());
                 DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: Some((idx, valid)) }
             }
         }
-    }
-
-    /// Indexer scores `[B, T, T]` of the tokens of `x` (causal, positions `start..`).
-    fn index_scores(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, start: usize) -> Tensor<B, 3> {
-        let keys = self.indexer.keys(x.clone(), &self.rope, start);
-        self.indexer.scores(x, qr, keys, &self.rope, start)
     }
 
     /// Queries in latent space and the latent KV of tokens at positions `start..`.

@@ -695,6 +695,168 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     (dq, dkv)
 }
 
+/// Heads per cube and selected rows per chunk for kernel 6's cube-per-query kernels: the
+/// largest pair whose shared memory (`(hg + kc)` padded rows of `d`, `pairs` floats per
+/// (head, slot), a few per head and slot) fits.
+fn indexer_loss_tiles(heads: usize, d: usize, pairs: usize, max_shared: usize) -> (usize, usize) {
+    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * (d | 1) + pairs * hg * kc + hg + 3 * kc);
+    [(64, 32), (64, 16), (32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4), (2, 2)]
+        .into_iter()
+        .map(|(hg, kc)| (hg.min(heads.max(1)), kc))
+        .find(|&(hg, kc)| bytes(hg, kc) <= max_shared)
+        .unwrap_or((1, 1))
+}
+
+/// Kernel 6: the indexer's scores at the selected keys on CubeCL; see
+/// [`DsaBackend::indexer_selected_scores`].
+pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    w: CubeTensor<R>,
+    k: CubeTensor<R>,
+    quant: IndexerQuant,
+    indices: CubeTensor<R>,
+    valid: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let [b, t, h, d] = dims::<4, R>(&q);
+    let [_, s, _] = dims::<3, R>(&k);
+    let [_, _, kk] = dims::<3, R>(&indices);
+    let q = fake_quant_primitive(into_contiguous(q), quant);
+    let k = fake_quant_primitive(into_contiguous(k), quant);
+    let (w, indices, valid) = (into_contiguous(w), into_contiguous(indices), into_contiguous(valid));
+    let out = output(&q, Shape::new([b, t, kk]), q.dtype);
+    let n = b * t * kk;
+    if n == 0 {
+        return out;
+    }
+    let threads = 128usize;
+    kernels::indexer_loss::indexer_selected_scores::launch::<R>(
+        &q.client,
+        cube_count(n.div_ceil(threads), 1),
+        CubeDim::new_1d(threads as u32),
+        q.clone().into_tensor_arg(),
+        w.into_tensor_arg(),
+        k.into_tensor_arg(),
+        indices.clone().into_tensor_arg(),
+        valid.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        t,
+        s,
+        kk,
+        h,
+        d,
+        f32::NEG_INFINITY,
+        [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
+    );
+    out
+}
+
+/// Kernel 6: gradients `(dq, dw, dk)` of the selected scores on CubeCL; see
+/// [`DsaBackend::indexer_selected_scores_backward`].
+pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    w: CubeTensor<R>,
+    k: CubeTensor<R>,
+    quant: IndexerQuant,
+    indices: CubeTensor<R>,
+    valid: CubeTensor<R>,
+    grad: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    let [b, t, h, d] = dims::<4, R>(&q);
+    let [_, s, _] = dims::<3, R>(&k);
+    let [_, _, kk] = dims::<3, R>(&indices);
+    let q = fake_quant_primitive(into_contiguous(q), quant);
+    let k = fake_quant_primitive(into_contiguous(k), quant);
+    let (w, indices, valid) = (into_contiguous(w), into_contiguous(indices), into_contiguous(valid));
+    let grad = into_contiguous(grad);
+    let dq = output(&q, Shape::new([b, t, h, d]), q.dtype);
+    let dw = output(&q, Shape::new([b, t, h]), q.dtype);
+    let dk = zeros_f32(&q, Shape::new([b, s, d]));
+    if b * t * h > 0 {
+        let (hg, kc) = indexer_loss_tiles(h, d, 2, max_shared(&q));
+        let native = native_f32_atomic_add(&q);
+        let acc_dtype = if native { DType::F32 } else { DType::U32 };
+        kernels::indexer_loss::indexer_selected_scores_bwd::launch::<R>(
+            &q.client,
+            cube_count(b * t, h.div_ceil(hg)),
+            CubeDim::new_1d(128),
+            q.clone().into_tensor_arg(),
+            w.into_tensor_arg(),
+            k.into_tensor_arg(),
+            indices.clone().into_tensor_arg(),
+            valid.clone().into_tensor_arg(),
+            grad.into_tensor_arg(),
+            dq.clone().into_tensor_arg(),
+            dw.clone().into_tensor_arg(),
+            dk.clone().into_tensor_arg(),
+            b * t,
+            t,
+            s,
+            kk,
+            h,
+            d,
+            hg,
+            kc,
+            native,
+            [
+                q.dtype.into(),
+                indices.dtype.into(),
+                valid.dtype.into(),
+                acc_dtype.into(),
+            ],
+        );
+    }
+    let dk = if q.dtype == DType::F32 {
+        dk
+    } else {
+        burn_cubecl::kernel::cast(dk, q.dtype)
+    };
+    (dq, dw, dk)
+}
+
+/// Kernel 6: sparse MLA's head-averaged probabilities at the selected rows on CubeCL; see
+/// [`DsaBackend::sparse_mla_probs`].
+pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    kv: CubeTensor<R>,
+    indices: CubeTensor<R>,
+    valid: CubeTensor<R>,
+    lse: CubeTensor<R>,
+    scale: f32,
+) -> CubeTensor<R> {
+    let [b, t, h, d] = dims::<4, R>(&q);
+    let [_, s, _] = dims::<3, R>(&kv);
+    let [_, _, kk] = dims::<3, R>(&indices);
+    let (q, kv, lse) = (into_contiguous(q), into_contiguous(kv), into_contiguous(lse));
+    let (indices, valid) = (into_contiguous(indices), into_contiguous(valid));
+    let out = output(&q, Shape::new([b, t, kk]), q.dtype);
+    if b * t * kk == 0 {
+        return out;
+    }
+    let (hg, kc) = indexer_loss_tiles(h, d, 1, max_shared(&q));
+    kernels::indexer_loss::sparse_mla_probs::launch::<R>(
+        &q.client,
+        cube_count(b * t, 1),
+        CubeDim::new_1d(128),
+        q.clone().into_tensor_arg(),
+        kv.into_tensor_arg(),
+        indices.clone().into_tensor_arg(),
+        valid.clone().into_tensor_arg(),
+        lse.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        b * t,
+        t,
+        s,
+        kk,
+        h,
+        scale,
+        d,
+        hg,
+        kc,
+        [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
+    );
+    out
+}
+
 impl<R, F, I, BT> DsaBackend for CubeBackend<R, F, I, BT>
 where
     R: CubeRuntime,
@@ -765,5 +927,39 @@ where
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         sparse_mla_backward_primitive(q, kv, indices, valid, out, lse, d_out, d_lse, d_v, scale)
+    }
+
+    fn indexer_selected_scores(
+        q: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        quant: IndexerQuant,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+    ) -> FloatTensor<Self> {
+        indexer_selected_scores_primitive(q, w, k, quant, indices, valid)
+    }
+
+    fn indexer_selected_scores_backward(
+        q: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        quant: IndexerQuant,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        indexer_selected_scores_backward_primitive(q, w, k, quant, indices, valid, grad)
+    }
+
+    fn sparse_mla_probs(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        lse: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        sparse_mla_probs_primitive(q, kv, indices, valid, lse, scale)
     }
 }

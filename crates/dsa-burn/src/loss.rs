@@ -4,13 +4,19 @@
 //! distribution summed over heads and L1-normalised, `p[t, ·]`, as `KL(p ‖ softmax(I))`,
 //! summed over query tokens and averaged over the batch. The target `p` is always
 //! detached: the indexer learns from these losses, the model does not.
+//!
+//! The sparse stage's loss is built from two backend operations over the `K` selected keys
+//! only ([`DsaBackend::indexer_selected_scores`] with its backward, and
+//! [`DsaBackend::sparse_mla_probs`]); their reference implementations live here.
 
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
 use crate::indexer::causal_mask;
-use crate::sparse_mla::{gather_rows, sparse_scores};
+use crate::quant::{fake_quant, IndexerQuant};
+use crate::sparse_mla::{gather_rows, scatter_rows, sparse_scores};
+use crate::DsaBackend;
 
 /// Query rows whose dense per-head probabilities `[B, rows, H, S]` are held at a time:
 /// at most about this many elements.
@@ -53,27 +59,85 @@ pub fn dense_indexer_loss<B: Backend>(
 }
 
 /// Sparse-stage loss `Σ_t KL(p[t,S_t] ‖ softmax(I[t,S_t]))` over each query's selected set
-/// `S_t` (`indices`, `valid` from top-k), with `p` from the sparse attention of `q` over
-/// `kv` whose log-sum-exp `lse [B,T,H]` [`sparse_mla`](crate::ops::sparse_mla) returned.
-pub fn sparse_indexer_loss<B: Backend>(
+/// `S_t` (`indices`, `valid` from top-k): `p` from the sparse attention of `q` over `kv`
+/// whose log-sum-exp `lse [B,T,H]` [`sparse_mla`](crate::ops::sparse_mla) returned
+/// ([`sparse_mla_probs`](crate::ops::sparse_mla_probs)), `I` the indexer's scores at the
+/// selected keys `selected_scores [B,T,K]`
+/// ([`indexer_selected_scores`](crate::ops::indexer_selected_scores)). Memory is `O(T·K)`.
+pub fn sparse_indexer_loss<B: DsaBackend>(
     q: Tensor<B, 4>,
     kv: Tensor<B, 3>,
     scale: f32,
     lse: Tensor<B, 3>,
-    index_scores: Tensor<B, 3>,
+    selected_scores: Tensor<B, 3>,
     indices: Tensor<B, 3, Int>,
     valid: Tensor<B, 3, Bool>,
 ) -> Tensor<B, 1> {
-    let [b, t, _, _] = q.dims();
-    let k = indices.dims()[2];
-    let rows = gather_rows(kv.detach(), indices.clone());
-    let scores = sparse_scores(q.detach(), rows, valid.clone(), scale);
-    let lse = lse.detach();
-    let lse = lse.clone().mask_fill(lse.equal_elem(f32::NEG_INFINITY), 0.0);
-    let p = (scores - lse.unsqueeze_dim(3)).exp().sum_dim(2).reshape([b, t, k]);
+    let b = q.dims()[0];
+    let p = crate::ops::sparse_mla_probs(q.detach(), kv.detach(), indices, valid.clone(), lse.detach(), scale);
     let p = p.clone() / p.sum_dim(2).clamp_min(f32::MIN_POSITIVE);
-    let i = index_scores.gather(2, indices);
-    kl(p, i, valid.bool_not()).div_scalar(b as f32)
+    kl(p, selected_scores, valid.bool_not()).div_scalar(b as f32)
+}
+
+/// Reference indexer scores at the selected keys; see
+/// [`DsaBackend::indexer_selected_scores`].
+pub fn reference_selected_scores<B: Backend>(
+    q: Tensor<B, 4>,
+    w: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    quant: IndexerQuant,
+    indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>,
+) -> Tensor<B, 3> {
+    let [b, t, _, _] = q.dims();
+    let kk = indices.dims()[2];
+    let rows = gather_rows(fake_quant(k, quant), indices); // [B,T,K,D]
+    let logits = fake_quant(q, quant).matmul(rows.swap_dims(2, 3)); // [B,T,H,K]
+    let scores = (logits.clamp_min(0.0) * w.unsqueeze_dim(3)).sum_dim(2).reshape([b, t, kk]);
+    scores.mask_fill(valid.bool_not(), f32::NEG_INFINITY)
+}
+
+/// Reference backward of the selected scores; see
+/// [`DsaBackend::indexer_selected_scores_backward`].
+pub fn reference_selected_scores_backward<B: Backend>(
+    q: Tensor<B, 4>,
+    w: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    quant: IndexerQuant,
+    indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>,
+    grad: Tensor<B, 3>,
+) -> (Tensor<B, 4>, Tensor<B, 3>, Tensor<B, 3>) {
+    let [b, t, h, _] = q.dims();
+    let s = k.dims()[1];
+    let kk = indices.dims()[2];
+    let (q, k) = (fake_quant(q, quant), fake_quant(k, quant));
+    let rows = gather_rows(k, indices.clone()); // [B,T,K,D]
+    let logits = q.clone().matmul(rows.clone().swap_dims(2, 3)); // [B,T,H,K]
+    let g = grad.mask_fill(valid.bool_not(), 0.0).reshape([b, t, 1, kk]);
+    let gate = logits.clone().greater_elem(0.0).float();
+    let c = gate * g.clone() * w.reshape([b, t, h, 1]); // [B,T,H,K]
+    let dw = (logits.clamp_min(0.0) * g).sum_dim(3).reshape([b, t, h]);
+    let dq = c.clone().matmul(rows);
+    let dk = scatter_rows(c.swap_dims(2, 3).matmul(q), indices, s);
+    (dq, dw, dk)
+}
+
+/// Reference head-averaged sparse attention probabilities; see
+/// [`DsaBackend::sparse_mla_probs`].
+pub fn reference_sparse_mla_probs<B: Backend>(
+    q: Tensor<B, 4>,
+    kv: Tensor<B, 3>,
+    indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>,
+    lse: Tensor<B, 3>,
+    scale: f32,
+) -> Tensor<B, 3> {
+    let [b, t, h, _] = q.dims();
+    let kk = indices.dims()[2];
+    let scores = sparse_scores(q, gather_rows(kv, indices), valid, scale); // -inf where invalid
+    let lse = lse.clone().mask_fill(lse.is_inf(), 0.0).reshape([b, t, h, 1]);
+    (scores - lse).exp().sum_dim(2).reshape([b, t, kk]).div_scalar(h as f32)
 }
 
 /// `Σ p · (ln p − log_softmax(i))` over entries not `masked`, for a detached target `p`.

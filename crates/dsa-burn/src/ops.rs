@@ -78,6 +78,79 @@ pub trait DsaBackend: Backend {
         (out.into_primitive().tensor(), lse.into_primitive().tensor())
     }
 
+    /// The indexer's scores at each query's selected keys, `[B, T, K]`:
+    /// `I[b,t,j] = Σ_h w[b,t,h] · ReLU(q̂[b,t,h] · k̂[b, indices[b,t,j]])` with the
+    /// quantisation of [`DsaBackend::indexer_scores`], `-inf` where not `valid`. The sparse
+    /// stage's indexer loss needs only these, never the `[B, T, S]` scores.
+    fn indexer_selected_scores(
+        q: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        quant: IndexerQuant,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let out = crate::loss::reference_selected_scores(
+            float::<Self, 4>(q),
+            float::<Self, 3>(w),
+            float::<Self, 3>(k),
+            quant,
+            Tensor::from_primitive(indices),
+            Tensor::from_primitive(valid),
+        );
+        out.into_primitive().tensor()
+    }
+
+    /// Gradients `(dq [B,T,H,D], dw [B,T,H], dk [B,S,D])` of
+    /// [`DsaBackend::indexer_selected_scores`] given `grad [B,T,K]` (ignored where not
+    /// valid), straight through the quantisation: with `c = grad · w · 1[q̂·k̂ > 0]`,
+    /// `dq = Σ_j c · k̂_j`, `dw = Σ_j grad · ReLU(q̂·k̂_j)`, and each selected key gets
+    /// `Σ_h c · q̂` summed over every query and slot that selects it.
+    #[allow(clippy::too_many_arguments)]
+    fn indexer_selected_scores_backward(
+        q: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        quant: IndexerQuant,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dw, dk) = crate::loss::reference_selected_scores_backward(
+            float::<Self, 4>(q),
+            float::<Self, 3>(w),
+            float::<Self, 3>(k),
+            quant,
+            Tensor::from_primitive(indices),
+            Tensor::from_primitive(valid),
+            float::<Self, 3>(grad),
+        );
+        (dq.into_primitive().tensor(), dw.into_primitive().tensor(), dk.into_primitive().tensor())
+    }
+
+    /// Sparse MLA's attention probabilities at the selected rows, averaged over heads:
+    /// `[B, T, K]`, `(1/H) Σ_h exp(scale · q[h] · kv[indices] − lse[h])` from the
+    /// log-sum-exp [`DsaBackend::sparse_mla`] returned, 0 where not `valid`. A target: no
+    /// gradient flows through it.
+    fn sparse_mla_probs(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        lse: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let p = crate::loss::reference_sparse_mla_probs(
+            float::<Self, 4>(q),
+            float::<Self, 3>(kv),
+            Tensor::from_primitive(indices),
+            Tensor::from_primitive(valid),
+            float::<Self, 3>(lse),
+            scale,
+        );
+        p.into_primitive().tensor()
+    }
+
     /// Whether [`DsaBackend::sparse_mla`] and its backward are fused kernels that keep no
     /// per-slot intermediates (the CubeCL backends). [`dense_mla`] then runs as sparse MLA
     /// over every causal key, so that training keeps `O(T·H)` log-sum-exps per layer
@@ -137,7 +210,7 @@ pub fn reference_sparse_mla_backward<B: Backend>(
     d_v: usize,
     scale: f32,
 ) -> (Tensor<B, 4>, Tensor<B, 3>) {
-    use crate::sparse_mla::{gather_rows, sparse_scores};
+    use crate::sparse_mla::{gather_rows, scatter_rows, sparse_scores};
     let [b, t, h, d] = q.dims();
     let [_, s, _] = kv.dims();
     let k = indices.dims()[2];
@@ -170,15 +243,7 @@ pub fn reference_sparse_mla_backward<B: Backend>(
         let dvals = if d_v < d { Tensor::cat(vec![dvals, Tensor::zeros([b, t, k, d - d_v], &device)], 3) } else { dvals };
         drows = drows + dvals;
     }
-    let base = Tensor::<B, 1, Int>::arange(0..b as i64, &device).mul_scalar(s as i64).reshape([b, 1, 1]);
-    let flat = (indices + base).reshape([b * t * k]);
-    let dkv = Tensor::<B, 2>::zeros([b * s, d], &device).select_assign(
-        0,
-        flat,
-        drows.reshape([b * t * k, d]),
-        burn::tensor::IndexingUpdateOp::Add,
-    );
-    (dq, dkv.reshape([b, s, d]))
+    (dq, scatter_rows(drows, indices, s))
 }
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
@@ -197,9 +262,11 @@ where
 }
 
 /// Autodiff: the indexer scores are the reference operations differentiated by Burn's
-/// autodiff; top-k (no gradient) runs on the inner backend; sparse MLA runs the inner
-/// backend's forward, and its backward is [`DsaBackend::sparse_mla_backward`] of the inner
-/// backend (the kernels on CubeCL, the reference elsewhere).
+/// autodiff; top-k and the attention probabilities (no gradient) run on the inner backend;
+/// sparse MLA and the indexer's selected scores run the inner backend's forward, and their
+/// backward steps are [`DsaBackend::sparse_mla_backward`] and
+/// [`DsaBackend::indexer_selected_scores_backward`] of the inner backend (the kernels on
+/// CubeCL, the reference elsewhere).
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
     fn fused_sparse_mla() -> bool {
         B::fused_sparse_mla()
@@ -218,6 +285,80 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         autodiff_mla::sparse_mla::<B, C>(q, kv, indices, valid, d_v, scale)
+    }
+
+    fn indexer_selected_scores(
+        q: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        quant: IndexerQuant,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+    ) -> FloatTensor<Self> {
+        autodiff_indexer::selected_scores::<B, C>(q, w, k, quant, indices, valid)
+    }
+
+    fn sparse_mla_probs(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        valid: BoolTensor<Self>,
+        lse: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let p = B::sparse_mla_probs(q.primitive, kv.primitive, indices, valid, lse.primitive, scale);
+        <Self as burn::tensor::backend::AutodiffBackend>::from_inner(p)
+    }
+}
+
+/// The custom backward step of the indexer's selected scores under [`Autodiff`]:
+/// [`DsaBackend::indexer_selected_scores_backward`] of the inner backend.
+mod autodiff_indexer {
+    use super::DsaBackend;
+    use crate::quant::IndexerQuant;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
+
+    #[derive(Debug)]
+    pub(super) struct SelectedScoresBackward;
+
+    impl<B: DsaBackend> Backward<B, 3> for SelectedScoresBackward {
+        type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, IndexerQuant, IntTensor<B>, BoolTensor<B>);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [node_q, node_w, node_k] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            let (q, w, k, quant, indices, valid) = ops.state;
+            let (dq, dw, dk) = B::indexer_selected_scores_backward(q, w, k, quant, indices, valid, grad);
+            for (node, g) in [(node_q, dq), (node_w, dw), (node_k, dk)] {
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, g);
+                }
+            }
+        }
+    }
+
+    pub(super) fn selected_scores<B: DsaBackend, C: CheckpointStrategy>(
+        q: FloatTensor<Autodiff<B, C>>,
+        w: FloatTensor<Autodiff<B, C>>,
+        k: FloatTensor<Autodiff<B, C>>,
+        quant: IndexerQuant,
+        indices: IntTensor<Autodiff<B, C>>,
+        valid: BoolTensor<Autodiff<B, C>>,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let out = B::indexer_selected_scores(q.primitive.clone(), w.primitive.clone(), k.primitive.clone(), quant, indices.clone(), valid.clone());
+        match SelectedScoresBackward
+            .prepare::<C>([q.node.clone(), w.node.clone(), k.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((q.primitive, w.primitive, k.primitive, quant, indices, valid), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
     }
 }
 
@@ -364,6 +505,62 @@ pub fn sparse_mla<B: DsaBackend>(
         scale,
     );
     (float(out), float(lse))
+}
+
+/// The indexer's scores `[B, T, K]` at the selected keys; see
+/// [`DsaBackend::indexer_selected_scores`]. Equal to [`indexer_scores`] gathered at
+/// `indices`, without the `[B, T, S]` scores.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Distribution, Tensor};
+/// use dsa_burn::ops::{indexer_scores, indexer_selected_scores, topk_select};
+/// use dsa_burn::IndexerQuant;
+/// let dev = Default::default();
+/// let q = Tensor::<NdArray, 4>::random([1, 5, 2, 8], Distribution::Default, &dev);
+/// let w = Tensor::<NdArray, 3>::random([1, 5, 2], Distribution::Default, &dev);
+/// let k = Tensor::<NdArray, 3>::random([1, 5, 8], Distribution::Default, &dev);
+/// let all = indexer_scores(q.clone(), w.clone(), k.clone(), IndexerQuant::E4m3, Some(0));
+/// let (idx, valid) = topk_select(all.clone(), 3, Some(0));
+/// let picked = indexer_selected_scores(q, w, k, IndexerQuant::E4m3, idx.clone(), valid);
+/// picked.into_data().assert_approx_eq::<f32>(&all.gather(2, idx).into_data(), Default::default());
+/// ```
+pub fn indexer_selected_scores<B: DsaBackend>(
+    q: Tensor<B, 4>,
+    w: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    quant: IndexerQuant,
+    indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>,
+) -> Tensor<B, 3> {
+    float(B::indexer_selected_scores(
+        q.into_primitive().tensor(),
+        w.into_primitive().tensor(),
+        k.into_primitive().tensor(),
+        quant,
+        indices.into_primitive(),
+        valid.into_primitive(),
+    ))
+}
+
+/// Head-averaged attention probabilities `[B, T, K]` of sparse MLA at the selected rows,
+/// from its log-sum-exp; see [`DsaBackend::sparse_mla_probs`]. Not differentiated.
+pub fn sparse_mla_probs<B: DsaBackend>(
+    q: Tensor<B, 4>,
+    kv: Tensor<B, 3>,
+    indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>,
+    lse: Tensor<B, 3>,
+    scale: f32,
+) -> Tensor<B, 3> {
+    float(B::sparse_mla_probs(
+        q.into_primitive().tensor(),
+        kv.into_primitive().tensor(),
+        indices.into_primitive(),
+        valid.into_primitive(),
+        lse.into_primitive().tensor(),
+        scale,
+    ))
 }
 
 /// Dense causal MLA in MQA mode: every head of `q [B,T,H,D]` (query `t` at position

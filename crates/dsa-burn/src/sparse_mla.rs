@@ -43,6 +43,18 @@ pub fn gather_rows<B: Backend>(kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>) -> 
     kv.reshape([b * s, d]).select(0, flat).reshape([b, t, k, d])
 }
 
+/// The inverse of [`gather_rows`] for gradients: every row of `rows [B,T,K,D]` added into
+/// row `indices[b,t,j]` of a zero `[B, s, D]`.
+pub fn scatter_rows<B: Backend>(rows: Tensor<B, 4>, indices: Tensor<B, 3, Int>, s: usize) -> Tensor<B, 3> {
+    let [b, t, k, d] = rows.dims();
+    let device = rows.device();
+    let base = Tensor::<B, 1, Int>::arange(0..b as i64, &device).mul_scalar(s as i64).reshape([b, 1, 1]);
+    let flat = (indices + base).reshape([b * t * k]);
+    Tensor::<B, 2>::zeros([b * s, d], &device)
+        .select_assign(0, flat, rows.reshape([b * t * k, d]), burn::tensor::IndexingUpdateOp::Add)
+        .reshape([b, s, d])
+}
+
 /// Scaled scores `[B,T,H,K]` of queries against their gathered rows, `-inf` where invalid.
 pub fn sparse_scores<B: Backend>(q: Tensor<B, 4>, rows: Tensor<B, 4>, valid: Tensor<B, 3, Bool>, scale: f32) -> Tensor<B, 4> {
     let [b, t, h, _] = q.dims();

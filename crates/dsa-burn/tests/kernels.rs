@@ -557,6 +557,129 @@ fn sparse_mla_backward_matches_reference() {
     dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
 }
 
+/// Kernel 6, the pieces of the sparse-stage indexer loss, against the reference on NdArray:
+/// the indexer's scores at the selected keys (unquantised and FP8), their gradients (f32
+/// atomic adds and CAS loops; keys selected several times), and sparse MLA's head-averaged
+/// probabilities from its log-sum-exp. Fresh inputs, poisoned outputs, invalid slots and an
+/// empty row per case, odd sizes, more heads than one group.
+#[test]
+fn indexer_loss_kernels_match_reference() {
+    use dsa_burn::loss::{
+        reference_selected_scores, reference_selected_scores_backward, reference_sparse_mla_probs,
+    };
+    use dsa_burn::DsaBackend;
+    let _choice = choose_kernels();
+    let mut rng = Rng::new("indexer_loss");
+    let cases = [
+        [2, 5, 3, 12, 8, 5, 4],
+        [2, 6, 1, 5, 3, 6, 1],
+        [1, 4, 11, 72, 64, 40, 37],
+        [1, 3, 70, 40, 40, 20, 33],
+        [1, 2, 9, 128, 128, 50, 45],
+    ];
+    let (cdev, g) = (Default::default(), gdev());
+    for (ci, dims) in cases.into_iter().enumerate() {
+        let [b, t, h, d, dv, s, k] = dims;
+        let m = Mla::new(&mut rng, dims, 1);
+        let (wv, gv) = (rng.normal(b * t * h), rng.normal(b * t * k));
+        let c_in = || {
+            (
+                ft::<C, 4>(&m.q, [b, t, h, d], &cdev),
+                ft::<C, 3>(&wv, [b, t, h], &cdev),
+                ft::<C, 3>(&m.kv, [b, s, d], &cdev),
+            )
+        };
+        let g_in = || {
+            (
+                prim(ft::<G, 4>(&m.q, [b, t, h, d], &g)),
+                prim(ft::<G, 3>(&wv, [b, t, h], &g)),
+                prim(ft::<G, 3>(&m.kv, [b, s, d], &g)),
+            )
+        };
+        for quant in [IndexerQuant::None, IndexerQuant::E4m3] {
+            let case = format!("case {ci} {dims:?} {quant:?}");
+            let (q, w, kk) = c_in();
+            let want = reference_selected_scores(q, w, kk, quant, m.indices(&cdev), m.valid(&cdev));
+            let (q, w, kk) = g_in();
+            let got = <G as DsaBackend>::indexer_selected_scores(
+                q,
+                w,
+                kk,
+                quant,
+                m.indices::<G>(&g).into_primitive(),
+                m.valid::<G>(&g).into_primitive(),
+            );
+            assert_close(
+                &format!("selected scores {case}"),
+                &host(unprim::<G, 3>(got)),
+                &host(want),
+                1e-5,
+            );
+            for force_cas in [false, true] {
+                dsa_burn::cubecl::set_force_cas_atomics(force_cas);
+                let (q, w, kk) = c_in();
+                let want = reference_selected_scores_backward(
+                    q,
+                    w,
+                    kk,
+                    quant,
+                    m.indices(&cdev),
+                    m.valid(&cdev),
+                    ft(&gv, [b, t, k], &cdev),
+                );
+                let (q, w, kk) = g_in();
+                let (dq, dw, dk) = <G as DsaBackend>::indexer_selected_scores_backward(
+                    q,
+                    w,
+                    kk,
+                    quant,
+                    m.indices::<G>(&g).into_primitive(),
+                    m.valid::<G>(&g).into_primitive(),
+                    prim(ft::<G, 3>(&gv, [b, t, k], &g)),
+                );
+                let case = format!("{case} cas={force_cas}");
+                let got = [
+                    host(unprim::<G, 4>(dq)),
+                    host(unprim::<G, 3>(dw)),
+                    host(unprim::<G, 3>(dk)),
+                ];
+                let want = [host(want.0), host(want.1), host(want.2)];
+                for ((name, got), want) in ["dq", "dw", "dk"].iter().zip(&got).zip(&want) {
+                    assert_close_floor(&format!("{name} {case}"), got, want, 1e-5, 1e-3);
+                }
+            }
+        }
+        dsa_burn::cubecl::set_force_cas_atomics(false);
+        let (q, _, kv) = c_in();
+        let lse = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+            q.clone(),
+            kv.clone(),
+            m.indices(&cdev),
+            m.valid(&cdev),
+            dv,
+            m.scale,
+        )
+        .1;
+        let lsev = host(lse.clone());
+        let want = reference_sparse_mla_probs(q, kv, m.indices(&cdev), m.valid(&cdev), lse, m.scale);
+        let (q, _, kv) = g_in();
+        let got = <G as DsaBackend>::sparse_mla_probs(
+            q,
+            kv,
+            m.indices::<G>(&g).into_primitive(),
+            m.valid::<G>(&g).into_primitive(),
+            prim(ft::<G, 3>(&lsev, [b, t, h], &g)),
+            m.scale,
+        );
+        assert_close(
+            &format!("probs case {ci} {dims:?}"),
+            &host(unprim::<G, 3>(got)),
+            &host(want),
+            1e-5,
+        );
+    }
+}
+
 /// Gradients through `ops::sparse_mla` on Autodiff<Wgpu> (forward and backward kernels) and
 /// on Autodiff<NdArray> (reference backward) against Burn's autodiff of the reference forward.
 #[test]

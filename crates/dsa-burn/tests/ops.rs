@@ -6,7 +6,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use dsa_burn::loss::{dense_indexer_loss, sparse_indexer_loss};
-use dsa_burn::ops::{indexer_scores, sparse_mla, topk_select};
+use dsa_burn::ops::{indexer_scores, indexer_selected_scores, sparse_mla, topk_select};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 /// xorshift64*: fresh inputs every run; the seed is printed so a failure can be replayed
@@ -152,9 +152,30 @@ fn check_indexer<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
             let out = indexer_scores(q.clone(), w.clone(), k.clone(), quant, causal);
             let want = indexer_f64(&quant_rows(&qv, d, quant), &wv, &quant_rows(&kv, d, quant), dims, causal);
             assert_close(&format!("scores {dims:?} {quant:?}"), &host(out.clone()), &want, 2e-5);
+            // The scores at a selection (kernel 6): rows with fewer candidates than slots
+            // have invalid slots (-inf).
+            let kk = 3.min(s);
+            let (sel, valid) = topk_select(out.clone(), kk, causal);
+            let (sel_h, valid_h) = (sel.clone().into_data().convert::<i64>().into_vec::<i64>().unwrap(), host_bool(valid.clone()));
+            let at_sel = |scores: &[f64]| -> Vec<f64> {
+                (0..b * t * kk).map(|i| if valid_h[i] { scores[(i / kk) * s + sel_h[i] as usize] } else { f64::NEG_INFINITY }).collect()
+            };
+            let picked = indexer_selected_scores(q.clone(), w.clone(), k.clone(), quant, sel, valid);
+            assert_close(&format!("selected scores {dims:?} {quant:?}"), &host(picked.clone()), &at_sel(&want), 2e-5);
             if quant != IndexerQuant::None {
                 continue;
             }
+            // Gradients of Σ selected scores·G over the valid slots (the selection fixed).
+            let g = rng.normal(b * t * kk);
+            let g_t = Tensor::<B, 3>::from_data(TensorData::new(g.iter().map(|x| *x as f32).collect::<Vec<_>>(), [b, t, kk]), dev);
+            let loss = (picked.clone().mask_fill(picked.is_inf(), 0.0) * g_t).sum();
+            let grads = loss.backward();
+            let f = |qq: &[f64], ww: &[f64], kv_: &[f64]| {
+                at_sel(&indexer_f64(qq, ww, kv_, dims, causal)).iter().zip(&g).filter(|(v, _)| v.is_finite()).map(|(v, gg)| v * gg).sum::<f64>()
+            };
+            assert_close("selected dq", &grad(&q, &grads), &finite_diff(&qv, |x| f(x, &wv, &kv)), 1e-4);
+            assert_close("selected dw", &grad(&w, &grads), &finite_diff(&wv, |x| f(&qv, x, &kv)), 1e-4);
+            assert_close("selected dk", &grad(&k, &grads), &finite_diff(&kv, |x| f(&qv, &wv, x)), 1e-4);
             // Gradients of Σ scores·G over the finite entries.
             let g = rng.normal(b * t * s);
             let g_t = Tensor::<B, 3>::from_data(TensorData::new(g.iter().map(|x| *x as f32).collect::<Vec<_>>(), [b, t, s]), dev);
@@ -327,7 +348,8 @@ fn check_losses<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
             kl_f64(&probs(&allowed, row / t, row % t), &ii[row * s..][..s], &allowed)
         }).sum::<f64>() / b as f64
     };
-    let sparse = sparse_indexer_loss(q.clone(), kv.clone(), scale as f32, lse, scores.clone(), sel, valid);
+    let picked = scores.clone().gather(2, sel.clone()).mask_fill(valid.clone().bool_not(), f32::NEG_INFINITY);
+    let sparse = sparse_indexer_loss(q.clone(), kv.clone(), scale as f32, lse, picked, sel, valid);
     assert_close("sparse loss", &host(sparse.clone()), &[sparse_f(&iv)], 1e-5);
     let grads = sparse.backward();
     assert_close("sparse dI", &grad(&scores, &grads), &finite_diff(&iv, sparse_f), 1e-4);
