@@ -91,8 +91,7 @@ pub fn reference_selected_scores<B: Backend>(
 ) -> Tensor<B, 3> {
     let [b, t, _, _] = q.dims();
     let kk = indices.dims()[2];
-    let rows = gather_rows(fake_quant(k, quant), indices); // [B,T,K,D]
-    let logits = fake_quant(q, quant).matmul(rows.swap_dims(2, 3)); // [B,T,H,K]
+    let (_, _, logits) = selected_logits(q, k, quant, indices);
     let scores = (logits.clamp_min(0.0) * w.unsqueeze_dim(3)).sum_dim(2).reshape([b, t, kk]);
     scores.mask_fill(valid.bool_not(), f32::NEG_INFINITY)
 }
@@ -111,9 +110,7 @@ pub fn reference_selected_scores_backward<B: Backend>(
     let [b, t, h, _] = q.dims();
     let s = k.dims()[1];
     let kk = indices.dims()[2];
-    let (q, k) = (fake_quant(q, quant), fake_quant(k, quant));
-    let rows = gather_rows(k, indices.clone()); // [B,T,K,D]
-    let logits = q.clone().matmul(rows.clone().swap_dims(2, 3)); // [B,T,H,K]
+    let (q, rows, logits) = selected_logits(q, k, quant, indices.clone());
     let g = grad.mask_fill(valid.bool_not(), 0.0).reshape([b, t, 1, kk]);
     let gate = logits.clone().greater_elem(0.0).float();
     let c = gate * g.clone() * w.reshape([b, t, h, 1]); // [B,T,H,K]
@@ -121,6 +118,20 @@ pub fn reference_selected_scores_backward<B: Backend>(
     let dq = c.clone().matmul(rows);
     let dk = scatter_rows(c.swap_dims(2, 3).matmul(q), indices, s);
     (dq, dw, dk)
+}
+
+/// The quantised queries `q̂`, the selected quantised keys `[B,T,K,D]` and the per-head
+/// logits `q̂ · k̂ᵀ` `[B,T,H,K]` of the selected scores.
+fn selected_logits<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 3>,
+    quant: IndexerQuant,
+    indices: Tensor<B, 3, Int>,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    let q = fake_quant(q, quant);
+    let rows = gather_rows(fake_quant(k, quant), indices);
+    let logits = q.clone().matmul(rows.clone().swap_dims(2, 3));
+    (q, rows, logits)
 }
 
 /// Reference head-averaged sparse attention probabilities; see

@@ -520,8 +520,8 @@ pub fn sparse_mla<B: DsaBackend>(
 /// let q = Tensor::<NdArray, 4>::random([1, 5, 2, 8], Distribution::Default, &dev);
 /// let w = Tensor::<NdArray, 3>::random([1, 5, 2], Distribution::Default, &dev);
 /// let k = Tensor::<NdArray, 3>::random([1, 5, 8], Distribution::Default, &dev);
-/// let all = indexer_scores(q.clone(), w.clone(), k.clone(), IndexerQuant::E4m3, Some(0));
-/// let (idx, valid) = topk_select(all.clone(), 3, Some(0));
+/// let all = indexer_scores(q.clone(), w.clone(), k.clone(), IndexerQuant::E4m3, None);
+/// let (idx, valid) = topk_select(all.clone(), 3, None);
 /// let picked = indexer_selected_scores(q, w, k, IndexerQuant::E4m3, idx.clone(), valid);
 /// picked.into_data().assert_approx_eq::<f32>(&all.gather(2, idx).into_data(), Default::default());
 /// ```
