@@ -1,5 +1,6 @@
 //! The pieces of `dsa-cli` that other programs may reuse: training data, tokenizers, the
-//! synthetic retrieval task, training with Burn's learner, and generation.
+//! synthetic retrieval task, training with Burn's learner, generation, and the benchmark's
+//! cost-curve plot.
 
 #![warn(missing_docs)]
 
@@ -12,6 +13,7 @@ pub mod demo;
 pub mod generate;
 pub mod loader;
 pub mod metrics;
+pub mod plot;
 pub mod presets;
 pub mod progress;
 pub mod retrieval;

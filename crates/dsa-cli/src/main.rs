@@ -12,6 +12,7 @@
 //! dsa-cli train --init runs/warmup --seq-len 64 --steps 150 --out runs/sparse
 //! dsa-cli train --out runs/sparse --resume         # after an interruption
 //! dsa-cli generate --model runs/sparse "DEVIL, n."
+//! dsa-cli plot ours.jsonl peer.jsonl --out cost.png  # a benchmark run's cost curve
 //! ```
 
 use std::error::Error;
@@ -81,6 +82,20 @@ enum Command {
         dense: bool,
         #[command(flatten)]
         args: TrainArgs,
+    },
+    /// Draw the cost curve of one benchmark run (the JSON lines of `cargo bench --bench dsa`
+    /// and of the PyTorch peer, from the same device call) as a PNG: forward time against
+    /// context length, log–log, dense SDPA against our DSA attention layer.
+    Plot {
+        /// Files of benchmark lines (other lines are skipped).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The PNG to write.
+        #[arg(long, default_value = "cost.png")]
+        out: PathBuf,
+        /// Device named in the title (default: the `device` field of the lines).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Generate text with the KV + indexer caches (streamed; tokens/s on stderr).
     Generate(GenerateArgs),
@@ -159,6 +174,11 @@ fn run<B: DsaBackend>(command: &Command, device: &B::Device) -> Result<bool, Box
     match command {
         Command::Conformance { case_dirs } => Ok(conformance::<B>(case_dirs, device)),
         Command::Info { model_dir } => info::<B>(model_dir, device).map(|()| true),
+        Command::Plot { files, out, device } => {
+            let plotted = dsa_cli::plot::plot_cost(files, out, device.clone())?;
+            println!("{}: {} curves, {}", out.display(), plotted.series, plotted.device);
+            Ok(true)
+        }
         Command::Tokenizer {
             command: TokenizerCommand::Train(args),
         } => done(tokenizer_train(args)),
