@@ -15,7 +15,7 @@
 use cubecl::prelude::*;
 
 use crate::indexer::weighted_relu_score;
-use crate::sparse_mla::{atomic_add_f32, load_slots};
+use crate::sparse_mla::{atomic_add_f32, load_rows, load_slots};
 
 /// `out[b,t,j] = Σ_h w[b,t,h] · ReLU(q[b,t,h] · k[b, idx[b,t,j]])`, `neg_inf` where the slot
 /// is not valid. One unit per output.
@@ -145,16 +145,7 @@ pub fn indexer_selected_scores_bwd<F: Float, I: Int, BL: Int, A: Int>(
             j += nt;
         }
         load_slots(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        let mut i = tid;
-        while i < kc * d {
-            let j = i / d;
-            let mut v = 0.0f32;
-            if ok_sh[j] == 1u32 {
-                v = f32::cast_from(k[(b * s_len + slot_sh[j] as usize) * d + i % d]);
-            }
-            k_sh[j * dp + i % d] = v;
-            i += nt;
-        }
+        load_rows::<F>(k, &mut k_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
         sync_cube();
 
         // Per (head, slot): the ReLU's gate and value, times the incoming gradient.
@@ -281,16 +272,7 @@ pub fn sparse_mla_probs<F: Float, I: Int, BL: Int>(
             j += nt;
         }
         load_slots(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        let mut i = tid;
-        while i < kc * d {
-            let j = i / d;
-            let mut v = 0.0f32;
-            if ok_sh[j] == 1u32 {
-                v = f32::cast_from(kv[(b * s_len + slot_sh[j] as usize) * d + i % d]);
-            }
-            kv_sh[j * dp + i % d] = v;
-            i += nt;
-        }
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
         let mut h0 = 0usize;
         while h0 < heads {
             let mut i = tid;

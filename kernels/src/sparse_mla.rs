@@ -82,17 +82,7 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
     while c0 < kk {
         // Which slots of the chunk are valid, and their rows.
         load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        let mut i = tid;
-        while i < kc * d {
-            let j = i / d;
-            let e = i % d;
-            let mut v = 0.0f32;
-            if ok_sh[j] == 1u32 {
-                v = f32::cast_from(kv[(b * s_len + slot_sh[j] as usize) * d + e]);
-            }
-            kv_sh[j * dp + e] = v;
-            i += nt;
-        }
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
         sync_cube();
         // Scores, one per thread.
         let mut i = tid;
@@ -344,17 +334,7 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
     let mut c0 = 0usize;
     while c0 < kk {
         load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        let mut i = tid;
-        while i < kc * d {
-            let j = i / d;
-            let e = i % d;
-            let mut v = 0.0f32;
-            if ok_sh[j] == 1u32 {
-                v = f32::cast_from(kv[(b * s_len + slot_sh[j] as usize) * d + e]);
-            }
-            kv_sh[j * dp + e] = v;
-            i += nt;
-        }
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
         sync_cube();
         // p and ds, one (head, slot) per thread.
         let mut i = tid;
@@ -887,4 +867,33 @@ pub(crate) fn load_slots<I: Int, BL: Int>(
         j += CUBE_DIM as usize;
     }
     sync_cube();
+}
+
+/// The chunk's selected rows of `src [B,S,d]` (batch `b`) into shared memory at row stride
+/// `d | 1`, 0 in the slots [`load_slots`] marked invalid; the cube's units take the entries
+/// in turn. No barrier: the caller syncs before reading them.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn load_rows<F: Float>(
+    src: &Tensor<F>,
+    dst: &mut SharedMemory<f32>,
+    ok_sh: &SharedMemory<u32>,
+    slot_sh: &SharedMemory<u32>,
+    b: usize,
+    s_len: usize,
+    #[comptime] d: usize,
+    #[comptime] kc: usize,
+) {
+    let dp = comptime!(d | 1);
+    let mut i = UNIT_POS as usize;
+    while i < kc * d {
+        let j = i / d;
+        let e = i % d;
+        let mut v = 0.0f32;
+        if ok_sh[j] == 1u32 {
+            v = f32::cast_from(src[(b * s_len + slot_sh[j] as usize) * d + e]);
+        }
+        dst[j * dp + e] = v;
+        i += CUBE_DIM as usize;
+    }
 }

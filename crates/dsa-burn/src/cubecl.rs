@@ -75,15 +75,24 @@ pub fn set_force_cas_atomics(on: bool) {
     FORCE_CAS.store(on, Ordering::SeqCst);
 }
 
-/// Whether the device adds f32 atomically (else: compare-and-swap on the bits).
-fn native_f32_atomic_add<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+/// How kernels accumulate into an f32 gradient tensor ([`zeros_f32`]) on `t`'s device:
+/// whether by native f32 atomic adds, and the atomic element type the launch defines for it
+/// (f32, or u32 for compare-and-swap on the bits).
+fn f32_accumulation<R: CubeRuntime>(t: &CubeTensor<R>) -> (bool, DType) {
     use burn_cubecl::cubecl::ir::{features::AtomicUsage, ElemType, FloatKind, StorageType, Type};
     let ty = Type::new(StorageType::Atomic(ElemType::Float(FloatKind::F32)));
-    !FORCE_CAS.load(Ordering::Relaxed)
-        && t.client
-            .properties()
-            .atomic_type_usage(ty)
-            .contains(AtomicUsage::Add)
+    let native = !FORCE_CAS.load(Ordering::Relaxed)
+        && t.client.properties().atomic_type_usage(ty).contains(AtomicUsage::Add);
+    (native, if native { DType::F32 } else { DType::U32 })
+}
+
+/// An f32 accumulator returned as `dtype`.
+fn from_f32<R: CubeRuntime>(acc: CubeTensor<R>, dtype: DType) -> CubeTensor<R> {
+    if dtype == DType::F32 {
+        acc
+    } else {
+        burn_cubecl::kernel::cast(acc, dtype)
+    }
 }
 
 fn dims<const D: usize, R: CubeRuntime>(t: &CubeTensor<R>) -> [usize; D] {
@@ -608,8 +617,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     if b * t * h > 0 {
         let threads = 128usize;
         let (hg, kc) = mla_bwd_tiles(h, d, d_v, max_shared(&q));
-        let native = native_f32_atomic_add(&q);
-        let acc_dtype = if native { DType::F32 } else { DType::U32 };
+        let (native, acc_dtype) = f32_accumulation(&q);
         let dkv_tiles = tiled_mla(&q)
             .then(|| mla_bwd_dkv_tiles(d, d_v, max_shared(&q), h))
             .flatten();
@@ -687,12 +695,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
             ],
         );
     }
-    let dkv = if q.dtype == DType::F32 {
-        dkv
-    } else {
-        burn_cubecl::kernel::cast(dkv, q.dtype)
-    };
-    (dq, dkv)
+    (dq, from_f32(dkv, q.dtype))
 }
 
 /// Heads per cube and selected rows per chunk for kernel 6's cube-per-query kernels: the
@@ -773,8 +776,7 @@ pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
     let dk = zeros_f32(&q, Shape::new([b, s, d]));
     if b * t * h > 0 {
         let (hg, kc) = indexer_loss_tiles(h, d, 2, max_shared(&q));
-        let native = native_f32_atomic_add(&q);
-        let acc_dtype = if native { DType::F32 } else { DType::U32 };
+        let (native, acc_dtype) = f32_accumulation(&q);
         kernels::indexer_loss::indexer_selected_scores_bwd::launch::<R>(
             &q.client,
             cube_count(b * t, h.div_ceil(hg)),
@@ -805,12 +807,7 @@ pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
             ],
         );
     }
-    let dk = if q.dtype == DType::F32 {
-        dk
-    } else {
-        burn_cubecl::kernel::cast(dk, q.dtype)
-    };
-    (dq, dw, dk)
+    (dq, dw, from_f32(dk, q.dtype))
 }
 
 /// Kernel 6: sparse MLA's head-averaged probabilities at the selected rows on CubeCL; see
