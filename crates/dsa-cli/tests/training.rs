@@ -14,8 +14,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
 use dsa_cli::batcher::{TokenBatch, TokenBatcher};
 use dsa_cli::checkpoint::{latest_checkpoint, load_model};
 use dsa_cli::corpus::DataArgs;
@@ -64,6 +64,57 @@ fn parameters<Bk: Backend>(model: &DeepSeekV32<Bk>) -> Vec<(String, Vec<f32>)> {
     assert!(visitor.values.len() > 20, "{} parameters visited", visitor.values.len());
     assert!(visitor.values.iter().any(|(name, _)| name.contains(".indexer.")), "no indexer parameter among {:?}", visitor.values.iter().map(|v| &v.0).collect::<Vec<_>>());
     visitor.values
+}
+
+/// The paths of the parameters of a module that have a gradient in `grads`.
+struct WithGradient<'a> {
+    grads: &'a <B as AutodiffBackend>::Gradients,
+    path: Vec<String>,
+    names: Vec<String>,
+}
+
+impl ModuleVisitor<B> for WithGradient<'_> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if param.val().grad(self.grads).is_some() {
+            self.names.push(self.path.join("."));
+        }
+    }
+}
+
+fn with_gradient(model: &DeepSeekV32<B>, grads: &<B as AutodiffBackend>::Gradients) -> Vec<String> {
+    let mut visitor = WithGradient { grads, path: Vec::new(), names: Vec::new() };
+    model.visit(&mut visitor);
+    visitor.names
+}
+
+/// In the warm-up only the indexers require gradients, so the frozen rest of the model
+/// records no autodiff graph (the LM loss, never backpropagated, would keep its graph in
+/// memory); in sparse training the logits reach every parameter but the indexers'. In both,
+/// the indexer KL reaches the indexers alone.
+#[test]
+fn the_warmup_records_a_graph_for_the_indexers_only() {
+    let device = Default::default();
+    let cfg = Preset::Micro.config(256);
+    let inputs = Tensor::<B, 1, Int>::arange(0..SEQ_LEN as i64, &device).reshape([1, SEQ_LEN]);
+    for stage in [Stage::Warmup, Stage::Sparse] {
+        let lm = LanguageModel::new(cfg.init::<B>(&device), stage);
+        let (logits, indexer_kl) = lm.model.forward_train(inputs.clone(), stage.mode());
+        let from_logits = with_gradient(&lm.model, &logits.sum().backward());
+        let from_kl = with_gradient(&lm.model, &indexer_kl.backward());
+        match stage {
+            Stage::Warmup => assert!(from_logits.is_empty(), "warm-up: the logits reach {from_logits:?}"),
+            _ => assert!(from_logits.len() > 20 && from_logits.iter().all(|n| !n.contains(".indexer.")), "{stage:?}: the logits reach {from_logits:?}"),
+        }
+        assert!(!from_kl.is_empty() && from_kl.iter().all(|n| n.contains(".indexer.")), "{stage:?}: the indexer KL reaches {from_kl:?}");
+    }
 }
 
 /// (LM loss, indexer KL) of `model` trained in `stage` on `batch`.
