@@ -1,7 +1,9 @@
 //! Times the DSA operations on CubeCL at DeepSeek-V3.2's per-layer shapes: the FP8 lightning
 //! indexer (64 heads × 128) with top-2048, sparse MLA in MQA mode (128 heads, latent
 //! 512 + 64) forward, backward and decode (batch 64), and the whole DSA attention core
-//! (indexer → top-k → sparse MLA) for one sequence of `L` tokens.
+//! (indexer → top-k → sparse MLA) for one sequence of `L` tokens, and the sparse stage's
+//! indexer-loss kernels (the indexer's scores at the selected keys, forward and backward, and
+//! sparse MLA's head-averaged probabilities there).
 //!
 //! ```text
 //! cargo bench -p dsa-burn --features cuda --bench dsa -- --lens 4096,16384,65536,131072 --out bench.jsonl
@@ -26,7 +28,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Element, Int, Tensor, TensorData};
 use dsa_burn::cubecl::MlaKernel;
-use dsa_burn::ops::{indexer_topk, sparse_mla};
+use dsa_burn::ops::{indexer_selected_scores, indexer_topk, sparse_mla, sparse_mla_probs};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 #[cfg(feature = "cuda")]
@@ -120,12 +122,12 @@ impl<G: DsaBackend> Bench<G> {
         G::sync(&self.dev).expect("device synchronisation");
     }
 
-    /// Median ms of `f` and one JSON line for it (`flops` 0: none reported).
     /// Whether `--only` lets `op` run.
     fn wants(&self, op: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| op.contains(o.as_str()))
     }
 
+    /// Median ms of `f` and one JSON line for it (`flops` 0: none reported).
     fn time(&mut self, op: &str, l: usize, flops: f64, bytes: f64, mut f: impl FnMut()) {
         if !self.wants(op) {
             return;
@@ -341,6 +343,67 @@ fn run<G: DsaBackend>(a: &Args) {
                 }
             });
             drop((saved, d_out));
+        }
+
+        // Kernel 6, the sparse stage's indexer loss: the indexer's scores at the selected keys
+        // (forward, backward) and sparse MLA's head-averaged probabilities there.
+        let sel_flops = 2.0 * (H_I * D_I) as f64 * l as f64 * kk;
+        b.time("dsa_indexer_selected_scores_fwd", l, sel_flops, 0.0, || {
+            for (&(s, n), (idx, valid)) in blocks.iter().zip(&sels) {
+                let _ = indexer_selected_scores(
+                    qi.clone().narrow(1, s, n),
+                    wi.clone().narrow(1, s, n),
+                    ki.clone(),
+                    IndexerQuant::E4m3,
+                    idx.clone(),
+                    valid.clone(),
+                );
+            }
+        });
+        if b.wants("dsa_indexer_selected_scores_bwd") {
+            let grad = b.normal([1, rows, a.topk]);
+            b.time(
+                "dsa_indexer_selected_scores_bwd",
+                l,
+                3.0 * sel_flops,
+                0.0,
+                || {
+                    for (&(s, n), (idx, valid)) in blocks.iter().zip(&sels) {
+                        let _ = G::indexer_selected_scores_backward(
+                            qi.clone().narrow(1, s, n).into_primitive().tensor(),
+                            wi.clone().narrow(1, s, n).into_primitive().tensor(),
+                            ki.clone().into_primitive().tensor(),
+                            IndexerQuant::E4m3,
+                            idx.clone().into_primitive(),
+                            valid.clone().into_primitive(),
+                            grad.clone().narrow(1, 0, n).into_primitive().tensor(),
+                        );
+                    }
+                },
+            );
+        }
+        if b.wants("dsa_sparse_mla_probs") {
+            let lses: Vec<_> = blocks
+                .iter()
+                .zip(&sels)
+                .map(|(&(_, n), (idx, valid))| {
+                    let q = q.clone().narrow(1, 0, n);
+                    sparse_mla(q, kv.clone(), idx.clone(), valid.clone(), D_V, SCALE).1
+                })
+                .collect();
+            let probs_flops = 2.0 * (l * H) as f64 * kk * D_QK as f64;
+            b.time("dsa_sparse_mla_probs", l, probs_flops, 0.0, || {
+                for ((&(_, n), (idx, valid)), lse) in blocks.iter().zip(&sels).zip(&lses) {
+                    let _ = sparse_mla_probs(
+                        q.clone().narrow(1, 0, n),
+                        kv.clone(),
+                        idx.clone(),
+                        valid.clone(),
+                        lse.clone(),
+                        SCALE,
+                    );
+                }
+            });
         }
 
         // The DSA attention core of one layer: indexer → top-k → sparse MLA, block by block.
