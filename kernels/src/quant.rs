@@ -105,6 +105,17 @@ pub fn fake_quant_block_kernel<F: Float>(
     if c < d {
         v = f32::cast_from(x[i]);
     }
+    let s = block_scale(block_absmax(v), floor, inv_max, pow2);
+    if c < d {
+        out[i] = F::cast_from(quantize_e4m3(v, s) * s);
+    }
+}
+
+/// The largest `|v|` over the [`FP8_BLOCK`] units of the cube (one value each), by a
+/// shared-memory tree reduction.
+#[cube]
+fn block_absmax(v: f32) -> f32 {
+    let tid = UNIT_POS as usize;
     let mut red = SharedMemory::<f32>::new(FP8_BLOCK);
     red[tid] = f32::abs(v);
     sync_cube();
@@ -117,8 +128,43 @@ pub fn fake_quant_block_kernel<F: Float>(
         sync_cube();
         half /= 2;
     }
-    let s = block_scale(red[0], floor, inv_max, pow2);
+    red[0]
+}
+
+/// FP8 block quantisation of a contiguous `[rows, d]` tensor into its e4m3 codes (stored
+/// as `C`, e.g. f16, which holds every e4m3 value exactly) and f32 block scales
+/// `[rows, ⌈d/128⌉]` (type `SC`): the two factors of [`fake_quant_block_kernel`]'s output,
+/// for kernels that multiply codes on tensor cores and apply the scales afterwards.
+/// Layout and grid as [`fake_quant_block_kernel`].
+#[cube(launch)]
+pub fn quantize_block_kernel<F: Float, C: Float, SC: Float>(
+    x: &Tensor<F>,
+    codes: &mut Tensor<C>,
+    scales: &mut Tensor<SC>,
+    rows: usize,
+    d: usize,
+    floor: f32,
+    inv_max: f32,
+    #[comptime] pow2: bool,
+    #[define(F, C, SC)] _dtypes: [StorageType; 3],
+) {
+    let nb = d.div_ceil(FP8_BLOCK);
+    let unit = crate::cube_index();
+    if unit >= rows * nb {
+        terminate!();
+    }
+    let tid = UNIT_POS as usize;
+    let c = (unit % nb) * FP8_BLOCK + tid;
+    let i = (unit / nb) * d + c;
+    let mut v = 0.0f32;
     if c < d {
-        out[i] = F::cast_from(quantize_e4m3(v, s) * s);
+        v = f32::cast_from(x[i]);
+    }
+    let s = block_scale(block_absmax(v), floor, inv_max, pow2);
+    if c < d {
+        codes[i] = C::cast_from(quantize_e4m3(v, s));
+    }
+    if tid == 0 {
+        scales[unit] = SC::cast_from(s);
     }
 }

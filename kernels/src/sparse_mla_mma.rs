@@ -47,9 +47,6 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
         terminate!();
     }
     let b = bt / t_len;
-    let nv = N::value();
-    let dvec = comptime!(d / nv);
-    let d16 = comptime!(d.div_ceil(16) * 16);
     // Row stride of the bf16 tiles: 16 B of padding against shared-memory bank conflicts.
     let dp = comptime!(d.div_ceil(16) * 16 + 8);
     let kcp = comptime!(kc + 8);
@@ -75,39 +72,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
     let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
     let mut ml_sh = SharedMemory::<f32>::new(comptime!(2 * MMA_UNITS));
 
-    // Query tile (rows past H and dims past D are zero), and the zero padding of kv_sh.
-    let mut i = tid;
-    while i < MMA_HEADS * dvec {
-        let hh = i / dvec;
-        let c = i % dvec;
-        let base = hh * dp + c * nv;
-        if h0 + hh < heads {
-            let v = q[(bt * heads + h0 + hh) * dvec + c];
-            #[unroll]
-            for u in 0..nv {
-                q_sh[base + u] = v[u];
-            }
-        } else {
-            #[unroll]
-            for u in 0..nv {
-                q_sh[base + u] = F::from_int(0);
-            }
-        }
-        i += MMA_UNITS;
-    }
-    if comptime!(d16 > d) {
-        let pad = comptime!(d16 - d);
-        let mut i = tid;
-        while i < MMA_HEADS * pad {
-            q_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
-            i += MMA_UNITS;
-        }
-        let mut i = tid;
-        while i < kc * pad {
-            kv_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
-            i += MMA_UNITS;
-        }
-    }
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt, h0, heads, d, kc);
 
     // Pass 1: per-unit running max and sum over its columns of every chunk.
     let mut m_t = neg_inf;
@@ -280,6 +245,166 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
                 }
             }
             sync_plane();
+        }
+    }
+}
+
+/// Kernel 6's head-averaged attention probabilities on tensor cores: the contract of
+/// `indexer_loss::sparse_mla_probs` (`p[b,t,j] = (1/H) Σ_h exp(scale·q_h·kv[idx_j] −
+/// lse_h)`, 0 at invalid slots) with the scores of the forward's tensor-core pass (so `p`
+/// sums to 1 with the `lse` that pass computed). One cube per (token, 64 heads); each adds
+/// its heads' share to `out` (f32 `[B,T,K]`, zeroed by the caller) with one atomic add per
+/// slot (`native`: a float atomic add, else a compare-and-swap loop, as
+/// [`crate::sparse_mla::atomic_add_f32`]).
+///
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32.
+#[cube(launch)]
+pub fn sparse_mla_probs_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    kv: &Tensor<Vector<F, N>>,
+    idx: &Tensor<I>,
+    valid: &Tensor<BL>,
+    lse: &Tensor<F>,
+    out: &mut Tensor<Atomic<A>>,
+    bt_len: usize,
+    heads: usize,
+    t_len: usize,
+    s_len: usize,
+    kk: usize,
+    scale: f32,
+    #[comptime] d: usize,
+    #[comptime] kc: usize,
+    #[comptime] native: bool,
+    #[define(F, I, BL, A)] _dtypes: [StorageType; 4],
+) {
+    let bt = crate::cube_index();
+    if bt >= bt_len {
+        terminate!();
+    }
+    let b = bt / t_len;
+    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    // Each slot's 64 heads are summed by `parts` units of `64/parts` heads each.
+    let parts = comptime!(MMA_UNITS / kc);
+    let hpp = comptime!(MMA_HEADS / (MMA_UNITS / kc));
+    let h0 = CUBE_POS_Z as usize * MMA_HEADS;
+    let tid = UNIT_POS as usize;
+    let plane = tid / 32;
+    let rg = plane % 4;
+    let cg = plane / 4;
+    let j = tid % kc;
+    let part = tid / kc;
+
+    let mut q_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dp));
+    let mut kv_sh = SharedMemory::<F>::new(comptime!(kc * dp));
+    let mut s_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
+    let mut ok_sh = SharedMemory::<u32>::new(kc);
+    let mut row_sh = SharedMemory::<u32>::new(kc);
+    let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
+    let mut red_sh = SharedMemory::<f32>::new(MMA_UNITS);
+
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt, h0, heads, d, kc);
+    if tid < MMA_HEADS {
+        let mut l = 0.0f32;
+        if h0 + tid < heads {
+            l = f32::cast_from(lse[bt * heads + h0 + tid]);
+        }
+        lse_sh[tid] = l;
+    }
+    let inv_heads = 1.0f32 / f32::cast_from(heads);
+    let mut c0 = 0usize;
+    while c0 < kk {
+        gather_chunk::<F, I, BL, N>(
+            kv,
+            idx,
+            valid,
+            &mut kv_sh,
+            &mut ok_sh,
+            &mut row_sh,
+            b,
+            bt,
+            s_len,
+            kk,
+            c0,
+            d,
+            kc,
+        );
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, kc);
+        sync_cube();
+        // A valid slot means every head's lse is finite.
+        let mut v = 0.0f32;
+        if ok_sh[j] == 1u32 {
+            #[unroll]
+            for u in 0..hpp {
+                let hh = part * hpp + u;
+                if h0 + hh < heads {
+                    v += f32::exp(s_sh[hh * kc + j] * scale - lse_sh[hh]);
+                }
+            }
+        }
+        red_sh[tid] = v;
+        sync_cube();
+        if tid < kc && c0 + tid < kk {
+            let mut sum = 0.0f32;
+            #[unroll]
+            for p in 0..parts {
+                sum += red_sh[p * kc + tid];
+            }
+            crate::sparse_mla::atomic_add_f32(out, bt * kk + c0 + tid, sum * inv_heads, native);
+        }
+        c0 += kc;
+    }
+}
+
+/// The query tile of heads `h0..h0+64` of token `bt` into `q_sh` (rows past H and dims
+/// past D are zero), and the zero padding of `kv_sh`'s dims past D. No barrier: the first
+/// [`gather_chunk`] ends with one.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_query_tile<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    q_sh: &mut SharedMemory<F>,
+    kv_sh: &mut SharedMemory<F>,
+    bt: usize,
+    h0: usize,
+    heads: usize,
+    #[comptime] d: usize,
+    #[comptime] kc: usize,
+) {
+    let nv = N::value();
+    let dvec = comptime!(d / nv);
+    let d16 = comptime!(d.div_ceil(16) * 16);
+    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let tid = UNIT_POS as usize;
+    let mut i = tid;
+    while i < MMA_HEADS * dvec {
+        let hh = i / dvec;
+        let c = i % dvec;
+        let base = hh * dp + c * nv;
+        if h0 + hh < heads {
+            let v = q[(bt * heads + h0 + hh) * dvec + c];
+            #[unroll]
+            for u in 0..nv {
+                q_sh[base + u] = v[u];
+            }
+        } else {
+            #[unroll]
+            for u in 0..nv {
+                q_sh[base + u] = F::from_int(0);
+            }
+        }
+        i += MMA_UNITS;
+    }
+    if comptime!(d16 > d) {
+        let pad = comptime!(d16 - d);
+        let mut i = tid;
+        while i < MMA_HEADS * pad {
+            q_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
+            i += MMA_UNITS;
+        }
+        let mut i = tid;
+        while i < kc * pad {
+            kv_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
+            i += MMA_UNITS;
         }
     }
 }

@@ -67,3 +67,10 @@ fn layer0_matches_reference_wgpu() {
     check::<burn::backend::Wgpu>(&Default::default());
 }
 
+
+/// On CUDA (the device machine): the tensor-core indexer and the tiled kernels.
+#[cfg(feature = "cuda")]
+#[test]
+fn layer0_matches_reference_cuda() {
+    check::<burn::backend::Cuda>(&Default::default());
+}

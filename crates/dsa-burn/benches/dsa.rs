@@ -14,6 +14,10 @@
 //! `--only fwd,decode` times only the ops whose name contains one of the given words.
 //! `--dtype bf16` (CUDA) runs every op on bf16 tensors, as V3.2 and the PyTorch peer do
 //! (the indexer still quantises to FP8): sparse MLA then takes the tensor-core kernel.
+//! `--indexer tiled` (or `naive`, `tensor-cores`; default `auto`) picks the indexer-scores
+//! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
+//! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
+//! `tensor_cores` for the tensor-core indexer and kernel 6's probabilities).
 //!
 //! Each measurement is the median of `--reps` timed runs after one warm-up, with the device
 //! synchronised around each run, printed (and appended to `--out`) as one JSON line. FLOP
@@ -27,8 +31,10 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Element, Int, Tensor, TensorData};
-use dsa_burn::cubecl::MlaKernel;
-use dsa_burn::ops::{indexer_selected_scores, indexer_topk, sparse_mla, sparse_mla_probs};
+use dsa_burn::cubecl::{IndexerKernel, MlaKernel, TensorCoreOp};
+use dsa_burn::ops::{
+    indexer_scores, indexer_selected_scores, indexer_topk, sparse_mla, sparse_mla_probs,
+};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 #[cfg(feature = "cuda")]
@@ -54,6 +60,7 @@ struct Args {
     block: usize,
     decode_batch: usize,
     bf16: bool,
+    indexer: IndexerKernel,
     only: Vec<String>,
     out: Option<std::path::PathBuf>,
 }
@@ -66,6 +73,7 @@ fn args() -> Args {
         block: 8192,
         decode_batch: 64,
         bf16: false,
+        indexer: IndexerKernel::Auto,
         only: Vec::new(),
         out: None,
     };
@@ -99,6 +107,15 @@ fn args() -> Args {
                     "f32" => false,
                     "bf16" => true,
                     other => panic!("--dtype {other}: f32 or bf16"),
+                }
+            }
+            "--indexer" => {
+                a.indexer = match value().as_str() {
+                    "auto" => IndexerKernel::Auto,
+                    "naive" => IndexerKernel::Naive,
+                    "tiled" => IndexerKernel::Tiled,
+                    "tensor-cores" => IndexerKernel::TensorCores,
+                    other => panic!("--indexer {other}: auto, naive, tiled or tensor-cores"),
                 }
             }
             "--bench" => {} // passed by `cargo bench`
@@ -136,6 +153,8 @@ impl<G: DsaBackend> Bench<G> {
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
         let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3];
         let before = versions.map(launches);
+        let tc_ops = [TensorCoreOp::IndexerScores, TensorCoreOp::SparseMlaProbs];
+        let tc_before = tc_ops.map(dsa_burn::cubecl::tensor_core_launches);
         f();
         self.sync();
         let ran: Vec<_> = versions
@@ -143,6 +162,12 @@ impl<G: DsaBackend> Bench<G> {
             .zip(before)
             .filter(|&(&k, n)| launches(k) > n)
             .map(|(k, _)| format!("{k:?}"))
+            .collect();
+        let tc_ran: Vec<_> = tc_ops
+            .iter()
+            .zip(tc_before)
+            .filter(|&(&op, n)| dsa_burn::cubecl::tensor_core_launches(op) > n)
+            .map(|(op, _)| format!("{op:?}"))
             .collect();
         let mut ms: Vec<f64> = (0..self.reps)
             .map(|_| {
@@ -171,6 +196,9 @@ impl<G: DsaBackend> Bench<G> {
         );
         if !ran.is_empty() {
             line += &format!(", \"mla_kernel\": \"{}\"", ran.join("+"));
+        }
+        if !tc_ran.is_empty() {
+            line += &format!(", \"tensor_cores\": \"{}\"", tc_ran.join("+"));
         }
         line += "}";
         println!("{line}");
@@ -234,6 +262,7 @@ fn run<G: DsaBackend>(a: &Args) {
             .open(p)
             .expect("opening --out")
     });
+    dsa_burn::cubecl::set_indexer_kernel(a.indexer);
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,
@@ -252,6 +281,18 @@ fn run<G: DsaBackend>(a: &Args) {
         );
         let idx_rows = ((1usize << 29) / l).clamp(1, l);
         let idx_flops = 2.0 * (H_I * D_I) as f64 * (l as f64 * l as f64) / 2.0;
+        b.time("dsa_indexer_scores", l, idx_flops, 0.0, || {
+            for t0 in (0..l).step_by(idx_rows) {
+                let n = idx_rows.min(l - t0);
+                let _ = indexer_scores(
+                    qi.clone().narrow(1, t0, n),
+                    wi.clone().narrow(1, t0, n),
+                    ki.clone(),
+                    IndexerQuant::E4m3,
+                    Some(t0),
+                );
+            }
+        });
         b.time("dsa_indexer_topk", l, idx_flops, 0.0, || {
             let _ = indexer_topk(
                 qi.clone(),

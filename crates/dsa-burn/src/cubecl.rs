@@ -142,6 +142,42 @@ pub fn fake_quant_primitive<R: CubeRuntime>(
     out
 }
 
+/// FP8 e4m3 block quantisation of a CubeCL tensor along its last dim into its codes (f16,
+/// exact) and f32 block scales `[.., ⌈D/128⌉]`: the factors of [`fake_quant_primitive`]'s
+/// values (same rounding), for the tensor-core indexer.
+fn quantize_codes<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    quant: IndexerQuant,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let x = into_contiguous(x);
+    let shape = x.shape();
+    let nd = shape.num_dims();
+    let d = shape[nd - 1];
+    let rows = shape.num_elements() / d.max(1);
+    let nb = d.div_ceil(kernels::quant::FP8_BLOCK);
+    let mut scale_dims: Vec<usize> = (0..nd).map(|i| shape[i]).collect();
+    scale_dims[nd - 1] = nb;
+    let codes = output(&x, shape, DType::F16);
+    let scales = output(&x, Shape::from(scale_dims), DType::F32);
+    if rows * d > 0 {
+        kernels::quant::quantize_block_kernel::launch::<R>(
+            &x.client,
+            cube_count(rows * nb, 1),
+            CubeDim::new_1d(kernels::quant::FP8_BLOCK as u32),
+            x.clone().into_tensor_arg(),
+            codes.clone().into_tensor_arg(),
+            scales.clone().into_tensor_arg(),
+            rows,
+            d,
+            kernels::quant::AMAX_FLOOR,
+            1.0f32 / E4M3_MAX,
+            quant == IndexerQuant::E4m3Pow2,
+            [x.dtype.into(), DType::F16.into(), DType::F32.into()],
+        );
+    }
+    (codes, scales)
+}
+
 /// [`fake_quant_primitive`] over a Burn tensor.
 pub fn fake_quant<R, F, I, BT, const D: usize>(
     x: Tensor<CubeBackend<R, F, I, BT>, D>,
@@ -162,13 +198,36 @@ where
 /// The indexer-scores kernel to launch (see `dsa_kernels::indexer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexerKernel {
-    /// v2 on CUDA, v1 elsewhere (see [`tiled_by_default`]).
+    /// v3 (where it applies, else v2) on CUDA, v1 elsewhere (see [`tiled_by_default`]).
     Auto,
     /// v1: one unit per score.
     Naive,
     /// v2: register-tiled GEMM with the head sum in shared memory (falls back to `Naive`
     /// when the heads of one query do not fit in a tile).
     Tiled,
+    /// v3: the e4m3 codes multiplied on tensor cores (f16 16×16×16 cmma, f32 accumulation),
+    /// the FP8 scales applied afterwards. Taken where the device has that cmma shape and
+    /// 32-wide planes, the indexer quantises, each row is one quantisation block (head
+    /// dim ≤ 128) and there are at most 128 heads; else `Tiled`.
+    TensorCores,
+}
+
+/// The operations besides the sparse MLA forward ([`mla_forward_launches`]) that have a
+/// tensor-core kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorCoreOp {
+    /// The indexer scores ([`IndexerKernel::TensorCores`]).
+    IndexerScores,
+    /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
+    SparseMlaProbs,
+}
+
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+
+/// How many launches of `op`'s tensor-core kernel this process has made: tests and
+/// benchmarks check which kernel ran.
+pub fn tensor_core_launches(op: TensorCoreOp) -> usize {
+    TENSOR_CORE_LAUNCHES[op as usize].load(Ordering::SeqCst)
 }
 
 static INDEXER_KERNEL: AtomicU8 = AtomicU8::new(0);
@@ -226,8 +285,50 @@ fn tiled_by_default<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 fn tiled_indexer<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     match INDEXER_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(t),
-        k => k == IndexerKernel::Tiled as u8,
+        k => k == IndexerKernel::Tiled as u8 || k == IndexerKernel::TensorCores as u8,
     }
+}
+
+/// Whether the device multiplies `kind` 16×16×16 tiles with f32 accumulation (cmma) in
+/// 32-wide planes, as the tensor-core kernels assume.
+fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: burn_cubecl::cubecl::ir::FloatKind) -> bool {
+    use burn_cubecl::cubecl::ir::features::MmaConfig;
+    use burn_cubecl::cubecl::ir::{ElemType, FloatKind, StorageType};
+    let half: StorageType = ElemType::Float(kind).into();
+    let mma = MmaConfig {
+        a_type: half,
+        b_type: half,
+        cd_type: ElemType::Float(FloatKind::F32).into(),
+        m: 16,
+        n: 16,
+        k: 16,
+    };
+    let props = t.client.properties();
+    props.features.matmul.cmma.contains(&mma)
+        && props.hardware.plane_size_min == 32
+        && props.hardware.plane_size_max == 32
+}
+
+/// Whether the indexer scores take the tensor-core kernel (v3) for `h` heads of dim `d`.
+fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize, d: usize) -> bool {
+    let selected = match INDEXER_KERNEL.load(Ordering::Relaxed) {
+        0 => tiled_by_default(t),
+        k => k == IndexerKernel::TensorCores as u8,
+    };
+    selected
+        && quant != IndexerQuant::None
+        && d <= kernels::quant::FP8_BLOCK
+        && h <= kernels::indexer_mma::MMA_ROWS
+        && has_cmma(t, burn_cubecl::cubecl::ir::FloatKind::F16)
+        && indexer_mma_shared_bytes(d) <= max_shared(t)
+}
+
+/// Shared memory of the tensor-core indexer kernel: the query and key tiles of f16 codes
+/// and the f32 staging of one tile's products.
+fn indexer_mma_shared_bytes(d: usize) -> usize {
+    let dp = d.div_ceil(16) * 16 + 8;
+    let rows = kernels::indexer_mma::MMA_ROWS;
+    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 64)
 }
 
 fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
@@ -241,8 +342,7 @@ fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 /// not selected, inputs not bf16/f16, no 16×16×16 cmma for them, planes not 32 wide, or
 /// the tiles not fitting in shared memory.
 fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
-    use burn_cubecl::cubecl::ir::features::MmaConfig;
-    use burn_cubecl::cubecl::ir::{ElemType, FloatKind, StorageType};
+    use burn_cubecl::cubecl::ir::FloatKind;
     let selected = match MLA_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(q),
         k => k == MlaKernel::V3 as u8,
@@ -252,23 +352,10 @@ fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
         DType::F16 => FloatKind::F16,
         _ => return None,
     };
-    let half: StorageType = ElemType::Float(kind).into();
-    let mma = MmaConfig {
-        a_type: half,
-        b_type: half,
-        cd_type: ElemType::Float(FloatKind::F32).into(),
-        m: 16,
-        n: 16,
-        k: 16,
-    };
-    let props = q.client.properties();
-    if !selected
-        || !props.features.matmul.cmma.contains(&mma)
-        || props.hardware.plane_size_min != 32
-        || props.hardware.plane_size_max != 32
-    {
+    if !selected || !has_cmma(q, kind) {
         return None;
     }
+    let props = q.client.properties();
     let heads = kernels::sparse_mla_mma::MMA_HEADS;
     let dp = d.div_ceil(16) * 16 + 8;
     let bytes = |kc: usize| {
@@ -295,14 +382,52 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         [b, t, h],
         "indexer weights must be [B, T, H_I]"
     );
-    let q = fake_quant_primitive(into_contiguous(q), quant);
-    let k = fake_quant_primitive(into_contiguous(k), quant);
     let w = into_contiguous(w);
     let out = output(&q, Shape::new([b, t, s]), q.dtype);
     let n = b * t * s;
     if n == 0 {
         return out;
     }
+    if mma_indexer(&q, quant, h, d) {
+        let dtype = q.dtype;
+        let (qc, sq) = quantize_codes(q, quant);
+        let (kc, sk) = quantize_codes(k, quant);
+        // Heads padded to a multiple of 16 (one plane's rows), queries per cube, and keys per
+        // cube (32 tiles: enough cubes for decode's single query, few query reloads).
+        let hp = h.div_ceil(16) * 16;
+        let tq = kernels::indexer_mma::MMA_ROWS / hp;
+        let chunk = 2048;
+        let vector = [8usize, 4, 2, 1]
+            .into_iter()
+            .find(|v| d % v == 0)
+            .unwrap_or(1);
+        kernels::indexer_mma::indexer_scores_mma::launch::<R>(
+            &out.client,
+            cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
+            CubeDim::new_1d(kernels::indexer_mma::MMA_UNITS as u32),
+            vector,
+            qc.into_tensor_arg(),
+            w.into_tensor_arg(),
+            sq.into_tensor_arg(),
+            kc.into_tensor_arg(),
+            sk.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            t,
+            s,
+            h,
+            causal_offset.unwrap_or(0),
+            f32::NEG_INFINITY,
+            causal_offset.is_some(),
+            d,
+            hp,
+            chunk,
+            [dtype.into(), DType::F16.into(), DType::F32.into()],
+        );
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScores as usize].fetch_add(1, Ordering::SeqCst);
+        return out;
+    }
+    let q = fake_quant_primitive(into_contiguous(q), quant);
+    let k = fake_quant_primitive(into_contiguous(k), quant);
     // Tiles: 16·rm rows (t, h) × 16·rn keys, head dim in chunks of dk.
     let (rm, rn, dk) = if max_shared(&q) >= 32 * 1024 + 1024 {
         (8usize, 4usize, 32usize)
@@ -825,9 +950,48 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     let [_, _, kk] = dims::<3, R>(&indices);
     let (q, kv, lse) = (into_contiguous(q), into_contiguous(kv), into_contiguous(lse));
     let (indices, valid) = (into_contiguous(indices), into_contiguous(valid));
+    let (indices_dtype, valid_dtype) = (indices.dtype, valid.dtype);
     let out = output(&q, Shape::new([b, t, kk]), q.dtype);
     if b * t * kk == 0 {
         return out;
+    }
+    if let Some(kc) = mma_fwd_chunk(&q, d) {
+        // On tensor cores, with the scores of the v3 forward (which computed `lse`).
+        let (native, acc_dtype) = f32_accumulation(&q);
+        let acc = zeros_f32(&q, Shape::new([b, t, kk]));
+        let vector = [8usize, 4, 2, 1]
+            .into_iter()
+            .find(|v| d % v == 0)
+            .unwrap_or(1);
+        kernels::sparse_mla_mma::sparse_mla_probs_mma::launch::<R>(
+            &q.client,
+            cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
+            CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+            vector,
+            q.clone().into_tensor_arg(),
+            kv.into_tensor_arg(),
+            indices.into_tensor_arg(),
+            valid.into_tensor_arg(),
+            lse.into_tensor_arg(),
+            acc.clone().into_tensor_arg(),
+            b * t,
+            h,
+            t,
+            s,
+            kk,
+            scale,
+            d,
+            kc,
+            native,
+            [
+                q.dtype.into(),
+                indices_dtype.into(),
+                valid_dtype.into(),
+                acc_dtype.into(),
+            ],
+        );
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaProbs as usize].fetch_add(1, Ordering::SeqCst);
+        return from_f32(acc, q.dtype);
     }
     let (hg, kc) = indexer_loss_tiles(h, d, 1, max_shared(&q));
     kernels::indexer_loss::sparse_mla_probs::launch::<R>(

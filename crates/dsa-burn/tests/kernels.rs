@@ -37,7 +37,11 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 /// takes (lavapipe compiles the tiled v2 shaders far too slowly for CI; they are tested on
 /// CUDA, see `kernels/NOTES.md`).
 #[cfg(feature = "cuda")]
-const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Tiled, IndexerKernel::Naive];
+const INDEXER_KERNELS: &[IndexerKernel] = &[
+    IndexerKernel::TensorCores,
+    IndexerKernel::Tiled,
+    IndexerKernel::Naive,
+];
 #[cfg(not(feature = "cuda"))]
 const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Naive];
 #[cfg(feature = "cuda")]
@@ -178,6 +182,11 @@ fn indexer_scores_match_reference() {
         (1, 150, 64, 128, 150, Some(0)),
         (2, 40, 1, 33, 70, None),
         (1, 20, 130, 8, 9, Some(0)),
+        // Several key chunks of the tensor-core kernel, causal limits inside a chunk, and
+        // decode (one query against a long key cache).
+        (1, 5, 64, 128, 4500, Some(4495)),
+        (2, 1, 64, 128, 3000, Some(2999)),
+        (1, 70, 16, 64, 2100, Some(2030)),
     ] {
         let (qv, wv, kv) = (
             rng.normal(b * t * h * d),
@@ -194,6 +203,8 @@ fn indexer_scores_match_reference() {
         });
         for (quant, kernel) in variants {
             dsa_burn::cubecl::set_indexer_kernel(kernel);
+            let mma_before =
+                dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::IndexerScores);
             let want = dsa_burn::indexer::reference_scores::<C>(
                 ft(&qv, [b, t, h, d], &Default::default()),
                 ft(&wv, [b, t, h], &Default::default()),
@@ -209,12 +220,17 @@ fn indexer_scores_match_reference() {
                 causal,
             );
             assert_eq!(got.dims(), [b, t, s]);
-            assert_close(
-                &format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal)),
-                &host(got),
-                &host(want),
-                1e-5,
-            );
+            let case = format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal));
+            assert_close(&case, &host(got), &host(want), 1e-5);
+            // The tensor-core kernel applies to quantised indexers with one block per row.
+            let mma_ran =
+                dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::IndexerScores)
+                    > mma_before;
+            let applies = kernel == IndexerKernel::TensorCores
+                && quant != IndexerQuant::None
+                && d <= 128
+                && h <= 128;
+            assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
         }
     }
     dsa_burn::cubecl::set_indexer_kernel(IndexerKernel::Auto);
@@ -415,6 +431,35 @@ fn sparse_mla_tensor_cores_match_reference() {
         );
         assert_close(&format!("out {case}"), &got_o, &host(want_o), 1e-2);
         assert_close(&format!("lse {case}"), &got_l, &host(want_l), 1e-2);
+
+        // Kernel 6's probabilities on tensor cores, from the lse the forward wrote (bf16):
+        // the reference gets the same lse.
+        use dsa_burn::DsaBackend;
+        let probs_before =
+            dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::SparseMlaProbs);
+        let want_p = dsa_burn::loss::reference_sparse_mla_probs::<C>(
+            ft(&m.q, [b, t, h, d], &Default::default()),
+            ft(&m.kv, [b, s, d], &Default::default()),
+            m.indices(&Default::default()),
+            m.valid(&Default::default()),
+            ft(&got_l, [b, t, h], &Default::default()),
+            m.scale,
+        );
+        let got_p = <GB as DsaBackend>::sparse_mla_probs(
+            prim(ft::<GB, 4>(&m.q, [b, t, h, d], &Default::default()).cast(bf16)),
+            prim(ft::<GB, 3>(&m.kv, [b, s, d], &Default::default()).cast(bf16)),
+            m.indices::<GB>(&Default::default()).into_primitive(),
+            m.valid::<GB>(&Default::default()).into_primitive(),
+            prim(ft::<GB, 3>(&got_l, [b, t, h], &Default::default()).cast(bf16)),
+            m.scale,
+        );
+        let got_p = host(unprim::<GB, 3>(got_p));
+        assert!(
+            dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::SparseMlaProbs)
+                > probs_before,
+            "{case}: the tensor-core probabilities did not run"
+        );
+        assert_close(&format!("probs {case}"), &got_p, &host(want_p), 1e-2);
     }
     dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
 }

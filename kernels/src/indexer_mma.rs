@@ -1,0 +1,291 @@
+//! Lightning-indexer scores on tensor cores (v3): e4m3 codes held exactly in a half type,
+//! 16×16×16 cmma products with f32 accumulation, the FP8 scales applied afterwards.
+//!
+//! With one 128-wide quantisation block per row (head dim `D ≤ 128`; V3.2's is 128), the
+//! quantised query and key are `q̂[t,j] = s_q[t,j]·c_q[t,j]` and `k̂[s] = s_k[s]·c_k[s]`
+//! with e4m3 codes `c` and f32 scales `s > 0` ([`crate::quant::quantize_block_kernel`]), so
+//!
+//! `I[t,s] = s_k[s] · Σ_j w[t,j]·s_q[t,j] · ReLU(c_q[t,j] · c_k[s])`
+//!
+//! (a positive scale passes through the ReLU). The code dot products run on tensor cores:
+//! each product of two e4m3 values is exact in f32 and the sums accumulate in f32, as the
+//! reference's f32 dot of the dequantised values does (up to summation order). Same output
+//! contract as [`crate::indexer::indexer_scores_tiled`]: `[B,T,S]`, `neg_inf` in the causal
+//! future.
+//!
+//! One cube of 8 planes computes [`MMA_ROWS`] rows `(token, head)` — `128 / hp` whole
+//! queries, `hp` = the heads rounded up to 16 — against a range of `chunk` keys, 64 keys
+//! at a time. Plane `p` owns rows `16p..16p+16` (part of one query's heads): per tile of
+//! keys it multiplies its rows by the tile (4 accumulators of 16×16), stages them in
+//! shared memory, applies `w·s_q·ReLU` and sums its 16 rows; the output of each query is
+//! then the sum of its planes' partial sums times the key scales.
+
+use cubecl::cmma;
+use cubecl::prelude::*;
+
+/// Rows `(token, head)` per cube: 8 planes × 16.
+pub const MMA_ROWS: usize = 128;
+/// Units per cube (8 planes of 32).
+pub const MMA_UNITS: usize = 256;
+/// Keys per tile.
+const TILE: usize = 64;
+
+/// Grid: `grid_1d(B · ⌈T / (128/hp)⌉)` cubes × `⌈S / chunk⌉` in z, [`MMA_UNITS`] units,
+/// plane size 32. `q` codes `[B,T,H,D]` and `k` codes `[B,S,D]` as vectors of `N` (`D % N
+/// == 0`), `w` `[B,T,H]`, scales `sq` `[B,T,H]` and `sk` `[B,S]` (one block per row).
+/// `hp`: `H` rounded up to 16, at most 128; `chunk`: a multiple of 64.
+#[cube(launch)]
+pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
+    q: &Tensor<Vector<C, N>>,
+    w: &Tensor<F>,
+    sq: &Tensor<SC>,
+    k: &Tensor<Vector<C, N>>,
+    sk: &Tensor<SC>,
+    out: &mut Tensor<F>,
+    t_len: usize,
+    s_len: usize,
+    heads: usize,
+    offset: usize,
+    neg_inf: f32,
+    #[comptime] causal: bool,
+    #[comptime] d: usize,
+    #[comptime] hp: usize,
+    #[comptime] chunk: usize,
+    #[define(F, C, SC)] _dtypes: [StorageType; 3],
+) {
+    let tq = comptime!(MMA_ROWS / hp);
+    let n_t = t_len.div_ceil(tq);
+    let cube = crate::cube_index();
+    if cube >= out.shape(0) * n_t {
+        terminate!();
+    }
+    let b = cube / n_t;
+    let t0 = (cube % n_t) * tq;
+    let nv = N::value();
+    let dvec = comptime!(d / nv);
+    let d16 = comptime!(d.div_ceil(16) * 16);
+    // Row stride of the half tiles: 16 B of padding against shared-memory bank conflicts.
+    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let nk = comptime!(d.div_ceil(16));
+    let tid = UNIT_POS as usize;
+    let plane = tid / 32;
+    let lane = tid % 32;
+
+    let s_begin = CUBE_POS_Z as usize * chunk;
+    let mut s_end = s_begin + chunk;
+    if s_end > s_len {
+        s_end = s_len;
+    }
+    let mut t_last = t0 + tq;
+    if t_last > t_len {
+        t_last = t_len;
+    }
+    t_last -= 1;
+    // Keys `s < limit` are computed; later keys of the chunk are in every query's future.
+    let mut limit = s_end;
+    if causal && t_last + offset + 1 < limit {
+        limit = t_last + offset + 1;
+    }
+    let mut s_done = s_begin;
+
+    let mut q_sh = SharedMemory::<C>::new(comptime!(MMA_ROWS * dp));
+    let mut k_sh = SharedMemory::<C>::new(comptime!(TILE * dp));
+    let mut st_sh = SharedMemory::<f32>::new(comptime!(MMA_ROWS * TILE));
+    let mut wq_sh = SharedMemory::<f32>::new(MMA_ROWS);
+    let mut part_sh = SharedMemory::<f32>::new(comptime!(8 * TILE));
+    let mut sk_sh = SharedMemory::<f32>::new(TILE);
+
+    if s_begin < limit {
+        // Query codes (rows past the heads or tokens and dims past D are zero), each row's
+        // weight `w·s_q`, and the zero padding of the key tile.
+        let mut i = tid;
+        while i < MMA_ROWS * dvec {
+            let r = i / dvec;
+            let c = i % dvec;
+            let t = t0 + r / hp;
+            let hh = r % hp;
+            let base = r * dp + c * nv;
+            if t < t_len && hh < heads {
+                let v = q[((b * t_len + t) * heads + hh) * dvec + c];
+                #[unroll]
+                for u in 0..nv {
+                    q_sh[base + u] = v[u];
+                }
+            } else {
+                #[unroll]
+                for u in 0..nv {
+                    q_sh[base + u] = C::from_int(0);
+                }
+            }
+            i += MMA_UNITS;
+        }
+        if tid < MMA_ROWS {
+            let t = t0 + tid / hp;
+            let hh = tid % hp;
+            let mut v = 0.0f32;
+            if t < t_len && hh < heads {
+                let j = (b * t_len + t) * heads + hh;
+                v = f32::cast_from(w[j]) * f32::cast_from(sq[j]);
+            }
+            wq_sh[tid] = v;
+        }
+        if comptime!(d16 > d) {
+            let pad = comptime!(d16 - d);
+            let mut i = tid;
+            while i < MMA_ROWS * pad {
+                q_sh[(i / pad) * dp + d + i % pad] = C::from_int(0);
+                i += MMA_UNITS;
+            }
+            let mut i = tid;
+            while i < TILE * pad {
+                k_sh[(i / pad) * dp + d + i % pad] = C::from_int(0);
+                i += MMA_UNITS;
+            }
+        }
+
+        let qa = unsafe {
+            cmma::Matrix::<C>::uninitialized(
+                cmma::MatrixIdent::A,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::RowMajor,
+            )
+        };
+        let kb = unsafe {
+            cmma::Matrix::<C>::uninitialized(
+                cmma::MatrixIdent::B,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::ColMajor,
+            )
+        };
+        let stage = plane * 16 * TILE;
+        // The planes holding query `tl`'s rows: `tl·hp/16 ..`.
+        let ppq = comptime!(hp / 16);
+
+        let mut s0 = s_begin;
+        while s0 < limit {
+            // The key tile's codes (zero past the end) and scales.
+            let mut i = tid;
+            while i < TILE * dvec {
+                let j = i / dvec;
+                let c = i % dvec;
+                let base = j * dp + c * nv;
+                if s0 + j < s_len {
+                    let v = k[(b * s_len + s0 + j) * dvec + c];
+                    #[unroll]
+                    for u in 0..nv {
+                        k_sh[base + u] = v[u];
+                    }
+                } else {
+                    #[unroll]
+                    for u in 0..nv {
+                        k_sh[base + u] = C::from_int(0);
+                    }
+                }
+                i += MMA_UNITS;
+            }
+            if tid < TILE {
+                let mut v = 0.0f32;
+                if s0 + tid < s_len {
+                    v = f32::cast_from(sk[b * s_len + s0 + tid]);
+                }
+                sk_sh[tid] = v;
+            }
+            sync_cube();
+
+            // This plane's 16 rows × 64 keys of code dot products.
+            let mut acc = Sequence::<cmma::Matrix<f32>>::new();
+            #[unroll]
+            for _ in 0..TILE / 16 {
+                acc.push(cmma::Matrix::<f32>::from_value(
+                    cmma::MatrixIdent::Accumulator,
+                    16usize,
+                    16usize,
+                    16usize,
+                    cmma::MatrixLayout::Undefined,
+                    0.0f32,
+                ));
+            }
+            #[unroll]
+            for ks in 0..nk {
+                cmma::load(
+                    &qa,
+                    &q_sh.slice(plane * 16 * dp + ks * 16, MMA_ROWS * dp),
+                    comptime!(dp as u32),
+                );
+                #[unroll]
+                for n in 0..TILE / 16 {
+                    cmma::load(
+                        &kb,
+                        &k_sh.slice(n * 16 * dp + ks * 16, TILE * dp),
+                        comptime!(dp as u32),
+                    );
+                    let a = acc.index(n);
+                    cmma::execute::<C, C, f32, f32>(&qa, &kb, a, a);
+                }
+            }
+            #[unroll]
+            for n in 0..TILE / 16 {
+                cmma::store(
+                    &mut st_sh.slice_mut(stage + n * 16, stage + 16 * TILE),
+                    acc.index(n),
+                    comptime!(TILE as u32),
+                    cmma::MatrixLayout::RowMajor,
+                );
+            }
+            sync_plane();
+
+            // w·s_q·ReLU summed over the plane's 16 rows, two keys per lane.
+            #[unroll]
+            for half in 0..2usize {
+                let key = lane + 32 * half;
+                let mut v = 0.0f32;
+                #[unroll]
+                for r in 0..16usize {
+                    v += wq_sh[plane * 16 + r] * f32::max(st_sh[stage + r * TILE + key], 0.0f32);
+                }
+                part_sh[plane * TILE + key] = v;
+            }
+            sync_cube();
+
+            let mut o = tid;
+            while o < tq * TILE {
+                let tl = o / TILE;
+                let key = o % TILE;
+                let t = t0 + tl;
+                let s = s0 + key;
+                if t < t_len && s < s_end {
+                    let mut v = neg_inf;
+                    if !causal || s <= t + offset {
+                        let mut sum = 0.0f32;
+                        #[unroll]
+                        for p in 0..ppq {
+                            sum += part_sh[(tl * ppq + p) * TILE + key];
+                        }
+                        v = sk_sh[key] * sum;
+                    }
+                    out[(b * t_len + t) * s_len + s] = F::cast_from(v);
+                }
+                o += MMA_UNITS;
+            }
+            s0 += TILE;
+        }
+        s_done = s0;
+    }
+
+    // The rest of the chunk is in the causal future of every query of the cube.
+    if s_done < s_end {
+        let width = s_end - s_done;
+        let mut o = tid;
+        while o < tq * width {
+            let t = t0 + o / width;
+            if t < t_len {
+                out[(b * t_len + t) * s_len + s_done + o % width] = F::cast_from(neg_inf);
+            }
+            o += MMA_UNITS;
+        }
+    }
+}
