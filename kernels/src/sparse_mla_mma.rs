@@ -249,22 +249,33 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
     }
 }
 
-/// Kernel 6's head-averaged attention probabilities on tensor cores: the contract of
-/// `indexer_loss::sparse_mla_probs` (`p[b,t,j] = (1/H) Σ_h exp(scale·q_h·kv[idx_j] −
-/// lse_h)`, 0 at invalid slots) with the scores of the forward's tensor-core pass (so `p`
-/// sums to 1 with the `lse` that pass computed). One cube per (token, 64 heads); each adds
-/// its heads' share to `out` (f32 `[B,T,K]`, zeroed by the caller) with one atomic add per
-/// slot (`native`: a float atomic add, else a compare-and-swap loop, as
-/// [`crate::sparse_mla::atomic_add_f32`]).
+/// Kernel 6 on tensor cores: at each query's selected rows, a sum over heads of a function
+/// of the heads' scores `s_h = q_h · kv[idx_j]` (v3's `gather_chunk` / `chunk_scores`, so
+/// half-precision inputs), written for both of the sparse stage's indexer-loss inputs:
+///
+/// - `relu = false`, the attention probabilities: `out[b,t,j] = (1/H) Σ_h exp(scale·s_h −
+///   hw[h])` with `hw` = the forward's `lse` (same contract as
+///   `indexer_loss::sparse_mla_probs`; 0 at invalid slots). `hs`, `ks` are not read.
+/// - `relu = true`, the indexer's selected scores from e4m3 codes (`q`, `kv` the f16 codes
+///   of one quantisation block per row): `out[b,t,j] = ks[idx_j] · Σ_h hw[h]·hs[h]·ReLU(s_h)`
+///   with `hw` = the weights `w`, `hs` = the query scales, `ks` `[B,S]` = the key scales
+///   (contract of `indexer_loss::indexer_selected_scores`; `neg_inf` at invalid slots).
+///
+/// One cube per (token, 64 heads); each adds its heads' share to `out` (f32 `[B,T,K]`,
+/// zeroed by the caller) with one atomic add per slot (`native`: a float atomic add, else a
+/// compare-and-swap loop, as [`crate::sparse_mla::atomic_add_f32`]).
 ///
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32.
 #[cube(launch)]
-pub fn sparse_mla_probs_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
+#[allow(clippy::too_many_arguments)]
+pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     kv: &Tensor<Vector<F, N>>,
     idx: &Tensor<I>,
     valid: &Tensor<BL>,
-    lse: &Tensor<F>,
+    hw: &Tensor<W>,
+    hs: &Tensor<SC>,
+    ks: &Tensor<SC>,
     out: &mut Tensor<Atomic<A>>,
     bt_len: usize,
     heads: usize,
@@ -272,10 +283,12 @@ pub fn sparse_mla_probs_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     s_len: usize,
     kk: usize,
     scale: f32,
+    neg_inf: f32,
     #[comptime] d: usize,
     #[comptime] kc: usize,
     #[comptime] native: bool,
-    #[define(F, I, BL, A)] _dtypes: [StorageType; 4],
+    #[comptime] relu: bool,
+    #[define(F, I, BL, A, W, SC)] _dtypes: [StorageType; 6],
 ) {
     let bt = crate::cube_index();
     if bt >= bt_len {
@@ -299,16 +312,20 @@ pub fn sparse_mla_probs_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     let mut s_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
-    let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
+    let mut hw_sh = SharedMemory::<f32>::new(MMA_HEADS);
     let mut red_sh = SharedMemory::<f32>::new(MMA_UNITS);
 
     load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt, h0, heads, d, kc);
     if tid < MMA_HEADS {
-        let mut l = 0.0f32;
+        let mut v = 0.0f32;
         if h0 + tid < heads {
-            l = f32::cast_from(lse[bt * heads + h0 + tid]);
+            let i = bt * heads + h0 + tid;
+            v = f32::cast_from(hw[i]);
+            if relu {
+                v *= f32::cast_from(hs[i]);
+            }
         }
-        lse_sh[tid] = l;
+        hw_sh[tid] = v;
     }
     let inv_heads = 1.0f32 / f32::cast_from(heads);
     let mut c0 = 0usize;
@@ -337,7 +354,12 @@ pub fn sparse_mla_probs_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
             for u in 0..hpp {
                 let hh = part * hpp + u;
                 if h0 + hh < heads {
-                    v += f32::exp(s_sh[hh * kc + j] * scale - lse_sh[hh]);
+                    let sc = s_sh[hh * kc + j];
+                    if relu {
+                        v += hw_sh[hh] * f32::max(sc, 0.0f32);
+                    } else {
+                        v += f32::exp(sc * scale - hw_sh[hh]);
+                    }
                 }
             }
         }
@@ -349,7 +371,18 @@ pub fn sparse_mla_probs_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
             for p in 0..parts {
                 sum += red_sh[p * kc + tid];
             }
-            crate::sparse_mla::atomic_add_f32(out, bt * kk + c0 + tid, sum * inv_heads, native);
+            let mut add = sum * inv_heads;
+            if relu {
+                add = sum * f32::cast_from(ks[b * s_len + row_sh[tid] as usize]);
+                if ok_sh[tid] == 0u32 {
+                    // -inf once (from the first head group): the sum stays -inf.
+                    add = 0.0f32;
+                    if h0 == 0 {
+                        add = neg_inf;
+                    }
+                }
+            }
+            crate::sparse_mla::atomic_add_f32(out, bt * kk + c0 + tid, add, native);
         }
         c0 += kc;
     }

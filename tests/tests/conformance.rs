@@ -31,9 +31,3 @@ fn model_matches_reference_wgpu() {
     check::<burn::backend::Wgpu>(&Default::default());
 }
 
-/// On CUDA (the device machine): the tensor-core indexer and the tiled kernels.
-#[cfg(feature = "cuda")]
-#[test]
-fn model_matches_reference_cuda() {
-    check::<burn::backend::Cuda>(&Default::default());
-}

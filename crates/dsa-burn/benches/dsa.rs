@@ -153,7 +153,11 @@ impl<G: DsaBackend> Bench<G> {
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
         let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3];
         let before = versions.map(launches);
-        let tc_ops = [TensorCoreOp::IndexerScores, TensorCoreOp::SparseMlaProbs];
+        let tc_ops = [
+            TensorCoreOp::IndexerScores,
+            TensorCoreOp::SparseMlaProbs,
+            TensorCoreOp::SelectedScores,
+        ];
         let tc_before = tc_ops.map(dsa_burn::cubecl::tensor_core_launches);
         f();
         self.sync();

@@ -220,9 +220,11 @@ pub enum TensorCoreOp {
     IndexerScores,
     /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
     SparseMlaProbs,
+    /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
+    SelectedScores,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -355,15 +357,18 @@ fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
     if !selected || !has_cmma(q, kind) {
         return None;
     }
-    let props = q.client.properties();
+    mma_chunk(d, max_shared(q))
+}
+
+/// Slots per chunk (64 or 32) of the kernels of `sparse_mla_mma` for rows of `d` dims (the
+/// forward's buffers, the largest of them), or `None` when they do not fit.
+fn mma_chunk(d: usize, max_shared: usize) -> Option<usize> {
     let heads = kernels::sparse_mla_mma::MMA_HEADS;
     let dp = d.div_ceil(16) * 16 + 8;
     let bytes = |kc: usize| {
         2 * ((heads + kc) * dp + heads * (kc + 8)) + 4 * heads * kc + 8 * kc + 4 * heads + 8 * 256
     };
-    [64, 32]
-        .into_iter()
-        .find(|&kc| bytes(kc) <= props.hardware.max_shared_memory_size)
+    [64, 32].into_iter().find(|&kc| bytes(kc) <= max_shared)
 }
 
 /// Lightning-indexer scores on CubeCL: fake-quantise `q` and `k`, then the scores kernel.
@@ -848,14 +853,26 @@ pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
     let [b, t, h, d] = dims::<4, R>(&q);
     let [_, s, _] = dims::<3, R>(&k);
     let [_, _, kk] = dims::<3, R>(&indices);
-    let q = fake_quant_primitive(into_contiguous(q), quant);
-    let k = fake_quant_primitive(into_contiguous(k), quant);
     let (w, indices, valid) = (into_contiguous(w), into_contiguous(indices), into_contiguous(valid));
-    let out = output(&q, Shape::new([b, t, kk]), q.dtype);
-    let n = b * t * kk;
-    if n == 0 {
+    if b * t * kk == 0 {
+        return output(&q, Shape::new([b, t, kk]), q.dtype);
+    }
+    if let Some(kc) = mma_indexer(&q, quant, h, d)
+        .then(|| mma_chunk(d, max_shared(&q)))
+        .flatten()
+    {
+        // On tensor cores: the e4m3 codes' dot products, the scales applied afterwards.
+        let (qc, sq) = quantize_codes(q, quant);
+        let (kc_codes, sk) = quantize_codes(k, quant);
+        let heads = HeadSums { hw: w, hs: sq, ks: sk, relu: true };
+        let out = selected_head_sums(qc, kc_codes, indices, valid, heads, 1.0, kc);
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::SelectedScores as usize].fetch_add(1, Ordering::SeqCst);
         return out;
     }
+    let q = fake_quant_primitive(into_contiguous(q), quant);
+    let k = fake_quant_primitive(into_contiguous(k), quant);
+    let out = output(&q, Shape::new([b, t, kk]), q.dtype);
+    let n = b * t * kk;
     let threads = 128usize;
     kernels::indexer_loss::indexer_selected_scores::launch::<R>(
         &q.client,
@@ -935,6 +952,75 @@ pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
     (dq, dw, from_f32(dk, q.dtype))
 }
 
+/// The per-head inputs of [`selected_head_sums`]: `hw` `[B,T,H]` (the lse, or the indexer
+/// weights), `hs` `[B,T,H]` and `ks` `[B,S]` (the FP8 query and key scales, read with
+/// `relu` only).
+struct HeadSums<R: CubeRuntime> {
+    hw: CubeTensor<R>,
+    hs: CubeTensor<R>,
+    ks: CubeTensor<R>,
+    relu: bool,
+}
+
+/// `dsa_kernels::sparse_mla_mma::selected_head_sums_mma` on contiguous inputs: `q [B,T,H,d]`,
+/// `kv [B,S,d]` (both of one half type), the selections, `kc` slots per chunk; returns
+/// `[B,T,K]` in `hw`'s dtype.
+fn selected_head_sums<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    kv: CubeTensor<R>,
+    indices: CubeTensor<R>,
+    valid: CubeTensor<R>,
+    heads: HeadSums<R>,
+    scale: f32,
+    kc: usize,
+) -> CubeTensor<R> {
+    let [b, t, h, d] = dims::<4, R>(&q);
+    let [_, s, _] = dims::<3, R>(&kv);
+    let [_, _, kk] = dims::<3, R>(&indices);
+    let (native, acc_dtype) = f32_accumulation(&q);
+    let acc = zeros_f32(&q, Shape::new([b, t, kk]));
+    let out_dtype = heads.hw.dtype;
+    let vector = [8usize, 4, 2, 1]
+        .into_iter()
+        .find(|v| d % v == 0)
+        .unwrap_or(1);
+    let dtypes = [
+        q.dtype.into(),
+        indices.dtype.into(),
+        valid.dtype.into(),
+        acc_dtype.into(),
+        heads.hw.dtype.into(),
+        DType::F32.into(),
+    ];
+    kernels::sparse_mla_mma::selected_head_sums_mma::launch::<R>(
+        &q.client,
+        cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
+        CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+        vector,
+        q.clone().into_tensor_arg(),
+        kv.into_tensor_arg(),
+        indices.into_tensor_arg(),
+        valid.into_tensor_arg(),
+        heads.hw.into_tensor_arg(),
+        heads.hs.into_tensor_arg(),
+        heads.ks.into_tensor_arg(),
+        acc.clone().into_tensor_arg(),
+        b * t,
+        h,
+        t,
+        s,
+        kk,
+        scale,
+        f32::NEG_INFINITY,
+        d,
+        kc,
+        native,
+        heads.relu,
+        dtypes,
+    );
+    from_f32(acc, out_dtype)
+}
+
 /// Kernel 6: sparse MLA's head-averaged probabilities at the selected rows on CubeCL; see
 /// [`DsaBackend::sparse_mla_probs`].
 pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
@@ -950,49 +1036,18 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     let [_, _, kk] = dims::<3, R>(&indices);
     let (q, kv, lse) = (into_contiguous(q), into_contiguous(kv), into_contiguous(lse));
     let (indices, valid) = (into_contiguous(indices), into_contiguous(valid));
-    let (indices_dtype, valid_dtype) = (indices.dtype, valid.dtype);
-    let out = output(&q, Shape::new([b, t, kk]), q.dtype);
     if b * t * kk == 0 {
-        return out;
+        return output(&q, Shape::new([b, t, kk]), q.dtype);
     }
     if let Some(kc) = mma_fwd_chunk(&q, d) {
         // On tensor cores, with the scores of the v3 forward (which computed `lse`).
-        let (native, acc_dtype) = f32_accumulation(&q);
-        let acc = zeros_f32(&q, Shape::new([b, t, kk]));
-        let vector = [8usize, 4, 2, 1]
-            .into_iter()
-            .find(|v| d % v == 0)
-            .unwrap_or(1);
-        kernels::sparse_mla_mma::sparse_mla_probs_mma::launch::<R>(
-            &q.client,
-            cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
-            CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
-            vector,
-            q.clone().into_tensor_arg(),
-            kv.into_tensor_arg(),
-            indices.into_tensor_arg(),
-            valid.into_tensor_arg(),
-            lse.into_tensor_arg(),
-            acc.clone().into_tensor_arg(),
-            b * t,
-            h,
-            t,
-            s,
-            kk,
-            scale,
-            d,
-            kc,
-            native,
-            [
-                q.dtype.into(),
-                indices_dtype.into(),
-                valid_dtype.into(),
-                acc_dtype.into(),
-            ],
-        );
+        let unread = zeros_f32(&q, Shape::new([1]));
+        let heads = HeadSums { hw: lse, hs: unread.clone(), ks: unread, relu: false };
+        let out = selected_head_sums(q, kv, indices, valid, heads, scale, kc);
         TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaProbs as usize].fetch_add(1, Ordering::SeqCst);
-        return from_f32(acc, q.dtype);
+        return out;
     }
+    let out = output(&q, Shape::new([b, t, kk]), q.dtype);
     let (hg, kc) = indexer_loss_tiles(h, d, 1, max_shared(&q));
     kernels::indexer_loss::sparse_mla_probs::launch::<R>(
         &q.client,

@@ -646,6 +646,9 @@ fn indexer_loss_kernels_match_reference() {
             let (q, w, kk) = c_in();
             let want = reference_selected_scores(q, w, kk, quant, m.indices(&cdev), m.valid(&cdev));
             let (q, w, kk) = g_in();
+            let mma_before = dsa_burn::cubecl::tensor_core_launches(
+                dsa_burn::cubecl::TensorCoreOp::SelectedScores,
+            );
             let got = <G as DsaBackend>::indexer_selected_scores(
                 q,
                 w,
@@ -660,6 +663,12 @@ fn indexer_loss_kernels_match_reference() {
                 &host(want),
                 1e-5,
             );
+            // On CUDA the quantised case takes the tensor-core kernel (one block per row).
+            let mma_ran = dsa_burn::cubecl::tensor_core_launches(
+                dsa_burn::cubecl::TensorCoreOp::SelectedScores,
+            ) > mma_before;
+            let expected = cfg!(feature = "cuda") && quant != IndexerQuant::None && d <= 128;
+            assert_eq!(mma_ran, expected, "{case}: tensor-core selected scores ran: {mma_ran}");
             for force_cas in [false, true] {
                 dsa_burn::cubecl::set_force_cas_atomics(force_cas);
                 let (q, w, kk) = c_in();
