@@ -23,6 +23,8 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
+use crate::mma::{stage_vector, zero_padding};
+
 /// Rows `(token, head)` per cube: 8 planes × 16.
 pub const MMA_ROWS: usize = 128;
 /// Units per cube (8 planes of 32).
@@ -63,7 +65,6 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     let t0 = (cube % n_t) * tq;
     let nv = N::value();
     let dvec = comptime!(d / nv);
-    let d16 = comptime!(d.div_ceil(16) * 16);
     // Row stride of the half tiles: 16 B of padding against shared-memory bank conflicts.
     let dp = comptime!(d.div_ceil(16) * 16 + 8);
     let nk = comptime!(d.div_ceil(16));
@@ -104,19 +105,8 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             let c = i % dvec;
             let t = t0 + r / hp;
             let hh = r % hp;
-            let base = r * dp + c * nv;
-            if t < t_len && hh < heads {
-                let v = q[((b * t_len + t) * heads + hh) * dvec + c];
-                #[unroll]
-                for u in 0..nv {
-                    q_sh[base + u] = v[u];
-                }
-            } else {
-                #[unroll]
-                for u in 0..nv {
-                    q_sh[base + u] = C::from_int(0);
-                }
-            }
+            let at = ((b * t_len + t) * heads + hh) * dvec + c;
+            stage_vector::<C, N>(q, at, t < t_len && hh < heads, &mut q_sh, r * dp + c * nv);
             i += MMA_UNITS;
         }
         if tid < MMA_ROWS {
@@ -129,19 +119,8 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             }
             wq_sh[tid] = v;
         }
-        if comptime!(d16 > d) {
-            let pad = comptime!(d16 - d);
-            let mut i = tid;
-            while i < MMA_ROWS * pad {
-                q_sh[(i / pad) * dp + d + i % pad] = C::from_int(0);
-                i += MMA_UNITS;
-            }
-            let mut i = tid;
-            while i < TILE * pad {
-                k_sh[(i / pad) * dp + d + i % pad] = C::from_int(0);
-                i += MMA_UNITS;
-            }
-        }
+        zero_padding::<C>(&mut q_sh, MMA_ROWS, d, dp);
+        zero_padding::<C>(&mut k_sh, TILE, d, dp);
 
         let qa = unsafe {
             cmma::Matrix::<C>::uninitialized(
@@ -172,19 +151,8 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             while i < TILE * dvec {
                 let j = i / dvec;
                 let c = i % dvec;
-                let base = j * dp + c * nv;
-                if s0 + j < s_len {
-                    let v = k[(b * s_len + s0 + j) * dvec + c];
-                    #[unroll]
-                    for u in 0..nv {
-                        k_sh[base + u] = v[u];
-                    }
-                } else {
-                    #[unroll]
-                    for u in 0..nv {
-                        k_sh[base + u] = C::from_int(0);
-                    }
-                }
+                let at = (b * s_len + s0 + j) * dvec + c;
+                stage_vector::<C, N>(k, at, s0 + j < s_len, &mut k_sh, j * dp + c * nv);
                 i += MMA_UNITS;
             }
             if tid < TILE {

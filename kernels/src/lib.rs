@@ -4,13 +4,15 @@
 //! (lightning-indexer scores), [`indexer_mma`] (the scores on tensor cores), [`topk`]
 //! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode),
 //! [`sparse_mla_mma`] (its forward, and kernel 6's attention probabilities, on tensor
-//! cores) and [`indexer_loss`] (the sparse-stage indexer loss at the selected keys). Every kernel
+//! cores, with [`mma`]'s shared staging) and [`indexer_loss`] (the sparse-stage indexer loss
+//! at the selected keys). Every kernel
 //! is generic over the float type (the `#[define]` storage types are chosen at launch from
 //! the tensors' dtypes) and computes in f32. The kernels take contiguous tensors; shapes and
 //! layouts are documented on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
 
 pub mod indexer;
 pub mod indexer_mma;
+pub mod mma;
 pub mod indexer_loss;
 pub mod quant;
 pub mod sparse_mla;

@@ -15,45 +15,63 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
+use crate::mma::{stage_vector, zero_padding};
+
 /// Heads per cube.
 pub const MMA_HEADS: usize = 64;
 /// Units per cube (8 planes of 32).
 pub const MMA_UNITS: usize = 256;
 
-/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32.
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`MMA_UNITS`] units, plane size 32.
 /// `N`: vector width of the `q`/`kv` loads (`D % N == 0`). `kc`: slots per chunk, 32 or 64.
+///
+/// Split over the slots (for decode, where `B·T` cubes cannot fill the device): cube
+/// `z = g + groups·i` takes head group `g` and slots `i·split_len .. (i+1)·split_len`
+/// (`split_len` a multiple of `kc`) and writes that split's normalised output and lse at
+/// `out [splits,B,T,H,dv]`, `lse [splits,B,T,H]` (type `O`: f32 for [`combine_splits`]);
+/// with one split (`split_len ≥ K`) these are the final `out`, `lse`.
 #[cube(launch)]
-pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
+pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     kv: &Tensor<Vector<F, N>>,
     idx: &Tensor<I>,
     valid: &Tensor<BL>,
-    out: &mut Tensor<F>,
-    lse: &mut Tensor<F>,
+    out: &mut Tensor<O>,
+    lse: &mut Tensor<O>,
     bt_len: usize,
     t_len: usize,
     heads: usize,
     s_len: usize,
     kk: usize,
+    groups: usize,
+    split_len: usize,
     scale: f32,
     neg_inf: f32,
     #[comptime] d: usize,
     #[comptime] dv: usize,
     #[comptime] kc: usize,
-    #[define(F, I, BL)] _dtypes: [StorageType; 3],
+    #[define(F, I, BL, O)] _dtypes: [StorageType; 4],
 ) {
     let bt = crate::cube_index();
     if bt >= bt_len {
         terminate!();
     }
     let b = bt / t_len;
+    let split = CUBE_POS_Z as usize / groups;
+    let c_begin = split * split_len;
+    let mut c_end = c_begin + split_len;
+    if c_end > kk {
+        c_end = kk;
+    }
+    // Row of this split's outputs (`bt` when there is one split).
+    let row = split * bt_len + bt;
     // Row stride of the bf16 tiles: 16 B of padding against shared-memory bank conflicts.
     let dp = comptime!(d.div_ceil(16) * 16 + 8);
     let kcp = comptime!(kc + 8);
     let vtiles = comptime!(dv.div_ceil(16));
     let nvt = comptime!(dv.div_ceil(16).div_ceil(2));
     let per = comptime!(kc / 4);
-    let h0 = CUBE_POS_Z as usize * MMA_HEADS;
+    let h0 = (CUBE_POS_Z as usize % groups) * MMA_HEADS;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
     let lane = tid % 32;
@@ -77,8 +95,8 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
     // Pass 1: per-unit running max and sum over its columns of every chunk.
     let mut m_t = neg_inf;
     let mut l_t = 0.0f32;
-    let mut c0 = 0usize;
-    while c0 < kk {
+    let mut c0 = c_begin;
+    while c0 < c_end {
         gather_chunk::<F, I, BL, N>(
             kv,
             idx,
@@ -132,7 +150,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
         }
         lse_sh[tid] = v;
         if h0 + tid < heads {
-            lse[bt * heads + h0 + tid] = F::cast_from(v);
+            lse[row * heads + h0 + tid] = O::cast_from(v);
         }
     }
     sync_cube();
@@ -169,8 +187,8 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
         )
     };
     let row_lse = lse_sh[r];
-    let mut c0 = 0usize;
-    while c0 < kk {
+    let mut c0 = c_begin;
+    while c0 < c_end {
         gather_chunk::<F, I, BL, N>(
             kv,
             idx,
@@ -241,11 +259,58 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, N: Size>(
                 let h = h0 + rg * 16 + k / 16;
                 let col = ct * 16 + k % 16;
                 if h < heads && col < dv {
-                    out[(bt * heads + h) * dv + col] = F::cast_from(s_sh[stage + k]);
+                    out[(row * heads + h) * dv + col] = O::cast_from(s_sh[stage + k]);
                 }
             }
             sync_plane();
         }
+    }
+}
+
+/// Merges the splits of [`sparse_mla_fwd_mma`]: with `m = max_i lse_i` and `w_i =
+/// exp(lse_i − m)`, `out = Σ w_i·out_i / Σ w_i` and `lse = m + ln Σ w_i` (`out = 0`, `lse =
+/// neg_inf` where no split had a valid slot). `out_s [splits, n, dv]`, `lse_s [splits, n]`
+/// (f32) → `out [n, dv]`, `lse [n]`, `n = B·T·H`. One unit per output entry.
+/// Grid: `grid_1d(⌈n·dv / 256⌉)`, 256 units.
+#[cube(launch)]
+pub fn combine_splits<F: Float, O: Float>(
+    out_s: &Tensor<O>,
+    lse_s: &Tensor<O>,
+    out: &mut Tensor<F>,
+    lse: &mut Tensor<F>,
+    n: usize,
+    splits: usize,
+    neg_inf: f32,
+    #[comptime] dv: usize,
+    #[define(F, O)] _dtypes: [StorageType; 2],
+) {
+    let pos = crate::cube_index() * 256 + UNIT_POS as usize;
+    if pos >= n * dv {
+        terminate!();
+    }
+    let r = pos / dv;
+    let mut m = neg_inf;
+    for i in 0..splits {
+        m = f32::max(m, f32::cast_from(lse_s[i * n + r]));
+    }
+    let mut o = 0.0f32;
+    let mut l = neg_inf;
+    if m > neg_inf {
+        let mut wsum = 0.0f32;
+        for i in 0..splits {
+            let li = f32::cast_from(lse_s[i * n + r]);
+            if li > neg_inf {
+                let w = f32::exp(li - m);
+                wsum += w;
+                o += w * f32::cast_from(out_s[i * n * dv + pos]);
+            }
+        }
+        o /= wsum;
+        l = m + f32::ln(wsum);
+    }
+    out[pos] = F::cast_from(o);
+    if pos % dv == 0 {
+        lse[r] = F::cast_from(l);
     }
 }
 
@@ -405,41 +470,17 @@ fn load_query_tile<F: Float, N: Size>(
 ) {
     let nv = N::value();
     let dvec = comptime!(d / nv);
-    let d16 = comptime!(d.div_ceil(16) * 16);
     let dp = comptime!(d.div_ceil(16) * 16 + 8);
-    let tid = UNIT_POS as usize;
-    let mut i = tid;
+    let mut i = UNIT_POS as usize;
     while i < MMA_HEADS * dvec {
         let hh = i / dvec;
         let c = i % dvec;
-        let base = hh * dp + c * nv;
-        if h0 + hh < heads {
-            let v = q[(bt * heads + h0 + hh) * dvec + c];
-            #[unroll]
-            for u in 0..nv {
-                q_sh[base + u] = v[u];
-            }
-        } else {
-            #[unroll]
-            for u in 0..nv {
-                q_sh[base + u] = F::from_int(0);
-            }
-        }
+        let at = (bt * heads + h0 + hh) * dvec + c;
+        stage_vector::<F, N>(q, at, h0 + hh < heads, q_sh, hh * dp + c * nv);
         i += MMA_UNITS;
     }
-    if comptime!(d16 > d) {
-        let pad = comptime!(d16 - d);
-        let mut i = tid;
-        while i < MMA_HEADS * pad {
-            q_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
-            i += MMA_UNITS;
-        }
-        let mut i = tid;
-        while i < kc * pad {
-            kv_sh[(i / pad) * dp + d + i % pad] = F::from_int(0);
-            i += MMA_UNITS;
-        }
-    }
+    zero_padding::<F>(q_sh, MMA_HEADS, d, dp);
+    zero_padding::<F>(kv_sh, kc, d, dp);
 }
 
 /// Gathers the rows of slots `c0..c0+kc` into `kv_sh` (zero for invalid or past-the-end
@@ -470,19 +511,8 @@ fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
     while i < kc * dvec {
         let j = i / dvec;
         let c = i % dvec;
-        let base = j * dp + c * nv;
-        if ok_sh[j] == 1u32 {
-            let v = kv[(b * s_len + row_sh[j] as usize) * dvec + c];
-            #[unroll]
-            for u in 0..nv {
-                kv_sh[base + u] = v[u];
-            }
-        } else {
-            #[unroll]
-            for u in 0..nv {
-                kv_sh[base + u] = F::from_int(0);
-            }
-        }
+        let at = (b * s_len + row_sh[j] as usize) * dvec + c;
+        stage_vector::<F, N>(kv, at, ok_sh[j] == 1u32, kv_sh, j * dp + c * nv);
         i += MMA_UNITS;
     }
     sync_cube();

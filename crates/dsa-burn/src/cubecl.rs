@@ -252,7 +252,8 @@ pub enum MlaKernel {
     /// token over all heads: one atomic add per selected row and dim).
     V2,
     /// v3: tensor-core forward (bf16/f16 inputs, 16×16×16 cmma, 64 heads per cube, two
-    /// passes over the slots); backward as v2. Taken where the device has the cmma shape and
+    /// passes over the slots, the slots split over several cubes and merged when there are
+    /// few queries, as in decode); backward as v2. Taken where the device has the cmma shape and
     /// 32-wide planes and the inputs are half precision, else v2.
     V3,
 }
@@ -339,6 +340,9 @@ fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
         k => k == MlaKernel::V2 as u8 || k == MlaKernel::V3 as u8,
     }
 }
+
+/// Cubes the v3 forward aims for when it splits the slots of few queries (decode).
+const MMA_SPLIT_CUBES: usize = 1024;
 
 /// Slots per chunk of the v3 (tensor-core) forward, or `None` where it does not apply:
 /// not selected, inputs not bf16/f16, no 16×16×16 cmma for them, planes not 32 wide, or
@@ -594,29 +598,68 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
             .into_iter()
             .find(|v| d % v == 0)
             .unwrap_or(1);
+        // Few queries (decode): split the slots so that ~MMA_SPLIT_CUBES cubes run, then merge.
+        let groups = h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS);
+        let cubes = b * t * groups;
+        let chunks = kk.div_ceil(kc).max(1);
+        let wanted = MMA_SPLIT_CUBES.div_ceil(cubes).clamp(1, chunks);
+        let split_len = chunks.div_ceil(wanted) * kc;
+        let splits = kk.div_ceil(split_len).max(1);
+        let (out_s, lse_s) = if splits > 1 {
+            (
+                output(&q, Shape::new([splits, b, t, h, d_v]), DType::F32),
+                output(&q, Shape::new([splits, b, t, h]), DType::F32),
+            )
+        } else {
+            (out.clone(), lse.clone())
+        };
         kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch::<R>(
             &q.client,
-            cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
+            cube_count(b * t, groups * splits),
             CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
             vector,
             q.clone().into_tensor_arg(),
             kv.into_tensor_arg(),
             indices.clone().into_tensor_arg(),
             valid.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            lse.clone().into_tensor_arg(),
+            out_s.clone().into_tensor_arg(),
+            lse_s.clone().into_tensor_arg(),
             b * t,
             t,
             h,
             s,
             kk,
+            groups,
+            split_len,
             scale,
             f32::NEG_INFINITY,
             d,
             d_v,
             kc,
-            [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
+            [
+                q.dtype.into(),
+                indices.dtype.into(),
+                valid.dtype.into(),
+                out_s.dtype.into(),
+            ],
         );
+        if splits > 1 {
+            let n = b * t * h;
+            kernels::sparse_mla_mma::combine_splits::launch::<R>(
+                &q.client,
+                cube_count((n * d_v).div_ceil(256), 1),
+                CubeDim::new_1d(256),
+                out_s.into_tensor_arg(),
+                lse_s.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                n,
+                splits,
+                f32::NEG_INFINITY,
+                d_v,
+                [q.dtype.into(), DType::F32.into()],
+            );
+        }
         count_mla_forward(MlaKernel::V3);
         return (out, lse);
     }

@@ -397,8 +397,15 @@ fn sparse_mla_tensor_cores_match_reference() {
         (2, 6, 1, 5, 3, 6, 1, 2),
         (1, 4, 70, 72, 64, 40, 37, 1),
         (2, 2, 16, 40, 32, 100, 65, 0),
+        // Enough queries (B·T·⌈H/64⌉ ≥ 1024 cubes) that the slots are not split.
+        (2, 520, 3, 12, 8, 30, 100, 3),
+        // Decode-like: one query, many slots split over cubes, one split with no valid slot.
+        (1, 1, 128, 576, 512, 3000, 2048, 0),
     ] {
         let mut m = Mla::new(&mut rng, [b, t, h, d, dv, s, k], empty_rows);
+        if k == 2048 {
+            m.valid[..200].iter_mut().for_each(|v| *v = false);
+        }
         m.q = bf(m.q);
         m.kv = bf(m.kv);
         let (want_o, want_l) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
