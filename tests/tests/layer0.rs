@@ -2,55 +2,92 @@
 //! sparse MLA output, recomputed from the case's weights and its recorded layer-0 inputs.
 //! Run with `-- --nocapture` to see each case's measured errors.
 
+use std::path::Path;
+
 use burn::tensor::Tensor;
 use dsa_burn::ops::{indexer_scores, topk_select};
 use dsa_burn::DsaBackend;
-use dsa_model::conformance::{compare_selection, NEAR_TIE};
+use dsa_model::conformance::{compare_selection, SelectionDiff, NEAR_TIE};
 use dsa_model::{hf, Checkpoint, DeepSeekV32Config};
 use dsa_tests::{conformance_cases, golden, rel_error};
 
-fn check<B: DsaBackend>(device: &B::Device) {
-    for dir in conformance_cases() {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let cfg = DeepSeekV32Config::from_file(dir.join("config.json")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut ckpt = Checkpoint::open(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        if let Some(block) = cfg.weight_block_size() {
-            ckpt = ckpt.with_weight_block_size(block).unwrap();
-        }
-        let gold = Checkpoint::open(dir.join("golden.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let attn = hf::attention::<B>(&ckpt, &cfg, 0, device).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let x: Tensor<B, 3> = golden(&gold, "layer0.attn_in", device);
-        let qr: Tensor<B, 3> = golden(&gold, "layer0.qr", device);
+/// A conformance case: its name, config, weights and golden tensors.
+struct Case {
+    name: String,
+    cfg: DeepSeekV32Config,
+    ckpt: Checkpoint,
+    gold: Checkpoint,
+}
 
-        // Indexer scores, raw (no causal mask) as recorded.
-        let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
-        let k = attn.indexer.keys(x.clone(), attn.rope(), 0);
-        let scores = indexer_scores(q, w, k, attn.indexer.quant(), None);
-        let want_scores: Tensor<B, 3> = golden(&gold, "layer0.index_scores", device);
+fn open_case(dir: &Path) -> Case {
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    let cfg = DeepSeekV32Config::from_file(dir.join("config.json")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut ckpt = Checkpoint::open(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let Some(block) = cfg.weight_block_size() {
+        ckpt = ckpt.with_weight_block_size(block).unwrap();
+    }
+    let gold = Checkpoint::open(dir.join("golden.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    Case { name, cfg, ckpt, gold }
+}
+
+/// Layer 0's raw indexer scores (no causal mask, as recorded) against the golden ones, and
+/// their top-k against the recorded selection.
+struct IndexerCheck {
+    score_err: f64,
+    diff: SelectionDiff,
+    /// Tokens a causal top-k selects in all.
+    expected_selected: usize,
+}
+
+impl IndexerCheck {
+    fn new<B: DsaBackend>(case: &Case, scores: Tensor<B, 3>, device: &B::Device) -> Self {
+        let want_scores: Tensor<B, 3> = golden(&case.gold, "layer0.index_scores", device);
         let score_err = rel_error(scores.clone(), want_scores.clone());
-
-        // Selection against the recorded top-k mask.
         let [b, t, s] = scores.dims();
-        let (idx, valid) = topk_select(scores, cfg.index_topk, Some(0));
+        let (idx, valid) = topk_select(scores, case.cfg.index_topk, Some(0));
         let kk = idx.dims()[2];
         let idx = idx.into_data().convert::<i64>().into_vec::<i64>().unwrap();
         let valid: Vec<bool> = valid.int().into_data().convert::<i64>().into_vec::<i64>().unwrap().iter().map(|v| *v != 0).collect();
-        let want_sel = gold.read_data("layer0.selected").unwrap().convert::<u8>().into_vec::<u8>().unwrap();
+        let want_sel = case.gold.read_data("layer0.selected").unwrap().convert::<u8>().into_vec::<u8>().unwrap();
         let ref_scores = want_scores.into_data().convert::<f32>().into_vec::<f32>().unwrap();
         let diff = compare_selection(&idx, &valid, kk, &want_sel, &ref_scores, s, |row| row % t + 1);
+        let expected_selected = (0..b * t).map(|row| (row % t + 1).min(kk)).sum::<usize>();
+        IndexerCheck { score_err, diff, expected_selected }
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "layer0.index_scores rel err {:.2e} (≤ 1e-3), selection mismatches {} of {} (worst near-tie gap {:.1e} of row range, ≤ {NEAR_TIE:.0e})",
+            self.score_err, self.diff.mismatched, self.diff.selected, self.diff.worst_gap
+        )
+    }
+
+    fn assert_ok(&self, name: &str) {
+        assert!(self.score_err <= 1e-3, "{name}: index scores error {:e}", self.score_err);
+        assert_eq!(self.diff.selected, self.expected_selected, "{name}: wrong number of selected tokens");
+        assert!(self.diff.worst_gap <= NEAR_TIE, "{name}: selection differs beyond near-ties ({:e})", self.diff.worst_gap);
+    }
+}
+
+fn check<B: DsaBackend>(device: &B::Device) {
+    for dir in conformance_cases() {
+        let case = open_case(&dir);
+        let name = &case.name;
+        let attn = hf::attention::<B>(&case.ckpt, &case.cfg, 0, device).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let x: Tensor<B, 3> = golden(&case.gold, "layer0.attn_in", device);
+        let qr: Tensor<B, 3> = golden(&case.gold, "layer0.qr", device);
+
+        let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
+        let k = attn.indexer.keys(x.clone(), attn.rope(), 0);
+        let indexer = IndexerCheck::new(&case, indexer_scores(q, w, k, attn.indexer.quant(), None), device);
 
         // Sparse MLA output of the whole layer.
         let out = attn.forward(x);
-        let want_out: Tensor<B, 3> = golden(&gold, "layer0.attn_out", device);
+        let want_out: Tensor<B, 3> = golden(&case.gold, "layer0.attn_out", device);
         let out_err = rel_error(out, want_out);
 
-        println!(
-            "{name}: layer0.index_scores rel err {score_err:.2e} (≤ 1e-3), selection mismatches {} of {} (worst near-tie gap {:.1e} of row range, ≤ {NEAR_TIE:.0e}), layer0.attn_out rel err {out_err:.2e} (≤ 1e-4)",
-            diff.mismatched, diff.selected, diff.worst_gap
-        );
-        assert!(score_err <= 1e-3, "{name}: index scores error {score_err:e}");
-        assert_eq!(diff.selected, (0..b * t).map(|row| (row % t + 1).min(kk)).sum::<usize>(), "{name}: wrong number of selected tokens");
-        assert!(diff.worst_gap <= NEAR_TIE, "{name}: selection differs beyond near-ties ({:e})", diff.worst_gap);
+        println!("{name}: {}, layer0.attn_out rel err {out_err:.2e} (≤ 1e-4)", indexer.report());
+        indexer.assert_ok(name);
         assert!(out_err <= 1e-4, "{name}: attention output error {out_err:e}");
     }
 }
@@ -79,38 +116,19 @@ fn check_indexer_kernels<B: DsaBackend>(device: &B::Device) {
     type P = burn::backend::NdArray;
     let to = |t: Tensor<P, 3>| Tensor::<B, 3>::from_data(t.into_data(), device);
     for dir in conformance_cases() {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let cfg = DeepSeekV32Config::from_file(dir.join("config.json")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut ckpt = Checkpoint::open(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        if let Some(block) = cfg.weight_block_size() {
-            ckpt = ckpt.with_weight_block_size(block).unwrap();
-        }
-        let gold = Checkpoint::open(dir.join("golden.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let case = open_case(&dir);
+        let name = &case.name;
         let pdev = Default::default();
-        let attn = hf::attention::<P>(&ckpt, &cfg, 0, &pdev).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let x: Tensor<P, 3> = golden(&gold, "layer0.attn_in", &pdev);
-        let qr: Tensor<P, 3> = golden(&gold, "layer0.qr", &pdev);
+        let attn = hf::attention::<P>(&case.ckpt, &case.cfg, 0, &pdev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let x: Tensor<P, 3> = golden(&case.gold, "layer0.attn_in", &pdev);
+        let qr: Tensor<P, 3> = golden(&case.gold, "layer0.qr", &pdev);
         let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
         let k = attn.indexer.keys(x, attn.rope(), 0);
         let q = Tensor::<B, 4>::from_data(q.into_data(), device);
         let scores = indexer_scores(q, to(w), to(k), attn.indexer.quant(), None);
-        let want_scores: Tensor<B, 3> = golden(&gold, "layer0.index_scores", device);
-        let score_err = rel_error(scores.clone(), want_scores.clone());
-        let [b, t, s] = scores.dims();
-        let (idx, valid) = topk_select(scores, cfg.index_topk, Some(0));
-        let kk = idx.dims()[2];
-        let idx = idx.into_data().convert::<i64>().into_vec::<i64>().unwrap();
-        let valid: Vec<bool> = valid.int().into_data().convert::<i64>().into_vec::<i64>().unwrap().iter().map(|v| *v != 0).collect();
-        let want_sel = gold.read_data("layer0.selected").unwrap().convert::<u8>().into_vec::<u8>().unwrap();
-        let ref_scores = want_scores.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-        let diff = compare_selection(&idx, &valid, kk, &want_sel, &ref_scores, s, |row| row % t + 1);
-        println!(
-            "{name}: layer0 indexer kernels: index_scores rel err {score_err:.2e} (≤ 1e-3), selection mismatches {} of {} (worst near-tie gap {:.1e}, ≤ {NEAR_TIE:.0e})",
-            diff.mismatched, diff.selected, diff.worst_gap
-        );
-        assert!(score_err <= 1e-3, "{name}: index scores error {score_err:e}");
-        assert_eq!(diff.selected, (0..b * t).map(|row| (row % t + 1).min(kk)).sum::<usize>(), "{name}: wrong number of selected tokens");
-        assert!(diff.worst_gap <= NEAR_TIE, "{name}: selection differs beyond near-ties ({:e})", diff.worst_gap);
+        let indexer = IndexerCheck::new(&case, scores, device);
+        println!("{name}: layer0 indexer kernels: {}", indexer.report());
+        indexer.assert_ok(name);
     }
 }
 

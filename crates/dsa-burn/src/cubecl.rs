@@ -341,6 +341,12 @@ fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     }
 }
 
+/// Vector width of the tensor-core kernels' loads of rows of `d` values: the widest of 8,
+/// 4, 2 or 1 that divides `d`.
+fn load_width(d: usize) -> usize {
+    [8usize, 4, 2].into_iter().find(|v| d % v == 0).unwrap_or(1)
+}
+
 /// Cubes the v3 forward aims for when it splits the slots of few queries (decode).
 const MMA_SPLIT_CUBES: usize = 1024;
 
@@ -406,10 +412,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         let hp = h.div_ceil(16) * 16;
         let tq = kernels::indexer_mma::MMA_ROWS / hp;
         let chunk = 2048;
-        let vector = [8usize, 4, 2, 1]
-            .into_iter()
-            .find(|v| d % v == 0)
-            .unwrap_or(1);
+        let vector = load_width(d);
         kernels::indexer_mma::indexer_scores_mma::launch::<R>(
             &out.client,
             cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
@@ -594,10 +597,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         return (out, lse);
     }
     if let Some(kc) = mma_fwd_chunk(&q, d) {
-        let vector = [8usize, 4, 2, 1]
-            .into_iter()
-            .find(|v| d % v == 0)
-            .unwrap_or(1);
+        let vector = load_width(d);
         // Few queries (decode): split the slots so that ~MMA_SPLIT_CUBES cubes run, then merge.
         let groups = h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS);
         let cubes = b * t * groups;
@@ -1023,10 +1023,7 @@ fn selected_head_sums<R: CubeRuntime>(
     let (native, acc_dtype) = f32_accumulation(&q);
     let acc = zeros_f32(&q, Shape::new([b, t, kk]));
     let out_dtype = heads.hw.dtype;
-    let vector = [8usize, 4, 2, 1]
-        .into_iter()
-        .find(|v| d % v == 0)
-        .unwrap_or(1);
+    let vector = load_width(d);
     let dtypes = [
         q.dtype.into(),
         indices.dtype.into(),
