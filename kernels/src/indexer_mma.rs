@@ -23,7 +23,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{stage_vector, zero_padding};
+use crate::mma::{fetch_rows, padded, share, store_tile, zero_padding};
 
 /// Rows `(token, head)` per cube: 8 planes × 16.
 pub const MMA_ROWS: usize = 128;
@@ -65,8 +65,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     let t0 = (cube % n_t) * tq;
     let nv = N::value();
     let dvec = comptime!(d / nv);
-    // Row stride of the half tiles: 16 B of padding against shared-memory bank conflicts.
-    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let dp = comptime!(padded(d));
     let nk = comptime!(d.div_ceil(16));
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
@@ -89,26 +88,32 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     }
     let mut s_done = s_begin;
 
-    let mut q_sh = SharedMemory::<C>::new(comptime!(MMA_ROWS * dp));
-    let mut k_sh = SharedMemory::<C>::new(comptime!(TILE * dp));
+    let mut q_sh = SharedMemory::<Vector<C, N>>::new(comptime!(MMA_ROWS * padded(d) / nv));
+    let mut k_sh = SharedMemory::<Vector<C, N>>::new(comptime!(TILE * padded(d) / nv));
     let mut st_sh = SharedMemory::<f32>::new(comptime!(MMA_ROWS * TILE));
     let mut wq_sh = SharedMemory::<f32>::new(MMA_ROWS);
     let mut part_sh = SharedMemory::<f32>::new(comptime!(8 * TILE));
-    let mut sk_sh = SharedMemory::<f32>::new(TILE);
+    // Key scales, double-buffered: tile `n` in half `n % 2` (written while the previous
+    // tile's outputs may still read theirs).
+    let mut sk_sh = SharedMemory::<f32>::new(comptime!(2 * TILE));
 
     if s_begin < limit {
         // Query codes (rows past the heads or tokens and dims past D are zero), each row's
         // weight `w·s_q`, and the zero padding of the key tile.
-        let mut i = tid;
-        while i < MMA_ROWS * dvec {
+        let mut q_regs = Array::<Vector<C, N>>::new(comptime!(share(MMA_ROWS, d, nv, MMA_UNITS)));
+        #[unroll]
+        for u in 0..comptime!(share(MMA_ROWS, d, nv, MMA_UNITS)) {
+            let i = tid + u * MMA_UNITS;
             let r = i / dvec;
-            let c = i % dvec;
             let t = t0 + r / hp;
             let hh = r % hp;
-            let at = ((b * t_len + t) * heads + hh) * dvec + c;
-            stage_vector::<C, N>(q, at, t < t_len && hh < heads, &mut q_sh, r * dp + c * nv);
-            i += MMA_UNITS;
+            let mut v = Vector::<C, N>::new(C::from_int(0));
+            if i < MMA_ROWS * dvec && t < t_len && hh < heads {
+                v = q[((b * t_len + t) * heads + hh) * dvec + i % dvec];
+            }
+            q_regs[u] = v;
         }
+        store_tile::<C, N>(&q_regs, &mut q_sh, MMA_ROWS, d, MMA_UNITS);
         if tid < MMA_ROWS {
             let t = t0 + tid / hp;
             let hh = tid % hp;
@@ -119,8 +124,12 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             }
             wq_sh[tid] = v;
         }
-        zero_padding::<C>(&mut q_sh, MMA_ROWS, d, dp);
-        zero_padding::<C>(&mut k_sh, TILE, d, dp);
+        let zero = Vector::<C, N>::new(C::from_int(0));
+        let first = comptime!(d / nv);
+        let pad = comptime!((d.div_ceil(16) * 16 - d) / nv);
+        zero_padding::<Vector<C, N>>(&mut q_sh, zero, MMA_ROWS, first, pad, comptime!(dp / nv));
+        zero_padding::<Vector<C, N>>(&mut k_sh, zero, TILE, first, pad, comptime!(dp / nv));
+        let mut k_regs = Array::<Vector<C, N>>::new(comptime!(share(TILE, d, nv, MMA_UNITS)));
 
         let qa = unsafe {
             cmma::Matrix::<C>::uninitialized(
@@ -147,20 +156,15 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
         let mut s0 = s_begin;
         while s0 < limit {
             // The key tile's codes (zero past the end) and scales.
-            let mut i = tid;
-            while i < TILE * dvec {
-                let j = i / dvec;
-                let c = i % dvec;
-                let at = (b * s_len + s0 + j) * dvec + c;
-                stage_vector::<C, N>(k, at, s0 + j < s_len, &mut k_sh, j * dp + c * nv);
-                i += MMA_UNITS;
-            }
+            let sk0 = ((s0 - s_begin) / TILE) % 2 * TILE;
+            fetch_rows::<C, N>(k, (b * s_len + s0) * dvec, dvec, s_len - s0, &mut k_regs, TILE, d, MMA_UNITS);
+            store_tile::<C, N>(&k_regs, &mut k_sh, TILE, d, MMA_UNITS);
             if tid < TILE {
                 let mut v = 0.0f32;
                 if s0 + tid < s_len {
                     v = f32::cast_from(sk[b * s_len + s0 + tid]);
                 }
-                sk_sh[tid] = v;
+                sk_sh[sk0 + tid] = v;
             }
             sync_cube();
 
@@ -181,14 +185,14 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             for ks in 0..nk {
                 cmma::load(
                     &qa,
-                    &q_sh.slice(plane * 16 * dp + ks * 16, MMA_ROWS * dp),
+                    &q_sh.slice((plane * 16 * dp + ks * 16) / nv, MMA_ROWS * dp / nv),
                     comptime!(dp as u32),
                 );
                 #[unroll]
                 for n in 0..TILE / 16 {
                     cmma::load(
                         &kb,
-                        &k_sh.slice(n * 16 * dp + ks * 16, TILE * dp),
+                        &k_sh.slice((n * 16 * dp + ks * 16) / nv, TILE * dp / nv),
                         comptime!(dp as u32),
                     );
                     let a = acc.index(n);
@@ -233,7 +237,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
                         for p in 0..ppq {
                             sum += part_sh[(tl * ppq + p) * TILE + key];
                         }
-                        v = sk_sh[key] * sum;
+                        v = sk_sh[sk0 + key] * sum;
                     }
                     out[(b * t_len + t) * s_len + s] = F::cast_from(v);
                 }

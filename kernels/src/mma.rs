@@ -1,8 +1,77 @@
 //! Shared-memory staging shared by the tensor-core (cmma) kernels ([`crate::indexer_mma`],
-//! [`crate::sparse_mla_mma`]): their tiles are rows of half-precision values at a padded
-//! row stride, filled from vectorised global loads.
+//! [`crate::sparse_mla_mma`]): their tiles are rows of `d` half-precision values at a padded
+//! row stride ([`padded`]), filled from vectorised global loads.
+//!
+//! Two ways, each where it measured faster (`kernels/NOTES.md`, GPU run 11): the sparse MLA
+//! kernels stage one vector at a time into scalar shared memory ([`stage_vector`]); the
+//! indexer moves a whole tile in two steps — a unit's loads all issued into registers
+//! ([`fetch_rows`]), then stored as 16-byte vectors ([`store_tile`]; `cmma::load` reads such
+//! a tile at a vector offset). There, entry `i = UNIT_POS + u·units` of a tile (`u <`
+//! [`share`]) is row `i / (d/N)`, vector column `i % (d/N)`.
 
 use cubecl::prelude::*;
+
+/// Row stride (values) of a staged tile of rows of `d` values: `d` rounded up to the cmma
+/// depth 16, plus 16 bytes against shared-memory bank conflicts. A multiple of 8.
+pub fn padded(d: usize) -> usize {
+    d.div_ceil(16) * 16 + 8
+}
+
+/// Vectors of `n` values each of `units` units holds of a `rows × d` tile.
+pub fn share(rows: usize, d: usize, n: usize, units: usize) -> usize {
+    (rows * (d / n)).div_ceil(units)
+}
+
+/// A unit's entries of a tile of `rows` rows of `d` values (as vectors of `N`) of `src`, row
+/// `j` starting at vector `base + j·step`, into `regs`; rows `j ≥ live` read as zeros (and
+/// are not loaded).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn fetch_rows<F: Float, N: Size>(
+    src: &Tensor<Vector<F, N>>,
+    base: usize,
+    step: usize,
+    live: usize,
+    regs: &mut Array<Vector<F, N>>,
+    #[comptime] rows: usize,
+    #[comptime] d: usize,
+    #[comptime] units: usize,
+) {
+    let nv = N::value();
+    let dvec = comptime!(d / nv);
+    #[unroll]
+    for u in 0..comptime!(share(rows, d, nv, units)) {
+        let i = UNIT_POS as usize + u * units;
+        let j = i / dvec;
+        let mut v = Vector::<F, N>::new(F::from_int(0));
+        if i < rows * dvec && j < live {
+            v = src[base + j * step + i % dvec];
+        }
+        regs[u] = v;
+    }
+}
+
+/// Writes a unit's entries `regs` of a `rows × d` tile into `dst` at row stride
+/// [`padded`]`(d)` (the columns past `d` are left as they are: see [`zero_padding`]).
+#[cube]
+pub fn store_tile<F: Float, N: Size>(
+    regs: &Array<Vector<F, N>>,
+    dst: &mut SharedMemory<Vector<F, N>>,
+    #[comptime] rows: usize,
+    #[comptime] d: usize,
+    #[comptime] units: usize,
+) {
+    let nv = N::value();
+    let dvec = comptime!(d / nv);
+    let dpv = comptime!(padded(d) / nv);
+    #[unroll]
+    for u in 0..comptime!(share(rows, d, nv, units)) {
+        let i = UNIT_POS as usize + u * units;
+        if i < rows * dvec {
+            dst[(i / dvec) * dpv + i % dvec] = regs[u];
+        }
+    }
+}
 
 /// `dst[base .. base + N] = src[at]` (one vector of `N` values) if `ok`, else zeros; `at` is
 /// read only when `ok`.
@@ -29,21 +98,22 @@ pub fn stage_vector<F: Float, N: Size>(
     }
 }
 
-/// Zeroes the columns `d .. ⌈d/16⌉·16` of `rows` rows at stride `dp` (the cmma k-padding of
-/// a tile whose loads fill columns `0..d`), the cube's units taking the entries in turn.
+/// Sets entries `first .. first + width` of each of `rows` rows at stride `stride` of a
+/// staged tile to `zero` (the cmma k-padding: the columns `d .. ⌈d/16⌉·16`, in values or in
+/// vectors), the cube's units taking them in turn.
 #[cube]
-pub fn zero_padding<F: Float>(
-    dst: &mut SharedMemory<F>,
+pub fn zero_padding<T: CubePrimitive>(
+    dst: &mut SharedMemory<T>,
+    zero: T,
     #[comptime] rows: usize,
-    #[comptime] d: usize,
-    #[comptime] dp: usize,
+    #[comptime] first: usize,
+    #[comptime] width: usize,
+    #[comptime] stride: usize,
 ) {
-    let d16 = comptime!(d.div_ceil(16) * 16);
-    if comptime!(d16 > d) {
-        let pad = comptime!(d16 - d);
+    if comptime!(width > 0) {
         let mut i = UNIT_POS as usize;
-        while i < rows * pad {
-            dst[(i / pad) * dp + d + i % pad] = F::from_int(0);
+        while i < rows * width {
+            dst[(i / width) * stride + first + i % width] = zero;
             i += CUBE_DIM as usize;
         }
     }

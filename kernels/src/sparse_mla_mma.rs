@@ -15,7 +15,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{stage_vector, zero_padding};
+use crate::mma::{padded, stage_vector, zero_padding};
 
 /// Heads per cube.
 pub const MMA_HEADS: usize = 64;
@@ -24,6 +24,8 @@ pub const MMA_UNITS: usize = 256;
 
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`MMA_UNITS`] units, plane size 32.
 /// `N`: vector width of the `q`/`kv` loads (`D % N == 0`). `kc`: slots per chunk, 32 or 64.
+/// `q` and `kv` are read at their strides (the last one 1, the others multiples of `N`), so
+/// CUDA's pitched rows (a `[.., 576]` bf16 tensor has rows of 640) need no copy.
 ///
 /// Split over the slots (for decode, where `B·T` cubes cannot fill the device): cube
 /// `z = g + groups·i` takes head group `g` and slots `i·split_len .. (i+1)·split_len`
@@ -41,7 +43,6 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     bt_len: usize,
     t_len: usize,
     heads: usize,
-    s_len: usize,
     kk: usize,
     groups: usize,
     split_len: usize,
@@ -65,8 +66,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     }
     // Row of this split's outputs (`bt` when there is one split).
     let row = split * bt_len + bt;
-    // Row stride of the bf16 tiles: 16 B of padding against shared-memory bank conflicts.
-    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let dp = comptime!(padded(d));
     let kcp = comptime!(kc + 8);
     let vtiles = comptime!(dv.div_ceil(16));
     let nvt = comptime!(dv.div_ceil(16).div_ceil(2));
@@ -90,7 +90,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
     let mut ml_sh = SharedMemory::<f32>::new(comptime!(2 * MMA_UNITS));
 
-    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt, h0, heads, d, kc);
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc);
 
     // Pass 1: per-unit running max and sum over its columns of every chunk.
     let mut m_t = neg_inf;
@@ -106,7 +106,6 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             &mut row_sh,
             b,
             bt,
-            s_len,
             kk,
             c0,
             d,
@@ -198,7 +197,6 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             &mut row_sh,
             b,
             bt,
-            s_len,
             kk,
             c0,
             d,
@@ -330,7 +328,8 @@ pub fn combine_splits<F: Float, O: Float>(
 /// zeroed by the caller) with one atomic add per slot (`native`: a float atomic add, else a
 /// compare-and-swap loop, as [`crate::sparse_mla::atomic_add_f32`]).
 ///
-/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32.
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32. `q` and
+/// `kv` are read at their strides, as in [`sparse_mla_fwd_mma`].
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: Float, N: Size>(
@@ -360,7 +359,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
         terminate!();
     }
     let b = bt / t_len;
-    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let dp = comptime!(padded(d));
     // Each slot's 64 heads are summed by `parts` units of `64/parts` heads each.
     let parts = comptime!(MMA_UNITS / kc);
     let hpp = comptime!(MMA_HEADS / (MMA_UNITS / kc));
@@ -380,7 +379,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
     let mut hw_sh = SharedMemory::<f32>::new(MMA_HEADS);
     let mut red_sh = SharedMemory::<f32>::new(MMA_UNITS);
 
-    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt, h0, heads, d, kc);
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc);
     if tid < MMA_HEADS {
         let mut v = 0.0f32;
         if h0 + tid < heads {
@@ -404,7 +403,6 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
             &mut row_sh,
             b,
             bt,
-            s_len,
             kk,
             c0,
             d,
@@ -453,7 +451,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
     }
 }
 
-/// The query tile of heads `h0..h0+64` of token `bt` into `q_sh` (rows past H and dims
+/// The query tile of heads `h0..h0+64` of token `(b, t)` into `q_sh` (rows past H and dims
 /// past D are zero), and the zero padding of `kv_sh`'s dims past D. No barrier: the first
 /// [`gather_chunk`] ends with one.
 #[cube]
@@ -462,7 +460,8 @@ fn load_query_tile<F: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     q_sh: &mut SharedMemory<F>,
     kv_sh: &mut SharedMemory<F>,
-    bt: usize,
+    b: usize,
+    t: usize,
     h0: usize,
     heads: usize,
     #[comptime] d: usize,
@@ -470,17 +469,18 @@ fn load_query_tile<F: Float, N: Size>(
 ) {
     let nv = N::value();
     let dvec = comptime!(d / nv);
-    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let dp = comptime!(padded(d));
     let mut i = UNIT_POS as usize;
     while i < MMA_HEADS * dvec {
         let hh = i / dvec;
         let c = i % dvec;
-        let at = (bt * heads + h0 + hh) * dvec + c;
+        let at = (b * q.stride(0) + t * q.stride(1) + (h0 + hh) * q.stride(2)) / nv + c;
         stage_vector::<F, N>(q, at, h0 + hh < heads, q_sh, hh * dp + c * nv);
         i += MMA_UNITS;
     }
-    zero_padding::<F>(q_sh, MMA_HEADS, d, dp);
-    zero_padding::<F>(kv_sh, kc, d, dp);
+    let pad = comptime!(d.div_ceil(16) * 16 - d);
+    zero_padding::<F>(q_sh, F::from_int(0), MMA_HEADS, d, pad, dp);
+    zero_padding::<F>(kv_sh, F::from_int(0), kc, d, pad, dp);
 }
 
 /// Gathers the rows of slots `c0..c0+kc` into `kv_sh` (zero for invalid or past-the-end
@@ -496,7 +496,6 @@ fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
     row_sh: &mut SharedMemory<u32>,
     b: usize,
     bt: usize,
-    s_len: usize,
     kk: usize,
     c0: usize,
     #[comptime] d: usize,
@@ -504,14 +503,14 @@ fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
 ) {
     let nv = N::value();
     let dvec = comptime!(d / nv);
-    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let dp = comptime!(padded(d));
     let tid = UNIT_POS as usize;
     crate::sparse_mla::load_slots::<I, BL>(idx, valid, ok_sh, row_sh, bt, kk, c0, kc);
     let mut i = tid;
     while i < kc * dvec {
         let j = i / dvec;
         let c = i % dvec;
-        let at = (b * s_len + row_sh[j] as usize) * dvec + c;
+        let at = (b * kv.stride(0) + row_sh[j] as usize * kv.stride(1)) / nv + c;
         stage_vector::<F, N>(kv, at, ok_sh[j] == 1u32, kv_sh, j * dp + c * nv);
         i += MMA_UNITS;
     }
@@ -530,7 +529,7 @@ fn chunk_scores<F: Float>(
     #[comptime] d: usize,
     #[comptime] kc: usize,
 ) {
-    let dp = comptime!(d.div_ceil(16) * 16 + 8);
+    let dp = comptime!(padded(d));
     let nk = comptime!(d.div_ceil(16));
     let ns = comptime!(kc / 32);
     let qa = unsafe {

@@ -18,6 +18,9 @@
 //! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer and kernel 6's probabilities).
+//! `--decode-span S` draws the decode selections from the first `S` positions of each
+//! context instead of all `L` (the same work over a smaller footprint: a cost that grows
+//! with it is the memory system's, not the arithmetic's).
 //!
 //! Each measurement is the median of `--reps` timed runs after one warm-up, with the device
 //! synchronised around each run, printed (and appended to `--out`) as one JSON line. FLOP
@@ -59,6 +62,7 @@ struct Args {
     reps: usize,
     block: usize,
     decode_batch: usize,
+    decode_span: Option<usize>,
     bf16: bool,
     indexer: IndexerKernel,
     only: Vec<String>,
@@ -72,6 +76,7 @@ fn args() -> Args {
         reps: 3,
         block: 8192,
         decode_batch: 64,
+        decode_span: None,
         bf16: false,
         indexer: IndexerKernel::Auto,
         only: Vec::new(),
@@ -100,6 +105,7 @@ fn args() -> Args {
             "--reps" => a.reps = num(value()).max(1),
             "--block" => a.block = num(value()).max(1),
             "--decode-batch" => a.decode_batch = num(value()).max(1),
+            "--decode-span" => a.decode_span = Some(num(value()).max(1)),
             "--out" => a.out = Some(value().into()),
             "--only" => a.only = value().split(',').map(|v| v.trim().to_string()).collect(),
             "--dtype" => {
@@ -478,16 +484,18 @@ fn run<G: DsaBackend>(a: &Args) {
         // Decode: a batch of single queries, each over the top-k of its own context of L
         // (its inputs only when it is timed: the cache is `batch × L × 576`).
         let batch = a.decode_batch;
+        let span = a.decode_span.map_or(l, |v| v.min(l));
+        let tag = if span < l { format!("_span{span}") } else { String::new() };
         let (dec, dec_ref) = (
-            format!("dsa_sparse_mla_decode_b{batch}"),
-            format!("dsa_sparse_mla_decode_b{batch}_reference_ops"),
+            format!("dsa_sparse_mla_decode_b{batch}{tag}"),
+            format!("dsa_sparse_mla_decode_b{batch}{tag}_reference_ops"),
         );
         if !b.wants(&dec) && !b.wants(&dec_ref) {
             continue;
         }
         let cache = b.normal([batch, l, D_QK]);
         let qd = b.normal([batch, 1, H, D_QK]);
-        let draws: Vec<i32> = (0..batch * a.topk).map(|_| b.draw(l)).collect();
+        let draws: Vec<i32> = (0..batch * a.topk).map(|_| b.draw(span)).collect();
         let idx =
             Tensor::<G, 3, Int>::from_data(TensorData::new(draws, [batch, 1, a.topk]), &b.dev);
         let valid = Tensor::<G, 3>::ones([batch, 1, a.topk], &b.dev).bool();

@@ -326,12 +326,13 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
         && indexer_mma_shared_bytes(d) <= max_shared(t)
 }
 
-/// Shared memory of the tensor-core indexer kernel: the query and key tiles of f16 codes
-/// and the f32 staging of one tile's products.
+/// Shared memory of the tensor-core indexer kernel: the query and key tiles of f16 codes,
+/// the f32 staging of one tile's products, the row weights, partial sums and two tiles' key
+/// scales.
 fn indexer_mma_shared_bytes(d: usize) -> usize {
-    let dp = d.div_ceil(16) * 16 + 8;
+    let dp = kernels::mma::padded(d);
     let rows = kernels::indexer_mma::MMA_ROWS;
-    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 64)
+    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 2 * 64)
 }
 
 fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
@@ -345,6 +346,21 @@ fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 /// 4, 2 or 1 that divides `d`.
 fn load_width(d: usize) -> usize {
     [8usize, 4, 2].into_iter().find(|v| d % v == 0).unwrap_or(1)
+}
+
+/// `t` as the tensor-core kernels of `sparse_mla_mma` read it: in place where its last
+/// stride is 1 and the others are multiples of the load width `vector` (contiguous tensors,
+/// and CUDA's pitched rows: its allocations pad a `[.., 576]` bf16 tensor's rows to 640
+/// values, which `into_contiguous` would copy, a whole KV cache per decode step), else a
+/// contiguous copy.
+fn readable_rows<R: CubeRuntime>(t: CubeTensor<R>, vector: usize) -> CubeTensor<R> {
+    let strides = t.meta.strides();
+    let rank = strides.len();
+    if strides[rank - 1] == 1 && strides[..rank - 1].iter().all(|s| s % vector == 0) {
+        t
+    } else {
+        into_contiguous(t)
+    }
 }
 
 /// Cubes the v3 forward aims for when it splits the slots of few queries (decode).
@@ -374,7 +390,7 @@ fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
 /// forward's buffers, the largest of them), or `None` when they do not fit.
 fn mma_chunk(d: usize, max_shared: usize) -> Option<usize> {
     let heads = kernels::sparse_mla_mma::MMA_HEADS;
-    let dp = d.div_ceil(16) * 16 + 8;
+    let dp = kernels::mma::padded(d);
     let bytes = |kc: usize| {
         2 * ((heads + kc) * dp + heads * (kc + 8)) + 4 * heads * kc + 8 * kc + 4 * heads + 8 * 256
     };
@@ -587,8 +603,6 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     let [_, _, kk] = dims::<3, R>(&indices);
     assert_eq!(d, dk, "sparse MLA: query dim {d} != latent dim {dk}");
     assert!(d_v <= d, "sparse MLA: d_v {d_v} > latent dim {d}");
-    let q = into_contiguous(q);
-    let kv = into_contiguous(kv);
     let indices = into_contiguous(indices);
     let valid = into_contiguous(valid);
     let out = output(&q, Shape::new([b, t, h, d_v]), q.dtype);
@@ -598,6 +612,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     }
     if let Some(kc) = mma_fwd_chunk(&q, d) {
         let vector = load_width(d);
+        let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
         // Few queries (decode): split the slots so that ~MMA_SPLIT_CUBES cubes run, then merge.
         let groups = h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS);
         let cubes = b * t * groups;
@@ -627,7 +642,6 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
             b * t,
             t,
             h,
-            s,
             kk,
             groups,
             split_len,
@@ -663,6 +677,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         count_mla_forward(MlaKernel::V3);
         return (out, lse);
     }
+    let (q, kv) = (into_contiguous(q), into_contiguous(kv));
     if tiled_mla(&q) {
         if let Some((hm, km)) = mla_fwd_tiles_v2(h, d, max_shared(&q)) {
             kernels::sparse_mla::sparse_mla_fwd_tiled::launch::<R>(
@@ -1005,8 +1020,8 @@ struct HeadSums<R: CubeRuntime> {
     relu: bool,
 }
 
-/// `dsa_kernels::sparse_mla_mma::selected_head_sums_mma` on contiguous inputs: `q [B,T,H,d]`,
-/// `kv [B,S,d]` (both of one half type), the selections, `kc` slots per chunk; returns
+/// `dsa_kernels::sparse_mla_mma::selected_head_sums_mma`: `q [B,T,H,d]`, `kv [B,S,d]` (both
+/// of one half type, read as [`readable_rows`]), the other inputs contiguous, the selections, `kc` slots per chunk; returns
 /// `[B,T,K]` in `hw`'s dtype.
 fn selected_head_sums<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -1074,19 +1089,22 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     let [b, t, h, d] = dims::<4, R>(&q);
     let [_, s, _] = dims::<3, R>(&kv);
     let [_, _, kk] = dims::<3, R>(&indices);
-    let (q, kv, lse) = (into_contiguous(q), into_contiguous(kv), into_contiguous(lse));
+    let lse = into_contiguous(lse);
     let (indices, valid) = (into_contiguous(indices), into_contiguous(valid));
     if b * t * kk == 0 {
         return output(&q, Shape::new([b, t, kk]), q.dtype);
     }
     if let Some(kc) = mma_fwd_chunk(&q, d) {
         // On tensor cores, with the scores of the v3 forward (which computed `lse`).
+        let vector = load_width(d);
+        let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
         let unread = zeros_f32(&q, Shape::new([1]));
         let heads = HeadSums { hw: lse, hs: unread.clone(), ks: unread, relu: false };
         let out = selected_head_sums(q, kv, indices, valid, heads, scale, kc);
         TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaProbs as usize].fetch_add(1, Ordering::SeqCst);
         return out;
     }
+    let (q, kv) = (into_contiguous(q), into_contiguous(kv));
     let out = output(&q, Shape::new([b, t, kk]), q.dtype);
     let (hg, kc) = indexer_loss_tiles(h, d, 1, max_shared(&q));
     kernels::indexer_loss::sparse_mla_probs::launch::<R>(

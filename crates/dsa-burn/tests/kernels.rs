@@ -378,7 +378,7 @@ fn sparse_mla_matches_reference() {
 /// bf16-rounded inputs. Its probabilities are rounded to bf16 before `P·V` (as FlashMLA's)
 /// and its outputs are bf16, hence the 1e-2 tolerance. Shapes: V3.2's latent (576/512, 128
 /// heads, three chunks of slots), heads not a multiple of 64, dims not a multiple of 16 or
-/// of the load width, one slot, empty rows.
+/// of the load width, one slot, empty rows; the latent as a strided view.
 #[cfg(feature = "cuda")]
 #[test]
 fn sparse_mla_tensor_cores_match_reference() {
@@ -420,9 +420,19 @@ fn sparse_mla_tensor_cores_match_reference() {
         let v3_before = dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3);
         // Cast: a device first used by the f32 backend keeps creating f32 tensors.
         let bf16 = burn::tensor::FloatDType::BF16;
+        // The latent rows as a view of wider rows whose extra 8 values are NaN: read at
+        // their stride, in place (as CUDA's pitched allocations are), and never past `d`.
+        let padded: Vec<f32> = m
+            .kv
+            .chunks(d)
+            .flat_map(|row| row.iter().copied().chain([f32::NAN; 8]))
+            .collect();
+        let kv_view = ft::<GB, 3>(&padded, [b, s, d + 8], &Default::default())
+            .cast(bf16)
+            .narrow(2, 0, d);
         let (got_o, got_l) = sparse_mla::<GB>(
             ft::<GB, 4>(&m.q, [b, t, h, d], &Default::default()).cast(bf16),
-            ft::<GB, 3>(&m.kv, [b, s, d], &Default::default()).cast(bf16),
+            kv_view,
             m.indices(&Default::default()),
             m.valid(&Default::default()),
             dv,
