@@ -36,7 +36,7 @@ const TILE: usize = 64;
 /// plane size 32. `q` codes `[B,T,H,D]` and `k` codes `[B,S,D]` as vectors of `N` (`D % N
 /// == 0`), `w` `[B,T,H]`, scales `sq` `[B,T,H]` and `sk` `[B,S]` (one block per row).
 /// `hp`: `H` rounded up to 16, at most 128; `chunk`: a multiple of 64.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     q: &Tensor<Vector<C, N>>,
     w: &Tensor<F>,

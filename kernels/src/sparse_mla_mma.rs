@@ -32,7 +32,7 @@ pub const MMA_UNITS: usize = 256;
 /// (`split_len` a multiple of `kc`) and writes that split's normalised output and lse at
 /// `out [splits,B,T,H,dv]`, `lse [splits,B,T,H]` (type `O`: f32 for [`combine_splits`]);
 /// with one split (`split_len ≥ K`) these are the final `out`, `lse`.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     kv: &Tensor<Vector<F, N>>,
@@ -270,7 +270,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
 /// neg_inf` where no split had a valid slot). `out_s [splits, n, dv]`, `lse_s [splits, n]`
 /// (f32) → `out [n, dv]`, `lse [n]`, `n = B·T·H`. One unit per output entry.
 /// Grid: `grid_1d(⌈n·dv / 256⌉)`, 256 units.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 pub fn combine_splits<F: Float, O: Float>(
     out_s: &Tensor<O>,
     lse_s: &Tensor<O>,
@@ -330,7 +330,7 @@ pub fn combine_splits<F: Float, O: Float>(
 ///
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32. `q` and
 /// `kv` are read at their strides, as in [`sparse_mla_fwd_mma`].
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -436,7 +436,11 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
             }
             let mut add = sum * inv_heads;
             if relu {
-                add = sum * f32::cast_from(ks[b * s_len + row_sh[tid] as usize]);
+                let row = row_sh[tid] as usize;
+                add = 0.0f32;
+                if row < s_len {
+                    add = sum * f32::cast_from(ks[b * s_len + row]);
+                }
                 if ok_sh[tid] == 0u32 {
                     // -inf once (from the first head group): the sum stays -inf.
                     add = 0.0f32;
@@ -511,7 +515,9 @@ fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
         let j = i / dvec;
         let c = i % dvec;
         let at = (b * kv.stride(0) + row_sh[j] as usize * kv.stride(1)) / nv + c;
-        stage_vector::<F, N>(kv, at, ok_sh[j] == 1u32, kv_sh, j * dp + c * nv);
+        // A row past the latent (a bad index) reads as zeros: launches are unchecked.
+        let ok = ok_sh[j] == 1u32 && (row_sh[j] as usize) < kv.shape(1);
+        stage_vector::<F, N>(kv, at, ok, kv_sh, j * dp + c * nv);
         i += MMA_UNITS;
     }
     sync_cube();

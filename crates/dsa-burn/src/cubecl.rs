@@ -429,28 +429,32 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         let tq = kernels::indexer_mma::MMA_ROWS / hp;
         let chunk = 2048;
         let vector = load_width(d);
-        kernels::indexer_mma::indexer_scores_mma::launch::<R>(
-            &out.client,
-            cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
-            CubeDim::new_1d(kernels::indexer_mma::MMA_UNITS as u32),
-            vector,
-            qc.into_tensor_arg(),
-            w.into_tensor_arg(),
-            sq.into_tensor_arg(),
-            kc.into_tensor_arg(),
-            sk.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            t,
-            s,
-            h,
-            causal_offset.unwrap_or(0),
-            f32::NEG_INFINITY,
-            causal_offset.is_some(),
-            d,
-            hp,
-            chunk,
-            [dtype.into(), DType::F16.into(), DType::F32.into()],
-        );
+        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+        // docs); the tensors match the shapes passed.
+        unsafe {
+            kernels::indexer_mma::indexer_scores_mma::launch_unchecked::<R>(
+                &out.client,
+                cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
+                CubeDim::new_1d(kernels::indexer_mma::MMA_UNITS as u32),
+                vector,
+                qc.into_tensor_arg(),
+                w.into_tensor_arg(),
+                sq.into_tensor_arg(),
+                kc.into_tensor_arg(),
+                sk.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                t,
+                s,
+                h,
+                causal_offset.unwrap_or(0),
+                f32::NEG_INFINITY,
+                causal_offset.is_some(),
+                d,
+                hp,
+                chunk,
+                [dtype.into(), DType::F16.into(), DType::F32.into()],
+            );
+        }
         TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScores as usize].fetch_add(1, Ordering::SeqCst);
         return out;
     }
@@ -628,51 +632,59 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         } else {
             (out.clone(), lse.clone())
         };
-        kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch::<R>(
-            &q.client,
-            cube_count(b * t, groups * splits),
-            CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
-            vector,
-            q.clone().into_tensor_arg(),
-            kv.into_tensor_arg(),
-            indices.clone().into_tensor_arg(),
-            valid.clone().into_tensor_arg(),
-            out_s.clone().into_tensor_arg(),
-            lse_s.clone().into_tensor_arg(),
-            b * t,
-            t,
-            h,
-            kk,
-            groups,
-            split_len,
-            scale,
-            f32::NEG_INFINITY,
-            d,
-            d_v,
-            kc,
-            [
-                q.dtype.into(),
-                indices.dtype.into(),
-                valid.dtype.into(),
-                out_s.dtype.into(),
-            ],
-        );
+        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+        // docs); the tensors match the shapes passed.
+        unsafe {
+            kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
+                &q.client,
+                cube_count(b * t, groups * splits),
+                CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+                vector,
+                q.clone().into_tensor_arg(),
+                kv.into_tensor_arg(),
+                indices.clone().into_tensor_arg(),
+                valid.clone().into_tensor_arg(),
+                out_s.clone().into_tensor_arg(),
+                lse_s.clone().into_tensor_arg(),
+                b * t,
+                t,
+                h,
+                kk,
+                groups,
+                split_len,
+                scale,
+                f32::NEG_INFINITY,
+                d,
+                d_v,
+                kc,
+                [
+                    q.dtype.into(),
+                    indices.dtype.into(),
+                    valid.dtype.into(),
+                    out_s.dtype.into(),
+                ],
+            );
+        }
         if splits > 1 {
             let n = b * t * h;
-            kernels::sparse_mla_mma::combine_splits::launch::<R>(
-                &q.client,
-                cube_count((n * d_v).div_ceil(256), 1),
-                CubeDim::new_1d(256),
-                out_s.into_tensor_arg(),
-                lse_s.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                lse.clone().into_tensor_arg(),
-                n,
-                splits,
-                f32::NEG_INFINITY,
-                d_v,
-                [q.dtype.into(), DType::F32.into()],
-            );
+            // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+            // docs); the tensors match the shapes passed.
+            unsafe {
+                kernels::sparse_mla_mma::combine_splits::launch_unchecked::<R>(
+                    &q.client,
+                    cube_count((n * d_v).div_ceil(256), 1),
+                    CubeDim::new_1d(256),
+                    out_s.into_tensor_arg(),
+                    lse_s.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    lse.clone().into_tensor_arg(),
+                    n,
+                    splits,
+                    f32::NEG_INFINITY,
+                    d_v,
+                    [q.dtype.into(), DType::F32.into()],
+                );
+            }
         }
         count_mla_forward(MlaKernel::V3);
         return (out, lse);
@@ -1047,32 +1059,36 @@ fn selected_head_sums<R: CubeRuntime>(
         heads.hw.dtype.into(),
         DType::F32.into(),
     ];
-    kernels::sparse_mla_mma::selected_head_sums_mma::launch::<R>(
-        &q.client,
-        cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
-        CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
-        vector,
-        q.clone().into_tensor_arg(),
-        kv.into_tensor_arg(),
-        indices.into_tensor_arg(),
-        valid.into_tensor_arg(),
-        heads.hw.into_tensor_arg(),
-        heads.hs.into_tensor_arg(),
-        heads.ks.into_tensor_arg(),
-        acc.clone().into_tensor_arg(),
-        b * t,
-        h,
-        t,
-        s,
-        kk,
-        scale,
-        f32::NEG_INFINITY,
-        d,
-        kc,
-        native,
-        heads.relu,
-        dtypes,
-    );
+    // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+    // docs); the tensors match the shapes passed.
+    unsafe {
+        kernels::sparse_mla_mma::selected_head_sums_mma::launch_unchecked::<R>(
+            &q.client,
+            cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
+            CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+            vector,
+            q.clone().into_tensor_arg(),
+            kv.into_tensor_arg(),
+            indices.into_tensor_arg(),
+            valid.into_tensor_arg(),
+            heads.hw.into_tensor_arg(),
+            heads.hs.into_tensor_arg(),
+            heads.ks.into_tensor_arg(),
+            acc.clone().into_tensor_arg(),
+            b * t,
+            h,
+            t,
+            s,
+            kk,
+            scale,
+            f32::NEG_INFINITY,
+            d,
+            kc,
+            native,
+            heads.relu,
+            dtypes,
+        );
+    }
     from_f32(acc, out_dtype)
 }
 
