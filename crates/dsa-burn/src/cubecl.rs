@@ -1033,8 +1033,8 @@ struct HeadSums<R: CubeRuntime> {
 }
 
 /// `dsa_kernels::sparse_mla_mma::selected_head_sums_mma`: `q [B,T,H,d]`, `kv [B,S,d]` (both
-/// of one half type, read as [`readable_rows`]), the other inputs contiguous, the selections, `kc` slots per chunk; returns
-/// `[B,T,K]` in `hw`'s dtype.
+/// of one half type, read as [`readable_rows`]), the selections (contiguous), `kc` slots per
+/// chunk; returns `[B,T,K]` in `hw`'s dtype.
 fn selected_head_sums<R: CubeRuntime>(
     q: CubeTensor<R>,
     kv: CubeTensor<R>,
