@@ -287,7 +287,7 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
         return Err(format!("prompt {} is empty", i + 1).into());
     }
     let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
-    let mut sampler = Sampler::new(sampling)?;
+    let sampler = Sampler::new(sampling)?;
     let stream = prompts.len() == 1;
     let mut out = std::io::stdout().lock();
     let mut shown = String::new();
@@ -296,7 +296,7 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
         out.flush()?;
     }
     let mut streamed = Vec::new();
-    let generated = generate(&model, &tokens, args.max_tokens, cfg.max_position_embeddings, &mut sampler, Some(tokenizer.eos()), |_, token| {
+    let generated = generate(&model, &tokens, args.max_tokens, cfg.max_position_embeddings, &sampler, Some(tokenizer.eos()), |_, token| {
         if stream {
             streamed.push(token);
             // Print what decodes completely (a multi-byte character may span tokens).

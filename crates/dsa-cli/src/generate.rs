@@ -24,8 +24,9 @@ pub struct Generated {
     pub decode_tokens: usize,
 }
 
-/// Continues each prompt by up to `max_new` tokens chosen by `sampler` (sequences in
-/// order at every step, so a seed gives the same text), stopping a sequence at `stop`.
+/// Continues each prompt by up to `max_new` tokens chosen by `sampler`, stopping a sequence
+/// at `stop`. Sequence `i` samples from its own stream ([`Sampler::for_sequence`]), so a
+/// seed gives the same text for a prompt whichever sequences stop early.
 /// Prompts of different lengths share the cache: all are prefilled to the shortest
 /// length, and the longer ones are then fed their own prompt tokens while the others
 /// decode. `on_token(sequence, token)` sees every new token as soon as it is chosen.
@@ -34,7 +35,7 @@ pub fn generate<B: DsaBackend>(
     prompts: &[Vec<u32>],
     max_new: usize,
     max_positions: usize,
-    sampler: &mut Sampler,
+    sampler: &Sampler,
     stop: Option<u32>,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Generated, String> {
@@ -53,6 +54,7 @@ pub fn generate<B: DsaBackend>(
     let mut cache = ModelCache::new(model.layers.len());
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut done = vec![max_new == 0; n];
+    let mut samplers: Vec<Sampler> = (0..n).map(|i| sampler.for_sequence(i)).collect();
 
     let start = Instant::now();
     let prefix: Vec<Vec<u32>> = prompts.iter().map(|p| p[..shortest].to_vec()).collect();
@@ -68,7 +70,7 @@ pub fn generate<B: DsaBackend>(
                 Some(&forced) => forced,
                 None if done[i] => stop.unwrap_or(0),
                 None => {
-                    let token = sampler.sample(&logits[i]);
+                    let token = samplers[i].sample(&logits[i]);
                     tokens[i].push(token);
                     on_token(i, token);
                     done[i] = Some(token) == stop || tokens[i].len() == max_new;
@@ -116,7 +118,7 @@ mod tests {
         let model = cfg.init::<NdArray>(&Default::default());
         let prompts = vec![vec![1, 2, 3, 4, 5], vec![7, 8, 9]];
         let mut greedy = Sampler::new(SamplingConfig::greedy()).unwrap();
-        let got = generate(&model, &prompts, 6, 64, &mut greedy, None, |_, _| {}).unwrap();
+        let got = generate(&model, &prompts, 6, 64, &greedy, None, |_, _| {}).unwrap();
         for (prompt, new) in prompts.iter().zip(&got.tokens) {
             let mut seq = prompt.clone();
             for _ in 0..6 {
@@ -129,18 +131,22 @@ mod tests {
         let run = |seed, stop| {
             let config = SamplingConfig { temperature: 1.0, top_k: 20, top_p: 0.9, seed };
             let mut streamed = vec![Vec::new(); 2];
-            let out = generate(&model, &prompts, 8, 64, &mut Sampler::new(config).unwrap(), stop, |i, t| streamed[i].push(t)).unwrap();
+            let out = generate(&model, &prompts, 8, 64, &Sampler::new(config).unwrap(), stop, |i, t| streamed[i].push(t)).unwrap();
             assert_eq!(streamed, out.tokens);
             out.tokens
         };
         let first = run(5, None);
         assert_eq!(first, run(5, None));
         assert_ne!(first, run(6, None), "the seed has no effect");
-        // Stopping at a token ends that sequence there.
-        let stop = first[0][2];
-        let stopped = run(5, Some(stop));
-        let at = first[0].iter().position(|&t| t == stop).unwrap();
-        assert_eq!(stopped[0], first[0][..=at]);
-        assert!(generate(&model, &prompts, 60, 64, &mut greedy, None, |_, _| {}).unwrap_err().contains("exceed"));
+        // Stopping at a token ends each sequence at its first occurrence and changes
+        // nothing before it (also when the other sequence stops first).
+        for stop in [first[0][2], first[1][1]] {
+            let stopped = run(5, Some(stop));
+            for (s, f) in stopped.iter().zip(&first) {
+                let end = f.iter().position(|&t| t == stop).map_or(f.len(), |at| at + 1);
+                assert_eq!(s, &f[..end], "stop token {stop}");
+            }
+        }
+        assert!(generate(&model, &prompts, 60, 64, &greedy, None, |_, _| {}).unwrap_err().contains("exceed"));
     }
 }

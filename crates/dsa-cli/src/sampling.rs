@@ -53,6 +53,24 @@ impl Sampler {
         Ok(Self { config, rng: StdRng::seed_from_u64(config.seed) })
     }
 
+    /// A sampler with this configuration and its own random stream for sequence `i` of a
+    /// batch, so a sequence's text depends on the seed and its own logits only (not on
+    /// when the other sequences stop). Sequence 0's stream is this sampler's seed.
+    ///
+    /// ```
+    /// use dsa_cli::sampling::{Sampler, SamplingConfig};
+    /// let s = Sampler::new(SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 7 }).unwrap();
+    /// let logits = [0.0; 50];
+    /// let draw = |mut s: Sampler| (0..8).map(|_| s.sample(&logits)).collect::<Vec<_>>();
+    /// assert_eq!(draw(s.for_sequence(0)), draw(s.clone()));
+    /// assert_ne!(draw(s.for_sequence(1)), draw(s.for_sequence(0)));
+    /// ```
+    pub fn for_sequence(&self, i: usize) -> Self {
+        // Spread consecutive indices over the seed space (the 64-bit golden ratio).
+        let seed = self.config.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Self { config: self.config, rng: StdRng::seed_from_u64(seed) }
+    }
+
     /// The next token given the logits over the vocabulary (NaN counts as `-inf`).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let key = |i: usize| if logits[i].is_nan() { f32::NEG_INFINITY } else { logits[i] };
