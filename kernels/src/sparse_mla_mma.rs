@@ -4,6 +4,8 @@
 //! → `out [B,T,H,dv]` (the first `dv` latent dims are the values), `lse [B,T,H]`; a query
 //! with no valid slot gets `out = 0`, `lse = -inf`.
 //!
+//! The backward, [`sparse_mla_bwd_mma`], has the same layout (see its docs).
+//!
 //! One cube per (token, group of 64 heads), 8 planes of 32 units. The query tile stays in
 //! shared memory; the selected latent rows are gathered `kc` at a time. Two passes over the
 //! slots: the first computes each head's log-sum-exp exactly, the second the normalised
@@ -74,7 +76,6 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let h0 = (CUBE_POS_Z as usize % groups) * MMA_HEADS;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
-    let lane = tid % 32;
     let rg = plane % 4;
     let cg = plane / 4;
     // Softmax statistics: unit `tid` owns row `r`, columns `part·per..` of every chunk.
@@ -111,7 +112,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             d,
             kc,
         );
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, kc);
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
         sync_cube();
         for jj in 0..per {
             let j = part * per + jj;
@@ -202,7 +203,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             d,
             kc,
         );
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, kc);
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
         sync_cube();
         for jj in 0..per {
             let j = part * per + jj;
@@ -239,28 +240,318 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     }
 
     // Output: each plane stages one 16×16 tile at a time in its part of s_sh.
-    let stage = plane * 256;
     #[unroll]
     for t in 0..nvt {
         let ct = cg * nvt + t;
         if ct < vtiles {
-            cmma::store(
-                &mut s_sh.slice_mut(stage, stage + 256),
-                acc.index(t),
-                16u32,
-                cmma::MatrixLayout::RowMajor,
-            );
+            write_head_tile::<O>(acc.index(t), &mut s_sh, plane * 256, out, row, heads, h0 + rg * 16, ct, dv);
+        }
+    }
+}
+
+/// Writes the f32 accumulator `acc`, the 16×16 tile of heads `h0..h0+16` and columns
+/// `16·ct..`, to `dst [.., heads, width]` at query row `row` (heads past `heads` and columns
+/// past `width` are not written), through the plane's 256 floats of `stage` from `at`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_head_tile<O: Float>(
+    acc: &cmma::Matrix<f32>,
+    stage: &mut SharedMemory<f32>,
+    at: usize,
+    dst: &mut Tensor<O>,
+    row: usize,
+    heads: usize,
+    h0: usize,
+    ct: usize,
+    #[comptime] width: usize,
+) {
+    let lane = UNIT_POS as usize % 32;
+    cmma::store(&mut stage.slice_mut(at, at + 256), acc, 16u32, cmma::MatrixLayout::RowMajor);
+    sync_plane();
+    #[unroll]
+    for e in 0..8usize {
+        let k = lane * 8 + e;
+        let h = h0 + k / 16;
+        let col = ct * 16 + k % 16;
+        if h < heads && col < width {
+            dst[(row * heads + h) * width + col] = O::cast_from(stage[at + k]);
+        }
+    }
+    sync_plane();
+}
+
+/// Sparse MLA backward on tensor cores (v3), the contract of
+/// [`crate::sparse_mla::sparse_mla_bwd`] with half-precision `q`, `kv`: from the forward's
+/// `out`, `lse` and the gradients `d_out [B,T,H,dv]` / `d_lse [B,T,H]` (`has_dout` /
+/// `has_dlse`: absent ones are never read), `dq [B,T,H,D]` and `dkv [B,S,D]` (f32, zeroed
+/// by the caller: a latent row is selected by many queries, its gradient is added
+/// atomically; `native` as in [`crate::sparse_mla::atomic_add_f32`]).
+///
+/// One cube per (token, 64 heads), 8 planes; `q`'s and `d_out`'s tiles stay in shared
+/// memory. Per chunk of `kc` selected rows: `S = Q·Kᵀ` and `dP = dO·Vᵀ` (cmma),
+/// `P = exp(S·scale − lse)`, `dS = scale·P·(dP − δ + d_lse)` with `δ = Σ d_out·out`, both
+/// rounded to the input type (as FlashAttention's backward does); `dQ += dS·K` in cmma
+/// accumulators for the whole kernel (plane `(rg, cg)`: heads `16·rg..`, half `cg` of the
+/// dims), and the chunk's `dKV = dSᵀ·Q + Pᵀ·dO`, one 16×16 tile at a time per plane, added
+/// to `dkv` (one atomic add per (row, dim) per head group).
+///
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32. `kc`
+/// is 32. `q` and `kv` are read at their strides as in [`sparse_mla_fwd_mma`] (vectors of
+/// `N`); `out`, `d_out`, `d_lse`, `lse` are contiguous.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    kv: &Tensor<Vector<F, N>>,
+    idx: &Tensor<I>,
+    valid: &Tensor<BL>,
+    out: &Tensor<F>,
+    lse: &Tensor<F>,
+    d_out: &Tensor<F>,
+    d_lse: &Tensor<F>,
+    dq: &mut Tensor<F>,
+    dkv: &mut Tensor<Atomic<A>>,
+    bt_len: usize,
+    t_len: usize,
+    heads: usize,
+    s_len: usize,
+    kk: usize,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] d: usize,
+    #[comptime] dv: usize,
+    #[comptime] kc: usize,
+    #[comptime] has_dout: bool,
+    #[comptime] has_dlse: bool,
+    #[comptime] native: bool,
+    #[define(F, I, BL, A)] _dtypes: [StorageType; 4],
+) {
+    let bt = crate::cube_index();
+    if bt >= bt_len {
+        terminate!();
+    }
+    let b = bt / t_len;
+    let dp = comptime!(padded(d));
+    let dvp = comptime!(padded(dv));
+    let kcp = comptime!(kc + 8);
+    let dtiles = comptime!(d.div_ceil(16));
+    let vtiles = comptime!(dv.div_ceil(16));
+    let nqt = comptime!(d.div_ceil(16).div_ceil(2));
+    let per = comptime!(kc / 4);
+    let h0 = CUBE_POS_Z as usize * MMA_HEADS;
+    let tid = UNIT_POS as usize;
+    let plane = tid / 32;
+    let lane = tid % 32;
+    let rg = plane % 4;
+    let cg = plane / 4;
+    let r = tid / 4;
+    let part = tid % 4;
+
+    let mut q_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dp));
+    let mut go_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dvp));
+    let mut kv_sh = SharedMemory::<F>::new(comptime!(kc * dp));
+    let mut s_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
+    let mut g_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
+    let mut p_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * kcp));
+    let mut ds_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * kcp));
+    let mut ok_sh = SharedMemory::<u32>::new(kc);
+    let mut row_sh = SharedMemory::<u32>::new(kc);
+    let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
+    let mut c_sh = SharedMemory::<f32>::new(MMA_HEADS);
+
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, kc);
+    if has_dout {
+        let mut i = tid;
+        while i < MMA_HEADS * dv {
+            let hh = i / dv;
+            let mut v = F::from_int(0);
+            if h0 + hh < heads {
+                v = d_out[(bt * heads + h0) * dv + i];
+            }
+            go_sh[hh * dvp + i % dv] = v;
+            i += MMA_UNITS;
+        }
+        zero_padding::<F>(&mut go_sh, F::from_int(0), MMA_HEADS, dv, comptime!(vtiles * 16 - dv), dvp);
+    }
+    sync_cube();
+    // δ = Σ d_out·out per head, 4 units per head (partial sums in s_sh).
+    let mut delta = 0.0f32;
+    if has_dout && h0 + r < heads {
+        let mut e = part;
+        while e < dv {
+            delta += f32::cast_from(go_sh[r * dvp + e]) * f32::cast_from(out[(bt * heads + h0 + r) * dv + e]);
+            e += 4;
+        }
+    }
+    s_sh[tid] = delta;
+    sync_cube();
+    if tid < MMA_HEADS {
+        let mut l = neg_inf;
+        let mut c = 0.0f32;
+        if h0 + tid < heads {
+            let row = bt * heads + h0 + tid;
+            l = f32::cast_from(lse[row]);
+            if has_dlse {
+                c = f32::cast_from(d_lse[row]);
+            }
+            #[unroll]
+            for p in 0..4usize {
+                c -= s_sh[tid * 4 + p];
+            }
+        }
+        lse_sh[tid] = l;
+        c_sh[tid] = c;
+    }
+    sync_cube();
+
+    let mut acc = Sequence::<cmma::Matrix<f32>>::new();
+    #[unroll]
+    for _ in 0..nqt {
+        acc.push(cmma::Matrix::<f32>::from_value(
+            cmma::MatrixIdent::Accumulator,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::Undefined,
+            0.0f32,
+        ));
+    }
+    let dsa = unsafe {
+        cmma::Matrix::<F>::uninitialized(
+            cmma::MatrixIdent::A,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::RowMajor,
+        )
+    };
+    // dSᵀ and Pᵀ: the [head][slot] tiles read column-major.
+    let ta = unsafe {
+        cmma::Matrix::<F>::uninitialized(
+            cmma::MatrixIdent::A,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::ColMajor,
+        )
+    };
+    let rb = unsafe {
+        cmma::Matrix::<F>::uninitialized(
+            cmma::MatrixIdent::B,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::RowMajor,
+        )
+    };
+    let tile_acc = cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0f32,
+    );
+    let row_lse = lse_sh[r];
+    let row_c = c_sh[r];
+    let stage = plane * 256;
+    let mut c0 = 0usize;
+    while c0 < kk {
+        gather_chunk::<F, I, BL, N>(
+            kv,
+            idx,
+            valid,
+            &mut kv_sh,
+            &mut ok_sh,
+            &mut row_sh,
+            b,
+            bt,
+            kk,
+            c0,
+            d,
+            kc,
+        );
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
+        if has_dout {
+            chunk_scores::<F>(&go_sh, &kv_sh, &mut g_sh, rg, cg, d, dv, kc);
+        }
+        sync_cube();
+        for jj in 0..per {
+            let j = part * per + jj;
+            let mut p = 0.0f32;
+            let mut ds = 0.0f32;
+            if ok_sh[j] == 1u32 && row_lse > neg_inf {
+                p = f32::exp(s_sh[r * kc + j] * scale - row_lse);
+                let mut g = row_c;
+                if has_dout {
+                    g += g_sh[r * kc + j];
+                }
+                ds = p * g * scale;
+            }
+            p_sh[r * kcp + j] = F::cast_from(p);
+            ds_sh[r * kcp + j] = F::cast_from(ds);
+        }
+        sync_cube();
+        // dQ += dS·K.
+        #[unroll]
+        for ks in 0..kc / 16 {
+            cmma::load(&dsa, &ds_sh.slice(rg * 16 * kcp + ks * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+            #[unroll]
+            for t in 0..nqt {
+                let ct = cg * nqt + t;
+                if ct < dtiles {
+                    cmma::load(&rb, &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp), comptime!(dp as u32));
+                    let a = acc.index(t);
+                    cmma::execute::<F, F, f32, f32>(&dsa, &rb, a, a);
+                }
+            }
+        }
+        // dKV of the chunk's rows, tile (row tile jt, dim tile ct) by tile.
+        let mut tile = plane;
+        while tile < comptime!(kc / 16 * d.div_ceil(16)) {
+            let jt = tile / dtiles;
+            let ct = tile % dtiles;
+            cmma::fill(&tile_acc, 0.0f32);
+            #[unroll]
+            for hs in 0..MMA_HEADS / 16 {
+                cmma::load(&ta, &ds_sh.slice(hs * 16 * kcp + jt * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+                cmma::load(&rb, &q_sh.slice(hs * 16 * dp + ct * 16, MMA_HEADS * dp), comptime!(dp as u32));
+                cmma::execute::<F, F, f32, f32>(&ta, &rb, &tile_acc, &tile_acc);
+            }
+            if has_dout {
+                if ct < vtiles {
+                    #[unroll]
+                    for hs in 0..MMA_HEADS / 16 {
+                        cmma::load(&ta, &p_sh.slice(hs * 16 * kcp + jt * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+                        cmma::load(&rb, &go_sh.slice(hs * 16 * dvp + ct * 16, MMA_HEADS * dvp), comptime!(dvp as u32));
+                        cmma::execute::<F, F, f32, f32>(&ta, &rb, &tile_acc, &tile_acc);
+                    }
+                }
+            }
+            cmma::store(&mut s_sh.slice_mut(stage, stage + 256), &tile_acc, 16u32, cmma::MatrixLayout::RowMajor);
             sync_plane();
             #[unroll]
             for e in 0..8usize {
                 let k = lane * 8 + e;
-                let h = h0 + rg * 16 + k / 16;
+                let j = jt * 16 + k / 16;
                 let col = ct * 16 + k % 16;
-                if h < heads && col < dv {
-                    out[(row * heads + h) * dv + col] = O::cast_from(s_sh[stage + k]);
+                let row = row_sh[j] as usize;
+                if ok_sh[j] == 1u32 && row < s_len && col < d {
+                    crate::sparse_mla::atomic_add_f32(dkv, (b * s_len + row) * d + col, s_sh[stage + k], native);
                 }
             }
             sync_plane();
+            tile += 8;
+        }
+        sync_cube();
+        c0 += kc;
+    }
+
+    #[unroll]
+    for t in 0..nqt {
+        let ct = cg * nqt + t;
+        if ct < dtiles {
+            write_head_tile::<F>(acc.index(t), &mut s_sh, stage, dq, bt, heads, h0 + rg * 16, ct, d);
         }
     }
 }
@@ -408,7 +699,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
             d,
             kc,
         );
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, kc);
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
         sync_cube();
         // A valid slot means every head's lse is finite.
         let mut v = 0.0f32;
@@ -523,20 +814,25 @@ fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
     sync_cube();
 }
 
-/// `s_sh[h, j] = q_h · kv_j` for the 64 × `kc` tile: plane `(rg, cg)` computes rows
-/// `16·rg..` and `kc/32` column tiles of half `cg`.
+/// `s_sh[h, j] = a_h · kv_j` over the first `depth` dims (`a` = `q` with `depth = d`, or
+/// `d_out` with `depth = dv`, staged at row stride `padded(depth)`, zero past `depth`) for
+/// the 64 × `kc` tile: plane `(rg, cg)` computes rows `16·rg..` and `kc/32` column tiles of
+/// half `cg`.
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn chunk_scores<F: Float>(
-    q_sh: &SharedMemory<F>,
+    a_sh: &SharedMemory<F>,
     kv_sh: &SharedMemory<F>,
     s_sh: &mut SharedMemory<f32>,
     rg: usize,
     cg: usize,
     #[comptime] d: usize,
+    #[comptime] depth: usize,
     #[comptime] kc: usize,
 ) {
     let dp = comptime!(padded(d));
-    let nk = comptime!(d.div_ceil(16));
+    let ap = comptime!(padded(depth));
+    let nk = comptime!(depth.div_ceil(16));
     let ns = comptime!(kc / 32);
     let qa = unsafe {
         cmma::Matrix::<F>::uninitialized(
@@ -570,8 +866,8 @@ fn chunk_scores<F: Float>(
         for ks in 0..nk {
             cmma::load(
                 &qa,
-                &q_sh.slice(rg * 16 * dp + ks * 16, MMA_HEADS * dp),
-                comptime!(dp as u32),
+                &a_sh.slice(rg * 16 * ap + ks * 16, MMA_HEADS * ap),
+                comptime!(ap as u32),
             );
             cmma::load(
                 &kb,

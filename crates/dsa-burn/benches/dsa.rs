@@ -18,6 +18,8 @@
 //! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer and kernel 6's probabilities).
+//! `--mla v2` (or `v1`, `v3`; default `auto`) picks the sparse MLA kernels (forward and
+//! backward) as `dsa_burn::cubecl::set_mla_kernel` does.
 //! `--decode-span S` draws the decode selections from the first `S` positions of each
 //! context instead of all `L` (the same work over a smaller footprint: a cost that grows
 //! with it is the memory system's, not the arithmetic's).
@@ -65,6 +67,7 @@ struct Args {
     decode_span: Option<usize>,
     bf16: bool,
     indexer: IndexerKernel,
+    mla: MlaKernel,
     only: Vec<String>,
     out: Option<std::path::PathBuf>,
 }
@@ -79,6 +82,7 @@ fn args() -> Args {
         decode_span: None,
         bf16: false,
         indexer: IndexerKernel::Auto,
+        mla: MlaKernel::Auto,
         only: Vec::new(),
         out: None,
     };
@@ -124,6 +128,15 @@ fn args() -> Args {
                     other => panic!("--indexer {other}: auto, naive, tiled or tensor-cores"),
                 }
             }
+            "--mla" => {
+                a.mla = match value().as_str() {
+                    "auto" => MlaKernel::Auto,
+                    "v1" => MlaKernel::V1,
+                    "v2" => MlaKernel::V2,
+                    "v3" => MlaKernel::V3,
+                    other => panic!("--mla {other}: auto, v1, v2 or v3"),
+                }
+            }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other} (see the file's documentation)"),
         }
@@ -163,6 +176,7 @@ impl<G: DsaBackend> Bench<G> {
             TensorCoreOp::IndexerScores,
             TensorCoreOp::SparseMlaProbs,
             TensorCoreOp::SelectedScores,
+            TensorCoreOp::SparseMlaBackward,
         ];
         let tc_before = tc_ops.map(dsa_burn::cubecl::tensor_core_launches);
         f();
@@ -273,6 +287,7 @@ fn run<G: DsaBackend>(a: &Args) {
             .expect("opening --out")
     });
     dsa_burn::cubecl::set_indexer_kernel(a.indexer);
+    dsa_burn::cubecl::set_mla_kernel(a.mla);
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,

@@ -222,9 +222,11 @@ pub enum TensorCoreOp {
     SparseMlaProbs,
     /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
     SelectedScores,
+    /// The sparse MLA backward (with the v3 forward, [`MlaKernel::V3`]).
+    SparseMlaBackward,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -253,8 +255,10 @@ pub enum MlaKernel {
     V2,
     /// v3: tensor-core forward (bf16/f16 inputs, 16×16×16 cmma, 64 heads per cube, two
     /// passes over the slots, the slots split over several cubes and merged when there are
-    /// few queries, as in decode); backward as v2. Taken where the device has the cmma shape and
-    /// 32-wide planes and the inputs are half precision, else v2.
+    /// few queries, as in decode); backward on tensor cores too (`dq` and `dkv` in one kernel,
+    /// `dkv` by one atomic add per row and dim per 64 heads). Taken where the device has the
+    /// cmma shape and 32-wide planes, the inputs are half precision and the tiles fit in
+    /// shared memory, else v2.
     V3,
 }
 
@@ -366,10 +370,9 @@ fn readable_rows<R: CubeRuntime>(t: CubeTensor<R>, vector: usize) -> CubeTensor<
 /// Cubes the v3 forward aims for when it splits the slots of few queries (decode).
 const MMA_SPLIT_CUBES: usize = 1024;
 
-/// Slots per chunk of the v3 (tensor-core) forward, or `None` where it does not apply:
-/// not selected, inputs not bf16/f16, no 16×16×16 cmma for them, planes not 32 wide, or
-/// the tiles not fitting in shared memory.
-fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
+/// Whether the sparse MLA ops may take the tensor-core kernels (v3) for `q`: selected,
+/// inputs bf16/f16, and 16×16×16 cmma for them in 32-wide planes.
+fn mma_mla<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
     use burn_cubecl::cubecl::ir::FloatKind;
     let selected = match MLA_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(q),
@@ -378,12 +381,29 @@ fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
     let kind = match q.dtype {
         DType::BF16 => FloatKind::BF16,
         DType::F16 => FloatKind::F16,
-        _ => return None,
+        _ => return false,
     };
-    if !selected || !has_cmma(q, kind) {
-        return None;
-    }
-    mma_chunk(d, max_shared(q))
+    selected && has_cmma(q, kind)
+}
+
+/// Slots per chunk of the v3 (tensor-core) forward, or `None` where it does not apply
+/// ([`mma_mla`], or the tiles not fitting in shared memory).
+fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
+    mma_mla(q).then(|| mma_chunk(d, max_shared(q))).flatten()
+}
+
+/// Slots per chunk of the v3 backward.
+const MMA_BWD_CHUNK: usize = 32;
+
+/// Whether the v3 (tensor-core) backward applies to rows of `d` dims, `d_v` of them values:
+/// [`mma_mla`], and its tiles (`q`, `d_out` and a chunk of rows; scores, `dP`, `P`, `dS`)
+/// fit in shared memory.
+fn mma_bwd<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, d_v: usize) -> bool {
+    use kernels::mma::padded;
+    let (heads, kc) = (kernels::sparse_mla_mma::MMA_HEADS, MMA_BWD_CHUNK);
+    let halves = (heads + kc) * padded(d) + heads * padded(d_v) + 2 * heads * (kc + 8);
+    let bytes = 2 * halves + 4 * (2 * heads * kc + 2 * heads) + 8 * kc;
+    mma_mla(q) && bytes <= max_shared(q)
 }
 
 /// Slots per chunk (64 or 32) of the kernels of `sparse_mla_mma` for rows of `d` dims (the
@@ -803,21 +823,60 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     let [b, t, h, d] = dims::<4, R>(&q);
     let [_, s, _] = dims::<3, R>(&kv);
     let [_, _, kk] = dims::<3, R>(&indices);
-    let q = into_contiguous(q);
-    let kv = into_contiguous(kv);
     let indices = into_contiguous(indices);
     let valid = into_contiguous(valid);
     let out = into_contiguous(out);
     let lse = into_contiguous(lse);
     let (has_dout, has_dlse) = (d_out.is_some(), d_lse.is_some());
-    let d_out = d_out.map(into_contiguous).unwrap_or_else(|| q.clone());
-    let d_lse = d_lse.map(into_contiguous).unwrap_or_else(|| q.clone());
+    let d_out = d_out.map(into_contiguous).unwrap_or_else(|| out.clone());
+    let d_lse = d_lse.map(into_contiguous).unwrap_or_else(|| lse.clone());
     let dq = output(&q, Shape::new([b, t, h, d]), q.dtype);
     let dkv = zeros_f32(&q, Shape::new([b, s, d]));
+    let (native, acc_dtype) = f32_accumulation(&q);
+    if b * t * h > 0 && mma_bwd(&q, d, d_v) {
+        let vector = load_width(d);
+        let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
+        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+        // docs); the tensors match the shapes passed.
+        unsafe {
+            kernels::sparse_mla_mma::sparse_mla_bwd_mma::launch_unchecked::<R>(
+                &q.client,
+                cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
+                CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+                vector,
+                q.clone().into_tensor_arg(),
+                kv.into_tensor_arg(),
+                indices.clone().into_tensor_arg(),
+                valid.clone().into_tensor_arg(),
+                out.into_tensor_arg(),
+                lse.into_tensor_arg(),
+                d_out.into_tensor_arg(),
+                d_lse.into_tensor_arg(),
+                dq.clone().into_tensor_arg(),
+                dkv.clone().into_tensor_arg(),
+                b * t,
+                t,
+                h,
+                s,
+                kk,
+                scale,
+                f32::NEG_INFINITY,
+                d,
+                d_v,
+                MMA_BWD_CHUNK,
+                has_dout,
+                has_dlse,
+                native,
+                [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()],
+            );
+        }
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaBackward as usize].fetch_add(1, Ordering::SeqCst);
+        return (dq, from_f32(dkv, q.dtype));
+    }
+    let (q, kv) = (into_contiguous(q), into_contiguous(kv));
     if b * t * h > 0 {
         let threads = 128usize;
         let (hg, kc) = mla_bwd_tiles(h, d, d_v, max_shared(&q));
-        let (native, acc_dtype) = f32_accumulation(&q);
         let dkv_tiles = tiled_mla(&q)
             .then(|| mla_bwd_dkv_tiles(d, d_v, max_shared(&q), h))
             .flatten();

@@ -619,6 +619,103 @@ fn sparse_mla_backward_matches_reference() {
     dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
 }
 
+/// The tensor-core backward (v3, bf16 inputs) against the f32 reference on the same
+/// bf16-rounded inputs (`q`, `kv`, the forward's `out` and `lse`, the gradients). It rounds
+/// `P` and `dS` to bf16 before its products and returns bf16 `dq`/`dkv`, hence the 1e-2
+/// tolerance. Shapes: V3.2's latent (576/512, 128 heads), heads not a multiple of 64, dims
+/// not a multiple of 16 or of the load width, rows selected several times (S small), an
+/// empty row, each gradient alone and both, both atomic paths, the latent as a strided view.
+#[cfg(feature = "cuda")]
+#[test]
+fn sparse_mla_backward_tensor_cores_match_reference() {
+    use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
+    use dsa_burn::DsaBackend;
+    type GB = burn::backend::Cuda<burn::tensor::bf16>;
+    let _choice = choose_kernels();
+    let mut rng = Rng::new("sparse_mla_bwd_mma");
+    let bf = |v: Vec<f32>| {
+        v.into_iter()
+            .map(|x| burn::tensor::bf16::from_f32(x).to_f32())
+            .collect::<Vec<_>>()
+    };
+    let bf16 = burn::tensor::FloatDType::BF16;
+    let g = Default::default();
+    for (dims, empty_rows) in [
+        ([1, 3, 128, 576, 512, 300, 150], 1),
+        ([2, 5, 3, 12, 8, 5, 4], 1),
+        ([1, 3, 2, 9, 9, 10, 40], 0),
+        ([1, 4, 70, 72, 64, 40, 37], 1),
+        ([2, 2, 16, 40, 32, 100, 65], 0),
+    ] {
+        let [b, t, h, d, dv, s, _] = dims;
+        let mut m = Mla::new(&mut rng, dims, empty_rows);
+        m.q = bf(m.q);
+        m.kv = bf(m.kv);
+        let cdev = Default::default();
+        let (out, lse) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+            ft(&m.q, [b, t, h, d], &cdev),
+            ft(&m.kv, [b, s, d], &cdev),
+            m.indices(&cdev),
+            m.valid(&cdev),
+            dv,
+            m.scale,
+        );
+        let (outv, lsev) = (bf(host(out)), bf(host(lse)));
+        let (gov, glv) = (bf(rng.normal(b * t * h * dv)), bf(rng.normal(b * t * h)));
+        for (which, with_out, with_lse, force_cas) in [
+            ("both", true, true, false),
+            ("d_out", true, false, false),
+            ("d_lse", false, true, false),
+            ("both", true, true, true),
+        ] {
+            dsa_burn::cubecl::set_force_cas_atomics(force_cas);
+            dsa_burn::cubecl::set_mla_kernel(MlaKernel::V3);
+            let want = dsa_burn::ops::reference_sparse_mla_backward::<C>(
+                ft(&m.q, [b, t, h, d], &cdev),
+                ft(&m.kv, [b, s, d], &cdev),
+                m.indices(&cdev),
+                m.valid(&cdev),
+                ft(&outv, [b, t, h, dv], &cdev),
+                ft(&lsev, [b, t, h], &cdev),
+                with_out.then(|| ft(&gov, [b, t, h, dv], &cdev)),
+                with_lse.then(|| ft(&glv, [b, t, h], &cdev)),
+                dv,
+                m.scale,
+            );
+            // The latent rows as a view of wider rows whose extra 8 values are NaN.
+            let padded: Vec<f32> = m
+                .kv
+                .chunks(d)
+                .flat_map(|row| row.iter().copied().chain([f32::NAN; 8]))
+                .collect();
+            let kv_view = ft::<GB, 3>(&padded, [b, s, d + 8], &g).cast(bf16).narrow(2, 0, d);
+            let before = tensor_core_launches(TensorCoreOp::SparseMlaBackward);
+            let (dq, dkv) = <GB as DsaBackend>::sparse_mla_backward(
+                prim(ft::<GB, 4>(&m.q, [b, t, h, d], &g).cast(bf16)),
+                prim(kv_view),
+                m.indices::<GB>(&g).into_primitive(),
+                m.valid::<GB>(&g).into_primitive(),
+                prim(ft::<GB, 4>(&outv, [b, t, h, dv], &g).cast(bf16)),
+                prim(ft::<GB, 3>(&lsev, [b, t, h], &g).cast(bf16)),
+                with_out.then(|| prim(ft::<GB, 4>(&gov, [b, t, h, dv], &g).cast(bf16))),
+                with_lse.then(|| prim(ft::<GB, 3>(&glv, [b, t, h], &g).cast(bf16))),
+                dv,
+                m.scale,
+            );
+            let case = format!("{dims:?} {which} cas={force_cas}");
+            let (dq, dkv) = (host(unprim::<GB, 4>(dq)), host(unprim::<GB, 3>(dkv)));
+            assert!(
+                tensor_core_launches(TensorCoreOp::SparseMlaBackward) > before,
+                "{case}: the tensor-core backward did not run"
+            );
+            assert_close_floor(&format!("dq {case}"), &dq, &host(want.0), 1e-2, 1e-2);
+            assert_close_floor(&format!("dkv {case}"), &dkv, &host(want.1), 1e-2, 1e-2);
+        }
+    }
+    dsa_burn::cubecl::set_force_cas_atomics(false);
+    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+}
+
 /// Kernel 6, the pieces of the sparse-stage indexer loss, against the reference on NdArray:
 /// the indexer's scores at the selected keys (unquantised and FP8), their gradients (f32
 /// atomic adds and CAS loops; keys selected several times), and sparse MLA's head-averaged
