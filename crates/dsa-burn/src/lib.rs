@@ -6,6 +6,8 @@ pub mod cache;
 #[cfg(feature = "cubecl-backend")]
 pub mod cubecl;
 pub mod indexer;
+#[cfg(feature = "cubecl-backend")]
+pub mod kernel_cache;
 pub mod loss;
 pub mod ops;
 pub mod quant;

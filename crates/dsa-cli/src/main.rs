@@ -14,6 +14,9 @@
 //! dsa-cli generate --model runs/sparse "DEVIL, n."
 //! dsa-cli plot ours.jsonl peer.jsonl --out cost.png  # a benchmark run's cost curve
 //! ```
+//!
+//! On GPU backends the compiled kernels are kept between runs (in `~/.cache/dsa-burn/kernels`,
+//! or `$DSA_KERNEL_CACHE`; `DSA_KERNEL_CACHE=off` compiles afresh every run).
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -148,6 +151,12 @@ fn dispatch(
     if dtype == FloatKind::Bf16 && kind != BackendKind::Cuda {
         return Err(format!("--dtype bf16 needs --backend cuda (got {kind:?})").into());
     }
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if kind != BackendKind::Ndarray {
+        if let Some(root) = kernel_cache_root() {
+            dsa_burn::kernel_cache::persist_compiled_kernels(&root);
+        }
+    }
     match (kind, dtype) {
         #[cfg(feature = "ndarray")]
         (BackendKind::Ndarray, _) => run::<burn::backend::NdArray>(command, &Default::default()),
@@ -167,6 +176,21 @@ fn dispatch(
             format!("{other:?}").to_lowercase()
         )
         .into()),
+    }
+}
+
+/// Where compiled GPU kernels are kept between runs (`dsa_burn::kernel_cache`):
+/// `$DSA_KERNEL_CACHE` (`off`: not kept), else `$XDG_CACHE_HOME/dsa-burn/kernels`, else
+/// `~/.cache/dsa-burn/kernels`.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn kernel_cache_root() -> Option<PathBuf> {
+    match std::env::var_os("DSA_KERNEL_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("dsa-burn").join("kernels")),
     }
 }
 
