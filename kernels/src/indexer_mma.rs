@@ -23,7 +23,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{fetch_rows, padded, share, store_tile, zero_padding};
+use crate::mma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles};
 
 /// Rows `(token, head)` per cube: 8 planes × 16.
 pub const MMA_ROWS: usize = 128;
@@ -125,30 +125,12 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             wq_sh[tid] = v;
         }
         let zero = Vector::<C, N>::new(C::from_int(0));
-        let first = comptime!(d / nv);
-        let pad = comptime!((d.div_ceil(16) * 16 - d) / nv);
-        zero_padding::<Vector<C, N>>(&mut q_sh, zero, MMA_ROWS, first, pad, comptime!(dp / nv));
-        zero_padding::<Vector<C, N>>(&mut k_sh, zero, TILE, first, pad, comptime!(dp / nv));
+        zero_padding::<Vector<C, N>>(&mut q_sh, zero, MMA_ROWS, d, nv);
+        zero_padding::<Vector<C, N>>(&mut k_sh, zero, TILE, d, nv);
         let mut k_regs = Array::<Vector<C, N>>::new(comptime!(share(TILE, d, nv, MMA_UNITS)));
 
-        let qa = unsafe {
-            cmma::Matrix::<C>::uninitialized(
-                cmma::MatrixIdent::A,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::RowMajor,
-            )
-        };
-        let kb = unsafe {
-            cmma::Matrix::<C>::uninitialized(
-                cmma::MatrixIdent::B,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::ColMajor,
-            )
-        };
+        let qa = a_tile::<C>(cmma::MatrixLayout::RowMajor);
+        let kb = b_tile::<C>(cmma::MatrixLayout::ColMajor);
         let stage = plane * 16 * TILE;
         // The planes holding query `tl`'s rows: `tl·hp/16 ..`.
         let ppq = comptime!(hp / 16);
@@ -169,18 +151,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             sync_cube();
 
             // This plane's 16 rows × 64 keys of code dot products.
-            let mut acc = Sequence::<cmma::Matrix<f32>>::new();
-            #[unroll]
-            for _ in 0..TILE / 16 {
-                acc.push(cmma::Matrix::<f32>::from_value(
-                    cmma::MatrixIdent::Accumulator,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::Undefined,
-                    0.0f32,
-                ));
-            }
+            let acc = zero_tiles(comptime!(TILE / 16));
             #[unroll]
             for ks in 0..nk {
                 cmma::load(

@@ -9,6 +9,7 @@
 //! a tile at a vector offset). There, entry `i = UNIT_POS + u·units` of a tile (`u <`
 //! [`share`]) is row `i / (d/N)`, vector column `i % (d/N)`.
 
+use cubecl::cmma;
 use cubecl::prelude::*;
 
 /// Row stride (values) of a staged tile of rows of `d` values: `d` rounded up to the cmma
@@ -98,18 +99,20 @@ pub fn stage_vector<F: Float, N: Size>(
     }
 }
 
-/// Sets entries `first .. first + width` of each of `rows` rows at stride `stride` of a
-/// staged tile to `zero` (the cmma k-padding: the columns `d .. ⌈d/16⌉·16`, in values or in
-/// vectors), the cube's units taking them in turn.
+/// Zeroes the `cmma` k-padding (values `d .. ⌈d/16⌉·16`) of each of `rows` rows of `d` values
+/// staged at row stride [`padded`]`(d)` in `dst`, whose entries hold `per` values each
+/// (`d % per == 0`); the cube's units take the entries in turn.
 #[cube]
 pub fn zero_padding<T: CubePrimitive>(
     dst: &mut SharedMemory<T>,
     zero: T,
     #[comptime] rows: usize,
-    #[comptime] first: usize,
-    #[comptime] width: usize,
-    #[comptime] stride: usize,
+    #[comptime] d: usize,
+    #[comptime] per: usize,
 ) {
+    let first = comptime!(d / per);
+    let width = comptime!((d.div_ceil(16) * 16 - d) / per);
+    let stride = comptime!(padded(d) / per);
     if comptime!(width > 0) {
         let mut i = UNIT_POS as usize;
         while i < rows * width {
@@ -117,4 +120,40 @@ pub fn zero_padding<T: CubePrimitive>(
             i += CUBE_DIM as usize;
         }
     }
+}
+
+/// An uninitialised 16×16×16 `cmma` A operand (`m × k`) of `layout`.
+#[cube]
+pub fn a_tile<F: Float>(#[comptime] layout: cmma::MatrixLayout) -> cmma::Matrix<F> {
+    unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::A, 16usize, 16usize, 16usize, layout) }
+}
+
+/// An uninitialised 16×16×16 `cmma` B operand (`k × n`) of `layout`.
+#[cube]
+pub fn b_tile<F: Float>(#[comptime] layout: cmma::MatrixLayout) -> cmma::Matrix<F> {
+    unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::B, 16usize, 16usize, 16usize, layout) }
+}
+
+/// A 16×16 f32 `cmma` accumulator of zeros.
+#[cube]
+pub fn zero_tile() -> cmma::Matrix<f32> {
+    cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0f32,
+    )
+}
+
+/// `n` accumulators of zeros ([`zero_tile`]).
+#[cube]
+pub fn zero_tiles(#[comptime] n: usize) -> Sequence<cmma::Matrix<f32>> {
+    let mut acc = Sequence::<cmma::Matrix<f32>>::new();
+    #[unroll]
+    for _ in 0..n {
+        acc.push(zero_tile());
+    }
+    acc
 }

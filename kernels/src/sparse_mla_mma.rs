@@ -17,7 +17,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{padded, stage_vector, zero_padding};
+use crate::mma::{a_tile, b_tile, padded, stage_vector, zero_padding, zero_tile, zero_tiles};
 
 /// Heads per cube.
 pub const MMA_HEADS: usize = 64;
@@ -156,36 +156,9 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     sync_cube();
 
     // Pass 2: O += P·V with P normalised by the final lse.
-    let mut acc = Sequence::<cmma::Matrix<f32>>::new();
-    #[unroll]
-    for _ in 0..nvt {
-        acc.push(cmma::Matrix::<f32>::from_value(
-            cmma::MatrixIdent::Accumulator,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::Undefined,
-            0.0f32,
-        ));
-    }
-    let pa = unsafe {
-        cmma::Matrix::<F>::uninitialized(
-            cmma::MatrixIdent::A,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::RowMajor,
-        )
-    };
-    let vb = unsafe {
-        cmma::Matrix::<F>::uninitialized(
-            cmma::MatrixIdent::B,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::RowMajor,
-        )
-    };
+    let acc = zero_tiles(nvt);
+    let pa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
+    let vb = b_tile::<F>(cmma::MatrixLayout::RowMajor);
     let row_lse = lse_sh[r];
     let mut c0 = c_begin;
     while c0 < c_end {
@@ -371,7 +344,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
             go_sh[hh * dvp + i % dv] = v;
             i += MMA_UNITS;
         }
-        zero_padding::<F>(&mut go_sh, F::from_int(0), MMA_HEADS, dv, comptime!(vtiles * 16 - dv), dvp);
+        zero_padding::<F>(&mut go_sh, F::from_int(0), MMA_HEADS, dv, 1usize);
     }
     sync_cube();
     // δ = Σ d_out·out per head, 4 units per head (partial sums in s_sh).
@@ -404,54 +377,12 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     }
     sync_cube();
 
-    let mut acc = Sequence::<cmma::Matrix<f32>>::new();
-    #[unroll]
-    for _ in 0..nqt {
-        acc.push(cmma::Matrix::<f32>::from_value(
-            cmma::MatrixIdent::Accumulator,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::Undefined,
-            0.0f32,
-        ));
-    }
-    let dsa = unsafe {
-        cmma::Matrix::<F>::uninitialized(
-            cmma::MatrixIdent::A,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::RowMajor,
-        )
-    };
+    let acc = zero_tiles(nqt);
+    let dsa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
     // dSᵀ and Pᵀ: the [head][slot] tiles read column-major.
-    let ta = unsafe {
-        cmma::Matrix::<F>::uninitialized(
-            cmma::MatrixIdent::A,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::ColMajor,
-        )
-    };
-    let rb = unsafe {
-        cmma::Matrix::<F>::uninitialized(
-            cmma::MatrixIdent::B,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::RowMajor,
-        )
-    };
-    let tile_acc = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::Undefined,
-        0.0f32,
-    );
+    let ta = a_tile::<F>(cmma::MatrixLayout::ColMajor);
+    let rb = b_tile::<F>(cmma::MatrixLayout::RowMajor);
+    let tile_acc = zero_tile();
     let row_lse = lse_sh[r];
     let row_c = c_sh[r];
     let stage = plane * 256;
@@ -773,9 +704,8 @@ fn load_query_tile<F: Float, N: Size>(
         stage_vector::<F, N>(q, at, h0 + hh < heads, q_sh, hh * dp + c * nv);
         i += MMA_UNITS;
     }
-    let pad = comptime!(d.div_ceil(16) * 16 - d);
-    zero_padding::<F>(q_sh, F::from_int(0), MMA_HEADS, d, pad, dp);
-    zero_padding::<F>(kv_sh, F::from_int(0), kc, d, pad, dp);
+    zero_padding::<F>(q_sh, F::from_int(0), MMA_HEADS, d, 1usize);
+    zero_padding::<F>(kv_sh, F::from_int(0), kc, d, 1usize);
 }
 
 /// Gathers the rows of slots `c0..c0+kc` into `kv_sh` (zero for invalid or past-the-end
@@ -834,35 +764,12 @@ fn chunk_scores<F: Float>(
     let ap = comptime!(padded(depth));
     let nk = comptime!(depth.div_ceil(16));
     let ns = comptime!(kc / 32);
-    let qa = unsafe {
-        cmma::Matrix::<F>::uninitialized(
-            cmma::MatrixIdent::A,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::RowMajor,
-        )
-    };
-    let kb = unsafe {
-        cmma::Matrix::<F>::uninitialized(
-            cmma::MatrixIdent::B,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::ColMajor,
-        )
-    };
+    let qa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
+    let kb = b_tile::<F>(cmma::MatrixLayout::ColMajor);
     #[unroll]
     for s in 0..ns {
         let n0 = (cg * ns + s) * 16;
-        let acc = cmma::Matrix::<f32>::from_value(
-            cmma::MatrixIdent::Accumulator,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::Undefined,
-            0.0f32,
-        );
+        let acc = zero_tile();
         for ks in 0..nk {
             cmma::load(
                 &qa,

@@ -374,6 +374,21 @@ fn sparse_mla_matches_reference() {
     dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
 }
 
+/// `v` rounded to bf16 (and back to f32).
+#[cfg(feature = "cuda")]
+fn bf(v: Vec<f32>) -> Vec<f32> {
+    v.into_iter().map(|x| burn::tensor::bf16::from_f32(x).to_f32()).collect()
+}
+
+/// The latent `kv [b, s, d]` as a bf16 view of wider rows whose extra 8 values are NaN: a
+/// kernel must read it at its stride, in place (as CUDA's pitched allocations are), and
+/// never past `d`.
+#[cfg(feature = "cuda")]
+fn nan_padded_view(kv: &[f32], [b, s, d]: [usize; 3]) -> Tensor<burn::backend::Cuda<burn::tensor::bf16>, 3> {
+    let padded: Vec<f32> = kv.chunks(d).flat_map(|row| row.iter().copied().chain([f32::NAN; 8])).collect();
+    ft(&padded, [b, s, d + 8], &Default::default()).cast(burn::tensor::FloatDType::BF16).narrow(2, 0, d)
+}
+
 /// The tensor-core forward (v3, bf16 inputs) against the f32 reference on the same
 /// bf16-rounded inputs. Its probabilities are rounded to bf16 before `P·V` (as FlashMLA's)
 /// and its outputs are bf16, hence the 1e-2 tolerance. Shapes: V3.2's latent (576/512, 128
@@ -385,11 +400,6 @@ fn sparse_mla_tensor_cores_match_reference() {
     type GB = burn::backend::Cuda<burn::tensor::bf16>;
     let _choice = choose_kernels();
     let mut rng = Rng::new("sparse_mla_mma");
-    let bf = |v: Vec<f32>| {
-        v.into_iter()
-            .map(|x| burn::tensor::bf16::from_f32(x).to_f32())
-            .collect::<Vec<_>>()
-    };
     for (b, t, h, d, dv, s, k, empty_rows) in [
         (1, 3, 128, 576, 512, 300, 150, 1),
         (2, 5, 3, 12, 8, 5, 4, 1),
@@ -420,16 +430,7 @@ fn sparse_mla_tensor_cores_match_reference() {
         let v3_before = dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3);
         // Cast: a device first used by the f32 backend keeps creating f32 tensors.
         let bf16 = burn::tensor::FloatDType::BF16;
-        // The latent rows as a view of wider rows whose extra 8 values are NaN: read at
-        // their stride, in place (as CUDA's pitched allocations are), and never past `d`.
-        let padded: Vec<f32> = m
-            .kv
-            .chunks(d)
-            .flat_map(|row| row.iter().copied().chain([f32::NAN; 8]))
-            .collect();
-        let kv_view = ft::<GB, 3>(&padded, [b, s, d + 8], &Default::default())
-            .cast(bf16)
-            .narrow(2, 0, d);
+        let kv_view = nan_padded_view(&m.kv, [b, s, d]);
         let (got_o, got_l) = sparse_mla::<GB>(
             ft::<GB, 4>(&m.q, [b, t, h, d], &Default::default()).cast(bf16),
             kv_view,
@@ -633,11 +634,6 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
     type GB = burn::backend::Cuda<burn::tensor::bf16>;
     let _choice = choose_kernels();
     let mut rng = Rng::new("sparse_mla_bwd_mma");
-    let bf = |v: Vec<f32>| {
-        v.into_iter()
-            .map(|x| burn::tensor::bf16::from_f32(x).to_f32())
-            .collect::<Vec<_>>()
-    };
     let bf16 = burn::tensor::FloatDType::BF16;
     let g = Default::default();
     for (dims, empty_rows) in [
@@ -682,13 +678,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
                 dv,
                 m.scale,
             );
-            // The latent rows as a view of wider rows whose extra 8 values are NaN.
-            let padded: Vec<f32> = m
-                .kv
-                .chunks(d)
-                .flat_map(|row| row.iter().copied().chain([f32::NAN; 8]))
-                .collect();
-            let kv_view = ft::<GB, 3>(&padded, [b, s, d + 8], &g).cast(bf16).narrow(2, 0, d);
+            let kv_view = nan_padded_view(&m.kv, [b, s, d]);
             let before = tensor_core_launches(TensorCoreOp::SparseMlaBackward);
             let (dq, dkv) = <GB as DsaBackend>::sparse_mla_backward(
                 prim(ft::<GB, 4>(&m.q, [b, t, h, d], &g).cast(bf16)),
