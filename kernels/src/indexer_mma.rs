@@ -23,7 +23,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles};
+use crate::mma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles, CMMA_ALIGN};
 
 /// Rows `(token, head)` per cube: 8 planes × 16.
 pub const MMA_ROWS: usize = 128;
@@ -88,9 +88,9 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     }
     let mut s_done = s_begin;
 
-    let mut q_sh = SharedMemory::<Vector<C, N>>::new(comptime!(MMA_ROWS * padded(d) / nv));
-    let mut k_sh = SharedMemory::<Vector<C, N>>::new(comptime!(TILE * padded(d) / nv));
-    let mut st_sh = SharedMemory::<f32>::new(comptime!(MMA_ROWS * TILE));
+    let mut q_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(MMA_ROWS * padded(d) / nv), CMMA_ALIGN);
+    let mut k_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(TILE * padded(d) / nv), CMMA_ALIGN);
+    let mut st_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_ROWS * TILE), CMMA_ALIGN);
     let mut wq_sh = SharedMemory::<f32>::new(MMA_ROWS);
     let mut part_sh = SharedMemory::<f32>::new(comptime!(8 * TILE));
     // Key scales, double-buffered: tile `n` in half `n % 2` (written while the previous

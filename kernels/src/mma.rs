@@ -2,15 +2,21 @@
 //! [`crate::sparse_mla_mma`]): their tiles are rows of `d` half-precision values at a padded
 //! row stride ([`padded`]), filled from vectorised global loads.
 //!
-//! Two ways, each where it measured faster (`kernels/NOTES.md`, GPU run 11): the sparse MLA
-//! kernels stage one vector at a time into scalar shared memory ([`stage_vector`]); the
+//! Two ways: the sparse MLA kernels stage one vector at a time into scalar shared memory by
+//! asynchronous copies ([`stage_vector_async`]; `kernels/NOTES.md`, GPU run 21); the
 //! indexer moves a whole tile in two steps — a unit's loads all issued into registers
 //! ([`fetch_rows`]), then stored as 16-byte vectors ([`store_tile`]; `cmma::load` reads such
 //! a tile at a vector offset). There, entry `i = UNIT_POS + u·units` of a tile (`u <`
 //! [`share`]) is row `i / (d/N)`, vector column `i % (d/N)`.
 
 use cubecl::cmma;
+use cubecl::prelude::barrier::copy_async_checked;
 use cubecl::prelude::*;
+
+/// Alignment (bytes) of every shared-memory array a `cmma` load or store touches: such a tile
+/// must start 32-byte aligned, and CubeCL's allocator aligns an array only as asked (it packs
+/// arrays by liveness, so an unaligned one may land anywhere).
+pub const CMMA_ALIGN: usize = 32;
 
 /// Row stride (values) of a staged tile of rows of `d` values: `d` rounded up to the cmma
 /// depth 16, plus 16 bytes against shared-memory bank conflicts. A multiple of 8.
@@ -96,6 +102,35 @@ pub fn stage_vector<F: Float, N: Size>(
         for u in 0..nv {
             dst[base + u] = F::from_int(0);
         }
+    }
+}
+
+/// [`stage_vector`] by an asynchronous copy (`cp.async`) where the vector holds 4, 8 or 16
+/// bytes (else as [`stage_vector`]): `dst[base .. base + N] = src[at]` if `ok`, else zeros (the
+/// copy of an empty source fills with zeros). The copy lands once `barrier` is passed after
+/// `barrier.commit_copy_async()`; `base` and `at`'s address must be aligned to the vector.
+#[cube]
+pub fn stage_vector_async<F: Float, N: Size>(
+    src: &Tensor<Vector<F, N>>,
+    at: usize,
+    ok: bool,
+    dst: &mut SharedMemory<F>,
+    base: usize,
+) {
+    let nv = N::value();
+    let scalar_bytes = F::type_size();
+    if comptime!(nv * scalar_bytes >= 4) {
+        let mut from = 0usize;
+        let mut len = 0usize;
+        if ok {
+            from = at;
+            len = 1;
+        }
+        // SAFETY: the destination is one vector of `dst`; only `len` vectors are read.
+        let mut to = unsafe { dst.slice_mut(base, base + nv).downcast_unchecked::<Vector<F, N>>() };
+        copy_async_checked(&src.slice(from, from + len), &mut to, comptime!(nv as u32));
+    } else {
+        stage_vector::<F, N>(src, at, ok, dst, base);
     }
 }
 

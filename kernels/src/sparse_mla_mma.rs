@@ -6,26 +6,40 @@
 //!
 //! The backward, [`sparse_mla_bwd_mma`], has the same layout (see its docs).
 //!
-//! One cube per (token, group of 64 heads), 8 planes of 32 units. The query tile stays in
-//! shared memory; the selected latent rows are gathered `kc` at a time. Two passes over the
-//! slots: the first computes each head's log-sum-exp exactly, the second the normalised
-//! probabilities `p = exp(s·scale − lse)` (rounded to the input type, as FlashMLA does) and
-//! `O += P·V`. The second pass recomputes `Q·Kᵀ`, but no accumulator is ever rescaled, so
-//! the 64×dv output lives in cmma accumulators for the whole kernel: plane `(rg, cg)` owns
-//! heads `16·rg..16·rg+16` and half of the value columns.
+//! One cube per (token, group of `hg` heads: 32 or 64), 4 or 8 planes of 32 units. The query
+//! tile stays in shared memory; the selected latent rows are gathered `kc` at a time by
+//! asynchronous copies, their row numbers read from a window of the selections held in shared
+//! memory ([`MMA_WINDOW`] slots). One pass over the slots: per chunk `S = Q·Kᵀ`, the
+//! unnormalised probabilities `p = exp(s·scale − m_ref)` (rounded to the input type, as
+//! FlashMLA does) and `O += P·V`, where each head's reference max `m_ref` moves only when a
+//! chunk's scores exceed it by more than a margin (then that chunk rescales the accumulators
+//! through shared memory: rare after the first chunk); `O / l` and `lse = m_ref + ln l` at
+//! the end. The `hg`×dv output lives in cmma accumulators for the whole kernel: plane
+//! `(rg, cg)` owns heads `16·rg..16·rg+16` and a `1/(planes·16/hg)` share of the value columns.
 
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{a_tile, b_tile, padded, stage_vector, zero_padding, zero_tile, zero_tiles};
+use crate::mma::{a_tile, b_tile, padded, CMMA_ALIGN, stage_vector_async, zero_padding, zero_tile, zero_tiles};
+use cubecl::prelude::barrier::Barrier;
 
-/// Heads per cube.
+/// Heads per cube of the backward and of [`selected_head_sums_mma`].
 pub const MMA_HEADS: usize = 64;
-/// Units per cube (8 planes of 32).
+/// Units per cube of the backward and of [`selected_head_sums_mma`] (8 planes of 32).
 pub const MMA_UNITS: usize = 256;
 
-/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`MMA_UNITS`] units, plane size 32.
+/// Copies of the score tile that the planes of a cube of `hg` heads and `planes` planes fill
+/// for a chunk of `kc` slots ([`chunk_scores`]): 1 when there are at least as many
+/// 16×16 tiles as planes, else each tile's depth is split over this many planes, whose
+/// partial products are summed by the readers ([`score`]).
+pub fn score_copies(hg: usize, kc: usize, planes: usize) -> usize {
+    (planes / (hg / 16) / (kc / 16)).max(1)
+}
+
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/hg⌉ · splits` in z, `32·planes` units, plane size 32.
 /// `N`: vector width of the `q`/`kv` loads (`D % N == 0`). `kc`: slots per chunk, 32 or 64.
+/// `hg`: heads per cube, 32 or 64; `planes`: 4 or 8 (`hg/16` must divide it and
+/// `32·planes/hg` must divide `kc`).
 /// `q` and `kv` are read at their strides (the last one 1, the others multiples of `N`), so
 /// CUDA's pitched rows (a `[.., 576]` bf16 tensor has rows of 640) need no copy.
 ///
@@ -35,6 +49,7 @@ pub const MMA_UNITS: usize = 256;
 /// `out [splits,B,T,H,dv]`, `lse [splits,B,T,H]` (type `O`: f32 for [`combine_splits`]);
 /// with one split (`split_len ≥ K`) these are the final `out`, `lse`.
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     kv: &Tensor<Vector<F, N>>,
@@ -53,6 +68,8 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     #[comptime] d: usize,
     #[comptime] dv: usize,
     #[comptime] kc: usize,
+    #[comptime] hg: usize,
+    #[comptime] planes: usize,
     #[define(F, I, BL, O)] _dtypes: [StorageType; 4],
 ) {
     let bt = crate::cube_index();
@@ -70,128 +87,102 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let row = split * bt_len + bt;
     let dp = comptime!(padded(d));
     let kcp = comptime!(kc + 8);
+    let rgs = comptime!(hg / 16);
     let vtiles = comptime!(dv.div_ceil(16));
-    let nvt = comptime!(dv.div_ceil(16).div_ceil(2));
-    let per = comptime!(kc / 4);
-    let h0 = (CUBE_POS_Z as usize % groups) * MMA_HEADS;
+    let nvt = comptime!(dv.div_ceil(16).div_ceil(planes / (hg / 16)));
+    // Softmax statistics: `uph` units per head; unit `tid` owns row `r`, columns
+    // `part·per..` of every chunk.
+    let uph = comptime!(32 * planes / hg);
+    let per = comptime!(kc / (32 * planes / hg));
+    let copies = comptime!(score_copies(hg, kc, planes));
+    let h0 = (CUBE_POS_Z as usize % groups) * hg;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
-    let rg = plane % 4;
-    let cg = plane / 4;
-    // Softmax statistics: unit `tid` owns row `r`, columns `part·per..` of every chunk.
-    let r = tid / 4;
-    let part = tid % 4;
+    let rg = plane % rgs;
+    let cg = plane / rgs;
+    let r = tid / uph;
+    let part = tid % uph;
 
-    let mut q_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dp));
-    let mut kv_sh = SharedMemory::<F>::new(comptime!(kc * dp));
-    let mut s_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
-    let mut p_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * kcp));
+    let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(hg * dp), CMMA_ALIGN);
+    let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
+    // The score copies, and the planes' 256-float output staging at the end.
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!((score_copies(hg, kc, planes) * hg * kc).max(256 * planes)), CMMA_ALIGN);
+    let mut p_sh = SharedMemory::<F>::new_aligned(comptime!(hg * kcp), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
-    let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
-    let mut ml_sh = SharedMemory::<f32>::new(comptime!(2 * MMA_UNITS));
-
-    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc);
-
-    // Pass 1: per-unit running max and sum over its columns of every chunk.
-    let mut m_t = neg_inf;
-    let mut l_t = 0.0f32;
-    let mut c0 = c_begin;
-    while c0 < c_end {
-        gather_chunk::<F, I, BL, N>(
-            kv,
-            idx,
-            valid,
-            &mut kv_sh,
-            &mut ok_sh,
-            &mut row_sh,
-            b,
-            bt,
-            kk,
-            c0,
-            d,
-            kc,
-        );
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
-        sync_cube();
-        for jj in 0..per {
-            let j = part * per + jj;
-            if ok_sh[j] == 1u32 {
-                let s = s_sh[r * kc + j] * scale;
-                if s > m_t {
-                    l_t = l_t * f32::exp(m_t - s) + 1.0f32;
-                    m_t = s;
-                } else {
-                    l_t += f32::exp(s - m_t);
-                }
-            }
-        }
-        sync_cube();
-        c0 += kc;
+    let mut win_sh = SharedMemory::<u32>::new(MMA_WINDOW);
+    // Per head: the factor its accumulators are multiplied by ([`rescale_tile`]).
+    let mut alpha_sh = SharedMemory::<f32>::new(hg);
+    // The chunk (`c0`) in which some head's reference max moved.
+    let mut moved_sh = SharedMemory::<u32>::new(1usize);
+    if tid == 0 {
+        moved_sh[0] = 0xFFFF_FFFFu32;
     }
-    ml_sh[tid] = m_t;
-    ml_sh[MMA_UNITS + tid] = l_t;
-    sync_cube();
-    if tid < MMA_HEADS {
-        let mut m = neg_inf;
-        for p in 0..4usize {
-            m = f32::max(m, ml_sh[tid * 4 + p]);
-        }
-        let mut l = 0.0f32;
-        for p in 0..4usize {
-            let lp = ml_sh[MMA_UNITS + tid * 4 + p];
-            if lp > 0.0f32 {
-                l += lp * f32::exp(ml_sh[tid * 4 + p] - m);
-            }
-        }
-        let mut v = neg_inf;
-        if l > 0.0f32 {
-            v = m + f32::ln(l);
-        }
-        lse_sh[tid] = v;
-        if h0 + tid < heads {
-            lse[row * heads + h0 + tid] = O::cast_from(v);
-        }
-    }
-    sync_cube();
 
-    // Pass 2: O += P·V with P normalised by the final lse.
+    // Completes the copies of the query tile and of each chunk (see `gather_chunk`).
+    let barrier = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc, hg);
+
+    // One pass over the slots with a lazily moved reference max per head, `m_ref`: the
+    // scores are exponentiated against it, and it moves (the head's sum and accumulators
+    // multiplied by `exp(m_ref − m_new)`) only when a chunk's max exceeds it by more than
+    // RESCALE_MARGIN, so `P ≤ e^8` and rescaling is rare. `l_t`: this unit's part of the
+    // head's sum of `exp(s·scale − m_ref)`; the `uph` units of a head are adjacent lanes.
     let acc = zero_tiles(nvt);
     let pa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
     let vb = b_tile::<F>(cmma::MatrixLayout::RowMajor);
-    let row_lse = lse_sh[r];
+    let mut m_ref = neg_inf;
+    let mut l_t = 0.0f32;
     let mut c0 = c_begin;
     while c0 < c_end {
-        gather_chunk::<F, I, BL, N>(
-            kv,
-            idx,
-            valid,
-            &mut kv_sh,
-            &mut ok_sh,
-            &mut row_sh,
-            b,
-            bt,
-            kk,
-            c0,
-            d,
-            kc,
-        );
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
+        if (c0 - c_begin) % MMA_WINDOW == 0 {
+            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0);
+        }
+        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, (c0 - c_begin) % MMA_WINDOW, d, kc);
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, hg, planes);
         sync_cube();
+        let mut m_c = neg_inf;
+        for jj in 0..per {
+            let j = part * per + jj;
+            if ok_sh[j] == 1u32 {
+                m_c = f32::max(m_c, score(&s_sh, r * kc + j, hg, kc, copies) * scale);
+            }
+        }
+        m_c = head_reduce(m_c, uph, false);
+        let mut alpha = 1.0f32;
+        if m_c > m_ref + RESCALE_MARGIN {
+            // From m_ref = -inf (nothing accumulated yet) alpha is 0.
+            alpha = f32::exp(m_ref - m_c);
+            l_t *= alpha;
+            m_ref = m_c;
+            moved_sh[0] = c0 as u32;
+        }
+        if part == 0 {
+            alpha_sh[r] = alpha;
+        }
         for jj in 0..per {
             let j = part * per + jj;
             let mut p = 0.0f32;
-            if ok_sh[j] == 1u32 && row_lse > neg_inf {
-                p = f32::exp(s_sh[r * kc + j] * scale - row_lse);
+            if ok_sh[j] == 1u32 {
+                p = f32::exp(score(&s_sh, r * kc + j, hg, kc, copies) * scale - m_ref);
             }
+            l_t += p;
             p_sh[r * kcp + j] = F::cast_from(p);
         }
         sync_cube();
+        if moved_sh[0] == c0 as u32 {
+            #[unroll]
+            for t in 0..nvt {
+                if cg * nvt + t < vtiles {
+                    rescale_tile(acc.index(t), &mut s_sh, plane * 256, &alpha_sh, rg * 16);
+                }
+            }
+        }
         #[unroll]
         for ks in 0..kc / 16 {
             cmma::load(
                 &pa,
-                &p_sh.slice(rg * 16 * kcp + ks * 16, MMA_HEADS * kcp),
+                &p_sh.slice(rg * 16 * kcp + ks * 16, hg * kcp),
                 comptime!(kcp as u32),
             );
             #[unroll]
@@ -212,14 +203,75 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
         c0 += kc;
     }
 
+    // lse = m_ref + ln l; the output is acc / l (0 and -inf for a head with no valid slot).
+    let l = head_reduce(l_t, uph, true);
+    let mut v = neg_inf;
+    let mut inv = 0.0f32;
+    if l > 0.0f32 {
+        v = m_ref + f32::ln(l);
+        inv = 1.0f32 / l;
+    }
+    if part == 0 {
+        alpha_sh[r] = inv;
+        if h0 + r < heads {
+            lse[row * heads + h0 + r] = O::cast_from(v);
+        }
+    }
+    sync_cube();
     // Output: each plane stages one 16×16 tile at a time in its part of s_sh.
     #[unroll]
     for t in 0..nvt {
         let ct = cg * nvt + t;
         if ct < vtiles {
+            rescale_tile(acc.index(t), &mut s_sh, plane * 256, &alpha_sh, rg * 16);
             write_head_tile::<O>(acc.index(t), &mut s_sh, plane * 256, out, row, heads, h0 + rg * 16, ct, dv);
         }
     }
+}
+
+/// How far (natural-log units) a head's score may exceed the forward's reference max before
+/// the reference moves: the unnormalised probabilities stay below `e^8`.
+const RESCALE_MARGIN: f32 = 8.0;
+
+/// The max (`sum = false`) or sum of `v` over the `n` adjacent lanes (a power of two) that
+/// share a head, in every one of them.
+#[cube]
+fn head_reduce(v: f32, #[comptime] n: usize, #[comptime] sum: bool) -> f32 {
+    let mut x = v;
+    let mut mask = 1u32;
+    while mask < comptime!(n as u32) {
+        let y = plane_shuffle_xor(x, mask);
+        if sum {
+            x += y;
+        } else {
+            x = f32::max(x, y);
+        }
+        mask *= 2u32;
+    }
+    x
+}
+
+/// Multiplies row `i` of the 16×16 f32 accumulator `acc` by `alpha_sh[r0 + i]`, through the
+/// plane's 256 floats of `stage` from `at`.
+#[cube]
+fn rescale_tile(
+    acc: &cmma::Matrix<f32>,
+    stage: &mut SharedMemory<f32>,
+    at: usize,
+    alpha_sh: &SharedMemory<f32>,
+    r0: usize,
+) {
+    let lane = UNIT_POS as usize % 32;
+    cmma::store(&mut stage.slice_mut(at, at + 256), acc, 16u32, cmma::MatrixLayout::RowMajor);
+    sync_plane();
+    #[unroll]
+    for e in 0..8usize {
+        let k = lane * 8 + e;
+        stage[at + k] *= alpha_sh[r0 + k / 16];
+    }
+    sync_plane();
+    cmma::load_with_layout(acc, &stage.slice(at, at + 256), 16u32, cmma::MatrixLayout::RowMajor);
+    sync_plane();
 }
 
 /// Writes the f32 accumulator `acc`, the 16×16 tile of heads `h0..h0+16` and columns
@@ -320,19 +372,22 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     let r = tid / 4;
     let part = tid % 4;
 
-    let mut q_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dp));
-    let mut go_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dvp));
-    let mut kv_sh = SharedMemory::<F>::new(comptime!(kc * dp));
-    let mut s_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
-    let mut g_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
-    let mut p_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * kcp));
-    let mut ds_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * kcp));
+    let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * dp), CMMA_ALIGN);
+    let mut go_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * dvp), CMMA_ALIGN);
+    let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * kc), CMMA_ALIGN);
+    let mut g_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * kc), CMMA_ALIGN);
+    let mut p_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * kcp), CMMA_ALIGN);
+    let mut ds_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * kcp), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
+    let mut win_sh = SharedMemory::<u32>::new(MMA_WINDOW);
     let mut lse_sh = SharedMemory::<f32>::new(MMA_HEADS);
     let mut c_sh = SharedMemory::<f32>::new(MMA_HEADS);
 
-    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, kc);
+    // Completes the copies of the query tile and of each chunk (see `gather_chunk`).
+    let barrier = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, kc, MMA_HEADS);
     if has_dout {
         let mut i = tid;
         while i < MMA_HEADS * dv {
@@ -388,23 +443,13 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     let stage = plane * 256;
     let mut c0 = 0usize;
     while c0 < kk {
-        gather_chunk::<F, I, BL, N>(
-            kv,
-            idx,
-            valid,
-            &mut kv_sh,
-            &mut ok_sh,
-            &mut row_sh,
-            b,
-            bt,
-            kk,
-            c0,
-            d,
-            kc,
-        );
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
+        if c0 % MMA_WINDOW == 0 {
+            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0);
+        }
+        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc);
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
         if has_dout {
-            chunk_scores::<F>(&go_sh, &kv_sh, &mut g_sh, rg, cg, d, dv, kc);
+            chunk_scores::<F>(&go_sh, &kv_sh, &mut g_sh, plane, d, dv, kc, MMA_HEADS, 8usize);
         }
         sync_cube();
         for jj in 0..per {
@@ -588,20 +633,21 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
     let h0 = CUBE_POS_Z as usize * MMA_HEADS;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
-    let rg = plane % 4;
-    let cg = plane / 4;
     let j = tid % kc;
     let part = tid / kc;
 
-    let mut q_sh = SharedMemory::<F>::new(comptime!(MMA_HEADS * dp));
-    let mut kv_sh = SharedMemory::<F>::new(comptime!(kc * dp));
-    let mut s_sh = SharedMemory::<f32>::new(comptime!(MMA_HEADS * kc));
+    let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * dp), CMMA_ALIGN);
+    let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * kc), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
+    let mut win_sh = SharedMemory::<u32>::new(MMA_WINDOW);
     let mut hw_sh = SharedMemory::<f32>::new(MMA_HEADS);
     let mut red_sh = SharedMemory::<f32>::new(MMA_UNITS);
 
-    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc);
+    // Completes the copies of the query tile and of each chunk (see `gather_chunk`).
+    let barrier = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc, MMA_HEADS);
     if tid < MMA_HEADS {
         let mut v = 0.0f32;
         if h0 + tid < heads {
@@ -616,21 +662,11 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
     let inv_heads = 1.0f32 / f32::cast_from(heads);
     let mut c0 = 0usize;
     while c0 < kk {
-        gather_chunk::<F, I, BL, N>(
-            kv,
-            idx,
-            valid,
-            &mut kv_sh,
-            &mut ok_sh,
-            &mut row_sh,
-            b,
-            bt,
-            kk,
-            c0,
-            d,
-            kc,
-        );
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, rg, cg, d, d, kc);
+        if c0 % MMA_WINDOW == 0 {
+            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0);
+        }
+        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc);
+        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
         sync_cube();
         // A valid slot means every head's lse is finite.
         let mut v = 0.0f32;
@@ -677,9 +713,9 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
     }
 }
 
-/// The query tile of heads `h0..h0+64` of token `(b, t)` into `q_sh` (rows past H and dims
-/// past D are zero), and the zero padding of `kv_sh`'s dims past D. No barrier: the first
-/// [`gather_chunk`] ends with one.
+/// The query tile of heads `h0..h0+hg` of token `(b, t)` into `q_sh` (rows past H and dims
+/// past D are zero) by asynchronous copies, and the zero padding of `kv_sh`'s dims past D.
+/// No barrier: the first [`gather_chunk`] completes the copies and ends with one.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_query_tile<F: Float, N: Size>(
@@ -692,37 +728,71 @@ fn load_query_tile<F: Float, N: Size>(
     heads: usize,
     #[comptime] d: usize,
     #[comptime] kc: usize,
+    #[comptime] hg: usize,
 ) {
     let nv = N::value();
     let dvec = comptime!(d / nv);
     let dp = comptime!(padded(d));
     let mut i = UNIT_POS as usize;
-    while i < MMA_HEADS * dvec {
+    while i < hg * dvec {
         let hh = i / dvec;
         let c = i % dvec;
         let at = (b * q.stride(0) + t * q.stride(1) + (h0 + hh) * q.stride(2)) / nv + c;
-        stage_vector::<F, N>(q, at, h0 + hh < heads, q_sh, hh * dp + c * nv);
-        i += MMA_UNITS;
+        stage_vector_async::<F, N>(q, at, h0 + hh < heads, q_sh, hh * dp + c * nv);
+        i += CUBE_DIM as usize;
     }
-    zero_padding::<F>(q_sh, F::from_int(0), MMA_HEADS, d, 1usize);
+    zero_padding::<F>(q_sh, F::from_int(0), hg, d, 1usize);
     zero_padding::<F>(kv_sh, F::from_int(0), kc, d, 1usize);
 }
 
-/// Gathers the rows of slots `c0..c0+kc` into `kv_sh` (zero for invalid or past-the-end
-/// slots) and their validity into `ok_sh`. Ends with a cube barrier.
+/// Slots whose rows a cube holds in shared memory at a time ([`load_window`]); a multiple of
+/// every chunk size.
+pub const MMA_WINDOW: usize = 2048;
+
+/// The rows of slots `w0 .. w0 + MMA_WINDOW` of query `bt` into `win_sh` (`0xFFFF_FFFF` for
+/// invalid or past-the-end slots), so that the chunks' gathers need no global read before
+/// their copies. Ends with a cube barrier.
 #[cube]
-#[allow(clippy::too_many_arguments)]
-fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
-    kv: &Tensor<Vector<F, N>>,
+fn load_window<I: Int, BL: Int>(
     idx: &Tensor<I>,
     valid: &Tensor<BL>,
+    win_sh: &mut SharedMemory<u32>,
+    bt: usize,
+    kk: usize,
+    w0: usize,
+) {
+    let mut j = UNIT_POS as usize;
+    while j < MMA_WINDOW {
+        let slot = w0 + j;
+        let mut row = 0xFFFF_FFFFu32;
+        // Nested: the slot bound must guard the read (kernel `&&` need not short-circuit).
+        #[allow(clippy::collapsible_if)]
+        if slot < kk {
+            if valid[bt * kk + slot] != BL::from_int(0) {
+                row = u32::cast_from(idx[bt * kk + slot]);
+            }
+        }
+        win_sh[j] = row;
+        j += CUBE_DIM as usize;
+    }
+    sync_cube();
+}
+
+/// Gathers the rows of the `kc` slots at `wo..` of the window `win_sh` ([`load_window`]) into
+/// `kv_sh` (zero for invalid slots and rows past the latent) by asynchronous copies completed
+/// on `barrier` (a cube barrier of `CUBE_DIM` arrivals), and the slots' validity and rows into
+/// `ok_sh`, `row_sh`. Ends with a cube barrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn gather_chunk<F: Float, N: Size>(
+    kv: &Tensor<Vector<F, N>>,
+    win_sh: &SharedMemory<u32>,
     kv_sh: &mut SharedMemory<F>,
     ok_sh: &mut SharedMemory<u32>,
     row_sh: &mut SharedMemory<u32>,
+    barrier: &Shared<Barrier>,
     b: usize,
-    bt: usize,
-    kk: usize,
-    c0: usize,
+    wo: usize,
     #[comptime] d: usize,
     #[comptime] kc: usize,
 ) {
@@ -730,64 +800,96 @@ fn gather_chunk<F: Float, I: Int, BL: Int, N: Size>(
     let dvec = comptime!(d / nv);
     let dp = comptime!(padded(d));
     let tid = UNIT_POS as usize;
-    crate::sparse_mla::load_slots::<I, BL>(idx, valid, ok_sh, row_sh, bt, kk, c0, kc);
+    if tid < kc {
+        let row = win_sh[wo + tid];
+        let mut ok = 0u32;
+        if row != 0xFFFF_FFFFu32 {
+            ok = 1u32;
+        }
+        ok_sh[tid] = ok;
+        row_sh[tid] = row;
+    }
     let mut i = tid;
     while i < kc * dvec {
         let j = i / dvec;
         let c = i % dvec;
-        let at = (b * kv.stride(0) + row_sh[j] as usize * kv.stride(1)) / nv + c;
+        let row = win_sh[wo + j];
         // A row past the latent (a bad index) reads as zeros: launches are unchecked.
-        let ok = ok_sh[j] == 1u32 && (row_sh[j] as usize) < kv.shape(1);
-        stage_vector::<F, N>(kv, at, ok, kv_sh, j * dp + c * nv);
-        i += MMA_UNITS;
+        let ok = row != 0xFFFF_FFFFu32 && (row as usize) < kv.shape(1);
+        let mut at = 0usize;
+        if ok {
+            at = (b * kv.stride(0) + row as usize * kv.stride(1)) / nv + c;
+        }
+        stage_vector_async::<F, N>(kv, at, ok, kv_sh, j * dp + c * nv);
+        i += CUBE_DIM as usize;
     }
+    barrier.commit_copy_async();
+    barrier.arrive_and_wait();
     sync_cube();
 }
 
 /// `s_sh[h, j] = a_h · kv_j` over the first `depth` dims (`a` = `q` with `depth = d`, or
 /// `d_out` with `depth = dv`, staged at row stride `padded(depth)`, zero past `depth`) for
-/// the 64 × `kc` tile: plane `(rg, cg)` computes rows `16·rg..` and `kc/32` column tiles of
-/// half `cg`.
+/// the `hg` × `kc` tile of a cube of `planes` planes: plane `(rg, cg)` (`plane = rg + cg·hg/16`)
+/// computes rows `16·rg..` and its share of the column tiles; where there are fewer tiles
+/// than planes, each tile's depth is split over [`score_copies`] planes, and copy `c` of the
+/// tile (the `c`-th part of the depth) is written at `s_sh[c·hg·kc ..]` ([`score`] sums them).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn chunk_scores<F: Float>(
     a_sh: &SharedMemory<F>,
     kv_sh: &SharedMemory<F>,
     s_sh: &mut SharedMemory<f32>,
-    rg: usize,
-    cg: usize,
+    plane: usize,
     #[comptime] d: usize,
     #[comptime] depth: usize,
     #[comptime] kc: usize,
+    #[comptime] hg: usize,
+    #[comptime] planes: usize,
 ) {
     let dp = comptime!(padded(d));
     let ap = comptime!(padded(depth));
     let nk = comptime!(depth.div_ceil(16));
-    let ns = comptime!(kc / 32);
+    let rgs = comptime!(hg / 16);
+    let ncol = comptime!(kc / 16);
+    let copies = comptime!(score_copies(hg, kc, planes));
+    // Column tiles per plane.
+    let ns = comptime!((kc / 16 / (planes / (hg / 16))).max(1));
+    let rg = plane % rgs;
+    let cg = plane / rgs;
+    // This plane's depth part and first column tile.
+    let copy = cg / comptime!(ncol / ns);
+    let k_begin = copy * nk / copies;
+    let k_end = (copy + 1) * nk / copies;
+    let col0 = (cg % comptime!(ncol / ns)) * ns;
     let qa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
     let kb = b_tile::<F>(cmma::MatrixLayout::ColMajor);
     #[unroll]
     for s in 0..ns {
-        let n0 = (cg * ns + s) * 16;
+        let n0 = (col0 + s) * 16;
         let acc = zero_tile();
-        for ks in 0..nk {
-            cmma::load(
-                &qa,
-                &a_sh.slice(rg * 16 * ap + ks * 16, MMA_HEADS * ap),
-                comptime!(ap as u32),
-            );
-            cmma::load(
-                &kb,
-                &kv_sh.slice(n0 * dp + ks * 16, kc * dp),
-                comptime!(dp as u32),
-            );
+        for ks in k_begin..k_end {
+            cmma::load(&qa, &a_sh.slice(rg * 16 * ap + ks * 16, hg * ap), comptime!(ap as u32));
+            cmma::load(&kb, &kv_sh.slice(n0 * dp + ks * 16, kc * dp), comptime!(dp as u32));
             cmma::execute::<F, F, f32, f32>(&qa, &kb, &acc, &acc);
         }
+        let at = copy * comptime!(hg * kc) + rg * 16 * kc + n0;
         cmma::store(
-            &mut s_sh.slice_mut(rg * 16 * kc + n0, MMA_HEADS * kc),
+            &mut s_sh.slice_mut(at, at + comptime!(16 * kc)),
             &acc,
             comptime!(kc as u32),
             cmma::MatrixLayout::RowMajor,
         );
     }
+}
+
+/// Score `at` (`h·kc + j`) of the last [`chunk_scores`]: the sum of its `copies` parts.
+#[cube]
+fn score(s_sh: &SharedMemory<f32>, at: usize, #[comptime] hg: usize, #[comptime] kc: usize, #[comptime] copies: usize) -> f32 {
+    let mut s = s_sh[at];
+    #[unroll]
+    for c in 1..copies {
+        s += s_sh[c * comptime!(hg * kc) + at];
+    }
+    s
 }

@@ -19,7 +19,9 @@
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer and kernel 6's probabilities).
 //! `--mla v2` (or `v1`, `v3`; default `auto`) picks the sparse MLA kernels (forward and
-//! backward) as `dsa_burn::cubecl::set_mla_kernel` does.
+//! backward) as `dsa_burn::cubecl::set_mla_kernel` does. `--mla-tile 32x8x32` (heads ×
+//! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
+//! does; the lines of the ops it ran in then name it (`mla_tile`).
 //! `--decode-span S` draws the decode selections from the first `S` positions of each
 //! context instead of all `L` (the same work over a smaller footprint: a cost that grows
 //! with it is the memory system's, not the arithmetic's).
@@ -36,7 +38,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Element, Int, Tensor, TensorData};
-use dsa_burn::cubecl::{IndexerKernel, MlaKernel, TensorCoreOp};
+use dsa_burn::cubecl::{IndexerKernel, MlaKernel, MlaTile, TensorCoreOp};
 use dsa_burn::ops::{
     indexer_scores, indexer_selected_scores, indexer_topk, sparse_mla, sparse_mla_probs,
 };
@@ -68,6 +70,7 @@ struct Args {
     bf16: bool,
     indexer: IndexerKernel,
     mla: MlaKernel,
+    mla_tile: Option<MlaTile>,
     only: Vec<String>,
     out: Option<std::path::PathBuf>,
 }
@@ -83,6 +86,7 @@ fn args() -> Args {
         bf16: false,
         indexer: IndexerKernel::Auto,
         mla: MlaKernel::Auto,
+        mla_tile: None,
         only: Vec::new(),
         out: None,
     };
@@ -137,6 +141,14 @@ fn args() -> Args {
                     other => panic!("--mla {other}: auto, v1, v2 or v3"),
                 }
             }
+            "--mla-tile" => {
+                let v = value();
+                let n: Vec<usize> = v.split('x').map(|x| num(x.to_string())).collect();
+                let [heads, planes, slots] = n[..] else {
+                    panic!("--mla-tile {v}: heads x planes x slots, as 32x8x32")
+                };
+                a.mla_tile = Some(MlaTile { heads, planes, slots });
+            }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other} (see the file's documentation)"),
         }
@@ -151,6 +163,7 @@ struct Bench<G: Backend> {
     only: Vec<String>,
     rng: u64,
     out: Option<std::fs::File>,
+    tile: Option<MlaTile>,
 }
 
 impl<G: DsaBackend> Bench<G> {
@@ -220,6 +233,9 @@ impl<G: DsaBackend> Bench<G> {
         );
         if !ran.is_empty() {
             line += &format!(", \"mla_kernel\": \"{}\"", ran.join("+"));
+            if let (Some(t), true) = (self.tile, ran.iter().any(|k| k == "V3")) {
+                line += &format!(", \"mla_tile\": \"{}x{}x{}\"", t.heads, t.planes, t.slots);
+            }
         }
         if !tc_ran.is_empty() {
             line += &format!(", \"tensor_cores\": \"{}\"", tc_ran.join("+"));
@@ -288,6 +304,7 @@ fn run<G: DsaBackend>(a: &Args) {
     });
     dsa_burn::cubecl::set_indexer_kernel(a.indexer);
     dsa_burn::cubecl::set_mla_kernel(a.mla);
+    dsa_burn::cubecl::set_mla_tile(a.mla_tile);
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,
@@ -295,6 +312,7 @@ fn run<G: DsaBackend>(a: &Args) {
         only: a.only.clone(),
         rng: 0x9E37_79B9_7F4A_7C15,
         out,
+        tile: a.mla_tile,
     };
     for &l in &a.lens {
         let kk = a.topk.min(l) as f64;

@@ -253,9 +253,10 @@ pub enum MlaKernel {
     /// shared memory allows); backward split into `dq` (no atomics) and `dkv` (one cube per
     /// token over all heads: one atomic add per selected row and dim).
     V2,
-    /// v3: tensor-core forward (bf16/f16 inputs, 16×16×16 cmma, 64 heads per cube, two
-    /// passes over the slots, the slots split over several cubes and merged when there are
-    /// few queries, as in decode); backward on tensor cores too (`dq` and `dkv` in one kernel,
+    /// v3: tensor-core forward (bf16/f16 inputs, 16×16×16 cmma, 32 heads per cube
+    /// ([`set_mla_tile`]), one pass over the slots gathered by asynchronous copies, the slots
+    /// split over several cubes and merged when there are few queries, as in decode);
+    /// backward on tensor cores too (`dq` and `dkv` in one kernel,
     /// `dkv` by one atomic add per row and dim per 64 heads). Taken where the device has the
     /// cmma shape and 32-wide planes, the inputs are half precision and the tiles fit in
     /// shared memory, else v2.
@@ -331,12 +332,12 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
 }
 
 /// Shared memory of the tensor-core indexer kernel: the query and key tiles of f16 codes,
-/// the f32 staging of one tile's products, the row weights, partial sums and two tiles' key
-/// scales.
+/// the f32 staging of one tile's products (those three aligned to `CMMA_ALIGN`), the row
+/// weights, partial sums and two tiles' key scales.
 fn indexer_mma_shared_bytes(d: usize) -> usize {
     let dp = kernels::mma::padded(d);
     let rows = kernels::indexer_mma::MMA_ROWS;
-    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 2 * 64)
+    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 2 * 64) + 3 * kernels::mma::CMMA_ALIGN
 }
 
 fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
@@ -386,11 +387,85 @@ fn mma_mla<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
     selected && has_cmma(q, kind)
 }
 
-/// Slots per chunk of the v3 (tensor-core) forward, or `None` where it does not apply
-/// ([`mma_mla`], or the tiles not fitting in shared memory).
-fn mma_fwd_chunk<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<usize> {
-    mma_mla(q).then(|| mma_chunk(d, max_shared(q))).flatten()
+/// The tile of a cube of the v3 (tensor-core) sparse MLA forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlaTile {
+    /// Query heads per cube: 32 or 64.
+    pub heads: usize,
+    /// Planes of 32 units per cube: 4 or 8.
+    pub planes: usize,
+    /// Selected rows gathered per chunk: 32 or 64.
+    pub slots: usize,
 }
+
+impl MlaTile {
+    /// Whether the kernel supports the tile (see `dsa_kernels::sparse_mla_mma::sparse_mla_fwd_mma`).
+    fn supported(self) -> bool {
+        let units_per_head = 32 * self.planes / self.heads.max(1);
+        [32, 64].contains(&self.heads)
+            && [4, 8].contains(&self.planes)
+            && [32, 64].contains(&self.slots)
+            && self.planes % (self.heads / 16) == 0
+            && units_per_head > 0
+            && self.slots % units_per_head == 0
+    }
+
+    /// Shared memory of the forward's buffers for rows of `d` dims: the query tile and the
+    /// chunk's rows (half precision, padded rows), the score copies (or the output staging),
+    /// `P`, the per-slot and per-head buffers, and [`MMA_EXTRA_BYTES`].
+    fn shared_bytes(self, d: usize) -> usize {
+        let (hg, kc) = (self.heads, self.slots);
+        let copies = kernels::sparse_mla_mma::score_copies(hg, kc, self.planes);
+        let scores = (copies * hg * kc).max(256 * self.planes);
+        2 * ((hg + kc) * kernels::mma::padded(d) + hg * (kc + 8))
+            + 4 * scores
+            + 8 * kc
+            + 4 * hg
+            + 4
+            + MMA_EXTRA_BYTES
+    }
+}
+
+/// The forward's tiles in the order `Auto` tries them (the first that fits in shared memory
+/// is taken). 32 heads × 8 planes × 32 slots measured fastest (`kernels/NOTES.md`, GPU run
+/// 21): about 96 KB of shared memory and 128 registers per unit, two cubes per SM.
+const MLA_TILES: [MlaTile; 3] = [
+    MlaTile { heads: 32, planes: 8, slots: 32 },
+    MlaTile { heads: 64, planes: 8, slots: 64 },
+    MlaTile { heads: 64, planes: 8, slots: 32 },
+];
+
+static MLA_TILE: std::sync::Mutex<Option<MlaTile>> = std::sync::Mutex::new(None);
+
+/// Select the v3 forward's tile (for benchmarks); `None` (the default) takes the first of
+/// the measured tiles that fits in shared memory.
+///
+/// # Panics
+/// If the kernel does not support `tile`.
+pub fn set_mla_tile(tile: Option<MlaTile>) {
+    if let Some(t) = tile {
+        assert!(t.supported(), "unsupported sparse MLA tile {t:?}: heads 32 or 64, planes 4 or 8, slots 32 or 64");
+    }
+    *MLA_TILE.lock().unwrap_or_else(|e| e.into_inner()) = tile;
+}
+
+/// The tile of the v3 (tensor-core) forward, or `None` where it does not apply
+/// ([`mma_mla`], or the tile not fitting in shared memory).
+fn mma_fwd_tile<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<MlaTile> {
+    if !mma_mla(q) {
+        return None;
+    }
+    let fits = |t: &MlaTile| t.shared_bytes(d) <= max_shared(q);
+    match *MLA_TILE.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some(tile) => Some(tile).filter(fits),
+        None => MLA_TILES.into_iter().find(fits),
+    }
+}
+
+/// Shared memory of the `sparse_mla_mma` kernels beyond their tiles: the window of selected
+/// rows (`MMA_WINDOW` u32), the barrier of their asynchronous copies, and the padding of up
+/// to eight tiles to `CMMA_ALIGN`.
+const MMA_EXTRA_BYTES: usize = 4 * kernels::sparse_mla_mma::MMA_WINDOW + 16 + 8 * kernels::mma::CMMA_ALIGN;
 
 /// Slots per chunk of the v3 backward.
 const MMA_BWD_CHUNK: usize = 32;
@@ -402,17 +477,17 @@ fn mma_bwd<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, d_v: usize) -> bool {
     use kernels::mma::padded;
     let (heads, kc) = (kernels::sparse_mla_mma::MMA_HEADS, MMA_BWD_CHUNK);
     let halves = (heads + kc) * padded(d) + heads * padded(d_v) + 2 * heads * (kc + 8);
-    let bytes = 2 * halves + 4 * (2 * heads * kc + 2 * heads) + 8 * kc;
+    let bytes = 2 * halves + 4 * (2 * heads * kc + 2 * heads) + 8 * kc + MMA_EXTRA_BYTES;
     mma_mla(q) && bytes <= max_shared(q)
 }
 
-/// Slots per chunk (64 or 32) of the kernels of `sparse_mla_mma` for rows of `d` dims (the
-/// forward's buffers, the largest of them), or `None` when they do not fit.
+/// Slots per chunk (64 or 32) of `selected_head_sums_mma` for rows of `d` dims (sized as the
+/// forward's buffers at 64 heads, which hold more), or `None` when they do not fit.
 fn mma_chunk(d: usize, max_shared: usize) -> Option<usize> {
     let heads = kernels::sparse_mla_mma::MMA_HEADS;
     let dp = kernels::mma::padded(d);
     let bytes = |kc: usize| {
-        2 * ((heads + kc) * dp + heads * (kc + 8)) + 4 * heads * kc + 8 * kc + 4 * heads + 8 * 256
+        2 * ((heads + kc) * dp + heads * (kc + 8)) + 4 * heads * kc + 8 * kc + 4 * heads + 8 * 256 + MMA_EXTRA_BYTES
     };
     [64, 32].into_iter().find(|&kc| bytes(kc) <= max_shared)
 }
@@ -634,11 +709,12 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     if b * t * h == 0 {
         return (out, lse);
     }
-    if let Some(kc) = mma_fwd_chunk(&q, d) {
+    if let Some(tile) = mma_fwd_tile(&q, d) {
         let vector = load_width(d);
         let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
+        let kc = tile.slots;
         // Few queries (decode): split the slots so that ~MMA_SPLIT_CUBES cubes run, then merge.
-        let groups = h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS);
+        let groups = h.div_ceil(tile.heads);
         let cubes = b * t * groups;
         let chunks = kk.div_ceil(kc).max(1);
         let wanted = MMA_SPLIT_CUBES.div_ceil(cubes).clamp(1, chunks);
@@ -658,7 +734,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
             kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
                 &q.client,
                 cube_count(b * t, groups * splits),
-                CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+                CubeDim::new_1d(32 * tile.planes as u32),
                 vector,
                 q.clone().into_tensor_arg(),
                 kv.into_tensor_arg(),
@@ -677,6 +753,8 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 d,
                 d_v,
                 kc,
+                tile.heads,
+                tile.planes,
                 [
                     q.dtype.into(),
                     indices.dtype.into(),
@@ -1169,7 +1247,7 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     if b * t * kk == 0 {
         return output(&q, Shape::new([b, t, kk]), q.dtype);
     }
-    if let Some(kc) = mma_fwd_chunk(&q, d) {
+    if let Some(kc) = mma_mla(&q).then(|| mma_chunk(d, max_shared(&q))).flatten() {
         // On tensor cores, with the scores of the v3 forward (which computed `lse`).
         let vector = load_width(d);
         let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));

@@ -393,28 +393,49 @@ fn nan_padded_view(kv: &[f32], [b, s, d]: [usize; 3]) -> Tensor<burn::backend::C
 /// bf16-rounded inputs. Its probabilities are rounded to bf16 before `P·V` (as FlashMLA's)
 /// and its outputs are bf16, hence the 1e-2 tolerance. Shapes: V3.2's latent (576/512, 128
 /// heads, three chunks of slots), heads not a multiple of 64, dims not a multiple of 16 or
-/// of the load width, one slot, empty rows; the latent as a strided view.
+/// of the load width, one slot, empty rows; the latent as a strided view. The forward runs
+/// with every tile it supports (`FORWARD_TILES`).
 #[cfg(feature = "cuda")]
 #[test]
 fn sparse_mla_tensor_cores_match_reference() {
     type GB = burn::backend::Cuda<burn::tensor::bf16>;
+    use dsa_burn::cubecl::MlaTile;
+    const FORWARD_TILES: [Option<MlaTile>; 5] = [
+        None,
+        Some(MlaTile { heads: 64, planes: 8, slots: 32 }),
+        Some(MlaTile { heads: 32, planes: 8, slots: 32 }),
+        Some(MlaTile { heads: 32, planes: 8, slots: 64 }),
+        Some(MlaTile { heads: 32, planes: 4, slots: 32 }),
+    ];
+    let bf16 = burn::tensor::FloatDType::BF16;
     let _choice = choose_kernels();
     let mut rng = Rng::new("sparse_mla_mma");
-    for (b, t, h, d, dv, s, k, empty_rows) in [
-        (1, 3, 128, 576, 512, 300, 150, 1),
-        (2, 5, 3, 12, 8, 5, 4, 1),
-        (1, 3, 2, 9, 9, 10, 16, 0),
-        (2, 6, 1, 5, 3, 6, 1, 2),
-        (1, 4, 70, 72, 64, 40, 37, 1),
-        (2, 2, 16, 40, 32, 100, 65, 0),
+    for (b, t, h, d, dv, s, k, empty_rows, rising) in [
+        (1, 3, 128, 576, 512, 300, 150, 1, false),
+        (2, 5, 3, 12, 8, 5, 4, 1, false),
+        (1, 3, 2, 9, 9, 10, 16, 0, false),
+        (2, 6, 1, 5, 3, 6, 1, 2, false),
+        (1, 4, 70, 72, 64, 40, 37, 1, false),
+        (2, 2, 16, 40, 32, 100, 65, 0, false),
         // Enough queries (B·T·⌈H/64⌉ ≥ 1024 cubes) that the slots are not split.
-        (2, 520, 3, 12, 8, 30, 100, 3),
+        (2, 520, 3, 12, 8, 30, 100, 3, false),
+        // Not split and more slots than the kernels' window of selections (2048).
+        (1, 1030, 3, 16, 8, 60, 2100, 0, false),
         // Decode-like: one query, many slots split over cubes, one split with no valid slot.
-        (1, 1, 128, 576, 512, 3000, 2048, 0),
+        (1, 1, 128, 576, 512, 3000, 2048, 0, false),
+        // Scores that grow along the slots: the forward's reference max moves chunk after chunk.
+        (1, 2, 40, 64, 48, 200, 200, 0, true),
     ] {
         let mut m = Mla::new(&mut rng, [b, t, h, d, dv, s, k], empty_rows);
         if k == 2048 {
             m.valid[..200].iter_mut().for_each(|v| *v = false);
+        }
+        if rising {
+            // Slot j selects row j, whose values are scaled by 1 + j/4.
+            m.sel = (0..b * t * k).map(|i| (i % k) as i64).collect();
+            for (i, v) in m.kv.iter_mut().enumerate() {
+                *v *= 1.0 + (i / d % s) as f32 / 4.0;
+            }
         }
         m.q = bf(m.q);
         m.kv = bf(m.kv);
@@ -427,28 +448,34 @@ fn sparse_mla_tensor_cores_match_reference() {
             m.scale,
         );
         dsa_burn::cubecl::set_mla_kernel(MlaKernel::V3);
-        let v3_before = dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3);
-        // Cast: a device first used by the f32 backend keeps creating f32 tensors.
-        let bf16 = burn::tensor::FloatDType::BF16;
-        let kv_view = nan_padded_view(&m.kv, [b, s, d]);
-        let (got_o, got_l) = sparse_mla::<GB>(
-            ft::<GB, 4>(&m.q, [b, t, h, d], &Default::default()).cast(bf16),
-            kv_view,
-            m.indices(&Default::default()),
-            m.valid(&Default::default()),
-            dv,
-            m.scale,
-        );
+        let mut got_l = Vec::new();
+        for tile in FORWARD_TILES {
+            dsa_burn::cubecl::set_mla_tile(tile);
+            let v3_before = dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3);
+            // Cast: a device first used by the f32 backend keeps creating f32 tensors.
+            let kv_view = nan_padded_view(&m.kv, [b, s, d]);
+            let (got_o, lse) = sparse_mla::<GB>(
+                ft::<GB, 4>(&m.q, [b, t, h, d], &Default::default()).cast(bf16),
+                kv_view,
+                m.indices(&Default::default()),
+                m.valid(&Default::default()),
+                dv,
+                m.scale,
+            );
+            let case = format!("{:?} tile {tile:?}", (b, t, h, d, dv, s, k));
+            assert_eq!(got_o.dims(), [b, t, h, dv]);
+            let got_o = host(got_o);
+            got_l = host(lse);
+            // After the reads: Fusion runs the op lazily. No other test launches v3.
+            assert!(
+                dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3) > v3_before,
+                "{case}: the tensor-core kernel did not run"
+            );
+            assert_close(&format!("out {case}"), &got_o, &host(want_o.clone()), 1e-2);
+            assert_close(&format!("lse {case}"), &got_l, &host(want_l.clone()), 1e-2);
+        }
+        dsa_burn::cubecl::set_mla_tile(None);
         let case = format!("{:?}", (b, t, h, d, dv, s, k));
-        assert_eq!(got_o.dims(), [b, t, h, dv]);
-        let (got_o, got_l) = (host(got_o), host(got_l));
-        // After the reads: Fusion runs the op lazily. No other test launches v3.
-        assert!(
-            dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3) > v3_before,
-            "{case}: the tensor-core kernel did not run"
-        );
-        assert_close(&format!("out {case}"), &got_o, &host(want_o), 1e-2);
-        assert_close(&format!("lse {case}"), &got_l, &host(want_l), 1e-2);
 
         // Kernel 6's probabilities on tensor cores, from the lse the forward wrote (bf16):
         // the reference gets the same lse.
@@ -642,6 +669,8 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
         ([1, 3, 2, 9, 9, 10, 40], 0),
         ([1, 4, 70, 72, 64, 40, 37], 1),
         ([2, 2, 16, 40, 32, 100, 65], 0),
+        // More slots than the kernels' window of selections (2048).
+        ([1, 2, 3, 16, 8, 60, 2100], 0),
     ] {
         let [b, t, h, d, dv, s, _] = dims;
         let mut m = Mla::new(&mut rng, dims, empty_rows);
