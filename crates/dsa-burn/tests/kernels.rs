@@ -548,6 +548,30 @@ impl Mla {
         let [b, t, _, _, _, _, k] = self.dims;
         Tensor::from_data(TensorData::new(self.valid.clone(), [b, t, k]), dev)
     }
+    /// The reference backward (`dq`, `dkv`) on NdArray at the forward's `out`, `lse` and the
+    /// gradients given.
+    fn reference_backward(
+        &self,
+        out: &[f32],
+        lse: &[f32],
+        d_out: Option<&[f32]>,
+        d_lse: Option<&[f32]>,
+    ) -> (Tensor<C, 4>, Tensor<C, 3>) {
+        let [b, t, h, d, dv, s, _] = self.dims;
+        let dev = Default::default();
+        dsa_burn::ops::reference_sparse_mla_backward::<C>(
+            ft(&self.q, [b, t, h, d], &dev),
+            ft(&self.kv, [b, s, d], &dev),
+            self.indices(&dev),
+            self.valid(&dev),
+            ft(out, [b, t, h, dv], &dev),
+            ft(lse, [b, t, h], &dev),
+            d_out.map(|g| ft(g, [b, t, h, dv], &dev)),
+            d_lse.map(|g| ft(g, [b, t, h], &dev)),
+            dv,
+            self.scale,
+        )
+    }
 }
 
 fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
@@ -600,18 +624,7 @@ fn sparse_mla_backward_matches_reference() {
             {
                 dsa_burn::cubecl::set_force_cas_atomics(force_cas);
                 dsa_burn::cubecl::set_mla_kernel(version);
-                let want = dsa_burn::ops::reference_sparse_mla_backward::<C>(
-                    ft(&m.q, [b, t, h, d], &cdev),
-                    ft(&m.kv, [b, s, d], &cdev),
-                    m.indices(&cdev),
-                    m.valid(&cdev),
-                    ft(&outv, [b, t, h, dv], &cdev),
-                    ft(&lsev, [b, t, h], &cdev),
-                    with_out.then(|| ft(&gov, [b, t, h, dv], &cdev)),
-                    with_lse.then(|| ft(&glv, [b, t, h], &cdev)),
-                    dv,
-                    m.scale,
-                );
+                let want = m.reference_backward(&outv, &lsev, with_out.then_some(&gov[..]), with_lse.then_some(&glv[..]));
                 let g = gdev();
                 let (dq, dkv) = <G as DsaBackend>::sparse_mla_backward(
                     prim(ft::<G, 4>(&m.q, [b, t, h, d], &g)),
@@ -695,18 +708,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
         ] {
             dsa_burn::cubecl::set_force_cas_atomics(force_cas);
             dsa_burn::cubecl::set_mla_kernel(MlaKernel::V3);
-            let want = dsa_burn::ops::reference_sparse_mla_backward::<C>(
-                ft(&m.q, [b, t, h, d], &cdev),
-                ft(&m.kv, [b, s, d], &cdev),
-                m.indices(&cdev),
-                m.valid(&cdev),
-                ft(&outv, [b, t, h, dv], &cdev),
-                ft(&lsev, [b, t, h], &cdev),
-                with_out.then(|| ft(&gov, [b, t, h, dv], &cdev)),
-                with_lse.then(|| ft(&glv, [b, t, h], &cdev)),
-                dv,
-                m.scale,
-            );
+            let want = m.reference_backward(&outv, &lsev, with_out.then_some(&gov[..]), with_lse.then_some(&glv[..]));
             let kv_view = nan_padded_view(&m.kv, [b, s, d]);
             let before = tensor_core_launches(TensorCoreOp::SparseMlaBackward);
             let (dq, dkv) = <GB as DsaBackend>::sparse_mla_backward(
