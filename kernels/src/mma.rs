@@ -107,8 +107,9 @@ pub fn stage_vector<F: Float, N: Size>(
 
 /// [`stage_vector`] by an asynchronous copy (`cp.async`) where the vector holds 4, 8 or 16
 /// bytes (else as [`stage_vector`]): `dst[base .. base + N] = src[at]` if `ok`, else zeros (the
-/// copy of an empty source fills with zeros). The copy lands once `barrier` is passed after
-/// `barrier.commit_copy_async()`; `base` and `at`'s address must be aligned to the vector.
+/// copy of an empty source fills with zeros). The copy lands once the unit has called
+/// `commit_copy_async()` on a cube barrier and that barrier is passed (the fallback's stores
+/// need only the barrier); `base` and `at`'s address must be aligned to the vector.
 #[cube]
 pub fn stage_vector_async<F: Float, N: Size>(
     src: &Tensor<Vector<F, N>>,

@@ -93,7 +93,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     // Softmax statistics: `uph` units per head; unit `tid` owns row `r`, columns
     // `part·per..` of every chunk.
     let uph = comptime!(32 * planes / hg);
-    let per = comptime!(kc / (32 * planes / hg));
+    let per = comptime!(kc / uph);
     let copies = comptime!(score_copies(hg, kc, planes));
     let h0 = (CUBE_POS_Z as usize % groups) * hg;
     let tid = UNIT_POS as usize;
@@ -106,7 +106,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(hg * dp), CMMA_ALIGN);
     let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
     // The score copies, and the planes' 256-float output staging at the end.
-    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!((score_copies(hg, kc, planes) * hg * kc).max(256 * planes)), CMMA_ALIGN);
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!((copies * hg * kc).max(256 * planes)), CMMA_ALIGN);
     let mut p_sh = SharedMemory::<F>::new_aligned(comptime!(hg * kcp), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);

@@ -401,13 +401,11 @@ pub struct MlaTile {
 impl MlaTile {
     /// Whether the kernel supports the tile (see `dsa_kernels::sparse_mla_mma::sparse_mla_fwd_mma`).
     fn supported(self) -> bool {
-        let units_per_head = 32 * self.planes / self.heads.max(1);
         [32, 64].contains(&self.heads)
             && [4, 8].contains(&self.planes)
             && [32, 64].contains(&self.slots)
             && self.planes % (self.heads / 16) == 0
-            && units_per_head > 0
-            && self.slots % units_per_head == 0
+            && self.slots % (32 * self.planes / self.heads) == 0
     }
 
     /// Shared memory of the forward's buffers for rows of `d` dims: the query tile and the
