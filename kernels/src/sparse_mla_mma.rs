@@ -12,10 +12,11 @@
 //! memory ([`MMA_WINDOW`] slots). One pass over the slots: per chunk `S = Q·Kᵀ`, the
 //! unnormalised probabilities `p = exp(s·scale − m_ref)` (rounded to the input type, as
 //! FlashMLA does) and `O += P·V`, where each head's reference max `m_ref` moves only when a
-//! chunk's scores exceed it by more than a margin (then that chunk rescales the accumulators
-//! through shared memory: rare after the first chunk); `O / l` and `lse = m_ref + ln l` at
-//! the end. The `hg`×dv output lives in cmma accumulators for the whole kernel: plane
-//! `(rg, cg)` owns heads `16·rg..16·rg+16` and a `1/(planes·16/hg)` share of the value columns.
+//! chunk's scores exceed it by more than a margin; `O / l` and `lse = m_ref + ln l` at the
+//! end. The accumulators are never rescaled: if a head's reference moved after it had
+//! accumulated (rare after the first chunk), a second pass redoes `O` with the exact lse.
+//! The `hg`×dv output lives in cmma accumulators for the whole kernel: plane `(rg, cg)` owns
+//! heads `16·rg..16·rg+16` and a `1/(planes·16/hg)` share of the value columns.
 
 use cubecl::cmma;
 use cubecl::prelude::*;
@@ -111,110 +112,124 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
     let mut win_sh = SharedMemory::<u32>::new(MMA_WINDOW);
-    // Per head: the factor its accumulators are multiplied by ([`rescale_tile`]).
+    // Per head: the factor its output row is multiplied by when written.
     let mut alpha_sh = SharedMemory::<f32>::new(hg);
-    // The chunk (`c0`) in which some head's reference max moved.
-    let mut moved_sh = SharedMemory::<u32>::new(1usize);
+    // Whether some head's reference max moved after the head had accumulated (see below).
+    let mut late_sh = SharedMemory::<u32>::new(1usize);
     if tid == 0 {
-        moved_sh[0] = 0xFFFF_FFFFu32;
+        late_sh[0] = 0u32;
     }
 
     // Completes the copies of the query tile and of each chunk (see `gather_chunk`).
     let barrier = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc, hg);
 
-    // One pass over the slots with a lazily moved reference max per head, `m_ref`: the
-    // scores are exponentiated against it, and it moves (the head's sum and accumulators
-    // multiplied by `exp(m_ref − m_new)`) only when a chunk's max exceeds it by more than
-    // RESCALE_MARGIN, so `P ≤ e^8` and rescaling is rare. `l_t`: this unit's part of the
-    // head's sum of `exp(s·scale − m_ref)`; the `uph` units of a head are adjacent lanes.
+    // Pass 0 over the slots: each head's scores are exponentiated against a reference max
+    // `m_ref` that moves only when a chunk's max exceeds it by more than RESCALE_MARGIN (so
+    // `P ≤ e^8`), and `O += P·V`; `l_t`, this unit's part of the head's sum of
+    // `exp(s·scale − m_ref)`, follows the moves exactly (the `uph` units of a head are
+    // adjacent lanes). The accumulators are never rescaled: if a head's reference moved
+    // after the head had accumulated (rare: `late_sh`), its `O` mixes two scales, and pass 1
+    // redoes every head's `O` with `P` normalised by the exact lse that pass 0 found.
     let acc = zero_tiles(nvt);
     let pa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
     let vb = b_tile::<F>(cmma::MatrixLayout::RowMajor);
     let mut m_ref = neg_inf;
     let mut l_t = 0.0f32;
-    let mut c0 = c_begin;
-    while c0 < c_end {
-        if (c0 - c_begin) % MMA_WINDOW == 0 {
-            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0);
-        }
-        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, (c0 - c_begin) % MMA_WINDOW, d, kc);
-        chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, hg, planes);
-        sync_cube();
-        let mut m_c = neg_inf;
-        for jj in 0..per {
-            let j = part * per + jj;
-            if ok_sh[j] == 1u32 {
-                m_c = f32::max(m_c, score(&s_sh, r * kc + j, hg, kc, copies) * scale);
+    let mut lse_r = neg_inf;
+    let mut pass: u32 = 0u32;
+    while pass < 2u32 {
+        let mut c0 = c_begin;
+        while c0 < c_end {
+            // Pass 1 reuses pass 0's window when the split fits in one.
+            if (c0 - c_begin) % MMA_WINDOW == 0 && (pass == 0u32 || c_end - c_begin > MMA_WINDOW) {
+                load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, c_end, kc);
             }
-        }
-        m_c = head_reduce(m_c, uph, false);
-        let mut alpha = 1.0f32;
-        if m_c > m_ref + RESCALE_MARGIN {
-            // From m_ref = -inf (nothing accumulated yet) alpha is 0.
-            alpha = f32::exp(m_ref - m_c);
-            l_t *= alpha;
-            m_ref = m_c;
-            moved_sh[0] = c0 as u32;
-        }
-        if part == 0 {
-            alpha_sh[r] = alpha;
-        }
-        for jj in 0..per {
-            let j = part * per + jj;
-            let mut p = 0.0f32;
-            if ok_sh[j] == 1u32 {
-                p = f32::exp(score(&s_sh, r * kc + j, hg, kc, copies) * scale - m_ref);
+            gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, (c0 - c_begin) % MMA_WINDOW, d, kc);
+            chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, hg, planes);
+            sync_cube();
+            let mut m_use = lse_r;
+            if pass == 0u32 {
+                let mut m_c = neg_inf;
+                for jj in 0..per {
+                    let j = part * per + jj;
+                    if ok_sh[j] == 1u32 {
+                        m_c = f32::max(m_c, score(&s_sh, r * kc + j, hg, kc, copies) * scale);
+                    }
+                }
+                m_c = head_reduce(m_c, uph, false);
+                if m_c > m_ref + RESCALE_MARGIN {
+                    if m_ref > neg_inf {
+                        late_sh[0] = 1u32;
+                    }
+                    // From m_ref = -inf (nothing accumulated yet) the factor is 0.
+                    l_t *= f32::exp(m_ref - m_c);
+                    m_ref = m_c;
+                }
+                m_use = m_ref;
             }
-            l_t += p;
-            p_sh[r * kcp + j] = F::cast_from(p);
-        }
-        sync_cube();
-        if moved_sh[0] == c0 as u32 {
+            for jj in 0..per {
+                let j = part * per + jj;
+                let mut p = 0.0f32;
+                if ok_sh[j] == 1u32 {
+                    p = f32::exp(score(&s_sh, r * kc + j, hg, kc, copies) * scale - m_use);
+                }
+                if pass == 0u32 {
+                    l_t += p;
+                }
+                p_sh[r * kcp + j] = F::cast_from(p);
+            }
+            sync_cube();
             #[unroll]
-            for t in 0..nvt {
-                if cg * nvt + t < vtiles {
-                    rescale_tile(acc.index(t), &mut s_sh, plane * 256, &alpha_sh, rg * 16);
+            for ks in 0..kc / 16 {
+                cmma::load(
+                    &pa,
+                    &p_sh.slice(rg * 16 * kcp + ks * 16, hg * kcp),
+                    comptime!(kcp as u32),
+                );
+                #[unroll]
+                for t in 0..nvt {
+                    let ct = cg * nvt + t;
+                    if ct < vtiles {
+                        cmma::load(
+                            &vb,
+                            &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp),
+                            comptime!(dp as u32),
+                        );
+                        let a = acc.index(t);
+                        cmma::execute::<F, F, f32, f32>(&pa, &vb, a, a);
+                    }
                 }
             }
+            sync_cube();
+            c0 += kc;
         }
-        #[unroll]
-        for ks in 0..kc / 16 {
-            cmma::load(
-                &pa,
-                &p_sh.slice(rg * 16 * kcp + ks * 16, hg * kcp),
-                comptime!(kcp as u32),
-            );
-            #[unroll]
-            for t in 0..nvt {
-                let ct = cg * nvt + t;
-                if ct < vtiles {
-                    cmma::load(
-                        &vb,
-                        &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp),
-                        comptime!(dp as u32),
-                    );
-                    let a = acc.index(t);
-                    cmma::execute::<F, F, f32, f32>(&pa, &vb, a, a);
+        if pass == 0u32 {
+            // lse = m_ref + ln l; the output is O / l, or O itself after pass 1 (0 and -inf
+            // for a head with no valid slot).
+            let l = head_reduce(l_t, uph, true);
+            let mut inv = 0.0f32;
+            if l > 0.0f32 {
+                lse_r = m_ref + f32::ln(l);
+                inv = 1.0f32 / l;
+            }
+            pass = 2u32;
+            if late_sh[0] == 1u32 {
+                pass = 1u32;
+                inv = 1.0f32;
+                #[unroll]
+                for t in 0..nvt {
+                    cmma::fill(acc.index(t), 0.0f32);
                 }
             }
-        }
-        sync_cube();
-        c0 += kc;
-    }
-
-    // lse = m_ref + ln l; the output is acc / l (0 and -inf for a head with no valid slot).
-    let l = head_reduce(l_t, uph, true);
-    let mut v = neg_inf;
-    let mut inv = 0.0f32;
-    if l > 0.0f32 {
-        v = m_ref + f32::ln(l);
-        inv = 1.0f32 / l;
-    }
-    if part == 0 {
-        alpha_sh[r] = inv;
-        if h0 + r < heads {
-            lse[row * heads + h0 + r] = O::cast_from(v);
+            if part == 0 {
+                alpha_sh[r] = inv;
+                if h0 + r < heads {
+                    lse[row * heads + h0 + r] = O::cast_from(lse_r);
+                }
+            }
+        } else {
+            pass = 2u32;
         }
     }
     sync_cube();
@@ -223,8 +238,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     for t in 0..nvt {
         let ct = cg * nvt + t;
         if ct < vtiles {
-            rescale_tile(acc.index(t), &mut s_sh, plane * 256, &alpha_sh, rg * 16);
-            write_head_tile::<O>(acc.index(t), &mut s_sh, plane * 256, out, row, heads, h0 + rg * 16, ct, dv);
+            write_head_tile::<O>(acc.index(t), &mut s_sh, plane * 256, &alpha_sh, rg * 16, true, out, row, heads, h0 + rg * 16, ct, dv);
         }
     }
 }
@@ -251,38 +265,19 @@ fn head_reduce(v: f32, #[comptime] n: usize, #[comptime] sum: bool) -> f32 {
     x
 }
 
-/// Multiplies row `i` of the 16×16 f32 accumulator `acc` by `alpha_sh[r0 + i]`, through the
-/// plane's 256 floats of `stage` from `at`.
-#[cube]
-fn rescale_tile(
-    acc: &cmma::Matrix<f32>,
-    stage: &mut SharedMemory<f32>,
-    at: usize,
-    alpha_sh: &SharedMemory<f32>,
-    r0: usize,
-) {
-    let lane = UNIT_POS as usize % 32;
-    cmma::store(&mut stage.slice_mut(at, at + 256), acc, 16u32, cmma::MatrixLayout::RowMajor);
-    sync_plane();
-    #[unroll]
-    for e in 0..8usize {
-        let k = lane * 8 + e;
-        stage[at + k] *= alpha_sh[r0 + k / 16];
-    }
-    sync_plane();
-    cmma::load_with_layout(acc, &stage.slice(at, at + 256), 16u32, cmma::MatrixLayout::RowMajor);
-    sync_plane();
-}
-
 /// Writes the f32 accumulator `acc`, the 16×16 tile of heads `h0..h0+16` and columns
 /// `16·ct..`, to `dst [.., heads, width]` at query row `row` (heads past `heads` and columns
-/// past `width` are not written), through the plane's 256 floats of `stage` from `at`.
+/// past `width` are not written), through the plane's 256 floats of `stage` from `at`; with
+/// `scaled`, the tile's row `i` multiplied by `row_scale[s0 + i]` (else `row_scale` is not read).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn write_head_tile<O: Float>(
     acc: &cmma::Matrix<f32>,
     stage: &mut SharedMemory<f32>,
     at: usize,
+    row_scale: &SharedMemory<f32>,
+    s0: usize,
+    #[comptime] scaled: bool,
     dst: &mut Tensor<O>,
     row: usize,
     heads: usize,
@@ -299,7 +294,11 @@ fn write_head_tile<O: Float>(
         let h = h0 + k / 16;
         let col = ct * 16 + k % 16;
         if h < heads && col < width {
-            dst[(row * heads + h) * width + col] = O::cast_from(stage[at + k]);
+            let mut v = stage[at + k];
+            if scaled {
+                v *= row_scale[s0 + k / 16];
+            }
+            dst[(row * heads + h) * width + col] = O::cast_from(v);
         }
     }
     sync_plane();
@@ -444,7 +443,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     let mut c0 = 0usize;
     while c0 < kk {
         if c0 % MMA_WINDOW == 0 {
-            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0);
+            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, kk, kc);
         }
         gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc);
         chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
@@ -527,7 +526,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     for t in 0..nqt {
         let ct = cg * nqt + t;
         if ct < dtiles {
-            write_head_tile::<F>(acc.index(t), &mut s_sh, stage, dq, bt, heads, h0 + rg * 16, ct, d);
+            write_head_tile::<F>(acc.index(t), &mut s_sh, stage, &lse_sh, 0usize, false, dq, bt, heads, h0 + rg * 16, ct, d);
         }
     }
 }
@@ -663,7 +662,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
     let mut c0 = 0usize;
     while c0 < kk {
         if c0 % MMA_WINDOW == 0 {
-            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0);
+            load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, kk, kc);
         }
         gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc);
         chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
@@ -749,10 +748,13 @@ fn load_query_tile<F: Float, N: Size>(
 /// every chunk size.
 pub const MMA_WINDOW: usize = 2048;
 
-/// The rows of slots `w0 .. w0 + MMA_WINDOW` of query `bt` into `win_sh` (`0xFFFF_FFFF` for
-/// invalid or past-the-end slots), so that the chunks' gathers need no global read before
-/// their copies. Ends with a cube barrier.
+/// The rows of slots `w0 ..` of query `bt` into `win_sh` (`0xFFFF_FFFF` for invalid or
+/// past-the-end slots), as many as the chunks of `kc` slots before `end` (the last slot the
+/// caller reads, at most `kk`) need, up to [`MMA_WINDOW`], so that the chunks' gathers need
+/// no global read before their copies. `idx` and `valid` are read independently (both in
+/// bounds), so a unit's reads overlap. Ends with a cube barrier.
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn load_window<I: Int, BL: Int>(
     idx: &Tensor<I>,
     valid: &Tensor<BL>,
@@ -760,16 +762,23 @@ fn load_window<I: Int, BL: Int>(
     bt: usize,
     kk: usize,
     w0: usize,
+    end: usize,
+    #[comptime] kc: usize,
 ) {
+    let mut fill = (end - w0 + kc - 1) / kc * kc;
+    if fill > MMA_WINDOW {
+        fill = MMA_WINDOW;
+    }
     let mut j = UNIT_POS as usize;
-    while j < MMA_WINDOW {
+    while j < fill {
         let slot = w0 + j;
         let mut row = 0xFFFF_FFFFu32;
-        // Nested: the slot bound must guard the read (kernel `&&` need not short-circuit).
-        #[allow(clippy::collapsible_if)]
         if slot < kk {
-            if valid[bt * kk + slot] != BL::from_int(0) {
-                row = u32::cast_from(idx[bt * kk + slot]);
+            let at = bt * kk + slot;
+            let ok = valid[at] != BL::from_int(0);
+            let got = u32::cast_from(idx[at]);
+            if ok {
+                row = got;
             }
         }
         win_sh[j] = row;
