@@ -37,6 +37,14 @@ pub fn score_copies(hg: usize, kc: usize, planes: usize) -> usize {
     (planes / (hg / 16) / (kc / 16)).max(1)
 }
 
+/// Row stride (floats) of [`chunk_scores`]' score tiles for a cube of `hg` heads and
+/// `planes` planes with `kc`-slot chunks: `kc` plus the units per head (at least 4, a
+/// cmma store's granularity). The readers' lanes take a head's slots `part, part + uph, ..`,
+/// so the `32/uph` heads of a plane fall into different banks.
+pub fn score_stride(hg: usize, kc: usize, planes: usize) -> usize {
+    kc + (32 * planes / hg).max(4)
+}
+
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/hg⌉ · splits` in z, `32·planes` units, plane size 32.
 /// `N`: vector width of the `q`/`kv` loads (`D % N == 0`). `kc`: slots per chunk, 32 or 64.
 /// `hg`: heads per cube, 32 or 64; `planes`: 4 or 8 (`hg/16` must divide it and
@@ -92,10 +100,11 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let vtiles = comptime!(dv.div_ceil(16));
     let nvt = comptime!(dv.div_ceil(16).div_ceil(planes / (hg / 16)));
     // Softmax statistics: `uph` units per head; unit `tid` owns row `r`, columns
-    // `part·per..` of every chunk.
+    // `part, part + uph, ..` of every chunk.
     let uph = comptime!(32 * planes / hg);
     let per = comptime!(kc / uph);
     let copies = comptime!(score_copies(hg, kc, planes));
+    let ss = comptime!(score_stride(hg, kc, planes));
     let h0 = (CUBE_POS_Z as usize % groups) * hg;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
@@ -107,7 +116,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(hg * dp), CMMA_ALIGN);
     let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
     // The score copies, and the planes' 256-float output staging at the end.
-    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!((copies * hg * kc).max(256 * planes)), CMMA_ALIGN);
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!((copies * hg * ss).max(256 * planes)), CMMA_ALIGN);
     let mut p_sh = SharedMemory::<F>::new_aligned(comptime!(hg * kcp), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
@@ -152,9 +161,9 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             if pass == 0u32 {
                 let mut m_c = neg_inf;
                 for jj in 0..per {
-                    let j = part * per + jj;
+                    let j = jj * uph + part;
                     if ok_sh[j] == 1u32 {
-                        m_c = f32::max(m_c, score(&s_sh, r * kc + j, hg, kc, copies) * scale);
+                        m_c = f32::max(m_c, score(&s_sh, r * ss + j, hg * ss, copies) * scale);
                     }
                 }
                 m_c = head_reduce(m_c, uph, false);
@@ -169,10 +178,10 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
                 m_use = m_ref;
             }
             for jj in 0..per {
-                let j = part * per + jj;
+                let j = jj * uph + part;
                 let mut p = 0.0f32;
                 if ok_sh[j] == 1u32 {
-                    p = f32::exp(score(&s_sh, r * kc + j, hg, kc, copies) * scale - m_use);
+                    p = f32::exp(score(&s_sh, r * ss + j, hg * ss, copies) * scale - m_use);
                 }
                 if pass == 0u32 {
                     l_t += p;
@@ -362,6 +371,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     let vtiles = comptime!(dv.div_ceil(16));
     let nqt = comptime!(d.div_ceil(16).div_ceil(2));
     let per = comptime!(kc / 4);
+    let ss = comptime!(score_stride(MMA_HEADS, kc, 8));
     let h0 = CUBE_POS_Z as usize * MMA_HEADS;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
@@ -374,8 +384,8 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * dp), CMMA_ALIGN);
     let mut go_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * dvp), CMMA_ALIGN);
     let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
-    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * kc), CMMA_ALIGN);
-    let mut g_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * kc), CMMA_ALIGN);
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * ss), CMMA_ALIGN);
+    let mut g_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * ss), CMMA_ALIGN);
     let mut p_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * kcp), CMMA_ALIGN);
     let mut ds_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * kcp), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
@@ -452,14 +462,14 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
         }
         sync_cube();
         for jj in 0..per {
-            let j = part * per + jj;
+            let j = jj * 4 + part;
             let mut p = 0.0f32;
             let mut ds = 0.0f32;
             if ok_sh[j] == 1u32 && row_lse > neg_inf {
-                p = f32::exp(s_sh[r * kc + j] * scale - row_lse);
+                p = f32::exp(s_sh[r * ss + j] * scale - row_lse);
                 let mut g = row_c;
                 if has_dout {
-                    g += g_sh[r * kc + j];
+                    g += g_sh[r * ss + j];
                 }
                 ds = p * g * scale;
             }
@@ -637,7 +647,8 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
 
     let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * dp), CMMA_ALIGN);
     let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
-    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * kc), CMMA_ALIGN);
+    let ss = comptime!(score_stride(MMA_HEADS, kc, 8));
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_HEADS * ss), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
     let mut win_sh = SharedMemory::<u32>::new(MMA_WINDOW);
@@ -674,7 +685,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
             for u in 0..hpp {
                 let hh = part * hpp + u;
                 if h0 + hh < heads {
-                    let sc = s_sh[hh * kc + j];
+                    let sc = s_sh[hh * ss + j];
                     if relu {
                         v += hw_sh[hh] * f32::max(sc, 0.0f32);
                     } else {
@@ -837,12 +848,12 @@ fn gather_chunk<F: Float, N: Size>(
     sync_cube();
 }
 
-/// `s_sh[h, j] = a_h · kv_j` over the first `depth` dims (`a` = `q` with `depth = d`, or
+/// `s_sh[h·ss + j] = a_h · kv_j` (`ss` = [`score_stride`]) over the first `depth` dims (`a` = `q` with `depth = d`, or
 /// `d_out` with `depth = dv`, staged at row stride `padded(depth)`, zero past `depth`) for
 /// the `hg` × `kc` tile of a cube of `planes` planes: plane `(rg, cg)` (`plane = rg + cg·hg/16`)
 /// computes rows `16·rg..` and its share of the column tiles; where there are fewer tiles
 /// than planes, each tile's depth is split over [`score_copies`] planes, and copy `c` of the
-/// tile (the `c`-th part of the depth) is written at `s_sh[c·hg·kc ..]` ([`score`] sums them).
+/// tile (the `c`-th part of the depth) is written at `s_sh[c·hg·ss ..]` ([`score`] sums them).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn chunk_scores<F: Float>(
@@ -862,6 +873,7 @@ fn chunk_scores<F: Float>(
     let rgs = comptime!(hg / 16);
     let ncol = comptime!(kc / 16);
     let copies = comptime!(score_copies(hg, kc, planes));
+    let ss = comptime!(score_stride(hg, kc, planes));
     // Column tiles per plane.
     let ns = comptime!((kc / 16 / (planes / (hg / 16))).max(1));
     let rg = plane % rgs;
@@ -882,23 +894,24 @@ fn chunk_scores<F: Float>(
             cmma::load(&kb, &kv_sh.slice(n0 * dp + ks * 16, kc * dp), comptime!(dp as u32));
             cmma::execute::<F, F, f32, f32>(&qa, &kb, &acc, &acc);
         }
-        let at = copy * comptime!(hg * kc) + rg * 16 * kc + n0;
+        let at = copy * comptime!(hg * ss) + rg * 16 * ss + n0;
         cmma::store(
-            &mut s_sh.slice_mut(at, at + comptime!(16 * kc)),
+            &mut s_sh.slice_mut(at, at + comptime!(16 * ss)),
             &acc,
-            comptime!(kc as u32),
+            comptime!(ss as u32),
             cmma::MatrixLayout::RowMajor,
         );
     }
 }
 
-/// Score `at` (`h·kc + j`) of the last [`chunk_scores`]: the sum of its `copies` parts.
+/// Score `at` (`h·stride + j`, [`score_stride`]) of the last [`chunk_scores`]: the sum of
+/// its `copies` parts, `span` floats apart.
 #[cube]
-fn score(s_sh: &SharedMemory<f32>, at: usize, #[comptime] hg: usize, #[comptime] kc: usize, #[comptime] copies: usize) -> f32 {
+fn score(s_sh: &SharedMemory<f32>, at: usize, #[comptime] span: usize, #[comptime] copies: usize) -> f32 {
     let mut s = s_sh[at];
     #[unroll]
     for c in 1..copies {
-        s += s_sh[c * comptime!(hg * kc) + at];
+        s += s_sh[c * span + at];
     }
     s
 }

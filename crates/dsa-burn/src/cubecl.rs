@@ -414,7 +414,8 @@ impl MlaTile {
     fn shared_bytes(self, d: usize) -> usize {
         let (hg, kc) = (self.heads, self.slots);
         let copies = kernels::sparse_mla_mma::score_copies(hg, kc, self.planes);
-        let scores = (copies * hg * kc).max(256 * self.planes);
+        let ss = kernels::sparse_mla_mma::score_stride(hg, kc, self.planes);
+        let scores = (copies * hg * ss).max(256 * self.planes);
         2 * ((hg + kc) * kernels::mma::padded(d) + hg * (kc + 8))
             + 4 * scores
             + 8 * kc
@@ -475,18 +476,20 @@ const MMA_BWD_CHUNK: usize = 32;
 fn mma_bwd<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, d_v: usize) -> bool {
     use kernels::mma::padded;
     let (heads, kc) = (kernels::sparse_mla_mma::MMA_HEADS, MMA_BWD_CHUNK);
+    let ss = kernels::sparse_mla_mma::score_stride(heads, kc, 8);
     let halves = (heads + kc) * padded(d) + heads * padded(d_v) + 2 * heads * (kc + 8);
-    let bytes = 2 * halves + 4 * (2 * heads * kc + 2 * heads) + 8 * kc + MMA_EXTRA_BYTES;
+    let bytes = 2 * halves + 4 * (2 * heads * ss + 2 * heads) + 8 * kc + MMA_EXTRA_BYTES;
     mma_mla(q) && bytes <= max_shared(q)
 }
 
-/// Slots per chunk (64 or 32) of `selected_head_sums_mma` for rows of `d` dims (sized as the
-/// forward's buffers at 64 heads, which hold more), or `None` when they do not fit.
+/// Slots per chunk (64 or 32) of `selected_head_sums_mma` for rows of `d` dims (its tiles of
+/// `q`, a chunk of rows and the scores; head weights and partial sums), or `None` when they
+/// do not fit.
 fn mma_chunk(d: usize, max_shared: usize) -> Option<usize> {
-    let heads = kernels::sparse_mla_mma::MMA_HEADS;
+    use kernels::sparse_mla_mma::{score_stride, MMA_HEADS, MMA_UNITS};
     let dp = kernels::mma::padded(d);
     let bytes = |kc: usize| {
-        2 * ((heads + kc) * dp + heads * (kc + 8)) + 4 * heads * kc + 8 * kc + 4 * heads + 8 * 256 + MMA_EXTRA_BYTES
+        2 * (MMA_HEADS + kc) * dp + 4 * MMA_HEADS * score_stride(MMA_HEADS, kc, 8) + 8 * kc + 4 * (MMA_HEADS + MMA_UNITS) + MMA_EXTRA_BYTES
     };
     [64, 32].into_iter().find(|&kc| bytes(kc) <= max_shared)
 }
