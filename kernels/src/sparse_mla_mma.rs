@@ -96,9 +96,12 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let row = split * bt_len + bt;
     let dp = comptime!(padded(d));
     let kcp = comptime!(kc + 8);
-    let rgs = comptime!(hg / 16);
+    // `O += P·V`: plane (rg, cg) accumulates `rpp` row tiles (heads `16·rpp·rg..`) × `nvt`
+    // column tiles (`16·nvt·cg..`), so each V fragment it loads serves `rpp` products.
+    let rpp = comptime!((hg / 16).min(2));
+    let rgs = comptime!(hg / 16 / rpp);
     let vtiles = comptime!(dv.div_ceil(16));
-    let nvt = comptime!(dv.div_ceil(16).div_ceil(planes / (hg / 16)));
+    let nvt = comptime!(dv.div_ceil(16).div_ceil(planes / rgs));
     // Softmax statistics: `uph` units per head; unit `tid` owns row `r`, columns
     // `part, part + uph, ..` of every chunk.
     let uph = comptime!(32 * planes / hg);
@@ -140,8 +143,12 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     // adjacent lanes). The accumulators are never rescaled: if a head's reference moved
     // after the head had accumulated (rare: `late_sh`), its `O` mixes two scales, and pass 1
     // redoes every head's `O` with `P` normalised by the exact lse that pass 0 found.
-    let acc = zero_tiles(nvt);
-    let pa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
+    let acc = zero_tiles(comptime!(rpp * nvt));
+    let mut pa = Sequence::<cmma::Matrix<F>>::new();
+    #[unroll]
+    for _ in 0..rpp {
+        pa.push(a_tile::<F>(cmma::MatrixLayout::RowMajor));
+    }
     let vb = b_tile::<F>(cmma::MatrixLayout::RowMajor);
     let mut m_ref = neg_inf;
     let mut l_t = 0.0f32;
@@ -191,11 +198,14 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             sync_cube();
             #[unroll]
             for ks in 0..kc / 16 {
-                cmma::load(
-                    &pa,
-                    &p_sh.slice(rg * 16 * kcp + ks * 16, hg * kcp),
-                    comptime!(kcp as u32),
-                );
+                #[unroll]
+                for u in 0..rpp {
+                    cmma::load(
+                        pa.index(u),
+                        &p_sh.slice((rg * rpp + u) * 16 * kcp + ks * 16, hg * kcp),
+                        comptime!(kcp as u32),
+                    );
+                }
                 #[unroll]
                 for t in 0..nvt {
                     let ct = cg * nvt + t;
@@ -205,8 +215,11 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
                             &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp),
                             comptime!(dp as u32),
                         );
-                        let a = acc.index(t);
-                        cmma::execute::<F, F, f32, f32>(&pa, &vb, a, a);
+                        #[unroll]
+                        for u in 0..rpp {
+                            let a = acc.index(u * nvt + t);
+                            cmma::execute::<F, F, f32, f32>(pa.index(u), &vb, a, a);
+                        }
                     }
                 }
             }
@@ -227,7 +240,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
                 pass = 1u32;
                 inv = 1.0f32;
                 #[unroll]
-                for t in 0..nvt {
+                for t in 0..rpp * nvt {
                     cmma::fill(acc.index(t), 0.0f32);
                 }
             }
@@ -244,10 +257,14 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     sync_cube();
     // Output: each plane stages one 16×16 tile at a time in its part of s_sh.
     #[unroll]
-    for t in 0..nvt {
-        let ct = cg * nvt + t;
-        if ct < vtiles {
-            write_head_tile::<O>(acc.index(t), &mut s_sh, plane * 256, &alpha_sh, rg * 16, true, out, row, heads, h0 + rg * 16, ct, dv);
+    for u in 0..rpp {
+        let r0 = (rg * rpp + u) * 16;
+        #[unroll]
+        for t in 0..nvt {
+            let ct = cg * nvt + t;
+            if ct < vtiles {
+                write_head_tile::<O>(acc.index(u * nvt + t), &mut s_sh, plane * 256, &alpha_sh, r0, true, out, row, heads, h0 + r0, ct, dv);
+            }
         }
     }
 }
