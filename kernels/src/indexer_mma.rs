@@ -129,7 +129,20 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
         zero_padding::<Vector<C, N>>(&mut k_sh, zero, TILE, d, nv);
         let mut k_regs = Array::<Vector<C, N>>::new(comptime!(share(TILE, d, nv, MMA_UNITS)));
 
-        let qa = a_tile::<C>(cmma::MatrixLayout::RowMajor);
+        sync_cube();
+        // The plane's query fragments and row weights, loaded once for every key tile.
+        let mut qa = Sequence::<cmma::Matrix<C>>::new();
+        #[unroll]
+        for ks in 0..nk {
+            let a = a_tile::<C>(cmma::MatrixLayout::RowMajor);
+            cmma::load(&a, &q_sh.slice((plane * 16 * dp + ks * 16) / nv, MMA_ROWS * dp / nv), comptime!(dp as u32));
+            qa.push(a);
+        }
+        let mut wr = Array::<f32>::new(16usize);
+        #[unroll]
+        for r in 0..16usize {
+            wr[r] = wq_sh[plane * 16 + r];
+        }
         let kb = b_tile::<C>(cmma::MatrixLayout::ColMajor);
         let stage = plane * 16 * TILE;
         // The planes holding query `tl`'s rows: `tl·hp/16 ..`.
@@ -154,11 +167,6 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
             let acc = zero_tiles(comptime!(TILE / 16));
             #[unroll]
             for ks in 0..nk {
-                cmma::load(
-                    &qa,
-                    &q_sh.slice((plane * 16 * dp + ks * 16) / nv, MMA_ROWS * dp / nv),
-                    comptime!(dp as u32),
-                );
                 #[unroll]
                 for n in 0..TILE / 16 {
                     cmma::load(
@@ -167,7 +175,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
                         comptime!(dp as u32),
                     );
                     let a = acc.index(n);
-                    cmma::execute::<C, C, f32, f32>(&qa, &kb, a, a);
+                    cmma::execute::<C, C, f32, f32>(qa.index(ks), &kb, a, a);
                 }
             }
             #[unroll]
@@ -188,7 +196,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
                 let mut v = 0.0f32;
                 #[unroll]
                 for r in 0..16usize {
-                    v += wq_sh[plane * 16 + r] * f32::max(st_sh[stage + r * TILE + key], 0.0f32);
+                    v += wr[r] * f32::max(st_sh[stage + r * TILE + key], 0.0f32);
                 }
                 part_sh[plane * TILE + key] = v;
             }

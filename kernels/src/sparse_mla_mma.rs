@@ -341,7 +341,7 @@ fn write_head_tile<O: Float>(
 /// memory. Per chunk of `kc` selected rows: `S = Q·Kᵀ` and `dP = dO·Vᵀ` (cmma),
 /// `P = exp(S·scale − lse)`, `dS = scale·P·(dP − δ + d_lse)` with `δ = Σ d_out·out`, both
 /// rounded to the input type (as FlashAttention's backward does); `dQ += dS·K` in cmma
-/// accumulators for the whole kernel (plane `(rg, cg)`: heads `16·rg..`, half `cg` of the
+/// accumulators for the whole kernel (plane `(rg, cg)`: heads `32·rg..`, quarter `cg` of the
 /// dims), and the chunk's `dKV = dSᵀ·Q + Pᵀ·dO`, one 16×16 tile at a time per plane, added
 /// to `dkv` (one atomic add per (row, dim) per head group).
 ///
@@ -386,15 +386,17 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     let kcp = comptime!(kc + 8);
     let dtiles = comptime!(d.div_ceil(16));
     let vtiles = comptime!(dv.div_ceil(16));
-    let nqt = comptime!(d.div_ceil(16).div_ceil(2));
+    // dQ: plane (rg, cg) accumulates two row tiles (heads `32·rg..`) × `nqt` column tiles,
+    // so each K fragment it loads serves two products.
+    let nqt = comptime!(d.div_ceil(16).div_ceil(4));
     let per = comptime!(kc / 4);
     let ss = comptime!(score_stride(MMA_HEADS, kc, 8));
     let h0 = CUBE_POS_Z as usize * MMA_HEADS;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
     let lane = tid % 32;
-    let rg = plane % 4;
-    let cg = plane / 4;
+    let rg = plane % 2;
+    let cg = plane / 2;
     let r = tid / 4;
     let part = tid % 4;
 
@@ -458,8 +460,9 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     }
     sync_cube();
 
-    let acc = zero_tiles(nqt);
+    let acc = zero_tiles(comptime!(2 * nqt));
     let dsa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
+    let dsb = a_tile::<F>(cmma::MatrixLayout::RowMajor);
     // dSᵀ and Pᵀ: the [head][slot] tiles read column-major.
     let ta = a_tile::<F>(cmma::MatrixLayout::ColMajor);
     let rb = b_tile::<F>(cmma::MatrixLayout::RowMajor);
@@ -497,7 +500,8 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
         // dQ += dS·K.
         #[unroll]
         for ks in 0..kc / 16 {
-            cmma::load(&dsa, &ds_sh.slice(rg * 16 * kcp + ks * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+            cmma::load(&dsa, &ds_sh.slice(rg * 32 * kcp + ks * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+            cmma::load(&dsb, &ds_sh.slice((rg * 32 + 16) * kcp + ks * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
             #[unroll]
             for t in 0..nqt {
                 let ct = cg * nqt + t;
@@ -505,6 +509,8 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
                     cmma::load(&rb, &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp), comptime!(dp as u32));
                     let a = acc.index(t);
                     cmma::execute::<F, F, f32, f32>(&dsa, &rb, a, a);
+                    let a = acc.index(nqt + t);
+                    cmma::execute::<F, F, f32, f32>(&dsb, &rb, a, a);
                 }
             }
         }
@@ -550,10 +556,13 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     }
 
     #[unroll]
-    for t in 0..nqt {
-        let ct = cg * nqt + t;
-        if ct < dtiles {
-            write_head_tile::<F>(acc.index(t), &mut s_sh, stage, &lse_sh, 0usize, false, dq, bt, heads, h0 + rg * 16, ct, d);
+    for u in 0..2usize {
+        #[unroll]
+        for t in 0..nqt {
+            let ct = cg * nqt + t;
+            if ct < dtiles {
+                write_head_tile::<F>(acc.index(u * nqt + t), &mut s_sh, stage, &lse_sh, 0usize, false, dq, bt, heads, h0 + rg * 32 + u * 16, ct, d);
+            }
         }
     }
 }
