@@ -16,7 +16,8 @@
 //! end. The accumulators are never rescaled: if a head's reference moved after it had
 //! accumulated (rare after the first chunk), a second pass redoes `O` with the exact lse.
 //! The `hg`×dv output lives in cmma accumulators for the whole kernel: plane `(rg, cg)` owns
-//! heads `16·rg..16·rg+16` and a `1/(planes·16/hg)` share of the value columns.
+//! two row tiles, heads `32·rg..32·rg+32`, and an `hg/(32·planes)` share of the value
+//! columns, so each V fragment it loads serves two products.
 
 use cubecl::cmma;
 use cubecl::prelude::*;

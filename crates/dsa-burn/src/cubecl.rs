@@ -427,8 +427,8 @@ impl MlaTile {
 
 /// The forward's tiles in the order `Auto` tries them (the first that fits in shared memory
 /// is taken). 32 heads × 8 planes × 32 slots measured fastest (`kernels/NOTES.md`, GPU run
-/// 21, two-pass kernel: 88 KB of shared memory, 128 registers per unit, two cubes per SM); the
-/// one-pass kernel at this tile needs 254 registers, one cube per SM (run 23).
+/// 21, two-pass kernel); the one-pass kernel at this tile: 128 registers per unit, 96 KB of
+/// shared memory, two cubes per SM (runs 27, 29).
 const MLA_TILES: [MlaTile; 3] = [
     MlaTile { heads: 32, planes: 8, slots: 32 },
     MlaTile { heads: 64, planes: 8, slots: 64 },
