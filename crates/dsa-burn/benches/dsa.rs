@@ -247,8 +247,27 @@ impl<G: DsaBackend> Bench<G> {
         }
     }
 
+    /// A tensor of standard normal draws.
+    ///
+    /// Burn's CubeCL generator panics when one launch draws 2³² values or more (GPU run 34:
+    /// decode's cache at batch 64 and 128K), so a larger tensor is drawn in slices along its
+    /// first dim.
     fn normal<const D: usize>(&self, shape: [usize; D]) -> Tensor<G, D> {
-        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &self.dev)
+        let draw = |s: [usize; D]| Tensor::random(s, Distribution::Normal(0.0, 1.0), &self.dev);
+        let row: usize = shape[1..].iter().product();
+        let per = (u32::MAX as usize / row.max(1)).max(1);
+        if shape[0] <= per {
+            return draw(shape);
+        }
+        let slices = (0..shape[0])
+            .step_by(per)
+            .map(|r0| {
+                let mut s = shape;
+                s[0] = per.min(shape[0] - r0);
+                draw(s)
+            })
+            .collect();
+        Tensor::cat(slices, 0)
     }
 
     /// A uniform draw from `0..bound` (xorshift64).
