@@ -11,6 +11,7 @@
 //! layouts are documented on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
 
 pub mod indexer;
+pub mod indexer_fp8;
 pub mod indexer_mma;
 pub mod mma;
 pub mod indexer_loss;

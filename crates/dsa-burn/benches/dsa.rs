@@ -14,10 +14,10 @@
 //! `--only fwd,decode` times only the ops whose name contains one of the given words.
 //! `--dtype bf16` (CUDA) runs every op on bf16 tensors, as V3.2 and the PyTorch peer do
 //! (the indexer still quantises to FP8): sparse MLA then takes the tensor-core kernel.
-//! `--indexer tiled` (or `naive`, `tensor-cores`; default `auto`) picks the indexer-scores
+//! `--indexer tiled` (or `naive`, `tensor-cores`, `half-tensor-cores`; default `auto`) picks the indexer-scores
 //! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
-//! `tensor_cores` for the tensor-core indexer and kernel 6's probabilities).
+//! `tensor_cores` for the tensor-core indexer (`IndexerScoresFp8` when on FP8 MMA) and kernel 6's probabilities).
 //! `--mla v2` (or `v1`, `v3`; default `auto`) picks the sparse MLA kernels (forward and
 //! backward) as `dsa_burn::cubecl::set_mla_kernel` does. `--mla-tile 32x8x32` (heads ×
 //! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
@@ -129,7 +129,8 @@ fn args() -> Args {
                     "naive" => IndexerKernel::Naive,
                     "tiled" => IndexerKernel::Tiled,
                     "tensor-cores" => IndexerKernel::TensorCores,
-                    other => panic!("--indexer {other}: auto, naive, tiled or tensor-cores"),
+                    "half-tensor-cores" => IndexerKernel::HalfTensorCores,
+                    other => panic!("--indexer {other}: auto, naive, tiled, tensor-cores or half-tensor-cores"),
                 }
             }
             "--mla" => {
@@ -185,8 +186,9 @@ impl<G: DsaBackend> Bench<G> {
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
         let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3];
         let before = versions.map(launches);
-        let tc_ops = [
+        let tc_ops: [TensorCoreOp; 5] = [
             TensorCoreOp::IndexerScores,
+            TensorCoreOp::IndexerScoresFp8,
             TensorCoreOp::SparseMlaProbs,
             TensorCoreOp::SelectedScores,
             TensorCoreOp::SparseMlaBackward,

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
 use burn::tensor::{get_device_settings, DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
-use burn_cubecl::cubecl::prelude::{CubeCount, CubeDim, InputScalar};
+use burn_cubecl::cubecl::ir::{ElemType, FloatKind, StorageType};
+use burn_cubecl::cubecl::prelude::{ComputeClient, CubeCount, CubeDim, InputScalar, Runtime};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, full_device_dtype};
 use burn_cubecl::tensor::CubeTensor;
@@ -142,12 +143,22 @@ pub fn fake_quant_primitive<R: CubeRuntime>(
     out
 }
 
-/// FP8 e4m3 block quantisation of a CubeCL tensor along its last dim into its codes (f16,
-/// exact) and f32 block scales `[.., ⌈D/128⌉]`: the factors of [`fake_quant_primitive`]'s
-/// values (same rounding), for the tensor-core indexer.
+/// How [`quantize_codes`] stores the e4m3 codes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Codes {
+    /// As f16 values (exact), for the f16 cmma kernels.
+    F16,
+    /// As e4m3 bytes (a `U8` tensor), for the FP8 MMA kernel.
+    E4m3,
+}
+
+/// FP8 e4m3 block quantisation of a CubeCL tensor along its last dim into its codes (stored
+/// as `codes` says) and f32 block scales `[.., ⌈D/128⌉]`: the factors of
+/// [`fake_quant_primitive`]'s values (same rounding), for the tensor-core indexers.
 fn quantize_codes<R: CubeRuntime>(
     x: CubeTensor<R>,
     quant: IndexerQuant,
+    codes: Codes,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let x = into_contiguous(x);
     let shape = x.shape();
@@ -157,7 +168,11 @@ fn quantize_codes<R: CubeRuntime>(
     let nb = d.div_ceil(kernels::quant::FP8_BLOCK);
     let mut scale_dims: Vec<usize> = (0..nd).map(|i| shape[i]).collect();
     scale_dims[nd - 1] = nb;
-    let codes = output(&x, shape, DType::F16);
+    let (dtype, code_type): (DType, StorageType) = match codes {
+        Codes::F16 => (DType::F16, DType::F16.into()),
+        Codes::E4m3 => (DType::U8, ElemType::Float(FloatKind::E4M3).into()),
+    };
+    let codes = output(&x, shape, dtype);
     let scales = output(&x, Shape::from(scale_dims), DType::F32);
     if rows * d > 0 {
         kernels::quant::quantize_block_kernel::launch::<R>(
@@ -172,7 +187,7 @@ fn quantize_codes<R: CubeRuntime>(
             kernels::quant::AMAX_FLOOR,
             1.0f32 / E4M3_MAX,
             quant == IndexerQuant::E4m3Pow2,
-            [x.dtype.into(), DType::F16.into(), DType::F32.into()],
+            [x.dtype.into(), code_type, DType::F32.into()],
         );
     }
     (codes, scales)
@@ -205,19 +220,26 @@ pub enum IndexerKernel {
     /// v2: register-tiled GEMM with the head sum in shared memory (falls back to `Naive`
     /// when the heads of one query do not fit in a tile).
     Tiled,
-    /// v3: the e4m3 codes multiplied on tensor cores (f16 16×16×16 cmma, f32 accumulation),
-    /// the FP8 scales applied afterwards. Taken where the device has that cmma shape and
-    /// 32-wide planes, the indexer quantises, each row is one quantisation block (head
-    /// dim ≤ 128) and there are at most 128 heads; else `Tiled`.
+    /// The e4m3 codes multiplied on tensor cores, the FP8 scales applied afterwards: v4 (FP8
+    /// `mma.sync m16n8k32`, see [`has_fp8_mma`]) where the device has it, at most 64 heads
+    /// and a head dim divisible by 8; else v3 (`HalfTensorCores`). Taken where the indexer
+    /// quantises and each row is one quantisation block (head dim ≤ 128); else `Tiled`.
     TensorCores,
+    /// v3: the e4m3 codes held in f16 and multiplied by 16×16×16 cmma with f32 accumulation.
+    /// Taken where the device has that cmma shape and 32-wide planes, the indexer
+    /// quantises, each row is one quantisation block and there are at most 128 heads; else
+    /// `Tiled`.
+    HalfTensorCores,
 }
 
 /// The operations besides the sparse MLA forward ([`mla_forward_launches`]) that have a
 /// tensor-core kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorCoreOp {
-    /// The indexer scores ([`IndexerKernel::TensorCores`]).
+    /// The indexer scores ([`IndexerKernel::TensorCores`], either kernel).
     IndexerScores,
+    /// The indexer scores on FP8 MMA (v4 of [`IndexerKernel::TensorCores`]).
+    IndexerScoresFp8,
     /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
     SparseMlaProbs,
     /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
@@ -226,7 +248,7 @@ pub enum TensorCoreOp {
     SparseMlaBackward,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -293,7 +315,7 @@ fn tiled_by_default<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 fn tiled_indexer<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     match INDEXER_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(t),
-        k => k == IndexerKernel::Tiled as u8 || k == IndexerKernel::TensorCores as u8,
+        k => k != IndexerKernel::Naive as u8,
     }
 }
 
@@ -321,7 +343,7 @@ fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: burn_cubecl::cubecl::ir::Fl
 fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize, d: usize) -> bool {
     let selected = match INDEXER_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(t),
-        k => k == IndexerKernel::TensorCores as u8,
+        k => k == IndexerKernel::TensorCores as u8 || k == IndexerKernel::HalfTensorCores as u8,
     };
     selected
         && quant != IndexerQuant::None
@@ -329,6 +351,33 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
         && h <= kernels::indexer_mma::MMA_ROWS
         && has_cmma(t, burn_cubecl::cubecl::ir::FloatKind::F16)
         && indexer_mma_shared_bytes(d) <= max_shared(t)
+}
+
+/// Whether the device runs FP8 e4m3 × e4m3 `mma.sync m16n8k32` with f32 accumulation in
+/// 32-wide planes (CUDA sm_89 and later), as the v4 indexer kernel needs.
+pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
+    use burn_cubecl::cubecl::ir::features::MmaConfig;
+    let fp8: StorageType = ElemType::Float(FloatKind::E4M3).into();
+    let mma = MmaConfig {
+        a_type: fp8,
+        b_type: fp8,
+        cd_type: ElemType::Float(FloatKind::F32).into(),
+        m: 16,
+        n: 8,
+        k: 32,
+    };
+    let props = client.properties();
+    props.features.matmul.mma.contains(&mma) && props.hardware.plane_size_min == 32 && props.hardware.plane_size_max == 32
+}
+
+/// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes the FP8 MMA
+/// kernel (v4) for `h` heads of dim `d`.
+fn fp8_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
+    INDEXER_KERNEL.load(Ordering::Relaxed) != IndexerKernel::HalfTensorCores as u8
+        && h <= kernels::indexer_fp8::FP8_MAX_HEADS
+        && d % 8 == 0
+        && d <= kernels::indexer_fp8::FP8_MAX_DIM
+        && has_fp8_mma(&t.client)
 }
 
 /// Shared memory of the tensor-core indexer kernel: the query and key tiles of f16 codes,
@@ -516,10 +565,53 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
     if n == 0 {
         return out;
     }
-    if mma_indexer(&q, quant, h, d) {
+    let mma = mma_indexer(&q, quant, h, d);
+    if mma && fp8_indexer(&q, h, d) {
         let dtype = q.dtype;
-        let (qc, sq) = quantize_codes(q, quant);
-        let (kc, sk) = quantize_codes(k, quant);
+        let (qc, sq) = quantize_codes(q, quant, Codes::E4m3);
+        let (kc, sk) = quantize_codes(k, quant, Codes::E4m3);
+        // Planes per query: 1 for prefill (8 queries per cube), more for few queries (decode).
+        let kp = match t {
+            8.. => 1,
+            4..=7 => 2,
+            _ => 4,
+        };
+        let chunk = 2048;
+        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+        // docs); the tensors match the shapes passed.
+        unsafe {
+            kernels::indexer_fp8::indexer_scores_fp8::launch_unchecked::<R>(
+                &out.client,
+                cube_count(b * t.div_ceil(8 / kp), s.div_ceil(chunk)),
+                CubeDim::new_1d(kernels::indexer_fp8::FP8_UNITS as u32),
+                qc.into_tensor_arg(),
+                w.into_tensor_arg(),
+                sq.into_tensor_arg(),
+                kc.into_tensor_arg(),
+                sk.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                t,
+                s,
+                h,
+                causal_offset.unwrap_or(0),
+                f32::NEG_INFINITY,
+                causal_offset.is_some(),
+                d,
+                h.div_ceil(16),
+                kp,
+                chunk,
+                [dtype.into(), DType::F32.into()],
+            );
+        }
+        for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8] {
+            TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        return out;
+    }
+    if mma {
+        let dtype = q.dtype;
+        let (qc, sq) = quantize_codes(q, quant, Codes::F16);
+        let (kc, sk) = quantize_codes(k, quant, Codes::F16);
         // Heads padded to a multiple of 16 (one plane's rows), queries per cube, and keys per
         // cube (32 tiles: enough cubes for decode's single query, few query reloads).
         let hp = h.div_ceil(16) * 16;
@@ -1071,8 +1163,8 @@ pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
         .flatten()
     {
         // On tensor cores: the e4m3 codes' dot products, the scales applied afterwards.
-        let (qc, sq) = quantize_codes(q, quant);
-        let (kc_codes, sk) = quantize_codes(k, quant);
+        let (qc, sq) = quantize_codes(q, quant, Codes::F16);
+        let (kc_codes, sk) = quantize_codes(k, quant, Codes::F16);
         let heads = HeadSums { hw: w, hs: sq, ks: sk, relu: true };
         let out = selected_head_sums(qc, kc_codes, indices, valid, heads, 1.0, kc);
         TENSOR_CORE_LAUNCHES[TensorCoreOp::SelectedScores as usize].fetch_add(1, Ordering::SeqCst);

@@ -39,6 +39,7 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 #[cfg(feature = "cuda")]
 const INDEXER_KERNELS: &[IndexerKernel] = &[
     IndexerKernel::TensorCores,
+    IndexerKernel::HalfTensorCores,
     IndexerKernel::Tiled,
     IndexerKernel::Naive,
 ];
@@ -48,6 +49,18 @@ const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Naive];
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V2, MlaKernel::V1];
 #[cfg(not(feature = "cuda"))]
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V1];
+
+/// Whether the device under test has FP8 MMA (the v4 indexer's condition).
+#[cfg(feature = "cuda")]
+fn fp8_device() -> bool {
+    use burn::backend::cuda::CudaDevice;
+    use burn_cubecl::cubecl::Runtime;
+    dsa_burn::cubecl::has_fp8_mma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(&CudaDevice::default()))
+}
+#[cfg(not(feature = "cuda"))]
+fn fp8_device() -> bool {
+    false
+}
 
 /// The kernel choice is process-wide: tests that set it hold this lock.
 static KERNEL_CHOICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -187,6 +200,8 @@ fn indexer_scores_match_reference() {
         (1, 5, 64, 128, 4500, Some(4495)),
         (2, 1, 64, 128, 3000, Some(2999)),
         (1, 70, 16, 64, 2100, Some(2030)),
+        // FP8 MMA: two planes per query (4..7 queries), three A tiles, dims 96 of 128.
+        (3, 6, 40, 96, 700, Some(694)),
     ] {
         let (qv, wv, kv) = (
             rng.normal(b * t * h * d),
@@ -203,8 +218,11 @@ fn indexer_scores_match_reference() {
         });
         for (quant, kernel) in variants {
             dsa_burn::cubecl::set_indexer_kernel(kernel);
-            let mma_before =
-                dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::IndexerScores);
+            let launches = || {
+                use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
+                [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8].map(tensor_core_launches)
+            };
+            let before = launches();
             let want = dsa_burn::indexer::reference_scores::<C>(
                 ft(&qv, [b, t, h, d], &Default::default()),
                 ft(&wv, [b, t, h], &Default::default()),
@@ -222,15 +240,17 @@ fn indexer_scores_match_reference() {
             assert_eq!(got.dims(), [b, t, s]);
             let case = format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal));
             assert_close(&case, &host(got), &host(want), 1e-5);
-            // The tensor-core kernel applies to quantised indexers with one block per row.
-            let mma_ran =
-                dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::IndexerScores)
-                    > mma_before;
-            let applies = kernel == IndexerKernel::TensorCores
+            // The tensor-core kernels apply to quantised indexers with one block per row; the
+            // FP8 one, where the device has FP8 MMA, to at most 64 heads of a dim divisible by 8.
+            let after = launches();
+            let (mma_ran, fp8_ran) = (after[0] > before[0], after[1] > before[1]);
+            let applies = matches!(kernel, IndexerKernel::TensorCores | IndexerKernel::HalfTensorCores)
                 && quant != IndexerQuant::None
                 && d <= 128
                 && h <= 128;
+            let fp8 = applies && kernel == IndexerKernel::TensorCores && h <= 64 && d % 8 == 0 && fp8_device();
             assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
+            assert_eq!(fp8_ran, fp8, "{case}: FP8 MMA kernel ran: {fp8_ran}");
         }
     }
     dsa_burn::cubecl::set_indexer_kernel(IndexerKernel::Auto);
