@@ -13,7 +13,9 @@
 //! One cube of 8 planes computes `8 / kp` queries against a range of `chunk` keys; the `kp`
 //! planes of a query split each tile of `64·kp` keys. A plane holds all its query's heads
 //! (up to 64: four 16-row A tiles) × the 128 dims (four k-steps of 32) as A fragments in
-//! registers for the whole chunk. Per 8 keys it runs 4 × 4 MMAs into 16 f32 accumulators
+//! registers for the whole chunk (GPU run 37: 255 registers, one cube per SM; splitting the
+//! heads over two planes or looping over the key tiles at run time took more time, runs
+//! 38–39). Per 8 keys it runs 4 × 4 MMAs into 16 f32 accumulators
 //! per lane, applies `w·s_q·ReLU` to them and sums its two rows of each A tile; a
 //! butterfly of three shuffles then sums the plane's 8 row groups, leaving lane `l` the
 //! scores of keys `2l, 2l + 1` of the plane's 64.
@@ -111,8 +113,6 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
         let def = cmma::MmaDefinition::<e4m3, e4m3, f32>::new(16usize, 8usize, 32usize);
         let dv4 = comptime!(d / 4);
         let dv8 = comptime!(d / 8);
-        let zero4 = Code4::reinterpret(0u32);
-        let zero8 = Code8::reinterpret(0u64);
 
         // The plane's A fragments: A tile `m`, k-step `ks`, register `2·half + r` holds
         // head `16m + g + 8r`, dims `32t + 8ks + 4·half ..+4` (zero past the heads, the
@@ -131,11 +131,8 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
                     #[unroll]
                     for half in 0..2usize {
                         let v4 = tg * 8 + ks * 2 + half;
-                        let mut v = zero4;
-                        if ok && v4 < dv4 {
-                            v = q[row * dv4 + v4];
-                        }
-                        qa[(m * 4 + ks) * 4 + half * 2 + r] = v;
+                        let live = ok && v4 < dv4;
+                        qa[(m * 4 + ks) * 4 + half * 2 + r] = code4_or_zero(q, select(live, row * dv4 + v4, 0), live);
                     }
                 }
                 let mut wv = 0.0f32;
@@ -155,12 +152,8 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
         #[unroll]
         for u in 0..share {
             let i = tid + u * FP8_UNITS;
-            let key = i / 16;
-            let mut v = zero8;
-            if s0 + key < s_len && i % 16 < dv8 {
-                v = k[(b * s_len + s0 + key) * dv8 + i % 16];
-            }
-            k_regs[u] = v;
+            let live = s0 + i / 16 < s_len && i % 16 < dv8;
+            k_regs[u] = code8_or_zero(k, select(live, (b * s_len + s0 + i / 16) * dv8 + i % 16, 0), live);
         }
         if tid < kt && s0 + tid < s_len {
             sk_reg = f32::cast_from(sk[b * s_len + s0 + tid]);
@@ -182,12 +175,8 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
                 #[unroll]
                 for u in 0..share {
                     let i = tid + u * FP8_UNITS;
-                    let key = i / 16;
-                    let mut v = zero8;
-                    if next + key < s_len && i % 16 < dv8 {
-                        v = k[(b * s_len + next + key) * dv8 + i % 16];
-                    }
-                    k_regs[u] = v;
+                    let live = next + i / 16 < s_len && i % 16 < dv8;
+                    k_regs[u] = code8_or_zero(k, select(live, (b * s_len + next + i / 16) * dv8 + i % 16, 0), live);
                 }
                 sk_reg = 0.0f32;
                 if tid < kt && next + tid < s_len {
@@ -285,4 +274,17 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
             o += FP8_UNITS;
         }
     }
+}
+
+/// `src[at]` if `live`, else zero codes (`at` must be in bounds either way: callers pass 0
+/// for dead entries). Through the bits: a reinterpret needs a variable, not a constant.
+#[cube]
+fn code4_or_zero(src: &Tensor<Code4>, at: usize, live: bool) -> Code4 {
+    Code4::reinterpret(select(live, u32::reinterpret(src[at]), 0u32))
+}
+
+/// [`code4_or_zero`] for vectors of 8 codes.
+#[cube]
+fn code8_or_zero(src: &Tensor<Code8>, at: usize, live: bool) -> Code8 {
+    Code8::reinterpret(select(live, u64::reinterpret(src[at]), 0u64))
 }

@@ -251,13 +251,14 @@ impl<G: DsaBackend> Bench<G> {
 
     /// A tensor of standard normal draws.
     ///
-    /// Burn's CubeCL generator panics when one launch draws 2³² values or more (GPU run 34:
-    /// decode's cache at batch 64 and 128K), so a larger tensor is drawn in slices along its
+    /// Burn's CubeCL generator panics on large launches (GPU run 34: decode's cache at batch
+    /// 64 and 128K, 4.8 G values; run 37: its slices of 4.2 G values still did, while 2.4 G
+    /// at batch 32 ran), so a tensor of more than 2³¹ values is drawn in slices along its
     /// first dim.
     fn normal<const D: usize>(&self, shape: [usize; D]) -> Tensor<G, D> {
         let draw = |s: [usize; D]| Tensor::random(s, Distribution::Normal(0.0, 1.0), &self.dev);
         let row: usize = shape[1..].iter().product();
-        let per = (u32::MAX as usize / row.max(1)).max(1);
+        let per = (i32::MAX as usize / row.max(1)).max(1);
         if shape[0] <= per {
             return draw(shape);
         }

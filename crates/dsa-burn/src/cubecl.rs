@@ -576,13 +576,14 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
             4..=7 => 2,
             _ => 4,
         };
+        let tq = 8 / kp;
         let chunk = 2048;
         // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
         // docs); the tensors match the shapes passed.
         unsafe {
             kernels::indexer_fp8::indexer_scores_fp8::launch_unchecked::<R>(
                 &out.client,
-                cube_count(b * t.div_ceil(8 / kp), s.div_ceil(chunk)),
+                cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
                 CubeDim::new_1d(kernels::indexer_fp8::FP8_UNITS as u32),
                 qc.into_tensor_arg(),
                 w.into_tensor_arg(),

@@ -200,8 +200,10 @@ fn indexer_scores_match_reference() {
         (1, 5, 64, 128, 4500, Some(4495)),
         (2, 1, 64, 128, 3000, Some(2999)),
         (1, 70, 16, 64, 2100, Some(2030)),
-        // FP8 MMA: two planes per query (4..7 queries), three A tiles, dims 96 of 128.
+        // FP8 MMA: two planes per query (4..7 queries), three A tiles, dims 96 of 128; and
+        // four planes per query.
         (3, 6, 40, 96, 700, Some(694)),
+        (2, 2, 50, 128, 900, Some(898)),
     ] {
         let (qv, wv, kv) = (
             rng.normal(b * t * h * d),
