@@ -13,6 +13,7 @@
 pub mod indexer;
 pub mod indexer_fp8;
 pub mod indexer_mma;
+pub mod indexer_mma16;
 pub mod mma;
 pub mod indexer_loss;
 pub mod quant;

@@ -130,6 +130,7 @@ fn args() -> Args {
                     "tiled" => IndexerKernel::Tiled,
                     "tensor-cores" => IndexerKernel::TensorCores,
                     "half-tensor-cores" => IndexerKernel::HalfTensorCores,
+                    "mma16" => IndexerKernel::Mma16,
                     other => panic!("--indexer {other}: auto, naive, tiled, tensor-cores or half-tensor-cores"),
                 }
             }

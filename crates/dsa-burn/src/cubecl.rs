@@ -230,6 +230,10 @@ pub enum IndexerKernel {
     /// quantises, each row is one quantisation block and there are at most 128 heads; else
     /// `Tiled`.
     HalfTensorCores,
+    /// Experiment (v4.3, `kernels/NOTES.md`): v4's register layout on f16 `mma.sync
+    /// m16n8k16` with the codes in f16, 32 heads per plane; ≤ 64 heads, head dim divisible by
+    /// 4; else as `HalfTensorCores`.
+    Mma16,
 }
 
 /// The operations besides the sparse MLA forward ([`mla_forward_launches`]) that have a
@@ -343,7 +347,9 @@ fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: burn_cubecl::cubecl::ir::Fl
 fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize, d: usize) -> bool {
     let selected = match INDEXER_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(t),
-        k => k == IndexerKernel::TensorCores as u8 || k == IndexerKernel::HalfTensorCores as u8,
+        k => k == IndexerKernel::TensorCores as u8
+            || k == IndexerKernel::HalfTensorCores as u8
+            || k == IndexerKernel::Mma16 as u8,
     };
     selected
         && quant != IndexerQuant::None
@@ -373,7 +379,8 @@ pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
 /// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes the FP8 MMA
 /// kernel (v4) for `h` heads of dim `d`.
 fn fp8_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
-    INDEXER_KERNEL.load(Ordering::Relaxed) != IndexerKernel::HalfTensorCores as u8
+    (INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::TensorCores as u8
+        || INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::Auto as u8)
         && h <= kernels::indexer_fp8::FP8_MAX_HEADS
         && d % 8 == 0
         && d <= kernels::indexer_fp8::FP8_MAX_DIM
@@ -607,6 +614,48 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8] {
             TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
         }
+        return out;
+    }
+    if mma && INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::Mma16 as u8 && h <= 64 && d % 4 == 0 {
+        let dtype = q.dtype;
+        let (qc, sq) = quantize_codes(q, quant, Codes::F16);
+        let (kc, sk) = quantize_codes(k, quant, Codes::F16);
+        let mt = h.div_ceil(16).min(2);
+        let pp = h.div_ceil(32);
+        let mut kp = 1;
+        while kp < 4 && t * pp * kp * 2 <= 8 {
+            kp *= 2;
+        }
+        let tq = 8 / (pp * kp);
+        let chunk = 2048;
+        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+        // docs); the tensors match the shapes passed.
+        unsafe {
+            kernels::indexer_mma16::indexer_scores_mma16::launch_unchecked::<R>(
+                &out.client,
+                cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
+                CubeDim::new_1d(kernels::indexer_mma16::MMA16_UNITS as u32),
+                qc.into_tensor_arg(),
+                w.into_tensor_arg(),
+                sq.into_tensor_arg(),
+                kc.into_tensor_arg(),
+                sk.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                t,
+                s,
+                h,
+                causal_offset.unwrap_or(0),
+                f32::NEG_INFINITY,
+                causal_offset.is_some(),
+                d,
+                mt,
+                pp,
+                kp,
+                chunk,
+                [dtype.into(), DType::F16.into(), DType::F32.into()],
+            );
+        }
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScores as usize].fetch_add(1, Ordering::SeqCst);
         return out;
     }
     if mma {

@@ -40,6 +40,7 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 const INDEXER_KERNELS: &[IndexerKernel] = &[
     IndexerKernel::TensorCores,
     IndexerKernel::HalfTensorCores,
+    IndexerKernel::Mma16,
     IndexerKernel::Tiled,
     IndexerKernel::Naive,
 ];
@@ -246,7 +247,7 @@ fn indexer_scores_match_reference() {
             // FP8 one, where the device has FP8 MMA, to at most 64 heads of a dim divisible by 8.
             let after = launches();
             let (mma_ran, fp8_ran) = (after[0] > before[0], after[1] > before[1]);
-            let applies = matches!(kernel, IndexerKernel::TensorCores | IndexerKernel::HalfTensorCores)
+            let applies = matches!(kernel, IndexerKernel::TensorCores | IndexerKernel::HalfTensorCores | IndexerKernel::Mma16)
                 && quant != IndexerQuant::None
                 && d <= 128
                 && h <= 128;

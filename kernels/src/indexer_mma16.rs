@@ -1,0 +1,280 @@
+//! Experiment (v4.3, not chosen by `Auto`): v4's layout ([`crate::indexer_fp8`]: A
+//! fragments in registers, the ReLU·w epilogue and head sum in registers, 32 heads per
+//! plane) on f16 `mma.sync m16n8k16` with the e4m3 codes held in f16, as v3 holds them: on
+//! Hopper ptxas lowers e4m3 `mma.sync` to f16 MMAs anyway, converting the fragments inside
+//! the loop (GPU run 41). Lane `(g, t)` holds, at k-step `ks`, dims `16ks + 4t .. +4`
+//! (a permutation of the MMA's k order shared by A and B), read from a key row staged at a
+//! stride of 288 bytes (conflict-free 8-byte reads).
+
+use cubecl::cmma;
+use cubecl::prelude::*;
+
+/// Units per cube (8 planes of 32).
+pub const MMA16_UNITS: usize = 256;
+/// Planes per cube.
+const PLANES: usize = 8;
+/// Keys per plane and tile: eight MMA column tiles of 8.
+const PLANE_KEYS: usize = 64;
+/// Row stride of the staged key tile in vectors of 4 codes: 32 + 4 against bank conflicts.
+const KROW: usize = 36;
+
+type Acc2 = Vector<f32, Const<2>>;
+
+/// Grid: `grid_1d(B · ⌈T / (8/(pp·kp))⌉)` cubes × `⌈S / chunk⌉` in z, [`MMA16_UNITS`] units,
+/// plane size 32. `q` codes `[B,T,H,D]` as vectors of 2 and `k` codes `[B,S,D]` as vectors
+/// of 4 (`C` = f16 or bf16; `D % 4 == 0`, `D ≤ 128`), `w` `[B,T,H]` (`H ≤ 64`), scales `sq` `[B,T,H]`
+/// and `sk` `[B,S]`. `mt`: A tiles per plane, `min(⌈H/16⌉, 2)`; `pp`: head planes per
+/// query, `⌈H/32⌉`; `kp`: key planes per query, 1, 2 or 4 with `pp·kp ≤ 8`; `chunk`: a
+/// multiple of `64·kp`.
+#[cube(launch_unchecked)]
+pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
+    q: &Tensor<Vector<C, Const<2>>>,
+    w: &Tensor<F>,
+    sq: &Tensor<SC>,
+    k: &Tensor<Vector<C, Const<4>>>,
+    sk: &Tensor<SC>,
+    out: &mut Tensor<F>,
+    t_len: usize,
+    s_len: usize,
+    heads: usize,
+    offset: usize,
+    neg_inf: f32,
+    #[comptime] causal: bool,
+    #[comptime] d: usize,
+    #[comptime] mt: usize,
+    #[comptime] pp: usize,
+    #[comptime] kp: usize,
+    #[comptime] chunk: usize,
+    #[define(F, C, SC)] _dtypes: [StorageType; 3],
+) {
+    let tq = comptime!(PLANES / (pp * kp));
+    let kt = comptime!(PLANE_KEYS * kp);
+    let n_t = t_len.div_ceil(tq);
+    let cube = crate::cube_index();
+    if cube >= out.shape(0) * n_t {
+        terminate!();
+    }
+    let b = cube / n_t;
+    let t0 = (cube % n_t) * tq;
+    let tid = UNIT_POS as usize;
+    let plane = tid / 32;
+    let lane = tid % 32;
+    let g = lane / 4;
+    let tg = lane % 4;
+    // The plane's query, its share of the heads (`hpart`) and of each key tile (`part`).
+    let tq_idx = t0 + plane / (pp * kp);
+    let hpart = (plane % (pp * kp)) / kp;
+    let part = plane % kp;
+    let t_ok = tq_idx < t_len;
+
+    let s_begin = CUBE_POS_Z as usize * chunk;
+    let mut s_end = s_begin + chunk;
+    if s_end > s_len {
+        s_end = s_len;
+    }
+    let mut t_last = t0 + tq;
+    if t_last > t_len {
+        t_last = t_len;
+    }
+    t_last -= 1;
+    // Keys `s < limit` are computed; later keys of the chunk are in every query's future.
+    let mut limit = s_end;
+    if causal && t_last + offset + 1 < limit {
+        limit = t_last + offset + 1;
+    }
+    let mut s_done = s_begin;
+
+    let mut k_sh = SharedMemory::<Vector<C, Const<4>>>::new(comptime!(PLANE_KEYS * kp * KROW));
+    let mut sk_sh = SharedMemory::<f32>::new(comptime!(PLANE_KEYS * kp));
+    // With the heads split over two planes: each plane's head sums of its 64 keys.
+    let mut red_sh = SharedMemory::<f32>::new(comptime!(PLANES * PLANE_KEYS));
+
+    if s_begin < limit {
+        let def = cmma::MmaDefinition::<C, C, f32>::new(16usize, 8usize, 16usize);
+        let dv2 = comptime!(d / 2);
+        let dv4 = comptime!(d / 4);
+        let zero2 = Vector::<C, Const<2>>::new(C::from_int(0));
+        let zero4 = Vector::<C, Const<4>>::new(C::from_int(0));
+
+        // The plane's A fragments: A tile `m`, k-step `ks`, register `2·half + r` holds
+        // head `32·hpart + 16m + g + 8r`, dims `32t + 8ks + 4·half ..+4` (zero past the heads, the
+        // dims or the tokens); and the weights `w·s_q` of the lane's two rows per tile.
+        let mut qa = Array::<Vector<C, Const<2>>>::new(comptime!(mt * 32));
+        let mut wr = Array::<f32>::new(comptime!(mt * 2));
+        #[unroll]
+        for m in 0..mt {
+            #[unroll]
+            for r in 0..2usize {
+                let h = hpart * 32 + m * 16 + g + r * 8;
+                let ok = t_ok && h < heads;
+                let row = (b * t_len + tq_idx) * heads + h;
+                #[unroll]
+                for ks in 0..8usize {
+                    #[unroll]
+                    for half in 0..2usize {
+                        let v2 = ks * 8 + tg * 2 + half;
+                        let mut v = zero2;
+                        if ok && v2 < dv2 {
+                            v = q[row * dv2 + v2];
+                        }
+                        qa[(m * 8 + ks) * 4 + half * 2 + r] = v;
+                    }
+                }
+                let mut wv = 0.0f32;
+                if ok {
+                    wv = f32::cast_from(w[row]) * f32::cast_from(sq[row]);
+                }
+                wr[m * 2 + r] = wv;
+            }
+        }
+
+        // A unit's share of a key tile (`kt` keys × 16 vectors of 8 codes, zero past the
+        // keys or the dims) and of its scales, fetched into registers a tile ahead.
+        let share = comptime!(PLANE_KEYS * kp * 32 / MMA16_UNITS);
+        let mut k_regs = Array::<Vector<C, Const<4>>>::new(share);
+        let mut sk_reg = 0.0f32;
+        let mut s0 = s_begin;
+        #[unroll]
+        for u in 0..share {
+            let i = tid + u * MMA16_UNITS;
+            let mut v = zero4;
+            if s0 + i / 32 < s_len && i % 32 < dv4 {
+                v = k[(b * s_len + s0 + i / 32) * dv4 + i % 32];
+            }
+            k_regs[u] = v;
+        }
+        if tid < kt && s0 + tid < s_len {
+            sk_reg = f32::cast_from(sk[b * s_len + s0 + tid]);
+        }
+
+        while s0 < limit {
+            #[unroll]
+            for u in 0..share {
+                let i = tid + u * MMA16_UNITS;
+                k_sh[(i / 32) * KROW + i % 32] = k_regs[u];
+            }
+            if tid < kt {
+                sk_sh[tid] = sk_reg;
+            }
+            sync_cube();
+
+            let next = s0 + kt;
+            if next < limit {
+                #[unroll]
+                for u in 0..share {
+                    let i = tid + u * MMA16_UNITS;
+                    let mut v = zero4;
+                    if next + i / 32 < s_len && i % 32 < dv4 {
+                        v = k[(b * s_len + next + i / 32) * dv4 + i % 32];
+                    }
+                    k_regs[u] = v;
+                }
+                sk_reg = 0.0f32;
+                if tid < kt && next + tid < s_len {
+                    sk_reg = f32::cast_from(sk[b * s_len + next + tid]);
+                }
+            }
+
+            if t_ok {
+                // One MMA column tile of 8 keys at a time (a run-time loop: unrolled, the
+                // compiler hoists every tile's B loads and runs out of registers, GPU run 37).
+                for j in 0..8usize {
+                    let key_row = (part * 8 + j) * 8 + g;
+                    let mut acc = Array::<Acc2>::new(comptime!(mt * 2));
+                    #[unroll]
+                    for i in 0..comptime!(mt * 2) {
+                        acc[i] = Acc2::new(0.0f32);
+                    }
+                    #[unroll]
+                    for ks in 0..8usize {
+                        let mut bf = Array::<Vector<C, Const<4>>>::new(1usize);
+                        bf[0] = k_sh[key_row * KROW + ks * 4 + tg];
+                        #[unroll]
+                        for m in 0..mt {
+                            let mut af = Array::<Vector<C, Const<2>>>::new(4usize);
+                            #[unroll]
+                            for r in 0..4usize {
+                                af[r] = qa[(m * 8 + ks) * 4 + r];
+                            }
+                            let mut cf = Array::<Acc2>::new(2usize);
+                            cf[0] = acc[m * 2];
+                            cf[1] = acc[m * 2 + 1];
+                            def.execute_inplace(&af, &bf, &mut cf);
+                            acc[m * 2] = cf[0];
+                            acc[m * 2 + 1] = cf[1];
+                        }
+                    }
+                    // This lane's two rows per A tile, weighted and summed, at keys `2t` and
+                    // `2t + 1` of the tile.
+                    let mut v0 = 0.0f32;
+                    let mut v1 = 0.0f32;
+                    #[unroll]
+                    for m in 0..mt {
+                        let lo = acc[m * 2];
+                        let hi = acc[m * 2 + 1];
+                        v0 += wr[m * 2] * f32::max(lo[0], 0.0f32) + wr[m * 2 + 1] * f32::max(hi[0], 0.0f32);
+                        v1 += wr[m * 2] * f32::max(lo[1], 0.0f32) + wr[m * 2 + 1] * f32::max(hi[1], 0.0f32);
+                    }
+                    // Sum over the row groups `g` (lane bits 16, 8, 4). The first step also
+                    // splits the two keys: a lane keeps key `2t + c` (`c` = its bit 16),
+                    // hands the other to its partner; lanes with bits 8 and 4 clear write.
+                    let c = (lane / 16) % 2;
+                    let upper = c == 1;
+                    let mut x = select(upper, v1, v0) + plane_shuffle_xor(select(upper, v0, v1), 16u32);
+                    x += plane_shuffle_xor(x, 8u32);
+                    x += plane_shuffle_xor(x, 4u32);
+                    let key = j * 8 + 2 * tg + c;
+                    if lane % 16 < 4 {
+                        if comptime!(pp == 1) {
+                            write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
+                        } else {
+                            red_sh[plane * PLANE_KEYS + key] = x;
+                        }
+                    }
+                }
+            }
+            if comptime!(pp > 1) {
+                // The first head plane of each query adds the second's sums and writes.
+                sync_cube();
+                if t_ok && hpart == 0 {
+                    #[unroll]
+                    for c in 0..2usize {
+                        let key = 2 * lane + c;
+                        let x = red_sh[plane * PLANE_KEYS + key] + red_sh[(plane + kp) * PLANE_KEYS + key];
+                        write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
+                    }
+                }
+            }
+            sync_cube();
+            s0 = next;
+        }
+        s_done = s0;
+    }
+
+    // The rest of the chunk is in the causal future of every query of the cube.
+    if s_done < s_end {
+        let width = s_end - s_done;
+        let mut o = tid;
+        while o < tq * width {
+            let t = t0 + o / width;
+            if t < t_len {
+                out[(b * t_len + t) * s_len + s_done + o % width] = F::cast_from(neg_inf);
+            }
+            o += MMA16_UNITS;
+        }
+    }
+}
+
+/// `out[row + s] = v` if `s` is in the chunk (`s < s_end`), `neg_inf` instead where `s` is in
+/// the causal future of the query (`s > last`, the query's last visible key).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_score<F: Float>(out: &mut Tensor<F>, s: usize, s_end: usize, row: usize, last: usize, v: f32, neg_inf: f32, #[comptime] causal: bool) {
+    if s < s_end {
+        let mut x = v;
+        if causal && s > last {
+            x = neg_inf;
+        }
+        out[row + s] = F::cast_from(x);
+    }
+}
