@@ -1,4 +1,4 @@
-//! Experiment (v4.3, not chosen by `Auto`): v4's layout ([`crate::indexer_fp8`]: A
+//! Lightning-indexer scores on f16 tensor cores with the epilogue in registers (v4.3): v4's layout ([`crate::indexer_fp8`]: A
 //! fragments in registers, the ReLU·w epilogue and head sum in registers, 32 heads per
 //! plane) on f16 `mma.sync m16n8k16` with the e4m3 codes held in f16, as v3 holds them: on
 //! Hopper ptxas lowers e4m3 `mma.sync` to f16 MMAs anyway, converting the fragments inside
@@ -11,6 +11,8 @@ use cubecl::prelude::*;
 
 /// Units per cube (8 planes of 32).
 pub const MMA16_UNITS: usize = 256;
+/// Largest head count (two planes of 32 heads per query).
+pub const MMA16_MAX_HEADS: usize = 64;
 /// Planes per cube.
 const PLANES: usize = 8;
 /// Keys per plane and tile: eight MMA column tiles of 8.

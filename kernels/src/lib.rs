@@ -1,7 +1,8 @@
 //! CubeCL kernels for DeepSeek Sparse Attention.
 //!
 //! One module per concept: [`quant`] (FP8 e4m3 block fake-quantisation), [`indexer`]
-//! (lightning-indexer scores), [`indexer_mma`] (the scores on tensor cores), [`topk`]
+//! (lightning-indexer scores), [`indexer_mma`], [`indexer_mma16`] and [`indexer_fp8`] (the
+//! scores on tensor cores: f16 cmma, f16 and FP8 `mma.sync`), [`topk`]
 //! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode),
 //! [`sparse_mla_mma`] (its forward, and kernel 6's attention probabilities, on tensor
 //! cores, with [`mma`]'s shared staging) and [`indexer_loss`] (the sparse-stage indexer loss

@@ -220,20 +220,23 @@ pub enum IndexerKernel {
     /// v2: register-tiled GEMM with the head sum in shared memory (falls back to `Naive`
     /// when the heads of one query do not fit in a tile).
     Tiled,
-    /// The e4m3 codes multiplied on tensor cores, the FP8 scales applied afterwards: v4 (FP8
-    /// `mma.sync m16n8k32`, see [`has_fp8_mma`]) where the device has it, at most 64 heads
-    /// and a head dim divisible by 8; else v3 (`HalfTensorCores`). Taken where the indexer
-    /// quantises and each row is one quantisation block (head dim ≤ 128); else `Tiled`.
+    /// The e4m3 codes (held in f16, exactly) multiplied on tensor cores, the FP8 scales
+    /// applied afterwards: v4.3 (f16 `mma.sync m16n8k16`, the ReLU, weights and head sum in
+    /// registers) where the device has that MMA, at most 64 heads and a head dim divisible
+    /// by 4; else v3 (`HalfTensorCores`). Taken where the indexer quantises and each row is
+    /// one quantisation block (head dim ≤ 128); else `Tiled`. The fastest on the H200
+    /// (`kernels/NOTES.md`, version 4).
     TensorCores,
     /// v3: the e4m3 codes held in f16 and multiplied by 16×16×16 cmma with f32 accumulation.
     /// Taken where the device has that cmma shape and 32-wide planes, the indexer
     /// quantises, each row is one quantisation block and there are at most 128 heads; else
     /// `Tiled`.
     HalfTensorCores,
-    /// Experiment (v4.3, `kernels/NOTES.md`): v4's register layout on f16 `mma.sync
-    /// m16n8k16` with the codes in f16, 32 heads per plane; ≤ 64 heads, head dim divisible by
-    /// 4; else as `HalfTensorCores`.
-    Mma16,
+    /// v4: the codes as e4m3 bytes on FP8 `mma.sync m16n8k32` (see [`has_fp8_mma`]), all
+    /// of a query's heads in one plane; at most 64 heads and a head dim divisible by 8, else
+    /// as `TensorCores`. Native on Ada and Blackwell; on Hopper ptxas runs it as f16 MMAs
+    /// with conversions, slower than `TensorCores` there (GPU runs 41–42).
+    Fp8TensorCores,
 }
 
 /// The operations besides the sparse MLA forward ([`mla_forward_launches`]) that have a
@@ -242,8 +245,10 @@ pub enum IndexerKernel {
 pub enum TensorCoreOp {
     /// The indexer scores ([`IndexerKernel::TensorCores`], either kernel).
     IndexerScores,
-    /// The indexer scores on FP8 MMA (v4 of [`IndexerKernel::TensorCores`]).
+    /// The indexer scores on FP8 MMA (v4, [`IndexerKernel::Fp8TensorCores`]).
     IndexerScoresFp8,
+    /// The indexer scores on f16 MMA with the epilogue in registers (v4.3).
+    IndexerScoresF16Mma,
     /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
     SparseMlaProbs,
     /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
@@ -252,7 +257,7 @@ pub enum TensorCoreOp {
     SparseMlaBackward,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -349,7 +354,7 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
         0 => tiled_by_default(t),
         k => k == IndexerKernel::TensorCores as u8
             || k == IndexerKernel::HalfTensorCores as u8
-            || k == IndexerKernel::Mma16 as u8,
+            || k == IndexerKernel::Fp8TensorCores as u8,
     };
     selected
         && quant != IndexerQuant::None
@@ -376,11 +381,36 @@ pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
     props.features.matmul.mma.contains(&mma) && props.hardware.plane_size_min == 32 && props.hardware.plane_size_max == 32
 }
 
+/// Whether the device runs f16 × f16 `mma.sync m16n8k16` with f32 accumulation in 32-wide
+/// planes (CUDA sm_80 and later), as the v4.3 indexer kernel needs.
+fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    use burn_cubecl::cubecl::ir::features::MmaConfig;
+    let half: StorageType = ElemType::Float(FloatKind::F16).into();
+    let mma = MmaConfig {
+        a_type: half,
+        b_type: half,
+        cd_type: ElemType::Float(FloatKind::F32).into(),
+        m: 16,
+        n: 8,
+        k: 16,
+    };
+    let props = t.client.properties();
+    props.features.matmul.mma.contains(&mma) && props.hardware.plane_size_min == 32 && props.hardware.plane_size_max == 32
+}
+
+/// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes v4.3 (f16
+/// manual MMA) for `h` heads of dim `d`.
+fn mma16_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
+    INDEXER_KERNEL.load(Ordering::Relaxed) != IndexerKernel::HalfTensorCores as u8
+        && h <= kernels::indexer_mma16::MMA16_MAX_HEADS
+        && d % 4 == 0
+        && has_f16_mma(t)
+}
+
 /// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes the FP8 MMA
 /// kernel (v4) for `h` heads of dim `d`.
 fn fp8_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
-    (INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::TensorCores as u8
-        || INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::Auto as u8)
+    INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::Fp8TensorCores as u8
         && h <= kernels::indexer_fp8::FP8_MAX_HEADS
         && d % 8 == 0
         && d <= kernels::indexer_fp8::FP8_MAX_DIM
@@ -616,7 +646,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         }
         return out;
     }
-    if mma && INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::Mma16 as u8 && h <= 64 && d % 4 == 0 {
+    if mma && mma16_indexer(&q, h, d) {
         let dtype = q.dtype;
         let (qc, sq) = quantize_codes(q, quant, Codes::F16);
         let (kc, sk) = quantize_codes(k, quant, Codes::F16);
@@ -655,7 +685,9 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                 [dtype.into(), DType::F16.into(), DType::F32.into()],
             );
         }
-        TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScores as usize].fetch_add(1, Ordering::SeqCst);
+        for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresF16Mma] {
+            TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
+        }
         return out;
     }
     if mma {

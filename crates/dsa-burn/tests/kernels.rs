@@ -40,7 +40,7 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 const INDEXER_KERNELS: &[IndexerKernel] = &[
     IndexerKernel::TensorCores,
     IndexerKernel::HalfTensorCores,
-    IndexerKernel::Mma16,
+    IndexerKernel::Fp8TensorCores,
     IndexerKernel::Tiled,
     IndexerKernel::Naive,
 ];
@@ -223,7 +223,8 @@ fn indexer_scores_match_reference() {
             dsa_burn::cubecl::set_indexer_kernel(kernel);
             let launches = || {
                 use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
-                [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8].map(tensor_core_launches)
+                [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8, TensorCoreOp::IndexerScoresF16Mma]
+                    .map(tensor_core_launches)
             };
             let before = launches();
             let want = dsa_burn::indexer::reference_scores::<C>(
@@ -246,14 +247,17 @@ fn indexer_scores_match_reference() {
             // The tensor-core kernels apply to quantised indexers with one block per row; the
             // FP8 one, where the device has FP8 MMA, to at most 64 heads of a dim divisible by 8.
             let after = launches();
-            let (mma_ran, fp8_ran) = (after[0] > before[0], after[1] > before[1]);
-            let applies = matches!(kernel, IndexerKernel::TensorCores | IndexerKernel::HalfTensorCores | IndexerKernel::Mma16)
+            let (mma_ran, fp8_ran, f16_ran) = (after[0] > before[0], after[1] > before[1], after[2] > before[2]);
+            let applies = matches!(kernel, IndexerKernel::TensorCores | IndexerKernel::HalfTensorCores | IndexerKernel::Fp8TensorCores)
                 && quant != IndexerQuant::None
                 && d <= 128
                 && h <= 128;
-            let fp8 = applies && kernel == IndexerKernel::TensorCores && h <= 64 && d % 8 == 0 && fp8_device();
+            let fp8 = applies && kernel == IndexerKernel::Fp8TensorCores && h <= 64 && d % 8 == 0 && fp8_device();
             assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
             assert_eq!(fp8_ran, fp8, "{case}: FP8 MMA kernel ran: {fp8_ran}");
+            // v4.3 (f16 MMA): the default tensor-core kernel, and Fp8TensorCores' fallback.
+            let f16 = applies && kernel != IndexerKernel::HalfTensorCores && !fp8 && h <= 64 && d % 4 == 0;
+            assert_eq!(f16_ran, f16, "{case}: f16 MMA kernel ran: {f16_ran}");
         }
     }
     dsa_burn::cubecl::set_indexer_kernel(IndexerKernel::Auto);
