@@ -243,7 +243,8 @@ pub enum IndexerKernel {
 /// tensor-core kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorCoreOp {
-    /// The indexer scores ([`IndexerKernel::TensorCores`], either kernel).
+    /// The indexer scores on tensor cores (any of the kernels of [`IndexerKernel::TensorCores`],
+    /// `HalfTensorCores` and `Fp8TensorCores`).
     IndexerScores,
     /// The indexer scores on FP8 MMA (v4, [`IndexerKernel::Fp8TensorCores`]).
     IndexerScoresFp8,
@@ -328,24 +329,39 @@ fn tiled_indexer<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     }
 }
 
-/// Whether the device multiplies `kind` 16×16×16 tiles with f32 accumulation (cmma) in
-/// 32-wide planes, as the tensor-core kernels assume.
-fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: burn_cubecl::cubecl::ir::FloatKind) -> bool {
+/// Which of the device's matrix products a tensor-core kernel takes: `cmma` (whole-plane
+/// 16×16×16 tiles) or manual `mma.sync` with registers laid out by hand.
+#[derive(Clone, Copy)]
+enum Mma {
+    Cmma,
+    Manual,
+}
+
+/// Whether the device multiplies `kind × kind` tiles of `m × n × k` with f32 accumulation by
+/// `api`, in 32-wide planes, as the tensor-core kernels assume.
+fn has_mma<R: Runtime>(client: &ComputeClient<R>, api: Mma, kind: FloatKind, (m, n, k): (u32, u32, u32)) -> bool {
     use burn_cubecl::cubecl::ir::features::MmaConfig;
-    use burn_cubecl::cubecl::ir::{ElemType, FloatKind, StorageType};
-    let half: StorageType = ElemType::Float(kind).into();
+    let ab: StorageType = ElemType::Float(kind).into();
     let mma = MmaConfig {
-        a_type: half,
-        b_type: half,
+        a_type: ab,
+        b_type: ab,
         cd_type: ElemType::Float(FloatKind::F32).into(),
-        m: 16,
-        n: 16,
-        k: 16,
+        m,
+        n,
+        k,
     };
-    let props = t.client.properties();
-    props.features.matmul.cmma.contains(&mma)
-        && props.hardware.plane_size_min == 32
-        && props.hardware.plane_size_max == 32
+    let props = client.properties();
+    let listed = match api {
+        Mma::Cmma => &props.features.matmul.cmma,
+        Mma::Manual => &props.features.matmul.mma,
+    };
+    listed.contains(&mma) && props.hardware.plane_size_min == 32 && props.hardware.plane_size_max == 32
+}
+
+/// Whether the device multiplies `kind` 16×16×16 tiles with f32 accumulation (cmma) in
+/// 32-wide planes, as the v3 tensor-core kernels assume.
+fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: FloatKind) -> bool {
+    has_mma(&t.client, Mma::Cmma, kind, (16, 16, 16))
 }
 
 /// Whether the indexer scores take the tensor-core kernel (v3) for `h` heads of dim `d`.
@@ -360,42 +376,20 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
         && quant != IndexerQuant::None
         && d <= kernels::quant::FP8_BLOCK
         && h <= kernels::indexer_mma::MMA_ROWS
-        && has_cmma(t, burn_cubecl::cubecl::ir::FloatKind::F16)
+        && has_cmma(t, FloatKind::F16)
         && indexer_mma_shared_bytes(d) <= max_shared(t)
 }
 
 /// Whether the device runs FP8 e4m3 × e4m3 `mma.sync m16n8k32` with f32 accumulation in
 /// 32-wide planes (CUDA sm_89 and later), as the v4 indexer kernel needs.
 pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    use burn_cubecl::cubecl::ir::features::MmaConfig;
-    let fp8: StorageType = ElemType::Float(FloatKind::E4M3).into();
-    let mma = MmaConfig {
-        a_type: fp8,
-        b_type: fp8,
-        cd_type: ElemType::Float(FloatKind::F32).into(),
-        m: 16,
-        n: 8,
-        k: 32,
-    };
-    let props = client.properties();
-    props.features.matmul.mma.contains(&mma) && props.hardware.plane_size_min == 32 && props.hardware.plane_size_max == 32
+    has_mma(client, Mma::Manual, FloatKind::E4M3, (16, 8, 32))
 }
 
 /// Whether the device runs f16 × f16 `mma.sync m16n8k16` with f32 accumulation in 32-wide
 /// planes (CUDA sm_80 and later), as the v4.3 indexer kernel needs.
 fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
-    use burn_cubecl::cubecl::ir::features::MmaConfig;
-    let half: StorageType = ElemType::Float(FloatKind::F16).into();
-    let mma = MmaConfig {
-        a_type: half,
-        b_type: half,
-        cd_type: ElemType::Float(FloatKind::F32).into(),
-        m: 16,
-        n: 8,
-        k: 16,
-    };
-    let props = t.client.properties();
-    props.features.matmul.mma.contains(&mma) && props.hardware.plane_size_min == 32 && props.hardware.plane_size_max == 32
+    has_mma(&t.client, Mma::Manual, FloatKind::F16, (16, 8, 16))
 }
 
 /// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes v4.3 (f16
