@@ -755,7 +755,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
 /// No barrier: the first [`gather_chunk`] completes the copies and ends with one.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_query_tile<F: Float, N: Size>(
+pub(crate) fn load_query_tile<F: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     q_sh: &mut SharedMemory<F>,
     kv_sh: &mut SharedMemory<F>,
@@ -786,14 +786,17 @@ fn load_query_tile<F: Float, N: Size>(
 /// every chunk size.
 pub const MMA_WINDOW: usize = 2048;
 
-/// The rows of slots `w0 ..` of query `bt` into `win_sh` (`0xFFFF_FFFF` for invalid or
+/// The window's entry for an invalid or past-the-end slot.
+const NO_ROW: u32 = 0xFFFF_FFFF;
+
+/// The rows of slots `w0 ..` of query `bt` into `win_sh` ([`NO_ROW`] for invalid or
 /// past-the-end slots), as many as the chunks of `kc` slots before `end` (the last slot the
 /// caller reads, at most `kk`) need, up to [`MMA_WINDOW`], so that the chunks' gathers need
 /// no global read before their copies. `idx` and `valid` are read independently (both in
 /// bounds), so a unit's reads overlap. Ends with a cube barrier.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_window<I: Int, BL: Int>(
+pub(crate) fn load_window<I: Int, BL: Int>(
     idx: &Tensor<I>,
     valid: &Tensor<BL>,
     win_sh: &mut SharedMemory<u32>,
@@ -810,7 +813,7 @@ fn load_window<I: Int, BL: Int>(
     let mut j = UNIT_POS as usize;
     while j < fill {
         let slot = w0 + j;
-        let mut row = 0xFFFF_FFFFu32;
+        let mut row = NO_ROW.runtime();
         if slot < kk {
             let at = bt * kk + slot;
             let ok = valid[at] != BL::from_int(0);
@@ -828,7 +831,7 @@ fn load_window<I: Int, BL: Int>(
 /// Gathers the rows of the `kc` slots at `wo..` of the window `win_sh` ([`load_window`]) into
 /// `kv_sh` (zero for invalid slots and rows past the latent) by asynchronous copies completed
 /// on `barrier` (a cube barrier of `CUBE_DIM` arrivals), and the slots' validity and rows into
-/// `ok_sh`, `row_sh`. Ends with a cube barrier.
+/// `ok_sh`, `row_sh` ([`issue_chunk`] at slot 0). Ends with a cube barrier.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn gather_chunk<F: Float, N: Size>(
@@ -843,6 +846,31 @@ fn gather_chunk<F: Float, N: Size>(
     #[comptime] d: usize,
     #[comptime] kc: usize,
 ) {
+    issue_chunk::<F, N>(kv, win_sh, kv_sh, ok_sh, row_sh, 0usize, b, wo, d, kc);
+    barrier.commit_copy_async();
+    barrier.arrive_and_wait();
+    sync_cube();
+}
+
+/// Issues the asynchronous copies of the rows of the `kc` slots at `wo..` of the window
+/// `win_sh` ([`load_window`]) into rows `at..at + kc` of `kv_sh` (row stride
+/// [`padded`]`(d)`; zero for invalid slots and rows past the latent), and writes the slots'
+/// validity (1 or 0) and rows to `ok_sh[at..]`, `row_sh[at..]`. Nothing waits: the caller
+/// commits the copies to a barrier and waits on it before reading.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn issue_chunk<F: Float, N: Size>(
+    kv: &Tensor<Vector<F, N>>,
+    win_sh: &SharedMemory<u32>,
+    kv_sh: &mut SharedMemory<F>,
+    ok_sh: &mut SharedMemory<u32>,
+    row_sh: &mut SharedMemory<u32>,
+    at: usize,
+    b: usize,
+    wo: usize,
+    #[comptime] d: usize,
+    #[comptime] kc: usize,
+) {
     let nv = N::value();
     let dvec = comptime!(d / nv);
     let dp = comptime!(padded(d));
@@ -850,11 +878,11 @@ fn gather_chunk<F: Float, N: Size>(
     if tid < kc {
         let row = win_sh[wo + tid];
         let mut ok = 0u32;
-        if row != 0xFFFF_FFFFu32 {
+        if row != NO_ROW {
             ok = 1u32;
         }
-        ok_sh[tid] = ok;
-        row_sh[tid] = row;
+        ok_sh[at + tid] = ok;
+        row_sh[at + tid] = row;
     }
     let mut i = tid;
     while i < kc * dvec {
@@ -862,17 +890,14 @@ fn gather_chunk<F: Float, N: Size>(
         let c = i % dvec;
         let row = win_sh[wo + j];
         // A row past the latent (a bad index) reads as zeros: launches are unchecked.
-        let ok = row != 0xFFFF_FFFFu32 && (row as usize) < kv.shape(1);
-        let mut at = 0usize;
+        let ok = row != NO_ROW && (row as usize) < kv.shape(1);
+        let mut from = 0usize;
         if ok {
-            at = (b * kv.stride(0) + row as usize * kv.stride(1)) / nv + c;
+            from = (b * kv.stride(0) + row as usize * kv.stride(1)) / nv + c;
         }
-        stage_vector_async::<F, N>(kv, at, ok, kv_sh, j * dp + c * nv);
+        stage_vector_async::<F, N>(kv, from, ok, kv_sh, (at + j) * dp + c * nv);
         i += CUBE_DIM as usize;
     }
-    barrier.commit_copy_async();
-    barrier.arrive_and_wait();
-    sync_cube();
 }
 
 /// `s_sh[h·ss + j] = a_h · kv_j` (`ss` = [`score_stride`]) over the first `depth` dims (`a` = `q` with `depth = d`, or

@@ -11,14 +11,15 @@
 //! cargo bench -p dsa-burn --features wgpu --bench dsa -- --lens 1024      # any CubeCL device
 //! ```
 //!
-//! `--only fwd,decode` times only the ops whose name contains one of the given words.
+//! `--only fwd,decode` times only the ops whose name contains one of the given words (a word
+//! ending in `$` must end the name: `fwd$` skips `fwd_reference_ops`).
 //! `--dtype bf16` (CUDA) runs every op on bf16 tensors, as V3.2 and the PyTorch peer do
 //! (the indexer still quantises to FP8): sparse MLA then takes the tensor-core kernel.
 //! `--indexer tiled` (or `naive`, `tensor-cores`, `fp8-tensor-cores`, `half-tensor-cores`; default `auto`) picks the indexer-scores
 //! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer (`IndexerScoresFp8` when on FP8 MMA) and kernel 6's probabilities).
-//! `--mla v2` (or `v1`, `v3`; default `auto`) picks the sparse MLA kernels (forward and
+//! `--mla v2` (or `v1`, `v3`, `v4`; default `auto`) picks the sparse MLA kernels (forward and
 //! backward) as `dsa_burn::cubecl::set_mla_kernel` does. `--mla-tile 32x8x32` (heads ×
 //! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
 //! does; the lines of the ops it ran in then name it (`mla_tile`).
@@ -140,7 +141,8 @@ fn args() -> Args {
                     "v1" => MlaKernel::V1,
                     "v2" => MlaKernel::V2,
                     "v3" => MlaKernel::V3,
-                    other => panic!("--mla {other}: auto, v1, v2 or v3"),
+                    "v4" => MlaKernel::V4,
+                    other => panic!("--mla {other}: auto, v1, v2, v3 or v4"),
                 }
             }
             "--mla-tile" => {
@@ -175,7 +177,11 @@ impl<G: DsaBackend> Bench<G> {
 
     /// Whether `--only` lets `op` run.
     fn wants(&self, op: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|o| op.contains(o.as_str()))
+        self.only.is_empty()
+            || self.only.iter().any(|o| match o.strip_suffix('$') {
+                Some(end) => op.ends_with(end),
+                None => op.contains(o.as_str()),
+            })
     }
 
     /// Median ms of `f` and one JSON line for it (`flops` 0: none reported).
@@ -185,7 +191,7 @@ impl<G: DsaBackend> Bench<G> {
         }
         eprintln!("{op} L={l} ...");
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
-        let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3];
+        let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3, MlaKernel::V4];
         let before = versions.map(launches);
         let tc_ops: [TensorCoreOp; 6] = [
             TensorCoreOp::IndexerScores,

@@ -293,12 +293,18 @@ pub enum MlaKernel {
     /// cmma shape and 32-wide planes, the inputs are half precision and the tiles fit in
     /// shared memory, else v2.
     V3,
+    /// v4: the forward on `mma.sync` (bf16/f16 inputs, m16n8k16 fragments loaded by
+    /// `ldmatrix`, 64 heads per cube, the softmax and `O` in registers, the next chunk's
+    /// rows gathered while the current one is computed; `dsa_kernels::sparse_mla_mma16`),
+    /// split over the slots as v3 for decode; the backward as v3. Taken where v3 would be
+    /// and the device has the `mma.sync` shape and `ldmatrix`, else v3.
+    V4,
 }
 
 static MLA_KERNEL: AtomicU8 = AtomicU8::new(0);
-static MLA_FORWARD_LAUNCHES: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static MLA_FORWARD_LAUNCHES: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
 
-/// How many sparse MLA forwards of version `kernel` (V1, V2 or V3) have been launched in
+/// How many sparse MLA forwards of version `kernel` (V1 to V4) have been launched in
 /// this process: tests and benchmarks check which kernel ran (under Fusion, after the
 /// results are read: the op runs lazily).
 pub fn mla_forward_launches(kernel: MlaKernel) -> usize {
@@ -423,7 +429,7 @@ fn indexer_mma_shared_bytes(d: usize) -> usize {
 fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     match MLA_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(t),
-        k => k == MlaKernel::V2 as u8 || k == MlaKernel::V3 as u8,
+        k => k != MlaKernel::V1 as u8,
     }
 }
 
@@ -451,20 +457,44 @@ fn readable_rows<R: CubeRuntime>(t: CubeTensor<R>, vector: usize) -> CubeTensor<
 /// Cubes the v3 forward aims for when it splits the slots of few queries (decode).
 const MMA_SPLIT_CUBES: usize = 1024;
 
-/// Whether the sparse MLA ops may take the tensor-core kernels (v3) for `q`: selected,
+/// The half-precision kind of `q`'s dtype, if it has one.
+fn half_kind<R: CubeRuntime>(q: &CubeTensor<R>) -> Option<FloatKind> {
+    match q.dtype {
+        DType::BF16 => Some(FloatKind::BF16),
+        DType::F16 => Some(FloatKind::F16),
+        _ => None,
+    }
+}
+
+/// Whether the sparse MLA ops may take the tensor-core kernels (v3, v4) for `q`: selected,
 /// inputs bf16/f16, and 16×16×16 cmma for them in 32-wide planes.
 fn mma_mla<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
-    use burn_cubecl::cubecl::ir::FloatKind;
     let selected = match MLA_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(q),
-        k => k == MlaKernel::V3 as u8,
+        k => k == MlaKernel::V3 as u8 || k == MlaKernel::V4 as u8,
     };
-    let kind = match q.dtype {
-        DType::BF16 => FloatKind::BF16,
-        DType::F16 => FloatKind::F16,
-        _ => return false,
-    };
-    selected && has_cmma(q, kind)
+    selected && half_kind(q).is_some_and(|kind| has_cmma(q, kind))
+}
+
+/// Whether the sparse MLA forward takes v4 (`mma.sync`) for `q` with rows of `d` dims:
+/// [`mma_mla`], v3 not asked for, the device's m16n8k16 `mma.sync` and `ldmatrix` for the
+/// type, and the buffers in shared memory.
+fn mma16_mla<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
+    let Some(kind) = half_kind(q) else { return false };
+    let ab: StorageType = ElemType::Float(kind).into();
+    mma_mla(q)
+        && MLA_KERNEL.load(Ordering::Relaxed) != MlaKernel::V3 as u8
+        && has_mma(&q.client, Mma::Manual, kind, (16, 8, 16))
+        && q.client.properties().features.matmul.ldmatrix.contains(&ab)
+        && mma16_fwd_shared_bytes(d) <= max_shared(q)
+}
+
+/// Shared memory of the v4 forward: the query tile and two chunks of rows (half precision,
+/// padded rows), the planes' partial scores, two chunks' slot flags and rows, and
+/// [`MMA_EXTRA_BYTES`].
+fn mma16_fwd_shared_bytes(d: usize) -> usize {
+    use kernels::sparse_mla_mma16::{MMA16_CHUNK, MMA16_HEADS, MMA16_UNITS};
+    2 * (MMA16_HEADS + 2 * MMA16_CHUNK) * kernels::mma::padded(d) + 4 * 16 * MMA16_UNITS + 16 * MMA16_CHUNK + MMA_EXTRA_BYTES
 }
 
 /// The tile of a cube of the v3 (tensor-core) sparse MLA forward.
@@ -879,12 +909,22 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     if b * t * h == 0 {
         return (out, lse);
     }
-    if let Some(tile) = mma_fwd_tile(&q, d) {
+    // The tensor-core forwards: v4, or v3 with its tile (heads and slots per cube).
+    let v4 = mma16_mla(&q, d);
+    let tile = if v4 { None } else { mma_fwd_tile(&q, d) };
+    let cube_tile = match tile {
+        Some(t) => Some((t.heads, t.slots)),
+        None if v4 => {
+            use kernels::sparse_mla_mma16::{MMA16_CHUNK, MMA16_HEADS};
+            Some((MMA16_HEADS, MMA16_CHUNK))
+        }
+        None => None,
+    };
+    if let Some((hg, kc)) = cube_tile {
         let vector = load_width(d);
         let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
-        let kc = tile.slots;
         // Few queries (decode): split the slots so that ~MMA_SPLIT_CUBES cubes run, then merge.
-        let groups = h.div_ceil(tile.heads);
+        let groups = h.div_ceil(hg);
         let cubes = b * t * groups;
         let chunks = kk.div_ceil(kc).max(1);
         let wanted = MMA_SPLIT_CUBES.div_ceil(cubes).clamp(1, chunks);
@@ -898,40 +938,70 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         } else {
             (out.clone(), lse.clone())
         };
-        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
-        // docs); the tensors match the shapes passed.
+        let count = cube_count(b * t, groups * splits);
+        let dtypes = [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), out_s.dtype.into()];
+        let args = (
+            q.clone().into_tensor_arg(),
+            kv.into_tensor_arg(),
+            indices.clone().into_tensor_arg(),
+            valid.clone().into_tensor_arg(),
+            out_s.clone().into_tensor_arg(),
+            lse_s.clone().into_tensor_arg(),
+        );
+        // SAFETY: every read and write of the kernels is guarded by their own bounds (see
+        // their docs); the tensors match the shapes passed.
         unsafe {
-            kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
-                &q.client,
-                cube_count(b * t, groups * splits),
-                CubeDim::new_1d(32 * tile.planes as u32),
-                vector,
-                q.clone().into_tensor_arg(),
-                kv.into_tensor_arg(),
-                indices.clone().into_tensor_arg(),
-                valid.clone().into_tensor_arg(),
-                out_s.clone().into_tensor_arg(),
-                lse_s.clone().into_tensor_arg(),
-                b * t,
-                t,
-                h,
-                kk,
-                groups,
-                split_len,
-                scale,
-                f32::NEG_INFINITY,
-                d,
-                d_v,
-                kc,
-                tile.heads,
-                tile.planes,
-                [
-                    q.dtype.into(),
-                    indices.dtype.into(),
-                    valid.dtype.into(),
-                    out_s.dtype.into(),
-                ],
-            );
+            match tile {
+                None => kernels::sparse_mla_mma16::sparse_mla_fwd_mma16::launch_unchecked::<R>(
+                    &q.client,
+                    count,
+                    CubeDim::new_1d(kernels::sparse_mla_mma16::MMA16_UNITS as u32),
+                    vector,
+                    args.0,
+                    args.1,
+                    args.2,
+                    args.3,
+                    args.4,
+                    args.5,
+                    b * t,
+                    t,
+                    h,
+                    kk,
+                    groups,
+                    split_len,
+                    scale,
+                    f32::NEG_INFINITY,
+                    d,
+                    d_v,
+                    dtypes,
+                ),
+                Some(tile) => kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
+                    &q.client,
+                    count,
+                    CubeDim::new_1d(32 * tile.planes as u32),
+                    vector,
+                    args.0,
+                    args.1,
+                    args.2,
+                    args.3,
+                    args.4,
+                    args.5,
+                    b * t,
+                    t,
+                    h,
+                    kk,
+                    groups,
+                    split_len,
+                    scale,
+                    f32::NEG_INFINITY,
+                    d,
+                    d_v,
+                    kc,
+                    tile.heads,
+                    tile.planes,
+                    dtypes,
+                ),
+            }
         }
         if splits > 1 {
             let n = b * t * h;
@@ -954,7 +1024,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 );
             }
         }
-        count_mla_forward(MlaKernel::V3);
+        count_mla_forward(if v4 { MlaKernel::V4 } else { MlaKernel::V3 });
         return (out, lse);
     }
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));

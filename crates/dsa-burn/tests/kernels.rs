@@ -427,12 +427,14 @@ fn nan_padded_view(kv: &[f32], [b, s, d]: [usize; 3]) -> Tensor<burn::backend::C
 fn sparse_mla_tensor_cores_match_reference() {
     type GB = burn::backend::Cuda<burn::tensor::bf16>;
     use dsa_burn::cubecl::MlaTile;
-    const FORWARD_TILES: [Option<MlaTile>; 5] = [
-        None,
-        Some(MlaTile { heads: 64, planes: 8, slots: 32 }),
-        Some(MlaTile { heads: 32, planes: 8, slots: 32 }),
-        Some(MlaTile { heads: 32, planes: 8, slots: 64 }),
-        Some(MlaTile { heads: 32, planes: 4, slots: 32 }),
+    // v4, then v3 with each of its tiles.
+    const FORWARDS: [(MlaKernel, Option<MlaTile>); 6] = [
+        (MlaKernel::V4, None),
+        (MlaKernel::V3, None),
+        (MlaKernel::V3, Some(MlaTile { heads: 64, planes: 8, slots: 32 })),
+        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 8, slots: 32 })),
+        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 8, slots: 64 })),
+        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 4, slots: 32 })),
     ];
     let bf16 = burn::tensor::FloatDType::BF16;
     let _choice = choose_kernels();
@@ -475,11 +477,11 @@ fn sparse_mla_tensor_cores_match_reference() {
             m.scale,
         );
         let (want_o, want_l) = (host(want_o), host(want_l));
-        dsa_burn::cubecl::set_mla_kernel(MlaKernel::V3);
         let mut got_l = Vec::new();
-        for tile in FORWARD_TILES {
+        for (kernel, tile) in FORWARDS {
+            dsa_burn::cubecl::set_mla_kernel(kernel);
             dsa_burn::cubecl::set_mla_tile(tile);
-            let v3_before = dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3);
+            let before = dsa_burn::cubecl::mla_forward_launches(kernel);
             let kv_view = nan_padded_view(&m.kv, [b, s, d]);
             // Cast: a device first used by the f32 backend keeps creating f32 tensors.
             let (got_o, lse) = sparse_mla::<GB>(
@@ -490,13 +492,13 @@ fn sparse_mla_tensor_cores_match_reference() {
                 dv,
                 m.scale,
             );
-            let case = format!("{:?} tile {tile:?}", (b, t, h, d, dv, s, k));
+            let case = format!("{:?} {kernel:?} tile {tile:?}", (b, t, h, d, dv, s, k));
             assert_eq!(got_o.dims(), [b, t, h, dv]);
             let got_o = host(got_o);
             got_l = host(lse);
-            // After the reads: Fusion runs the op lazily. No other test launches v3.
+            // After the reads: Fusion runs the op lazily. No other test launches v3 or v4.
             assert!(
-                dsa_burn::cubecl::mla_forward_launches(MlaKernel::V3) > v3_before,
+                dsa_burn::cubecl::mla_forward_launches(kernel) > before,
                 "{case}: the tensor-core kernel did not run"
             );
             assert_close(&format!("out {case}"), &got_o, &want_o, 1e-2);
