@@ -162,7 +162,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             if (c0 - c_begin) % MMA_WINDOW == 0 && (pass == 0u32 || c_end - c_begin > MMA_WINDOW) {
                 load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, c_end, kc);
             }
-            gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, (c0 - c_begin) % MMA_WINDOW, d, kc);
+            gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, (c0 - c_begin) % MMA_WINDOW, d, kc, comptime!(32 * planes));
             chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, hg, planes);
             sync_cube();
             let mut m_use = lse_r;
@@ -476,7 +476,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
         if c0 % MMA_WINDOW == 0 {
             load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, kk, kc);
         }
-        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc);
+        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc, MMA_UNITS);
         chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
         if has_dout {
             chunk_scores::<F>(&go_sh, &kv_sh, &mut g_sh, plane, d, dv, kc, MMA_HEADS, 8usize);
@@ -702,7 +702,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
         if c0 % MMA_WINDOW == 0 {
             load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, kk, kc);
         }
-        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc);
+        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc, MMA_UNITS);
         chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
         sync_cube();
         // A valid slot means every head's lse is finite.
@@ -845,35 +845,58 @@ fn gather_chunk<F: Float, N: Size>(
     wo: usize,
     #[comptime] d: usize,
     #[comptime] kc: usize,
+    #[comptime] units: usize,
 ) {
-    issue_chunk::<F, N>(kv, win_sh, kv_sh, ok_sh, row_sh, 0usize, b, wo, d, kc);
+    let rows = KvRows::new::<F, N>(kv, b);
+    issue_chunk::<F, N>(kv, &rows, win_sh, kv_sh, ok_sh, row_sh, 0usize, wo, d, kc, units, false);
     barrier.commit_copy_async();
     barrier.arrive_and_wait();
     sync_cube();
 }
 
+/// Where batch `b`'s latent rows are in `kv` (vectors of `N`), read from its metadata once:
+/// row `r` starts at vector `base + r·step`; rows `r ≥ len` do not exist.
+#[derive(CubeType, Clone, Copy)]
+pub(crate) struct KvRows {
+    base: usize,
+    step: usize,
+    len: usize,
+}
+
+#[cube]
+impl KvRows {
+    pub fn new<F: Float, N: Size>(kv: &Tensor<Vector<F, N>>, b: usize) -> KvRows {
+        let nv = N::value();
+        // Strides divided first: `b · stride` may not fit in 32 bits where the vector index does.
+        KvRows { base: b * (kv.stride(0) / nv), step: kv.stride(1) / nv, len: kv.shape(1) }
+    }
+}
+
 /// Issues the asynchronous copies of the rows of the `kc` slots at `wo..` of the window
 /// `win_sh` ([`load_window`]) into rows `at..at + kc` of `kv_sh` (row stride
 /// [`padded`]`(d)`; zero for invalid slots and rows past the latent), and writes the slots'
-/// validity (1 or 0) and rows to `ok_sh[at..]`, `row_sh[at..]`. Nothing waits: the caller
-/// commits the copies to a barrier and waits on it before reading.
+/// validity (1 or 0) and rows to `ok_sh[at..]`, `row_sh[at..]`. A cube of `units` units;
+/// with `unrolled` each unit's copies are unrolled, so that their window reads and copies
+/// overlap (the v4 forward; the v3 kernels, at 128 registers, keep a loop). Nothing waits:
+/// the caller commits the copies to a barrier and waits on it before reading.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn issue_chunk<F: Float, N: Size>(
     kv: &Tensor<Vector<F, N>>,
+    rows: &KvRows,
     win_sh: &SharedMemory<u32>,
     kv_sh: &mut SharedMemory<F>,
     ok_sh: &mut SharedMemory<u32>,
     row_sh: &mut SharedMemory<u32>,
     at: usize,
-    b: usize,
     wo: usize,
     #[comptime] d: usize,
     #[comptime] kc: usize,
+    #[comptime] units: usize,
+    #[comptime] unrolled: bool,
 ) {
     let nv = N::value();
     let dvec = comptime!(d / nv);
-    let dp = comptime!(padded(d));
     let tid = UNIT_POS as usize;
     if tid < kc {
         let row = win_sh[wo + tid];
@@ -884,20 +907,48 @@ pub(crate) fn issue_chunk<F: Float, N: Size>(
         ok_sh[at + tid] = ok;
         row_sh[at + tid] = row;
     }
-    let mut i = tid;
-    while i < kc * dvec {
-        let j = i / dvec;
-        let c = i % dvec;
-        let row = win_sh[wo + j];
-        // A row past the latent (a bad index) reads as zeros: launches are unchecked.
-        let ok = row != NO_ROW && (row as usize) < kv.shape(1);
-        let mut from = 0usize;
-        if ok {
-            from = (b * kv.stride(0) + row as usize * kv.stride(1)) / nv + c;
+    if unrolled {
+        #[unroll]
+        for u in 0..comptime!((kc * dvec).div_ceil(units)) {
+            let i = tid + u * units;
+            if i < kc * dvec {
+                issue_copy::<F, N>(kv, rows, win_sh, kv_sh, at, wo, i, d);
+            }
         }
-        stage_vector_async::<F, N>(kv, from, ok, kv_sh, (at + j) * dp + c * nv);
-        i += CUBE_DIM as usize;
+    } else {
+        let mut i = tid;
+        while i < kc * dvec {
+            issue_copy::<F, N>(kv, rows, win_sh, kv_sh, at, wo, i, d);
+            i += units;
+        }
     }
+}
+
+/// Copy `i` of [`issue_chunk`]: vector `i % (d/N)` of the row of window slot `wo + i / (d/N)`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn issue_copy<F: Float, N: Size>(
+    kv: &Tensor<Vector<F, N>>,
+    rows: &KvRows,
+    win_sh: &SharedMemory<u32>,
+    kv_sh: &mut SharedMemory<F>,
+    at: usize,
+    wo: usize,
+    i: usize,
+    #[comptime] d: usize,
+) {
+    let nv = N::value();
+    let dvec = comptime!(d / nv);
+    let j = i / dvec;
+    let c = i % dvec;
+    let row = win_sh[wo + j];
+    // A row past the latent (a bad index) reads as zeros: launches are unchecked.
+    let ok = row != NO_ROW && (row as usize) < rows.len;
+    let mut from = 0usize;
+    if ok {
+        from = rows.base + row as usize * rows.step + c;
+    }
+    stage_vector_async::<F, N>(kv, from, ok, kv_sh, (at + j) * comptime!(padded(d)) + c * nv);
 }
 
 /// `s_sh[h·ss + j] = a_h · kv_j` (`ss` = [`score_stride`]) over the first `depth` dims (`a` = `q` with `depth = d`, or

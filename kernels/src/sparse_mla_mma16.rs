@@ -25,7 +25,7 @@ use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
 use crate::mma::{padded, CMMA_ALIGN};
-use crate::sparse_mla_mma::{issue_chunk, load_query_tile, load_window, MMA_WINDOW};
+use crate::sparse_mla_mma::{issue_chunk, load_query_tile, load_window, KvRows, MMA_WINDOW};
 
 /// Heads per cube.
 pub const MMA16_HEADS: usize = 64;
@@ -103,9 +103,10 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, comptime!(2 * kc), MMA16_HEADS);
+    let rows = KvRows::new::<F, N>(kv, b);
     if c_begin < c_end {
         load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c_begin, c_end, kc);
-        issue_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, 0usize, b, 0usize, d, kc);
+        issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, 0usize, 0usize, d, kc, MMA16_UNITS, true);
         bar0.commit_copy_async();
     }
 
@@ -145,7 +146,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             if (next - c_begin) % MMA_WINDOW == 0 {
                 load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, next, c_end, kc);
             }
-            issue_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, (1usize - buf) * kc, b, (next - c_begin) % MMA_WINDOW, d, kc);
+            issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, (1usize - buf) * kc, (next - c_begin) % MMA_WINDOW, d, kc, MMA16_UNITS, true);
             if buf == 0 {
                 bar1.commit_copy_async();
             } else {
@@ -154,25 +155,30 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
         }
         let kv0 = buf * kc * dp;
 
-        // S over this plane's half of the depth: n-tile `n` (slots 8n..) at `s[2n + r]`.
+        // S over this plane's half of the depth: n-tile `n` (slots 8n..) at `s[2n + r]`, the
+        // odd k-steps into `s2` (two chains of dependent products, not one).
         let mut s = Array::<Acc2>::new(8usize);
+        let mut s2 = Array::<Acc2>::new(8usize);
         #[unroll]
         for i in 0..8usize {
             s[i] = Acc2::new(0.0f32);
+            s2[i] = Acc2::new(0.0f32);
         }
         if live {
-            for ks in k_begin..k_end {
-                let qa = a_at + ks * 16;
-                let af = def.load_matrix::<F, Const<2>>(&q_sh.slice(qa, qa + 8), cmma::MatrixIdent::A, 4usize, false);
-                #[unroll]
-                for np in 0..2usize {
-                    let ka = kv0 + np * 16 * dp + k_at + ks * 16;
-                    let kb = def.load_matrix::<F, Const<2>>(&kv_sh.slice(ka, ka + 8), cmma::MatrixIdent::B, 4usize, false);
-                    #[unroll]
-                    for c in 0..2usize {
-                        mma_tile(&def, &af, &kb, c, &mut s, (np * 2 + c) * 2);
-                    }
-                }
+            let mut ks = k_begin;
+            while ks + 1 < k_end {
+                s_step(&def, &q_sh, &kv_sh, a_at + ks * 16, kv0 + k_at + ks * 16, dp, &mut s);
+                s_step(&def, &q_sh, &kv_sh, a_at + ks * 16 + 16, kv0 + k_at + ks * 16 + 16, dp, &mut s2);
+                ks += 2;
+            }
+            if ks < k_end {
+                s_step(&def, &q_sh, &kv_sh, a_at + ks * 16, kv0 + k_at + ks * 16, dp, &mut s);
+            }
+            #[unroll]
+            for i in 0..8usize {
+                let mut v = s[i];
+                v += s2[i];
+                s[i] = v;
             }
         }
         // Swap the partial sums with the plane of the other depth half.
@@ -267,14 +273,18 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
                 }
                 #[unroll]
                 for p in 0..nvp {
-                    let pair = half * nvp + p;
-                    if pair < vp {
-                        let va = kv0 + kk2 * 16 * dp + v_at + pair * 16;
-                        let vb = def.load_matrix::<F, Const<2>>(&kv_sh.slice(va, va + 8), cmma::MatrixIdent::B, 4usize, true);
-                        #[unroll]
-                        for c in 0..2usize {
-                            mma_tile(&def, &af, &vb, c, &mut o, (p * 2 + c) * 2);
-                        }
+                    // No branch (it would keep the loads from moving ahead of the products): with
+                    // an odd pair count the second half's last pair repeats its neighbour's
+                    // columns, which are never written.
+                    let mut pair = half * nvp + p;
+                    if comptime!(vp % 2 == 1) {
+                        pair = select(pair < vp, pair, comptime!(vp - 1));
+                    }
+                    let va = kv0 + kk2 * 16 * dp + v_at + pair * 16;
+                    let vb = def.load_matrix::<F, Const<2>>(&kv_sh.slice(va, va + 8), cmma::MatrixIdent::B, 4usize, true);
+                    #[unroll]
+                    for c in 0..2usize {
+                        mma_tile(&def, &af, &vb, c, &mut o, (p * 2 + c) * 2);
                     }
                 }
             }
@@ -342,4 +352,30 @@ fn mma_tile<F: Float>(
     def.execute_inplace(a, &bf, &mut cf);
     acc[at] = cf[0];
     acc[at + 1] = cf[1];
+}
+
+/// One k-step of `S = Q·Kᵀ` into `s` (n-tile `n` at `s[2n..2n + 2]`): the A fragment of the
+/// query rows at `q_at` and the B fragments of the chunk's slots 0..16 and 16..32 at `kv_at`
+/// (rows `dp` apart), four products.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn s_step<F: Float>(
+    def: &cmma::MmaDefinition<F, F, f32>,
+    q_sh: &SharedMemory<F>,
+    kv_sh: &SharedMemory<F>,
+    q_at: usize,
+    kv_at: usize,
+    #[comptime] dp: usize,
+    s: &mut Array<Acc2>,
+) {
+    let af = def.load_matrix::<F, Const<2>>(&q_sh.slice(q_at, q_at + 8), cmma::MatrixIdent::A, 4usize, false);
+    #[unroll]
+    for np in 0..2usize {
+        let ka = kv_at + np * 16 * dp;
+        let kb = def.load_matrix::<F, Const<2>>(&kv_sh.slice(ka, ka + 8), cmma::MatrixIdent::B, 4usize, false);
+        #[unroll]
+        for c in 0..2usize {
+            mma_tile(def, &af, &kb, c, s, (np * 2 + c) * 2);
+        }
+    }
 }
