@@ -276,7 +276,8 @@ pub fn set_indexer_kernel(kernel: IndexerKernel) {
 /// The sparse MLA kernels to launch (see `dsa_kernels::sparse_mla`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MlaKernel {
-    /// v2 on CUDA, v1 elsewhere (see [`tiled_by_default`]).
+    /// On CUDA the fastest kernels the device and dtype allow (v4, v3 or v2), v1 elsewhere
+    /// (see [`tiled_by_default`]).
     Auto,
     /// v1: forward with 128 threads per (token, ≤ 8 heads), one score per thread; backward
     /// in one kernel adding `dkv` atomically once per head group.
