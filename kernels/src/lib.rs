@@ -11,6 +11,9 @@
 //! the tensors' dtypes) and computes in f32. The kernels take contiguous tensors; shapes and
 //! layouts are documented on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
 
+use cubecl::prelude::FastMath;
+use enumset::{enum_set, EnumSet};
+
 pub mod indexer;
 pub mod indexer_fp8;
 pub mod indexer_mma;
@@ -39,3 +42,11 @@ pub fn cube_index() -> usize {
     use cubecl::prelude::*;
     CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize
 }
+
+/// The float modes of the tensor-core attention kernels: `exp` and `ln` as CUDA's intrinsics
+/// `__expf` / `__logf` (`ex2.approx` / `lg2.approx`, a few ulp in f32) instead of the libm
+/// routines CubeCL emits by default; their probabilities are rounded to bf16/f16 anyway.
+/// `__expf(-inf)` is 0, which the masked slots rely on. Only the CUDA/HIP compilers read
+/// these modes.
+pub const FAST_EXP: EnumSet<FastMath> =
+    enum_set!(FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf);

@@ -58,7 +58,7 @@ pub fn score_stride(hg: usize, kc: usize, planes: usize) -> usize {
 /// (`split_len` a multiple of `kc`) and writes that split's normalised output and lse at
 /// `out [splits,B,T,H,dv]`, `lse [splits,B,T,H]` (type `O`: f32 for [`combine_splits`]);
 /// with one split (`split_len ≥ K`) these are the final `out`, `lse`.
-#[cube(launch_unchecked)]
+#[cube(launch_unchecked, fast_math = crate::FAST_EXP)]
 #[allow(clippy::too_many_arguments)]
 pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -86,15 +86,12 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     if bt >= bt_len {
         terminate!();
     }
+    let share = SplitShare::new(bt, bt_len, kk, groups, split_len, hg);
     let b = bt / t_len;
-    let split = CUBE_POS_Z as usize / groups;
-    let c_begin = split * split_len;
-    let mut c_end = c_begin + split_len;
-    if c_end > kk {
-        c_end = kk;
-    }
-    // Row of this split's outputs (`bt` when there is one split).
-    let row = split * bt_len + bt;
+    let h0 = share.h0;
+    let c_begin = share.begin;
+    let c_end = share.end;
+    let row = share.row;
     let dp = comptime!(padded(d));
     let kcp = comptime!(kc + 8);
     // `O += P·V`: plane (rg, cg) accumulates `rpp` row tiles (heads `16·rpp·rg..`) × `nvt`
@@ -109,7 +106,6 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let per = comptime!(kc / uph);
     let copies = comptime!(score_copies(hg, kc, planes));
     let ss = comptime!(score_stride(hg, kc, planes));
-    let h0 = (CUBE_POS_Z as usize % groups) * hg;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
     let rg = plane % rgs;
@@ -349,7 +345,7 @@ fn write_head_tile<O: Float>(
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32. `kc`
 /// is 32. `q` and `kv` are read at their strides as in [`sparse_mla_fwd_mma`] (vectors of
 /// `N`); `out`, `d_out`, `d_lse`, `lse` are contiguous.
-#[cube(launch_unchecked)]
+#[cube(launch_unchecked, fast_math = crate::FAST_EXP)]
 #[allow(clippy::too_many_arguments)]
 pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -633,7 +629,7 @@ pub fn combine_splits<F: Float, O: Float>(
 ///
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`MMA_UNITS`] units, plane size 32. `q` and
 /// `kv` are read at their strides, as in [`sparse_mla_fwd_mma`].
-#[cube(launch_unchecked)]
+#[cube(launch_unchecked, fast_math = crate::FAST_EXP)]
 #[allow(clippy::too_many_arguments)]
 pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
@@ -852,6 +848,31 @@ fn gather_chunk<F: Float, N: Size>(
     barrier.commit_copy_async();
     barrier.arrive_and_wait();
     sync_cube();
+}
+
+/// A cube's share of a forward split over the slots (see [`sparse_mla_fwd_mma`]): cube
+/// `z = g + groups·i` of token row `bt` takes heads `h0 = g·hg..`, slots `begin..end` of split
+/// `i`, and writes row `row` of the split outputs (`bt` when there is one split).
+#[derive(CubeType, Clone, Copy)]
+pub(crate) struct SplitShare {
+    pub h0: usize,
+    pub begin: usize,
+    pub end: usize,
+    pub row: usize,
+}
+
+#[cube]
+impl SplitShare {
+    pub fn new(bt: usize, bt_len: usize, kk: usize, groups: usize, split_len: usize, #[comptime] hg: usize) -> SplitShare {
+        let z = CUBE_POS_Z as usize;
+        let split = z / groups;
+        let begin = split * split_len;
+        let mut end = begin + split_len;
+        if end > kk {
+            end = kk;
+        }
+        SplitShare { h0: (z % groups) * hg, begin, end, row: split * bt_len + bt }
+    }
 }
 
 /// Where batch `b`'s latent rows are in `kv` (vectors of `N`), read from its metadata once:

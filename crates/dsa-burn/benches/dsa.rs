@@ -23,6 +23,11 @@
 //! backward) as `dsa_burn::cubecl::set_mla_kernel` does. `--mla-tile 32x8x32` (heads ×
 //! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
 //! does; the lines of the ops it ran in then name it (`mla_tile`).
+//! `--split-cubes N` sets how many cubes the tensor-core forwards aim for when they split
+//! decode's slots (`dsa_burn::cubecl::set_mla_split_cubes`; default 1024); every line
+//! then names it (`split_cubes`).
+//! `--v4-parts 4` runs the v4 forward with four planes per tile of 16 heads instead of two
+//! (`dsa_burn::cubecl::set_mla_v4_parts`); the lines of the ops it ran in then name it.
 //! `--decode-span S` draws the decode selections from the first `S` positions of each
 //! context instead of all `L` (the same work over a smaller footprint: a cost that grows
 //! with it is the memory system's, not the arithmetic's).
@@ -68,6 +73,8 @@ struct Args {
     block: usize,
     decode_batch: usize,
     decode_span: Option<usize>,
+    split_cubes: Option<usize>,
+    v4_parts: Option<usize>,
     bf16: bool,
     indexer: IndexerKernel,
     mla: MlaKernel,
@@ -84,6 +91,8 @@ fn args() -> Args {
         block: 8192,
         decode_batch: 64,
         decode_span: None,
+        split_cubes: None,
+        v4_parts: None,
         bf16: false,
         indexer: IndexerKernel::Auto,
         mla: MlaKernel::Auto,
@@ -115,6 +124,8 @@ fn args() -> Args {
             "--block" => a.block = num(value()).max(1),
             "--decode-batch" => a.decode_batch = num(value()).max(1),
             "--decode-span" => a.decode_span = Some(num(value()).max(1)),
+            "--split-cubes" => a.split_cubes = Some(num(value()).max(1)),
+            "--v4-parts" => a.v4_parts = Some(num(value())),
             "--out" => a.out = Some(value().into()),
             "--only" => a.only = value().split(',').map(|v| v.trim().to_string()).collect(),
             "--dtype" => {
@@ -168,6 +179,8 @@ struct Bench<G: Backend> {
     rng: u64,
     out: Option<std::fs::File>,
     tile: Option<MlaTile>,
+    split_cubes: Option<usize>,
+    v4_parts: Option<usize>,
 }
 
 impl<G: DsaBackend> Bench<G> {
@@ -247,6 +260,12 @@ impl<G: DsaBackend> Bench<G> {
                 line += &format!(", \"mla_tile\": \"{}x{}x{}\"", t.heads, t.planes, t.slots);
             }
         }
+        if let (Some(n), true) = (self.v4_parts, ran.iter().any(|k| k == "V4")) {
+            line += &format!(", \"v4_parts\": {n}");
+        }
+        if let Some(n) = self.split_cubes {
+            line += &format!(", \"split_cubes\": {n}");
+        }
         if !tc_ran.is_empty() {
             line += &format!(", \"tensor_cores\": \"{}\"", tc_ran.join("+"));
         }
@@ -259,10 +278,11 @@ impl<G: DsaBackend> Bench<G> {
 
     /// A tensor of standard normal draws.
     ///
-    /// Burn's CubeCL generator panics on large launches (GPU run 34: decode's cache at batch
-    /// 64 and 128K, 4.8 G values; run 37: its slices of 4.2 G values still did, while 2.4 G
-    /// at batch 32 ran), so a tensor of more than 2³¹ values is drawn in slices along its
-    /// first dim.
+    /// Burn's CubeCL kernels cannot address more than 2³² values: its generator panicked on
+    /// decode's cache at batch 64 and 128K, 4.8 G values (GPU run 34), and on slices of 4.2 G
+    /// (run 37); `Tensor::cat` of smaller slices panicked in `slice_assign` (run 48). So a
+    /// tensor of more than 2³¹ values is drawn on the device in slices along its first dim,
+    /// joined on the host and uploaded whole, with no kernel over all of it.
     fn normal<const D: usize>(&self, shape: [usize; D]) -> Tensor<G, D> {
         let draw = |s: [usize; D]| Tensor::random(s, Distribution::Normal(0.0, 1.0), &self.dev);
         let row: usize = shape[1..].iter().product();
@@ -270,15 +290,18 @@ impl<G: DsaBackend> Bench<G> {
         if shape[0] <= per {
             return draw(shape);
         }
-        let slices = (0..shape[0])
-            .step_by(per)
-            .map(|r0| {
-                let mut s = shape;
-                s[0] = per.min(shape[0] - r0);
-                draw(s)
-            })
-            .collect();
-        Tensor::cat(slices, 0)
+        let mut bytes = Vec::new();
+        let mut dtype = None;
+        for r0 in (0..shape[0]).step_by(per) {
+            let mut s = shape;
+            s[0] = per.min(shape[0] - r0);
+            let slice = draw(s).into_data();
+            dtype = Some(slice.dtype);
+            bytes.reserve_exact(shape[0] * row * slice.dtype.size() - bytes.len());
+            bytes.extend_from_slice(slice.as_bytes());
+        }
+        let data = TensorData::from_bytes_vec(bytes, shape.to_vec(), dtype.expect("one slice"));
+        Tensor::from_data(data, &self.dev)
     }
 
     /// A uniform draw from `0..bound` (xorshift64).
@@ -335,6 +358,8 @@ fn run<G: DsaBackend>(a: &Args) {
     dsa_burn::cubecl::set_indexer_kernel(a.indexer);
     dsa_burn::cubecl::set_mla_kernel(a.mla);
     dsa_burn::cubecl::set_mla_tile(a.mla_tile);
+    dsa_burn::cubecl::set_mla_split_cubes(a.split_cubes);
+    dsa_burn::cubecl::set_mla_v4_parts(a.v4_parts.unwrap_or(2));
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,
@@ -343,6 +368,8 @@ fn run<G: DsaBackend>(a: &Args) {
         rng: 0x9E37_79B9_7F4A_7C15,
         out,
         tile: a.mla_tile,
+        split_cubes: a.split_cubes,
+        v4_parts: a.v4_parts,
     };
     for &l in &a.lens {
         let kk = a.topk.min(l) as f64;
