@@ -3,20 +3,19 @@
 //! `kv [B,S,D]`, `idx`/`valid [B,T,K]` → `out [B,T,H,dv]`, `lse [B,T,H]`, optionally split
 //! over the slots — on bf16/f16 `mma.sync m16n8k16` with fragments loaded by `ldmatrix`.
 //!
-//! One cube per (token, [`MMA16_HEADS`] heads), `4·parts` planes (`parts` 2 or 4). The query
-//! tile stays in shared memory; the selected latent rows are gathered [`MMA16_CHUNK`] at a
-//! time by asynchronous copies into two buffers, the next chunk's copies in flight while the
-//! current one is computed. Plane `(r, h)` (`plane = r + 4h`, `h < parts`) owns heads
-//! `16r..16r+16`:
-//! - `S = Q·Kᵀ` for its heads and the chunk's slots over part `h` of the depth; the `parts`
-//!   planes of a head tile exchange their partial sums through shared memory and add them in
-//!   the same order, so all hold the same whole `S`;
+//! One cube per (token, [`MMA16_HEADS`] heads), 8 planes. The query tile stays in shared
+//! memory; the selected latent rows are gathered [`MMA16_CHUNK`] at a time by asynchronous
+//! copies into two buffers, the next chunk's copies in flight while the current one is
+//! computed. Plane `(r, h)` (`plane = r + 4h`) owns heads `16r..16r+16`:
+//! - `S = Q·Kᵀ` for its heads and the chunk's slots over half `h` of the depth; the two
+//!   planes of a head tile swap their partial sums through shared memory, so both hold the
+//!   whole `S` (bitwise equal: `a + b = b + a`);
 //! - the online softmax on it in registers (each head's running max and sum in the four
 //!   lanes that hold its row), `P = exp(s·scale − m)` rounded to the input type, as FlashMLA
 //!   does;
-//! - `O += P·V` for part `h` of the value columns, with `P` taken straight from `S`'s
+//! - `O += P·V` for half `h` of the value columns, with `P` taken straight from `S`'s
 //!   accumulator registers (an m16n8 accumulator pair is an m16n8k16 A fragment) and `V`
-//!   by transposing `ldmatrix`; `O` (16 heads × dv/parts in f32) stays in registers, rescaled
+//!   by transposing `ldmatrix`; `O` (16 heads × dv/2 in f32) stays in registers, rescaled
 //!   when a head's max moves.
 //!
 //! So a chunk costs two cube barriers: the copies' and the swap's.
@@ -30,19 +29,15 @@ use crate::sparse_mla_mma::{issue_chunk, load_query_tile, load_window, KvRows, S
 
 /// Heads per cube.
 pub const MMA16_HEADS: usize = 64;
-
-/// Units per cube of [`sparse_mla_fwd_mma16`] with `parts` parts: 4·parts planes of 32.
-pub fn mma16_units(parts: usize) -> usize {
-    128 * parts
-}
+/// Units per cube (8 planes of 32).
+pub const MMA16_UNITS: usize = 256;
 /// Slots per chunk.
 pub const MMA16_CHUNK: usize = 32;
 
 type Acc2 = Vector<f32, Const<2>>;
 
-/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`mma16_units`]`(parts)` units,
-/// plane size 32 (`parts`: 2 or 4 planes per head tile, splitting `S`'s depth and `O`'s
-/// columns); the split of the slots as in [`crate::sparse_mla_mma::sparse_mla_fwd_mma`]
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`MMA16_UNITS`] units, plane size
+/// 32; the split of the slots as in [`crate::sparse_mla_mma::sparse_mla_fwd_mma`]
 /// (`split_len` a multiple of [`MMA16_CHUNK`]). `N`: vector width of the `q`/`kv` loads
 /// (`D % N == 0`); `q` and `kv` are read at their strides (the last one 1, the others
 /// multiples of `N`). Any `D`, `dv ≤ D`.
@@ -65,7 +60,6 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     neg_inf: f32,
     #[comptime] d: usize,
     #[comptime] dv: usize,
-    #[comptime] parts: usize,
     #[define(F, I, BL, O)] _dtypes: [StorageType; 4],
 ) {
     let bt = crate::cube_index();
@@ -83,21 +77,20 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     // k-steps of `S`, and the 16-column pairs of MMA tiles of `O` (all and per plane).
     let nk = comptime!(d.div_ceil(16));
     let vp = comptime!(dv.div_ceil(16));
-    let nvp = comptime!(dv.div_ceil(16).div_ceil(parts));
-    let units = comptime!(mma16_units(parts));
+    let nvp = comptime!(dv.div_ceil(16).div_ceil(2));
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
     let lane = tid % 32;
     let tg = lane % 4;
     let hr = plane % 4;
-    let part = plane / 4;
+    let half = plane / 4;
     // Whether the plane's heads exist (else it only takes part in the barriers).
     let live = h0 + hr * 16 < heads;
 
     let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(MMA16_HEADS * dp), CMMA_ALIGN);
     let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(2 * kc * dp), CMMA_ALIGN);
     // Each plane's partial `S`: 4 n-tile pairs' 4 values per lane.
-    let mut xs_sh = SharedMemory::<Vector<f32, Const<4>>>::new(comptime!(4 * parts * 4 * 32));
+    let mut xs_sh = SharedMemory::<Vector<f32, Const<4>>>::new(comptime!(8usize * 4 * 32));
     let mut ok_sh = SharedMemory::<u32>::new(comptime!(2 * kc));
     let mut row_sh = SharedMemory::<u32>::new(comptime!(2 * kc));
     let mut win_sh = SharedMemory::<u32>::new(MMA_WINDOW);
@@ -109,7 +102,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let rows = KvRows::new::<F, N>(kv, b);
     if c_begin < c_end {
         load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c_begin, c_end, kc);
-        issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, 0usize, 0usize, d, kc, units, true);
+        issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, 0usize, 0usize, d, kc, MMA16_UNITS, true);
         bar0.commit_copy_async();
     }
 
@@ -131,8 +124,8 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let a_at = (hr * 16 + ((lane / 8) % 2) * 8 + lane % 8) * dp + (lane / 16) * 8;
     let k_at = ((lane / 16) * 8 + lane % 8) * dp + ((lane / 8) % 2) * 8;
     let v_at = (((lane / 8) % 2) * 8 + lane % 8) * dp + (lane / 16) * 8;
-    let k_begin = part * nk / parts;
-    let k_end = (part + 1) * nk / parts;
+    let k_begin = half * nk / 2;
+    let k_end = (half + 1) * nk / 2;
 
     let mut c0 = c_begin;
     let mut it = 0usize;
@@ -149,7 +142,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             if (next - c_begin) % MMA_WINDOW == 0 {
                 load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, next, c_end, kc);
             }
-            issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, (1usize - buf) * kc, (next - c_begin) % MMA_WINDOW, d, kc, units, true);
+            issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, (1usize - buf) * kc, (next - c_begin) % MMA_WINDOW, d, kc, MMA16_UNITS, true);
             if buf == 0 {
                 bar1.commit_copy_async();
             } else {
@@ -158,7 +151,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
         }
         let kv0 = buf * kc * dp;
 
-        // S over this plane's part of the depth: n-tile `n` (slots 8n..) at `s[2n + r]`, the
+        // S over this plane's half of the depth: n-tile `n` (slots 8n..) at `s[2n + r]`, the
         // odd k-steps into `s2` (two chains of dependent products, not one).
         let mut s = Array::<Acc2>::new(8usize);
         let mut s2 = Array::<Acc2>::new(8usize);
@@ -184,8 +177,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
                 s[i] = v;
             }
         }
-        // Exchange the partial sums with the other planes of the head tile: with two parts,
-        // own + other (the same in both: `a + b = b + a`); with more, every part added in order.
+        // Swap the partial sums with the plane of the other depth half.
         #[unroll]
         for n in 0..4usize {
             let lo = s[n * 2];
@@ -198,35 +190,20 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             xs_sh[(plane * 4 + n) * 32 + lane] = v;
         }
         sync_cube();
-        // The first partial read: the other plane's (two parts), or part 0's.
-        let mut first = hr;
-        if comptime!(parts == 2) {
-            first = (plane + 4usize) % 8usize;
-        }
+        let other = (plane + 4usize) % 8usize;
         // Scaled scores (-inf at invalid slots), their row maxima over the quad.
         let mut mx0 = neg_inf;
         let mut mx1 = neg_inf;
         #[unroll]
         for n in 0..4usize {
+            let v = xs_sh[(other * 4 + n) * 32 + lane];
             let mut lo = s[n * 2];
             let mut hi = s[n * 2 + 1];
-            let mut v = xs_sh[(first * 4 + n) * 32 + lane];
-            if comptime!(parts == 2) {
-                v[0usize] += lo[0usize];
-                v[1usize] += lo[1usize];
-                v[2usize] += hi[0usize];
-                v[3usize] += hi[1usize];
-            } else {
-                #[unroll]
-                for j in 1..parts {
-                    v += xs_sh[((hr + 4 * j) * 4 + n) * 32 + lane];
-                }
-            }
             #[unroll]
             for e in 0..2usize {
                 let ok = ok_sh[buf * kc + n * 8 + 2 * tg + e] == 1u32;
-                lo[e] = select(ok, v[e] * scale, neg_inf);
-                hi[e] = select(ok, v[2 + e] * scale, neg_inf);
+                lo[e] = select(ok, (lo[e] + v[e]) * scale, neg_inf);
+                hi[e] = select(ok, (hi[e] + v[2 + e]) * scale, neg_inf);
                 mx0 = f32::max(mx0, lo[e]);
                 mx1 = f32::max(mx1, hi[e]);
             }
@@ -292,11 +269,11 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
                 }
                 #[unroll]
                 for p in 0..nvp {
-                    // No branch (it would keep the loads from moving ahead of the products): where
-                    // the parts do not divide the pairs, the last part's pairs past the end
-                    // repeat the last pair's columns, which are never written.
-                    let mut pair = part * nvp + p;
-                    if comptime!(vp % parts != 0) {
+                    // No branch (it would keep the loads from moving ahead of the products): with
+                    // an odd pair count the second half's last pair repeats its neighbour's
+                    // columns, which are never written.
+                    let mut pair = half * nvp + p;
+                    if comptime!(vp % 2 == 1) {
                         pair = select(pair < vp, pair, comptime!(vp - 1));
                     }
                     let va = kv0 + kk2 * 16 * dp + v_at + pair * 16;
@@ -322,7 +299,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let ha = h0 + hr * 16 + lane / 4;
     #[unroll]
     for i in 0..comptime!(nvp * 2) {
-        let col = (part * nvp + i / 2) * 16 + (i % 2) * 8 + 2 * tg;
+        let col = (half * nvp + i / 2) * 16 + (i % 2) * 8 + 2 * tg;
         #[unroll]
         for r in 0..2usize {
             let h = ha + r * 8;
@@ -338,7 +315,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             }
         }
     }
-    if part == 0 && tg == 0 {
+    if half == 0 && tg == 0 {
         #[unroll]
         for r in 0..2usize {
             let h = ha + r * 8;

@@ -24,10 +24,8 @@
 //! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
 //! does; the lines of the ops it ran in then name it (`mla_tile`).
 //! `--split-cubes N` sets how many cubes the tensor-core forwards aim for when they split
-//! decode's slots (`dsa_burn::cubecl::set_mla_split_cubes`; default 1024); every line
+//! decode's slots (`dsa_burn::cubecl::set_mla_split_cubes`; default: 1024 for v3, one per SM for v4); every line
 //! then names it (`split_cubes`).
-//! `--v4-parts 4` runs the v4 forward with four planes per tile of 16 heads instead of two
-//! (`dsa_burn::cubecl::set_mla_v4_parts`); the lines of the ops it ran in then name it.
 //! `--decode-span S` draws the decode selections from the first `S` positions of each
 //! context instead of all `L` (the same work over a smaller footprint: a cost that grows
 //! with it is the memory system's, not the arithmetic's).
@@ -74,7 +72,6 @@ struct Args {
     decode_batch: usize,
     decode_span: Option<usize>,
     split_cubes: Option<usize>,
-    v4_parts: Option<usize>,
     bf16: bool,
     indexer: IndexerKernel,
     mla: MlaKernel,
@@ -92,7 +89,6 @@ fn args() -> Args {
         decode_batch: 64,
         decode_span: None,
         split_cubes: None,
-        v4_parts: None,
         bf16: false,
         indexer: IndexerKernel::Auto,
         mla: MlaKernel::Auto,
@@ -125,7 +121,6 @@ fn args() -> Args {
             "--decode-batch" => a.decode_batch = num(value()).max(1),
             "--decode-span" => a.decode_span = Some(num(value()).max(1)),
             "--split-cubes" => a.split_cubes = Some(num(value()).max(1)),
-            "--v4-parts" => a.v4_parts = Some(num(value())),
             "--out" => a.out = Some(value().into()),
             "--only" => a.only = value().split(',').map(|v| v.trim().to_string()).collect(),
             "--dtype" => {
@@ -180,7 +175,6 @@ struct Bench<G: Backend> {
     out: Option<std::fs::File>,
     tile: Option<MlaTile>,
     split_cubes: Option<usize>,
-    v4_parts: Option<usize>,
 }
 
 impl<G: DsaBackend> Bench<G> {
@@ -259,9 +253,6 @@ impl<G: DsaBackend> Bench<G> {
             if let (Some(t), true) = (self.tile, ran.iter().any(|k| k == "V3")) {
                 line += &format!(", \"mla_tile\": \"{}x{}x{}\"", t.heads, t.planes, t.slots);
             }
-        }
-        if let (Some(n), true) = (self.v4_parts, ran.iter().any(|k| k == "V4")) {
-            line += &format!(", \"v4_parts\": {n}");
         }
         if let Some(n) = self.split_cubes {
             line += &format!(", \"split_cubes\": {n}");
@@ -359,7 +350,6 @@ fn run<G: DsaBackend>(a: &Args) {
     dsa_burn::cubecl::set_mla_kernel(a.mla);
     dsa_burn::cubecl::set_mla_tile(a.mla_tile);
     dsa_burn::cubecl::set_mla_split_cubes(a.split_cubes);
-    dsa_burn::cubecl::set_mla_v4_parts(a.v4_parts.unwrap_or(2));
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,
@@ -369,7 +359,6 @@ fn run<G: DsaBackend>(a: &Args) {
         out,
         tile: a.mla_tile,
         split_cubes: a.split_cubes,
-        v4_parts: a.v4_parts,
     };
     for &l in &a.lens {
         let kk = a.topk.min(l) as f64;

@@ -455,18 +455,31 @@ fn readable_rows<R: CubeRuntime>(t: CubeTensor<R>, vector: usize) -> CubeTensor<
     }
 }
 
-/// Cubes the tensor-core forwards aim for by default when they split the slots of few
-/// queries (decode); [`set_mla_split_cubes`] overrides it.
+/// Cubes the v3 forward aims for when it splits the slots of few queries (decode); it runs
+/// two cubes per SM at its default tile.
 const MMA_SPLIT_CUBES: usize = 1024;
 
-static MLA_SPLIT_CUBES: AtomicUsize = AtomicUsize::new(MMA_SPLIT_CUBES);
+/// [`set_mla_split_cubes`]' setting; 0: the default.
+static MLA_SPLIT_CUBES: AtomicUsize = AtomicUsize::new(0);
 
 /// Set how many cubes the tensor-core sparse MLA forwards (v3, v4) aim for when few queries
 /// (decode) cannot fill the device alone: each cube then takes a split of the selected
-/// slots, and a second kernel merges the splits. `None` restores the default (1024). A
-/// tuning knob for benchmarks: the result does not depend on it beyond rounding.
+/// slots (as many splits as fit in that count), and a second kernel merges the splits. `None` restores the defaults: 1024 for v3;
+/// one per SM for v4, which runs one cube per SM (at batch 64 that is no split: GPU run 49
+/// measured 0.38–0.46 ms against 0.51–0.67 ms with 1024 cubes). A tuning knob for
+/// benchmarks: the result does not depend on it beyond rounding.
 pub fn set_mla_split_cubes(cubes: Option<usize>) {
-    MLA_SPLIT_CUBES.store(cubes.unwrap_or(MMA_SPLIT_CUBES).max(1), Ordering::SeqCst);
+    MLA_SPLIT_CUBES.store(cubes.unwrap_or(0), Ordering::SeqCst);
+}
+
+/// The cubes a split forward aims for on `q`'s device: [`set_mla_split_cubes`]'s setting, or
+/// the default of v4 (`v4`) or v3.
+fn split_cubes<R: CubeRuntime>(q: &CubeTensor<R>, v4: bool) -> usize {
+    match MLA_SPLIT_CUBES.load(Ordering::Relaxed) {
+        0 if v4 => q.client.properties().hardware.num_streaming_multiprocessors.map_or(MMA_SPLIT_CUBES, |n| n as usize),
+        0 => MMA_SPLIT_CUBES,
+        n => n,
+    }
 }
 
 /// The half-precision kind of `q`'s dtype, if it has one.
@@ -498,36 +511,15 @@ fn mma16_mla<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
         && MLA_KERNEL.load(Ordering::Relaxed) != MlaKernel::V3 as u8
         && has_mma(&q.client, Mma::Manual, kind, (16, 8, 16))
         && q.client.properties().features.matmul.ldmatrix.contains(&ab)
-        && mma16_fwd_shared_bytes(d, 2) <= max_shared(q)
+        && mma16_fwd_shared_bytes(d) <= max_shared(q)
 }
 
-static MLA_V4_PARTS: AtomicUsize = AtomicUsize::new(2);
-
-/// Set how many planes of the v4 forward share a tile of 16 heads (2, the default, or 4):
-/// they split `S`'s depth and `O`'s columns, so 4 runs twice the warps per cube with half
-/// the accumulators each (for benchmarks; where 4 does not fit in shared memory, 2 runs).
-///
-/// # Panics
-/// If `parts` is not 2 or 4.
-pub fn set_mla_v4_parts(parts: usize) {
-    assert!(parts == 2 || parts == 4, "v4 parts {parts}: 2 or 4");
-    MLA_V4_PARTS.store(parts, Ordering::SeqCst);
-}
-
-/// The v4 forward's parts for `q` with rows of `d` dims (see [`set_mla_v4_parts`]).
-fn mma16_parts<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> usize {
-    match MLA_V4_PARTS.load(Ordering::Relaxed) {
-        4 if mma16_fwd_shared_bytes(d, 4) <= max_shared(q) => 4,
-        _ => 2,
-    }
-}
-
-/// Shared memory of the v4 forward with `parts` planes per head tile: the query tile and
-/// two chunks of rows (half precision, padded rows), the planes' partial scores (16 bytes
-/// per unit and n-tile pair), two chunks' slot flags and rows, and [`MMA_EXTRA_BYTES`].
-fn mma16_fwd_shared_bytes(d: usize, parts: usize) -> usize {
-    use kernels::sparse_mla_mma16::{mma16_units, MMA16_CHUNK, MMA16_HEADS};
-    2 * (MMA16_HEADS + 2 * MMA16_CHUNK) * kernels::mma::padded(d) + 4 * 16 * mma16_units(parts) + 16 * MMA16_CHUNK + MMA_EXTRA_BYTES
+/// Shared memory of the v4 forward: the query tile and two chunks of rows (half precision,
+/// padded rows), the planes' partial scores, two chunks' slot flags and rows, and
+/// [`MMA_EXTRA_BYTES`].
+fn mma16_fwd_shared_bytes(d: usize) -> usize {
+    use kernels::sparse_mla_mma16::{MMA16_CHUNK, MMA16_HEADS, MMA16_UNITS};
+    2 * (MMA16_HEADS + 2 * MMA16_CHUNK) * kernels::mma::padded(d) + 4 * 16 * MMA16_UNITS + 16 * MMA16_CHUNK + MMA_EXTRA_BYTES
 }
 
 /// The tile of a cube of the v3 (tensor-core) sparse MLA forward.
@@ -956,11 +948,11 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     if let Some((hg, kc)) = cube_tile {
         let vector = load_width(d);
         let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
-        // Few queries (decode): split the slots so that ~MLA_SPLIT_CUBES cubes run, then merge.
+        // Few queries (decode): split the slots so that at most ~split_cubes cubes run, then merge.
         let groups = h.div_ceil(hg);
         let cubes = b * t * groups;
         let chunks = kk.div_ceil(kc).max(1);
-        let wanted = MLA_SPLIT_CUBES.load(Ordering::Relaxed).div_ceil(cubes).clamp(1, chunks);
+        let wanted = (split_cubes(&q, v4) / cubes).clamp(1, chunks);
         let split_len = chunks.div_ceil(wanted) * kc;
         let splits = kk.div_ceil(split_len).max(1);
         let (out_s, lse_s) = if splits > 1 {
@@ -981,7 +973,6 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
             out_s.clone().into_tensor_arg(),
             lse_s.clone().into_tensor_arg(),
         );
-        let parts = mma16_parts(&q, d);
         // SAFETY: every read and write of the kernels is guarded by their own bounds (see
         // their docs); the tensors match the shapes passed.
         unsafe {
@@ -989,7 +980,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 None => kernels::sparse_mla_mma16::sparse_mla_fwd_mma16::launch_unchecked::<R>(
                     &q.client,
                     count,
-                    CubeDim::new_1d(kernels::sparse_mla_mma16::mma16_units(parts) as u32),
+                    CubeDim::new_1d(kernels::sparse_mla_mma16::MMA16_UNITS as u32),
                     vector,
                     args.0,
                     args.1,
@@ -1007,7 +998,6 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                     f32::NEG_INFINITY,
                     d,
                     d_v,
-                    parts,
                     dtypes,
                 ),
                 Some(tile) => kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
