@@ -464,10 +464,11 @@ static MLA_SPLIT_CUBES: AtomicUsize = AtomicUsize::new(0);
 
 /// Set how many cubes the tensor-core sparse MLA forwards (v3, v4) aim for when few queries
 /// (decode) cannot fill the device alone: each cube then takes a split of the selected
-/// slots (as many splits as fit in that count), and a second kernel merges the splits. `None` restores the defaults: 1024 for v3;
-/// one per SM for v4, which runs one cube per SM (at batch 64 that is no split: GPU run 49
-/// measured 0.38–0.46 ms against 0.51–0.67 ms with 1024 cubes). A tuning knob for
-/// benchmarks: the result does not depend on it beyond rounding.
+/// slots (as many splits as fit in that count), and a second kernel merges the splits.
+/// `None` restores the defaults: 1024 for v3; one per SM for v4, which runs one cube per SM,
+/// so that its splits take one wave (at batch 64: no split, no merge; GPU run 50 measured
+/// the same time as with 1024 cubes, within noise). A tuning knob for benchmarks: the
+/// result does not depend on it beyond rounding.
 pub fn set_mla_split_cubes(cubes: Option<usize>) {
     MLA_SPLIT_CUBES.store(cubes.unwrap_or(0), Ordering::SeqCst);
 }
