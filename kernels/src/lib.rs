@@ -24,6 +24,7 @@ pub mod quant;
 pub mod sparse_mla;
 pub mod sparse_mla_mma;
 pub mod sparse_mla_mma16;
+pub mod sparse_mla_wgmma;
 pub mod topk;
 
 /// Cube count for `n` cubes on a grid of at most 65535 cubes per axis (x then y), so that

@@ -19,7 +19,7 @@
 //! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer (`IndexerScoresFp8` when on FP8 MMA) and kernel 6's probabilities).
-//! `--mla v2` (or `v1`, `v3`, `v4`; default `auto`) picks the sparse MLA kernels (forward and
+//! `--mla v2` (or `v1`, `v3`, `v4`, `v5`; default `auto`) picks the sparse MLA kernels (forward and
 //! backward) as `dsa_burn::cubecl::set_mla_kernel` does. `--mla-tile 32x8x32` (heads ×
 //! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
 //! does; the lines of the ops it ran in then name it (`mla_tile`).
@@ -148,7 +148,8 @@ fn args() -> Args {
                     "v2" => MlaKernel::V2,
                     "v3" => MlaKernel::V3,
                     "v4" => MlaKernel::V4,
-                    other => panic!("--mla {other}: auto, v1, v2, v3 or v4"),
+                    "v5" => MlaKernel::V5,
+                    other => panic!("--mla {other}: auto, v1, v2, v3, v4 or v5"),
                 }
             }
             "--mla-tile" => {
@@ -198,7 +199,7 @@ impl<G: DsaBackend> Bench<G> {
         }
         eprintln!("{op} L={l} ...");
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
-        let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3, MlaKernel::V4];
+        let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3, MlaKernel::V4, MlaKernel::V5];
         let before = versions.map(launches);
         let tc_ops: [TensorCoreOp; 6] = [
             TensorCoreOp::IndexerScores,

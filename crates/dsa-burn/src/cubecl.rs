@@ -300,12 +300,19 @@ pub enum MlaKernel {
     /// split over the slots as v3 for decode; the backward as v3. Taken where v3 would be
     /// and the device has the `mma.sync` shape and `ldmatrix`, else v3.
     V4,
+    /// v5: the forward on Hopper's `wgmma` (`dsa_kernels::sparse_mla_wgmma`: CUDA C++ launched
+    /// through CubeCL's runtime; two warpgroups per (token, 64 heads), operands in swizzled
+    /// shared memory, 64 slots per chunk), for bf16 inputs at DeepSeek-V3.2's latent sizes
+    /// (576 / 512) on CUDA sm_90; the backward as v3. `Auto` takes it there when the slots
+    /// need no split (enough queries to fill the GPU, as in prefill or batched decode); else,
+    /// and where it does not apply, v4.
+    V5,
 }
 
 static MLA_KERNEL: AtomicU8 = AtomicU8::new(0);
-static MLA_FORWARD_LAUNCHES: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
+static MLA_FORWARD_LAUNCHES: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
 
-/// How many sparse MLA forwards of version `kernel` (V1 to V4) have been launched in
+/// How many sparse MLA forwards of version `kernel` (V1 to V5) have been launched in
 /// this process: tests and benchmarks check which kernel ran (under Fusion, after the
 /// results are read: the op runs lazily).
 pub fn mla_forward_launches(kernel: MlaKernel) -> usize {
@@ -391,6 +398,39 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
 /// 32-wide planes (CUDA sm_89 and later), as the v4 indexer kernel needs.
 pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
     has_mma(client, Mma::Manual, FloatKind::E4M3, (16, 8, 32))
+}
+
+/// Whether the device runs the v5 sparse MLA forward ([`MlaKernel::V5`]: CUDA sm_90).
+pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
+    kernels::sparse_mla_wgmma::has_wgmma(client)
+}
+
+/// Whether the sparse MLA forward takes v5 ([`MlaKernel::V5`]) for these inputs: selected
+/// (by `Auto` only when the `cubes` CTAs fill the GPU without splitting the slots), bf16 at
+/// V3.2's latent sizes, `i32`/`i64` indices, and the device's `wgmma`.
+fn wgmma_mla<R: CubeRuntime>(q: &CubeTensor<R>, kv: &CubeTensor<R>, indices: &CubeTensor<R>, d: usize, d_v: usize, cubes: usize) -> bool {
+    use kernels::sparse_mla_wgmma::{WGMMA_D, WGMMA_DV};
+    let selected = match MLA_KERNEL.load(Ordering::Relaxed) {
+        0 => split_cubes(q, true) / cubes.max(1) <= 1,
+        k => k == MlaKernel::V5 as u8,
+    };
+    selected
+        && (d, d_v) == (WGMMA_D, WGMMA_DV)
+        && q.dtype == DType::BF16
+        && kv.dtype == DType::BF16
+        && matches!(indices.dtype, DType::I32 | DType::I64)
+        && has_wgmma(&q.client)
+}
+
+/// `t` with rows readable by 16-byte copies (strides multiples of 8 values, a 16-byte
+/// aligned start), in place where it already is, else a contiguous copy.
+fn aligned_rows<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
+    let t = readable_rows(t, 8);
+    if t.handle.offset_start.unwrap_or(0) % 16 == 0 {
+        t
+    } else {
+        into_contiguous(t)
+    }
 }
 
 /// Whether the device runs f16 × f16 `mma.sync m16n8k16` with f32 accumulation in 32-wide
@@ -497,7 +537,7 @@ fn half_kind<R: CubeRuntime>(q: &CubeTensor<R>) -> Option<FloatKind> {
 fn mma_mla<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
     let selected = match MLA_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(q),
-        k => k == MlaKernel::V3 as u8 || k == MlaKernel::V4 as u8,
+        k => k == MlaKernel::V3 as u8 || k == MlaKernel::V4 as u8 || k == MlaKernel::V5 as u8,
     };
     selected && half_kind(q).is_some_and(|kind| has_cmma(q, kind))
 }
@@ -933,6 +973,38 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     let out = output(&q, Shape::new([b, t, h, d_v]), q.dtype);
     let lse = output(&q, Shape::new([b, t, h]), q.dtype);
     if b * t * h == 0 {
+        return (out, lse);
+    }
+    if wgmma_mla(&q, &kv, &indices, d, d_v, b * t * h.div_ceil(kernels::sparse_mla_wgmma::WGMMA_HEADS)) {
+        let (q, kv) = (aligned_rows(q), aligned_rows(kv));
+        let (qs, ks) = (q.meta.strides(), kv.meta.strides());
+        let params = kernels::sparse_mla_wgmma::WgmmaMlaParams {
+            bt_len: b * t,
+            t_len: t,
+            heads: h,
+            kk,
+            s_len: s,
+            q_strides: [qs[0], qs[1], qs[2]],
+            kv_strides: [ks[0], ks[1]],
+            scale,
+            idx_bytes: indices.dtype.size(),
+            valid_bytes: valid.dtype.size(),
+        };
+        // SAFETY: the buffers hold the shapes and strides of `params` (rows aligned above,
+        // `indices`/`valid`/`out`/`lse` contiguous) and the device has `wgmma`.
+        unsafe {
+            kernels::sparse_mla_wgmma::launch_sparse_mla_fwd_wgmma(
+                &q.client,
+                q.handle.clone().binding(),
+                kv.handle.clone().binding(),
+                indices.handle.clone().binding(),
+                valid.handle.clone().binding(),
+                out.handle.clone().binding(),
+                lse.handle.clone().binding(),
+                params,
+            );
+        }
+        count_mla_forward(MlaKernel::V5);
         return (out, lse);
     }
     // The tensor-core forwards: v4, or v3 with its tile (heads and slots per cube).
