@@ -6,18 +6,24 @@
 //! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode),
 //! [`sparse_mla_mma`] (its forward, and kernel 6's attention probabilities, on tensor
 //! cores, with [`mma`]'s shared staging) and [`indexer_loss`] (the sparse-stage indexer loss
-//! at the selected keys). Every kernel
+//! at the selected keys). Every CubeCL kernel
 //! is generic over the float type (the `#[define]` storage types are chosen at launch from
 //! the tensors' dtypes) and computes in f32. The kernels take contiguous tensors; shapes and
 //! layouts are documented on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
+//!
+//! Two kernels are CUDA C++ for Hopper's `wgmma`, which CubeCL 0.10 does not emit:
+//! [`sparse_mla_wgmma`] and [`indexer_wgmma`] (v5), run by CubeCL's CUDA runtime through
+//! [`cuda_source`] on sm_90, with the CubeCL kernels as their fallback and reference.
 
 use cubecl::prelude::FastMath;
 use enumset::{enum_set, EnumSet};
 
+pub mod cuda_source;
 pub mod indexer;
 pub mod indexer_fp8;
 pub mod indexer_mma;
 pub mod indexer_mma16;
+pub mod indexer_wgmma;
 pub mod mma;
 pub mod indexer_loss;
 pub mod quant;

@@ -213,7 +213,8 @@ where
 /// The indexer-scores kernel to launch (see `dsa_kernels::indexer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexerKernel {
-    /// v3 (where it applies, else v2) on CUDA, v1 elsewhere (see [`tiled_by_default`]).
+    /// On CUDA the fastest tensor-core kernel that applies (v5, v4.3, v3; else v2), v1
+    /// elsewhere (see [`tiled_by_default`]).
     Auto,
     /// v1: one unit per score.
     Naive,
@@ -237,6 +238,10 @@ pub enum IndexerKernel {
     /// as `TensorCores`. Native on Ada and Blackwell; on Hopper ptxas runs it as f16 MMAs
     /// with conversions, slower than `TensorCores` there (GPU runs 41–42).
     Fp8TensorCores,
+    /// v5: the codes held in f16 on Hopper's `wgmma` (`dsa_kernels::indexer_wgmma`: CUDA C++
+    /// launched through CubeCL's runtime), at V3.2's 64 heads × 128 dims on CUDA sm_90 (see
+    /// [`has_wgmma`]); elsewhere as `TensorCores`. `Auto` takes it where it applies.
+    Wgmma,
 }
 
 /// The operations besides the sparse MLA forward ([`mla_forward_launches`]) that have a
@@ -250,6 +255,8 @@ pub enum TensorCoreOp {
     IndexerScoresFp8,
     /// The indexer scores on f16 MMA with the epilogue in registers (v4.3).
     IndexerScoresF16Mma,
+    /// The indexer scores on Hopper's `wgmma` (v5, [`IndexerKernel::Wgmma`]).
+    IndexerScoresWgmma,
     /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
     SparseMlaProbs,
     /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
@@ -258,7 +265,7 @@ pub enum TensorCoreOp {
     SparseMlaBackward,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -384,7 +391,8 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
         0 => tiled_by_default(t),
         k => k == IndexerKernel::TensorCores as u8
             || k == IndexerKernel::HalfTensorCores as u8
-            || k == IndexerKernel::Fp8TensorCores as u8,
+            || k == IndexerKernel::Fp8TensorCores as u8
+            || k == IndexerKernel::Wgmma as u8,
     };
     selected
         && quant != IndexerQuant::None
@@ -400,9 +408,10 @@ pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
     has_mma(client, Mma::Manual, FloatKind::E4M3, (16, 8, 32))
 }
 
-/// Whether the device runs the v5 sparse MLA forward ([`MlaKernel::V5`]: CUDA sm_90).
+/// Whether the device runs the v5 kernels ([`MlaKernel::V5`], [`IndexerKernel::Wgmma`]:
+/// CUDA sm_90).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    kernels::sparse_mla_wgmma::has_wgmma(client)
+    kernels::sparse_mla_wgmma::has_wgmma(client) && kernels::indexer_wgmma::has_wgmma(client)
 }
 
 /// Whether the sparse MLA forward takes v5 ([`MlaKernel::V5`]) for these inputs: selected
@@ -437,6 +446,18 @@ fn aligned_rows<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
 /// planes (CUDA sm_80 and later), as the v4.3 indexer kernel needs.
 fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     has_mma(&t.client, Mma::Manual, FloatKind::F16, (16, 8, 16))
+}
+
+/// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes v5 (`wgmma`)
+/// for `h` heads of dim `d`: `Auto` or [`IndexerKernel::Wgmma`] selected, V3.2's 64 ×
+/// 128, bf16/f32 weights and scores, the device's `wgmma`.
+fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> bool {
+    use kernels::indexer_wgmma::{WGMMA_INDEXER_D, WGMMA_INDEXER_HEADS};
+    let k = INDEXER_KERNEL.load(Ordering::Relaxed);
+    (k == 0 || k == IndexerKernel::Wgmma as u8)
+        && (h, d) == (WGMMA_INDEXER_HEADS, WGMMA_INDEXER_D)
+        && [q.dtype, w.dtype].iter().all(|t| matches!(t, DType::F32 | DType::BF16))
+        && kernels::indexer_wgmma::has_wgmma(&q.client)
 }
 
 /// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes v4.3 (f16
@@ -732,6 +753,37 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
             );
         }
         for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8] {
+            TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        return out;
+    }
+    if mma && wgmma_indexer(&q, &w, h, d) {
+        let (qc, sq) = quantize_codes(q, quant, Codes::F16);
+        let (kc, sk) = quantize_codes(k, quant, Codes::F16);
+        let params = kernels::indexer_wgmma::WgmmaIndexerParams {
+            batch: b,
+            t_len: t,
+            s_len: s,
+            causal_offset,
+            w_bytes: w.dtype.size(),
+            out_bytes: out.dtype.size(),
+        };
+        // SAFETY: the codes, scales and weights are contiguous at the shapes of `params`
+        // (`quantize_codes` writes new tensors; `w` made contiguous above), `out` is new, and
+        // the device has `wgmma`.
+        unsafe {
+            kernels::indexer_wgmma::launch_indexer_scores_wgmma(
+                &out.client,
+                qc.handle.clone().binding(),
+                w.handle.clone().binding(),
+                sq.handle.clone().binding(),
+                kc.handle.clone().binding(),
+                sk.handle.clone().binding(),
+                out.handle.clone().binding(),
+                params,
+            );
+        }
+        for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresWgmma] {
             TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
         }
         return out;

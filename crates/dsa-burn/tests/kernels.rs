@@ -38,6 +38,7 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 /// CUDA, see `kernels/NOTES.md`).
 #[cfg(feature = "cuda")]
 const INDEXER_KERNELS: &[IndexerKernel] = &[
+    IndexerKernel::Wgmma,
     IndexerKernel::TensorCores,
     IndexerKernel::HalfTensorCores,
     IndexerKernel::Fp8TensorCores,
@@ -63,12 +64,16 @@ fn fp8_device() -> bool {
     false
 }
 
-/// Whether the device under test has `wgmma` (the v5 sparse MLA forward's condition).
+/// Whether the device under test has `wgmma` (the v5 kernels' condition).
 #[cfg(feature = "cuda")]
 fn wgmma_device() -> bool {
     use burn::backend::cuda::CudaDevice;
     use burn_cubecl::cubecl::Runtime;
     dsa_burn::cubecl::has_wgmma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(&CudaDevice::default()))
+}
+#[cfg(not(feature = "cuda"))]
+fn wgmma_device() -> bool {
+    false
 }
 
 /// The kernel choice is process-wide: tests that set it hold this lock.
@@ -231,8 +236,13 @@ fn indexer_scores_match_reference() {
             dsa_burn::cubecl::set_indexer_kernel(kernel);
             let launches = || {
                 use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
-                [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8, TensorCoreOp::IndexerScoresF16Mma]
-                    .map(tensor_core_launches)
+                [
+                    TensorCoreOp::IndexerScores,
+                    TensorCoreOp::IndexerScoresFp8,
+                    TensorCoreOp::IndexerScoresF16Mma,
+                    TensorCoreOp::IndexerScoresWgmma,
+                ]
+                .map(tensor_core_launches)
             };
             let before = launches();
             let want = dsa_burn::indexer::reference_scores::<C>(
@@ -255,16 +265,22 @@ fn indexer_scores_match_reference() {
             // The tensor-core kernels apply to quantised indexers with one block per row; the
             // FP8 one, where the device has FP8 MMA, to at most 64 heads of a dim divisible by 8.
             let after = launches();
-            let (mma_ran, fp8_ran, f16_ran) = (after[0] > before[0], after[1] > before[1], after[2] > before[2]);
-            let applies = matches!(kernel, IndexerKernel::TensorCores | IndexerKernel::HalfTensorCores | IndexerKernel::Fp8TensorCores)
+            let [mma_ran, fp8_ran, f16_ran, wgmma_ran] = [0, 1, 2, 3].map(|i| after[i] > before[i]);
+            let applies = matches!(
+                kernel,
+                IndexerKernel::Wgmma | IndexerKernel::TensorCores | IndexerKernel::HalfTensorCores | IndexerKernel::Fp8TensorCores
+            )
                 && quant != IndexerQuant::None
                 && d <= 128
                 && h <= 128;
             let fp8 = applies && kernel == IndexerKernel::Fp8TensorCores && h <= 64 && d % 8 == 0 && fp8_device();
             assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
             assert_eq!(fp8_ran, fp8, "{case}: FP8 MMA kernel ran: {fp8_ran}");
-            // v4.3 (f16 MMA): the default tensor-core kernel, and Fp8TensorCores' fallback.
-            let f16 = applies && kernel != IndexerKernel::HalfTensorCores && !fp8 && h <= 64 && d % 4 == 0;
+            // v5 (wgmma) at V3.2's 64 × 128 on Hopper, else v4.3 (f16 MMA): the default
+            // tensor-core kernels, and Fp8TensorCores' fallback.
+            let wgmma = applies && kernel == IndexerKernel::Wgmma && (h, d) == (64, 128) && wgmma_device();
+            assert_eq!(wgmma_ran, wgmma, "{case}: wgmma kernel ran: {wgmma_ran}");
+            let f16 = applies && kernel != IndexerKernel::HalfTensorCores && !fp8 && !wgmma && h <= 64 && d % 4 == 0;
             assert_eq!(f16_ran, f16, "{case}: f16 MMA kernel ran: {f16_ran}");
         }
     }

@@ -1,0 +1,234 @@
+// Lightning-indexer scores on Hopper's warpgroup tensor cores (`wgmma`), v5: the contract of
+// the CubeCL indexer kernels at DeepSeek-V3.2's indexer shape (64 heads x 128 dims) for
+// sm_90a, which CubeCL 0.10 cannot emit. Launched through CubeCL's CUDA runtime by
+// `dsa_kernels::indexer_wgmma`. The e4m3 codes are held in f16 (exactly) and multiplied by f16
+// wgmma with f32 accumulation: Hopper's e4m3 wgmma accumulates with fewer bits (DeepSeek-V3's
+// report: about 14), which the 1e-5 agreement with the reference does not allow.
+//
+// out[b,t,s] = sk[s] * sum_h w[t,h] sq[t,h] ReLU(q[t,h] . k[s]) on the codes (f32 scales),
+// -inf where s > t + offset (causal). One CTA of two warpgroups per (8 queries, chunk of
+// keys); warpgroup w takes queries 4w..4w+3, one at a time, each a 64-head x 128-key tile
+// (8 m64n128k16 steps over the 128 dims) against the key tile in shared memory. The queries'
+// codes and two key tiles live in the 128-byte-swizzled layout (two column blocks of 64
+// codes, each `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in registers: ReLU, the head weights,
+// the two rows a thread holds, then the sum over the warp's 16 heads by three halving
+// shuffles (each lane keeps 4 keys), over the warpgroup's 4 warps through shared memory.
+// The next key tile is copied (cp.async) while the current one is computed.
+
+#include <cuda_bf16.h>
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define IDX_HEADS 64
+#define IDX_D 128
+#define IDX_QUERIES 8
+#define IDX_KEYS 128
+#define IDX_THREADS 256
+// A query's codes (64 heads x 128 f16) and a key tile (128 keys x 128 f16).
+#define IDX_QROW_BYTES (IDX_HEADS * IDX_D * 2)
+#define IDX_Q_BYTES (IDX_QUERIES * IDX_QROW_BYTES)
+#define IDX_K_BYTES (IDX_KEYS * IDX_D * 2)
+#define IDX_RED_OFF (IDX_Q_BYTES + 2 * IDX_K_BYTES)
+// Shared memory a CTA asks for: the queries, two key tiles, the warps' head sums (two
+// buffers per warpgroup), 1 KiB to align the start.
+#define IDX_SMEM_BYTES (IDX_RED_OFF + 2 * 2 * 4 * IDX_KEYS * 4 + 1024)
+
+// Parameters, one 64-bit word each (see `WgmmaIndexerParams` in indexer_wgmma.rs).
+struct IdxParams {
+    u64 t_len, s_len, offset, causal, chunk, w_bytes, out_bytes;
+};
+
+__device__ __forceinline__ u32 idx_smem(const void* ptr) { return (u32)__cvta_generic_to_shared(ptr); }
+__device__ __forceinline__ void idx_cp_async(u32 dst, const void* src, bool fill) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(fill ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void idx_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void idx_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void idx_fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Barrier 1 + w over warpgroup w's 128 threads.
+__device__ __forceinline__ void idx_bar_wg(u32 wg) {
+    if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
+    else asm volatile("bar.sync 2, 128;\n" ::: "memory");
+}
+__device__ __forceinline__ void idx_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void idx_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void idx_wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void idx_pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+// Descriptor of a K-major, 128-byte-swizzled operand at shared address `addr` (8-row groups
+// 1024 bytes apart).
+__device__ __forceinline__ u64 idx_desc(u32 addr) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+// D (64 x 128, f32) (+)= A (64 x 16, f16, descriptor) * B (16 x 128, f16, descriptor), both K-major.
+__device__ __forceinline__ void wgmma_m64n128k16_f16(float* d, u64 desc_a, u64 desc_b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// One halving step of the sum over row groups: the lanes with bit `M` set keep the upper
+// `M` of their `2M` values, the others the lower ones, each adding its partner's.
+template <u32 M> __device__ __forceinline__ void idx_halve(float* v, u32 lane) {
+    const bool upper = (lane & M) != 0;
+#pragma unroll
+    for (u32 i = 0; i < M; ++i) {
+        float mine = upper ? v[M + i] : v[i];
+        float theirs = upper ? v[i] : v[M + i];
+        v[i] = mine + __shfl_xor_sync(0xffffffff, theirs, M);
+    }
+}
+
+__device__ __forceinline__ float idx_load(const void* p, u64 i, u64 bytes) {
+    return bytes == 2 ? __bfloat162float(((const __nv_bfloat16*)p)[i]) : ((const float*)p)[i];
+}
+__device__ __forceinline__ void idx_store(void* p, u64 i, u64 bytes, float v) {
+    if (bytes == 2) ((__nv_bfloat16*)p)[i] = __float2bfloat16(v);
+    else ((float*)p)[i] = v;
+}
+
+extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_wgmma(
+    const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
+    const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
+    const __grid_constant__ IdxParams p) {
+    extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
+    const u64 n_tq = (p.t_len + IDX_QUERIES - 1) / IDX_QUERIES;
+    const u64 b = blockIdx.x / n_tq;
+    const u64 t0 = (blockIdx.x % n_tq) * IDX_QUERIES;
+    const u32 tid = threadIdx.x, wg = tid / 128, wtid = tid % 128, warp = wtid / 32, lane = tid % 32;
+    const u32 g = lane / 4, tg = lane % 4;
+    const float neg_inf = -__int_as_float(0x7f800000);
+    const u64 s_begin = (u64)blockIdx.y * p.chunk;
+    const u64 s_end = min(s_begin + p.chunk, p.s_len);
+    u64 t_last = min(t0 + IDX_QUERIES, p.t_len) - 1;
+    // Keys below `limit` are computed; later ones are in every query's future.
+    u64 limit = s_end;
+    if (p.causal && t_last + p.offset + 1 < limit) limit = t_last + p.offset + 1;
+
+    const u32 base_addr = (idx_smem(idx_smem_raw) + 1023) & ~1023u;
+    unsigned char* base = idx_smem_raw + (base_addr - idx_smem(idx_smem_raw));
+    const u32 q_addr = base_addr, k_addr0 = base_addr + IDX_Q_BYTES;
+    float* red = (float*)(base + IDX_RED_OFF);
+
+    u64 s_done = s_begin;
+    if (s_begin < limit) {
+        // Thread `tid` copies pieces `tid % 16` (of 16 bytes: block `piece / 8`) of rows
+        // `tid / 16 + 16u` of a tile of `rows` rows.
+        const u32 piece = tid % 16, row0 = tid / 16;
+        const u32 sub = piece % 8, blk = piece / 8;
+        for (u32 u = 0; u < IDX_QUERIES * IDX_HEADS / 16; ++u) {
+            u32 r = row0 + 16 * u, qi = r / IDX_HEADS, h = r % IDX_HEADS;
+            bool live = t0 + qi < p.t_len;
+            const unsigned char* src = q + ((b * p.t_len + (live ? t0 + qi : 0)) * IDX_HEADS + h) * (IDX_D * 2) + piece * 16;
+            idx_cp_async(q_addr + qi * IDX_QROW_BYTES + blk * (IDX_HEADS * 128) + h * 128 + ((sub ^ (h & 7)) << 4), src, live);
+        }
+        auto issue = [&](u64 s0, u32 stage) {
+#pragma unroll
+            for (u32 u = 0; u < IDX_KEYS / 16; ++u) {
+                u32 r = row0 + 16 * u;
+                bool live = s0 + r < p.s_len;
+                const unsigned char* src = k + (b * p.s_len + (live ? s0 + r : 0)) * (IDX_D * 2) + piece * 16;
+                idx_cp_async(k_addr0 + stage * IDX_K_BYTES + blk * (IDX_KEYS * 128) + r * 128 + ((sub ^ (r & 7)) << 4), src, live);
+            }
+            idx_cp_commit();
+        };
+        issue(s_begin, 0);
+
+        // The weights w * sq of this thread's rows (heads 16 warp + g, + 8) for its 4 queries.
+        float wr[4][2];
+#pragma unroll
+        for (u32 u = 0; u < 4; ++u) {
+            u64 t = t0 + wg * 4 + u;
+#pragma unroll
+            for (u32 r = 0; r < 2; ++r) {
+                u64 row = (b * p.t_len + t) * IDX_HEADS + warp * 16 + g + 8 * r;
+                wr[u][r] = t < p.t_len ? idx_load(w, row, p.w_bytes) * sq[row] : 0.0f;
+            }
+        }
+
+        u32 it = 0;
+        for (u64 s0 = s_begin; s0 < limit; s0 += IDX_KEYS, ++it) {
+            const u32 stage = it & 1;
+            __syncthreads();
+            if (s0 + IDX_KEYS < limit) {
+                issue(s0 + IDX_KEYS, stage ^ 1);
+                idx_cp_wait<1>();
+            } else {
+                idx_cp_wait<0>();
+            }
+            idx_fence_async_smem();
+            __syncthreads();
+
+            const u64 kd = idx_desc(k_addr0 + stage * IDX_K_BYTES);
+#pragma unroll
+            for (u32 u = 0; u < 4; ++u) {
+                const u32 qi = wg * 4 + u;
+                const u64 t = t0 + qi;
+                float acc[64];
+#pragma unroll
+                for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 64; ++i) idx_pin(acc[i]);
+                idx_wgmma_fence();
+                const u64 qd = idx_desc(q_addr + qi * IDX_QROW_BYTES);
+#pragma unroll
+                for (u32 ks = 0; ks < IDX_D / 16; ++ks) {
+                    // Block ks / 4 of 64 dims, 32 bytes per step inside it (units of 16 bytes).
+                    const u64 qo = ((ks / 4) * (IDX_HEADS * 128) + (ks % 4) * 32) >> 4;
+                    const u64 ko = ((ks / 4) * (IDX_KEYS * 128) + (ks % 4) * 32) >> 4;
+                    wgmma_m64n128k16_f16(acc, qd + qo, kd + ko, ks > 0);
+                }
+                idx_wgmma_commit();
+                idx_wgmma_wait0();
+#pragma unroll
+                for (int i = 0; i < 64; ++i) idx_pin(acc[i]);
+                // v[2j + e]: key 8j + 2tg + e, this thread's two rows weighted and summed.
+                float v[32];
+#pragma unroll
+                for (u32 j = 0; j < 16; ++j) {
+#pragma unroll
+                    for (u32 e = 0; e < 2; ++e)
+                        v[2 * j + e] = wr[u][0] * fmaxf(acc[4 * j + e], 0.0f) + wr[u][1] * fmaxf(acc[4 * j + 2 + e], 0.0f);
+                }
+                // Sum over the 8 row groups g (lane bits 4, 3, 2), halving the values each
+                // step: lane (g, tg) ends with v[4g .. 4g+3], i.e. keys 16g + 2tg + {0, 1}
+                // and 16g + 8 + 2tg + {0, 1}.
+                idx_halve<16>(v, lane);
+                idx_halve<8>(v, lane);
+                idx_halve<4>(v, lane);
+                float* red_u = red + ((wg * 2 + (u & 1)) * 4 + warp) * IDX_KEYS;
+#pragma unroll
+                for (u32 i = 0; i < 4; ++i) red_u[16 * g + 8 * (i / 2) + 2 * tg + (i % 2)] = v[i];
+                idx_bar_wg(wg);
+                // Thread wtid: key s0 + wtid, summed over the 4 warps.
+                const float* red_r = red + (wg * 2 + (u & 1)) * 4 * IDX_KEYS;
+                const u64 s = s0 + wtid;
+                if (t < p.t_len && s < s_end) {
+                    float x = red_r[wtid] + red_r[IDX_KEYS + wtid] + red_r[2 * IDX_KEYS + wtid] + red_r[3 * IDX_KEYS + wtid];
+                    x *= sk[b * p.s_len + s];
+                    if (p.causal && s > t + p.offset) x = neg_inf;
+                    idx_store(out, (b * p.t_len + t) * p.s_len + s, p.out_bytes, x);
+                }
+            }
+            s_done = s0 + IDX_KEYS;
+        }
+        if (s_done > s_end) s_done = s_end;
+    }
+    // The rest of the chunk is in the causal future of every query of the CTA.
+    const u64 width = s_end - s_done;
+    for (u64 o = tid; o < IDX_QUERIES * width; o += IDX_THREADS) {
+        u64 t = t0 + o / width;
+        if (t < p.t_len) idx_store(out, (b * p.t_len + t) * p.s_len + s_done + o % width, p.out_bytes, neg_inf);
+    }
+}

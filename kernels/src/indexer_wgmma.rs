@@ -1,0 +1,95 @@
+//! Lightning-indexer scores on Hopper's warpgroup tensor cores (v5): the contract of
+//! [`crate::indexer_mma16::indexer_scores_mma16`] (v4.3: e4m3 codes held in f16, f32 scales,
+//! `out = s_k · Σ_h w·s_q·ReLU(q·k)`, `-inf` in the causal future) at DeepSeek-V3.2's indexer
+//! shape (64 heads × 128 dims), on f16 `wgmma.mma_async` with f32 accumulation, which CubeCL
+//! 0.10 does not emit. (Hopper's e4m3 `wgmma` accumulates with fewer bits than the 1e-5
+//! agreement with the reference allows.) CUDA C++ (`cuda/indexer_wgmma.cu`, its design in the
+//! file's header), run by CubeCL's CUDA runtime through [`crate::cuda_source`], where
+//! [`has_wgmma`] says so.
+
+use cubecl::prelude::*;
+use cubecl::server::Binding;
+
+/// The kernel's source (CUDA C++ for sm_90a).
+const SOURCE: &str = include_str!("cuda/indexer_wgmma.cu");
+/// Its entry point.
+const ENTRY: &str = "dsa_indexer_scores_wgmma";
+/// Indexer heads and head dims the kernel is built for.
+pub const WGMMA_INDEXER_HEADS: usize = 64;
+pub const WGMMA_INDEXER_D: usize = 128;
+/// Queries per CTA.
+pub const WGMMA_INDEXER_QUERIES: usize = 8;
+/// Keys per CTA along the grid's y axis (the kernel walks them 128 at a time).
+pub const WGMMA_INDEXER_CHUNK: usize = 2048;
+/// Threads per CTA (two warpgroups).
+const UNITS: u32 = 256;
+/// Shared memory per CTA: `IDX_SMEM_BYTES` of the source (the queries' f16 codes, two key
+/// tiles, the warps' head sums, 1 KiB of alignment).
+pub const WGMMA_INDEXER_SHARED_BYTES: usize = 8 * 64 * 128 * 2 + 2 * 128 * 128 * 2 + 2 * 2 * 4 * 128 * 4 + 1024;
+
+/// Whether the device runs the kernel (CUDA sm_90).
+pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
+    crate::cuda_source::has_wgmma(client, WGMMA_INDEXER_SHARED_BYTES)
+}
+
+/// Sizes of one launch; the kernel reads them as one 64-bit word each, in this order
+/// (`IdxParams` in the source).
+#[derive(Clone, Copy, Debug)]
+pub struct WgmmaIndexerParams {
+    /// Batch, queries `T` and keys `S`.
+    pub batch: usize,
+    pub t_len: usize,
+    pub s_len: usize,
+    /// `Some(offset)`: query `t` sees keys `s ≤ t + offset`.
+    pub causal_offset: Option<usize>,
+    /// Bytes per element of `w` and of `out` (2: bf16, 4: f32).
+    pub w_bytes: usize,
+    pub out_bytes: usize,
+}
+
+/// Launches the v5 indexer on `B·⌈T/8⌉ × ⌈S/2048⌉` CTAs. Buffers, contiguous: `q` codes
+/// `[B,T,64,128]` and `k` codes `[B,S,128]` (f16), `w` `[B,T,64]` (bf16/f32), `sq`
+/// `[B,T,64]` and `sk` `[B,S]` (f32), `out` `[B,T,S]` (bf16/f32).
+///
+/// # Safety
+/// The buffers must hold those shapes for `params`, and [`has_wgmma`] must hold for `client`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_indexer_scores_wgmma<R: Runtime>(
+    client: &ComputeClient<R>,
+    q: Binding,
+    w: Binding,
+    sq: Binding,
+    k: Binding,
+    sk: Binding,
+    out: Binding,
+    params: WgmmaIndexerParams,
+) {
+    let p = params;
+    let words = [
+        p.t_len,
+        p.s_len,
+        p.causal_offset.unwrap_or(0),
+        p.causal_offset.is_some() as usize,
+        WGMMA_INDEXER_CHUNK,
+        p.w_bytes,
+        p.out_bytes,
+    ];
+    let count = CubeCount::Static(
+        (p.batch * p.t_len.div_ceil(WGMMA_INDEXER_QUERIES)) as u32,
+        p.s_len.div_ceil(WGMMA_INDEXER_CHUNK) as u32,
+        1,
+    );
+    // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
+    unsafe {
+        crate::cuda_source::launch_cuda_source(
+            client,
+            SOURCE,
+            ENTRY,
+            WGMMA_INDEXER_SHARED_BYTES,
+            UNITS,
+            count,
+            vec![q, w, sq, k, sk, out],
+            words.into_iter().map(|v| v as u64).collect(),
+        )
+    }
+}
