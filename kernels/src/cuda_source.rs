@@ -7,7 +7,8 @@
 //! CubeCL's `info` words, one `u64` each, which the source reads as a `__grid_constant__`
 //! struct. CubeCL's PTX cache keys each source by its hash.
 //!
-//! Used by [`crate::sparse_mla_wgmma`] and [`crate::indexer_wgmma`].
+//! Used by [`crate::sparse_mla_wgmma`] and [`crate::indexer_wgmma`], whose sources start with
+//! the shared helpers of `cuda/wgmma.cuh`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 

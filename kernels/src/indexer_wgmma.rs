@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 use cubecl::server::Binding;
 
 /// The kernel's source (CUDA C++ for sm_90a).
-const SOURCE: &str = include_str!("cuda/indexer_wgmma.cu");
+const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/indexer_wgmma.cu"));
 /// Its entry point.
 const ENTRY: &str = "dsa_indexer_scores_wgmma";
 /// Indexer heads and head dims the kernel is built for.

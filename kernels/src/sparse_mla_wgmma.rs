@@ -14,7 +14,7 @@ use cubecl::prelude::*;
 use cubecl::server::Binding;
 
 /// The kernel's source (CUDA C++ for sm_90a).
-const SOURCE: &str = include_str!("cuda/sparse_mla_wgmma.cu");
+const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/sparse_mla_wgmma.cu"));
 /// Its entry point.
 const ENTRY: &str = "dsa_sparse_mla_fwd_wgmma";
 /// Heads per CTA.

@@ -13,12 +13,8 @@
 // codes, each `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in registers: ReLU, the head weights,
 // the two rows a thread holds, then the sum over the warp's 16 heads by three halving
 // shuffles (each lane keeps 4 keys), over the warpgroup's 4 warps through shared memory.
-// The next key tile is copied (cp.async) while the current one is computed.
-
-#include <cuda_bf16.h>
-
-typedef unsigned int u32;
-typedef unsigned long long u64;
+// The next key tile is copied (cp.async) while the current one is computed. Helpers:
+// wgmma.cuh.
 
 #define IDX_HEADS 64
 #define IDX_D 128
@@ -39,26 +35,10 @@ struct IdxParams {
     u64 t_len, s_len, offset, causal, chunk, w_bytes, out_bytes;
 };
 
-__device__ __forceinline__ u32 idx_smem(const void* ptr) { return (u32)__cvta_generic_to_shared(ptr); }
-__device__ __forceinline__ void idx_cp_async(u32 dst, const void* src, bool fill) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(fill ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void idx_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void idx_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-__device__ __forceinline__ void idx_fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Barrier 1 + w over warpgroup w's 128 threads.
 __device__ __forceinline__ void idx_bar_wg(u32 wg) {
     if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
     else asm volatile("bar.sync 2, 128;\n" ::: "memory");
-}
-__device__ __forceinline__ void idx_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void idx_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void idx_wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void idx_pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
-// Descriptor of a K-major, 128-byte-swizzled operand at shared address `addr` (8-row groups
-// 1024 bytes apart).
-__device__ __forceinline__ u64 idx_desc(u32 addr) {
-    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
 }
 
 // D (64 x 128, f32) (+)= A (64 x 16, f16, descriptor) * B (16 x 128, f16, descriptor), both K-major.
@@ -67,14 +47,7 @@ __device__ __forceinline__ void wgmma_m64n128k16_f16(float* d, u64 desc_a, u64 d
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : WG_ACC8(0), WG_ACC8(8), WG_ACC8(16), WG_ACC8(24), WG_ACC8(32), WG_ACC8(40), WG_ACC8(48), WG_ACC8(56)
         : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
@@ -116,8 +89,8 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
     u64 limit = s_end;
     if (p.causal && t_last + p.offset + 1 < limit) limit = t_last + p.offset + 1;
 
-    const u32 base_addr = (idx_smem(idx_smem_raw) + 1023) & ~1023u;
-    unsigned char* base = idx_smem_raw + (base_addr - idx_smem(idx_smem_raw));
+    const u32 base_addr = (wg_smem(idx_smem_raw) + 1023) & ~1023u;
+    unsigned char* base = idx_smem_raw + (base_addr - wg_smem(idx_smem_raw));
     const u32 q_addr = base_addr, k_addr0 = base_addr + IDX_Q_BYTES;
     float* red = (float*)(base + IDX_RED_OFF);
 
@@ -131,7 +104,7 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
             u32 r = row0 + 16 * u, qi = r / IDX_HEADS, h = r % IDX_HEADS;
             bool live = t0 + qi < p.t_len;
             const unsigned char* src = q + ((b * p.t_len + (live ? t0 + qi : 0)) * IDX_HEADS + h) * (IDX_D * 2) + piece * 16;
-            idx_cp_async(q_addr + qi * IDX_QROW_BYTES + blk * (IDX_HEADS * 128) + h * 128 + ((sub ^ (h & 7)) << 4), src, live);
+            wg_cp_async(q_addr + qi * IDX_QROW_BYTES + blk * (IDX_HEADS * 128) + h * 128 + ((sub ^ (h & 7)) << 4), src, live);
         }
         auto issue = [&](u64 s0, u32 stage) {
 #pragma unroll
@@ -139,9 +112,9 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
                 u32 r = row0 + 16 * u;
                 bool live = s0 + r < p.s_len;
                 const unsigned char* src = k + (b * p.s_len + (live ? s0 + r : 0)) * (IDX_D * 2) + piece * 16;
-                idx_cp_async(k_addr0 + stage * IDX_K_BYTES + blk * (IDX_KEYS * 128) + r * 128 + ((sub ^ (r & 7)) << 4), src, live);
+                wg_cp_async(k_addr0 + stage * IDX_K_BYTES + blk * (IDX_KEYS * 128) + r * 128 + ((sub ^ (r & 7)) << 4), src, live);
             }
-            idx_cp_commit();
+            wg_cp_commit();
         };
         issue(s_begin, 0);
 
@@ -163,14 +136,14 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
             __syncthreads();
             if (s0 + IDX_KEYS < limit) {
                 issue(s0 + IDX_KEYS, stage ^ 1);
-                idx_cp_wait<1>();
+                wg_cp_wait<1>();
             } else {
-                idx_cp_wait<0>();
+                wg_cp_wait<0>();
             }
-            idx_fence_async_smem();
+            wg_fence_async_smem();
             __syncthreads();
 
-            const u64 kd = idx_desc(k_addr0 + stage * IDX_K_BYTES);
+            const u64 kd = wg_desc(k_addr0 + stage * IDX_K_BYTES, 16, 1024);
 #pragma unroll
             for (u32 u = 0; u < 4; ++u) {
                 const u32 qi = wg * 4 + u;
@@ -179,9 +152,9 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
 #pragma unroll
                 for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
 #pragma unroll
-                for (int i = 0; i < 64; ++i) idx_pin(acc[i]);
-                idx_wgmma_fence();
-                const u64 qd = idx_desc(q_addr + qi * IDX_QROW_BYTES);
+                for (int i = 0; i < 64; ++i) wg_pin(acc[i]);
+                wgmma_fence();
+                const u64 qd = wg_desc(q_addr + qi * IDX_QROW_BYTES, 16, 1024);
 #pragma unroll
                 for (u32 ks = 0; ks < IDX_D / 16; ++ks) {
                     // Block ks / 4 of 64 dims, 32 bytes per step inside it (units of 16 bytes).
@@ -189,10 +162,10 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
                     const u64 ko = ((ks / 4) * (IDX_KEYS * 128) + (ks % 4) * 32) >> 4;
                     wgmma_m64n128k16_f16(acc, qd + qo, kd + ko, ks > 0);
                 }
-                idx_wgmma_commit();
-                idx_wgmma_wait0();
+                wgmma_commit();
+                wgmma_wait0();
 #pragma unroll
-                for (int i = 0; i < 64; ++i) idx_pin(acc[i]);
+                for (int i = 0; i < 64; ++i) wg_pin(acc[i]);
                 // v[2j + e]: key 8j + 2tg + e, this thread's two rows weighted and summed.
                 float v[32];
 #pragma unroll

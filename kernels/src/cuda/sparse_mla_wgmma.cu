@@ -16,11 +16,6 @@
 // The next chunk's rows are copied (cp.async, zero-filled for invalid slots) while the
 // current one is computed. The rows' indices are read two chunks ahead.
 
-#include <cuda_bf16.h>
-
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
 #define DSA_D 576
 #define DSA_DV 512
 #define DSA_HEADS 64
@@ -55,35 +50,13 @@ __device__ __forceinline__ long long dsa_slot_row(const void* idx, const void* v
     return (r >= 0 && (u64)r < p.s_len) ? r : -2;
 }
 
-__device__ __forceinline__ u32 dsa_smem(const void* ptr) { return (u32)__cvta_generic_to_shared(ptr); }
-
 // Byte offset of the 16-byte piece `piece` (0..71) of row `row` in a swizzled tile.
 __device__ __forceinline__ u32 dsa_swizzled(u32 row, u32 piece) {
     return (piece >> 3) * (64 * 128) + row * 128 + (((piece & 7) ^ (row & 7)) << 4);
 }
 
-__device__ __forceinline__ void dsa_cp_async(u32 dst, const void* src, bool fill) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(fill ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void dsa_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void dsa_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-// Makes this thread's generic-proxy writes to shared memory visible to wgmma (async proxy).
-__device__ __forceinline__ void dsa_fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Barrier 1 over both warpgroups (barrier 0 is __syncthreads).
 __device__ __forceinline__ void dsa_bar_both() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Pins accumulator registers in place around the asynchronous products.
-__device__ __forceinline__ void dsa_pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
-
-// Descriptor of a 128-byte-swizzled operand at shared address `addr`: leading byte offset
-// `lbo` (MN-major: the next 64 values of M/N; unused for K-major), stride byte offset `sbo`
-// (the next 8 rows).
-__device__ __forceinline__ u64 dsa_desc(u32 addr, u32 lbo, u32 sbo) {
-    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32) | (1ull << 62);
-}
 
 // D (64 x 32, f32) (+)= A (64 x 16, bf16, descriptor) * B (16 x 32, bf16, descriptor, K-major).
 __device__ __forceinline__ void wgmma_m64n32_kmajor(float* d, u64 desc_a, u64 desc_b, int accumulate) {
@@ -91,8 +64,7 @@ __device__ __forceinline__ void wgmma_m64n32_kmajor(float* d, u64 desc_a, u64 de
         "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : WG_ACC8(0), WG_ACC8(8)
         : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
@@ -102,22 +74,7 @@ __device__ __forceinline__ void wgmma_m64n256_mnmajor(float* d, u64 desc_a, u64 
         "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : WG_ACC8(0), WG_ACC8(8), WG_ACC8(16), WG_ACC8(24), WG_ACC8(32), WG_ACC8(40), WG_ACC8(48), WG_ACC8(56), WG_ACC8(64), WG_ACC8(72), WG_ACC8(80), WG_ACC8(88), WG_ACC8(96), WG_ACC8(104), WG_ACC8(112), WG_ACC8(120)
         : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
@@ -143,8 +100,8 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
     const u64 t = bt % p.t_len;
     const u32 heads = (u32)p.heads;
 
-    const u32 base_addr = (dsa_smem(dsa_smem_raw) + 1023) & ~1023u;
-    unsigned char* base = dsa_smem_raw + (base_addr - dsa_smem(dsa_smem_raw));
+    const u32 base_addr = (wg_smem(dsa_smem_raw) + 1023) & ~1023u;
+    unsigned char* base = dsa_smem_raw + (base_addr - wg_smem(dsa_smem_raw));
     const u32 q_addr = base_addr;
     const u32 kv_addr0 = base_addr + DSA_TILE_BYTES;
     const u32 p_addr = base_addr + DSA_P_OFF;
@@ -165,7 +122,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         src += (tid % 4) * 8;
 #pragma unroll
         for (u32 u = 0; u < 18; ++u)
-            dsa_cp_async(tile + my_dst + (u / 2) * (64 * 128) + (u % 2 ? x_odd : x_even), src + u * 32, fill);
+            wg_cp_async(tile + my_dst + (u / 2) * (64 * 128) + (u % 2 ? x_odd : x_even), src + u * 32, fill);
     };
     {
         bool live = h0 + my_row < heads;
@@ -180,7 +137,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         const long long* rows = rows_sh + (chunk & 1) * DSA_CHUNK;
         long long row = rows[my_row];
         copy_row(kv_addr0 + (chunk & 1) * DSA_TILE_BYTES, kv_b + (u64)(row >= 0 ? row : 0) * p.kv_ss, row >= 0);
-        dsa_cp_commit();
+        wg_cp_commit();
     };
     issue(0);
 
@@ -195,11 +152,11 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         __syncthreads();
         if (c + 1 < nchunks) {
             issue(c + 1);
-            dsa_cp_wait<1>();
+            wg_cp_wait<1>();
         } else {
-            dsa_cp_wait<0>();
+            wg_cp_wait<0>();
         }
-        dsa_fence_async_smem();
+        wg_fence_async_smem();
         __syncthreads();
 
         const u32 kv_addr = kv_addr0 + s * DSA_TILE_BYTES;
@@ -207,11 +164,11 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
 #pragma unroll
         for (int i = 0; i < 16; ++i) sc[i] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 16; ++i) dsa_pin(sc[i]);
+        for (int i = 0; i < 16; ++i) wg_pin(sc[i]);
         wgmma_fence();
         // Descriptors advance by adding 16-byte units to their start address field.
-        const u64 qd = dsa_desc(q_addr, 16, 1024);
-        const u64 kd = dsa_desc(kv_addr + wg * 32 * 128, 16, 1024);
+        const u64 qd = wg_desc(q_addr, 16, 1024);
+        const u64 kd = wg_desc(kv_addr + wg * 32 * 128, 16, 1024);
 #pragma unroll
         for (u32 blk = 0; blk < DSA_BLOCKS; ++blk) {
 #pragma unroll
@@ -223,7 +180,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         wgmma_commit();
         wgmma_wait0();
 #pragma unroll
-        for (int i = 0; i < 16; ++i) dsa_pin(sc[i]);
+        for (int i = 0; i < 16; ++i) wg_pin(sc[i]);
 
         // Scaled scores, -inf at invalid slots; this warpgroup's row maxima.
         const long long* rows = rows_sh + s * DSA_CHUNK;
@@ -284,21 +241,21 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         }
         // This chunk's rows are no longer needed: read those of chunk c + 2 in their place.
         if (tid < DSA_CHUNK && c + 2 < nchunks) rows_sh[s * DSA_CHUNK + tid] = dsa_slot_row(idx, valid, p, bt, (u64)(c + 2) * DSA_CHUNK + tid);
-        dsa_fence_async_smem();
+        wg_fence_async_smem();
         dsa_bar_both();
 
 #pragma unroll
-        for (int i = 0; i < 128; ++i) dsa_pin(o[i]);
+        for (int i = 0; i < 128; ++i) wg_pin(o[i]);
         wgmma_fence();
 #pragma unroll
         for (u32 ks = 0; ks < DSA_CHUNK / 16; ++ks) {
-            wgmma_m64n256_mnmajor(o, dsa_desc(p_addr + ks * 32, 16, 1024),
-                                  dsa_desc(kv_addr + wg * 4 * (64 * 128) + ks * 16 * 128, 64 * 128, 1024), 1);
+            wgmma_m64n256_mnmajor(o, wg_desc(p_addr + ks * 32, 16, 1024),
+                                  wg_desc(kv_addr + wg * 4 * (64 * 128) + ks * 16 * 128, 64 * 128, 1024), 1);
         }
         wgmma_commit();
         wgmma_wait0();
 #pragma unroll
-        for (int i = 0; i < 128; ++i) dsa_pin(o[i]);
+        for (int i = 0; i < 128; ++i) wg_pin(o[i]);
     }
 
     // out = O / l, lse = m + ln l (0 and -inf for a head with no valid slot); l is summed
