@@ -24,7 +24,7 @@ pub const WGMMA_D: usize = 576;
 /// The value dims.
 pub const WGMMA_DV: usize = 512;
 /// Threads per CTA (two warpgroups).
-pub const WGMMA_UNITS: u32 = 256;
+const UNITS: u32 = 256;
 /// Shared memory per CTA: `DSA_SMEM_BYTES` of the source (three 72 KiB tiles, P, the row
 /// maxima, two chunks' rows, 1 KiB of alignment).
 pub const WGMMA_SHARED_BYTES: usize = 3 * 9 * 64 * 128 + 64 * 128 + 2 * 64 * 4 + 2 * 64 * 8 + 1024;
@@ -94,6 +94,6 @@ pub unsafe fn launch_sparse_mla_fwd_wgmma<R: Runtime>(
     let buffers = vec![q, kv, idx, valid, out, lse];
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
     unsafe {
-        crate::cuda_source::launch_cuda_source(client, SOURCE, ENTRY, WGMMA_SHARED_BYTES, WGMMA_UNITS, count, buffers, params.words())
+        crate::cuda_source::launch_cuda_source(client, SOURCE, ENTRY, WGMMA_SHARED_BYTES, UNITS, count, buffers, params.words())
     }
 }

@@ -50,11 +50,6 @@ __device__ __forceinline__ long long dsa_slot_row(const void* idx, const void* v
     return (r >= 0 && (u64)r < p.s_len) ? r : -2;
 }
 
-// Byte offset of the 16-byte piece `piece` (0..71) of row `row` in a swizzled tile.
-__device__ __forceinline__ u32 dsa_swizzled(u32 row, u32 piece) {
-    return (piece >> 3) * (64 * 128) + row * 128 + (((piece & 7) ^ (row & 7)) << 4);
-}
-
 // Barrier 1 over both warpgroups (barrier 0 is __syncthreads).
 __device__ __forceinline__ void dsa_bar_both() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 
