@@ -2,16 +2,23 @@
 //!
 //! One cube per row of a contiguous `scores [rows, S]` (rows = B·T; row `r` is query
 //! `t = r % T`). The candidates of a row are `s < limit`, `limit = min(t + offset + 1, S)`
-//! when causal, else `S`; `n = min(kk, limit)` of them are selected:
-//! 1. scores become order-preserving u32 keys (NaN ranks as -inf, as the reference; -0
-//!    equals +0);
-//! 2. radix select (4 passes of 8 bits, shared-memory histograms with u32 atomics) finds
-//!    the key `τ` of the n-th best candidate and how many candidates equal to `τ` to take;
-//! 3. candidates above `τ` are gathered in any order, those equal to `τ` in index order
-//!    (a block-wide prefix sum per chunk), into shared memory;
-//! 4. a bitonic sort in shared memory orders them by (key desc, index asc);
+//! when causal, else `S`; `n = min(kk, limit)` of them are selected. Scores become
+//! order-preserving u32 keys (NaN ranks as -inf, as the reference; -0 equals +0), and the
+//! selection works on (key desc, index asc), a total order, in a shared sort buffer of
+//! `buf` entries (a power of two ≥ `next_pow2(kk)`):
+//! 1. a row with `limit ≤ buf` goes whole into the buffer (one read of the row);
+//! 2. else radix levels of `hb` bits, from the top of the key (one read of the row each,
+//!    a shared-memory histogram with u32 atomics, the bin found by a block prefix sum):
+//!    each finds the bin `b*` holding the n-th best candidate among those sharing the
+//!    digits found so far; as soon as the candidates in or above `b*` fit in the buffer
+//!    (usually after the first level), they are gathered in any order (one more read);
+//! 3. if not even the full key separates them (more exact ties at the n-th key `τ` than
+//!    the buffer holds), candidates above `τ` are gathered in any order and ties at `τ` in
+//!    index order (a block prefix sum per chunk), `n` entries in all (one more read);
+//! 4. a bitonic sort of `next_pow2(count)` buffer entries puts the `n` best first;
 //! 5. slots `n..kk` get index 0 and valid = false.
-//! The shared sort buffer holds `cap` (a power of two ≥ kk) keys and indices.
+//! Rows are read as vectors of `N` scores (`S` a multiple of `N`), a unit taking the `N`
+//! scores of a vector in index order.
 
 use cubecl::prelude::*;
 
@@ -38,11 +45,33 @@ fn better(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     ka > kb || (ka == kb && ia < ib)
 }
 
-/// Top-k of every row; `cube_dim` threads per cube (`nt`, a power of two ≥ 32 not needed
-/// but assumed ≥ 1), one cube per row (linear cube index over x and y).
+/// Inclusive prefix sum (Hillis-Steele) of `scan[0..nt]`, each unit having written its
+/// entry; returns the unit's sum. Ends with a barrier; `scan[nt - 1]` is the total until a
+/// unit writes `scan` again.
+#[cube]
+fn block_scan(scan: &mut SharedMemory<u32>, tid: usize, #[comptime] nt: usize) -> u32 {
+    sync_cube();
+    let mut off = 1usize;
+    while off < nt {
+        let mut v = 0u32;
+        if tid >= off {
+            v = scan[tid - off];
+        }
+        sync_cube();
+        scan[tid] += v;
+        sync_cube();
+        off *= 2usize;
+    }
+    scan[tid]
+}
+
+/// Top-k of every row; `nt` units per cube (a power of two), one cube per row (linear cube
+/// index over x and y). `buf`: sort buffer entries (a power of two ≥ `next_pow2(kk)`);
+/// `hb`: bits per radix level (histogram of `2^hb` bins, `hb ≤ 16`).
 #[cube(launch)]
-pub fn topk_kernel<F: Float, I: Int, BL: Int>(
-    scores: &Tensor<F>,
+#[allow(clippy::too_many_arguments)]
+pub fn topk_kernel<F: Float, I: Int, BL: Int, N: Size>(
+    scores: &Tensor<Vector<F, N>>,
     indices: &mut Tensor<I>,
     valid: &mut Tensor<BL>,
     rows: usize,
@@ -51,7 +80,8 @@ pub fn topk_kernel<F: Float, I: Int, BL: Int>(
     kk: usize,
     offset: usize,
     #[comptime] causal: bool,
-    #[comptime] cap: usize,
+    #[comptime] buf: usize,
+    #[comptime] hb: u32,
     #[comptime] nt: usize,
     #[define(F, I, BL)] _dtypes: [StorageType; 3],
 ) {
@@ -71,156 +101,220 @@ pub fn topk_kernel<F: Float, I: Int, BL: Int>(
     if limit < n {
         n = limit;
     }
-    let base = row * s_len;
+    let nv = N::value();
+    // The row's vectors holding candidates (`s_len` is a multiple of `nv`).
+    let vbase = row * s_len / nv;
+    let nvec = limit.div_ceil(nv);
+    let bufu = comptime!(buf as u32);
 
-    let mut keys = SharedMemory::<u32>::new(cap);
-    let mut idxs = SharedMemory::<u32>::new(cap);
-    let hist = SharedMemory::<Atomic<u32>>::new(256usize);
+    let mut keys = SharedMemory::<u32>::new(buf);
+    let mut idxs = SharedMemory::<u32>::new(buf);
+    let hist = SharedMemory::<Atomic<u32>>::new(comptime!(1usize << hb));
     let counter = SharedMemory::<Atomic<u32>>::new(1usize);
-    let mut state = SharedMemory::<u32>::new(2usize);
+    let mut state = SharedMemory::<u32>::new(3usize);
     let mut scan = SharedMemory::<u32>::new(nt);
 
-    // Threshold key τ and the number of candidates equal to τ to take.
-    let mut tau = 0u32;
+    // The candidates with `key & mask == prefix` form the current bin; `above` of them rank
+    // above it, `count` rank in or above it; `remaining = n - above` are taken from it.
+    let mut prefix = 0u32;
+    let mut mask = 0u32;
+    let mut above = 0u32;
     let mut remaining = n as u32;
-    let all = n == limit;
-    if !all {
-        let mut prefix = 0u32;
-        let mut mask = 0u32;
-        #[unroll]
-        for pass in 0..4u32 {
-            let shift = 24u32 - 8u32 * pass;
-            let mut i = tid;
-            while i < 256usize {
-                hist[i].store(0u32);
-                i += nt;
-            }
-            sync_cube();
-            let mut s = tid;
-            while s < limit {
-                let key = score_key(f32::cast_from(scores[base + s]));
-                if (key & mask) == prefix {
-                    hist[((key >> shift) & 255u32) as usize].fetch_add(1u32);
-                }
-                s += nt;
-            }
-            sync_cube();
-            if tid == 0 {
-                // The digit d with (count above d) < remaining ≤ (count at or above d).
-                let mut acc = 0u32;
-                let mut d = 256u32;
-                let mut found = false;
-                while !found {
-                    d -= 1u32;
-                    let c = hist[d as usize].load();
-                    if acc + c >= remaining {
-                        found = true;
-                    } else {
-                        acc += c;
+    let mut count = limit as u32;
+    let mut shift = 32u32;
+    let mut refine = limit > buf;
+    while refine {
+        let mut bits = hb.runtime();
+        if shift < bits {
+            bits = shift;
+        }
+        shift -= bits;
+        let nb = 1u32 << bits;
+        let mut i = tid;
+        while i < nb as usize {
+            hist[i].store(0u32);
+            i += nt;
+        }
+        sync_cube();
+        let mut v = tid;
+        while v < nvec {
+            let x = scores[vbase + v];
+            #[unroll]
+            for u in 0..nv {
+                if v * nv + u < limit {
+                    let key = score_key(f32::cast_from(x[u]));
+                    if (key & mask) == prefix {
+                        hist[((key >> shift) & (nb - 1u32)) as usize].fetch_add(1u32);
                     }
                 }
-                state[0] = prefix | (d << shift);
-                state[1] = remaining - acc;
             }
-            sync_cube();
-            prefix = state[0];
-            remaining = state[1];
-            mask |= 255u32 << shift;
-            sync_cube();
+            v += nt;
         }
-        tau = prefix;
+        sync_cube();
+        // The digit d with (count above d) < remaining ≤ (count at or above d): each unit
+        // sums `per` bins from the top, a prefix sum over the units finds the one holding d.
+        let per = (nb as usize).div_ceil(nt);
+        let lo = tid * per;
+        let mut hi = lo + per;
+        if hi > nb as usize {
+            hi = nb as usize;
+        }
+        let mut mine = 0u32;
+        let mut r = lo;
+        while r < hi {
+            mine += hist[nb as usize - 1 - r].load();
+            r += 1;
+        }
+        scan[tid] = mine;
+        let incl = block_scan(&mut scan, tid, nt);
+        let mut acc = incl - mine;
+        if acc < remaining && remaining <= incl {
+            let mut rr = lo;
+            let mut found = false;
+            while !found {
+                let d = nb as usize - 1 - rr;
+                let c = hist[d].load();
+                if acc + c >= remaining {
+                    found = true;
+                    state[0] = d as u32;
+                    state[1] = acc;
+                    state[2] = c;
+                } else {
+                    acc += c;
+                }
+                rr += 1;
+            }
+        }
+        sync_cube();
+        let above_bin = state[1];
+        prefix |= state[0] << shift;
+        mask |= (nb - 1u32) << shift;
+        above += above_bin;
+        remaining -= above_bin;
+        count = above + state[2];
+        refine = count > bufu && shift > 0u32;
+        // The next level clears `hist` (last read before the barrier above) and rewrites
+        // `state` only after its own barriers.
     }
 
-    // Gather: candidates above τ anywhere in [0, n - remaining), ties at τ in index order.
     if tid == 0 {
         counter[0].store(0u32);
     }
     sync_cube();
-    if !all {
-        let mut s = tid;
-        while s < limit {
-            let key = score_key(f32::cast_from(scores[base + s]));
-            if key > tau {
-                let p = counter[0].fetch_add(1u32) as usize;
-                keys[p] = key;
-                idxs[p] = s as u32;
+    if count <= bufu {
+        // Everything in or above the bin, in any order.
+        let mut v = tid;
+        while v < nvec {
+            let x = scores[vbase + v];
+            #[unroll]
+            for u in 0..nv {
+                let s = v * nv + u;
+                if s < limit {
+                    let key = score_key(f32::cast_from(x[u]));
+                    if (key & mask) >= prefix {
+                        let p = counter[0].fetch_add(1u32) as usize;
+                        keys[p] = key;
+                        idxs[p] = s as u32;
+                    }
+                }
             }
-            s += nt;
+            v += nt;
         }
+    } else {
+        // Too many exact ties at τ = prefix: those above τ in any order into [0, above),
+        // the first `remaining` ties in index order after them (a prefix sum over the units
+        // of their tie counts, chunk by chunk of `nt` vectors, while ties are missing).
+        let mut ks = Array::<u32>::new(nv);
+        let mut taken = 0u32;
+        let mut start = 0usize;
+        while start < nvec {
+            let v = start + tid;
+            let mut ties = 0u32;
+            #[unroll]
+            for u in 0..nv {
+                ks[u] = 0u32; // below every score's key
+            }
+            if v < nvec {
+                let x = scores[vbase + v];
+                #[unroll]
+                for u in 0..nv {
+                    let s = v * nv + u;
+                    if s < limit {
+                        let key = score_key(f32::cast_from(x[u]));
+                        ks[u] = key;
+                        if key > prefix {
+                            let p = counter[0].fetch_add(1u32) as usize;
+                            keys[p] = key;
+                            idxs[p] = s as u32;
+                        }
+                        if key == prefix {
+                            ties += 1u32;
+                        }
+                    }
+                }
+            }
+            if taken < remaining {
+                scan[tid] = ties;
+                let incl = block_scan(&mut scan, tid, nt);
+                let total = scan[nt - 1];
+                let mut rank = taken + incl - ties;
+                #[unroll]
+                for u in 0..nv {
+                    if ks[u] == prefix {
+                        if rank < remaining {
+                            let p = (above + rank) as usize;
+                            keys[p] = prefix;
+                            idxs[p] = (v * nv + u) as u32;
+                        }
+                        rank += 1u32;
+                    }
+                }
+                taken += total;
+                sync_cube();
+            }
+            start += nt;
+        }
+        count = n as u32;
     }
-    let first_tie = n - remaining as usize;
-    let mut taken = 0u32;
-    let mut start = 0usize;
-    while start < limit && taken < remaining {
-        let s = start + tid;
-        let mut flag = 0u32;
-        let mut key = 0u32;
-        if s < limit {
-            key = score_key(f32::cast_from(scores[base + s]));
-            if all || key == tau {
-                flag = 1u32;
-            }
-        }
-        scan[tid] = flag;
-        sync_cube();
-        // Inclusive Hillis-Steele scan of the flags.
-        let mut off = 1usize;
-        while off < nt {
-            let mut v = 0u32;
-            if tid >= off {
-                v = scan[tid - off];
-            }
-            sync_cube();
-            scan[tid] += v;
-            sync_cube();
-            off *= 2usize;
-        }
-        let incl = scan[tid];
-        let total = scan[nt - 1];
-        if flag == 1u32 && taken + incl <= remaining {
-            let p = first_tie + (taken + incl - 1u32) as usize;
-            keys[p] = key;
-            idxs[p] = s as u32;
-        }
-        taken += total;
-        start += nt;
-        sync_cube();
+    // Padding to a power of two ranks last.
+    let mut p = 1usize;
+    while p < count as usize {
+        p *= 2usize;
     }
-    // Padding ranks last.
-    let mut i = n + tid;
-    while i < cap {
+    let mut i = count as usize + tid;
+    while i < p {
         keys[i] = 0u32;
         idxs[i] = 0xffff_ffffu32;
         i += nt;
     }
     sync_cube();
 
-    // Bitonic sort of the cap entries, best first.
+    // Bitonic sort of the p entries, best first; each unit takes pairs (i, i + stride).
+    let half = p / 2;
     let mut size = 2usize;
-    while size <= cap {
+    while size <= p {
         let mut stride = size / 2;
         while stride > 0 {
-            let mut i = tid;
-            while i < cap {
-                let j = i ^ stride;
-                if j > i {
-                    let ka = keys[i];
-                    let ia = idxs[i];
-                    let kb = keys[j];
-                    let ib = idxs[j];
-                    let a_first = better(ka, ia, kb, ib);
-                    let mut swap = a_first;
-                    if (i & size) == 0 {
-                        swap = !a_first;
-                    }
-                    if swap {
-                        keys[i] = kb;
-                        idxs[i] = ib;
-                        keys[j] = ka;
-                        idxs[j] = ia;
-                    }
+            let mut q = tid;
+            while q < half {
+                let i = 2 * q - (q & (stride - 1));
+                let j = i + stride;
+                let ka = keys[i];
+                let ia = idxs[i];
+                let kb = keys[j];
+                let ib = idxs[j];
+                let a_first = better(ka, ia, kb, ib);
+                let mut swap = a_first;
+                if (i & size) == 0 {
+                    swap = !a_first;
                 }
-                i += nt;
+                if swap {
+                    keys[i] = kb;
+                    idxs[i] = ib;
+                    keys[j] = ka;
+                    idxs[j] = ia;
+                }
+                q += nt;
             }
             sync_cube();
             stride /= 2;

@@ -290,21 +290,48 @@ fn indexer_scores_match_reference() {
 #[test]
 fn topk_matches_reference() {
     let mut rng = Rng::new("topk");
+    // Scores: N(0, 1) (`ties` 0), rounded to multiples of 1/`ties` (exact ties), or (`ties`
+    // < 0) squeezed into [100 - 1/64, 100 + 1/64] (one bin of the first radix level), or
+    // (`ties` = inf) all -inf (masked rows: only ties, taken in index order). Rows
+    // longer than the kernel's buffer (4096 entries on CUDA at k ≤ 2048; 2048 on lavapipe,
+    // whose 32 KiB of shared memory give k = 1000 the layout k = 2048 has on CUDA) take its
+    // radix levels: the first level's bin gathered at once (continuous), more levels
+    // (squeezed), too many exact ties at the n-th score (the index-order tie pass: ties
+    // 0.25, -inf).
     for (b, t, s, k, causal, ties) in [
-        (2, 6, 6, 4, Some(0), false),
-        (1, 5, 13, 3, Some(8), true),
-        (3, 4, 9, 1, None, true),
-        (2, 7, 7, 20, Some(0), false),
-        (1, 2, 300, 37, None, true),
-        (2, 3, 1000, 100, None, false),
-        (1, 70, 70, 64, Some(0), true),
-        (1, 3, 700, 600, Some(400), true),
-        (1, 4, 5000, 1, None, true),
+        (2, 6, 6, 4, Some(0), 2.0),
+        (1, 5, 13, 3, Some(8), 2.0),
+        (3, 4, 9, 1, None, 2.0),
+        (2, 7, 7, 20, Some(0), 0.0),
+        (1, 2, 300, 37, None, 2.0),
+        (2, 3, 1000, 100, None, 0.0),
+        (1, 70, 70, 64, Some(0), 2.0),
+        (1, 3, 700, 600, Some(400), 2.0),
+        (1, 4, 5000, 1, None, 2.0),
+        (1, 4, 20000, 1, None, 0.0),
+        (1, 3, 1500, 2048, Some(1400), 0.0),
+        (2, 4, 20000, 2048, Some(16000), 0.0),
+        (1, 3, 20000, 1000, Some(18000), 0.0),
+        (1, 3, 20000, 2048, Some(19000), 2.0),
+        (1, 3, 20000, 2048, None, 0.25),
+        (1, 3, 12000, 300, Some(11000), -1.0),
+        (1, 2, 9000, 2048, None, -1.0),
+        (1, 2, 6000, 2048, Some(5000), f32::INFINITY),
     ] {
         let mut scores: Vec<f32> = rng
             .normal(b * t * s)
             .into_iter()
-            .map(|v| if ties { (v * 2.0).round() } else { v })
+            .map(|v| {
+                if ties == 0.0 {
+                    v
+                } else if ties == f32::INFINITY {
+                    f32::NEG_INFINITY
+                } else if ties < 0.0 {
+                    100.0 + v / 256.0
+                } else {
+                    (v * ties).round() / ties
+                }
+            })
             .collect();
         // A few -inf (masked by an earlier step) and NaN scores: both rank last.
         for _ in 0..(b * t * s) / 10 {
