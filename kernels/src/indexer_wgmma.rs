@@ -1,19 +1,51 @@
 //! Lightning-indexer scores on Hopper's warpgroup tensor cores (v5): the contract of
-//! [`crate::indexer_mma16::indexer_scores_mma16`] (v4.3: e4m3 codes held in f16, f32 scales,
-//! `out = s_k · Σ_h w·s_q·ReLU(q·k)`, `-inf` in the causal future) at DeepSeek-V3.2's indexer
-//! shape (64 heads × 128 dims), on f16 `wgmma.mma_async` with f32 accumulation, which CubeCL
-//! 0.10 does not emit. (Hopper's e4m3 `wgmma` accumulates with fewer bits than the 1e-5
-//! agreement with the reference allows.) CUDA C++ (`cuda/indexer_wgmma.cu`, its design in the
-//! file's header), run by CubeCL's CUDA runtime through [`crate::cuda_source`], where
-//! [`has_wgmma`] says so.
+//! [`crate::indexer_mma16::indexer_scores_mma16`] (e4m3 codes, f32 scales, `out = s_k · Σ_h
+//! w·s_q·ReLU(q·k)`, `-inf` in the causal future) at DeepSeek-V3.2's indexer shape (64 heads ×
+//! 128 dims) on `wgmma.mma_async`, which CubeCL 0.10 does not emit, with the codes either
+//! ([`WgmmaCodes`]) as e4m3 bytes on FP8 `wgmma` (the tensor rate of FP8; Hopper adds each
+//! instruction's 32 products with about 14 bits, as in DeepSeek's own FP8 indexer) or held in
+//! f16 on f16 `wgmma` (exact products, f32 sums: agrees with the f32 reference to rounding).
+//! CUDA C++ (`cuda/indexer_wgmma.cu`, its design in the file's header), run by CubeCL's CUDA
+//! runtime through [`crate::cuda_source`], where [`has_wgmma`] says so.
 
 use cubecl::prelude::*;
 use cubecl::server::Binding;
 
 /// The kernel's source (CUDA C++ for sm_90a).
 const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/indexer_wgmma.cu"));
-/// Its entry point.
-const ENTRY: &str = "dsa_indexer_scores_wgmma";
+/// How the kernel holds and multiplies the e4m3 codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WgmmaCodes {
+    /// As f16 values (exactly; a `F16` tensor), on f16 `wgmma` m64n128k16.
+    F16,
+    /// As e4m3 bytes (a `U8` tensor), on FP8 `wgmma` m64n128k32.
+    E4m3,
+}
+
+impl WgmmaCodes {
+    /// The kernel's entry point in the source.
+    fn entry(self) -> &'static str {
+        match self {
+            WgmmaCodes::F16 => "dsa_indexer_scores_wgmma",
+            WgmmaCodes::E4m3 => "dsa_indexer_scores_wgmma_fp8",
+        }
+    }
+
+    /// Bytes per code.
+    fn bytes(self) -> usize {
+        match self {
+            WgmmaCodes::F16 => 2,
+            WgmmaCodes::E4m3 => 1,
+        }
+    }
+
+    /// Shared memory per CTA: `IdxLayout::SMEM` of the source (the queries' codes, two key
+    /// tiles, the warps' head sums, 1 KiB of alignment).
+    pub fn shared_bytes(self) -> usize {
+        let cb = self.bytes();
+        WGMMA_INDEXER_QUERIES * 64 * 128 * cb + 2 * 128 * 128 * cb + 2 * 2 * 4 * 128 * 4 + 1024
+    }
+}
 /// Indexer heads and head dims the kernel is built for.
 pub const WGMMA_INDEXER_HEADS: usize = 64;
 pub const WGMMA_INDEXER_D: usize = 128;
@@ -23,13 +55,10 @@ pub const WGMMA_INDEXER_QUERIES: usize = 8;
 pub const WGMMA_INDEXER_CHUNK: usize = 2048;
 /// Threads per CTA (two warpgroups).
 const UNITS: u32 = 256;
-/// Shared memory per CTA: `IDX_SMEM_BYTES` of the source (the queries' f16 codes, two key
-/// tiles, the warps' head sums, 1 KiB of alignment).
-pub const WGMMA_INDEXER_SHARED_BYTES: usize = 8 * 64 * 128 * 2 + 2 * 128 * 128 * 2 + 2 * 2 * 4 * 128 * 4 + 1024;
 
-/// Whether the device runs the kernel (CUDA sm_90).
+/// Whether the device runs the kernel (CUDA sm_90), with either kind of codes.
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    crate::cuda_source::has_wgmma(client, WGMMA_INDEXER_SHARED_BYTES)
+    crate::cuda_source::has_wgmma(client, WgmmaCodes::F16.shared_bytes())
 }
 
 /// Sizes of one launch; the kernel reads them as one 64-bit word each, in this order
@@ -45,10 +74,12 @@ pub struct WgmmaIndexerParams {
     /// Bytes per element of `w` and of `out` (2: bf16, 4: f32).
     pub w_bytes: usize,
     pub out_bytes: usize,
+    /// How the codes are held.
+    pub codes: WgmmaCodes,
 }
 
 /// Launches the v5 indexer on `B·⌈T/8⌉ × ⌈S/2048⌉` CTAs. Buffers, contiguous: `q` codes
-/// `[B,T,64,128]` and `k` codes `[B,S,128]` (f16), `w` `[B,T,64]` (bf16/f32), `sq`
+/// `[B,T,64,128]` and `k` codes `[B,S,128]` (f16 or e4m3 bytes, as `params.codes` says), `w` `[B,T,64]` (bf16/f32), `sq`
 /// `[B,T,64]` and `sk` `[B,S]` (f32), `out` `[B,T,S]` (bf16/f32).
 ///
 /// # Safety
@@ -84,8 +115,8 @@ pub unsafe fn launch_indexer_scores_wgmma<R: Runtime>(
         crate::cuda_source::launch_cuda_source(
             client,
             SOURCE,
-            ENTRY,
-            WGMMA_INDEXER_SHARED_BYTES,
+            p.codes.entry(),
+            p.codes.shared_bytes(),
             UNITS,
             count,
             vec![q, w, sq, k, sk, out],

@@ -16,6 +16,7 @@ use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, full_device_dtype
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use dsa_kernels as kernels;
+use dsa_kernels::indexer_wgmma::WgmmaCodes;
 
 use crate::quant::{IndexerQuant, E4M3_MAX};
 use crate::DsaBackend;
@@ -213,7 +214,7 @@ where
 /// The indexer-scores kernel to launch (see `dsa_kernels::indexer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexerKernel {
-    /// On CUDA the fastest tensor-core kernel that applies (v5, v4.3, v3; else v2), v1
+    /// On CUDA the fastest tensor-core kernel that applies (v5.1, v4.3, v3; else v2), v1
     /// elsewhere (see [`tiled_by_default`]).
     Auto,
     /// v1: one unit per score.
@@ -238,10 +239,16 @@ pub enum IndexerKernel {
     /// as `TensorCores`. Native on Ada and Blackwell; on Hopper ptxas runs it as f16 MMAs
     /// with conversions, slower than `TensorCores` there (GPU runs 41–42).
     Fp8TensorCores,
-    /// v5: the codes held in f16 on Hopper's `wgmma` (`dsa_kernels::indexer_wgmma`: CUDA C++
-    /// launched through CubeCL's runtime), at V3.2's 64 heads × 128 dims on CUDA sm_90 (see
-    /// [`has_wgmma`]); elsewhere as `TensorCores`. `Auto` takes it where it applies.
+    /// v5: the codes held in f16 on Hopper's f16 `wgmma` (`dsa_kernels::indexer_wgmma`: CUDA
+    /// C++ launched through CubeCL's runtime), at V3.2's 64 heads × 128 dims on CUDA sm_90
+    /// (see [`has_wgmma`]); elsewhere as `TensorCores`. Exact products and f32 sums, as the
+    /// reference.
     Wgmma,
+    /// v5.1: as `Wgmma` with the codes as e4m3 bytes on Hopper's FP8 `wgmma`: twice the tensor
+    /// rate; each instruction's 32 products are added with about 14 bits (as in DeepSeek's
+    /// own FP8 indexer), so the scores agree with the f32 reference to about 1e-4 rather than
+    /// to rounding. `Auto` takes it where it applies.
+    WgmmaFp8,
 }
 
 /// The operations besides the sparse MLA forward ([`mla_forward_launches`]) that have a
@@ -255,8 +262,11 @@ pub enum TensorCoreOp {
     IndexerScoresFp8,
     /// The indexer scores on f16 MMA with the epilogue in registers (v4.3).
     IndexerScoresF16Mma,
-    /// The indexer scores on Hopper's `wgmma` (v5, [`IndexerKernel::Wgmma`]).
+    /// The indexer scores on Hopper's `wgmma` (v5 or v5.1, [`IndexerKernel::Wgmma`] or
+    /// [`IndexerKernel::WgmmaFp8`]).
     IndexerScoresWgmma,
+    /// The indexer scores on Hopper's FP8 `wgmma` (v5.1, [`IndexerKernel::WgmmaFp8`]).
+    IndexerScoresWgmmaFp8,
     /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
     SparseMlaProbs,
     /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
@@ -265,7 +275,7 @@ pub enum TensorCoreOp {
     SparseMlaBackward,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -392,7 +402,8 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
         k => k == IndexerKernel::TensorCores as u8
             || k == IndexerKernel::HalfTensorCores as u8
             || k == IndexerKernel::Fp8TensorCores as u8
-            || k == IndexerKernel::Wgmma as u8,
+            || k == IndexerKernel::Wgmma as u8
+            || k == IndexerKernel::WgmmaFp8 as u8,
     };
     selected
         && quant != IndexerQuant::None
@@ -448,16 +459,21 @@ fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     has_mma(&t.client, Mma::Manual, FloatKind::F16, (16, 8, 16))
 }
 
-/// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes v5 (`wgmma`)
-/// for `h` heads of dim `d`: `Auto` or [`IndexerKernel::Wgmma`] selected, V3.2's 64 ×
-/// 128, bf16/f32 weights and scores, the device's `wgmma`.
-fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> bool {
+/// How the tensor-core indexer (already chosen by [`mma_indexer`]) holds the codes on v5
+/// (`wgmma`) for `h` heads of dim `d`, if it takes v5: `Auto` or [`IndexerKernel::WgmmaFp8`]
+/// (e4m3 bytes) or [`IndexerKernel::Wgmma`] (f16) selected, V3.2's 64 × 128, bf16/f32
+/// weights and scores, the device's `wgmma`.
+fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> Option<WgmmaCodes> {
     use kernels::indexer_wgmma::{WGMMA_INDEXER_D, WGMMA_INDEXER_HEADS};
-    let k = INDEXER_KERNEL.load(Ordering::Relaxed);
-    (k == 0 || k == IndexerKernel::Wgmma as u8)
-        && (h, d) == (WGMMA_INDEXER_HEADS, WGMMA_INDEXER_D)
+    let codes = match INDEXER_KERNEL.load(Ordering::Relaxed) {
+        k if k == 0 || k == IndexerKernel::WgmmaFp8 as u8 => WgmmaCodes::E4m3,
+        k if k == IndexerKernel::Wgmma as u8 => WgmmaCodes::F16,
+        _ => return None,
+    };
+    let applies = (h, d) == (WGMMA_INDEXER_HEADS, WGMMA_INDEXER_D)
         && [q.dtype, w.dtype].iter().all(|t| matches!(t, DType::F32 | DType::BF16))
-        && kernels::indexer_wgmma::has_wgmma(&q.client)
+        && kernels::indexer_wgmma::has_wgmma(&q.client);
+    applies.then_some(codes)
 }
 
 /// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes v4.3 (f16
@@ -757,9 +773,13 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         }
         return out;
     }
-    if mma && wgmma_indexer(&q, &w, h, d) {
-        let (qc, sq) = quantize_codes(q, quant, Codes::F16);
-        let (kc, sk) = quantize_codes(k, quant, Codes::F16);
+    if let Some(codes) = wgmma_indexer(&q, &w, h, d).filter(|_| mma) {
+        let held = match codes {
+            WgmmaCodes::F16 => Codes::F16,
+            WgmmaCodes::E4m3 => Codes::E4m3,
+        };
+        let (qc, sq) = quantize_codes(q, quant, held);
+        let (kc, sk) = quantize_codes(k, quant, held);
         let params = kernels::indexer_wgmma::WgmmaIndexerParams {
             batch: b,
             t_len: t,
@@ -767,6 +787,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
             causal_offset,
             w_bytes: w.dtype.size(),
             out_bytes: out.dtype.size(),
+            codes,
         };
         // SAFETY: the codes, scales and weights are contiguous at the shapes of `params`
         // (`quantize_codes` writes new tensors; `w` made contiguous above), `out` is new, and
@@ -783,8 +804,10 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                 params,
             );
         }
-        for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresWgmma] {
-            TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScores as usize].fetch_add(1, Ordering::SeqCst);
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmma as usize].fetch_add(1, Ordering::SeqCst);
+        if codes == WgmmaCodes::E4m3 {
+            TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmmaFp8 as usize].fetch_add(1, Ordering::SeqCst);
         }
         return out;
     }

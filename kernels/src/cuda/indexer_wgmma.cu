@@ -1,34 +1,44 @@
-// Lightning-indexer scores on Hopper's warpgroup tensor cores (`wgmma`), v5: the contract of
+// Lightning-indexer scores on Hopper's warpgroup tensor cores (`wgmma`): the contract of
 // the CubeCL indexer kernels at DeepSeek-V3.2's indexer shape (64 heads x 128 dims) for
 // sm_90a, which CubeCL 0.10 cannot emit. Launched through CubeCL's CUDA runtime by
-// `dsa_kernels::indexer_wgmma`. The e4m3 codes are held in f16 (exactly) and multiplied by f16
-// wgmma with f32 accumulation: Hopper's e4m3 wgmma accumulates with fewer bits (DeepSeek-V3's
-// report: about 14), which the 1e-5 agreement with the reference does not allow.
+// `dsa_kernels::indexer_wgmma`. Two entry points, one body (`idx_scores<CB>`, CB bytes per
+// code): `dsa_indexer_scores_wgmma_fp8` multiplies the e4m3 codes as bytes on e4m3 wgmma
+// (m64n128k32, f32 accumulators; Hopper adds the products of each instruction with about 14
+// bits, per DeepSeek-V3's report, as DeepSeek's own FP8 indexer does), and
+// `dsa_indexer_scores_wgmma` holds them in f16 (exactly) on f16 wgmma (m64n128k16), which
+// agrees with the f32 reference to rounding.
 //
 // out[b,t,s] = sk[s] * sum_h w[t,h] sq[t,h] ReLU(q[t,h] . k[s]) on the codes (f32 scales),
 // -inf where s > t + offset (causal). One CTA of two warpgroups per (8 queries, chunk of
-// keys); warpgroup w takes queries 4w..4w+3, one at a time, each a 64-head x 128-key tile
-// (8 m64n128k16 steps over the 128 dims) against the key tile in shared memory. The queries'
-// codes and two key tiles live in the 128-byte-swizzled layout (two column blocks of 64
-// codes, each `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in registers: ReLU, the head weights,
-// the two rows a thread holds, then the sum over the warp's 16 heads by three halving
-// shuffles (each lane keeps 4 keys), over the warpgroup's 4 warps through shared memory.
-// The next key tile is copied (cp.async) while the current one is computed. Helpers:
-// wgmma.cuh.
+// keys); warpgroup w takes queries 4w..4w+3, each a 64-head x 128-key tile of products over
+// the 128 dims against the key tile in shared memory, the next query's product running
+// while the thread sums the current one (two accumulator sets). The queries' codes and two
+// key tiles live in the 128-byte-swizzled layout (column blocks of 128 bytes, each
+// `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in
+// registers: ReLU, the head weights, the two rows a thread holds, then the sum over the
+// warp's 16 heads by three halving shuffles (each lane keeps 4 keys), over the warpgroup's 4
+// warps through shared memory. The next key tile is copied (cp.async) while the current one
+// is computed. Helpers: wgmma.cuh.
 
 #define IDX_HEADS 64
 #define IDX_D 128
 #define IDX_QUERIES 8
 #define IDX_KEYS 128
 #define IDX_THREADS 256
-// A query's codes (64 heads x 128 f16) and a key tile (128 keys x 128 f16).
-#define IDX_QROW_BYTES (IDX_HEADS * IDX_D * 2)
-#define IDX_Q_BYTES (IDX_QUERIES * IDX_QROW_BYTES)
-#define IDX_K_BYTES (IDX_KEYS * IDX_D * 2)
-#define IDX_RED_OFF (IDX_Q_BYTES + 2 * IDX_K_BYTES)
-// Shared memory a CTA asks for: the queries, two key tiles, the warps' head sums (two
-// buffers per warpgroup), 1 KiB to align the start.
-#define IDX_SMEM_BYTES (IDX_RED_OFF + 2 * 2 * 4 * IDX_KEYS * 4 + 1024)
+
+// Shared memory of the kernel with `CB` bytes per code: the queries' codes (64 heads x 128
+// dims each), two key tiles (128 keys x 128 dims), the warps' head sums (two buffers per
+// warpgroup), 1 KiB to align the start.
+template <u32 CB> struct IdxLayout {
+    static constexpr u32 QROW = IDX_HEADS * IDX_D * CB;
+    static constexpr u32 K_OFF = IDX_QUERIES * QROW;
+    static constexpr u32 KTILE = IDX_KEYS * IDX_D * CB;
+    static constexpr u32 RED_OFF = K_OFF + 2 * KTILE;
+    static constexpr u32 SMEM = RED_OFF + 2 * 2 * 4 * IDX_KEYS * 4 + 1024;
+    // 16-byte pieces of a row, and k-steps of 32 bytes (k16 in f16, k32 in e4m3).
+    static constexpr u32 PIECES = IDX_D * CB / 16;
+    static constexpr u32 STEPS = IDX_D * CB / 32;
+};
 
 // Parameters, one 64-bit word each (see `WgmmaIndexerParams` in indexer_wgmma.rs).
 struct IdxParams {
@@ -41,14 +51,24 @@ __device__ __forceinline__ void idx_bar_wg(u32 wg) {
     else asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
 
-// D (64 x 128, f32) (+)= A (64 x 16, f16, descriptor) * B (16 x 128, f16, descriptor), both K-major.
-__device__ __forceinline__ void wgmma_m64n128k16_f16(float* d, u64 desc_a, u64 desc_b, int accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : WG_ACC8(0), WG_ACC8(8), WG_ACC8(16), WG_ACC8(24), WG_ACC8(32), WG_ACC8(40), WG_ACC8(48), WG_ACC8(56)
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+// D (64 x 128, f32) (+)= A (64 x 32 bytes) * B (32 bytes x 128), both K-major, from
+// descriptors: f16 m64n128k16 (CB = 2) or e4m3 m64n128k32 (CB = 1).
+template <u32 CB> __device__ __forceinline__ void idx_wgmma(float* d, u64 desc_a, u64 desc_b, int accumulate);
+#define IDX_WGMMA_OPERANDS                                                                                   \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "  \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "  \
+    "%62, %63}, %64, %65, p"
+#define IDX_WGMMA_ARGS                                                                                          \
+    : WG_ACC8(0), WG_ACC8(8), WG_ACC8(16), WG_ACC8(24), WG_ACC8(32), WG_ACC8(40), WG_ACC8(48), WG_ACC8(56) \
+    : "l"(desc_a), "l"(desc_b), "r"(accumulate)
+template <> __device__ __forceinline__ void idx_wgmma<2>(float* d, u64 desc_a, u64 desc_b, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " IDX_WGMMA_OPERANDS ", 1, 1, 0, 0;\n}\n" IDX_WGMMA_ARGS);
+}
+template <> __device__ __forceinline__ void idx_wgmma<1>(float* d, u64 desc_a, u64 desc_b, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " IDX_WGMMA_OPERANDS ", 1, 1;\n}\n" IDX_WGMMA_ARGS);
 }
 
 // One halving step of the sum over row groups: the lanes with bit `M` set keep the upper
@@ -71,11 +91,11 @@ __device__ __forceinline__ void idx_store(void* p, u64 i, u64 bytes, float v) {
     else ((float*)p)[i] = v;
 }
 
-extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_wgmma(
-    const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
-    const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
-    const __grid_constant__ IdxParams p) {
-    extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
+template <u32 CB>
+__device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
+                                           const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
+                                           const IdxParams& p, unsigned char* smem_raw) {
+    typedef IdxLayout<CB> L;
     const u64 n_tq = (p.t_len + IDX_QUERIES - 1) / IDX_QUERIES;
     const u64 b = blockIdx.x / n_tq;
     const u64 t0 = (blockIdx.x % n_tq) * IDX_QUERIES;
@@ -89,30 +109,30 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
     u64 limit = s_end;
     if (p.causal && t_last + p.offset + 1 < limit) limit = t_last + p.offset + 1;
 
-    const u32 base_addr = (wg_smem(idx_smem_raw) + 1023) & ~1023u;
-    unsigned char* base = idx_smem_raw + (base_addr - wg_smem(idx_smem_raw));
-    const u32 q_addr = base_addr, k_addr0 = base_addr + IDX_Q_BYTES;
-    float* red = (float*)(base + IDX_RED_OFF);
+    const u32 base_addr = (wg_smem(smem_raw) + 1023) & ~1023u;
+    unsigned char* base = smem_raw + (base_addr - wg_smem(smem_raw));
+    const u32 q_addr = base_addr, k_addr0 = base_addr + L::K_OFF;
+    float* red = (float*)(base + L::RED_OFF);
 
     u64 s_done = s_begin;
     if (s_begin < limit) {
-        // Thread `tid` copies pieces `tid % 16` (of 16 bytes: block `piece / 8`) of rows
-        // `tid / 16 + 16u` of a tile of `rows` rows.
-        const u32 piece = tid % 16, row0 = tid / 16;
+        // Thread `tid` copies piece `tid % PIECES` (of 16 bytes: column block `piece / 8`)
+        // of rows `tid / PIECES + (256 / PIECES) u` of a tile.
+        const u32 piece = tid % L::PIECES, row0 = tid / L::PIECES, rows_per = IDX_THREADS / L::PIECES;
         const u32 sub = piece % 8, blk = piece / 8;
-        for (u32 u = 0; u < IDX_QUERIES * IDX_HEADS / 16; ++u) {
-            u32 r = row0 + 16 * u, qi = r / IDX_HEADS, h = r % IDX_HEADS;
+        for (u32 u = 0; u < IDX_QUERIES * IDX_HEADS / rows_per; ++u) {
+            u32 r = row0 + rows_per * u, qi = r / IDX_HEADS, h = r % IDX_HEADS;
             bool live = t0 + qi < p.t_len;
-            const unsigned char* src = q + ((b * p.t_len + (live ? t0 + qi : 0)) * IDX_HEADS + h) * (IDX_D * 2) + piece * 16;
-            wg_cp_async(q_addr + qi * IDX_QROW_BYTES + blk * (IDX_HEADS * 128) + h * 128 + ((sub ^ (h & 7)) << 4), src, live);
+            const unsigned char* src = q + ((b * p.t_len + (live ? t0 + qi : 0)) * IDX_HEADS + h) * (IDX_D * CB) + piece * 16;
+            wg_cp_async(q_addr + qi * L::QROW + blk * (IDX_HEADS * 128) + h * 128 + ((sub ^ (h & 7)) << 4), src, live);
         }
         auto issue = [&](u64 s0, u32 stage) {
 #pragma unroll
-            for (u32 u = 0; u < IDX_KEYS / 16; ++u) {
-                u32 r = row0 + 16 * u;
+            for (u32 u = 0; u < IDX_KEYS / rows_per; ++u) {
+                u32 r = row0 + rows_per * u;
                 bool live = s0 + r < p.s_len;
-                const unsigned char* src = k + (b * p.s_len + (live ? s0 + r : 0)) * (IDX_D * 2) + piece * 16;
-                wg_cp_async(k_addr0 + stage * IDX_K_BYTES + blk * (IDX_KEYS * 128) + r * 128 + ((sub ^ (r & 7)) << 4), src, live);
+                const unsigned char* src = k + (b * p.s_len + (live ? s0 + r : 0)) * (IDX_D * CB) + piece * 16;
+                wg_cp_async(k_addr0 + stage * L::KTILE + blk * (IDX_KEYS * 128) + r * 128 + ((sub ^ (r & 7)) << 4), src, live);
             }
             wg_cp_commit();
         };
@@ -143,36 +163,45 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
             wg_fence_async_smem();
             __syncthreads();
 
-            const u64 kd = wg_desc(k_addr0 + stage * IDX_K_BYTES, 16, 1024);
-#pragma unroll
-            for (u32 u = 0; u < 4; ++u) {
-                const u32 qi = wg * 4 + u;
-                const u64 t = t0 + qi;
-                float acc[64];
-#pragma unroll
-                for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-#pragma unroll
-                for (int i = 0; i < 64; ++i) wg_pin(acc[i]);
+            // The key this thread stores for every query of the tile, and its scale.
+            const u64 s = s0 + wtid;
+            const float sks = s < s_end ? sk[b * p.s_len + s] : 0.0f;
+            const u64 kd = wg_desc(k_addr0 + stage * L::KTILE, 16, 1024);
+            // acc[u & 1]: query 4 wg + u's 64 heads x 128 keys; query u + 1's product is
+            // issued before query u's sums.
+            float acc[2][64];
+            auto product = [&](u32 u) {
+                const u64 qd = wg_desc(q_addr + (wg * 4 + u) * L::QROW, 16, 1024);
                 wgmma_fence();
-                const u64 qd = wg_desc(q_addr + qi * IDX_QROW_BYTES, 16, 1024);
 #pragma unroll
-                for (u32 ks = 0; ks < IDX_D / 16; ++ks) {
-                    // Block ks / 4 of 64 dims, 32 bytes per step inside it (units of 16 bytes).
+                for (u32 ks = 0; ks < L::STEPS; ++ks) {
+                    // Column block ks / 4 of 128 bytes, 32 bytes per step inside it (units of 16 bytes).
                     const u64 qo = ((ks / 4) * (IDX_HEADS * 128) + (ks % 4) * 32) >> 4;
                     const u64 ko = ((ks / 4) * (IDX_KEYS * 128) + (ks % 4) * 32) >> 4;
-                    wgmma_m64n128k16_f16(acc, qd + qo, kd + ko, ks > 0);
+                    idx_wgmma<CB>(acc[u & 1], qd + qo, kd + ko, ks > 0);
                 }
                 wgmma_commit();
-                wgmma_wait0();
+            };
+            product(0);
 #pragma unroll
-                for (int i = 0; i < 64; ++i) wg_pin(acc[i]);
+            for (u32 u = 0; u < 4; ++u) {
+                const u64 t = t0 + wg * 4 + u;
+                if (u < 3) {
+                    product(u + 1);
+                    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+                } else {
+                    wgmma_wait0();
+                }
+                float* a = acc[u & 1];
+#pragma unroll
+                for (int i = 0; i < 64; ++i) wg_pin(a[i]);
                 // v[2j + e]: key 8j + 2tg + e, this thread's two rows weighted and summed.
                 float v[32];
 #pragma unroll
                 for (u32 j = 0; j < 16; ++j) {
 #pragma unroll
                     for (u32 e = 0; e < 2; ++e)
-                        v[2 * j + e] = wr[u][0] * fmaxf(acc[4 * j + e], 0.0f) + wr[u][1] * fmaxf(acc[4 * j + 2 + e], 0.0f);
+                        v[2 * j + e] = wr[u][0] * fmaxf(a[4 * j + e], 0.0f) + wr[u][1] * fmaxf(a[4 * j + 2 + e], 0.0f);
                 }
                 // Sum over the 8 row groups g (lane bits 4, 3, 2), halving the values each
                 // step: lane (g, tg) ends with v[4g .. 4g+3], i.e. keys 16g + 2tg + {0, 1}
@@ -184,12 +213,11 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
 #pragma unroll
                 for (u32 i = 0; i < 4; ++i) red_u[16 * g + 8 * (i / 2) + 2 * tg + (i % 2)] = v[i];
                 idx_bar_wg(wg);
-                // Thread wtid: key s0 + wtid, summed over the 4 warps.
+                // Thread wtid: key s, summed over the 4 warps.
                 const float* red_r = red + (wg * 2 + (u & 1)) * 4 * IDX_KEYS;
-                const u64 s = s0 + wtid;
                 if (t < p.t_len && s < s_end) {
                     float x = red_r[wtid] + red_r[IDX_KEYS + wtid] + red_r[2 * IDX_KEYS + wtid] + red_r[3 * IDX_KEYS + wtid];
-                    x *= sk[b * p.s_len + s];
+                    x *= sks;
                     if (p.causal && s > t + p.offset) x = neg_inf;
                     idx_store(out, (b * p.t_len + t) * p.s_len + s, p.out_bytes, x);
                 }
@@ -204,4 +232,22 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
         u64 t = t0 + o / width;
         if (t < p.t_len) idx_store(out, (b * p.t_len + t) * p.s_len + s_done + o % width, p.out_bytes, neg_inf);
     }
+}
+
+// The f16 codes (exact products and sums to f32 rounding).
+extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_wgmma(
+    const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
+    const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
+    const __grid_constant__ IdxParams p) {
+    extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
+    idx_scores<2>(q, w, sq, k, sk, out, p, idx_smem_raw);
+}
+
+// The e4m3 codes as bytes on FP8 wgmma.
+extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_wgmma_fp8(
+    const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
+    const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
+    const __grid_constant__ IdxParams p) {
+    extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
+    idx_scores<1>(q, w, sq, k, sk, out, p, idx_smem_raw);
 }
