@@ -1,4 +1,5 @@
-//! Sparse MLA forward on Hopper's warpgroup tensor cores (v5): the contract of
+//! Sparse MLA forward on Hopper's warpgroup tensor cores (v6 in `kernels/NOTES.md`:
+//! warp-specialised, a producer warpgroup gathering rows for two math warpgroups): the contract of
 //! [`crate::sparse_mla_mma16::sparse_mla_fwd_mma16`] (v4) at DeepSeek-V3.2's latent sizes
 //! (`q [B,T,H,576]`, `kv [B,S,576]`, `idx`/`valid [B,T,K]` → `out [B,T,H,512]`,
 //! `lse [B,T,H]`, all bf16), on `wgmma.mma_async` with operands in 128-byte-swizzled shared
@@ -23,11 +24,12 @@ pub const WGMMA_HEADS: usize = 64;
 pub const WGMMA_D: usize = 576;
 /// The value dims.
 pub const WGMMA_DV: usize = 512;
-/// Threads per CTA (two warpgroups).
-const UNITS: u32 = 256;
-/// Shared memory per CTA: `DSA_SMEM_BYTES` of the source (three 72 KiB tiles, P, the row
-/// maxima, two chunks' rows, 1 KiB of alignment).
-pub const WGMMA_SHARED_BYTES: usize = 3 * 9 * 64 * 128 + 64 * 128 + 2 * 64 * 4 + 2 * 64 * 8 + 1024;
+/// Threads per CTA (two math warpgroups and a producer).
+const UNITS: u32 = 384;
+/// Shared memory per CTA: `DSA_SMEM_BYTES` of the source (the query tile and two buffers of
+/// 72 KiB, WG1's P, nine mbarriers, the slots' validity, the row maxima and sums, 1 KiB of
+/// alignment).
+pub const WGMMA_SHARED_BYTES: usize = 3 * 9 * 64 * 128 + 64 * 128 + 9 * 8 + 2 * 64 + 64 * 4 + 128 * 4 + 1024;
 
 /// Whether the device runs the kernel (CUDA sm_90, [`WGMMA_SHARED_BYTES`] of shared memory).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
@@ -71,7 +73,7 @@ impl WgmmaMlaParams {
     }
 }
 
-/// Launches the v5 forward on `B·T × ⌈H/64⌉` CTAs. Buffers: `q`, `kv` (bf16, rows at the
+/// Launches the forward on `B·T × ⌈H/64⌉` CTAs. Buffers: `q`, `kv` (bf16, rows at the
 /// strides of `params`, 16-byte aligned: strides multiples of 8), `idx` (i32/i64) and
 /// `valid` (contiguous `[B·T, K]`), `out` (bf16 `[B·T, H, 512]`) and `lse` (bf16
 /// `[B·T, H]`), contiguous.

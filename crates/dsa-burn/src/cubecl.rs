@@ -318,8 +318,9 @@ pub enum MlaKernel {
     /// and the device has the `mma.sync` shape and `ldmatrix`, else v3.
     V4,
     /// v5: the forward on Hopper's `wgmma` (`dsa_kernels::sparse_mla_wgmma`: CUDA C++ launched
-    /// through CubeCL's runtime; two warpgroups per (token, 64 heads), operands in swizzled
-    /// shared memory, 64 slots per chunk), for bf16 inputs at DeepSeek-V3.2's latent sizes
+    /// through CubeCL's runtime; per (token, 64 heads) a producer warpgroup gathering the
+    /// selected rows and two math warpgroups, operands in swizzled shared memory, 128 slots
+    /// per step; version 6 in `kernels/NOTES.md`), for bf16 inputs at DeepSeek-V3.2's latent sizes
     /// (576 / 512) on CUDA sm_90; the backward as v3. `Auto` takes it there when the slots
     /// need no split (enough queries to fill the GPU, as in prefill or batched decode); else,
     /// and where it does not apply, v4.
