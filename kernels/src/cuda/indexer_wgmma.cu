@@ -11,8 +11,9 @@
 // out[b,t,s] = sk[s] * sum_h w[t,h] sq[t,h] ReLU(q[t,h] . k[s]) on the codes (f32 scales),
 // -inf where s > t + offset (causal). One CTA of two warpgroups per (8 queries, chunk of
 // keys); warpgroup w takes queries 4w..4w+3, each a 64-head x 128-key tile of products over
-// the 128 dims against the key tile in shared memory, the next query's product running
-// while the thread sums the current one (two accumulator sets). The queries' codes and two
+// the 128 dims against the key tile in shared memory. In f16 the next query's product runs
+// while the thread sums the current one (two accumulator sets, one CTA per SM); in e4m3 two
+// CTAs share an SM instead (one set, 128 registers), which measured faster (run 60). The queries' codes and two
 // key tiles live in the 128-byte-swizzled layout (column blocks of 128 bytes, each
 // `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in
 // registers: ReLU, the head weights, the two rows a thread holds, then the sum over the
@@ -91,7 +92,10 @@ __device__ __forceinline__ void idx_store(void* p, u64 i, u64 bytes, float v) {
     else ((float*)p)[i] = v;
 }
 
-template <u32 CB>
+// PIPE: query u + 1's product is issued before query u's sums (two accumulator sets, ~240
+// registers, one CTA per SM); without it one set, 128 registers, two CTAs per SM (FP8's
+// shared memory allows it), the other CTA's products hiding this one's sums.
+template <u32 CB, bool PIPE>
 __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
                                            const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
                                            const IdxParams& p, unsigned char* smem_raw) {
@@ -169,7 +173,7 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
             const u64 kd = wg_desc(k_addr0 + stage * L::KTILE, 16, 1024);
             // acc[u & 1]: query 4 wg + u's 64 heads x 128 keys; query u + 1's product is
             // issued before query u's sums.
-            float acc[2][64];
+            float acc[1 + PIPE][64];
             auto product = [&](u32 u) {
                 const u64 qd = wg_desc(q_addr + (wg * 4 + u) * L::QROW, 16, 1024);
                 wgmma_fence();
@@ -178,21 +182,24 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
                     // Column block ks / 4 of 128 bytes, 32 bytes per step inside it (units of 16 bytes).
                     const u64 qo = ((ks / 4) * (IDX_HEADS * 128) + (ks % 4) * 32) >> 4;
                     const u64 ko = ((ks / 4) * (IDX_KEYS * 128) + (ks % 4) * 32) >> 4;
-                    idx_wgmma<CB>(acc[u & 1], qd + qo, kd + ko, ks > 0);
+                    idx_wgmma<CB>(acc[u & PIPE], qd + qo, kd + ko, ks > 0);
                 }
                 wgmma_commit();
             };
-            product(0);
+            if (PIPE) product(0);
 #pragma unroll
             for (u32 u = 0; u < 4; ++u) {
                 const u64 t = t0 + wg * 4 + u;
-                if (u < 3) {
+                if (!PIPE) {
+                    product(u);
+                    wgmma_wait0();
+                } else if (u < 3) {
                     product(u + 1);
                     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
                 } else {
                     wgmma_wait0();
                 }
-                float* a = acc[u & 1];
+                float* a = acc[u & PIPE];
 #pragma unroll
                 for (int i = 0; i < 64; ++i) wg_pin(a[i]);
                 // v[2j + e]: key 8j + 2tg + e, this thread's two rows weighted and summed.
@@ -240,14 +247,14 @@ extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_
     const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
     const __grid_constant__ IdxParams p) {
     extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
-    idx_scores<2>(q, w, sq, k, sk, out, p, idx_smem_raw);
+    idx_scores<2, true>(q, w, sq, k, sk, out, p, idx_smem_raw);
 }
 
-// The e4m3 codes as bytes on FP8 wgmma.
-extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_wgmma_fp8(
+// The e4m3 codes as bytes on FP8 wgmma, two CTAs per SM.
+extern "C" __global__ void __launch_bounds__(IDX_THREADS, 2) dsa_indexer_scores_wgmma_fp8(
     const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
     const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
     const __grid_constant__ IdxParams p) {
     extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
-    idx_scores<1>(q, w, sq, k, sk, out, p, idx_smem_raw);
+    idx_scores<1, false>(q, w, sq, k, sk, out, p, idx_smem_raw);
 }
