@@ -1,8 +1,8 @@
 // Lightning-indexer scores on Hopper's warpgroup tensor cores (`wgmma`): the contract of
 // the CubeCL indexer kernels at DeepSeek-V3.2's indexer shape (64 heads x 128 dims) for
 // sm_90a, which CubeCL 0.10 cannot emit. Launched through CubeCL's CUDA runtime by
-// `dsa_kernels::indexer_wgmma`. Two entry points, one body (`idx_scores<CB>`, CB bytes per
-// code): `dsa_indexer_scores_wgmma_fp8` multiplies the e4m3 codes as bytes on e4m3 wgmma
+// `dsa_kernels::indexer_wgmma`. Two entry points, one body (`idx_scores<CB, PIPE>`, CB bytes
+// per code): `dsa_indexer_scores_wgmma_fp8` multiplies the e4m3 codes as bytes on e4m3 wgmma
 // (m64n128k32, f32 accumulators; Hopper adds the products of each instruction with about 14
 // bits, per DeepSeek-V3's report, as DeepSeek's own FP8 indexer does), and
 // `dsa_indexer_scores_wgmma` holds them in f16 (exactly) on f16 wgmma (m64n128k16), which
@@ -13,8 +13,8 @@
 // keys); warpgroup w takes queries 4w..4w+3, each a 64-head x 128-key tile of products over
 // the 128 dims against the key tile in shared memory. In f16 the next query's product runs
 // while the thread sums the current one (two accumulator sets, one CTA per SM); in e4m3 two
-// CTAs share an SM instead (one set, 128 registers), which measured faster (run 60). The queries' codes and two
-// key tiles live in the 128-byte-swizzled layout (column blocks of 128 bytes, each
+// CTAs share an SM instead (one set, 128 registers), which measured faster (run 60). The
+// queries' codes and two key tiles live in the 128-byte-swizzled layout (column blocks of 128 bytes, each
 // `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in
 // registers: ReLU, the head weights, the two rows a thread holds, then the sum over the
 // warp's 16 heads by three halving shuffles (each lane keeps 4 keys), over the warpgroup's 4
