@@ -14,8 +14,8 @@
 // the 128 dims against the key tile in shared memory. In f16 the next query's product runs
 // while the thread sums the current one (two accumulator sets, one CTA per SM); in e4m3 two
 // CTAs share an SM instead (one set, 128 registers), which measured faster (run 60). The
-// queries' codes and two key tiles live in the 128-byte-swizzled layout (column blocks of 128 bytes, each
-// `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in
+// queries' codes and two key tiles live in the 128-byte-swizzled layout (column blocks of
+// 128 bytes, each `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in
 // registers: ReLU, the head weights, the two rows a thread holds, then the sum over the
 // warp's 16 heads by three halving shuffles (each lane keeps 4 keys), over the warpgroup's 4
 // warps through shared memory. The next key tile is copied (cp.async) while the current one
@@ -171,8 +171,8 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
             const u64 s = s0 + wtid;
             const float sks = s < s_end ? sk[b * p.s_len + s] : 0.0f;
             const u64 kd = wg_desc(k_addr0 + stage * L::KTILE, 16, 1024);
-            // acc[u & 1]: query 4 wg + u's 64 heads x 128 keys; query u + 1's product is
-            // issued before query u's sums.
+            // acc[u & PIPE]: query 4 wg + u's 64 heads x 128 keys (with PIPE, query u + 1's
+            // product is issued before query u's sums).
             float acc[1 + PIPE][64];
             auto product = [&](u32 u) {
                 const u64 qd = wg_desc(q_addr + (wg * 4 + u) * L::QROW, 16, 1024);

@@ -277,6 +277,19 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffff, mx_b, 1));
         mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffff, mx_b, 2));
     };
+    // O's and l's rows by their factors; accumulator register 4n + {0,1} is row ra, {2,3}
+    // row ra + 8.
+    auto rescale = [&](float f_a, float f_b) {
+#pragma unroll
+        for (int n = 0; n < 32; ++n) {
+            o[4 * n + 0] *= f_a;
+            o[4 * n + 1] *= f_a;
+            o[4 * n + 2] *= f_b;
+            o[4 * n + 3] *= f_b;
+        }
+        l_a *= f_a;
+        l_b *= f_b;
+    };
     // P = exp2(s - n) against the new maxima n (0 for a row with nothing yet), O and l
     // rescaled from the old maxima; ps: P as bf16 pairs, the A fragments of P V.
     auto softmax = [&](float n_a, float n_b) {
@@ -295,17 +308,20 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
             ps[2 * j] = dsa_pack(sc[4 * j + 0], sc[4 * j + 1]);
             ps[2 * j + 1] = dsa_pack(sc[4 * j + 2], sc[4 * j + 3]);
         }
-#pragma unroll
-        for (int n = 0; n < 32; ++n) {
-            o[4 * n + 0] *= f_a;
-            o[4 * n + 1] *= f_a;
-            o[4 * n + 2] *= f_b;
-            o[4 * n + 3] *= f_b;
-        }
-        l_a = l_a * f_a + p_a;
-        l_b = l_b * f_b + p_b;
+        rescale(f_a, f_b);
+        l_a += p_a;
+        l_b += p_b;
         m_a = n_a;
         m_b = n_b;
+    };
+    // This warpgroup's maxima to shared memory for the other (after every lane of the
+    // quad has read what was there).
+    auto publish_max = [&]() {
+        __syncwarp();
+        if (tg == 0) {
+            s_m[ra] = m_a;
+            s_m[ra + 8] = m_b;
+        }
     };
     // ps to shared memory at `addr` (64 rows x 64 bf16, swizzled) for the other warpgroup.
     auto store_p = [&](u32 addr) {
@@ -361,11 +377,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         mask(phase, mx_a, mx_b);
         if (wg == 0) {
             softmax(fmaxf(m_a, mx_a), fmaxf(m_b, mx_b));
-            __syncwarp();
-            if (tg == 0) {
-                s_m[ra] = m_a;
-                s_m[ra + 8] = m_b;
-            }
+            publish_max();
             dsa_arrive<DSA_WG0_MAX>();
             wgmma_fence();
             pv_own(0);
@@ -386,15 +398,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
             }
             store_p(p_own);
             dsa_arrive<DSA_WG0_P>();
-#pragma unroll
-            for (int n = 0; n < 32; ++n) {
-                o[4 * n + 0] *= f_a;
-                o[4 * n + 1] *= f_a;
-                o[4 * n + 2] *= f_b;
-                o[4 * n + 3] *= f_b;
-            }
-            l_a *= f_a;
-            l_b *= f_b;
+            rescale(f_a, f_b);
             m_a = n_a;
             m_b = n_b;
             dsa_sync<DSA_WG1_P>();
@@ -426,11 +430,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
             dsa_sync<DSA_WG0_MAX>();
             const float w_a = s_m[ra], w_b = s_m[ra + 8];
             softmax(fmaxf(w_a, mx_a), fmaxf(w_b, mx_b));
-            __syncwarp();
-            if (tg == 0) {
-                s_m[ra] = m_a;
-                s_m[ra + 8] = m_b;
-            }
+            publish_max();
             dsa_arrive<DSA_WG1_MAX>();
             wgmma_fence();
             pv_own(1);
