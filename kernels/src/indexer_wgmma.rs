@@ -2,7 +2,7 @@
 //! [`crate::indexer_mma16::indexer_scores_mma16`] (e4m3 codes, f32 scales, `out = s_k · Σ_h
 //! w·s_q·ReLU(q·k)`, `-inf` in the causal future) at DeepSeek-V3.2's indexer shape (64 heads ×
 //! 128 dims) on `wgmma.mma_async`, which CubeCL 0.10 does not emit, with the codes either
-//! ([`WgmmaCodes`]) as e4m3 bytes on FP8 `wgmma` (the tensor rate of FP8; Hopper adds each
+//! ([`Codes`]) as e4m3 bytes on FP8 `wgmma` (the tensor rate of FP8; Hopper adds each
 //! instruction's 32 products with about 14 bits, as in DeepSeek's own FP8 indexer) or held in
 //! f16 on f16 `wgmma` (exact products, f32 sums: agrees with the f32 reference to rounding).
 //! CUDA C++ (`cuda/indexer_wgmma.cu`, its design in the file's header), run by CubeCL's CUDA
@@ -11,40 +11,24 @@
 use cubecl::prelude::*;
 use cubecl::server::Binding;
 
+use crate::quant::Codes;
+
 /// The kernel's source (CUDA C++ for sm_90a).
 const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/indexer_wgmma.cu"));
-/// How the kernel holds and multiplies the e4m3 codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WgmmaCodes {
-    /// As f16 values (exactly; a `F16` tensor), on f16 `wgmma` m64n128k16.
-    F16,
-    /// As e4m3 bytes (a `U8` tensor), on FP8 `wgmma` m64n128k32.
-    E4m3,
+/// The kernel's entry point for `codes`: f16 `wgmma` m64n128k16 on f16 codes, FP8 `wgmma`
+/// m64n128k32 on e4m3 bytes.
+fn entry(codes: Codes) -> &'static str {
+    match codes {
+        Codes::F16 => "dsa_indexer_scores_wgmma",
+        Codes::E4m3 => "dsa_indexer_scores_wgmma_fp8",
+    }
 }
 
-impl WgmmaCodes {
-    /// The kernel's entry point in the source.
-    fn entry(self) -> &'static str {
-        match self {
-            WgmmaCodes::F16 => "dsa_indexer_scores_wgmma",
-            WgmmaCodes::E4m3 => "dsa_indexer_scores_wgmma_fp8",
-        }
-    }
-
-    /// Bytes per code.
-    fn bytes(self) -> usize {
-        match self {
-            WgmmaCodes::F16 => 2,
-            WgmmaCodes::E4m3 => 1,
-        }
-    }
-
-    /// Shared memory per CTA: `IdxLayout::SMEM` of the source (the queries' codes, two key
-    /// tiles, the warps' head sums, 1 KiB of alignment).
-    pub fn shared_bytes(self) -> usize {
-        let cb = self.bytes();
-        WGMMA_INDEXER_QUERIES * 64 * 128 * cb + 2 * 128 * 128 * cb + 2 * 2 * 4 * 128 * 4 + 1024
-    }
+/// Shared memory per CTA for `codes`: `IdxLayout::SMEM` of the source (the queries' codes,
+/// two key tiles, the warps' head sums, 1 KiB of alignment).
+pub fn shared_bytes(codes: Codes) -> usize {
+    let cb = codes.bytes();
+    WGMMA_INDEXER_QUERIES * 64 * 128 * cb + 2 * 128 * 128 * cb + 2 * 2 * 4 * 128 * 4 + 1024
 }
 /// Indexer heads and head dims the kernel is built for.
 pub const WGMMA_INDEXER_HEADS: usize = 64;
@@ -58,7 +42,7 @@ const UNITS: u32 = 256;
 
 /// Whether the device runs the kernel (CUDA sm_90), with either kind of codes.
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    crate::cuda_source::has_wgmma(client, WgmmaCodes::F16.shared_bytes())
+    crate::cuda_source::has_wgmma(client, shared_bytes(Codes::F16))
 }
 
 /// Sizes of one launch; the kernel reads them as one 64-bit word each, in this order
@@ -75,7 +59,7 @@ pub struct WgmmaIndexerParams {
     pub w_bytes: usize,
     pub out_bytes: usize,
     /// How the codes are held.
-    pub codes: WgmmaCodes,
+    pub codes: Codes,
 }
 
 /// Launches the v5 indexer on `B·⌈T/8⌉ × ⌈S/2048⌉` CTAs. Buffers, contiguous: `q` codes
@@ -115,8 +99,8 @@ pub unsafe fn launch_indexer_scores_wgmma<R: Runtime>(
         crate::cuda_source::launch_cuda_source(
             client,
             SOURCE,
-            p.codes.entry(),
-            p.codes.shared_bytes(),
+            entry(p.codes),
+            shared_bytes(p.codes),
             UNITS,
             count,
             vec![q, w, sq, k, sk, out],

@@ -18,6 +18,25 @@ pub const E4M3_MAX: f32 = 448.0;
 /// The floor of the block amax, as the reference applies it (`clamp_min(1e-4)` in f32).
 pub const AMAX_FLOOR: f32 = 1e-4;
 
+/// How the tensor-core indexers hold the e4m3 codes of a quantised tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codes {
+    /// As f16 values (exactly; a `F16` tensor), for the f16 MMA kernels.
+    F16,
+    /// As e4m3 bytes (a `U8` tensor), for the FP8 MMA kernels.
+    E4m3,
+}
+
+impl Codes {
+    /// Bytes per code.
+    pub fn bytes(self) -> usize {
+        match self {
+            Codes::F16 => 2,
+            Codes::E4m3 => 1,
+        }
+    }
+}
+
 /// Rounds `y` (`|y| ≤ 448`) to the nearest `float8_e4m3fn` value, ties to even, with
 /// integer arithmetic only: normal e4m3 values keep 3 mantissa bits (spacing `2^(e-3)`),
 /// subnormals are multiples of `2^-9`.

@@ -17,6 +17,7 @@
 //!    index order (a block prefix sum per chunk), `n` entries in all (one more read);
 //! 4. a bitonic sort of `next_pow2(count)` buffer entries puts the `n` best first;
 //! 5. slots `n..kk` get index 0 and valid = false.
+//!
 //! Rows are read as vectors of `N` scores (`S` a multiple of `N`), a unit taking the `N`
 //! scores of a vector in index order.
 

@@ -16,7 +16,7 @@ use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, full_device_dtype
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use dsa_kernels as kernels;
-use dsa_kernels::indexer_wgmma::WgmmaCodes;
+use dsa_kernels::quant::Codes;
 
 use crate::quant::{IndexerQuant, E4M3_MAX};
 use crate::DsaBackend;
@@ -142,15 +142,6 @@ pub fn fake_quant_primitive<R: CubeRuntime>(
         x.dtype.into(),
     );
     out
-}
-
-/// How [`quantize_codes`] stores the e4m3 codes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Codes {
-    /// As f16 values (exact), for the f16 cmma kernels.
-    F16,
-    /// As e4m3 bytes (a `U8` tensor), for the FP8 MMA kernel.
-    E4m3,
 }
 
 /// FP8 e4m3 block quantisation of a CubeCL tensor along its last dim into its codes (stored
@@ -464,11 +455,11 @@ fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 /// (`wgmma`) for `h` heads of dim `d`, if it takes v5: `Auto` or [`IndexerKernel::WgmmaFp8`]
 /// (e4m3 bytes) or [`IndexerKernel::Wgmma`] (f16) selected, V3.2's 64 × 128, bf16/f32
 /// weights and scores, the device's `wgmma`.
-fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> Option<WgmmaCodes> {
+fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> Option<Codes> {
     use kernels::indexer_wgmma::{WGMMA_INDEXER_D, WGMMA_INDEXER_HEADS};
     let codes = match INDEXER_KERNEL.load(Ordering::Relaxed) {
-        k if k == 0 || k == IndexerKernel::WgmmaFp8 as u8 => WgmmaCodes::E4m3,
-        k if k == IndexerKernel::Wgmma as u8 => WgmmaCodes::F16,
+        k if k == 0 || k == IndexerKernel::WgmmaFp8 as u8 => Codes::E4m3,
+        k if k == IndexerKernel::Wgmma as u8 => Codes::F16,
         _ => return None,
     };
     let applies = (h, d) == (WGMMA_INDEXER_HEADS, WGMMA_INDEXER_D)
@@ -775,12 +766,8 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         return out;
     }
     if let Some(codes) = wgmma_indexer(&q, &w, h, d).filter(|_| mma) {
-        let held = match codes {
-            WgmmaCodes::F16 => Codes::F16,
-            WgmmaCodes::E4m3 => Codes::E4m3,
-        };
-        let (qc, sq) = quantize_codes(q, quant, held);
-        let (kc, sk) = quantize_codes(k, quant, held);
+        let (qc, sq) = quantize_codes(q, quant, codes);
+        let (kc, sk) = quantize_codes(k, quant, codes);
         let params = kernels::indexer_wgmma::WgmmaIndexerParams {
             batch: b,
             t_len: t,
@@ -807,7 +794,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         }
         TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScores as usize].fetch_add(1, Ordering::SeqCst);
         TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmma as usize].fetch_add(1, Ordering::SeqCst);
-        if codes == WgmmaCodes::E4m3 {
+        if codes == Codes::E4m3 {
             TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmmaFp8 as usize].fetch_add(1, Ordering::SeqCst);
         }
         return out;
