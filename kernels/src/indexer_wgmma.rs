@@ -1,4 +1,4 @@
-//! Lightning-indexer scores on Hopper's warpgroup tensor cores (v5): the contract of
+//! Lightning-indexer scores on Hopper's warpgroup tensor cores (v6): the contract of
 //! [`crate::indexer_mma16::indexer_scores_mma16`] (e4m3 codes, f32 scales, `out = s_k · Σ_h
 //! w·s_q·ReLU(q·k)`, `-inf` in the causal future) at DeepSeek-V3.2's indexer shape (64 heads ×
 //! 128 dims) on `wgmma.mma_async`, which CubeCL 0.10 does not emit, with the codes either
@@ -25,10 +25,10 @@ fn entry(codes: Codes) -> &'static str {
 }
 
 /// Shared memory per CTA for `codes`: `IdxLayout::SMEM` of the source (the queries' codes,
-/// two key tiles, the warps' head sums, 1 KiB of alignment).
+/// two key tiles, the queries' head weights, 1 KiB of alignment).
 pub fn shared_bytes(codes: Codes) -> usize {
     let cb = codes.bytes();
-    WGMMA_INDEXER_QUERIES * 64 * 128 * cb + 2 * 128 * 128 * cb + 2 * 2 * 4 * 128 * 4 + 1024
+    WGMMA_INDEXER_QUERIES * 64 * 128 * cb + 2 * 128 * 128 * cb + WGMMA_INDEXER_QUERIES * 64 * 4 + 1024
 }
 /// Indexer heads and head dims the kernel is built for.
 pub const WGMMA_INDEXER_HEADS: usize = 64;
@@ -62,7 +62,7 @@ pub struct WgmmaIndexerParams {
     pub codes: Codes,
 }
 
-/// Launches the v5 indexer on `B·⌈T/8⌉ × ⌈S/2048⌉` CTAs. Buffers, contiguous: `q` codes
+/// Launches the v6 indexer on `B·⌈T/8⌉ × ⌈S/2048⌉` CTAs. Buffers, contiguous: `q` codes
 /// `[B,T,64,128]` and `k` codes `[B,S,128]` (f16 or e4m3 bytes, as `params.codes` says), `w` `[B,T,64]` (bf16/f32), `sq`
 /// `[B,T,64]` and `sk` `[B,S]` (f32), `out` `[B,T,S]` (bf16/f32).
 ///

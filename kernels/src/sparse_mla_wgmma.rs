@@ -73,7 +73,7 @@ impl WgmmaMlaParams {
     }
 }
 
-/// Launches the forward on `B·T × ⌈H/64⌉` CTAs. Buffers: `q`, `kv` (bf16, rows at the
+/// Launches the forward on `B·T·⌈H/64⌉` CTAs (a token's head groups adjacent). Buffers: `q`, `kv` (bf16, rows at the
 /// strides of `params`, 16-byte aligned: strides multiples of 8), `idx` (i32/i64) and
 /// `valid` (contiguous `[B·T, K]`), `out` (bf16 `[B·T, H, 512]`) and `lse` (bf16
 /// `[B·T, H]`), contiguous.
@@ -92,7 +92,8 @@ pub unsafe fn launch_sparse_mla_fwd_wgmma<R: Runtime>(
     lse: Binding,
     params: WgmmaMlaParams,
 ) {
-    let count = CubeCount::Static(params.bt_len as u32, params.heads.div_ceil(WGMMA_HEADS) as u32, 1);
+    // A token's head groups are neighbours along x (the source's header says why).
+    let count = CubeCount::Static((params.bt_len * params.heads.div_ceil(WGMMA_HEADS)) as u32, 1, 1);
     let buffers = vec![q, kv, idx, valid, out, lse];
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
     unsafe {

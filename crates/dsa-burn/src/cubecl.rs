@@ -205,7 +205,7 @@ where
 /// The indexer-scores kernel to launch (see `dsa_kernels::indexer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexerKernel {
-    /// On CUDA the fastest tensor-core kernel that applies (v5.1, v4.3, v3; else v2), v1
+    /// On CUDA the fastest tensor-core kernel that applies (v6 in FP8, v4.3, v3; else v2), v1
     /// elsewhere (see [`tiled_by_default`]).
     Auto,
     /// v1: one unit per score.
@@ -230,12 +230,12 @@ pub enum IndexerKernel {
     /// as `TensorCores`. Native on Ada and Blackwell; on Hopper ptxas runs it as f16 MMAs
     /// with conversions, slower than `TensorCores` there (GPU runs 41–42).
     Fp8TensorCores,
-    /// v5: the codes held in f16 on Hopper's f16 `wgmma` (`dsa_kernels::indexer_wgmma`: CUDA
+    /// v6: the codes held in f16 on Hopper's f16 `wgmma` (`dsa_kernels::indexer_wgmma`: CUDA
     /// C++ launched through CubeCL's runtime), at V3.2's 64 heads × 128 dims on CUDA sm_90
     /// (see [`has_wgmma`]); elsewhere as `TensorCores`. Exact products and f32 sums, as the
     /// reference.
     Wgmma,
-    /// v5.1: as `Wgmma` with the codes as e4m3 bytes on Hopper's FP8 `wgmma`: twice the tensor
+    /// v6 in FP8: as `Wgmma` with the codes as e4m3 bytes on Hopper's FP8 `wgmma`: twice the tensor
     /// rate; each instruction's 32 products are added with about 14 bits (as in DeepSeek's
     /// own FP8 indexer), so the scores agree with the f32 reference to about 1e-4 rather than
     /// to rounding. `Auto` takes it where it applies.
@@ -253,10 +253,10 @@ pub enum TensorCoreOp {
     IndexerScoresFp8,
     /// The indexer scores on f16 MMA with the epilogue in registers (v4.3).
     IndexerScoresF16Mma,
-    /// The indexer scores on Hopper's `wgmma` (v5 or v5.1, [`IndexerKernel::Wgmma`] or
+    /// The indexer scores on Hopper's `wgmma` (v6, [`IndexerKernel::Wgmma`] or
     /// [`IndexerKernel::WgmmaFp8`]).
     IndexerScoresWgmma,
-    /// The indexer scores on Hopper's FP8 `wgmma` (v5.1, [`IndexerKernel::WgmmaFp8`]).
+    /// The indexer scores on Hopper's FP8 `wgmma` (v6 in FP8, [`IndexerKernel::WgmmaFp8`]).
     IndexerScoresWgmmaFp8,
     /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
     SparseMlaProbs,

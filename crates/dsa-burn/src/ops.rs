@@ -596,8 +596,9 @@ pub fn dense_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize,
 
 /// Indexer scores then top-k ([`indexer_scores`] + [`topk_select`]) over blocks of at most
 /// `block_rows` query tokens, so that only `B × block_rows × S` scores exist at a time
-/// (at L = 128K, the whole `T × S` f32 score matrix would take 64 GiB). Same result as the
-/// two calls on the whole sequence.
+/// (at L = 128K, the whole `T × S` f32 score matrix would take 64 GiB); with a causal offset
+/// each block scores only the keys its rows can see. Same result as the two calls on the
+/// whole sequence.
 ///
 /// ```
 /// # use burn::backend::NdArray;
@@ -628,11 +629,21 @@ pub fn indexer_topk<B: DsaBackend>(
     if t <= block_rows {
         return topk_select(indexer_scores(q, w, k, quant, causal_offset), topk, causal_offset);
     }
+    let s = k.dims()[1];
     let (mut indices, mut valid) = (Vec::new(), Vec::new());
     for t0 in (0..t).step_by(block_rows) {
         let rows = block_rows.min(t - t0);
         let offset = causal_offset.map(|o| o + t0);
-        let scores = indexer_scores(q.clone().narrow(1, t0, rows), w.clone().narrow(1, t0, rows), k.clone(), quant, offset);
+        // Causal: only the keys some row of the block sees (at least `topk`, so that every
+        // block's selection is `min(topk, S)` wide); later ones could never be selected.
+        let keys = offset.map_or(s, |o| (o + rows).max(topk).min(s));
+        let scores = indexer_scores(
+            q.clone().narrow(1, t0, rows),
+            w.clone().narrow(1, t0, rows),
+            k.clone().narrow(1, 0, keys),
+            quant,
+            offset,
+        );
         let (i, v) = topk_select(scores, topk, offset);
         indices.push(i);
         valid.push(v);

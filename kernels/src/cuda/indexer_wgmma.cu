@@ -10,16 +10,19 @@
 //
 // out[b,t,s] = sk[s] * sum_h w[t,h] sq[t,h] ReLU(q[t,h] . k[s]) on the codes (f32 scales),
 // -inf where s > t + offset (causal). One CTA of two warpgroups per (8 queries, chunk of
-// keys); warpgroup w takes queries 4w..4w+3, each a 64-head x 128-key tile of products over
-// the 128 dims against the key tile in shared memory. In f16 the next query's product runs
+// keys), walking the chunk 128 keys at a time; warpgroup w takes keys 64w..64w+63 of each
+// tile. The products are transposed, as in DeepGEMM's FP8 MQA logits: A = the 64 keys, B = the
+// 128 head rows of a pair of queries (N = 2 x 64), so a thread's accumulators hold two keys x
+// 16 heads of each query, and the sum over heads is ReLU and a weight FMA per value inside the
+// thread, then two shuffles over the row group's four lanes, after which each lane holds one
+// (query, key) score. Version 6 in kernels/NOTES.md. In f16 the next pair's product runs
 // while the thread sums the current one (two accumulator sets, one CTA per SM); in e4m3 two
-// CTAs share an SM instead (one set, 128 registers), which measured faster (run 60). The
+// CTAs share an SM instead (one set, 128 registers), which measured faster (runs 60, 63). The
 // queries' codes and two key tiles live in the 128-byte-swizzled layout (column blocks of
-// 128 bytes, each `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8). The epilogue in
-// registers: ReLU, the head weights, the two rows a thread holds, then the sum over the
-// warp's 16 heads by three halving shuffles (each lane keeps 4 keys), over the warpgroup's 4
-// warps through shared memory. The next key tile is copied (cp.async) while the current one
-// is computed. Helpers: wgmma.cuh.
+// 128 bytes, each `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8; the queries'
+// rows of one column block contiguous, so that a pair's 128 rows form one operand); the head
+// weights w * sq in shared memory. The next key tile is copied (cp.async) while the current
+// one is computed. Helpers: wgmma.cuh.
 
 #define IDX_HEADS 64
 #define IDX_D 128
@@ -27,15 +30,16 @@
 #define IDX_KEYS 128
 #define IDX_THREADS 256
 
-// Shared memory of the kernel with `CB` bytes per code: the queries' codes (64 heads x 128
-// dims each), two key tiles (128 keys x 128 dims), the warps' head sums (two buffers per
-// warpgroup), 1 KiB to align the start.
+// Shared memory of the kernel with `CB` bytes per code: the queries' codes (8 queries x 64
+// heads = 512 rows of 128 dims), two key tiles (128 keys x 128 dims), the queries' head
+// weights (f32), 1 KiB to align the start.
 template <u32 CB> struct IdxLayout {
-    static constexpr u32 QROW = IDX_HEADS * IDX_D * CB;
-    static constexpr u32 K_OFF = IDX_QUERIES * QROW;
+    // One column block (128 bytes of each row) of the queries' codes.
+    static constexpr u32 QBLK = IDX_QUERIES * IDX_HEADS * 128;
+    static constexpr u32 K_OFF = CB * QBLK;
     static constexpr u32 KTILE = IDX_KEYS * IDX_D * CB;
-    static constexpr u32 RED_OFF = K_OFF + 2 * KTILE;
-    static constexpr u32 SMEM = RED_OFF + 2 * 2 * 4 * IDX_KEYS * 4 + 1024;
+    static constexpr u32 W_OFF = K_OFF + 2 * KTILE;
+    static constexpr u32 SMEM = W_OFF + IDX_QUERIES * IDX_HEADS * 4 + 1024;
     // 16-byte pieces of a row, and k-steps of 32 bytes (k16 in f16, k32 in e4m3).
     static constexpr u32 PIECES = IDX_D * CB / 16;
     static constexpr u32 STEPS = IDX_D * CB / 32;
@@ -45,12 +49,6 @@ template <u32 CB> struct IdxLayout {
 struct IdxParams {
     u64 t_len, s_len, offset, causal, chunk, w_bytes, out_bytes;
 };
-
-// Barrier 1 + w over warpgroup w's 128 threads.
-__device__ __forceinline__ void idx_bar_wg(u32 wg) {
-    if (wg == 0) asm volatile("bar.sync 1, 128;\n" ::: "memory");
-    else asm volatile("bar.sync 2, 128;\n" ::: "memory");
-}
 
 // D (64 x 128, f32) (+)= A (64 x 32 bytes) * B (32 bytes x 128), both K-major, from
 // descriptors: f16 m64n128k16 (CB = 2) or e4m3 m64n128k32 (CB = 1).
@@ -72,18 +70,6 @@ template <> __device__ __forceinline__ void idx_wgmma<1>(float* d, u64 desc_a, u
                  "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " IDX_WGMMA_OPERANDS ", 1, 1;\n}\n" IDX_WGMMA_ARGS);
 }
 
-// One halving step of the sum over row groups: the lanes with bit `M` set keep the upper
-// `M` of their `2M` values, the others the lower ones, each adding its partner's.
-template <u32 M> __device__ __forceinline__ void idx_halve(float* v, u32 lane) {
-    const bool upper = (lane & M) != 0;
-#pragma unroll
-    for (u32 i = 0; i < M; ++i) {
-        float mine = upper ? v[M + i] : v[i];
-        float theirs = upper ? v[i] : v[M + i];
-        v[i] = mine + __shfl_xor_sync(0xffffffff, theirs, M);
-    }
-}
-
 __device__ __forceinline__ float idx_load(const void* p, u64 i, u64 bytes) {
     return bytes == 2 ? __bfloat162float(((const __nv_bfloat16*)p)[i]) : ((const float*)p)[i];
 }
@@ -92,9 +78,9 @@ __device__ __forceinline__ void idx_store(void* p, u64 i, u64 bytes, float v) {
     else ((float*)p)[i] = v;
 }
 
-// PIPE: query u + 1's product is issued before query u's sums (two accumulator sets, ~240
-// registers, one CTA per SM); without it one set, 128 registers, two CTAs per SM (FP8's
-// shared memory allows it), the other CTA's products hiding this one's sums.
+// PIPE: the next pair's product is issued before the current pair's sums (two accumulator
+// sets, one CTA per SM); without it one set, two CTAs per SM (FP8's shared memory allows it),
+// the other CTA's products hiding this one's sums.
 template <u32 CB, bool PIPE>
 __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
                                            const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
@@ -116,7 +102,7 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
     const u32 base_addr = (wg_smem(smem_raw) + 1023) & ~1023u;
     unsigned char* base = smem_raw + (base_addr - wg_smem(smem_raw));
     const u32 q_addr = base_addr, k_addr0 = base_addr + L::K_OFF;
-    float* red = (float*)(base + L::RED_OFF);
+    float* wsm = (float*)(base + L::W_OFF);
 
     u64 s_done = s_begin;
     if (s_begin < limit) {
@@ -128,7 +114,7 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
             u32 r = row0 + rows_per * u, qi = r / IDX_HEADS, h = r % IDX_HEADS;
             bool live = t0 + qi < p.t_len;
             const unsigned char* src = q + ((b * p.t_len + (live ? t0 + qi : 0)) * IDX_HEADS + h) * (IDX_D * CB) + piece * 16;
-            wg_cp_async(q_addr + qi * L::QROW + blk * (IDX_HEADS * 128) + h * 128 + ((sub ^ (h & 7)) << 4), src, live);
+            wg_cp_async(q_addr + blk * L::QBLK + r * 128 + ((sub ^ (r & 7)) << 4), src, live);
         }
         auto issue = [&](u64 s0, u32 stage) {
 #pragma unroll
@@ -141,19 +127,16 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
             wg_cp_commit();
         };
         issue(s_begin, 0);
-
-        // The weights w * sq of this thread's rows (heads 16 warp + g, + 8) for its 4 queries.
-        float wr[4][2];
-#pragma unroll
-        for (u32 u = 0; u < 4; ++u) {
-            u64 t = t0 + wg * 4 + u;
-#pragma unroll
-            for (u32 r = 0; r < 2; ++r) {
-                u64 row = (b * p.t_len + t) * IDX_HEADS + warp * 16 + g + 8 * r;
-                wr[u][r] = t < p.t_len ? idx_load(w, row, p.w_bytes) * sq[row] : 0.0f;
-            }
+        // The weights w * sq of the CTA's queries (0 past the end), visible after the first
+        // iteration's barrier.
+        for (u32 i = tid; i < IDX_QUERIES * IDX_HEADS; i += IDX_THREADS) {
+            const u64 t = t0 + i / IDX_HEADS, row = (b * p.t_len + t) * IDX_HEADS + i % IDX_HEADS;
+            wsm[i] = t < p.t_len ? idx_load(w, row, p.w_bytes) * sq[row] : 0.0f;
         }
 
+        // This lane's key within a tile: row 16 warp + g + 8 (tg & 1) of its warpgroup's 64;
+        // its query within a pair: tg >> 1 (after the sum over the lanes below).
+        const u32 key = 64 * wg + 16 * warp + g + 8 * (tg & 1), qsub = tg >> 1;
         u32 it = 0;
         for (u64 s0 = s_begin; s0 < limit; s0 += IDX_KEYS, ++it) {
             const u32 stage = it & 1;
@@ -167,66 +150,75 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
             wg_fence_async_smem();
             __syncthreads();
 
-            // The key this thread stores for every query of the tile, and its scale.
-            const u64 s = s0 + wtid;
+            const u64 s = s0 + key;
             const float sks = s < s_end ? sk[b * p.s_len + s] : 0.0f;
-            const u64 kd = wg_desc(k_addr0 + stage * L::KTILE, 16, 1024);
-            // acc[u & PIPE]: query 4 wg + u's 64 heads x 128 keys (with PIPE, query u + 1's
-            // product is issued before query u's sums).
+            // For query t = t0 + 2 pair + qsub: its score's index is at0 + pair * step; it is
+            // past T when 2 pair >= rows_left, in the causal future when 2 pair < ahead.
+            const u64 at0 = (b * p.t_len + t0 + qsub) * p.s_len + s, step = 2 * p.s_len;
+            const long long rows_left = s < s_end ? (long long)(p.t_len - t0) - qsub : 0;
+            const long long ahead = (long long)s - (long long)(t0 + qsub + p.offset);
+            // A: this warpgroup's 64 keys; B: the 128 head rows of a pair of queries.
+            const u64 kd = wg_desc(k_addr0 + stage * L::KTILE + wg * (64 * 128), 16, 1024);
             float acc[1 + PIPE][64];
-            auto product = [&](u32 u) {
-                const u64 qd = wg_desc(q_addr + (wg * 4 + u) * L::QROW, 16, 1024);
+            auto product = [&](u32 pair) {
+                const u64 qd = wg_desc(q_addr + pair * (2 * IDX_HEADS * 128), 16, 1024);
                 wgmma_fence();
 #pragma unroll
                 for (u32 ks = 0; ks < L::STEPS; ++ks) {
                     // Column block ks / 4 of 128 bytes, 32 bytes per step inside it (units of 16 bytes).
-                    const u64 qo = ((ks / 4) * (IDX_HEADS * 128) + (ks % 4) * 32) >> 4;
                     const u64 ko = ((ks / 4) * (IDX_KEYS * 128) + (ks % 4) * 32) >> 4;
-                    idx_wgmma<CB>(acc[u & PIPE], qd + qo, kd + ko, ks > 0);
+                    const u64 qo = ((ks / 4) * L::QBLK + (ks % 4) * 32) >> 4;
+                    idx_wgmma<CB>(acc[pair & PIPE], kd + ko, qd + qo, ks > 0);
                 }
                 wgmma_commit();
             };
             if (PIPE) product(0);
 #pragma unroll
-            for (u32 u = 0; u < 4; ++u) {
-                const u64 t = t0 + wg * 4 + u;
+            for (u32 pair = 0; pair < IDX_QUERIES / 2; ++pair) {
                 if (!PIPE) {
-                    product(u);
+                    product(pair);
                     wgmma_wait0();
-                } else if (u < 3) {
-                    product(u + 1);
+                } else if (pair + 1 < IDX_QUERIES / 2) {
+                    product(pair + 1);
                     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
                 } else {
                     wgmma_wait0();
                 }
-                float* a = acc[u & PIPE];
+                float* a = acc[pair & PIPE];
 #pragma unroll
                 for (int i = 0; i < 64; ++i) wg_pin(a[i]);
-                // v[2j + e]: key 8j + 2tg + e, this thread's two rows weighted and summed.
-                float v[32];
+                // x[qq][rr]: query 2 pair + qq, key row g + 8 rr, over this thread's 16 heads
+                // 8 j + 2 tg + e (a[4 (8 qq + j) + 2 rr + e]); two chains of FMAs, one per e.
+                float x[2][2];
 #pragma unroll
-                for (u32 j = 0; j < 16; ++j) {
+                for (u32 qq = 0; qq < 2; ++qq) {
+                    const float* wq = wsm + (2 * pair + qq) * IDX_HEADS + 2 * tg;
+                    float xe[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
 #pragma unroll
-                    for (u32 e = 0; e < 2; ++e)
-                        v[2 * j + e] = wr[u][0] * fmaxf(a[4 * j + e], 0.0f) + wr[u][1] * fmaxf(a[4 * j + 2 + e], 0.0f);
+                    for (u32 j = 0; j < 8; ++j) {
+                        const float2 wv = *(const float2*)(wq + 8 * j);
+                        const float* aj = a + 4 * (8 * qq + j);
+#pragma unroll
+                        for (u32 rr = 0; rr < 2; ++rr) {
+                            xe[rr][0] = fmaf(wv.x, fmaxf(aj[2 * rr], 0.0f), xe[rr][0]);
+                            xe[rr][1] = fmaf(wv.y, fmaxf(aj[2 * rr + 1], 0.0f), xe[rr][1]);
+                        }
+                    }
+                    x[qq][0] = xe[0][0] + xe[0][1];
+                    x[qq][1] = xe[1][0] + xe[1][1];
                 }
-                // Sum over the 8 row groups g (lane bits 4, 3, 2), halving the values each
-                // step: lane (g, tg) ends with v[4g .. 4g+3], i.e. keys 16g + 2tg + {0, 1}
-                // and 16g + 8 + 2tg + {0, 1}.
-                idx_halve<16>(v, lane);
-                idx_halve<8>(v, lane);
-                idx_halve<4>(v, lane);
-                float* red_u = red + ((wg * 2 + (u & 1)) * 4 + warp) * IDX_KEYS;
+                // Sum over the four lanes tg of a row group, each lane keeping one (query,
+                // row): bit 0 of tg picks the row, bit 1 the query.
+                const bool b0 = tg & 1, b1 = tg & 2;
+                float y[2];
 #pragma unroll
-                for (u32 i = 0; i < 4; ++i) red_u[16 * g + 8 * (i / 2) + 2 * tg + (i % 2)] = v[i];
-                idx_bar_wg(wg);
-                // Thread wtid: key s, summed over the 4 warps.
-                const float* red_r = red + (wg * 2 + (u & 1)) * 4 * IDX_KEYS;
-                if (t < p.t_len && s < s_end) {
-                    float x = red_r[wtid] + red_r[IDX_KEYS + wtid] + red_r[2 * IDX_KEYS + wtid] + red_r[3 * IDX_KEYS + wtid];
-                    x *= sks;
-                    if (p.causal && s > t + p.offset) x = neg_inf;
-                    idx_store(out, (b * p.t_len + t) * p.s_len + s, p.out_bytes, x);
+                for (u32 qq = 0; qq < 2; ++qq)
+                    y[qq] = (b0 ? x[qq][1] : x[qq][0]) + __shfl_xor_sync(0xffffffff, b0 ? x[qq][0] : x[qq][1], 1);
+                float z = (b1 ? y[1] : y[0]) + __shfl_xor_sync(0xffffffff, b1 ? y[0] : y[1], 2);
+                if ((long long)(2 * pair) < rows_left) {
+                    z *= sks;
+                    if (p.causal && (long long)(2 * pair) < ahead) z = neg_inf;
+                    idx_store(out, at0 + pair * step, p.out_bytes, z);
                 }
             }
             s_done = s0 + IDX_KEYS;

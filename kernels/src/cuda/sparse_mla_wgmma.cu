@@ -4,7 +4,7 @@
 // through CubeCL's CUDA runtime by `dsa_kernels::sparse_mla_wgmma`. Version 6 in
 // kernels/NOTES.md: warp-specialised, after the scheme of FlashMLA's SM90 sparse prefill.
 //
-// One CTA of three warpgroups per (token, 64 heads):
+// One CTA of three warpgroups per (token, 64 heads), a token's CTAs adjacent in the grid:
 // - WG2, the producer (72 registers), gathers the selected latent rows of two blocks of 64
 //   slots into two buffers k0, k1 with cp.async, each buffer in two halves (dims 0..255 and
 //   256..575) with ready/free mbarriers, and writes the slots' validity;
@@ -40,6 +40,17 @@ __device__ __forceinline__ long long dsa_slot_row(const void* idx, const void* v
     if (!ok) return -1;
     long long r = p.idx_bytes == 8 ? ((const long long*)idx)[at] : (long long)((const int*)idx)[at];
     return (r >= 0 && (u64)r < p.s_len) ? r : -2;
+}
+
+// The CTA's token and first head. A token's head-group CTAs are neighbours in launch order,
+// so that they run together and the second finds the token's rows in L2. Read from the CTA
+// index where used (volatile: not held in a register across the main loop).
+__device__ __forceinline__ void dsa_cta_coords(const DsaMlaParams& p, u64& bt, u32& h0) {
+    u32 x;
+    asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(x));
+    const u32 groups = (u32)((p.heads + DSA_HEADS - 1) / DSA_HEADS);
+    bt = x / groups;
+    h0 = (x % groups) * DSA_HEADS;
 }
 
 // D (64 x 256, f32) (+)= A (64 x 16, bf16, descriptor) * B (16 x 256, bf16, descriptor, MN-major).
@@ -126,8 +137,9 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
     const void* __restrict__ valid, __nv_bfloat16* __restrict__ out, __nv_bfloat16* __restrict__ lse,
     const __grid_constant__ DsaMlaParams p) {
     extern __shared__ __align__(1024) unsigned char dsa_smem_raw[];
-    const u64 bt = blockIdx.x;
-    const u32 h0 = blockIdx.y * DSA_HEADS;
+    u64 bt;
+    u32 h0;
+    dsa_cta_coords(p, bt, h0);
     // The warpgroup index through a shuffle, so that the compiler knows it is warp-uniform.
     const u32 tid = threadIdx.x, wg = __shfl_sync(0xffffffff, tid / 128, 0), wtid = tid % 128, lane = tid % 32;
     const float neg_inf = -__int_as_float(0x7f800000);
@@ -465,6 +477,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
     l_b = s_l[ra + 8] + s_l[64 + ra + 8];
     const float inv_a = l_a > 0.0f ? 1.0f / l_a : 0.0f;
     const float inv_b = l_b > 0.0f ? 1.0f / l_b : 0.0f;
+    dsa_cta_coords(p, bt, h0);
     const u32 ha = h0 + ra, hb = h0 + ra + 8;
     __nv_bfloat16* out_a = out + (bt * heads + ha) * DSA_DV + wg * 256;
     __nv_bfloat16* out_b = out + (bt * heads + hb) * DSA_DV + wg * 256;
