@@ -11,6 +11,7 @@
 //! the shared helpers of `cuda/wgmma.cuh`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
 
 use cubecl::features::Tma;
 use cubecl::prelude::*;
@@ -45,9 +46,7 @@ struct CudaSourceTask<K: CubeKernel> {
 
 impl<K: CubeKernel> KernelMetadata for CudaSourceTask<K> {
     fn id(&self) -> KernelId {
-        let mut hasher = DefaultHasher::new();
-        self.source.hash(&mut hasher);
-        self.shell.id().info((self.entry, hasher.finish()))
+        self.shell.id().info((self.entry, source_hash(self.source)))
     }
 
     fn address_type(&self) -> StorageType {
@@ -84,6 +83,22 @@ impl<C: Compiler, K: CubeKernel> CubeTask<C> for CudaSourceTask<K> {
 /// # Safety
 /// The kernel's reads and writes must stay inside the buffers for these words, and the
 /// device must run the source (for `wgmma` kernels, [`has_wgmma`]).
+/// The hash of a kernel source's text, computed once per source: hashing the ~20 KB of text
+/// at every launch took a visible part of a short kernel's launch time (decode).
+fn source_hash(source: &'static str) -> u64 {
+    static HASHES: Mutex<Vec<((usize, usize), u64)>> = Mutex::new(Vec::new());
+    let key = (source.as_ptr() as usize, source.len());
+    let mut hashes = HASHES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, h)) = hashes.iter().find(|(k, _)| *k == key) {
+        return h;
+    }
+    let mut hasher = DefaultHasher::new();
+    source.hash(&mut hasher);
+    let h = hasher.finish();
+    hashes.push((key, h));
+    h
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn launch_cuda_source<R: Runtime>(
     client: &ComputeClient<R>,

@@ -33,6 +33,11 @@
 //! Each measurement is the median of `--reps` timed runs after one warm-up, with the device
 //! synchronised around each run, printed (and appended to `--out`) as one JSON line. FLOP
 //! counts are those of `shared/bench/peer_torch.py`, so the two can be compared op by op.
+//! `--back-to-back` adds `b2b_ms`: `--reps` calls issued back to back, one sync, the time
+//! divided by the calls. That leaves out the host's wait for the device after each call,
+//! which the host-timed `ms` includes (tens of µs, visible on short ops such as decode) and
+//! the peer's CUDA events around each call do not. CubeCL 0.10's CUDA runtime offers no
+//! device timestamps (its profiler reads the host clock), so this is the closest measure.
 //! Long sequences run in blocks of query tokens (the work per query is independent; only
 //! the block's scores, queries and outputs are resident): `--block` tokens for sparse MLA,
 //! and as many indexer rows as fit in 2 GiB of f32 scores.
@@ -68,6 +73,7 @@ struct Args {
     lens: Vec<usize>,
     topk: usize,
     reps: usize,
+    back_to_back: bool,
     block: usize,
     decode_batch: usize,
     decode_span: Option<usize>,
@@ -85,6 +91,7 @@ fn args() -> Args {
         lens: vec![4096, 16384],
         topk: 2048,
         reps: 3,
+        back_to_back: false,
         block: 8192,
         decode_batch: 64,
         decode_span: None,
@@ -117,6 +124,7 @@ fn args() -> Args {
             }
             "--topk" => a.topk = num(value()),
             "--reps" => a.reps = num(value()).max(1),
+            "--back-to-back" => a.back_to_back = true,
             "--block" => a.block = num(value()).max(1),
             "--decode-batch" => a.decode_batch = num(value()).max(1),
             "--decode-span" => a.decode_span = Some(num(value()).max(1)),
@@ -172,6 +180,7 @@ fn args() -> Args {
 struct Bench<G: Backend> {
     dev: burn::tensor::Device<G>,
     reps: usize,
+    back_to_back: bool,
     topk: usize,
     only: Vec<String>,
     rng: u64,
@@ -247,6 +256,15 @@ impl<G: DsaBackend> Bench<G> {
         }
         if bytes > 0.0 {
             line += &format!(", \"gbps\": {:.1}", bytes / m / 1e6);
+        }
+        if self.back_to_back {
+            let t0 = Instant::now();
+            for _ in 0..self.reps {
+                f();
+            }
+            self.sync();
+            let b2b = t0.elapsed().as_secs_f64() * 1e3 / self.reps as f64;
+            line += &format!(", \"b2b_ms\": {b2b:.4}");
         }
         let dtype = format!("{:?}", G::FloatElem::dtype()).to_lowercase();
         line += &format!(
@@ -358,6 +376,7 @@ fn run<G: DsaBackend>(a: &Args) {
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,
+        back_to_back: a.back_to_back,
         topk: a.topk,
         only: a.only.clone(),
         rng: 0x9E37_79B9_7F4A_7C15,
