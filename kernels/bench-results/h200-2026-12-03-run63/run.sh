@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (The compared versions are recreated by sources.sh, beside this script, before it runs.)
 # GPU run 63, fourth call (call1-3/: the earlier ones): the indexer v6.2 (4 queries per CTA,
 # warpgroup w owns queries 2w, 2w+1 with their head weights in registers, 256-key tiles)
 # against v6 as in call 2 (v6a/) and run 61's v5.1 (old/), same call, L = 1003 and 16K.

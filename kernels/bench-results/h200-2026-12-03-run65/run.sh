@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (The compared versions are recreated by sources.sh, beside this script, before it runs.)
 # GPU run 65 (harness only): the sparse MLA forward's producer with each iteration's rows
 # loaded one iteration ahead (their latency off the copies' path; prefetch/, not landed)
 # against the landed one (then `before/`: kernels/src/cuda/sparse_mla_wgmma.cu of commit
