@@ -76,15 +76,8 @@ impl<C: Compiler, K: CubeKernel> CubeTask<C> for CudaSourceTask<K> {
     }
 }
 
-/// Launches the CUDA kernel `entry` of `source` on `count` CTAs of `units` threads with
-/// `shared_bytes` of dynamic shared memory; its parameters are `buffers` in order, then the
-/// `words` as one struct.
-///
-/// # Safety
-/// The kernel's reads and writes must stay inside the buffers for these words, and the
-/// device must run the source (for `wgmma` kernels, [`has_wgmma`]).
-/// The hash of a kernel source's text, computed once per source: hashing the ~20 KB of text
-/// at every launch took a visible part of a short kernel's launch time (decode).
+/// The hash of a kernel source's text (the kernel's id for CubeCL's caches), computed once
+/// per source rather than over its ~20 KB at every launch.
 fn source_hash(source: &'static str) -> u64 {
     static HASHES: Mutex<Vec<((usize, usize), u64)>> = Mutex::new(Vec::new());
     let key = (source.as_ptr() as usize, source.len());
@@ -99,6 +92,13 @@ fn source_hash(source: &'static str) -> u64 {
     h
 }
 
+/// Launches the CUDA kernel `entry` of `source` on `count` CTAs of `units` threads with
+/// `shared_bytes` of dynamic shared memory; its parameters are `buffers` in order, then the
+/// `words` as one struct.
+///
+/// # Safety
+/// The kernel's reads and writes must stay inside the buffers for these words, and the
+/// device must run the source (for `wgmma` kernels, [`has_wgmma`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn launch_cuda_source<R: Runtime>(
     client: &ComputeClient<R>,

@@ -451,8 +451,8 @@ fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     has_mma(&t.client, Mma::Manual, FloatKind::F16, (16, 8, 16))
 }
 
-/// How the tensor-core indexer (already chosen by [`mma_indexer`]) holds the codes on v5
-/// (`wgmma`) for `h` heads of dim `d`, if it takes v5: `Auto` or [`IndexerKernel::WgmmaFp8`]
+/// How the tensor-core indexer (already chosen by [`mma_indexer`]) holds the codes on v6
+/// (`wgmma`) for `h` heads of dim `d`, if it takes v6: `Auto` or [`IndexerKernel::WgmmaFp8`]
 /// (e4m3 bytes) or [`IndexerKernel::Wgmma`] (f16) selected, V3.2's 64 × 128, bf16/f32
 /// weights and scores, the device's `wgmma`.
 fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> Option<Codes> {
