@@ -29,17 +29,42 @@ struct DsaMlaParams {
     u64 scale_bits, idx_bytes, valid_bytes;
 };
 
-// The row of the latent that slot `slot` of token `bt` reads, -1 for an invalid slot, -2 for
-// a valid slot past the latent (a zero row that still takes part in the softmax).
-__device__ __forceinline__ long long dsa_slot_row(const void* idx, const void* valid, const DsaMlaParams& p, u64 bt, u64 slot) {
-    if (slot >= p.kk) return -1;
-    u64 at = bt * p.kk + slot;
-    bool ok = p.valid_bytes == 1 ? ((const unsigned char*)valid)[at] != 0
-            : p.valid_bytes == 4 ? ((const u32*)valid)[at] != 0
-                                 : ((const u64*)valid)[at] != 0;
-    if (!ok) return -1;
-    long long r = p.idx_bytes == 8 ? ((const long long*)idx)[at] : (long long)((const int*)idx)[at];
-    return (r >= 0 && (u64)r < p.s_len) ? r : -2;
+// The rows of the latent that the 8 slots `first + 16 j + 64 k` (j < 4, k < 2) of token `bt`
+// read: -1 for an invalid slot (or one past `kk`), -2 for a valid slot past the latent (a zero
+// row that still takes part in the softmax). Every load is issued before any is used, and the
+// width switches sit outside the loops: a load behind a branch on another's value waits for it,
+// and 16 such waits in a row held the producer (run 67).
+__device__ __forceinline__ void dsa_slot_rows(const void* idx, const void* valid, const DsaMlaParams& p, u64 bt, u64 first, long long (&rows)[2][4]) {
+    u64 at[8];
+    bool ok[8];
+    long long r[8];
+#pragma unroll
+    for (u32 i = 0; i < 8; ++i) {
+        const u64 slot = first + 16 * (i % 4) + 64 * (i / 4);
+        at[i] = bt * p.kk + (slot < p.kk ? slot : p.kk - 1);
+    }
+    if (p.valid_bytes == 1) {
+#pragma unroll
+        for (u32 i = 0; i < 8; ++i) ok[i] = ((const unsigned char*)valid)[at[i]] != 0;
+    } else if (p.valid_bytes == 4) {
+#pragma unroll
+        for (u32 i = 0; i < 8; ++i) ok[i] = ((const u32*)valid)[at[i]] != 0;
+    } else {
+#pragma unroll
+        for (u32 i = 0; i < 8; ++i) ok[i] = ((const u64*)valid)[at[i]] != 0;
+    }
+    if (p.idx_bytes == 8) {
+#pragma unroll
+        for (u32 i = 0; i < 8; ++i) r[i] = ((const long long*)idx)[at[i]];
+    } else {
+#pragma unroll
+        for (u32 i = 0; i < 8; ++i) r[i] = ((const int*)idx)[at[i]];
+    }
+#pragma unroll
+    for (u32 i = 0; i < 8; ++i) {
+        const bool in = first + 16 * (i % 4) + 64 * (i / 4) < p.kk && ok[i];
+        rows[i / 4][i % 4] = !in ? -1 : (r[i] >= 0 && (u64)r[i] < p.s_len) ? r[i] : -2;
+    }
 }
 
 // The CTA's token and first head. A token's head-group CTAs are neighbours in launch order,
@@ -176,12 +201,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_fwd_
         const u32 c = wtid % 8, rg = wtid / 8;
         const __nv_bfloat16* kv_b = kv + b * p.kv_sb + c * 8;
         long long rows[2][4];
-        auto load_rows = [&](u32 it) {
-#pragma unroll
-            for (u32 buf = 0; buf < 2; ++buf)
-#pragma unroll
-                for (u32 j = 0; j < 4; ++j) rows[buf][j] = dsa_slot_row(idx, valid, p, bt, (u64)(2 * it + buf) * 64 + rg + 16 * j);
-        };
+        auto load_rows = [&](u32 it) { dsa_slot_rows(idx, valid, p, bt, (u64)it * 128 + rg, rows); };
         auto copy = [&](u32 buf, u32 t_begin, u32 t_end) {
 #pragma unroll
             for (u32 j = 0; j < 4; ++j) {
