@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (diag.cu and harness_diag.cu are recreated by sources.sh, beside this script, before it runs.)
 # GPU run 67, second call: gather.cu with MODE 3 at v6's shared-memory size and in run 62's CTA
 # order (MODE 4); then run 62's DIAG=2 (no math) with the switches of diag.cu here: NOVALID
 # (math warpgroups skip the validity wait), NOQE (they skip the query load and the epilogue).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (diag.cu and harness_diag.cu are recreated by sources.sh, beside this script, before it runs.)
 # GPU run 67, fourth call: Nsight Compute on the same gathers in the two settings that differ
 # 2.5x: run 62's DIAG=2 copy of v6 without math (with NOVALID=1 NOQE=1, 5.0 ms at 4K) and
 # gather.cu's MODE 5 at v6's shared-memory size (2.02 ms), the 4K prefill launch of each.
