@@ -15,7 +15,10 @@ use cubecl::prelude::*;
 use cubecl::server::Binding;
 
 /// The kernel's source (CUDA C++ for sm_90a).
-const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/sparse_mla_wgmma.cu"));
+const SOURCE: &str = concat!(
+    include_str!("cuda/wgmma.cuh"),
+    include_str!("cuda/sparse_mla_wgmma.cu")
+);
 /// Its entry point.
 const ENTRY: &str = "dsa_sparse_mla_fwd_wgmma";
 /// Heads per CTA.
@@ -29,7 +32,8 @@ const UNITS: u32 = 384;
 /// Shared memory per CTA: `DSA_SMEM_BYTES` of the source (the query tile and two buffers of
 /// 72 KiB, WG1's P, nine mbarriers, the slots' validity, the row maxima and sums, 1 KiB of
 /// alignment).
-pub const WGMMA_SHARED_BYTES: usize = 3 * 9 * 64 * 128 + 64 * 128 + 9 * 8 + 2 * 64 + 64 * 4 + 128 * 4 + 1024;
+pub const WGMMA_SHARED_BYTES: usize =
+    3 * 9 * 64 * 128 + 64 * 128 + 9 * 8 + 2 * 64 + 64 * 4 + 128 * 4 + 1024;
 
 /// Whether the device runs the kernel (CUDA sm_90, [`WGMMA_SHARED_BYTES`] of shared memory).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
@@ -65,11 +69,26 @@ impl WgmmaMlaParams {
     fn words(&self) -> Vec<u64> {
         let [q_sb, q_st, q_sh] = self.q_strides;
         let [kv_sb, kv_ss] = self.kv_strides;
-        [self.bt_len, self.t_len, self.heads, self.kk, self.s_len, q_sb, q_st, q_sh, kv_sb, kv_ss]
-            .into_iter()
-            .map(|v| v as u64)
-            .chain([self.scale.to_bits() as u64, self.idx_bytes as u64, self.valid_bytes as u64])
-            .collect()
+        [
+            self.bt_len,
+            self.t_len,
+            self.heads,
+            self.kk,
+            self.s_len,
+            q_sb,
+            q_st,
+            q_sh,
+            kv_sb,
+            kv_ss,
+        ]
+        .into_iter()
+        .map(|v| v as u64)
+        .chain([
+            self.scale.to_bits() as u64,
+            self.idx_bytes as u64,
+            self.valid_bytes as u64,
+        ])
+        .collect()
     }
 }
 
@@ -93,10 +112,23 @@ pub unsafe fn launch_sparse_mla_fwd_wgmma<R: Runtime>(
     params: WgmmaMlaParams,
 ) {
     // A token's head groups are neighbours along x (the source's header says why).
-    let count = CubeCount::Static((params.bt_len * params.heads.div_ceil(WGMMA_HEADS)) as u32, 1, 1);
+    let count = CubeCount::Static(
+        (params.bt_len * params.heads.div_ceil(WGMMA_HEADS)) as u32,
+        1,
+        1,
+    );
     let buffers = vec![q, kv, idx, valid, out, lse];
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
     unsafe {
-        crate::cuda_source::launch_cuda_source(client, SOURCE, ENTRY, WGMMA_SHARED_BYTES, UNITS, count, buffers, params.words())
+        crate::cuda_source::launch_cuda_source(
+            client,
+            SOURCE,
+            ENTRY,
+            WGMMA_SHARED_BYTES,
+            UNITS,
+            count,
+            buffers,
+            params.words(),
+        )
     }
 }
