@@ -1,26 +1,39 @@
-//! Sparse MLA forward on Hopper's warpgroup tensor cores (v6 in `kernels/NOTES.md`:
-//! warp-specialised, a producer warpgroup gathering rows for two math warpgroups): the contract of
+//! Sparse MLA on Hopper's warpgroup tensor cores. The forward (v6 in `kernels/NOTES.md`:
+//! warp-specialised, a producer warpgroup gathering rows for two math warpgroups) has the contract of
 //! [`crate::sparse_mla_mma16::sparse_mla_fwd_mma16`] (v4) at DeepSeek-V3.2's latent sizes
 //! (`q [B,T,H,576]`, `kv [B,S,576]`, `idx`/`valid [B,T,K]` → `out [B,T,H,512]`,
 //! `lse [B,T,H]`, all bf16), on `wgmma.mma_async` with operands in 128-byte-swizzled shared
 //! memory — the instructions that reach Hopper's full tensor-core rate, and that CubeCL 0.10
 //! does not emit.
 //!
-//! So this kernel is CUDA C++ (`cuda/sparse_mla_wgmma.cu`, its design in the file's header),
-//! run by CubeCL's CUDA runtime through [`crate::cuda_source`]. It runs where [`has_wgmma`]
-//! says so (CUDA sm_90); everywhere else the CubeCL kernels are the path, and they are its
+//! The backward (v7: [`launch_sparse_mla_bwd_wgmma`]) has the contract of
+//! [`crate::sparse_mla_mma::sparse_mla_bwd_mma`] at the same sizes, `dkv` summed by vector
+//! reductions into f32.
+//!
+//! So these kernels are CUDA C++ (`cuda/sparse_mla_wgmma.cu` and `cuda/sparse_mla_bwd_wgmma.cu`,
+//! their designs in the files' headers, their shared parts in `cuda/sparse_mla_wgmma.cuh`), run
+//! by CubeCL's CUDA runtime through [`crate::cuda_source`]. They run where [`has_wgmma`] says
+//! so (CUDA sm_90); everywhere else the CubeCL kernels are the path, and they are their
 //! reference in the tests.
 
 use cubecl::prelude::*;
 use cubecl::server::Binding;
 
-/// The kernel's source (CUDA C++ for sm_90a).
+/// The forward's source (CUDA C++ for sm_90a).
 const SOURCE: &str = concat!(
     include_str!("cuda/wgmma.cuh"),
+    include_str!("cuda/sparse_mla_wgmma.cuh"),
     include_str!("cuda/sparse_mla_wgmma.cu")
 );
 /// Its entry point.
 const ENTRY: &str = "dsa_sparse_mla_fwd_wgmma";
+/// The backward's source and entry point.
+const BWD_SOURCE: &str = concat!(
+    include_str!("cuda/wgmma.cuh"),
+    include_str!("cuda/sparse_mla_wgmma.cuh"),
+    include_str!("cuda/sparse_mla_bwd_wgmma.cu")
+);
+const BWD_ENTRY: &str = "dsa_sparse_mla_bwd_wgmma";
 /// Heads per CTA.
 pub const WGMMA_HEADS: usize = 64;
 /// The latent's dims (keys and values) the kernel is built for.
@@ -35,9 +48,14 @@ const UNITS: u32 = 384;
 pub const WGMMA_SHARED_BYTES: usize =
     3 * 9 * 64 * 128 + 64 * 128 + 9 * 8 + 2 * 64 + 64 * 4 + 128 * 4 + 1024;
 
-/// Whether the device runs the kernel (CUDA sm_90, [`WGMMA_SHARED_BYTES`] of shared memory).
+/// Shared memory per CTA of the backward: `DSB_SMEM_BYTES` of its source (`q`, `d_out` and a
+/// ring of one block of rows, 26 tiles of 8 KiB; `P` and `dS`, 8 KiB each; 20 mbarriers, two
+/// lists of 64 rows, two floats per head, 1 KiB of alignment).
+pub const WGMMA_BWD_SHARED_BYTES: usize = 28 * 64 * 128 + 20 * 8 + 2 * 64 * 4 + 2 * 64 * 4 + 1024;
+
+/// Whether the device runs both kernels (CUDA sm_90, the shared memory of each).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    crate::cuda_source::has_wgmma(client, WGMMA_SHARED_BYTES)
+    crate::cuda_source::has_wgmma(client, WGMMA_SHARED_BYTES.max(WGMMA_BWD_SHARED_BYTES))
 }
 
 /// Sizes and strides (in elements) of one launch; the kernel reads them as one 64-bit word
@@ -129,6 +147,47 @@ pub unsafe fn launch_sparse_mla_fwd_wgmma<R: Runtime>(
             count,
             buffers,
             params.words(),
+        )
+    }
+}
+
+/// Launches the backward on `B·T·⌈H/64⌉` CTAs (a token's head groups adjacent). Buffers as
+/// the forward's (`q`, `kv`, `idx`, `valid`), then the forward's `out` (bf16 `[B·T, H, 512]`,
+/// 16-byte aligned) and `lse` (bf16 `[B·T, H]`), the gradients `d_out` and `d_lse` (same
+/// shapes; read only where `has_dout` / `has_dlse`), `dq` (bf16 `[B·T, H, 576]`, written) and
+/// `dkv` (f32 `[B, S, 576]`, added to), all contiguous.
+///
+/// # Safety
+/// As [`launch_sparse_mla_fwd_wgmma`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_sparse_mla_bwd_wgmma<R: Runtime>(
+    client: &ComputeClient<R>,
+    [q, kv, idx, valid]: [Binding; 4],
+    [out, lse, d_out, d_lse]: [Binding; 4],
+    [dq, dkv]: [Binding; 2],
+    params: WgmmaMlaParams,
+    has_dout: bool,
+    has_dlse: bool,
+) {
+    let count = CubeCount::Static(
+        (params.bt_len * params.heads.div_ceil(WGMMA_HEADS)) as u32,
+        1,
+        1,
+    );
+    let buffers = vec![q, kv, idx, valid, out, lse, d_out, d_lse, dq, dkv];
+    let mut words = params.words();
+    words.extend([has_dout as u64, has_dlse as u64]);
+    // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
+    unsafe {
+        crate::cuda_source::launch_cuda_source(
+            client,
+            BWD_SOURCE,
+            BWD_ENTRY,
+            WGMMA_BWD_SHARED_BYTES,
+            UNITS,
+            count,
+            buffers,
+            words,
         )
     }
 }

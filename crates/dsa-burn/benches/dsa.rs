@@ -218,7 +218,7 @@ impl<G: DsaBackend> Bench<G> {
             MlaKernel::V5,
         ];
         let before = versions.map(launches);
-        let tc_ops: [TensorCoreOp; 8] = [
+        let tc_ops: [TensorCoreOp; 9] = [
             TensorCoreOp::IndexerScores,
             TensorCoreOp::IndexerScoresFp8,
             TensorCoreOp::IndexerScoresF16Mma,
@@ -227,6 +227,7 @@ impl<G: DsaBackend> Bench<G> {
             TensorCoreOp::SparseMlaProbs,
             TensorCoreOp::SelectedScores,
             TensorCoreOp::SparseMlaBackward,
+            TensorCoreOp::SparseMlaBackwardWgmma,
         ];
         let tc_before = tc_ops.map(dsa_burn::cubecl::tensor_core_launches);
         f();

@@ -267,9 +267,11 @@ pub enum TensorCoreOp {
     SelectedScores,
     /// The sparse MLA backward (with the v3 forward, [`MlaKernel::V3`]).
     SparseMlaBackward,
+    /// The sparse MLA backward on Hopper's `wgmma` (with [`MlaKernel::V5`]).
+    SparseMlaBackwardWgmma,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 9] = [const { AtomicUsize::new(0) }; 9];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -315,9 +317,11 @@ pub enum MlaKernel {
     /// through CubeCL's runtime; per (token, 64 heads) a producer warpgroup gathering the
     /// selected rows and two math warpgroups, operands in swizzled shared memory, 128 slots
     /// per step; version 6 in `kernels/NOTES.md`), for bf16 inputs at DeepSeek-V3.2's latent sizes
-    /// (576 / 512) on CUDA sm_90; the backward as v3. `Auto` takes it there when the slots
-    /// need no split (enough queries to fill the GPU, as in prefill or batched decode); else,
-    /// and where it does not apply, v4.
+    /// (576 / 512) on CUDA sm_90. `Auto` takes it there when the slots need no split (enough
+    /// queries to fill the GPU, as in prefill or batched decode); else, and where it does not
+    /// apply, v4. The backward as v3, except when `V5` is selected explicitly: then, at the
+    /// same sizes with bf16 inputs and gradients, the backward on `wgmma` (version 7 in
+    /// `kernels/NOTES.md`; not yet `Auto`'s choice: it has not yet been measured on a GPU).
     V5,
 }
 
@@ -451,6 +455,48 @@ fn wgmma_mla<R: CubeRuntime>(
         && kv.dtype == DType::BF16
         && matches!(indices.dtype, DType::I32 | DType::I64)
         && has_wgmma(&q.client)
+}
+
+/// Whether the sparse MLA backward takes the `wgmma` kernel: [`MlaKernel::V5`] selected,
+/// bf16 at V3.2's latent sizes (inputs and gradients), `i32`/`i64` indices, the device's
+/// `wgmma`.
+fn wgmma_mla_bwd<R: CubeRuntime>(
+    [q, kv, indices, out, lse]: [&CubeTensor<R>; 5],
+    grads: [Option<&CubeTensor<R>>; 2],
+    d: usize,
+    d_v: usize,
+) -> bool {
+    use kernels::sparse_mla_wgmma::{WGMMA_D, WGMMA_DV};
+    MLA_KERNEL.load(Ordering::Relaxed) == MlaKernel::V5 as u8
+        && (d, d_v) == (WGMMA_D, WGMMA_DV)
+        && [q, kv, out, lse]
+            .into_iter()
+            .chain(grads.into_iter().flatten())
+            .all(|t| t.dtype == DType::BF16)
+        && matches!(indices.dtype, DType::I32 | DType::I64)
+        && has_wgmma(&q.client)
+}
+
+/// The sizes and strides of a `wgmma` sparse MLA launch over `q [B,T,H,D]`, `kv [B,S,D]` and
+/// `indices`/`valid [B,T,K]`.
+fn wgmma_params<R: CubeRuntime>(
+    [q, kv, indices, valid]: [&CubeTensor<R>; 4],
+    scale: f32,
+) -> kernels::sparse_mla_wgmma::WgmmaMlaParams {
+    let [b, t, h, _] = dims::<4, R>(q);
+    let (qs, ks) = (q.meta.strides(), kv.meta.strides());
+    kernels::sparse_mla_wgmma::WgmmaMlaParams {
+        bt_len: b * t,
+        t_len: t,
+        heads: h,
+        kk: dims::<3, R>(indices)[2],
+        s_len: dims::<3, R>(kv)[1],
+        q_strides: [qs[0], qs[1], qs[2]],
+        kv_strides: [ks[0], ks[1]],
+        scale,
+        idx_bytes: indices.dtype.size(),
+        valid_bytes: valid.dtype.size(),
+    }
 }
 
 /// `t` with rows readable by 16-byte copies (strides multiples of 8 values, a 16-byte
@@ -1143,19 +1189,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         b * t * h.div_ceil(kernels::sparse_mla_wgmma::WGMMA_HEADS),
     ) {
         let (q, kv) = (aligned_rows(q), aligned_rows(kv));
-        let (qs, ks) = (q.meta.strides(), kv.meta.strides());
-        let params = kernels::sparse_mla_wgmma::WgmmaMlaParams {
-            bt_len: b * t,
-            t_len: t,
-            heads: h,
-            kk,
-            s_len: s,
-            q_strides: [qs[0], qs[1], qs[2]],
-            kv_strides: [ks[0], ks[1]],
-            scale,
-            idx_bytes: indices.dtype.size(),
-            valid_bytes: valid.dtype.size(),
-        };
+        let params = wgmma_params([&q, &kv, &indices, &valid], scale);
         // SAFETY: the buffers hold the shapes and strides of `params` (rows aligned above,
         // `indices`/`valid`/`out`/`lse` contiguous) and the device has `wgmma`.
         unsafe {
@@ -1414,11 +1448,49 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     let valid = into_contiguous(valid);
     let out = into_contiguous(out);
     let lse = into_contiguous(lse);
+    let dq = output(&q, Shape::new([b, t, h, d]), q.dtype);
+    let dkv = zeros_f32(&q, Shape::new([b, s, d]));
+    if b * t * h > 0
+        && wgmma_mla_bwd(
+            [&q, &kv, &indices, &out, &lse],
+            [d_out.as_ref(), d_lse.as_ref()],
+            d,
+            d_v,
+        )
+    {
+        let (q, kv) = (aligned_rows(q), aligned_rows(kv));
+        let out = aligned_rows(out);
+        let d_out = d_out.map(|g| aligned_rows(into_contiguous(g)));
+        let d_lse = d_lse.map(into_contiguous);
+        let params = wgmma_params([&q, &kv, &indices, &valid], scale);
+        let binding = |t: &CubeTensor<R>| t.handle.clone().binding();
+        // SAFETY: the buffers hold the shapes and strides of `params` (rows aligned above,
+        // the rest contiguous; an absent gradient is never read, `out` stands in for it) and
+        // the device has `wgmma`.
+        unsafe {
+            kernels::sparse_mla_wgmma::launch_sparse_mla_bwd_wgmma(
+                &q.client,
+                [&q, &kv, &indices, &valid].map(binding),
+                [
+                    &out,
+                    &lse,
+                    d_out.as_ref().unwrap_or(&out),
+                    d_lse.as_ref().unwrap_or(&lse),
+                ]
+                .map(binding),
+                [&dq, &dkv].map(binding),
+                params,
+                d_out.is_some(),
+                d_lse.is_some(),
+            );
+        }
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaBackwardWgmma as usize]
+            .fetch_add(1, Ordering::SeqCst);
+        return (dq, from_f32(dkv, q.dtype));
+    }
     let (has_dout, has_dlse) = (d_out.is_some(), d_lse.is_some());
     let d_out = d_out.map(into_contiguous).unwrap_or_else(|| out.clone());
     let d_lse = d_lse.map(into_contiguous).unwrap_or_else(|| lse.clone());
-    let dq = output(&q, Shape::new([b, t, h, d]), q.dtype);
-    let dkv = zeros_f32(&q, Shape::new([b, s, d]));
     let (native, acc_dtype) = f32_accumulation(&q);
     if b * t * h > 0 && mma_bwd(&q, d, d_v) {
         let vector = load_width(d);

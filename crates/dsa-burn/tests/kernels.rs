@@ -119,7 +119,7 @@ impl Rng {
         (0..n)
             .map(|_| {
                 ((-2.0 * self.next().max(1e-300).ln()).sqrt()
-                    * (6.283185307179586 * self.next()).cos()) as f32
+                    * (std::f64::consts::TAU * self.next()).cos()) as f32
             })
             .collect()
     }
@@ -881,12 +881,14 @@ fn sparse_mla_backward_matches_reference() {
     dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
 }
 
-/// The tensor-core backward (v3, bf16 inputs) against the f32 reference on the same
-/// bf16-rounded inputs (`q`, `kv`, the forward's `out` and `lse`, the gradients). It rounds
-/// `P` and `dS` to bf16 before its products and returns bf16 `dq`/`dkv`, hence the 1e-2
-/// tolerance. Shapes: V3.2's latent (576/512, 128 heads), heads not a multiple of 64, dims
-/// not a multiple of 16 or of the load width, rows selected several times (S small), an
-/// empty row, each gradient alone and both, both atomic paths, the latent as a strided view.
+/// The tensor-core backwards (v3, and at V3.2's latent sizes on a device with `wgmma` the
+/// `wgmma` one; bf16 inputs) against the f32 reference on the same bf16-rounded inputs (`q`,
+/// `kv`, the forward's `out` and `lse`, the gradients). They round `P` and `dS` to bf16
+/// before their products and return bf16 `dq`/`dkv`, hence the 1e-2 tolerance. Shapes:
+/// V3.2's latent (576/512: 128 heads; 70 heads, slots not a multiple of 64 and rows selected
+/// several times; an odd number of 64-slot blocks), heads not a multiple of 64, dims not a
+/// multiple of 16 or of the load width, rows selected several times (S small), an empty row,
+/// each gradient alone and both, both atomic paths, the latent as a strided view.
 #[cfg(feature = "cuda")]
 #[test]
 fn sparse_mla_backward_tensor_cores_match_reference() {
@@ -899,6 +901,8 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
     let g = Default::default();
     for (dims, empty_rows) in [
         ([1, 3, 128, 576, 512, 300, 150], 1),
+        ([2, 3, 70, 576, 512, 50, 200], 1),
+        ([1, 2, 64, 576, 512, 4000, 2100], 0),
         ([2, 5, 3, 12, 8, 5, 4], 1),
         ([1, 3, 2, 9, 9, 10, 40], 0),
         ([1, 4, 70, 72, 64, 40, 37], 1),
@@ -927,36 +931,46 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
             ("d_lse", false, true, false),
             ("both", true, true, true),
         ] {
-            dsa_burn::cubecl::set_force_cas_atomics(force_cas);
-            dsa_burn::cubecl::set_mla_kernel(MlaKernel::V3);
             let want = m.reference_backward(
                 &outv,
                 &lsev,
                 with_out.then_some(&gov[..]),
                 with_lse.then_some(&glv[..]),
             );
-            let kv_view = nan_padded_view(&m.kv, [b, s, d]);
-            let before = tensor_core_launches(TensorCoreOp::SparseMlaBackward);
-            let (dq, dkv) = <GB as DsaBackend>::sparse_mla_backward(
-                prim(ft::<GB, 4>(&m.q, [b, t, h, d], &g).cast(bf16)),
-                prim(kv_view),
-                m.indices::<GB>(&g).into_primitive(),
-                m.valid::<GB>(&g).into_primitive(),
-                prim(ft::<GB, 4>(&outv, [b, t, h, dv], &g).cast(bf16)),
-                prim(ft::<GB, 3>(&lsev, [b, t, h], &g).cast(bf16)),
-                with_out.then(|| prim(ft::<GB, 4>(&gov, [b, t, h, dv], &g).cast(bf16))),
-                with_lse.then(|| prim(ft::<GB, 3>(&glv, [b, t, h], &g).cast(bf16))),
-                dv,
-                m.scale,
-            );
-            let case = format!("{dims:?} {which} cas={force_cas}");
-            let (dq, dkv) = (host(unprim::<GB, 4>(dq)), host(unprim::<GB, 3>(dkv)));
-            assert!(
-                tensor_core_launches(TensorCoreOp::SparseMlaBackward) > before,
-                "{case}: the tensor-core backward did not run"
-            );
-            assert_close_floor(&format!("dq {case}"), &dq, &host(want.0), 1e-2, 1e-2);
-            assert_close_floor(&format!("dkv {case}"), &dkv, &host(want.1), 1e-2, 1e-2);
+            let want = (host(want.0), host(want.1));
+            let wgmma = (d, dv) == (576, 512) && wgmma_device();
+            for (kernel, op) in [
+                (MlaKernel::V5, TensorCoreOp::SparseMlaBackwardWgmma),
+                (MlaKernel::V3, TensorCoreOp::SparseMlaBackward),
+            ] {
+                if kernel == MlaKernel::V5 && !wgmma {
+                    continue;
+                }
+                dsa_burn::cubecl::set_force_cas_atomics(force_cas);
+                dsa_burn::cubecl::set_mla_kernel(kernel);
+                let kv_view = nan_padded_view(&m.kv, [b, s, d]);
+                let before = tensor_core_launches(op);
+                let (dq, dkv) = <GB as DsaBackend>::sparse_mla_backward(
+                    prim(ft::<GB, 4>(&m.q, [b, t, h, d], &g).cast(bf16)),
+                    prim(kv_view),
+                    m.indices::<GB>(&g).into_primitive(),
+                    m.valid::<GB>(&g).into_primitive(),
+                    prim(ft::<GB, 4>(&outv, [b, t, h, dv], &g).cast(bf16)),
+                    prim(ft::<GB, 3>(&lsev, [b, t, h], &g).cast(bf16)),
+                    with_out.then(|| prim(ft::<GB, 4>(&gov, [b, t, h, dv], &g).cast(bf16))),
+                    with_lse.then(|| prim(ft::<GB, 3>(&glv, [b, t, h], &g).cast(bf16))),
+                    dv,
+                    m.scale,
+                );
+                let case = format!("{dims:?} {which} cas={force_cas} {kernel:?}");
+                let (dq, dkv) = (host(unprim::<GB, 4>(dq)), host(unprim::<GB, 3>(dkv)));
+                assert!(
+                    tensor_core_launches(op) > before,
+                    "{case}: the tensor-core backward ({op:?}) did not run"
+                );
+                assert_close_floor(&format!("dq {case}"), &dq, &want.0, 1e-2, 1e-2);
+                assert_close_floor(&format!("dkv {case}"), &dkv, &want.1, 1e-2, 1e-2);
+            }
         }
     }
     dsa_burn::cubecl::set_force_cas_atomics(false);

@@ -37,7 +37,7 @@ impl Rng {
         (0..n)
             .map(|_| {
                 (-2.0 * self.next().max(1e-300).ln()).sqrt()
-                    * (6.283185307179586 * self.next()).cos()
+                    * (std::f64::consts::TAU * self.next()).cos()
             })
             .collect()
     }
