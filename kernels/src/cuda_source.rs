@@ -116,21 +116,7 @@ pub(crate) unsafe fn launch_cuda_source<R: Runtime>(
         shared_bytes.div_ceil(4),
     );
     let end = words.len();
-    let args = KernelArguments {
-        buffers,
-        info: MetadataBindingInfo::new(words, end),
-        tensor_maps: Vec::new(),
-    };
+    let args = KernelArguments { buffers, info: MetadataBindingInfo::new(words, end), tensor_maps: Vec::new() };
     // SAFETY: upheld by the caller.
-    unsafe {
-        client.launch_unchecked(
-            Box::new(CudaSourceTask {
-                shell,
-                source,
-                entry,
-            }),
-            count,
-            args,
-        )
-    }
+    unsafe { client.launch_unchecked(Box::new(CudaSourceTask { shell, source, entry }), count, args) }
 }

@@ -35,15 +35,7 @@ pub fn indexer_scores_naive<F: Float>(
     if causal && s > t + offset {
         out[pos] = F::cast_from(neg_inf);
     } else {
-        out[pos] = F::cast_from(weighted_relu_score(
-            q,
-            w,
-            k,
-            bt,
-            (b * s_len + s) * d,
-            heads,
-            d,
-        ));
+        out[pos] = F::cast_from(weighted_relu_score(q, w, k, bt, (b * s_len + s) * d, heads, d));
     }
 }
 
@@ -136,12 +128,11 @@ pub fn indexer_scores_tiled<F: Float>(
             o += 256usize;
         }
     } else {
-        let mut sh =
-            SharedMemory::<f32>::new(comptime!(if dk * (16 * rm + 16 * rn) > 256 * rm * rn {
-                dk * (16 * rm + 16 * rn)
-            } else {
-                256 * rm * rn
-            }));
+        let mut sh = SharedMemory::<f32>::new(comptime!(if dk * (16 * rm + 16 * rn) > 256 * rm * rn {
+            dk * (16 * rm + 16 * rn)
+        } else {
+            256 * rm * rn
+        }));
         let k_off = comptime!(dk * 16 * rm);
         let mut acc = Array::<f32>::new(comptime!(rm * rn));
         #[unroll]

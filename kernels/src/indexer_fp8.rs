@@ -132,8 +132,7 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
                     for half in 0..2usize {
                         let v4 = tg * 8 + ks * 2 + half;
                         let live = ok && v4 < dv4;
-                        qa[(m * 4 + ks) * 4 + half * 2 + r] =
-                            code4_or_zero(q, select(live, row * dv4 + v4, 0), live);
+                        qa[(m * 4 + ks) * 4 + half * 2 + r] = code4_or_zero(q, select(live, row * dv4 + v4, 0), live);
                     }
                 }
                 let mut wv = 0.0f32;
@@ -154,11 +153,7 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
         for u in 0..share {
             let i = tid + u * FP8_UNITS;
             let live = s0 + i / 16 < s_len && i % 16 < dv8;
-            k_regs[u] = code8_or_zero(
-                k,
-                select(live, (b * s_len + s0 + i / 16) * dv8 + i % 16, 0),
-                live,
-            );
+            k_regs[u] = code8_or_zero(k, select(live, (b * s_len + s0 + i / 16) * dv8 + i % 16, 0), live);
         }
         if tid < kt && s0 + tid < s_len {
             sk_reg = f32::cast_from(sk[b * s_len + s0 + tid]);
@@ -181,11 +176,7 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
                 for u in 0..share {
                     let i = tid + u * FP8_UNITS;
                     let live = next + i / 16 < s_len && i % 16 < dv8;
-                    k_regs[u] = code8_or_zero(
-                        k,
-                        select(live, (b * s_len + next + i / 16) * dv8 + i % 16, 0),
-                        live,
-                    );
+                    k_regs[u] = code8_or_zero(k, select(live, (b * s_len + next + i / 16) * dv8 + i % 16, 0), live);
                 }
                 sk_reg = 0.0f32;
                 if tid < kt && next + tid < s_len {
@@ -230,10 +221,8 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
                     for m in 0..mt {
                         let lo = acc[m * 2];
                         let hi = acc[m * 2 + 1];
-                        v0 += wr[m * 2] * f32::max(lo[0], 0.0f32)
-                            + wr[m * 2 + 1] * f32::max(hi[0], 0.0f32);
-                        v1 += wr[m * 2] * f32::max(lo[1], 0.0f32)
-                            + wr[m * 2 + 1] * f32::max(hi[1], 0.0f32);
+                        v0 += wr[m * 2] * f32::max(lo[0], 0.0f32) + wr[m * 2 + 1] * f32::max(hi[0], 0.0f32);
+                        v1 += wr[m * 2] * f32::max(lo[1], 0.0f32) + wr[m * 2 + 1] * f32::max(hi[1], 0.0f32);
                     }
                     vals[2 * j] = v0;
                     vals[2 * j + 1] = v1;
@@ -250,8 +239,7 @@ pub fn indexer_scores_fp8<F: Float, SC: Float>(
                     for i in 0..half {
                         let lo = vals[i];
                         let hi = vals[i + half];
-                        let other =
-                            plane_shuffle_xor(select(upper, lo, hi), comptime!(mask as u32));
+                        let other = plane_shuffle_xor(select(upper, lo, hi), comptime!(mask as u32));
                         vals[i] = select(upper, hi, lo) + other;
                     }
                 }

@@ -23,9 +23,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{
-    a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles, CMMA_ALIGN,
-};
+use crate::mma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles, CMMA_ALIGN};
 
 /// Rows `(token, head)` per cube: 8 planes × 16.
 pub const MMA_ROWS: usize = 128;
@@ -90,10 +88,8 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     }
     let mut s_done = s_begin;
 
-    let mut q_sh =
-        SharedMemory::<Vector<C, N>>::new_aligned(comptime!(MMA_ROWS * padded(d) / nv), CMMA_ALIGN);
-    let mut k_sh =
-        SharedMemory::<Vector<C, N>>::new_aligned(comptime!(TILE * padded(d) / nv), CMMA_ALIGN);
+    let mut q_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(MMA_ROWS * padded(d) / nv), CMMA_ALIGN);
+    let mut k_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(TILE * padded(d) / nv), CMMA_ALIGN);
     let mut st_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_ROWS * TILE), CMMA_ALIGN);
     let mut wq_sh = SharedMemory::<f32>::new(MMA_ROWS);
     let mut part_sh = SharedMemory::<f32>::new(comptime!(8 * TILE));
@@ -139,11 +135,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
         #[unroll]
         for ks in 0..nk {
             let a = a_tile::<C>(cmma::MatrixLayout::RowMajor);
-            cmma::load(
-                &a,
-                &q_sh.slice((plane * 16 * dp + ks * 16) / nv, MMA_ROWS * dp / nv),
-                comptime!(dp as u32),
-            );
+            cmma::load(&a, &q_sh.slice((plane * 16 * dp + ks * 16) / nv, MMA_ROWS * dp / nv), comptime!(dp as u32));
             qa.push(a);
         }
         let mut wr = Array::<f32>::new(16usize);
@@ -160,16 +152,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
         while s0 < limit {
             // The key tile's codes (zero past the end) and scales.
             let sk0 = ((s0 - s_begin) / TILE) % 2 * TILE;
-            fetch_rows::<C, N>(
-                k,
-                (b * s_len + s0) * dvec,
-                dvec,
-                s_len - s0,
-                &mut k_regs,
-                TILE,
-                d,
-                MMA_UNITS,
-            );
+            fetch_rows::<C, N>(k, (b * s_len + s0) * dvec, dvec, s_len - s0, &mut k_regs, TILE, d, MMA_UNITS);
             store_tile::<C, N>(&k_regs, &mut k_sh, TILE, d, MMA_UNITS);
             if tid < TILE {
                 let mut v = 0.0f32;

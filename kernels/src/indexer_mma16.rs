@@ -214,33 +214,21 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
                     for m in 0..mt {
                         let lo = acc[m * 2];
                         let hi = acc[m * 2 + 1];
-                        v0 += wr[m * 2] * f32::max(lo[0], 0.0f32)
-                            + wr[m * 2 + 1] * f32::max(hi[0], 0.0f32);
-                        v1 += wr[m * 2] * f32::max(lo[1], 0.0f32)
-                            + wr[m * 2 + 1] * f32::max(hi[1], 0.0f32);
+                        v0 += wr[m * 2] * f32::max(lo[0], 0.0f32) + wr[m * 2 + 1] * f32::max(hi[0], 0.0f32);
+                        v1 += wr[m * 2] * f32::max(lo[1], 0.0f32) + wr[m * 2 + 1] * f32::max(hi[1], 0.0f32);
                     }
                     // Sum over the row groups `g` (lane bits 16, 8, 4). The first step also
                     // splits the two keys: a lane keeps key `2t + c` (`c` = its bit 16),
                     // hands the other to its partner; lanes with bits 8 and 4 clear write.
                     let c = (lane / 16) % 2;
                     let upper = c == 1;
-                    let mut x =
-                        select(upper, v1, v0) + plane_shuffle_xor(select(upper, v0, v1), 16u32);
+                    let mut x = select(upper, v1, v0) + plane_shuffle_xor(select(upper, v0, v1), 16u32);
                     x += plane_shuffle_xor(x, 8u32);
                     x += plane_shuffle_xor(x, 4u32);
                     let key = j * 8 + 2 * tg + c;
                     if lane % 16 < 4 {
                         if comptime!(pp == 1) {
-                            write_score(
-                                out,
-                                s0 + part * PLANE_KEYS + key,
-                                s_end,
-                                (b * t_len + tq_idx) * s_len,
-                                tq_idx + offset,
-                                sk_sh[part * PLANE_KEYS + key] * x,
-                                neg_inf,
-                                causal,
-                            );
+                            write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
                         } else {
                             red_sh[plane * PLANE_KEYS + key] = x;
                         }
@@ -254,18 +242,8 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
                     #[unroll]
                     for c in 0..2usize {
                         let key = 2 * lane + c;
-                        let x = red_sh[plane * PLANE_KEYS + key]
-                            + red_sh[(plane + kp) * PLANE_KEYS + key];
-                        write_score(
-                            out,
-                            s0 + part * PLANE_KEYS + key,
-                            s_end,
-                            (b * t_len + tq_idx) * s_len,
-                            tq_idx + offset,
-                            sk_sh[part * PLANE_KEYS + key] * x,
-                            neg_inf,
-                            causal,
-                        );
+                        let x = red_sh[plane * PLANE_KEYS + key] + red_sh[(plane + kp) * PLANE_KEYS + key];
+                        write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
                     }
                 }
             }
@@ -293,16 +271,7 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
 /// the causal future of the query (`s > last`, the query's last visible key).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn write_score<F: Float>(
-    out: &mut Tensor<F>,
-    s: usize,
-    s_end: usize,
-    row: usize,
-    last: usize,
-    v: f32,
-    neg_inf: f32,
-    #[comptime] causal: bool,
-) {
+fn write_score<F: Float>(out: &mut Tensor<F>, s: usize, s_end: usize, row: usize, last: usize, v: f32, neg_inf: f32, #[comptime] causal: bool) {
     if s < s_end {
         let mut x = v;
         if causal && s > last {

@@ -14,10 +14,7 @@ use cubecl::server::Binding;
 use crate::quant::Codes;
 
 /// The kernel's source (CUDA C++ for sm_90a).
-const SOURCE: &str = concat!(
-    include_str!("cuda/wgmma.cuh"),
-    include_str!("cuda/indexer_wgmma.cu")
-);
+const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/indexer_wgmma.cu"));
 /// The kernel's entry point for `codes`: f16 `wgmma` m64n128k16 on f16 codes, FP8 `wgmma`
 /// m64n128k32 on e4m3 bytes.
 fn entry(codes: Codes) -> &'static str {
@@ -31,10 +28,7 @@ fn entry(codes: Codes) -> &'static str {
 /// two key tiles, the queries' head weights, 1 KiB of alignment).
 pub fn shared_bytes(codes: Codes) -> usize {
     let cb = codes.bytes();
-    WGMMA_INDEXER_QUERIES * 64 * 128 * cb
-        + 2 * 128 * 128 * cb
-        + WGMMA_INDEXER_QUERIES * 64 * 4
-        + 1024
+    WGMMA_INDEXER_QUERIES * 64 * 128 * cb + 2 * 128 * 128 * cb + WGMMA_INDEXER_QUERIES * 64 * 4 + 1024
 }
 /// Indexer heads and head dims the kernel is built for.
 pub const WGMMA_INDEXER_HEADS: usize = 64;

@@ -128,10 +128,7 @@ pub fn stage_vector_async<F: Float, N: Size>(
             len = 1;
         }
         // SAFETY: the destination is one vector of `dst`; only `len` vectors are read.
-        let mut to = unsafe {
-            dst.slice_mut(base, base + nv)
-                .downcast_unchecked::<Vector<F, N>>()
-        };
+        let mut to = unsafe { dst.slice_mut(base, base + nv).downcast_unchecked::<Vector<F, N>>() };
         copy_async_checked(&src.slice(from, from + len), &mut to, comptime!(nv as u32));
     } else {
         stage_vector::<F, N>(src, at, ok, dst, base);
@@ -164,17 +161,13 @@ pub fn zero_padding<T: CubePrimitive>(
 /// An uninitialised 16×16×16 `cmma` A operand (`m × k`) of `layout`.
 #[cube]
 pub fn a_tile<F: Float>(#[comptime] layout: cmma::MatrixLayout) -> cmma::Matrix<F> {
-    unsafe {
-        cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::A, 16usize, 16usize, 16usize, layout)
-    }
+    unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::A, 16usize, 16usize, 16usize, layout) }
 }
 
 /// An uninitialised 16×16×16 `cmma` B operand (`k × n`) of `layout`.
 #[cube]
 pub fn b_tile<F: Float>(#[comptime] layout: cmma::MatrixLayout) -> cmma::Matrix<F> {
-    unsafe {
-        cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::B, 16usize, 16usize, 16usize, layout)
-    }
+    unsafe { cmma::Matrix::<F>::uninitialized(cmma::MatrixIdent::B, 16usize, 16usize, 16usize, layout) }
 }
 
 /// A 16×16 f32 `cmma` accumulator of zeros.

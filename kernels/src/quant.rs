@@ -12,10 +12,7 @@ use cubecl::prelude::*;
 
 /// Width of a quantisation block along the last dimension.
 pub const FP8_BLOCK: usize = 128;
-const _: () = assert!(
-    FP8_BLOCK == 128,
-    "fake_quant_block_kernel's reduction starts at 64"
-);
+const _: () = assert!(FP8_BLOCK == 128, "fake_quant_block_kernel's reduction starts at 64");
 /// Largest finite `float8_e4m3fn` value.
 pub const E4M3_MAX: f32 = 448.0;
 /// The floor of the block amax, as the reference applies it (`clamp_min(1e-4)` in f32).

@@ -199,12 +199,7 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
 /// any storage type and the comptime-dead branch is never emitted); else a compare-and-swap
 /// loop on the f32 bits with `A` defined as u32 (WGSL has no float atomics by default).
 #[cube]
-pub fn atomic_add_f32<A: Int>(
-    dst: &mut Tensor<Atomic<A>>,
-    i: usize,
-    v: f32,
-    #[comptime] native: bool,
-) {
+pub fn atomic_add_f32<A: Int>(dst: &mut Tensor<Atomic<A>>, i: usize, v: f32, #[comptime] native: bool) {
     if native {
         dst[i].fetch_add(A::cast_from(v));
     } else {
@@ -318,8 +313,7 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
                 // δ = Σ_e d_out · out
                 let mut delta = 0.0f32;
                 for e in 0..dv {
-                    delta +=
-                        f32::cast_from(d_out[row * dv + e]) * f32::cast_from(out[row * dv + e]);
+                    delta += f32::cast_from(d_out[row * dv + e]) * f32::cast_from(out[row * dv + e]);
                 }
                 c -= delta;
             }

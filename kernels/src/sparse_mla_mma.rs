@@ -22,9 +22,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{
-    a_tile, b_tile, padded, stage_vector_async, zero_padding, zero_tile, zero_tiles, CMMA_ALIGN,
-};
+use crate::mma::{a_tile, b_tile, padded, CMMA_ALIGN, stage_vector_async, zero_padding, zero_tile, zero_tiles};
 use cubecl::prelude::barrier::Barrier;
 
 /// Heads per cube of the backward and of [`selected_head_sums_mma`].
@@ -118,10 +116,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(hg * dp), CMMA_ALIGN);
     let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(kc * dp), CMMA_ALIGN);
     // The score copies, and the planes' 256-float output staging at the end.
-    let mut s_sh = SharedMemory::<f32>::new_aligned(
-        comptime!((copies * hg * ss).max(256 * planes)),
-        CMMA_ALIGN,
-    );
+    let mut s_sh = SharedMemory::<f32>::new_aligned(comptime!((copies * hg * ss).max(256 * planes)), CMMA_ALIGN);
     let mut p_sh = SharedMemory::<F>::new_aligned(comptime!(hg * kcp), CMMA_ALIGN);
     let mut ok_sh = SharedMemory::<u32>::new(kc);
     let mut row_sh = SharedMemory::<u32>::new(kc);
@@ -136,18 +131,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
 
     // Completes the copies of the query tile and of each chunk (see `gather_chunk`).
     let barrier = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
-    load_query_tile::<F, N>(
-        q,
-        &mut q_sh,
-        &mut kv_sh,
-        bt / t_len,
-        bt % t_len,
-        h0,
-        heads,
-        d,
-        kc,
-        hg,
-    );
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc, hg);
 
     // Pass 0 over the slots: each head's scores are exponentiated against a reference max
     // `m_ref` that moves only when a chunk's max exceeds it by more than RESCALE_MARGIN (so
@@ -174,19 +158,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             if (c0 - c_begin) % MMA_WINDOW == 0 && (pass == 0u32 || c_end - c_begin > MMA_WINDOW) {
                 load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, c_end, kc);
             }
-            gather_chunk::<F, N>(
-                kv,
-                &win_sh,
-                &mut kv_sh,
-                &mut ok_sh,
-                &mut row_sh,
-                &barrier,
-                b,
-                (c0 - c_begin) % MMA_WINDOW,
-                d,
-                kc,
-                comptime!(32 * planes),
-            );
+            gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, (c0 - c_begin) % MMA_WINDOW, d, kc, comptime!(32 * planes));
             chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, hg, planes);
             sync_cube();
             let mut m_use = lse_r;
@@ -288,20 +260,7 @@ pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
         for t in 0..nvt {
             let ct = cg * nvt + t;
             if ct < vtiles {
-                write_head_tile::<O>(
-                    acc.index(u * nvt + t),
-                    &mut s_sh,
-                    plane * 256,
-                    &alpha_sh,
-                    r0,
-                    true,
-                    out,
-                    row,
-                    heads,
-                    h0 + r0,
-                    ct,
-                    dv,
-                );
+                write_head_tile::<O>(acc.index(u * nvt + t), &mut s_sh, plane * 256, &alpha_sh, r0, true, out, row, heads, h0 + r0, ct, dv);
             }
         }
     }
@@ -350,12 +309,7 @@ fn write_head_tile<O: Float>(
     #[comptime] width: usize,
 ) {
     let lane = UNIT_POS as usize % 32;
-    cmma::store(
-        &mut stage.slice_mut(at, at + 256),
-        acc,
-        16u32,
-        cmma::MatrixLayout::RowMajor,
-    );
+    cmma::store(&mut stage.slice_mut(at, at + 256), acc, 16u32, cmma::MatrixLayout::RowMajor);
     sync_plane();
     #[unroll]
     for e in 0..8usize {
@@ -458,18 +412,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
 
     // Completes the copies of the query tile and of each chunk (see `gather_chunk`).
     let barrier = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
-    load_query_tile::<F, N>(
-        q,
-        &mut q_sh,
-        &mut kv_sh,
-        b,
-        bt % t_len,
-        h0,
-        heads,
-        d,
-        kc,
-        MMA_HEADS,
-    );
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, kc, MMA_HEADS);
     if has_dout {
         let mut i = tid;
         while i < MMA_HEADS * dv {
@@ -489,8 +432,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     if has_dout && h0 + r < heads {
         let mut e = part;
         while e < dv {
-            delta += f32::cast_from(go_sh[r * dvp + e])
-                * f32::cast_from(out[(bt * heads + h0 + r) * dv + e]);
+            delta += f32::cast_from(go_sh[r * dvp + e]) * f32::cast_from(out[(bt * heads + h0 + r) * dv + e]);
             e += 4;
         }
     }
@@ -530,24 +472,10 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
         if c0 % MMA_WINDOW == 0 {
             load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, kk, kc);
         }
-        gather_chunk::<F, N>(
-            kv,
-            &win_sh,
-            &mut kv_sh,
-            &mut ok_sh,
-            &mut row_sh,
-            &barrier,
-            b,
-            c0 % MMA_WINDOW,
-            d,
-            kc,
-            MMA_UNITS,
-        );
+        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc, MMA_UNITS);
         chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
         if has_dout {
-            chunk_scores::<F>(
-                &go_sh, &kv_sh, &mut g_sh, plane, d, dv, kc, MMA_HEADS, 8usize,
-            );
+            chunk_scores::<F>(&go_sh, &kv_sh, &mut g_sh, plane, d, dv, kc, MMA_HEADS, 8usize);
         }
         sync_cube();
         for jj in 0..per {
@@ -569,25 +497,13 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
         // dQ += dS·K.
         #[unroll]
         for ks in 0..kc / 16 {
-            cmma::load(
-                &dsa,
-                &ds_sh.slice(rg * 32 * kcp + ks * 16, MMA_HEADS * kcp),
-                comptime!(kcp as u32),
-            );
-            cmma::load(
-                &dsb,
-                &ds_sh.slice((rg * 32 + 16) * kcp + ks * 16, MMA_HEADS * kcp),
-                comptime!(kcp as u32),
-            );
+            cmma::load(&dsa, &ds_sh.slice(rg * 32 * kcp + ks * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+            cmma::load(&dsb, &ds_sh.slice((rg * 32 + 16) * kcp + ks * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
             #[unroll]
             for t in 0..nqt {
                 let ct = cg * nqt + t;
                 if ct < dtiles {
-                    cmma::load(
-                        &rb,
-                        &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp),
-                        comptime!(dp as u32),
-                    );
+                    cmma::load(&rb, &kv_sh.slice(ks * 16 * dp + ct * 16, kc * dp), comptime!(dp as u32));
                     let a = acc.index(t);
                     cmma::execute::<F, F, f32, f32>(&dsa, &rb, a, a);
                     let a = acc.index(nqt + t);
@@ -603,42 +519,21 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
             cmma::fill(&tile_acc, 0.0f32);
             #[unroll]
             for hs in 0..MMA_HEADS / 16 {
-                cmma::load(
-                    &ta,
-                    &ds_sh.slice(hs * 16 * kcp + jt * 16, MMA_HEADS * kcp),
-                    comptime!(kcp as u32),
-                );
-                cmma::load(
-                    &rb,
-                    &q_sh.slice(hs * 16 * dp + ct * 16, MMA_HEADS * dp),
-                    comptime!(dp as u32),
-                );
+                cmma::load(&ta, &ds_sh.slice(hs * 16 * kcp + jt * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+                cmma::load(&rb, &q_sh.slice(hs * 16 * dp + ct * 16, MMA_HEADS * dp), comptime!(dp as u32));
                 cmma::execute::<F, F, f32, f32>(&ta, &rb, &tile_acc, &tile_acc);
             }
             if has_dout {
                 if ct < vtiles {
                     #[unroll]
                     for hs in 0..MMA_HEADS / 16 {
-                        cmma::load(
-                            &ta,
-                            &p_sh.slice(hs * 16 * kcp + jt * 16, MMA_HEADS * kcp),
-                            comptime!(kcp as u32),
-                        );
-                        cmma::load(
-                            &rb,
-                            &go_sh.slice(hs * 16 * dvp + ct * 16, MMA_HEADS * dvp),
-                            comptime!(dvp as u32),
-                        );
+                        cmma::load(&ta, &p_sh.slice(hs * 16 * kcp + jt * 16, MMA_HEADS * kcp), comptime!(kcp as u32));
+                        cmma::load(&rb, &go_sh.slice(hs * 16 * dvp + ct * 16, MMA_HEADS * dvp), comptime!(dvp as u32));
                         cmma::execute::<F, F, f32, f32>(&ta, &rb, &tile_acc, &tile_acc);
                     }
                 }
             }
-            cmma::store(
-                &mut s_sh.slice_mut(stage, stage + 256),
-                &tile_acc,
-                16u32,
-                cmma::MatrixLayout::RowMajor,
-            );
+            cmma::store(&mut s_sh.slice_mut(stage, stage + 256), &tile_acc, 16u32, cmma::MatrixLayout::RowMajor);
             sync_plane();
             #[unroll]
             for e in 0..8usize {
@@ -647,12 +542,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
                 let col = ct * 16 + k % 16;
                 let row = row_sh[j] as usize;
                 if ok_sh[j] == 1u32 && row < s_len && col < d {
-                    crate::sparse_mla::atomic_add_f32(
-                        dkv,
-                        (b * s_len + row) * d + col,
-                        s_sh[stage + k],
-                        native,
-                    );
+                    crate::sparse_mla::atomic_add_f32(dkv, (b * s_len + row) * d + col, s_sh[stage + k], native);
                 }
             }
             sync_plane();
@@ -668,20 +558,7 @@ pub fn sparse_mla_bwd_mma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
         for t in 0..nqt {
             let ct = cg * nqt + t;
             if ct < dtiles {
-                write_head_tile::<F>(
-                    acc.index(u * nqt + t),
-                    &mut s_sh,
-                    stage,
-                    &lse_sh,
-                    0usize,
-                    false,
-                    dq,
-                    bt,
-                    heads,
-                    h0 + rg * 32 + u * 16,
-                    ct,
-                    d,
-                );
+                write_head_tile::<F>(acc.index(u * nqt + t), &mut s_sh, stage, &lse_sh, 0usize, false, dq, bt, heads, h0 + rg * 32 + u * 16, ct, d);
             }
         }
     }
@@ -803,18 +680,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
 
     // Completes the copies of the query tile and of each chunk (see `gather_chunk`).
     let barrier = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
-    load_query_tile::<F, N>(
-        q,
-        &mut q_sh,
-        &mut kv_sh,
-        bt / t_len,
-        bt % t_len,
-        h0,
-        heads,
-        d,
-        kc,
-        MMA_HEADS,
-    );
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, bt / t_len, bt % t_len, h0, heads, d, kc, MMA_HEADS);
     if tid < MMA_HEADS {
         let mut v = 0.0f32;
         if h0 + tid < heads {
@@ -832,19 +698,7 @@ pub fn selected_head_sums_mma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: F
         if c0 % MMA_WINDOW == 0 {
             load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c0, kk, kc);
         }
-        gather_chunk::<F, N>(
-            kv,
-            &win_sh,
-            &mut kv_sh,
-            &mut ok_sh,
-            &mut row_sh,
-            &barrier,
-            b,
-            c0 % MMA_WINDOW,
-            d,
-            kc,
-            MMA_UNITS,
-        );
+        gather_chunk::<F, N>(kv, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, &barrier, b, c0 % MMA_WINDOW, d, kc, MMA_UNITS);
         chunk_scores::<F>(&q_sh, &kv_sh, &mut s_sh, plane, d, d, kc, MMA_HEADS, 8usize);
         sync_cube();
         // A valid slot means every head's lse is finite.
@@ -990,9 +844,7 @@ fn gather_chunk<F: Float, N: Size>(
     #[comptime] units: usize,
 ) {
     let rows = KvRows::new::<F, N>(kv, b);
-    issue_chunk::<F, N>(
-        kv, &rows, win_sh, kv_sh, ok_sh, row_sh, 0usize, wo, d, kc, units, false,
-    );
+    issue_chunk::<F, N>(kv, &rows, win_sh, kv_sh, ok_sh, row_sh, 0usize, wo, d, kc, units, false);
     barrier.commit_copy_async();
     barrier.arrive_and_wait();
     sync_cube();
@@ -1011,14 +863,7 @@ pub(crate) struct SplitShare {
 
 #[cube]
 impl SplitShare {
-    pub fn new(
-        bt: usize,
-        bt_len: usize,
-        kk: usize,
-        groups: usize,
-        split_len: usize,
-        #[comptime] hg: usize,
-    ) -> SplitShare {
+    pub fn new(bt: usize, bt_len: usize, kk: usize, groups: usize, split_len: usize, #[comptime] hg: usize) -> SplitShare {
         let z = CUBE_POS_Z as usize;
         let split = z / groups;
         let begin = split * split_len;
@@ -1026,12 +871,7 @@ impl SplitShare {
         if end > kk {
             end = kk;
         }
-        SplitShare {
-            h0: (z % groups) * hg,
-            begin,
-            end,
-            row: split * bt_len + bt,
-        }
+        SplitShare { h0: (z % groups) * hg, begin, end, row: split * bt_len + bt }
     }
 }
 
@@ -1049,11 +889,7 @@ impl KvRows {
     pub fn new<F: Float, N: Size>(kv: &Tensor<Vector<F, N>>, b: usize) -> KvRows {
         let nv = N::value();
         // Strides divided first: `b · stride` may not fit in 32 bits where the vector index does.
-        KvRows {
-            base: b * (kv.stride(0) / nv),
-            step: kv.stride(1) / nv,
-            len: kv.shape(1),
-        }
+        KvRows { base: b * (kv.stride(0) / nv), step: kv.stride(1) / nv, len: kv.shape(1) }
     }
 }
 
@@ -1133,13 +969,7 @@ fn issue_copy<F: Float, N: Size>(
     if ok {
         from = rows.base + row as usize * rows.step + c;
     }
-    stage_vector_async::<F, N>(
-        kv,
-        from,
-        ok,
-        kv_sh,
-        (at + j) * comptime!(padded(d)) + c * nv,
-    );
+    stage_vector_async::<F, N>(kv, from, ok, kv_sh, (at + j) * comptime!(padded(d)) + c * nv);
 }
 
 /// `s_sh[h·ss + j] = a_h · kv_j` (`ss` = [`score_stride`]) over the first `depth` dims (`a` = `q` with `depth = d`, or
@@ -1184,16 +1014,8 @@ fn chunk_scores<F: Float>(
         let n0 = (col0 + s) * 16;
         let acc = zero_tile();
         for ks in k_begin..k_end {
-            cmma::load(
-                &qa,
-                &a_sh.slice(rg * 16 * ap + ks * 16, hg * ap),
-                comptime!(ap as u32),
-            );
-            cmma::load(
-                &kb,
-                &kv_sh.slice(n0 * dp + ks * 16, kc * dp),
-                comptime!(dp as u32),
-            );
+            cmma::load(&qa, &a_sh.slice(rg * 16 * ap + ks * 16, hg * ap), comptime!(ap as u32));
+            cmma::load(&kb, &kv_sh.slice(n0 * dp + ks * 16, kc * dp), comptime!(dp as u32));
             cmma::execute::<F, F, f32, f32>(&qa, &kb, &acc, &acc);
         }
         let at = copy * comptime!(hg * ss) + rg * 16 * ss + n0;
@@ -1209,12 +1031,7 @@ fn chunk_scores<F: Float>(
 /// Score `at` (`h·stride + j`, [`score_stride`]) of the last [`chunk_scores`]: the sum of
 /// its `copies` parts, `span` floats apart.
 #[cube]
-fn score(
-    s_sh: &SharedMemory<f32>,
-    at: usize,
-    #[comptime] span: usize,
-    #[comptime] copies: usize,
-) -> f32 {
+fn score(s_sh: &SharedMemory<f32>, at: usize, #[comptime] span: usize, #[comptime] copies: usize) -> f32 {
     let mut s = s_sh[at];
     #[unroll]
     for c in 1..copies {

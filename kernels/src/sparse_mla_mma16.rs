@@ -25,9 +25,7 @@ use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
 use crate::mma::{padded, CMMA_ALIGN};
-use crate::sparse_mla_mma::{
-    issue_chunk, load_query_tile, load_window, KvRows, SplitShare, MMA_WINDOW,
-};
+use crate::sparse_mla_mma::{issue_chunk, load_query_tile, load_window, KvRows, SplitShare, MMA_WINDOW};
 
 /// Heads per cube.
 pub const MMA16_HEADS: usize = 64;
@@ -100,35 +98,11 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     // One barrier per buffer: its copies, and every unit done with the buffer's last chunk.
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
-    load_query_tile::<F, N>(
-        q,
-        &mut q_sh,
-        &mut kv_sh,
-        b,
-        bt % t_len,
-        h0,
-        heads,
-        d,
-        comptime!(2 * kc),
-        MMA16_HEADS,
-    );
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, comptime!(2 * kc), MMA16_HEADS);
     let rows = KvRows::new::<F, N>(kv, b);
     if c_begin < c_end {
         load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c_begin, c_end, kc);
-        issue_chunk::<F, N>(
-            kv,
-            &rows,
-            &win_sh,
-            &mut kv_sh,
-            &mut ok_sh,
-            &mut row_sh,
-            0usize,
-            0usize,
-            d,
-            kc,
-            MMA16_UNITS,
-            true,
-        );
+        issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, 0usize, 0usize, d, kc, MMA16_UNITS, true);
         bar0.commit_copy_async();
     }
 
@@ -168,20 +142,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
             if (next - c_begin) % MMA_WINDOW == 0 {
                 load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, next, c_end, kc);
             }
-            issue_chunk::<F, N>(
-                kv,
-                &rows,
-                &win_sh,
-                &mut kv_sh,
-                &mut ok_sh,
-                &mut row_sh,
-                (1usize - buf) * kc,
-                (next - c_begin) % MMA_WINDOW,
-                d,
-                kc,
-                MMA16_UNITS,
-                true,
-            );
+            issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, (1usize - buf) * kc, (next - c_begin) % MMA_WINDOW, d, kc, MMA16_UNITS, true);
             if buf == 0 {
                 bar1.commit_copy_async();
             } else {
@@ -202,36 +163,12 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
         if live {
             let mut ks = k_begin;
             while ks + 1 < k_end {
-                s_step(
-                    &def,
-                    &q_sh,
-                    &kv_sh,
-                    a_at + ks * 16,
-                    kv0 + k_at + ks * 16,
-                    dp,
-                    &mut s,
-                );
-                s_step(
-                    &def,
-                    &q_sh,
-                    &kv_sh,
-                    a_at + ks * 16 + 16,
-                    kv0 + k_at + ks * 16 + 16,
-                    dp,
-                    &mut s2,
-                );
+                s_step(&def, &q_sh, &kv_sh, a_at + ks * 16, kv0 + k_at + ks * 16, dp, &mut s);
+                s_step(&def, &q_sh, &kv_sh, a_at + ks * 16 + 16, kv0 + k_at + ks * 16 + 16, dp, &mut s2);
                 ks += 2;
             }
             if ks < k_end {
-                s_step(
-                    &def,
-                    &q_sh,
-                    &kv_sh,
-                    a_at + ks * 16,
-                    kv0 + k_at + ks * 16,
-                    dp,
-                    &mut s,
-                );
+                s_step(&def, &q_sh, &kv_sh, a_at + ks * 16, kv0 + k_at + ks * 16, dp, &mut s);
             }
             #[unroll]
             for i in 0..8usize {
@@ -340,12 +277,7 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
                         pair = select(pair < vp, pair, comptime!(vp - 1));
                     }
                     let va = kv0 + kk2 * 16 * dp + v_at + pair * 16;
-                    let vb = def.load_matrix::<F, Const<2>>(
-                        &kv_sh.slice(va, va + 8),
-                        cmma::MatrixIdent::B,
-                        4usize,
-                        true,
-                    );
+                    let vb = def.load_matrix::<F, Const<2>>(&kv_sh.slice(va, va + 8), cmma::MatrixIdent::B, 4usize, true);
                     #[unroll]
                     for c in 0..2usize {
                         mma_tile(&def, &af, &vb, c, &mut o, (p * 2 + c) * 2);
@@ -432,21 +364,11 @@ fn s_step<F: Float>(
     #[comptime] dp: usize,
     s: &mut Array<Acc2>,
 ) {
-    let af = def.load_matrix::<F, Const<2>>(
-        &q_sh.slice(q_at, q_at + 8),
-        cmma::MatrixIdent::A,
-        4usize,
-        false,
-    );
+    let af = def.load_matrix::<F, Const<2>>(&q_sh.slice(q_at, q_at + 8), cmma::MatrixIdent::A, 4usize, false);
     #[unroll]
     for np in 0..2usize {
         let ka = kv_at + np * 16 * dp;
-        let kb = def.load_matrix::<F, Const<2>>(
-            &kv_sh.slice(ka, ka + 8),
-            cmma::MatrixIdent::B,
-            4usize,
-            false,
-        );
+        let kb = def.load_matrix::<F, Const<2>>(&kv_sh.slice(ka, ka + 8), cmma::MatrixIdent::B, 4usize, false);
         #[unroll]
         for c in 0..2usize {
             mma_tile(def, &af, &kb, c, s, (np * 2 + c) * 2);

@@ -45,8 +45,7 @@ const UNITS: u32 = 384;
 /// Shared memory per CTA: `DSA_SMEM_BYTES` of the source (the query tile and two buffers of
 /// 72 KiB, WG1's P, nine mbarriers, the slots' validity, the row maxima and sums, 1 KiB of
 /// alignment).
-pub const WGMMA_SHARED_BYTES: usize =
-    3 * 9 * 64 * 128 + 64 * 128 + 9 * 8 + 2 * 64 + 64 * 4 + 128 * 4 + 1024;
+pub const WGMMA_SHARED_BYTES: usize = 3 * 9 * 64 * 128 + 64 * 128 + 9 * 8 + 2 * 64 + 64 * 4 + 128 * 4 + 1024;
 
 /// Shared memory per CTA of the backward: `DSB_SMEM_BYTES` of its source (`q`, `d_out` and a
 /// ring of one block of rows, 26 tiles of 8 KiB; `P` and `dS`, 8 KiB each; 20 mbarriers, two
@@ -87,26 +86,11 @@ impl WgmmaMlaParams {
     fn words(&self) -> Vec<u64> {
         let [q_sb, q_st, q_sh] = self.q_strides;
         let [kv_sb, kv_ss] = self.kv_strides;
-        [
-            self.bt_len,
-            self.t_len,
-            self.heads,
-            self.kk,
-            self.s_len,
-            q_sb,
-            q_st,
-            q_sh,
-            kv_sb,
-            kv_ss,
-        ]
-        .into_iter()
-        .map(|v| v as u64)
-        .chain([
-            self.scale.to_bits() as u64,
-            self.idx_bytes as u64,
-            self.valid_bytes as u64,
-        ])
-        .collect()
+        [self.bt_len, self.t_len, self.heads, self.kk, self.s_len, q_sb, q_st, q_sh, kv_sb, kv_ss]
+            .into_iter()
+            .map(|v| v as u64)
+            .chain([self.scale.to_bits() as u64, self.idx_bytes as u64, self.valid_bytes as u64])
+            .collect()
     }
 }
 
@@ -130,24 +114,11 @@ pub unsafe fn launch_sparse_mla_fwd_wgmma<R: Runtime>(
     params: WgmmaMlaParams,
 ) {
     // A token's head groups are neighbours along x (the source's header says why).
-    let count = CubeCount::Static(
-        (params.bt_len * params.heads.div_ceil(WGMMA_HEADS)) as u32,
-        1,
-        1,
-    );
+    let count = CubeCount::Static((params.bt_len * params.heads.div_ceil(WGMMA_HEADS)) as u32, 1, 1);
     let buffers = vec![q, kv, idx, valid, out, lse];
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
     unsafe {
-        crate::cuda_source::launch_cuda_source(
-            client,
-            SOURCE,
-            ENTRY,
-            WGMMA_SHARED_BYTES,
-            UNITS,
-            count,
-            buffers,
-            params.words(),
-        )
+        crate::cuda_source::launch_cuda_source(client, SOURCE, ENTRY, WGMMA_SHARED_BYTES, UNITS, count, buffers, params.words())
     }
 }
 

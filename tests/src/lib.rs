@@ -21,34 +21,20 @@ pub fn conformance_dir() -> PathBuf {
 /// directory must not pass silently.
 pub fn conformance_cases() -> Vec<PathBuf> {
     let dir = conformance_dir();
-    let cases = dsa_model::conformance::case_dirs(&dir).unwrap_or_else(|e| {
-        panic!(
-            "conformance directory {} unreadable ({e}); set DSA_CONFORMANCE_DIR",
-            dir.display()
-        )
-    });
-    assert!(
-        !cases.is_empty(),
-        "no conformance case under {}",
-        dir.display()
-    );
+    let cases = dsa_model::conformance::case_dirs(&dir)
+        .unwrap_or_else(|e| panic!("conformance directory {} unreadable ({e}); set DSA_CONFORMANCE_DIR", dir.display()));
+    assert!(!cases.is_empty(), "no conformance case under {}", dir.display());
     cases
 }
 
 /// A golden tensor with the shape stored in the file.
-pub fn golden<B: Backend, const D: usize>(
-    golden: &Checkpoint,
-    name: &str,
-    device: &B::Device,
-) -> Tensor<B, D> {
+pub fn golden<B: Backend, const D: usize>(golden: &Checkpoint, name: &str, device: &B::Device) -> Tensor<B, D> {
     let shape: [usize; D] = golden
         .shape(name)
         .unwrap_or_else(|e| panic!("{e}"))
         .try_into()
         .unwrap_or_else(|_| panic!("golden tensor {name} is not {D}-D"));
-    golden
-        .read_tensor(name, shape, device)
-        .unwrap_or_else(|e| panic!("{e}"))
+    golden.read_tensor(name, shape, device).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `‖a − b‖ / ‖b‖` over the entries where `b` is finite (see

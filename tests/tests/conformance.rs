@@ -9,22 +9,13 @@ use dsa_tests::conformance_cases;
 
 fn check<B: DsaBackend>(device: &B::Device) {
     for dir in conformance_cases() {
-        let report =
-            run_case::<B>(&dir, device).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let report = run_case::<B>(&dir, device).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         println!("{report}");
         // The golden tensors every case has must all have been compared.
         let compared = |name: &str| report.checks.iter().any(|c| c.tensor() == name);
         assert!(compared("logits"), "{}: logits not compared", report.case);
-        assert!(
-            report.decode_steps == 0 || compared("decode_logits"),
-            "{}: decode_logits not compared",
-            report.case
-        );
-        assert!(
-            report.passed(),
-            "{}: conformance failed:\n{report}",
-            report.case
-        );
+        assert!(report.decode_steps == 0 || compared("decode_logits"), "{}: decode_logits not compared", report.case);
+        assert!(report.passed(), "{}: conformance failed:\n{report}", report.case);
     }
 }
 
@@ -39,3 +30,4 @@ fn model_matches_reference_ndarray() {
 fn model_matches_reference_wgpu() {
     check::<burn::backend::Wgpu>(&Default::default());
 }
+

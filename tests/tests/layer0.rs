@@ -21,21 +21,13 @@ struct Case {
 
 fn open_case(dir: &Path) -> Case {
     let name = dir.file_name().unwrap().to_string_lossy().to_string();
-    let cfg = DeepSeekV32Config::from_file(dir.join("config.json"))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut ckpt =
-        Checkpoint::open(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let cfg = DeepSeekV32Config::from_file(dir.join("config.json")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut ckpt = Checkpoint::open(dir.join("model.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
     if let Some(block) = cfg.weight_block_size() {
         ckpt = ckpt.with_weight_block_size(block).unwrap();
     }
-    let gold =
-        Checkpoint::open(dir.join("golden.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
-    Case {
-        name,
-        cfg,
-        ckpt,
-        gold,
-    }
+    let gold = Checkpoint::open(dir.join("golden.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    Case { name, cfg, ckpt, gold }
 }
 
 /// Layer 0's raw indexer scores (no causal mask, as recorded) against the golden ones, and
@@ -55,36 +47,12 @@ impl IndexerCheck {
         let (idx, valid) = topk_select(scores, case.cfg.index_topk, Some(0));
         let kk = idx.dims()[2];
         let idx = idx.into_data().convert::<i64>().into_vec::<i64>().unwrap();
-        let valid: Vec<bool> = valid
-            .int()
-            .into_data()
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .unwrap()
-            .iter()
-            .map(|v| *v != 0)
-            .collect();
-        let want_sel = case
-            .gold
-            .read_data("layer0.selected")
-            .unwrap()
-            .convert::<u8>()
-            .into_vec::<u8>()
-            .unwrap();
-        let ref_scores = want_scores
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap();
-        let diff = compare_selection(&idx, &valid, kk, &want_sel, &ref_scores, s, |row| {
-            row % t + 1
-        });
+        let valid: Vec<bool> = valid.int().into_data().convert::<i64>().into_vec::<i64>().unwrap().iter().map(|v| *v != 0).collect();
+        let want_sel = case.gold.read_data("layer0.selected").unwrap().convert::<u8>().into_vec::<u8>().unwrap();
+        let ref_scores = want_scores.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let diff = compare_selection(&idx, &valid, kk, &want_sel, &ref_scores, s, |row| row % t + 1);
         let expected_selected = (0..b * t).map(|row| (row % t + 1).min(kk)).sum::<usize>();
-        IndexerCheck {
-            score_err,
-            diff,
-            expected_selected,
-        }
+        IndexerCheck { score_err, diff, expected_selected }
     }
 
     fn report(&self) -> String {
@@ -95,20 +63,9 @@ impl IndexerCheck {
     }
 
     fn assert_ok(&self, name: &str) {
-        assert!(
-            self.score_err <= 1e-3,
-            "{name}: index scores error {:e}",
-            self.score_err
-        );
-        assert_eq!(
-            self.diff.selected, self.expected_selected,
-            "{name}: wrong number of selected tokens"
-        );
-        assert!(
-            self.diff.worst_gap <= NEAR_TIE,
-            "{name}: selection differs beyond near-ties ({:e})",
-            self.diff.worst_gap
-        );
+        assert!(self.score_err <= 1e-3, "{name}: index scores error {:e}", self.score_err);
+        assert_eq!(self.diff.selected, self.expected_selected, "{name}: wrong number of selected tokens");
+        assert!(self.diff.worst_gap <= NEAR_TIE, "{name}: selection differs beyond near-ties ({:e})", self.diff.worst_gap);
     }
 }
 
@@ -116,33 +73,22 @@ fn check<B: DsaBackend>(device: &B::Device) {
     for dir in conformance_cases() {
         let case = open_case(&dir);
         let name = &case.name;
-        let attn = hf::attention::<B>(&case.ckpt, &case.cfg, 0, device)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let attn = hf::attention::<B>(&case.ckpt, &case.cfg, 0, device).unwrap_or_else(|e| panic!("{name}: {e}"));
         let x: Tensor<B, 3> = golden(&case.gold, "layer0.attn_in", device);
         let qr: Tensor<B, 3> = golden(&case.gold, "layer0.qr", device);
 
         let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
         let k = attn.indexer.keys(x.clone(), attn.rope(), 0);
-        let indexer = IndexerCheck::new(
-            &case,
-            indexer_scores(q, w, k, attn.indexer.quant(), None),
-            device,
-        );
+        let indexer = IndexerCheck::new(&case, indexer_scores(q, w, k, attn.indexer.quant(), None), device);
 
         // Sparse MLA output of the whole layer.
         let out = attn.forward(x);
         let want_out: Tensor<B, 3> = golden(&case.gold, "layer0.attn_out", device);
         let out_err = rel_error(out, want_out);
 
-        println!(
-            "{name}: {}, layer0.attn_out rel err {out_err:.2e} (≤ 1e-4)",
-            indexer.report()
-        );
+        println!("{name}: {}, layer0.attn_out rel err {out_err:.2e} (≤ 1e-4)", indexer.report());
         indexer.assert_ok(name);
-        assert!(
-            out_err <= 1e-4,
-            "{name}: attention output error {out_err:e}"
-        );
+        assert!(out_err <= 1e-4, "{name}: attention output error {out_err:e}");
     }
 }
 
@@ -158,6 +104,7 @@ fn layer0_matches_reference_wgpu() {
     check::<burn::backend::Wgpu>(&Default::default());
 }
 
+
 /// The indexer kernels alone against DeepSeek's reference: the indexer's inputs (`q`, `w`,
 /// `k`) projected on NdArray in f32, then the scores and the top-k on `B`. On CUDA this is
 /// the conformance check of the tensor-core indexer: the whole layer on CUDA in f32 is not
@@ -172,8 +119,7 @@ fn check_indexer_kernels<B: DsaBackend>(device: &B::Device) {
         let case = open_case(&dir);
         let name = &case.name;
         let pdev = Default::default();
-        let attn = hf::attention::<P>(&case.ckpt, &case.cfg, 0, &pdev)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let attn = hf::attention::<P>(&case.ckpt, &case.cfg, 0, &pdev).unwrap_or_else(|e| panic!("{name}: {e}"));
         let x: Tensor<P, 3> = golden(&case.gold, "layer0.attn_in", &pdev);
         let qr: Tensor<P, 3> = golden(&case.gold, "layer0.qr", &pdev);
         let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
@@ -204,11 +150,7 @@ fn layer0_indexer_kernels_match_reference_cuda() {
         let before = tensor_core_launches(TensorCoreOp::IndexerScores);
         check_indexer_kernels::<burn::backend::Cuda>(&Default::default());
         let ran = tensor_core_launches(TensorCoreOp::IndexerScores) > before;
-        assert_eq!(
-            ran,
-            kernel == IndexerKernel::TensorCores,
-            "{kernel:?}: tensor-core kernel ran: {ran}"
-        );
+        assert_eq!(ran, kernel == IndexerKernel::TensorCores, "{kernel:?}: tensor-core kernel ran: {ran}");
     }
     set_indexer_kernel(IndexerKernel::Auto);
 }

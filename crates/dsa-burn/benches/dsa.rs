@@ -210,13 +210,7 @@ impl<G: DsaBackend> Bench<G> {
         }
         eprintln!("{op} L={l} ...");
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
-        let versions = [
-            MlaKernel::V1,
-            MlaKernel::V2,
-            MlaKernel::V3,
-            MlaKernel::V4,
-            MlaKernel::V5,
-        ];
+        let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3, MlaKernel::V4, MlaKernel::V5];
         let before = versions.map(launches);
         let tc_ops: [TensorCoreOp; 9] = [
             TensorCoreOp::IndexerScores,
@@ -595,11 +589,7 @@ fn run<G: DsaBackend>(a: &Args) {
         // (its inputs only when it is timed: the cache is `batch × L × 576`).
         let batch = a.decode_batch;
         let span = a.decode_span.map_or(l, |v| v.min(l));
-        let tag = if span < l {
-            format!("_span{span}")
-        } else {
-            String::new()
-        };
+        let tag = if span < l { format!("_span{span}") } else { String::new() };
         let (dec, dec_ref) = (
             format!("dsa_sparse_mla_decode_b{batch}{tag}"),
             format!("dsa_sparse_mla_decode_b{batch}{tag}_reference_ops"),

@@ -98,10 +98,7 @@ impl DsaAttentionConfig {
 
     /// `(qk_nope + qk_rope)^-1/2`, times `m²` when YaRN is active.
     pub fn softmax_scale(&self) -> f64 {
-        let m = self
-            .rope()
-            .active_yarn()
-            .map_or(1.0, |y| y.attention_factor());
+        let m = self.rope().active_yarn().map_or(1.0, |y| y.attention_factor());
         ((self.qk_nope_dim + self.qk_rope_dim) as f64).powf(-0.5) * m * m
     }
 
@@ -115,11 +112,7 @@ impl DsaAttentionConfig {
     /// Creates the layer with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> DsaAttention<B> {
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        let norm = |d| {
-            RmsNormConfig::new(d)
-                .with_epsilon(self.norm_eps)
-                .init(device)
-        };
+        let norm = |d| RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
         let h = self.n_heads;
         DsaAttention {
             wq_a: linear(self.d_model, self.q_lora_rank),
@@ -283,11 +276,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// let sel = sel.expect("sparse mode");
     /// assert_eq!((sel.scores.dims(), sel.indices.dims()), ([1, 6, 6], [1, 6, 4]));
     /// ```
-    pub fn forward_with_selection(
-        &self,
-        x: Tensor<B, 3>,
-        cache: Option<&mut DsaCache<B>>,
-    ) -> (Tensor<B, 3>, Option<Selection<B>>) {
+    pub fn forward_with_selection(&self, x: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>) -> (Tensor<B, 3>, Option<Selection<B>>) {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let lat = self.latents(x.clone(), start);
         let keys = self.indexer.keys(x.clone(), &self.rope, start);
@@ -299,25 +288,9 @@ impl<B: DsaBackend> DsaAttention<B> {
             AttentionMode::Dense => (self.project_out(self.dense(lat.q, kv, start)), None),
             AttentionMode::Sparse => {
                 let scores = self.indexer.scores(x, lat.qr, keys, &self.rope, start);
-                let (indices, valid) =
-                    ops::topk_select(scores.clone(), self.indexer.topk(), Some(start));
-                let out = ops::sparse_mla(
-                    lat.q,
-                    kv,
-                    indices.clone(),
-                    valid.clone(),
-                    self.kv_lora_rank,
-                    self.softmax_scale,
-                )
-                .0;
-                (
-                    self.project_out(out),
-                    Some(Selection {
-                        scores,
-                        indices,
-                        valid,
-                    }),
-                )
+                let (indices, valid) = ops::topk_select(scores.clone(), self.indexer.topk(), Some(start));
+                let out = ops::sparse_mla(lat.q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
+                (self.project_out(out), Some(Selection { scores, indices, valid }))
             }
         }
     }
@@ -330,9 +303,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     pub fn forward_train(&self, x: Tensor<B, 3>, mode: AttentionMode) -> DsaOutput<B> {
         let [b, t, _] = x.dims();
         let lat = self.latents(x.clone(), 0);
-        let (iq, iw) =
-            self.indexer
-                .queries(x.clone().detach(), lat.qr.clone().detach(), &self.rope, 0);
+        let (iq, iw) = self.indexer.queries(x.clone().detach(), lat.qr.clone().detach(), &self.rope, 0);
         let ik = self.indexer.keys(x.detach(), &self.rope, 0);
         let (quant, scale) = (self.indexer.quant(), self.softmax_scale);
         match mode {
@@ -340,11 +311,7 @@ impl<B: DsaBackend> DsaAttention<B> {
                 let scores = ops::indexer_scores(iq, iw, ik, quant, Some(0));
                 let loss = dense_indexer_loss(lat.q.clone(), lat.kv.clone(), scale, scores, 0);
                 let out = self.dense(lat.q, lat.kv, 0);
-                DsaOutput {
-                    output: self.project_out(out),
-                    indexer_loss: loss,
-                    selection: None,
-                }
+                DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: None }
             }
             AttentionMode::Sparse => {
                 let rows = (SCORES_BUDGET / (b * t).max(1)).max(1);
@@ -357,30 +324,10 @@ impl<B: DsaBackend> DsaAttention<B> {
                     Some(0),
                     rows,
                 );
-                let (out, lse) = ops::sparse_mla(
-                    lat.q.clone(),
-                    lat.kv.clone(),
-                    idx.clone(),
-                    valid.clone(),
-                    self.kv_lora_rank,
-                    scale,
-                );
-                let picked =
-                    ops::indexer_selected_scores(iq, iw, ik, quant, idx.clone(), valid.clone());
-                let loss = sparse_indexer_loss(
-                    lat.q,
-                    lat.kv,
-                    scale,
-                    lse,
-                    picked,
-                    idx.clone(),
-                    valid.clone(),
-                );
-                DsaOutput {
-                    output: self.project_out(out),
-                    indexer_loss: loss,
-                    selection: Some((idx, valid)),
-                }
+                let (out, lse) = ops::sparse_mla(lat.q.clone(), lat.kv.clone(), idx.clone(), valid.clone(), self.kv_lora_rank, scale);
+                let picked = ops::indexer_selected_scores(iq, iw, ik, quant, idx.clone(), valid.clone());
+                let loss = sparse_indexer_loss(lat.q, lat.kv, scale, lse, picked, idx.clone(), valid.clone());
+                DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: Some((idx, valid)) }
             }
         }
     }
@@ -388,34 +335,16 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// Queries in latent space and the latent KV of tokens at positions `start..`.
     fn latents(&self, x: Tensor<B, 3>, start: usize) -> Latents<B> {
         let [b, t, _] = x.dims();
-        let (h, nope, rope_d, r) = (
-            self.n_heads,
-            self.qk_nope_dim,
-            self.qk_rope_dim,
-            self.kv_lora_rank,
-        );
+        let (h, nope, rope_d, r) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank);
         let qr = self.q_norm.forward(self.wq_a.forward(x.clone()));
-        let q = self
-            .wq_b
-            .forward(qr.clone())
-            .reshape([b, t, h, nope + rope_d]);
-        let q_pe = self
-            .rope
-            .apply(q.clone().narrow(3, nope, rope_d), start, true);
+        let q = self.wq_b.forward(qr.clone()).reshape([b, t, h, nope + rope_d]);
+        let q_pe = self.rope.apply(q.clone().narrow(3, nope, rope_d), start, true);
         // Absorb wkv_b's key part: q_nope [B,H,T,nope] · W_uk [1,H,nope,r].
         let w_uk = self.wkv_b_part(0, nope).swap_dims(1, 2).unsqueeze::<4>();
-        let q_c = q
-            .narrow(3, 0, nope)
-            .swap_dims(1, 2)
-            .matmul(w_uk)
-            .swap_dims(1, 2);
+        let q_c = q.narrow(3, 0, nope).swap_dims(1, 2).matmul(w_uk).swap_dims(1, 2);
         let kv = self.wkv_a.forward(x);
         let c = self.kv_norm.forward(kv.clone().narrow(2, 0, r));
-        let k_pe = self.rope.apply(
-            kv.narrow(2, r, rope_d).reshape([b, t, 1, rope_d]),
-            start,
-            true,
-        );
+        let k_pe = self.rope.apply(kv.narrow(2, r, rope_d).reshape([b, t, 1, rope_d]), start, true);
         Latents {
             qr,
             q: Tensor::cat(vec![q_c, q_pe], 3),
@@ -426,11 +355,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// Per-head slice `[H, r, len]` of `wkv_b` at column offset `from` within each head.
     fn wkv_b_part(&self, from: usize, len: usize) -> Tensor<B, 3> {
         let (h, r) = (self.n_heads, self.kv_lora_rank);
-        let w = self
-            .wkv_b
-            .weight
-            .val()
-            .reshape([r, h, self.qk_nope_dim + self.v_head_dim]);
+        let w = self.wkv_b.weight.val().reshape([r, h, self.qk_nope_dim + self.v_head_dim]);
         w.narrow(2, from, len).swap_dims(0, 1)
     }
 
@@ -443,9 +368,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// Latent attention output `[B,T,H,r]` → values per head (W_uv) → `wo`.
     fn project_out(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, t, h, _] = o.dims();
-        let w_uv = self
-            .wkv_b_part(self.qk_nope_dim, self.v_head_dim)
-            .unsqueeze::<4>(); // [1,H,r,v]
+        let w_uv = self.wkv_b_part(self.qk_nope_dim, self.v_head_dim).unsqueeze::<4>(); // [1,H,r,v]
         let v = o.swap_dims(1, 2).matmul(w_uv).swap_dims(1, 2); // [B,T,H,v]
         self.wo.forward(v.reshape([b, t, h * self.v_head_dim]))
     }

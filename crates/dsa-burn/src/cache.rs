@@ -58,11 +58,7 @@ impl<B: Backend> DsaCache<B> {
     /// An empty cache; the first call of
     /// [`DsaAttention::forward_cached`](crate::DsaAttention::forward_cached) fixes its batch.
     pub fn new() -> Self {
-        Self {
-            kv: None,
-            keys: None,
-            len: 0,
-        }
+        Self { kv: None, keys: None, len: 0 }
     }
 
     /// Cached tokens per sequence, i.e. the position of the next token.
@@ -80,11 +76,7 @@ impl<B: Backend> DsaCache<B> {
     ///
     /// # Panics
     /// If the batch or widths differ from those already cached.
-    pub(crate) fn append(
-        &mut self,
-        kv: Tensor<B, 3>,
-        keys: Tensor<B, 3>,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    pub(crate) fn append(&mut self, kv: Tensor<B, 3>, keys: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let len = self.len;
         let kv = push(&mut self.kv, len, kv, "latent");
         let keys = push(&mut self.keys, len, keys, "indexer key");
@@ -106,22 +98,13 @@ pub fn bytes_per_token(kv_dim: usize, index_dim: usize, elem_bytes: usize) -> us
 
 /// Writes `new [B, T, D]` at rows `len..len + T` of `buf` (growing it to at least twice its
 /// capacity when full) and returns rows `..len + T`.
-fn push<B: Backend>(
-    buf: &mut Option<Tensor<B, 3>>,
-    len: usize,
-    new: Tensor<B, 3>,
-    what: &str,
-) -> Tensor<B, 3> {
+fn push<B: Backend>(buf: &mut Option<Tensor<B, 3>>, len: usize, new: Tensor<B, 3>, what: &str) -> Tensor<B, 3> {
     let [b, t, d] = new.dims();
     let store = match buf.take() {
         None => new,
         Some(old) => {
             let [ob, cap, od] = old.dims();
-            assert_eq!(
-                [ob, od],
-                [b, d],
-                "{what} cache holds [batch, width] = [{ob}, {od}], got [{b}, {d}]"
-            );
+            assert_eq!([ob, od], [b, d], "{what} cache holds [batch, width] = [{ob}, {od}], got [{b}, {d}]");
             let old = if len + t <= cap {
                 old
             } else {

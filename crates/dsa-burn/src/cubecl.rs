@@ -84,10 +84,7 @@ fn f32_accumulation<R: CubeRuntime>(t: &CubeTensor<R>) -> (bool, DType) {
     use burn_cubecl::cubecl::ir::{features::AtomicUsage, ElemType, FloatKind, StorageType, Type};
     let ty = Type::new(StorageType::Atomic(ElemType::Float(FloatKind::F32)));
     let native = !FORCE_CAS.load(Ordering::Relaxed)
-        && t.client
-            .properties()
-            .atomic_type_usage(ty)
-            .contains(AtomicUsage::Add);
+        && t.client.properties().atomic_type_usage(ty).contains(AtomicUsage::Add);
     (native, if native { DType::F32 } else { DType::U32 })
 }
 
@@ -369,12 +366,7 @@ enum Mma {
 
 /// Whether the device multiplies `kind × kind` tiles of `m × n × k` with f32 accumulation by
 /// `api`, in 32-wide planes, as the tensor-core kernels assume.
-fn has_mma<R: Runtime>(
-    client: &ComputeClient<R>,
-    api: Mma,
-    kind: FloatKind,
-    (m, n, k): (u32, u32, u32),
-) -> bool {
+fn has_mma<R: Runtime>(client: &ComputeClient<R>, api: Mma, kind: FloatKind, (m, n, k): (u32, u32, u32)) -> bool {
     use burn_cubecl::cubecl::ir::features::MmaConfig;
     let ab: StorageType = ElemType::Float(kind).into();
     let mma = MmaConfig {
@@ -390,9 +382,7 @@ fn has_mma<R: Runtime>(
         Mma::Cmma => &props.features.matmul.cmma,
         Mma::Manual => &props.features.matmul.mma,
     };
-    listed.contains(&mma)
-        && props.hardware.plane_size_min == 32
-        && props.hardware.plane_size_max == 32
+    listed.contains(&mma) && props.hardware.plane_size_min == 32 && props.hardware.plane_size_max == 32
 }
 
 /// Whether the device multiplies `kind` 16×16×16 tiles with f32 accumulation (cmma) in
@@ -405,13 +395,11 @@ fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: FloatKind) -> bool {
 fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize, d: usize) -> bool {
     let selected = match INDEXER_KERNEL.load(Ordering::Relaxed) {
         0 => tiled_by_default(t),
-        k => {
-            k == IndexerKernel::TensorCores as u8
-                || k == IndexerKernel::HalfTensorCores as u8
-                || k == IndexerKernel::Fp8TensorCores as u8
-                || k == IndexerKernel::Wgmma as u8
-                || k == IndexerKernel::WgmmaFp8 as u8
-        }
+        k => k == IndexerKernel::TensorCores as u8
+            || k == IndexerKernel::HalfTensorCores as u8
+            || k == IndexerKernel::Fp8TensorCores as u8
+            || k == IndexerKernel::Wgmma as u8
+            || k == IndexerKernel::WgmmaFp8 as u8,
     };
     selected
         && quant != IndexerQuant::None
@@ -436,14 +424,7 @@ pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
 /// Whether the sparse MLA forward takes v5 ([`MlaKernel::V5`]) for these inputs: selected
 /// (by `Auto` only when the `cubes` CTAs fill the GPU without splitting the slots), bf16 at
 /// V3.2's latent sizes, `i32`/`i64` indices, and the device's `wgmma`.
-fn wgmma_mla<R: CubeRuntime>(
-    q: &CubeTensor<R>,
-    kv: &CubeTensor<R>,
-    indices: &CubeTensor<R>,
-    d: usize,
-    d_v: usize,
-    cubes: usize,
-) -> bool {
+fn wgmma_mla<R: CubeRuntime>(q: &CubeTensor<R>, kv: &CubeTensor<R>, indices: &CubeTensor<R>, d: usize, d_v: usize, cubes: usize) -> bool {
     use kernels::sparse_mla_wgmma::{WGMMA_D, WGMMA_DV};
     let selected = match MLA_KERNEL.load(Ordering::Relaxed) {
         0 => split_cubes(q, true) / cubes.max(1) <= 1,
@@ -520,12 +501,7 @@ fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 /// (`wgmma`) for `h` heads of dim `d`, if it takes v6: `Auto` or [`IndexerKernel::WgmmaFp8`]
 /// (e4m3 bytes) or [`IndexerKernel::Wgmma`] (f16) selected, V3.2's 64 × 128, bf16/f32
 /// weights and scores, the device's `wgmma`.
-fn wgmma_indexer<R: CubeRuntime>(
-    q: &CubeTensor<R>,
-    w: &CubeTensor<R>,
-    h: usize,
-    d: usize,
-) -> Option<Codes> {
+fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> Option<Codes> {
     use kernels::indexer_wgmma::{WGMMA_INDEXER_D, WGMMA_INDEXER_HEADS};
     let codes = match INDEXER_KERNEL.load(Ordering::Relaxed) {
         k if k == 0 || k == IndexerKernel::WgmmaFp8 as u8 => Codes::E4m3,
@@ -533,9 +509,7 @@ fn wgmma_indexer<R: CubeRuntime>(
         _ => return None,
     };
     let applies = (h, d) == (WGMMA_INDEXER_HEADS, WGMMA_INDEXER_D)
-        && [q.dtype, w.dtype]
-            .iter()
-            .all(|t| matches!(t, DType::F32 | DType::BF16))
+        && [q.dtype, w.dtype].iter().all(|t| matches!(t, DType::F32 | DType::BF16))
         && kernels::indexer_wgmma::has_wgmma(&q.client);
     applies.then_some(codes)
 }
@@ -618,12 +592,7 @@ pub fn set_mla_split_cubes(cubes: Option<usize>) {
 /// the default of v4 (`v4`) or v3.
 fn split_cubes<R: CubeRuntime>(q: &CubeTensor<R>, v4: bool) -> usize {
     match MLA_SPLIT_CUBES.load(Ordering::Relaxed) {
-        0 if v4 => q
-            .client
-            .properties()
-            .hardware
-            .num_streaming_multiprocessors
-            .map_or(MMA_SPLIT_CUBES, |n| n as usize),
+        0 if v4 => q.client.properties().hardware.num_streaming_multiprocessors.map_or(MMA_SPLIT_CUBES, |n| n as usize),
         0 => MMA_SPLIT_CUBES,
         n => n,
     }
@@ -652,9 +621,7 @@ fn mma_mla<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
 /// [`mma_mla`], v3 not asked for, the device's m16n8k16 `mma.sync` and `ldmatrix` for the
 /// type, and the buffers in shared memory.
 fn mma16_mla<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
-    let Some(kind) = half_kind(q) else {
-        return false;
-    };
+    let Some(kind) = half_kind(q) else { return false };
     let ab: StorageType = ElemType::Float(kind).into();
     mma_mla(q)
         && MLA_KERNEL.load(Ordering::Relaxed) != MlaKernel::V3 as u8
@@ -668,10 +635,7 @@ fn mma16_mla<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
 /// [`MMA_EXTRA_BYTES`].
 fn mma16_fwd_shared_bytes(d: usize) -> usize {
     use kernels::sparse_mla_mma16::{MMA16_CHUNK, MMA16_HEADS, MMA16_UNITS};
-    2 * (MMA16_HEADS + 2 * MMA16_CHUNK) * kernels::mma::padded(d)
-        + 4 * 16 * MMA16_UNITS
-        + 16 * MMA16_CHUNK
-        + MMA_EXTRA_BYTES
+    2 * (MMA16_HEADS + 2 * MMA16_CHUNK) * kernels::mma::padded(d) + 4 * 16 * MMA16_UNITS + 16 * MMA16_CHUNK + MMA_EXTRA_BYTES
 }
 
 /// The tile of a cube of the v3 (tensor-core) sparse MLA forward.
@@ -717,21 +681,9 @@ impl MlaTile {
 /// 21, two-pass kernel); the one-pass kernel at this tile: 128 registers per unit, 96 KB of
 /// shared memory, two cubes per SM (runs 27, 29).
 const MLA_TILES: [MlaTile; 3] = [
-    MlaTile {
-        heads: 32,
-        planes: 8,
-        slots: 32,
-    },
-    MlaTile {
-        heads: 64,
-        planes: 8,
-        slots: 64,
-    },
-    MlaTile {
-        heads: 64,
-        planes: 8,
-        slots: 32,
-    },
+    MlaTile { heads: 32, planes: 8, slots: 32 },
+    MlaTile { heads: 64, planes: 8, slots: 64 },
+    MlaTile { heads: 64, planes: 8, slots: 32 },
 ];
 
 static MLA_TILE: std::sync::Mutex<Option<MlaTile>> = std::sync::Mutex::new(None);
@@ -743,10 +695,7 @@ static MLA_TILE: std::sync::Mutex<Option<MlaTile>> = std::sync::Mutex::new(None)
 /// If the kernel does not support `tile`.
 pub fn set_mla_tile(tile: Option<MlaTile>) {
     if let Some(t) = tile {
-        assert!(
-            t.supported(),
-            "unsupported sparse MLA tile {t:?}: heads 32 or 64, planes 4 or 8, slots 32 or 64"
-        );
+        assert!(t.supported(), "unsupported sparse MLA tile {t:?}: heads 32 or 64, planes 4 or 8, slots 32 or 64");
     }
     *MLA_TILE.lock().unwrap_or_else(|e| e.into_inner()) = tile;
 }
@@ -767,8 +716,7 @@ fn mma_fwd_tile<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<MlaTile> 
 /// Shared memory of the `sparse_mla_mma` kernels beyond their tiles: the window of selected
 /// rows (`MMA_WINDOW` u32), the barrier of their asynchronous copies, and the padding of up
 /// to eight tiles to `CMMA_ALIGN`.
-const MMA_EXTRA_BYTES: usize =
-    4 * kernels::sparse_mla_mma::MMA_WINDOW + 16 + 8 * kernels::mma::CMMA_ALIGN;
+const MMA_EXTRA_BYTES: usize = 4 * kernels::sparse_mla_mma::MMA_WINDOW + 16 + 8 * kernels::mma::CMMA_ALIGN;
 
 /// Slots per chunk of the v3 backward.
 const MMA_BWD_CHUNK: usize = 32;
@@ -792,11 +740,7 @@ fn mma_chunk(d: usize, max_shared: usize) -> Option<usize> {
     use kernels::sparse_mla_mma::{score_stride, MMA_HEADS, MMA_UNITS};
     let dp = kernels::mma::padded(d);
     let bytes = |kc: usize| {
-        2 * (MMA_HEADS + kc) * dp
-            + 4 * MMA_HEADS * score_stride(MMA_HEADS, kc, 8)
-            + 8 * kc
-            + 4 * (MMA_HEADS + MMA_UNITS)
-            + MMA_EXTRA_BYTES
+        2 * (MMA_HEADS + kc) * dp + 4 * MMA_HEADS * score_stride(MMA_HEADS, kc, 8) + 8 * kc + 4 * (MMA_HEADS + MMA_UNITS) + MMA_EXTRA_BYTES
     };
     [64, 32].into_iter().find(|&kc| bytes(kc) <= max_shared)
 }
@@ -895,11 +839,9 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
             );
         }
         TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScores as usize].fetch_add(1, Ordering::SeqCst);
-        TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmma as usize]
-            .fetch_add(1, Ordering::SeqCst);
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmma as usize].fetch_add(1, Ordering::SeqCst);
         if codes == Codes::E4m3 {
-            TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmmaFp8 as usize]
-                .fetch_add(1, Ordering::SeqCst);
+            TENSOR_CORE_LAUNCHES[TensorCoreOp::IndexerScoresWgmmaFp8 as usize].fetch_add(1, Ordering::SeqCst);
         }
         return out;
     }
@@ -942,10 +884,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                 [dtype.into(), DType::F16.into(), DType::F32.into()],
             );
         }
-        for op in [
-            TensorCoreOp::IndexerScores,
-            TensorCoreOp::IndexerScoresF16Mma,
-        ] {
+        for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresF16Mma] {
             TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
         }
         return out;
@@ -1180,14 +1119,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     if b * t * h == 0 {
         return (out, lse);
     }
-    if wgmma_mla(
-        &q,
-        &kv,
-        &indices,
-        d,
-        d_v,
-        b * t * h.div_ceil(kernels::sparse_mla_wgmma::WGMMA_HEADS),
-    ) {
+    if wgmma_mla(&q, &kv, &indices, d, d_v, b * t * h.div_ceil(kernels::sparse_mla_wgmma::WGMMA_HEADS)) {
         let (q, kv) = (aligned_rows(q), aligned_rows(kv));
         let params = wgmma_params([&q, &kv, &indices, &valid], scale);
         // SAFETY: the buffers hold the shapes and strides of `params` (rows aligned above,
@@ -1237,12 +1169,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
             (out.clone(), lse.clone())
         };
         let count = cube_count(b * t, groups * splits);
-        let dtypes = [
-            q.dtype.into(),
-            indices.dtype.into(),
-            valid.dtype.into(),
-            out_s.dtype.into(),
-        ];
+        let dtypes = [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), out_s.dtype.into()];
         let args = (
             q.clone().into_tensor_arg(),
             kv.into_tensor_arg(),
@@ -1526,16 +1453,10 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 has_dout,
                 has_dlse,
                 native,
-                [
-                    q.dtype.into(),
-                    indices.dtype.into(),
-                    valid.dtype.into(),
-                    acc_dtype.into(),
-                ],
+                [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()],
             );
         }
-        TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaBackward as usize]
-            .fetch_add(1, Ordering::SeqCst);
+        TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaBackward as usize].fetch_add(1, Ordering::SeqCst);
         return (dq, from_f32(dkv, q.dtype));
     }
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
@@ -1627,22 +1548,11 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
 /// (head, slot), a few per head and slot) fits.
 fn indexer_loss_tiles(heads: usize, d: usize, pairs: usize, max_shared: usize) -> (usize, usize) {
     let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * (d | 1) + pairs * hg * kc + hg + 3 * kc);
-    [
-        (64, 32),
-        (64, 16),
-        (32, 32),
-        (32, 16),
-        (16, 16),
-        (16, 8),
-        (8, 8),
-        (8, 4),
-        (4, 4),
-        (2, 2),
-    ]
-    .into_iter()
-    .map(|(hg, kc)| (hg.min(heads.max(1)), kc))
-    .find(|&(hg, kc)| bytes(hg, kc) <= max_shared)
-    .unwrap_or((1, 1))
+    [(64, 32), (64, 16), (32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4), (2, 2)]
+        .into_iter()
+        .map(|(hg, kc)| (hg.min(heads.max(1)), kc))
+        .find(|&(hg, kc)| bytes(hg, kc) <= max_shared)
+        .unwrap_or((1, 1))
 }
 
 /// Kernel 6: the indexer's scores at the selected keys on CubeCL; see
@@ -1658,11 +1568,7 @@ pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
     let [b, t, h, d] = dims::<4, R>(&q);
     let [_, s, _] = dims::<3, R>(&k);
     let [_, _, kk] = dims::<3, R>(&indices);
-    let (w, indices, valid) = (
-        into_contiguous(w),
-        into_contiguous(indices),
-        into_contiguous(valid),
-    );
+    let (w, indices, valid) = (into_contiguous(w), into_contiguous(indices), into_contiguous(valid));
     if b * t * kk == 0 {
         return output(&q, Shape::new([b, t, kk]), q.dtype);
     }
@@ -1673,12 +1579,7 @@ pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
         // On tensor cores: the e4m3 codes' dot products, the scales applied afterwards.
         let (qc, sq) = quantize_codes(q, quant, Codes::F16);
         let (kc_codes, sk) = quantize_codes(k, quant, Codes::F16);
-        let heads = HeadSums {
-            hw: w,
-            hs: sq,
-            ks: sk,
-            relu: true,
-        };
+        let heads = HeadSums { hw: w, hs: sq, ks: sk, relu: true };
         let out = selected_head_sums(qc, kc_codes, indices, valid, heads, 1.0, kc);
         TENSOR_CORE_LAUNCHES[TensorCoreOp::SelectedScores as usize].fetch_add(1, Ordering::SeqCst);
         return out;
@@ -1725,11 +1626,7 @@ pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
     let [_, _, kk] = dims::<3, R>(&indices);
     let q = fake_quant_primitive(into_contiguous(q), quant);
     let k = fake_quant_primitive(into_contiguous(k), quant);
-    let (w, indices, valid) = (
-        into_contiguous(w),
-        into_contiguous(indices),
-        into_contiguous(valid),
-    );
+    let (w, indices, valid) = (into_contiguous(w), into_contiguous(indices), into_contiguous(valid));
     let grad = into_contiguous(grad);
     let dq = output(&q, Shape::new([b, t, h, d]), q.dtype);
     let dw = output(&q, Shape::new([b, t, h]), q.dtype);
@@ -1863,12 +1760,7 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
         let vector = load_width(d);
         let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
         let unread = zeros_f32(&q, Shape::new([1]));
-        let heads = HeadSums {
-            hw: lse,
-            hs: unread.clone(),
-            ks: unread,
-            relu: false,
-        };
+        let heads = HeadSums { hw: lse, hs: unread.clone(), ks: unread, relu: false };
         let out = selected_head_sums(q, kv, indices, valid, heads, scale, kc);
         TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaProbs as usize].fetch_add(1, Ordering::SeqCst);
         return out;

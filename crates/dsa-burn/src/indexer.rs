@@ -45,24 +45,14 @@ pub fn reference_scores<B: Backend>(
     }
     let scores = Tensor::cat(blocks, 1);
     match causal_offset {
-        Some(offset) => scores.mask_fill(
-            causal_mask::<B>(t, s, offset, &w.device()).unsqueeze(),
-            f32::NEG_INFINITY,
-        ),
+        Some(offset) => scores.mask_fill(causal_mask::<B>(t, s, offset, &w.device()).unsqueeze(), f32::NEG_INFINITY),
         None => scores,
     }
 }
 
 /// `[T, S]` mask, true where key `s` lies in the future of query `t` (`s > t + offset`).
-pub fn causal_mask<B: Backend>(
-    t: usize,
-    s: usize,
-    offset: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, burn::tensor::Bool> {
-    let rows = Tensor::<B, 1, Int>::arange(0..t as i64, device)
-        .reshape([t, 1])
-        .add_scalar(offset as i64);
+pub fn causal_mask<B: Backend>(t: usize, s: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Bool> {
+    let rows = Tensor::<B, 1, Int>::arange(0..t as i64, device).reshape([t, 1]).add_scalar(offset as i64);
     let cols = Tensor::<B, 1, Int>::arange(0..s as i64, device).reshape([1, s]);
     cols.expand([t, s]).greater(rows.expand([t, s]))
 }
@@ -71,19 +61,10 @@ pub fn causal_mask<B: Backend>(
 pub fn hadamard<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let dims = x.dims();
     let n = dims[D - 1];
-    assert!(
-        n.is_power_of_two(),
-        "Hadamard rotation needs a power-of-two dim, got {n}"
-    );
+    assert!(n.is_power_of_two(), "Hadamard rotation needs a power-of-two dim, got {n}");
     let norm = (n as f32).sqrt().recip();
     let h: Vec<f32> = (0..n * n)
-        .map(|i| {
-            if ((i / n) & (i % n)).count_ones() % 2 == 0 {
-                norm
-            } else {
-                -norm
-            }
-        })
+        .map(|i| if ((i / n) & (i % n)).count_ones() % 2 == 0 { norm } else { -norm })
         .collect();
     let h = Tensor::<B, 2>::from_data(TensorData::new(h, [n, n]), &x.device());
     let rows = x.shape().num_elements() / n;
@@ -123,17 +104,12 @@ pub struct LightningIndexerConfig {
 impl LightningIndexerConfig {
     /// Creates the indexer with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LightningIndexer<B> {
-        assert!(
-            self.rope_dim <= self.head_dim,
-            "indexer rope_dim exceeds head_dim"
-        );
+        assert!(self.rope_dim <= self.head_dim, "indexer rope_dim exceeds head_dim");
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
         LightningIndexer {
             wq_b: linear(self.q_lora_rank, self.n_heads * self.head_dim),
             wk: linear(self.d_model, self.head_dim),
-            k_norm: LayerNormConfig::new(self.head_dim)
-                .with_epsilon(self.norm_eps)
-                .init(device),
+            k_norm: LayerNormConfig::new(self.head_dim).with_epsilon(self.norm_eps).init(device),
             weights_proj: linear(self.d_model, self.n_heads),
             n_heads: self.n_heads,
             head_dim: self.head_dim,
@@ -179,18 +155,9 @@ impl<B: Backend> LightningIndexer<B> {
 
     /// Queries `[B, T, H_I, D]` (rotated) and head weights `[B, T, H_I]` (with the
     /// `H_I^-1/2 · D^-1/2` scales folded in) for tokens at `start..`.
-    pub fn queries(
-        &self,
-        x: Tensor<B, 3>,
-        qr: Tensor<B, 3>,
-        rope: &Rope,
-        start: usize,
-    ) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    pub fn queries(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, rope: &Rope, start: usize) -> (Tensor<B, 4>, Tensor<B, 3>) {
         let [b, t, _] = qr.dims();
-        let q = self
-            .wq_b
-            .forward(qr)
-            .reshape([b, t, self.n_heads, self.head_dim]);
+        let q = self.wq_b.forward(qr).reshape([b, t, self.n_heads, self.head_dim]);
         let q = hadamard(self.rotate(q, rope, start));
         let scale = ((self.n_heads * self.head_dim) as f64).sqrt().recip();
         let w = self.weights_proj.forward(x).mul_scalar(scale);
@@ -200,10 +167,7 @@ impl<B: Backend> LightningIndexer<B> {
     /// Keys `[B, T, D]` (normalised, rotated) for tokens at `start..`.
     pub fn keys(&self, x: Tensor<B, 3>, rope: &Rope, start: usize) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let k = self
-            .k_norm
-            .forward(self.wk.forward(x))
-            .reshape([b, t, 1, self.head_dim]);
+        let k = self.k_norm.forward(self.wk.forward(x)).reshape([b, t, 1, self.head_dim]);
         hadamard(self.rotate(k, rope, start)).reshape([b, t, self.head_dim])
     }
 
@@ -218,14 +182,7 @@ impl<B: Backend> LightningIndexer<B> {
 impl<B: DsaBackend> LightningIndexer<B> {
     /// Causal scores `[B, T, S]` of the `T` tokens of `x` (at positions `start..`) against
     /// `keys [B, S, D]` (all tokens up to the last one of `x`).
-    pub fn scores(
-        &self,
-        x: Tensor<B, 3>,
-        qr: Tensor<B, 3>,
-        keys: Tensor<B, 3>,
-        rope: &Rope,
-        start: usize,
-    ) -> Tensor<B, 3> {
+    pub fn scores(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, keys: Tensor<B, 3>, rope: &Rope, start: usize) -> Tensor<B, 3> {
         let (q, w) = self.queries(x, qr, rope, start);
         crate::ops::indexer_scores(q, w, keys, self.quant(), Some(start))
     }
@@ -241,10 +198,7 @@ mod tests {
         let eye = Tensor::<NdArray, 2>::eye(16, &Default::default());
         let h = hadamard(eye);
         let hh = h.clone().matmul(h.clone().transpose());
-        hh.into_data().assert_approx_eq::<f32>(
-            &Tensor::<NdArray, 2>::eye(16, &Default::default()).into_data(),
-            Default::default(),
-        );
+        hh.into_data().assert_approx_eq::<f32>(&Tensor::<NdArray, 2>::eye(16, &Default::default()).into_data(), Default::default());
         // Sylvester construction: first row all positive, row 1 alternates.
         let d = h.to_data().to_vec::<f32>().unwrap();
         assert!(d[..16].iter().all(|v| *v > 0.0));

@@ -44,10 +44,7 @@ pub fn persist_compiled_kernels(root: &Path) -> Option<PathBuf> {
 fn build_key() -> String {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
-    if let Some(meta) = std::env::current_exe()
-        .ok()
-        .and_then(|p| std::fs::metadata(p).ok())
-    {
+    if let Some(meta) = std::env::current_exe().ok().and_then(|p| std::fs::metadata(p).ok()) {
         meta.len().hash(&mut h);
         meta.modified().ok().hash(&mut h);
     }
@@ -56,11 +53,7 @@ fn build_key() -> String {
         let mut models: Vec<String> = gpus
             .flatten()
             .filter_map(|g| std::fs::read_to_string(g.path().join("information")).ok())
-            .filter_map(|info| {
-                info.lines()
-                    .find(|l| l.starts_with("Model:"))
-                    .map(str::to_string)
-            })
+            .filter_map(|info| info.lines().find(|l| l.starts_with("Model:")).map(str::to_string))
             .collect();
         models.sort();
         models.hash(&mut h);

@@ -46,25 +46,11 @@ pub fn dense_indexer_loss<B: Backend>(
     let mut start = 0;
     while start < t {
         let len = rows.min(t - start);
-        let mask = future
-            .clone()
-            .narrow(0, start, len)
-            .unsqueeze::<3>()
-            .expand([b, len, s]);
-        let logits = q
-            .clone()
-            .narrow(1, start, len)
-            .reshape([b, len * h, d])
-            .matmul(kv_t.clone());
+        let mask = future.clone().narrow(0, start, len).unsqueeze::<3>().expand([b, len, s]);
+        let logits = q.clone().narrow(1, start, len).reshape([b, len * h, d]).matmul(kv_t.clone());
         let logits = logits.reshape([b, len, h, s]).mul_scalar(scale);
-        let logits = logits.mask_fill(
-            mask.clone().unsqueeze_dim::<4>(2).expand([b, len, h, s]),
-            f32::NEG_INFINITY,
-        );
-        let p = softmax(logits, 3)
-            .sum_dim(2)
-            .reshape([b, len, s])
-            .div_scalar(h as f32);
+        let logits = logits.mask_fill(mask.clone().unsqueeze_dim::<4>(2).expand([b, len, h, s]), f32::NEG_INFINITY);
+        let p = softmax(logits, 3).sum_dim(2).reshape([b, len, s]).div_scalar(h as f32);
         let i = index_scores.clone().narrow(1, start, len);
         total = total + kl(p, i, mask);
         start += len;
@@ -88,14 +74,7 @@ pub fn sparse_indexer_loss<B: DsaBackend>(
     valid: Tensor<B, 3, Bool>,
 ) -> Tensor<B, 1> {
     let b = q.dims()[0];
-    let p = crate::ops::sparse_mla_probs(
-        q.detach(),
-        kv.detach(),
-        indices,
-        valid.clone(),
-        lse.detach(),
-        scale,
-    );
+    let p = crate::ops::sparse_mla_probs(q.detach(), kv.detach(), indices, valid.clone(), lse.detach(), scale);
     let p = p.clone() / p.sum_dim(2).clamp_min(f32::MIN_POSITIVE);
     kl(p, selected_scores, valid.bool_not()).div_scalar(b as f32)
 }
@@ -113,9 +92,7 @@ pub fn reference_selected_scores<B: Backend>(
     let [b, t, _, _] = q.dims();
     let kk = indices.dims()[2];
     let (_, _, logits) = selected_logits(q, k, quant, indices);
-    let scores = (logits.clamp_min(0.0) * w.unsqueeze_dim(3))
-        .sum_dim(2)
-        .reshape([b, t, kk]);
+    let scores = (logits.clamp_min(0.0) * w.unsqueeze_dim(3)).sum_dim(2).reshape([b, t, kk]);
     scores.mask_fill(valid.bool_not(), f32::NEG_INFINITY)
 }
 
@@ -170,15 +147,8 @@ pub fn reference_sparse_mla_probs<B: Backend>(
     let [b, t, h, _] = q.dims();
     let kk = indices.dims()[2];
     let scores = sparse_scores(q, gather_rows(kv, indices), valid, scale); // -inf where invalid
-    let lse = lse
-        .clone()
-        .mask_fill(lse.is_inf(), 0.0)
-        .reshape([b, t, h, 1]);
-    (scores - lse)
-        .exp()
-        .sum_dim(2)
-        .reshape([b, t, kk])
-        .div_scalar(h as f32)
+    let lse = lse.clone().mask_fill(lse.is_inf(), 0.0).reshape([b, t, h, 1]);
+    (scores - lse).exp().sum_dim(2).reshape([b, t, kk]).div_scalar(h as f32)
 }
 
 /// `Σ p · (ln p − log_softmax(i))` over entries not `masked`, for a detached target `p`.

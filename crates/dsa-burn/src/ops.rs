@@ -50,8 +50,7 @@ pub trait DsaBackend: Backend {
         k: usize,
         causal_offset: Option<usize>,
     ) -> (IntTensor<Self>, BoolTensor<Self>) {
-        let (indices, valid) =
-            crate::topk::reference_topk(float::<Self, 3>(scores), k, causal_offset);
+        let (indices, valid) = crate::topk::reference_topk(float::<Self, 3>(scores), k, causal_offset);
         (indices.into_primitive(), valid.into_primitive())
     }
 
@@ -126,11 +125,7 @@ pub trait DsaBackend: Backend {
             Tensor::from_primitive(valid),
             float::<Self, 3>(grad),
         );
-        (
-            dq.into_primitive().tensor(),
-            dw.into_primitive().tensor(),
-            dk.into_primitive().tensor(),
-        )
+        (dq.into_primitive().tensor(), dw.into_primitive().tensor(), dk.into_primitive().tensor())
     }
 
     /// Sparse MLA's attention probabilities at the selected rows, averaged over heads:
@@ -225,16 +220,11 @@ pub fn reference_sparse_mla_backward<B: Backend>(
     }
     let rows = gather_rows(kv, indices.clone()); // [B,T,K,D]
     let scores = sparse_scores(q.clone(), rows.clone(), valid, scale); // -inf where invalid
-    let lse = lse
-        .clone()
-        .mask_fill(lse.is_inf(), 0.0)
-        .reshape([b, t, h, 1]);
+    let lse = lse.clone().mask_fill(lse.is_inf(), 0.0).reshape([b, t, h, 1]);
     let p = (scores - lse).exp(); // [B,T,H,K], 0 where invalid
     let mut g: Option<Tensor<B, 4>> = None;
     if let Some(go) = d_out.clone() {
-        let dp = go
-            .clone()
-            .matmul(rows.clone().narrow(3, 0, d_v).swap_dims(2, 3));
+        let dp = go.clone().matmul(rows.clone().narrow(3, 0, d_v).swap_dims(2, 3));
         let delta = (go * out).sum_dim(3);
         g = Some(dp - delta);
     }
@@ -250,11 +240,7 @@ pub fn reference_sparse_mla_backward<B: Backend>(
     let mut drows = ds.swap_dims(2, 3).matmul(q).mul_scalar(scale); // [B,T,K,D]
     if let Some(go) = d_out {
         let dvals = p.swap_dims(2, 3).matmul(go); // [B,T,K,d_v]
-        let dvals = if d_v < d {
-            Tensor::cat(vec![dvals, Tensor::zeros([b, t, k, d - d_v], &device)], 3)
-        } else {
-            dvals
-        };
+        let dvals = if d_v < d { Tensor::cat(vec![dvals, Tensor::zeros([b, t, k, d - d_v], &device)], 3) } else { dvals };
         drows = drows + dvals;
     }
     (dq, scatter_rows(drows, indices, s))
@@ -286,11 +272,7 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
         B::fused_sparse_mla()
     }
 
-    fn topk_select(
-        scores: FloatTensor<Self>,
-        k: usize,
-        causal_offset: Option<usize>,
-    ) -> (IntTensor<Self>, BoolTensor<Self>) {
+    fn topk_select(scores: FloatTensor<Self>, k: usize, causal_offset: Option<usize>) -> (IntTensor<Self>, BoolTensor<Self>) {
         B::topk_select(scores.primitive, k, causal_offset)
     }
 
@@ -324,14 +306,7 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
         lse: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let p = B::sparse_mla_probs(
-            q.primitive,
-            kv.primitive,
-            indices,
-            valid,
-            lse.primitive,
-            scale,
-        );
+        let p = B::sparse_mla_probs(q.primitive, kv.primitive, indices, valid, lse.primitive, scale);
         <Self as burn::tensor::backend::AutodiffBackend>::from_inner(p)
     }
 }
@@ -352,26 +327,13 @@ mod autodiff_indexer {
     pub(super) struct SelectedScoresBackward;
 
     impl<B: DsaBackend> Backward<B, 3> for SelectedScoresBackward {
-        type State = (
-            FloatTensor<B>,
-            FloatTensor<B>,
-            FloatTensor<B>,
-            IndexerQuant,
-            IntTensor<B>,
-            BoolTensor<B>,
-        );
+        type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, IndexerQuant, IntTensor<B>, BoolTensor<B>);
 
-        fn backward(
-            self,
-            ops: Ops<Self::State, 3>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
             let [node_q, node_w, node_k] = ops.parents;
             let grad = grads.consume::<B>(&ops.node);
             let (q, w, k, quant, indices, valid) = ops.state;
-            let (dq, dw, dk) =
-                B::indexer_selected_scores_backward(q, w, k, quant, indices, valid, grad);
+            let (dq, dw, dk) = B::indexer_selected_scores_backward(q, w, k, quant, indices, valid, grad);
             for (node, g) in [(node_q, dq), (node_w, dw), (node_k, dk)] {
                 if let Some(node) = node {
                     grads.register::<B>(node.id, g);
@@ -388,23 +350,13 @@ mod autodiff_indexer {
         indices: IntTensor<Autodiff<B, C>>,
         valid: BoolTensor<Autodiff<B, C>>,
     ) -> FloatTensor<Autodiff<B, C>> {
-        let out = B::indexer_selected_scores(
-            q.primitive.clone(),
-            w.primitive.clone(),
-            k.primitive.clone(),
-            quant,
-            indices.clone(),
-            valid.clone(),
-        );
+        let out = B::indexer_selected_scores(q.primitive.clone(), w.primitive.clone(), k.primitive.clone(), quant, indices.clone(), valid.clone());
         match SelectedScoresBackward
             .prepare::<C>([q.node.clone(), w.node.clone(), k.node.clone()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(
-                (q.primitive, w.primitive, k.primitive, quant, indices, valid),
-                out,
-            ),
+            OpsKind::Tracked(prep) => prep.finish((q.primitive, w.primitive, k.primitive, quant, indices, valid), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
@@ -444,23 +396,12 @@ mod autodiff_mla {
     impl<B: DsaBackend> Backward<B, 2> for SparseMlaBackward {
         type State = State<B>;
 
-        fn backward(
-            self,
-            ops: Ops<Self::State, 2>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
             let [node_q, node_kv] = ops.parents;
             let grad = grads.consume::<B>(&ops.node);
             let st = ops.state;
-            let (d_out, d_lse) = if self.lse {
-                (None, Some(grad))
-            } else {
-                (Some(grad), None)
-            };
-            let (dq, dkv) = B::sparse_mla_backward(
-                st.q, st.kv, st.indices, st.valid, st.out, st.lse, d_out, d_lse, st.d_v, st.scale,
-            );
+            let (d_out, d_lse) = if self.lse { (None, Some(grad)) } else { (Some(grad), None) };
+            let (dq, dkv) = B::sparse_mla_backward(st.q, st.kv, st.indices, st.valid, st.out, st.lse, d_out, d_lse, st.d_v, st.scale);
             if let Some(node) = node_q {
                 grads.register::<B>(node.id, dq);
             }
@@ -478,24 +419,8 @@ mod autodiff_mla {
         d_v: usize,
         scale: f32,
     ) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
-        let (out, lse) = B::sparse_mla(
-            q.primitive.clone(),
-            kv.primitive.clone(),
-            indices.clone(),
-            valid.clone(),
-            d_v,
-            scale,
-        );
-        let state = State::<B> {
-            q: q.primitive.clone(),
-            kv: kv.primitive.clone(),
-            indices,
-            valid,
-            out: out.clone(),
-            lse: lse.clone(),
-            d_v,
-            scale,
-        };
+        let (out, lse) = B::sparse_mla(q.primitive.clone(), kv.primitive.clone(), indices.clone(), valid.clone(), d_v, scale);
+        let state = State::<B> { q: q.primitive.clone(), kv: kv.primitive.clone(), indices, valid, out: out.clone(), lse: lse.clone(), d_v, scale };
         let wrap = |is_lse: bool, value: FloatTensor<B>| match (SparseMlaBackward { lse: is_lse })
             .prepare::<C>([q.node.clone(), kv.node.clone()])
             .compute_bound()
@@ -558,10 +483,7 @@ pub fn topk_select<B: DsaBackend>(
     causal_offset: Option<usize>,
 ) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
     let (indices, valid) = B::topk_select(scores.into_primitive().tensor(), k, causal_offset);
-    (
-        Tensor::from_primitive(indices),
-        Tensor::from_primitive(valid),
-    )
+    (Tensor::from_primitive(indices), Tensor::from_primitive(valid))
 }
 
 /// Sparse MLA output `[B, T, H, d_v]` and log-sum-exp `[B, T, H]`; see
@@ -657,42 +579,19 @@ pub fn sparse_mla_probs<B: DsaBackend>(
 /// let out = dsa_burn::ops::dense_mla(q, kv, 0, 6, 0.35);
 /// assert_eq!(out.dims(), [1, 5, 2, 6]);
 /// ```
-pub fn dense_mla<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    kv: Tensor<B, 3>,
-    start: usize,
-    d_v: usize,
-    scale: f32,
-) -> Tensor<B, 4> {
+pub fn dense_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize, d_v: usize, scale: f32) -> Tensor<B, 4> {
     let [b, t, h, d] = q.dims();
     let s = kv.dims()[1];
     let device = kv.device();
     if B::fused_sparse_mla() {
-        let keys = Tensor::<B, 1, Int>::arange(0..s as i64, &device)
-            .reshape([1, 1, s])
-            .expand([b, t, s]);
-        let valid = crate::indexer::causal_mask::<B>(t, s, start, &device)
-            .bool_not()
-            .reshape([1, t, s])
-            .expand([b, t, s]);
+        let keys = Tensor::<B, 1, Int>::arange(0..s as i64, &device).reshape([1, 1, s]).expand([b, t, s]);
+        let valid = crate::indexer::causal_mask::<B>(t, s, start, &device).bool_not().reshape([1, t, s]).expand([b, t, s]);
         return sparse_mla(q, kv, keys, valid, d_v, scale).0;
     }
-    let scores = q
-        .reshape([b, t * h, d])
-        .matmul(kv.clone().swap_dims(1, 2))
-        .reshape([b, t, h, s]);
-    let future = crate::indexer::causal_mask::<B>(t, s, start, &device)
-        .reshape([1, t, 1, s])
-        .expand([b, t, h, s]);
-    let p = softmax(
-        scores
-            .mul_scalar(scale)
-            .mask_fill(future, f32::NEG_INFINITY),
-        3,
-    );
-    p.reshape([b, t * h, s])
-        .matmul(kv.narrow(2, 0, d_v))
-        .reshape([b, t, h, d_v])
+    let scores = q.reshape([b, t * h, d]).matmul(kv.clone().swap_dims(1, 2)).reshape([b, t, h, s]);
+    let future = crate::indexer::causal_mask::<B>(t, s, start, &device).reshape([1, t, 1, s]).expand([b, t, h, s]);
+    let p = softmax(scores.mul_scalar(scale).mask_fill(future, f32::NEG_INFINITY), 3);
+    p.reshape([b, t * h, s]).matmul(kv.narrow(2, 0, d_v)).reshape([b, t, h, d_v])
 }
 
 /// Indexer scores then top-k ([`indexer_scores`] + [`topk_select`]) over blocks of at most
@@ -725,17 +624,10 @@ pub fn indexer_topk<B: DsaBackend>(
     causal_offset: Option<usize>,
     block_rows: usize,
 ) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
-    assert!(
-        block_rows > 0,
-        "indexer_topk: block_rows must be at least 1"
-    );
+    assert!(block_rows > 0, "indexer_topk: block_rows must be at least 1");
     let t = q.dims()[1];
     if t <= block_rows {
-        return topk_select(
-            indexer_scores(q, w, k, quant, causal_offset),
-            topk,
-            causal_offset,
-        );
+        return topk_select(indexer_scores(q, w, k, quant, causal_offset), topk, causal_offset);
     }
     let s = k.dims()[1];
     let (mut indices, mut valid) = (Vec::new(), Vec::new());

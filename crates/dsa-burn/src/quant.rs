@@ -41,10 +41,7 @@ pub enum IndexerQuant {
 /// // 1.0 is the block's max: it maps to 448 exactly and back.
 /// assert_eq!(y.to_data().to_vec::<f32>().unwrap()[0], 1.0);
 /// ```
-pub fn fake_quant<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    quant: IndexerQuant,
-) -> Tensor<B, D> {
+pub fn fake_quant<B: Backend, const D: usize>(x: Tensor<B, D>, quant: IndexerQuant) -> Tensor<B, D> {
     if quant == IndexerQuant::None {
         return x;
     }
@@ -76,19 +73,14 @@ pub fn quantize_blocks<B: Backend, const D: usize>(
         scale = pow2_ceil(scale);
     }
     let y = (blocks / scale.clone()).clamp(-E4M3_MAX, E4M3_MAX);
-    let codes = round_e4m3(y)
-        .reshape([rows, nb * FP8_BLOCK])
-        .narrow(1, 0, last);
+    let codes = round_e4m3(y).reshape([rows, nb * FP8_BLOCK]).narrow(1, 0, last);
     let mut scale_dims = dims;
     scale_dims[D - 1] = nb;
     (codes.reshape(dims), scale.reshape(scale_dims))
 }
 
 /// Inverse of [`quantize_blocks`]: `codes · scale` per block.
-pub fn dequantize_blocks<B: Backend, const D: usize>(
-    codes: Tensor<B, D>,
-    scales: Tensor<B, D>,
-) -> Tensor<B, D> {
+pub fn dequantize_blocks<B: Backend, const D: usize>(codes: Tensor<B, D>, scales: Tensor<B, D>) -> Tensor<B, D> {
     let dims = codes.dims();
     let last = dims[D - 1];
     let nb = scales.dims()[D - 1];
@@ -119,9 +111,7 @@ fn pow2_ceil<B: Backend, const D: usize>(s: Tensor<B, D>) -> Tensor<B, D> {
     let e = (s.clone().log() / core::f32::consts::LN_2).ceil();
     let p = s.full_like(2.0).powf(e);
     // The logarithm may be off by one ulp at exact powers of two: correct both ways.
-    let p = p
-        .clone()
-        .mask_where(p.clone().lower(s.clone()), p.clone() * 2.0);
+    let p = p.clone().mask_where(p.clone().lower(s.clone()), p.clone() * 2.0);
     let half = p.clone() / 2.0;
     p.mask_where(half.clone().greater_equal(s), half)
 }
@@ -167,14 +157,7 @@ mod tests {
     #[test]
     fn rounding_matches_exhaustive_search() {
         let vals = e4m3_values();
-        let mut xs = vec![
-            0.0f32,
-            448.0,
-            -448.0,
-            1e-9,
-            2f32.powi(-10),
-            3.0 * 2f32.powi(-10),
-        ];
+        let mut xs = vec![0.0f32, 448.0, -448.0, 1e-9, 2f32.powi(-10), 3.0 * 2f32.powi(-10)];
         // Every value, every midpoint between neighbours, and points just off the midpoints.
         for w in vals.windows(2) {
             let mid = (w[0] + w[1]) / 2.0;
@@ -190,17 +173,7 @@ mod tests {
 
     #[test]
     fn pow2_scales_are_the_next_power_of_two() {
-        let xs = [
-            1e-7f32,
-            0.25,
-            0.3,
-            1.0,
-            1.5,
-            3.0,
-            4.0,
-            1000.0,
-            2f32.powi(-20) * 1.0001,
-        ];
+        let xs = [1e-7f32, 0.25, 0.3, 1.0, 1.5, 3.0, 4.0, 1000.0, 2f32.powi(-20) * 1.0001];
         let t = Tensor::<B, 1>::from_floats(xs, &Default::default());
         let got = pow2_ceil(t).to_data().to_vec::<f32>().unwrap();
         for (x, g) in xs.iter().zip(got) {
@@ -212,13 +185,8 @@ mod tests {
     #[test]
     fn blocks_quantise_independently_and_pad() {
         // 2 rows × 200 columns: one full block and one partial block of 72.
-        let data: Vec<f32> = (0..400)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013 * (1 + i / 128) as f32)
-            .collect();
-        let x = Tensor::<B, 2>::from_data(
-            burn::tensor::TensorData::new(data.clone(), [2, 200]),
-            &Default::default(),
-        );
+        let data: Vec<f32> = (0..400).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013 * (1 + i / 128) as f32).collect();
+        let x = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(data.clone(), [2, 200]), &Default::default());
         let (codes, scales) = quantize_blocks(x, false);
         assert_eq!(scales.dims(), [2, 2]);
         let codes = codes.to_data().to_vec::<f32>().unwrap();
@@ -226,10 +194,7 @@ mod tests {
         for r in 0..2 {
             for b in 0..2 {
                 let cols = (b * 128)..((b + 1) * 128).min(200);
-                let amax = cols
-                    .clone()
-                    .map(|c| data[r * 200 + c].abs())
-                    .fold(1e-4f32, f32::max);
+                let amax = cols.clone().map(|c| data[r * 200 + c].abs()).fold(1e-4f32, f32::max);
                 let s = amax * (1.0 / 448.0);
                 assert_eq!(scales[r * 2 + b], s);
                 for c in cols {

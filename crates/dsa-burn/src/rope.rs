@@ -66,20 +66,14 @@ impl RopeConfig {
     /// Builds the rotary embedding (its `dim / 2` frequencies).
     pub fn init(&self) -> Rope {
         let dim = self.dim;
-        assert!(
-            dim % 2 == 0 && dim > 0,
-            "RoPE dim must be even and positive, got {dim}"
-        );
+        assert!(dim % 2 == 0 && dim > 0, "RoPE dim must be even and positive, got {dim}");
         let half = dim / 2;
         let mut freqs: Vec<f32> = (0..half)
             .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / dim as f64)) as f32)
             .collect();
         if let Some(y) = self.active_yarn() {
             let corr = |rot: f64| {
-                dim as f64
-                    * (y.original_max_position_embeddings as f64
-                        / (rot * 2.0 * std::f64::consts::PI))
-                        .ln()
+                dim as f64 * (y.original_max_position_embeddings as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()
                     / (2.0 * self.theta.ln())
             };
             let low = corr(y.beta_fast).floor().max(0.0) as f32;
@@ -94,10 +88,7 @@ impl RopeConfig {
                 *f = *f / factor * (1.0 - smooth) + *f * smooth;
             }
         }
-        Rope {
-            freqs,
-            max_positions: self.max_position_embeddings,
-        }
+        Rope { freqs, max_positions: self.max_position_embeddings }
     }
 }
 
@@ -115,12 +106,7 @@ impl Rope {
     }
 
     /// `cos` and `sin` tables `[len, dim/2]` for positions `start..start + len`.
-    fn tables<B: Backend>(
-        &self,
-        start: usize,
-        len: usize,
-        device: &B::Device,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    fn tables<B: Backend>(&self, start: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
         assert!(
             start + len <= self.max_positions,
             "position {} is beyond the model's maximum of {} positions",
@@ -156,12 +142,7 @@ impl Rope {
     /// // Position 0 is not rotated.
     /// y.narrow(1, 0, 1).into_data().assert_approx_eq::<f32>(&x.narrow(1, 0, 1).into_data(), Default::default());
     /// ```
-    pub fn apply<B: Backend>(
-        &self,
-        x: Tensor<B, 4>,
-        start: usize,
-        interleaved: bool,
-    ) -> Tensor<B, 4> {
+    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>, start: usize, interleaved: bool) -> Tensor<B, 4> {
         let [b, t, h, d] = x.dims();
         assert_eq!(d, self.dim(), "RoPE expects {} dims, got {d}", self.dim());
         let half = d / 2;
@@ -197,33 +178,17 @@ mod tests {
     fn matches_complex_rotation_both_layouts() {
         let cfg = RopeConfig::new(8, 64).with_yarn(Some(YarnConfig::new(4.0, 16)));
         let rope = cfg.init();
-        let data: Vec<f32> = (0..2 * 5 * 3 * 8)
-            .map(|i| ((i * 7919 % 113) as f32 - 56.0) / 30.0)
-            .collect();
-        let x = Tensor::<NdArray, 4>::from_data(
-            TensorData::new(data.clone(), [2, 5, 3, 8]),
-            &Default::default(),
-        );
+        let data: Vec<f32> = (0..2 * 5 * 3 * 8).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 30.0).collect();
+        let x = Tensor::<NdArray, 4>::from_data(TensorData::new(data.clone(), [2, 5, 3, 8]), &Default::default());
         for interleaved in [true, false] {
-            let y = rope
-                .apply(x.clone(), 7, interleaved)
-                .to_data()
-                .to_vec::<f32>()
-                .unwrap();
+            let y = rope.apply(x.clone(), 7, interleaved).to_data().to_vec::<f32>().unwrap();
             for row in 0..2 * 5 * 3 {
                 let pos = 7 + (row / 3) % 5;
                 for i in 0..4 {
-                    let (a, b) = if interleaved {
-                        (2 * i, 2 * i + 1)
-                    } else {
-                        (i, i + 4)
-                    };
+                    let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + 4) };
                     let (re, im) = (data[row * 8 + a] as f64, data[row * 8 + b] as f64);
                     let ang = pos as f64 * rope.freqs[i] as f64;
-                    let (yr, yi) = (
-                        re * ang.cos() - im * ang.sin(),
-                        re * ang.sin() + im * ang.cos(),
-                    );
+                    let (yr, yi) = (re * ang.cos() - im * ang.sin(), re * ang.sin() + im * ang.cos());
                     assert!((y[row * 8 + a] as f64 - yr).abs() < 1e-5);
                     assert!((y[row * 8 + b] as f64 - yi).abs() < 1e-5);
                 }
@@ -242,9 +207,7 @@ mod tests {
         let last = plain.freqs.len() - 1;
         assert!((yarn.freqs[last] - plain.freqs[last] / 40.0).abs() < 1e-12);
         // YaRN inactive when the context is not extended.
-        let off = RopeConfig::new(64, 4096)
-            .with_yarn(Some(YarnConfig::new(40.0, 4096)))
-            .init();
+        let off = RopeConfig::new(64, 4096).with_yarn(Some(YarnConfig::new(40.0, 4096))).init();
         assert_eq!(off.freqs, plain.freqs);
     }
 }

@@ -32,8 +32,7 @@ pub fn reference_topk<B: Backend>(
         let vals = &values[row * s..row * s + limit];
         order.clear();
         order.extend(0..limit);
-        let better =
-            |a: &usize, c: &usize| rank(vals[*c]).total_cmp(&rank(vals[*a])).then(a.cmp(c));
+        let better = |a: &usize, c: &usize| rank(vals[*c]).total_cmp(&rank(vals[*a])).then(a.cmp(c));
         let n = kk.min(limit);
         if n < limit {
             order.select_nth_unstable_by(n, better);

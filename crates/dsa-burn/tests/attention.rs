@@ -9,8 +9,7 @@ use dsa_burn::{AttentionMode, DsaAttention, DsaAttentionConfig, IndexerQuant, Ya
 type B = Autodiff<NdArray>;
 
 fn config(topk: usize, mode: AttentionMode) -> DsaAttentionConfig {
-    DsaAttentionConfig::new(48, 3, 64)
-        .with_yarn(Some(YarnConfig::new(4.0, 16)))
+    DsaAttentionConfig::new(48, 3, 64).with_yarn(Some(YarnConfig::new(4.0, 16)))
         .with_q_lora_rank(24)
         .with_kv_lora_rank(20)
         .with_qk_nope_dim(12)
@@ -25,48 +24,21 @@ fn config(topk: usize, mode: AttentionMode) -> DsaAttentionConfig {
 
 /// MHA prefill as DeepSeek's reference writes it: wkv_b expands the latent into per-head
 /// keys and values; scores = q_nope·k_nope + q_pe·k_pe; causal softmax.
-fn mha_reference(
-    attn: &DsaAttention<B>,
-    x: Tensor<B, 3>,
-    cfg: &DsaAttentionConfig,
-) -> Tensor<B, 3> {
+fn mha_reference(attn: &DsaAttention<B>, x: Tensor<B, 3>, cfg: &DsaAttentionConfig) -> Tensor<B, 3> {
     let [b, t, _] = x.dims();
-    let (h, nope, rd, r, v) = (
-        cfg.n_heads,
-        cfg.qk_nope_dim,
-        cfg.qk_rope_dim,
-        cfg.kv_lora_rank,
-        cfg.v_head_dim,
-    );
-    let q = attn
-        .wq_b
-        .forward(attn.q_norm.forward(attn.wq_a.forward(x.clone())))
-        .reshape([b, t, h, nope + rd]);
+    let (h, nope, rd, r, v) = (cfg.n_heads, cfg.qk_nope_dim, cfg.qk_rope_dim, cfg.kv_lora_rank, cfg.v_head_dim);
+    let q = attn.wq_b.forward(attn.q_norm.forward(attn.wq_a.forward(x.clone()))).reshape([b, t, h, nope + rd]);
     let q_pe = attn.rope().apply(q.clone().narrow(3, nope, rd), 0, true);
     let kv = attn.wkv_a.forward(x);
     let c = attn.kv_norm.forward(kv.clone().narrow(2, 0, r));
-    let k_pe = attn
-        .rope()
-        .apply(kv.narrow(2, r, rd).reshape([b, t, 1, rd]), 0, true);
+    let k_pe = attn.rope().apply(kv.narrow(2, r, rd).reshape([b, t, 1, rd]), 0, true);
     let kvh = attn.wkv_b.forward(c).reshape([b, t, h, nope + v]);
-    let k = Tensor::cat(
-        vec![kvh.clone().narrow(3, 0, nope), k_pe.expand([b, t, h, rd])],
-        3,
-    );
+    let k = Tensor::cat(vec![kvh.clone().narrow(3, 0, nope), k_pe.expand([b, t, h, rd])], 3);
     let q = Tensor::cat(vec![q.narrow(3, 0, nope), q_pe], 3);
-    let scores = q
-        .swap_dims(1, 2)
-        .matmul(k.swap_dims(1, 2).swap_dims(2, 3))
-        .mul_scalar(cfg.softmax_scale());
-    let mask = Tensor::<B, 2>::ones([t, t], &Default::default())
-        .triu(1)
-        .bool()
-        .reshape([1, 1, t, t])
-        .expand([b, h, t, t]);
+    let scores = q.swap_dims(1, 2).matmul(k.swap_dims(1, 2).swap_dims(2, 3)).mul_scalar(cfg.softmax_scale());
+    let mask = Tensor::<B, 2>::ones([t, t], &Default::default()).triu(1).bool().reshape([1, 1, t, t]).expand([b, h, t, t]);
     let p = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
-    let o = p
-        .matmul(kvh.narrow(3, nope, v).swap_dims(1, 2))
-        .swap_dims(1, 2);
+    let o = p.matmul(kvh.narrow(3, nope, v).swap_dims(1, 2)).swap_dims(1, 2);
     attn.wo.forward(o.reshape([b, t, h * v]))
 }
 
@@ -78,18 +50,10 @@ fn dense_mode_equals_mha_and_full_topk_sparse_equals_dense() {
     let attn = cfg.init::<B>(&dev);
     let x = Tensor::<B, 3>::random([2, 11, 48], Distribution::Normal(0.0, 1.0), &dev);
     let want = mha_reference(&attn, x.clone(), &cfg).into_data();
-    attn.forward(x.clone())
-        .into_data()
-        .assert_approx_eq::<f32>(&want, tol);
-    attn.forward_train(x.clone(), AttentionMode::Dense)
-        .output
-        .into_data()
-        .assert_approx_eq::<f32>(&want, tol);
+    attn.forward(x.clone()).into_data().assert_approx_eq::<f32>(&want, tol);
+    attn.forward_train(x.clone(), AttentionMode::Dense).output.into_data().assert_approx_eq::<f32>(&want, tol);
     // Sparse with k >= T selects every causal token: the same function.
-    attn.forward_train(x, AttentionMode::Sparse)
-        .output
-        .into_data()
-        .assert_approx_eq::<f32>(&want, tol);
+    attn.forward_train(x, AttentionMode::Sparse).output.into_data().assert_approx_eq::<f32>(&want, tol);
 }
 
 #[test]
@@ -103,16 +67,10 @@ fn sparse_mode_attends_to_selected_tokens_only() {
     // Query t has min(t + 1, 3) causal candidates, all selected when fewer than k.
     let valid = valid.into_data().into_vec::<bool>().unwrap();
     for t in 0..9 {
-        assert_eq!(
-            valid[t * 3..t * 3 + 3].iter().filter(|v| **v).count(),
-            (t + 1).min(3)
-        );
+        assert_eq!(valid[t * 3..t * 3 + 3].iter().filter(|v| **v).count(), (t + 1).min(3));
     }
     // Same output as forward() in sparse mode.
-    attn.forward(x).into_data().assert_approx_eq::<f32>(
-        &out.output.into_data(),
-        burn::tensor::Tolerance::<f32>::rel_abs(1e-5, 1e-6),
-    );
+    attn.forward(x).into_data().assert_approx_eq::<f32>(&out.output.into_data(), burn::tensor::Tolerance::<f32>::rel_abs(1e-5, 1e-6));
 }
 
 #[test]
@@ -120,29 +78,19 @@ fn indexer_learns_only_from_its_loss() {
     let dev = Default::default();
     for mode in [AttentionMode::Dense, AttentionMode::Sparse] {
         let attn = config(4, mode).init::<B>(&dev);
-        let x =
-            Tensor::<B, 3>::random([2, 7, 48], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let x = Tensor::<B, 3>::random([2, 7, 48], Distribution::Normal(0.0, 1.0), &dev).require_grad();
         let out = attn.forward_train(x.clone(), mode);
         let loss = out.indexer_loss.clone();
         assert!(loss.clone().into_scalar() >= -1e-6, "KL is non-negative");
         let grads = loss.backward();
-        assert!(
-            attn.indexer.wk.weight.grad(&grads).is_some(),
-            "{mode:?}: indexer gets its loss"
-        );
+        assert!(attn.indexer.wk.weight.grad(&grads).is_some(), "{mode:?}: indexer gets its loss");
         assert!(attn.indexer.wq_b.weight.grad(&grads).is_some());
-        assert!(
-            attn.wq_a.weight.grad(&grads).is_none(),
-            "{mode:?}: the model gets no indexer loss"
-        );
+        assert!(attn.wq_a.weight.grad(&grads).is_none(), "{mode:?}: the model gets no indexer loss");
         assert!(attn.wkv_a.weight.grad(&grads).is_none());
         assert!(x.grad(&grads).is_none());
         let out = attn.forward_train(x.clone(), mode);
         let grads = out.output.sum().backward();
-        assert!(
-            attn.indexer.wk.weight.grad(&grads).is_none(),
-            "{mode:?}: the LM loss never reaches the indexer"
-        );
+        assert!(attn.indexer.wk.weight.grad(&grads).is_none(), "{mode:?}: the LM loss never reaches the indexer");
         assert!(attn.wq_a.weight.grad(&grads).is_some());
         assert!(x.grad(&grads).is_some());
     }

@@ -47,9 +47,7 @@ fn prefill_then_decode_equals_full_sequence() {
         assert_eq!(cache.len(), total);
 
         let cached = Tensor::cat(steps, 1);
-        cached
-            .into_data()
-            .assert_approx_eq::<f32>(&full.into_data(), tol);
+        cached.into_data().assert_approx_eq::<f32>(&full.into_data(), tol);
     }
 }
 
@@ -64,19 +62,8 @@ fn decode_selection_covers_all_cached_tokens_when_k_exceeds_them() {
     let sel = sel.expect("sparse mode reports its selection");
     // Position 2 scores the 3 cached keys; k = 5 > 3, so all of them are selected.
     assert_eq!(sel.scores.dims(), [1, 1, 3]);
-    let mut idx = sel
-        .indices
-        .into_data()
-        .convert::<i64>()
-        .into_vec::<i64>()
-        .unwrap();
+    let mut idx = sel.indices.into_data().convert::<i64>().into_vec::<i64>().unwrap();
     idx.sort_unstable();
     assert_eq!(idx, [0, 1, 2]);
-    assert!(sel
-        .valid
-        .into_data()
-        .into_vec::<bool>()
-        .unwrap()
-        .iter()
-        .all(|v| *v));
+    assert!(sel.valid.into_data().into_vec::<bool>().unwrap().iter().all(|v| *v));
 }

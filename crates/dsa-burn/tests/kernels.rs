@@ -58,9 +58,7 @@ const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V1];
 fn fp8_device() -> bool {
     use burn::backend::cuda::CudaDevice;
     use burn_cubecl::cubecl::Runtime;
-    dsa_burn::cubecl::has_fp8_mma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(
-        &CudaDevice::default(),
-    ))
+    dsa_burn::cubecl::has_fp8_mma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(&CudaDevice::default()))
 }
 #[cfg(not(feature = "cuda"))]
 fn fp8_device() -> bool {
@@ -72,9 +70,7 @@ fn fp8_device() -> bool {
 fn wgmma_device() -> bool {
     use burn::backend::cuda::CudaDevice;
     use burn_cubecl::cubecl::Runtime;
-    dsa_burn::cubecl::has_wgmma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(
-        &CudaDevice::default(),
-    ))
+    dsa_burn::cubecl::has_wgmma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(&CudaDevice::default()))
 }
 #[cfg(not(feature = "cuda"))]
 fn wgmma_device() -> bool {
@@ -289,8 +285,7 @@ fn indexer_scores_match_reference() {
             // The tensor-core kernels apply to quantised indexers with one block per row; the
             // FP8 one, where the device has FP8 MMA, to at most 64 heads of a dim divisible by 8.
             let after = launches();
-            let [mma_ran, fp8_ran, f16_ran, wgmma_ran, wgmma_fp8_ran] =
-                [0, 1, 2, 3, 4].map(|i| after[i] > before[i]);
+            let [mma_ran, fp8_ran, f16_ran, wgmma_ran, wgmma_fp8_ran] = [0, 1, 2, 3, 4].map(|i| after[i] > before[i]);
             let applies = matches!(
                 kernel,
                 IndexerKernel::WgmmaFp8
@@ -298,18 +293,12 @@ fn indexer_scores_match_reference() {
                     | IndexerKernel::TensorCores
                     | IndexerKernel::HalfTensorCores
                     | IndexerKernel::Fp8TensorCores
-            ) && quant != IndexerQuant::None
+            )
+                && quant != IndexerQuant::None
                 && d <= 128
                 && h <= 128;
-            let fp8 = applies
-                && kernel == IndexerKernel::Fp8TensorCores
-                && h <= 64
-                && d % 8 == 0
-                && fp8_device();
-            assert_eq!(
-                mma_ran, applies,
-                "{case}: tensor-core kernel ran: {mma_ran}"
-            );
+            let fp8 = applies && kernel == IndexerKernel::Fp8TensorCores && h <= 64 && d % 8 == 0 && fp8_device();
+            assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
             assert_eq!(fp8_ran, fp8, "{case}: FP8 MMA kernel ran: {fp8_ran}");
             // v5 (wgmma) at V3.2's 64 × 128 on Hopper, else v4.3 (f16 MMA): the default
             // tensor-core kernels, and Fp8TensorCores' fallback.
@@ -317,10 +306,7 @@ fn indexer_scores_match_reference() {
             let wgmma_fp8 = v5 && kernel == IndexerKernel::WgmmaFp8;
             let wgmma = wgmma_fp8 || (v5 && kernel == IndexerKernel::Wgmma);
             assert_eq!(wgmma_ran, wgmma, "{case}: wgmma kernel ran: {wgmma_ran}");
-            assert_eq!(
-                wgmma_fp8_ran, wgmma_fp8,
-                "{case}: FP8 wgmma kernel ran: {wgmma_fp8_ran}"
-            );
+            assert_eq!(wgmma_fp8_ran, wgmma_fp8, "{case}: FP8 wgmma kernel ran: {wgmma_fp8_ran}");
             // FP8 wgmma adds each instruction's 32 products with about 14 bits (DeepSeek-V3's
             // report): relative errors of order 2^-13, not f32 rounding.
             let tol = if wgmma_fp8 { 1e-3 } else { 1e-5 };
@@ -328,12 +314,7 @@ fn indexer_scores_match_reference() {
             if wgmma_fp8 {
                 eprintln!("{case}: relative error {rel:.2e}");
             }
-            let f16 = applies
-                && kernel != IndexerKernel::HalfTensorCores
-                && !fp8
-                && !wgmma
-                && h <= 64
-                && d % 4 == 0;
+            let f16 = applies && kernel != IndexerKernel::HalfTensorCores && !fp8 && !wgmma && h <= 64 && d % 4 == 0;
             assert_eq!(f16_ran, f16, "{case}: f16 MMA kernel ran: {f16_ran}");
         }
     }
@@ -458,26 +439,10 @@ fn indexer_topk_blocks_match_whole() {
         let w = ft::<G, 3>(&rng.normal(t * h), [1, t, h], &dev);
         let k = ft::<G, 3>(&rng.normal(s * d), [1, s, d], &dev);
         let quant = IndexerQuant::E4m3;
-        let (idx, valid) = dsa_burn::ops::indexer_topk(
-            q.clone(),
-            w.clone(),
-            k.clone(),
-            quant,
-            topk,
-            Some(offset),
-            rows,
-        );
-        let (want_idx, want_valid) = topk_select(
-            indexer_scores(q, w, k, quant, Some(offset)),
-            topk,
-            Some(offset),
-        );
+        let (idx, valid) = dsa_burn::ops::indexer_topk(q.clone(), w.clone(), k.clone(), quant, topk, Some(offset), rows);
+        let (want_idx, want_valid) = topk_select(indexer_scores(q, w, k, quant, Some(offset)), topk, Some(offset));
         let case = format!("T={t} S={s} offset={offset} topk={topk} rows={rows}");
-        assert_eq!(
-            valid.into_data(),
-            want_valid.into_data(),
-            "{case}: validity"
-        );
+        assert_eq!(valid.into_data(), want_valid.into_data(), "{case}: validity");
         assert_eq!(idx.into_data(), want_idx.into_data(), "{case}: indices");
     }
 }
@@ -547,26 +512,16 @@ fn sparse_mla_matches_reference() {
 /// `v` rounded to bf16 (and back to f32).
 #[cfg(feature = "cuda")]
 fn bf(v: Vec<f32>) -> Vec<f32> {
-    v.into_iter()
-        .map(|x| burn::tensor::bf16::from_f32(x).to_f32())
-        .collect()
+    v.into_iter().map(|x| burn::tensor::bf16::from_f32(x).to_f32()).collect()
 }
 
 /// The latent `kv [b, s, d]` as a bf16 view of wider rows whose extra 8 values are NaN: a
 /// kernel must read it at its stride, in place (as CUDA's pitched allocations are), and
 /// never past `d`.
 #[cfg(feature = "cuda")]
-fn nan_padded_view(
-    kv: &[f32],
-    [b, s, d]: [usize; 3],
-) -> Tensor<burn::backend::Cuda<burn::tensor::bf16>, 3> {
-    let padded: Vec<f32> = kv
-        .chunks(d)
-        .flat_map(|row| row.iter().copied().chain([f32::NAN; 8]))
-        .collect();
-    ft(&padded, [b, s, d + 8], &Default::default())
-        .cast(burn::tensor::FloatDType::BF16)
-        .narrow(2, 0, d)
+fn nan_padded_view(kv: &[f32], [b, s, d]: [usize; 3]) -> Tensor<burn::backend::Cuda<burn::tensor::bf16>, 3> {
+    let padded: Vec<f32> = kv.chunks(d).flat_map(|row| row.iter().copied().chain([f32::NAN; 8])).collect();
+    ft(&padded, [b, s, d + 8], &Default::default()).cast(burn::tensor::FloatDType::BF16).narrow(2, 0, d)
 }
 
 /// The tensor-core forward (v3, bf16 inputs) against the f32 reference on the same
@@ -586,38 +541,10 @@ fn sparse_mla_tensor_cores_match_reference() {
         (MlaKernel::V5, None),
         (MlaKernel::V4, None),
         (MlaKernel::V3, None),
-        (
-            MlaKernel::V3,
-            Some(MlaTile {
-                heads: 64,
-                planes: 8,
-                slots: 32,
-            }),
-        ),
-        (
-            MlaKernel::V3,
-            Some(MlaTile {
-                heads: 32,
-                planes: 8,
-                slots: 32,
-            }),
-        ),
-        (
-            MlaKernel::V3,
-            Some(MlaTile {
-                heads: 32,
-                planes: 8,
-                slots: 64,
-            }),
-        ),
-        (
-            MlaKernel::V3,
-            Some(MlaTile {
-                heads: 32,
-                planes: 4,
-                slots: 32,
-            }),
-        ),
+        (MlaKernel::V3, Some(MlaTile { heads: 64, planes: 8, slots: 32 })),
+        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 8, slots: 32 })),
+        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 8, slots: 64 })),
+        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 4, slots: 32 })),
     ];
     let bf16 = burn::tensor::FloatDType::BF16;
     let _choice = choose_kernels();
@@ -840,12 +767,7 @@ fn sparse_mla_backward_matches_reference() {
             {
                 dsa_burn::cubecl::set_force_cas_atomics(force_cas);
                 dsa_burn::cubecl::set_mla_kernel(version);
-                let want = m.reference_backward(
-                    &outv,
-                    &lsev,
-                    with_out.then_some(&gov[..]),
-                    with_lse.then_some(&glv[..]),
-                );
+                let want = m.reference_backward(&outv, &lsev, with_out.then_some(&gov[..]), with_lse.then_some(&glv[..]));
                 let g = gdev();
                 let (dq, dkv) = <G as DsaBackend>::sparse_mla_backward(
                     prim(ft::<G, 4>(&m.q, [b, t, h, d], &g)),
@@ -931,12 +853,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
             ("d_lse", false, true, false),
             ("both", true, true, true),
         ] {
-            let want = m.reference_backward(
-                &outv,
-                &lsev,
-                with_out.then_some(&gov[..]),
-                with_lse.then_some(&glv[..]),
-            );
+            let want = m.reference_backward(&outv, &lsev, with_out.then_some(&gov[..]), with_lse.then_some(&glv[..]));
             let want = (host(want.0), host(want.1));
             let wgmma = (d, dv) == (576, 512) && wgmma_device();
             for (kernel, op) in [
@@ -1043,10 +960,7 @@ fn indexer_loss_kernels_match_reference() {
                 dsa_burn::cubecl::TensorCoreOp::SelectedScores,
             ) > mma_before;
             let expected = cfg!(feature = "cuda") && quant != IndexerQuant::None && d <= 128;
-            assert_eq!(
-                mma_ran, expected,
-                "{case}: tensor-core selected scores ran: {mma_ran}"
-            );
+            assert_eq!(mma_ran, expected, "{case}: tensor-core selected scores ran: {mma_ran}");
             for force_cas in [false, true] {
                 dsa_burn::cubecl::set_force_cas_atomics(force_cas);
                 let (q, w, kk) = c_in();
@@ -1093,8 +1007,7 @@ fn indexer_loss_kernels_match_reference() {
         )
         .1;
         let lsev = host(lse.clone());
-        let want =
-            reference_sparse_mla_probs(q, kv, m.indices(&cdev), m.valid(&cdev), lse, m.scale);
+        let want = reference_sparse_mla_probs(q, kv, m.indices(&cdev), m.valid(&cdev), lse, m.scale);
         let (q, _, kv) = g_in();
         let got = <G as DsaBackend>::sparse_mla_probs(
             q,
@@ -1213,17 +1126,9 @@ fn dense_mla_by_kernels_matches_materialised() {
     use dsa_burn::ops::dense_mla;
     let _choice = choose_kernels();
     let mut rng = Rng::new("dense_mla");
-    for (b, t, h, d, dv, start) in [
-        (2, 7, 3, 12, 8, 0),
-        (1, 4, 5, 40, 32, 6),
-        (1, 1, 2, 9, 9, 0),
-    ] {
+    for (b, t, h, d, dv, start) in [(2, 7, 3, 12, 8, 0), (1, 4, 5, 40, 32, 6), (1, 1, 2, 9, 9, 0)] {
         let s = start + t;
-        let (qv, kvv, gv) = (
-            rng.normal(b * t * h * d),
-            rng.normal(b * s * d),
-            rng.normal(b * t * h * dv),
-        );
+        let (qv, kvv, gv) = (rng.normal(b * t * h * d), rng.normal(b * s * d), rng.normal(b * t * h * dv));
         fn run<B: AutodiffBackend + dsa_burn::DsaBackend>(
             [b, t, h, d, dv, s, start]: [usize; 7],
             (qv, kvv, gv): (&[f32], &[f32], &[f32]),
@@ -1233,28 +1138,15 @@ fn dense_mla_by_kernels_matches_materialised() {
             let q = ft::<B, 4>(qv, [b, t, h, d], dev).require_grad();
             let kv = ft::<B, 3>(kvv, [b, s, d], dev).require_grad();
             let out = dense_mla(q.clone(), kv.clone(), start, dv, scale);
-            let grads = (out.clone() * ft::<B, 4>(gv, [b, t, h, dv], dev))
-                .sum()
-                .backward();
-            [
-                host(out),
-                host(q.grad(&grads).unwrap()),
-                host(kv.grad(&grads).unwrap()),
-            ]
+            let grads = (out.clone() * ft::<B, 4>(gv, [b, t, h, dv], dev)).sum().backward();
+            [host(out), host(q.grad(&grads).unwrap()), host(kv.grad(&grads).unwrap())]
         }
         let dims = [b, t, h, d, dv, s, start];
         let scale = 1.0 / (d as f32).sqrt();
-        assert!(
-            <Autodiff<G> as dsa_burn::DsaBackend>::fused_sparse_mla()
-                && !<Autodiff<C> as dsa_burn::DsaBackend>::fused_sparse_mla()
-        );
+        assert!(<Autodiff<G> as dsa_burn::DsaBackend>::fused_sparse_mla() && !<Autodiff<C> as dsa_burn::DsaBackend>::fused_sparse_mla());
         let want = run::<Autodiff<C>>(dims, (&qv, &kvv, &gv), scale, &Default::default());
         let got = run::<Autodiff<G>>(dims, (&qv, &kvv, &gv), scale, &gdev());
-        for (name, g, w) in [
-            ("out", &got[0], &want[0]),
-            ("dq", &got[1], &want[1]),
-            ("dkv", &got[2], &want[2]),
-        ] {
+        for (name, g, w) in [("out", &got[0], &want[0]), ("dq", &got[1], &want[1]), ("dkv", &got[2], &want[2])] {
             assert_close(&format!("{name} {dims:?}"), g, w, 1e-5);
         }
     }

@@ -14,16 +14,9 @@ use dsa_burn::{DsaBackend, IndexerQuant};
 struct Rng(u64);
 impl Rng {
     fn new(name: &str) -> Self {
-        let seed = std::env::var("DSA_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
+        let seed = std::env::var("DSA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
         println!("{name}: DSA_TEST_SEED={seed}");
         Rng(seed)
     }
@@ -34,57 +27,25 @@ impl Rng {
         (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
     fn normal(&mut self, n: usize) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                (-2.0 * self.next().max(1e-300).ln()).sqrt()
-                    * (std::f64::consts::TAU * self.next()).cos()
-            })
-            .collect()
+        (0..n).map(|_| (-2.0 * self.next().max(1e-300).ln()).sqrt() * (std::f64::consts::TAU * self.next()).cos()).collect()
     }
 }
 
-fn tensor<B: AutodiffBackend, const D: usize>(
-    v: &[f64],
-    shape: [usize; D],
-    dev: &B::Device,
-) -> Tensor<B, D> {
+fn tensor<B: AutodiffBackend, const D: usize>(v: &[f64], shape: [usize; D], dev: &B::Device) -> Tensor<B, D> {
     let v: Vec<f32> = v.iter().map(|x| *x as f32).collect();
     Tensor::from_data(TensorData::new(v, shape), dev).require_grad()
 }
 
 fn host<B: AutodiffBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
 }
 
 fn host_bool<B: AutodiffBackend, const D: usize>(t: Tensor<B, D, Bool>) -> Vec<bool> {
-    t.int()
-        .into_data()
-        .convert::<i64>()
-        .into_vec::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|v| v != 0)
-        .collect()
+    t.int().into_data().convert::<i64>().into_vec::<i64>().unwrap().into_iter().map(|v| v != 0).collect()
 }
 
 fn grad<B: AutodiffBackend, const D: usize>(t: &Tensor<B, D>, g: &B::Gradients) -> Vec<f64> {
-    t.grad(g)
-        .map(|g| {
-            g.into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .unwrap()
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        })
-        .expect("gradient")
+    t.grad(g).map(|g| g.into_data().convert::<f32>().into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()).expect("gradient")
 }
 
 /// Relative error ‖a − b‖ / ‖b‖ over finite entries; infinities must match exactly.
@@ -127,11 +88,7 @@ fn e4m3(x: f64) -> f64 {
     let mut best = (f64::INFINITY, 0.0, 1u8);
     for b in 0u8..=0x7e {
         let (e, m) = ((b >> 3) as i32, (b & 7) as f64);
-        let v = if e == 0 {
-            m / 8.0 * 2f64.powi(-6)
-        } else {
-            (1.0 + m / 8.0) * 2f64.powi(e - 7)
-        };
+        let v = if e == 0 { m / 8.0 * 2f64.powi(-6) } else { (1.0 + m / 8.0) * 2f64.powi(e - 7) };
         let d = (v - a).abs();
         if d < best.0 || (d == best.0 && b % 2 == 0) {
             best = (d, v, b);
@@ -162,13 +119,7 @@ fn quant_rows(x: &[f64], d: usize, quant: IndexerQuant) -> Vec<f64> {
 }
 
 /// Plain indexer scores in f64.
-fn indexer_f64(
-    q: &[f64],
-    w: &[f64],
-    k: &[f64],
-    [b, t, h, d, s]: [usize; 5],
-    causal: Option<usize>,
-) -> Vec<f64> {
+fn indexer_f64(q: &[f64], w: &[f64], k: &[f64], [b, t, h, d, s]: [usize; 5], causal: Option<usize>) -> Vec<f64> {
     let mut out = vec![0.0; b * t * s];
     for bi in 0..b {
         for ti in 0..t {
@@ -193,167 +144,61 @@ fn indexer_f64(
 
 fn check_indexer<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     let mut rng = Rng::new("indexer");
-    for (b, t, h, d, s, causal) in [
-        (2, 5, 3, 16, 7, Some(2)),
-        (1, 9, 2, 200, 9, Some(0)),
-        (2, 3, 4, 8, 11, None),
-    ] {
-        let (qv, wv, kv) = (
-            rng.normal(b * t * h * d),
-            rng.normal(b * t * h),
-            rng.normal(b * s * d),
-        );
+    for (b, t, h, d, s, causal) in [(2, 5, 3, 16, 7, Some(2)), (1, 9, 2, 200, 9, Some(0)), (2, 3, 4, 8, 11, None)] {
+        let (qv, wv, kv) = (rng.normal(b * t * h * d), rng.normal(b * t * h), rng.normal(b * s * d));
         let dims = [b, t, h, d, s];
-        for quant in [
-            IndexerQuant::None,
-            IndexerQuant::E4m3,
-            IndexerQuant::E4m3Pow2,
-        ] {
-            let (q, w, k) = (
-                tensor::<B, 4>(&qv, [b, t, h, d], dev),
-                tensor::<B, 3>(&wv, [b, t, h], dev),
-                tensor::<B, 3>(&kv, [b, s, d], dev),
-            );
+        for quant in [IndexerQuant::None, IndexerQuant::E4m3, IndexerQuant::E4m3Pow2] {
+            let (q, w, k) = (tensor::<B, 4>(&qv, [b, t, h, d], dev), tensor::<B, 3>(&wv, [b, t, h], dev), tensor::<B, 3>(&kv, [b, s, d], dev));
             let out = indexer_scores(q.clone(), w.clone(), k.clone(), quant, causal);
-            let want = indexer_f64(
-                &quant_rows(&qv, d, quant),
-                &wv,
-                &quant_rows(&kv, d, quant),
-                dims,
-                causal,
-            );
-            assert_close(
-                &format!("scores {dims:?} {quant:?}"),
-                &host(out.clone()),
-                &want,
-                2e-5,
-            );
+            let want = indexer_f64(&quant_rows(&qv, d, quant), &wv, &quant_rows(&kv, d, quant), dims, causal);
+            assert_close(&format!("scores {dims:?} {quant:?}"), &host(out.clone()), &want, 2e-5);
             // The scores at a selection (kernel 6): rows with fewer candidates than slots
             // have invalid slots (-inf).
             let kk = 3.min(s);
             let (sel, valid) = topk_select(out.clone(), kk, causal);
-            let (sel_h, valid_h) = (
-                sel.clone()
-                    .into_data()
-                    .convert::<i64>()
-                    .into_vec::<i64>()
-                    .unwrap(),
-                host_bool(valid.clone()),
-            );
+            let (sel_h, valid_h) = (sel.clone().into_data().convert::<i64>().into_vec::<i64>().unwrap(), host_bool(valid.clone()));
             let at_sel = |scores: &[f64]| -> Vec<f64> {
-                (0..b * t * kk)
-                    .map(|i| {
-                        if valid_h[i] {
-                            scores[(i / kk) * s + sel_h[i] as usize]
-                        } else {
-                            f64::NEG_INFINITY
-                        }
-                    })
-                    .collect()
+                (0..b * t * kk).map(|i| if valid_h[i] { scores[(i / kk) * s + sel_h[i] as usize] } else { f64::NEG_INFINITY }).collect()
             };
-            let picked =
-                indexer_selected_scores(q.clone(), w.clone(), k.clone(), quant, sel, valid);
-            assert_close(
-                &format!("selected scores {dims:?} {quant:?}"),
-                &host(picked.clone()),
-                &at_sel(&want),
-                2e-5,
-            );
+            let picked = indexer_selected_scores(q.clone(), w.clone(), k.clone(), quant, sel, valid);
+            assert_close(&format!("selected scores {dims:?} {quant:?}"), &host(picked.clone()), &at_sel(&want), 2e-5);
             if quant != IndexerQuant::None {
                 continue;
             }
             // Gradients of Σ selected scores·G over the valid slots (the selection fixed).
             let g = rng.normal(b * t * kk);
-            let g_t = Tensor::<B, 3>::from_data(
-                TensorData::new(g.iter().map(|x| *x as f32).collect::<Vec<_>>(), [b, t, kk]),
-                dev,
-            );
+            let g_t = Tensor::<B, 3>::from_data(TensorData::new(g.iter().map(|x| *x as f32).collect::<Vec<_>>(), [b, t, kk]), dev);
             let loss = (picked.clone().mask_fill(picked.is_inf(), 0.0) * g_t).sum();
             let grads = loss.backward();
             let f = |qq: &[f64], ww: &[f64], kv_: &[f64]| {
-                at_sel(&indexer_f64(qq, ww, kv_, dims, causal))
-                    .iter()
-                    .zip(&g)
-                    .filter(|(v, _)| v.is_finite())
-                    .map(|(v, gg)| v * gg)
-                    .sum::<f64>()
+                at_sel(&indexer_f64(qq, ww, kv_, dims, causal)).iter().zip(&g).filter(|(v, _)| v.is_finite()).map(|(v, gg)| v * gg).sum::<f64>()
             };
-            assert_close(
-                "selected dq",
-                &grad(&q, &grads),
-                &finite_diff(&qv, |x| f(x, &wv, &kv)),
-                1e-4,
-            );
-            assert_close(
-                "selected dw",
-                &grad(&w, &grads),
-                &finite_diff(&wv, |x| f(&qv, x, &kv)),
-                1e-4,
-            );
-            assert_close(
-                "selected dk",
-                &grad(&k, &grads),
-                &finite_diff(&kv, |x| f(&qv, &wv, x)),
-                1e-4,
-            );
+            assert_close("selected dq", &grad(&q, &grads), &finite_diff(&qv, |x| f(x, &wv, &kv)), 1e-4);
+            assert_close("selected dw", &grad(&w, &grads), &finite_diff(&wv, |x| f(&qv, x, &kv)), 1e-4);
+            assert_close("selected dk", &grad(&k, &grads), &finite_diff(&kv, |x| f(&qv, &wv, x)), 1e-4);
             // Gradients of Σ scores·G over the finite entries.
             let g = rng.normal(b * t * s);
-            let g_t = Tensor::<B, 3>::from_data(
-                TensorData::new(g.iter().map(|x| *x as f32).collect::<Vec<_>>(), [b, t, s]),
-                dev,
-            );
+            let g_t = Tensor::<B, 3>::from_data(TensorData::new(g.iter().map(|x| *x as f32).collect::<Vec<_>>(), [b, t, s]), dev);
             let finite = out.clone().is_inf().bool_not().float();
             let loss = (out.mask_fill(finite.clone().equal_elem(0.0), 0.0) * g_t).sum();
             let grads = loss.backward();
             let f = |qq: &[f64], ww: &[f64], kk: &[f64]| {
-                indexer_f64(qq, ww, kk, dims, causal)
-                    .iter()
-                    .zip(&g)
-                    .filter(|(v, _)| v.is_finite())
-                    .map(|(v, gg)| v * gg)
-                    .sum::<f64>()
+                indexer_f64(qq, ww, kk, dims, causal).iter().zip(&g).filter(|(v, _)| v.is_finite()).map(|(v, gg)| v * gg).sum::<f64>()
             };
-            assert_close(
-                "dq",
-                &grad(&q, &grads),
-                &finite_diff(&qv, |x| f(x, &wv, &kv)),
-                1e-4,
-            );
-            assert_close(
-                "dw",
-                &grad(&w, &grads),
-                &finite_diff(&wv, |x| f(&qv, x, &kv)),
-                1e-4,
-            );
-            assert_close(
-                "dk",
-                &grad(&k, &grads),
-                &finite_diff(&kv, |x| f(&qv, &wv, x)),
-                1e-4,
-            );
+            assert_close("dq", &grad(&q, &grads), &finite_diff(&qv, |x| f(x, &wv, &kv)), 1e-4);
+            assert_close("dw", &grad(&w, &grads), &finite_diff(&wv, |x| f(&qv, x, &kv)), 1e-4);
+            assert_close("dk", &grad(&k, &grads), &finite_diff(&kv, |x| f(&qv, &wv, x)), 1e-4);
         }
     }
 }
 
 /// Brute force: sort every candidate of the row by (score desc, index asc).
-fn topk_f64(
-    scores: &[f64],
-    [b, t, s]: [usize; 3],
-    k: usize,
-    causal: Option<usize>,
-) -> (Vec<i64>, Vec<bool>) {
+fn topk_f64(scores: &[f64], [b, t, s]: [usize; 3], k: usize, causal: Option<usize>) -> (Vec<i64>, Vec<bool>) {
     let kk = k.min(s);
     let (mut idx, mut valid) = (vec![0i64; b * t * kk], vec![false; b * t * kk]);
     for row in 0..b * t {
-        let mut cand: Vec<usize> = (0..s)
-            .filter(|si| causal.is_none_or(|o| *si <= row % t + o))
-            .collect();
-        cand.sort_by(|x, y| {
-            scores[row * s + y]
-                .partial_cmp(&scores[row * s + x])
-                .unwrap()
-                .then(x.cmp(y))
-        });
+        let mut cand: Vec<usize> = (0..s).filter(|si| causal.is_none_or(|o| *si <= row % t + o)).collect();
+        cand.sort_by(|x, y| scores[row * s + y].partial_cmp(&scores[row * s + x]).unwrap().then(x.cmp(y)));
         for (j, c) in cand.into_iter().take(kk).enumerate() {
             idx[row * kk + j] = c as i64;
             valid[row * kk + j] = true;
@@ -371,37 +216,18 @@ fn check_topk<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
         (2, 7, 7, 20, Some(0), false),
         (1, 2, 300, 37, None, true),
     ] {
-        let scores: Vec<f64> = rng
-            .normal(b * t * s)
-            .into_iter()
-            .map(|v| if ties { (v * 2.0).round() } else { v })
-            .collect();
+        let scores: Vec<f64> = rng.normal(b * t * s).into_iter().map(|v| if ties { (v * 2.0).round() } else { v }).collect();
         let (idx, valid) = topk_select(tensor::<B, 3>(&scores, [b, t, s], dev), k, causal);
         let (want_idx, want_valid) = topk_f64(&scores, [b, t, s], k, causal);
         assert_eq!(idx.dims(), [b, t, k.min(s)]);
         assert_eq!(host_bool(valid), want_valid, "valid {b} {t} {s} {k}");
-        assert_eq!(
-            idx.into_data().convert::<i64>().into_vec::<i64>().unwrap(),
-            want_idx,
-            "indices {b} {t} {s} {k}"
-        );
+        assert_eq!(idx.into_data().convert::<i64>().into_vec::<i64>().unwrap(), want_idx, "indices {b} {t} {s} {k}");
     }
 }
 
 /// Dense masked attention in f64: output [B,T,H,dv] and lse [B,T,H].
-fn attention_f64(
-    q: &[f64],
-    kv: &[f64],
-    sel: &[i64],
-    valid: &[bool],
-    [b, t, h, d, s, k]: [usize; 6],
-    dv: usize,
-    scale: f64,
-) -> (Vec<f64>, Vec<f64>) {
-    let (mut out, mut lse) = (
-        vec![0.0; b * t * h * dv],
-        vec![f64::NEG_INFINITY; b * t * h],
-    );
+fn attention_f64(q: &[f64], kv: &[f64], sel: &[i64], valid: &[bool], [b, t, h, d, s, k]: [usize; 6], dv: usize, scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut out, mut lse) = (vec![0.0; b * t * h * dv], vec![f64::NEG_INFINITY; b * t * h]);
     for bi in 0..b {
         for ti in 0..t {
             // The dense mask: key s is attended iff some valid slot selects it.
@@ -414,17 +240,7 @@ fn attention_f64(
             for hi in 0..h {
                 let qv = &q[((bi * t + ti) * h + hi) * d..][..d];
                 let logits: Vec<f64> = (0..s)
-                    .map(|si| {
-                        if allowed[si] {
-                            scale
-                                * qv.iter()
-                                    .zip(&kv[(bi * s + si) * d..][..d])
-                                    .map(|(a, c)| a * c)
-                                    .sum::<f64>()
-                        } else {
-                            f64::NEG_INFINITY
-                        }
-                    })
+                    .map(|si| if allowed[si] { scale * qv.iter().zip(&kv[(bi * s + si) * d..][..d]).map(|(a, c)| a * c).sum::<f64>() } else { f64::NEG_INFINITY })
                     .collect();
                 let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 if m == f64::NEG_INFINITY {
@@ -446,243 +262,98 @@ fn attention_f64(
 
 fn check_sparse_mla<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     let mut rng = Rng::new("sparse_mla");
-    for (b, t, h, d, dv, s, k, offset) in [
-        (2, 5, 3, 12, 8, 5, 4, 0),
-        (1, 3, 2, 9, 9, 10, 16, 7),
-        (2, 6, 1, 5, 3, 6, 1, 0),
-    ] {
+    for (b, t, h, d, dv, s, k, offset) in [(2, 5, 3, 12, 8, 5, 4, 0), (1, 3, 2, 9, 9, 10, 16, 7), (2, 6, 1, 5, 3, 6, 1, 0)] {
         let (qv, kvv) = (rng.normal(b * t * h * d), rng.normal(b * s * d));
         let scale = 1.0 / (d as f64).sqrt();
         // Selections from random scores; then invalidate one whole row to test empty rows.
         let scores = rng.normal(b * t * s);
-        let (sel, sel_valid) =
-            topk_select(tensor::<B, 3>(&scores, [b, t, s], dev), k, Some(offset));
+        let (sel, sel_valid) = topk_select(tensor::<B, 3>(&scores, [b, t, s], dev), k, Some(offset));
         let kk = sel.dims()[2];
         let mut valid = host_bool(sel_valid);
         valid[..kk].iter_mut().for_each(|v| *v = false);
-        let sel_host = sel
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .unwrap();
+        let sel_host = sel.clone().into_data().convert::<i64>().into_vec::<i64>().unwrap();
         let dims = [b, t, h, d, s, kk];
-        let valid_t =
-            Tensor::<B, 3, Bool>::from_data(TensorData::new(valid.clone(), [b, t, kk]), dev);
-        let (q, kv) = (
-            tensor::<B, 4>(&qv, [b, t, h, d], dev),
-            tensor::<B, 3>(&kvv, [b, s, d], dev),
-        );
-        let (out, lse) = sparse_mla(
-            q.clone(),
-            kv.clone(),
-            sel.clone(),
-            valid_t,
-            dv,
-            scale as f32,
-        );
+        let valid_t = Tensor::<B, 3, Bool>::from_data(TensorData::new(valid.clone(), [b, t, kk]), dev);
+        let (q, kv) = (tensor::<B, 4>(&qv, [b, t, h, d], dev), tensor::<B, 3>(&kvv, [b, s, d], dev));
+        let (out, lse) = sparse_mla(q.clone(), kv.clone(), sel.clone(), valid_t, dv, scale as f32);
         let (want_out, want_lse) = attention_f64(&qv, &kvv, &sel_host, &valid, dims, dv, scale);
         assert_close("sparse_mla out", &host(out.clone()), &want_out, 1e-5);
         assert_close("sparse_mla lse", &host(lse.clone()), &want_lse, 1e-5);
         // Gradients of Σ out·G + Σ lse·G2 (finite lse only).
         let (g, g2) = (rng.normal(b * t * h * dv), rng.normal(b * t * h));
-        let g2: Vec<f64> = g2
-            .iter()
-            .zip(&want_lse)
-            .map(|(x, l)| if l.is_finite() { *x } else { 0.0 })
-            .collect();
+        let g2: Vec<f64> = g2.iter().zip(&want_lse).map(|(x, l)| if l.is_finite() { *x } else { 0.0 }).collect();
         let lse_finite = lse.clone().mask_fill(lse.clone().is_inf(), 0.0);
-        let to = |v: &[f64], shape| {
-            Tensor::<B, 4>::from_data(
-                TensorData::new(v.iter().map(|x| *x as f32).collect::<Vec<_>>(), shape),
-                dev,
-            )
-        };
-        let loss = (out * to(&g, [b, t, h, dv])).sum()
-            + (lse_finite * to(&g2, [b, t, h, 1]).reshape([b, t, h])).sum();
+        let to = |v: &[f64], shape| Tensor::<B, 4>::from_data(TensorData::new(v.iter().map(|x| *x as f32).collect::<Vec<_>>(), shape), dev);
+        let loss = (out * to(&g, [b, t, h, dv])).sum() + (lse_finite * to(&g2, [b, t, h, 1]).reshape([b, t, h])).sum();
         let grads = loss.backward();
         let f = |qq: &[f64], kk: &[f64]| {
             let (o, l) = attention_f64(qq, kk, &sel_host, &valid, dims, dv, scale);
-            o.iter().zip(&g).map(|(a, c)| a * c).sum::<f64>()
-                + l.iter()
-                    .zip(&g2)
-                    .filter(|(l, _)| l.is_finite())
-                    .map(|(a, c)| a * c)
-                    .sum::<f64>()
+            o.iter().zip(&g).map(|(a, c)| a * c).sum::<f64>() + l.iter().zip(&g2).filter(|(l, _)| l.is_finite()).map(|(a, c)| a * c).sum::<f64>()
         };
-        assert_close(
-            "dq",
-            &grad(&q, &grads),
-            &finite_diff(&qv, |x| f(x, &kvv)),
-            1e-4,
-        );
-        assert_close(
-            "dkv",
-            &grad(&kv, &grads),
-            &finite_diff(&kvv, |x| f(&qv, x)),
-            1e-4,
-        );
+        assert_close("dq", &grad(&q, &grads), &finite_diff(&qv, |x| f(x, &kvv)), 1e-4);
+        assert_close("dkv", &grad(&kv, &grads), &finite_diff(&kvv, |x| f(&qv, x)), 1e-4);
     }
 }
 
 /// KL(p ‖ softmax(i)) in f64 over the entries where `allowed`.
 fn kl_f64(p: &[f64], i: &[f64], allowed: &[bool]) -> f64 {
-    let m = i
-        .iter()
-        .zip(allowed)
-        .filter(|(_, a)| **a)
-        .map(|(v, _)| *v)
-        .fold(f64::NEG_INFINITY, f64::max);
-    let z: f64 = i
-        .iter()
-        .zip(allowed)
-        .filter(|(_, a)| **a)
-        .map(|(v, _)| (v - m).exp())
-        .sum();
-    let sum_p: f64 = p
-        .iter()
-        .zip(allowed)
-        .filter(|(_, a)| **a)
-        .map(|(v, _)| *v)
-        .sum();
-    p.iter()
-        .zip(i)
-        .zip(allowed)
-        .filter(|(_, a)| **a)
-        .map(|((pv, iv), _)| {
-            let pv = pv / sum_p;
-            if pv > 0.0 {
-                pv * (pv.ln() - (iv - m - z.ln()))
-            } else {
-                0.0
-            }
-        })
-        .sum()
+    let m = i.iter().zip(allowed).filter(|(_, a)| **a).map(|(v, _)| *v).fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = i.iter().zip(allowed).filter(|(_, a)| **a).map(|(v, _)| (v - m).exp()).sum();
+    let sum_p: f64 = p.iter().zip(allowed).filter(|(_, a)| **a).map(|(v, _)| *v).sum();
+    p.iter().zip(i).zip(allowed).filter(|(_, a)| **a).map(|((pv, iv), _)| {
+        let pv = pv / sum_p;
+        if pv > 0.0 { pv * (pv.ln() - (iv - m - z.ln())) } else { 0.0 }
+    }).sum()
 }
 
 fn check_losses<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     let mut rng = Rng::new("losses");
     let (b, t, h, d, s, k) = (2, 6, 3, 10, 6, 3);
-    let (qv, kvv, iv) = (
-        rng.normal(b * t * h * d),
-        rng.normal(b * s * d),
-        rng.normal(b * t * s),
-    );
+    let (qv, kvv, iv) = (rng.normal(b * t * h * d), rng.normal(b * s * d), rng.normal(b * t * s));
     let scale = 0.4;
-    let (q, kv) = (
-        tensor::<B, 4>(&qv, [b, t, h, d], dev),
-        tensor::<B, 3>(&kvv, [b, s, d], dev),
-    );
+    let (q, kv) = (tensor::<B, 4>(&qv, [b, t, h, d], dev), tensor::<B, 3>(&kvv, [b, s, d], dev));
     let scores = tensor::<B, 3>(&iv, [b, t, s], dev);
     // Attention probabilities of all heads at (b, t) over `allowed`, summed over heads.
     let probs = |allowed: &[bool], bi: usize, ti: usize| -> Vec<f64> {
         let mut p = vec![0.0; s];
         for hi in 0..h {
             let qh = &qv[((bi * t + ti) * h + hi) * d..][..d];
-            let l: Vec<f64> = (0..s)
-                .map(|si| {
-                    scale
-                        * qh.iter()
-                            .zip(&kvv[(bi * s + si) * d..][..d])
-                            .map(|(a, c)| a * c)
-                            .sum::<f64>()
-                })
-                .collect();
+            let l: Vec<f64> = (0..s).map(|si| scale * qh.iter().zip(&kvv[(bi * s + si) * d..][..d]).map(|(a, c)| a * c).sum::<f64>()).collect();
             let z: f64 = (0..s).filter(|si| allowed[*si]).map(|si| l[si].exp()).sum();
-            (0..s)
-                .filter(|si| allowed[*si])
-                .for_each(|si| p[si] += l[si].exp() / z);
+            (0..s).filter(|si| allowed[*si]).for_each(|si| p[si] += l[si].exp() / z);
         }
         p
     };
     // Dense: causal keys.
     let dense_f = |ii: &[f64]| -> f64 {
-        (0..b * t)
-            .map(|row| {
-                let allowed: Vec<bool> = (0..s).map(|si| si <= row % t).collect();
-                kl_f64(
-                    &probs(&allowed, row / t, row % t),
-                    &ii[row * s..][..s],
-                    &allowed,
-                )
-            })
-            .sum::<f64>()
-            / b as f64
+        (0..b * t).map(|row| {
+            let allowed: Vec<bool> = (0..s).map(|si| si <= row % t).collect();
+            kl_f64(&probs(&allowed, row / t, row % t), &ii[row * s..][..s], &allowed)
+        }).sum::<f64>() / b as f64
     };
-    let dense = dense_indexer_loss(
-        q.clone(),
-        kv.clone(),
-        scale as f32,
-        scores.clone().mask_fill(
-            dsa_burn::indexer::causal_mask::<B>(t, s, 0, dev).unsqueeze(),
-            f32::NEG_INFINITY,
-        ),
-        0,
-    );
+    let dense = dense_indexer_loss(q.clone(), kv.clone(), scale as f32, scores.clone().mask_fill(dsa_burn::indexer::causal_mask::<B>(t, s, 0, dev).unsqueeze(), f32::NEG_INFINITY), 0);
     assert_close("dense loss", &host(dense.clone()), &[dense_f(&iv)], 1e-5);
     let grads = dense.backward();
-    assert_close(
-        "dense dI",
-        &grad(&scores, &grads),
-        &finite_diff(&iv, dense_f),
-        1e-4,
-    );
-    assert!(
-        q.grad(&grads).is_none() && kv.grad(&grads).is_none(),
-        "the target must be detached"
-    );
+    assert_close("dense dI", &grad(&scores, &grads), &finite_diff(&iv, dense_f), 1e-4);
+    assert!(q.grad(&grads).is_none() && kv.grad(&grads).is_none(), "the target must be detached");
 
     // Sparse: the selected set.
     let (sel, valid) = topk_select(scores.clone(), k, Some(0));
-    let (sel_h, valid_h) = (
-        sel.clone()
-            .into_data()
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .unwrap(),
-        host_bool(valid.clone()),
-    );
-    let (_, lse) = sparse_mla(
-        q.clone(),
-        kv.clone(),
-        sel.clone(),
-        valid.clone(),
-        d,
-        scale as f32,
-    );
+    let (sel_h, valid_h) = (sel.clone().into_data().convert::<i64>().into_vec::<i64>().unwrap(), host_bool(valid.clone()));
+    let (_, lse) = sparse_mla(q.clone(), kv.clone(), sel.clone(), valid.clone(), d, scale as f32);
     let sparse_f = |ii: &[f64]| -> f64 {
-        (0..b * t)
-            .map(|row| {
-                let mut allowed = vec![false; s];
-                (0..k)
-                    .filter(|j| valid_h[row * k + j])
-                    .for_each(|j| allowed[sel_h[row * k + j] as usize] = true);
-                kl_f64(
-                    &probs(&allowed, row / t, row % t),
-                    &ii[row * s..][..s],
-                    &allowed,
-                )
-            })
-            .sum::<f64>()
-            / b as f64
+        (0..b * t).map(|row| {
+            let mut allowed = vec![false; s];
+            (0..k).filter(|j| valid_h[row * k + j]).for_each(|j| allowed[sel_h[row * k + j] as usize] = true);
+            kl_f64(&probs(&allowed, row / t, row % t), &ii[row * s..][..s], &allowed)
+        }).sum::<f64>() / b as f64
     };
-    let picked = scores
-        .clone()
-        .gather(2, sel.clone())
-        .mask_fill(valid.clone().bool_not(), f32::NEG_INFINITY);
+    let picked = scores.clone().gather(2, sel.clone()).mask_fill(valid.clone().bool_not(), f32::NEG_INFINITY);
     let sparse = sparse_indexer_loss(q.clone(), kv.clone(), scale as f32, lse, picked, sel, valid);
     assert_close("sparse loss", &host(sparse.clone()), &[sparse_f(&iv)], 1e-5);
     let grads = sparse.backward();
-    assert_close(
-        "sparse dI",
-        &grad(&scores, &grads),
-        &finite_diff(&iv, sparse_f),
-        1e-4,
-    );
-    assert!(
-        q.grad(&grads).is_none() && kv.grad(&grads).is_none(),
-        "the target must be detached"
-    );
+    assert_close("sparse dI", &grad(&scores, &grads), &finite_diff(&iv, sparse_f), 1e-4);
+    assert!(q.grad(&grads).is_none() && kv.grad(&grads).is_none(), "the target must be detached");
 }
 
 /// Instantiates every check for one backend.
@@ -714,8 +385,4 @@ macro_rules! backend_tests {
 #[cfg(feature = "ndarray")]
 backend_tests!(ndarray, burn::backend::NdArray, Default::default());
 #[cfg(feature = "wgpu")]
-backend_tests!(
-    wgpu,
-    burn::backend::Wgpu,
-    burn::backend::wgpu::WgpuDevice::default()
-);
+backend_tests!(wgpu, burn::backend::Wgpu, burn::backend::wgpu::WgpuDevice::default());

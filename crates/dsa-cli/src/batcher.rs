@@ -31,16 +31,10 @@ pub struct TokenBatcher;
 impl<B: Backend> Batcher<B, Vec<u32>, TokenBatch<B>> for TokenBatcher {
     fn batch(&self, items: Vec<Vec<u32>>, device: &B::Device) -> TokenBatch<B> {
         let len = items.first().map_or(0, Vec::len);
-        assert!(
-            items.iter().all(|s| s.len() == len) && len >= 2,
-            "sequences must share one length of at least 2"
-        );
+        assert!(items.iter().all(|s| s.len() == len) && len >= 2, "sequences must share one length of at least 2");
         let n = items.len();
         let tokens: Vec<i64> = items.iter().flatten().map(|&t| t as i64).collect();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens, [n, len]), device);
-        TokenBatch {
-            inputs: tokens.clone().narrow(1, 0, len - 1),
-            targets: tokens.narrow(1, 1, len - 1),
-        }
+        TokenBatch { inputs: tokens.clone().narrow(1, 0, len - 1), targets: tokens.narrow(1, 1, len - 1) }
     }
 }

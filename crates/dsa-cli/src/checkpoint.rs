@@ -14,9 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::record::{
-    FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError,
-};
+use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
 use burn::tensor::backend::Backend;
 use dsa_model::{hf, DeepSeekV32, DeepSeekV32Config};
 use serde::de::DeserializeOwned;
@@ -52,16 +50,12 @@ impl<B: Backend, R: FileRecorder<B>> Recorder<B> for AtomicRecorder<R> {
     fn save_item<I: Serialize>(&self, item: I, path: PathBuf) -> Result<(), RecorderError> {
         let io = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", path.display()));
         let target = path.with_extension(<R as FileRecorder<B>>::file_extension());
-        let name = target.file_name().ok_or_else(|| {
-            RecorderError::Unknown(format!("{} is not a file path", path.display()))
-        })?;
+        let name = target.file_name().ok_or_else(|| RecorderError::Unknown(format!("{} is not a file path", path.display())))?;
         let partial_dir = target.parent().unwrap_or(Path::new(".")).join(".partial");
         std::fs::create_dir_all(&partial_dir).map_err(io)?;
         let partial = partial_dir.join(name);
         self.inner.save_item(item, partial.clone())?;
-        File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
+        File::open(&partial).and_then(|f| f.sync_all()).map_err(io)?;
         std::fs::rename(&partial, &target).map_err(io)
     }
 
@@ -86,10 +80,7 @@ pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
         .ok()?
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_prefix("model-")?
-                .strip_suffix(&format!(".{ext}"))?
-                .parse::<usize>()
-                .ok()
+            name.strip_prefix("model-")?.strip_suffix(&format!(".{ext}"))?.parse::<usize>().ok()
         })
         .filter(|&epoch| has("optim", epoch) && has("scheduler", epoch))
         .max()
@@ -107,25 +98,18 @@ pub type RunError = Box<dyn std::error::Error + Send + Sync>;
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
     let text = serde_json::to_string_pretty(value)?;
     let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, text)
-        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-    std::fs::rename(&partial, path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+    std::fs::write(&partial, text).map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, path).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
 }
 
 /// Reads a JSON file, naming it in errors.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, RunError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// Writes the final weights and the model configuration of a run.
-pub fn save_model<B: Backend>(
-    run_dir: &Path,
-    model: &DeepSeekV32<B>,
-    cfg: &DeepSeekV32Config,
-) -> Result<(), RunError> {
+pub fn save_model<B: Backend>(run_dir: &Path, model: &DeepSeekV32<B>, cfg: &DeepSeekV32Config) -> Result<(), RunError> {
     write_json(&run_dir.join(CONFIG_FILE), cfg)?;
     RunRecorder::default()
         .record(model.clone().into_record(), run_dir.join(MODEL_FILE))
@@ -134,14 +118,9 @@ pub fn save_model<B: Backend>(
 
 /// A model, its configuration and its tokenizer, from a run directory of ours (`model.mpk`)
 /// or a HuggingFace directory (safetensors), each with `config.json` and `tokenizer.json`.
-pub fn load_model<B: Backend>(
-    dir: &Path,
-    device: &B::Device,
-) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
+pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
     let tokenizer = TextTokenizer::from_file(dir.join(TOKENIZER_FILE))?;
-    let weights = dir
-        .join(MODEL_FILE)
-        .with_extension(<RunRecorder as FileRecorder<B>>::file_extension());
+    let weights = dir.join(MODEL_FILE).with_extension(<RunRecorder as FileRecorder<B>>::file_extension());
     let (cfg, model) = if weights.is_file() {
         let cfg = DeepSeekV32Config::from_file(dir.join(CONFIG_FILE))?;
         let record = RunRecorder::default()
@@ -152,20 +131,10 @@ pub fn load_model<B: Backend>(
     } else if dir.join(CONFIG_FILE).is_file() {
         hf::load::<B>(dir, device)?
     } else {
-        return Err(format!(
-            "{} holds neither model.mpk (a dsa-cli run) nor a HuggingFace config.json",
-            dir.display()
-        )
-        .into());
+        return Err(format!("{} holds neither model.mpk (a dsa-cli run) nor a HuggingFace config.json", dir.display()).into());
     };
     if tokenizer.vocab_size() > cfg.vocab_size {
-        return Err(format!(
-            "{}: the tokenizer has {} tokens, the model only {}",
-            dir.display(),
-            tokenizer.vocab_size(),
-            cfg.vocab_size
-        )
-        .into());
+        return Err(format!("{}: the tokenizer has {} tokens, the model only {}", dir.display(), tokenizer.vocab_size(), cfg.vocab_size).into());
     }
     Ok((cfg, model, tokenizer))
 }

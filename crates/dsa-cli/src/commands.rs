@@ -11,10 +11,7 @@ use dsa_burn::{AttentionMode, DsaBackend};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{
-    has_checkpoints, load_model, read_json, save_model, write_json, RunError, CONFIG_FILE,
-    TOKENIZER_FILE,
-};
+use crate::checkpoint::{has_checkpoints, load_model, read_json, save_model, write_json, RunError, CONFIG_FILE, TOKENIZER_FILE};
 use crate::corpus::DataArgs;
 use crate::data::{check_seq_len, Document};
 use crate::generate::generate;
@@ -148,26 +145,16 @@ pub fn tokenizer_train(args: &TokenizerTrainArgs) -> Result<(), RunError> {
     let docs = args.data.documents()?;
     let tokenizer = TextTokenizer::train(args.data.tokenizer_texts(&docs), args.vocab)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     tokenizer.save(&args.out)?;
-    println!(
-        "{}: byte-level BPE of {} tokens from {} documents",
-        args.out.display(),
-        tokenizer.vocab_size(),
-        docs.len()
-    );
+    println!("{}: byte-level BPE of {} tokens from {} documents", args.out.display(), tokenizer.vocab_size(), docs.len());
     Ok(())
 }
 
 /// `dsa-cli warmup` (`stage` = warm-up) and `dsa-cli train` (sparse or dense): trains and
 /// writes the run directory; returns the trained model with its configuration.
-pub fn run_training<B>(
-    stage: Stage,
-    args: &TrainArgs,
-    device: &B::Device,
-) -> Result<(DeepSeekV32Config, DeepSeekV32<B::InnerBackend>), RunError>
+pub fn run_training<B>(stage: Stage, args: &TrainArgs, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B::InnerBackend>), RunError>
 where
     B: AutodiffBackend + DsaBackend,
     B::InnerBackend: DsaBackend,
@@ -195,17 +182,10 @@ where
     };
     let data = data_args.sequences(&docs, &tokenizer)?;
     if !args.resume {
-        std::fs::create_dir_all(out)
-            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
         tokenizer.save(out.join(TOKENIZER_FILE))?;
         write_json(&out.join(CONFIG_FILE), &cfg)?;
-        write_json(
-            &out.join(SETTINGS_FILE),
-            &RunSettings {
-                train: settings.clone(),
-                data: data_args.clone(),
-            },
-        )?;
+        write_json(&out.join(SETTINGS_FILE), &RunSettings { train: settings.clone(), data: data_args.clone() })?;
     }
     println!(
         "{:?} on {} training + {} validation sequences of {} tokens; {} parameters; run directory {}",
@@ -219,13 +199,7 @@ where
     let start = Instant::now();
     let model = train::<B>(model, data, &settings, out, args.resume)?;
     save_model(out, &model, &cfg)?;
-    println!(
-        "{:?}: {} steps done in {:.0} s; model saved in {}",
-        settings.stage,
-        settings.steps,
-        start.elapsed().as_secs_f64(),
-        out.display()
-    );
+    println!("{:?}: {} steps done in {:.0} s; model saved in {}", settings.stage, settings.steps, start.elapsed().as_secs_f64(), out.display());
     Ok((cfg, model))
 }
 
@@ -246,11 +220,7 @@ fn new_model<B: Backend>(
     let tokenizer = match &args.tokenizer {
         Some(path) => TextTokenizer::from_file(path)?,
         None => {
-            println!(
-                "training a byte-level BPE tokenizer of {} tokens on {} documents",
-                args.vocab,
-                docs.len()
-            );
+            println!("training a byte-level BPE tokenizer of {} tokens on {} documents", args.vocab, docs.len());
             TextTokenizer::train(data.tokenizer_texts(docs), args.vocab)?
         }
     };
@@ -263,12 +233,7 @@ fn new_model<B: Backend>(
         cfg.validate()?;
     }
     if tokenizer.vocab_size() > cfg.vocab_size {
-        return Err(format!(
-            "the tokenizer has {} tokens, the model's vocabulary only {}",
-            tokenizer.vocab_size(),
-            cfg.vocab_size
-        )
-        .into());
+        return Err(format!("the tokenizer has {} tokens, the model's vocabulary only {}", tokenizer.vocab_size(), cfg.vocab_size).into());
     }
     check_seq_len(data.seq_len, cfg.max_position_embeddings)?;
     let model = cfg.init::<B>(device);
@@ -312,28 +277,16 @@ pub struct GenerateArgs {
 
 /// `dsa-cli generate`: streams the continuation of one prompt (or prints those of a batch)
 /// to stdout and the speed to stderr.
-pub fn run_generate<B: DsaBackend>(
-    args: &GenerateArgs,
-    device: &B::Device,
-) -> Result<(), RunError> {
+pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> Result<(), RunError> {
     let prompts = read_prompts(args)?;
     let (cfg, model, tokenizer) = load_model::<B>(&args.model, device)?;
-    let mode = if args.dense {
-        AttentionMode::Dense
-    } else {
-        AttentionMode::Sparse
-    };
+    let mode = if args.dense { AttentionMode::Dense } else { AttentionMode::Sparse };
     let model = model.with_attention_mode(mode);
     let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();
     if let Some(i) = tokens.iter().position(Vec::is_empty) {
         return Err(format!("prompt {} is empty", i + 1).into());
     }
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
+    let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     let sampler = Sampler::new(sampling)?;
     let stream = prompts.len() == 1;
     let mut out = std::io::stdout().lock();
@@ -343,29 +296,18 @@ pub fn run_generate<B: DsaBackend>(
         out.flush()?;
     }
     let mut streamed = Vec::new();
-    let generated = generate(
-        &model,
-        &tokens,
-        args.max_tokens,
-        cfg.max_position_embeddings,
-        &sampler,
-        Some(tokenizer.eos()),
-        |_, token| {
-            if stream {
-                streamed.push(token);
-                // Print what decodes completely (a multi-byte character may span tokens).
-                let text = tokenizer.decode(&streamed);
-                if !text.ends_with('\u{FFFD}')
-                    && text.len() > shown.len()
-                    && text.starts_with(shown.as_str())
-                {
-                    write!(out, "{}", &text[shown.len()..]).ok();
-                    out.flush().ok();
-                    shown = text;
-                }
+    let generated = generate(&model, &tokens, args.max_tokens, cfg.max_position_embeddings, &sampler, Some(tokenizer.eos()), |_, token| {
+        if stream {
+            streamed.push(token);
+            // Print what decodes completely (a multi-byte character may span tokens).
+            let text = tokenizer.decode(&streamed);
+            if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(shown.as_str()) {
+                write!(out, "{}", &text[shown.len()..]).ok();
+                out.flush().ok();
+                shown = text;
             }
-        },
-    )?;
+        }
+    })?;
     if stream {
         let text = tokenizer.decode(&generated.tokens[0]);
         writeln!(out, "{}", text.strip_prefix(shown.as_str()).unwrap_or(""))?;
@@ -402,11 +344,7 @@ fn read_prompts(args: &GenerateArgs) -> Result<Vec<String>, RunError> {
         }
     };
     let prompts: Vec<String> = match args.lines {
-        true => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect(),
+        true => text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect(),
         false => vec![text.trim_end_matches('\n').to_string()],
     };
     if prompts.iter().all(|p| p.trim().is_empty()) {

@@ -69,19 +69,14 @@ impl fmt::Display for DataError {
         match self {
             Self::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
             Self::Empty { path } => write!(f, "{} has no text", path.display()),
-            Self::InvalidUtf8 { path, line } => {
-                write!(f, "{}:{line}: not valid UTF-8", path.display())
-            }
+            Self::InvalidUtf8 { path, line } => write!(f, "{}:{line}: not valid UTF-8", path.display()),
             Self::Jsonl { path, line, reason } => write!(f, "{}:{line}: {reason}", path.display()),
             Self::TooShort { tokens, seq_len } => write!(
                 f,
                 "the data has {tokens} tokens: too few for one sequence of {seq_len} (+1) tokens"
             ),
             Self::SeqLenTooLong { seq_len, max } => {
-                write!(
-                    f,
-                    "--seq-len {seq_len} exceeds the model's maximum of {max} positions"
-                )
+                write!(f, "--seq-len {seq_len} exceeds the model's maximum of {max} positions")
             }
         }
     }
@@ -109,10 +104,7 @@ pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>, DataError> {
 }
 
 fn read_path(path: &Path, docs: &mut Vec<Document>) -> Result<(), DataError> {
-    let io = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(io)?
@@ -128,45 +120,23 @@ fn read_path(path: &Path, docs: &mut Vec<Document>) -> Result<(), DataError> {
     let bytes = std::fs::read(path).map_err(io)?;
     let lines = utf8_lines(path, &bytes)?;
     if lines.iter().all(|l| l.trim().is_empty()) {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::Empty { path: path.to_path_buf() });
     }
     if path.extension().is_some_and(|e| e == "jsonl") {
-        for (i, line) in lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let err = |reason: String| DataError::Jsonl {
-                path: path.to_path_buf(),
-                line: i + 1,
-                reason,
-            };
-            let value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| err(format!("invalid JSON: {e}")))?;
-            let text = value
-                .get("text")
-                .and_then(|t| t.as_str())
-                .ok_or_else(|| err("no string field \"text\"".into()))?;
-            docs.push(Document {
-                source: format!("{}:{}", path.display(), i + 1),
-                text: text.to_string(),
-            });
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let err = |reason: String| DataError::Jsonl { path: path.to_path_buf(), line: i + 1, reason };
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| err(format!("invalid JSON: {e}")))?;
+            let text = value.get("text").and_then(|t| t.as_str()).ok_or_else(|| err("no string field \"text\"".into()))?;
+            docs.push(Document { source: format!("{}:{}", path.display(), i + 1), text: text.to_string() });
         }
     } else {
-        docs.push(Document {
-            source: path.display().to_string(),
-            text: lines.join("\n"),
-        });
+        docs.push(Document { source: path.display().to_string(), text: lines.join("\n") });
     }
     Ok(())
 }
 
 fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with('.'))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
 /// The file's lines, or the number of the first line that is not UTF-8.
@@ -177,10 +147,7 @@ fn utf8_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>, DataErro
         .map(|(i, line)| {
             std::str::from_utf8(line)
                 .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                .map_err(|_| DataError::InvalidUtf8 {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                })
+                .map_err(|_| DataError::InvalidUtf8 { path: path.to_path_buf(), line: i + 1 })
         })
         .collect()
 }
@@ -193,34 +160,22 @@ fn utf8_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>, DataErro
 /// let seqs = dsa_cli::data::pack(vec![vec![1, 2, 3], vec![4, 5]], 0, 3).unwrap();
 /// assert_eq!(seqs, [vec![1, 2, 3, 0], vec![0, 4, 5, 0]]);
 /// ```
-pub fn pack(
-    docs: impl IntoIterator<Item = Vec<u32>>,
-    eos: u32,
-    seq_len: usize,
-) -> Result<Vec<Vec<u32>>, DataError> {
+pub fn pack(docs: impl IntoIterator<Item = Vec<u32>>, eos: u32, seq_len: usize) -> Result<Vec<Vec<u32>>, DataError> {
     let mut stream = Vec::new();
     for doc in docs {
         stream.extend(doc);
         stream.push(eos);
     }
     if seq_len == 0 || stream.len() < seq_len + 1 {
-        return Err(DataError::TooShort {
-            tokens: stream.len(),
-            seq_len,
-        });
+        return Err(DataError::TooShort { tokens: stream.len(), seq_len });
     }
-    Ok((0..(stream.len() - 1) / seq_len)
-        .map(|i| stream[i * seq_len..=(i + 1) * seq_len].to_vec())
-        .collect())
+    Ok((0..(stream.len() - 1) / seq_len).map(|i| stream[i * seq_len..=(i + 1) * seq_len].to_vec()).collect())
 }
 
 /// Checks a sequence length against the model's maximum number of positions.
 pub fn check_seq_len(seq_len: usize, max_positions: usize) -> Result<(), DataError> {
     if seq_len > max_positions {
-        return Err(DataError::SeqLenTooLong {
-            seq_len,
-            max: max_positions,
-        });
+        return Err(DataError::SeqLenTooLong { seq_len, max: max_positions });
     }
     Ok(())
 }
@@ -235,58 +190,29 @@ mod tests {
         let dir = temp.path();
         let empty = dir.join("empty.txt");
         std::fs::write(&empty, "  \n").unwrap();
-        assert_eq!(
-            read_documents(&[empty]).unwrap_err().to_string(),
-            format!("{}/empty.txt has no text", dir.display())
-        );
+        assert_eq!(read_documents(&[empty]).unwrap_err().to_string(), format!("{}/empty.txt has no text", dir.display()));
         let bad = dir.join("bad.txt");
         std::fs::write(&bad, b"fine\nalso fine\nnot \xff fine\n").unwrap();
-        assert_eq!(
-            read_documents(&[bad]).unwrap_err().to_string(),
-            format!("{}/bad.txt:3: not valid UTF-8", dir.display())
-        );
+        assert_eq!(read_documents(&[bad]).unwrap_err().to_string(), format!("{}/bad.txt:3: not valid UTF-8", dir.display()));
         let jsonl = dir.join("d.jsonl");
         std::fs::write(&jsonl, "{\"text\": \"ok\"}\n\n{\"title\": \"no text\"}\n").unwrap();
-        assert!(read_documents(std::slice::from_ref(&jsonl))
-            .unwrap_err()
-            .to_string()
-            .ends_with("d.jsonl:3: no string field \"text\""));
+        assert!(read_documents(std::slice::from_ref(&jsonl)).unwrap_err().to_string().ends_with("d.jsonl:3: no string field \"text\""));
         std::fs::write(&jsonl, "{\"text\": \"ok\"}\n{oops\n").unwrap();
-        assert!(read_documents(&[jsonl])
-            .unwrap_err()
-            .to_string()
-            .contains("d.jsonl:2: invalid JSON"));
+        assert!(read_documents(&[jsonl]).unwrap_err().to_string().contains("d.jsonl:2: invalid JSON"));
         let missing = dir.join("nope.txt");
-        assert!(read_documents(&[missing])
-            .unwrap_err()
-            .to_string()
-            .starts_with(&format!("cannot read {}/nope.txt", dir.display())));
+        assert!(read_documents(&[missing]).unwrap_err().to_string().starts_with(&format!("cannot read {}/nope.txt", dir.display())));
     }
 
     #[test]
     fn packing_covers_the_stream_in_order() {
-        let docs: Vec<Vec<u32>> = (0..7)
-            .map(|d| (0..d * 3 + 1).map(|i| 100 * d + i).collect())
-            .collect();
-        let stream: Vec<u32> = docs
-            .iter()
-            .flat_map(|d| d.iter().copied().chain([9999]))
-            .collect();
+        let docs: Vec<Vec<u32>> = (0..7).map(|d| (0..d * 3 + 1).map(|i| 100 * d + i).collect()).collect();
+        let stream: Vec<u32> = docs.iter().flat_map(|d| d.iter().copied().chain([9999])).collect();
         let seqs = pack(docs, 9999, 8).unwrap();
         assert_eq!(seqs.len(), (stream.len() - 1) / 8);
         for (i, s) in seqs.iter().enumerate() {
             assert_eq!(s.as_slice(), &stream[i * 8..i * 8 + 9]);
         }
-        assert!(matches!(
-            pack(vec![vec![1, 2]], 0, 3),
-            Err(DataError::TooShort {
-                tokens: 3,
-                seq_len: 3
-            })
-        ));
-        assert_eq!(
-            check_seq_len(300, 256).unwrap_err().to_string(),
-            "--seq-len 300 exceeds the model's maximum of 256 positions"
-        );
+        assert!(matches!(pack(vec![vec![1, 2]], 0, 3), Err(DataError::TooShort { tokens: 3, seq_len: 3 })));
+        assert_eq!(check_seq_len(300, 256).unwrap_err().to_string(), "--seq-len 300 exceeds the model's maximum of 256 positions");
     }
 }

@@ -59,24 +59,9 @@ struct StageRun {
 
 /// The demo's stages.
 const STAGES: [StageRun; 3] = [
-    StageRun {
-        name: "dense",
-        stage: Stage::Dense,
-        steps: 900,
-        lr: 3e-3,
-    },
-    StageRun {
-        name: "warmup",
-        stage: Stage::Warmup,
-        steps: 60,
-        lr: 1e-3,
-    },
-    StageRun {
-        name: "sparse",
-        stage: Stage::Sparse,
-        steps: 150,
-        lr: 1e-3,
-    },
+    StageRun { name: "dense", stage: Stage::Dense, steps: 900, lr: 3e-3 },
+    StageRun { name: "warmup", stage: Stage::Warmup, steps: 60, lr: 1e-3 },
+    StageRun { name: "sparse", stage: Stage::Sparse, steps: 150, lr: 1e-3 },
 ];
 /// Tokens per training sequence.
 const SEQ_LEN: usize = 64;
@@ -96,12 +81,7 @@ where
     B::InnerBackend: DsaBackend,
 {
     let start = Instant::now();
-    let data = DataArgs {
-        data: vec![args.data.clone()],
-        seq_len: SEQ_LEN,
-        retrieval: RETRIEVAL_EXAMPLES,
-        pairs: 1,
-    };
+    let data = DataArgs { data: vec![args.data.clone()], seq_len: SEQ_LEN, retrieval: RETRIEVAL_EXAMPLES, pairs: 1 };
     let mut previous: Option<PathBuf> = None;
     for run in &STAGES {
         let out = args.out.join(run.name);
@@ -130,17 +110,7 @@ where
                 seed: 0,
             };
             let resume = has_checkpoints(&out);
-            run_training::<B>(
-                run.stage,
-                &TrainArgs {
-                    out: out.clone(),
-                    resume,
-                    model,
-                    data: data.clone(),
-                    optim,
-                },
-                device,
-            )?;
+            run_training::<B>(run.stage, &TrainArgs { out: out.clone(), resume, model, data: data.clone(), optim }, device)?;
         }
         previous = Some(out);
     }
@@ -170,31 +140,12 @@ where
     let (_, warm, tokenizer) = load_model::<B::InnerBackend>(&args.out.join("warmup"), device)?;
     let (_, sparse, _) = load_model::<B::InnerBackend>(&sparse_dir, device)?;
     let score = |model: &DeepSeekV32<B::InnerBackend>, mode, tok: &TextTokenizer| {
-        accuracy(
-            &model.clone().with_attention_mode(mode),
-            tok,
-            &examples,
-            SEQ_LEN + 1,
-        )
-        .map(|a| 100.0 * a)
+        accuracy(&model.clone().with_attention_mode(mode), tok, &examples, SEQ_LEN + 1).map(|a| 100.0 * a)
     };
-    println!(
-        "  dense warm-up model, dense attention:   {:5.1}%",
-        score(&warm, AttentionMode::Dense, &tokenizer)?
-    );
-    println!(
-        "  dense warm-up model, sparse attention:  {:5.1}%",
-        score(&warm, AttentionMode::Sparse, &tokenizer)?
-    );
-    println!(
-        "  sparse-trained model, sparse attention: {:5.1}%",
-        score(&sparse, AttentionMode::Sparse, &tokenizer)?
-    );
-    println!(
-        "\ndemo done in {:.0} s ({:.0} s of training)",
-        start.elapsed().as_secs_f64(),
-        trained.as_secs_f64()
-    );
+    println!("  dense warm-up model, dense attention:   {:5.1}%", score(&warm, AttentionMode::Dense, &tokenizer)?);
+    println!("  dense warm-up model, sparse attention:  {:5.1}%", score(&warm, AttentionMode::Sparse, &tokenizer)?);
+    println!("  sparse-trained model, sparse attention: {:5.1}%", score(&sparse, AttentionMode::Sparse, &tokenizer)?);
+    println!("\ndemo done in {:.0} s ({:.0} s of training)", start.elapsed().as_secs_f64(), trained.as_secs_f64());
     Ok(())
 }
 
@@ -202,3 +153,4 @@ where
 fn is_finished(run_dir: &Path) -> bool {
     run_dir.join("model.mpk").is_file()
 }
+

@@ -49,11 +49,7 @@ pub fn generate<B: DsaBackend>(
             "prompt ({longest} tokens) + {max_new} new tokens exceed the model's {max_positions} positions"
         ));
     }
-    let device = model
-        .devices()
-        .into_iter()
-        .next()
-        .ok_or("the model has no parameters")?;
+    let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
     let n = prompts.len();
     let mut cache = ModelCache::new(model.layers.len());
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -62,8 +58,7 @@ pub fn generate<B: DsaBackend>(
 
     let start = Instant::now();
     let prefix: Vec<Vec<u32>> = prompts.iter().map(|p| p[..shortest].to_vec()).collect();
-    let mut logits =
-        last_logits(model.forward_cached(token_tensor::<B>(&prefix, &device), &mut cache));
+    let mut logits = last_logits(model.forward_cached(token_tensor::<B>(&prefix, &device), &mut cache));
     let prefill = start.elapsed();
 
     let start = Instant::now();
@@ -90,12 +85,7 @@ pub fn generate<B: DsaBackend>(
         logits = last_logits(model.forward_cached(token_tensor::<B>(&next, &device), &mut cache));
         decode_tokens += n;
     }
-    Ok(Generated {
-        tokens,
-        prefill,
-        decode: start.elapsed(),
-        decode_tokens,
-    })
+    Ok(Generated { tokens, prefill, decode: start.elapsed(), decode_tokens })
 }
 
 fn token_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
@@ -132,32 +122,16 @@ mod tests {
         for (prompt, new) in prompts.iter().zip(&got.tokens) {
             let mut seq = prompt.clone();
             for _ in 0..6 {
-                let logits = last_logits(
-                    model.forward(token_tensor::<NdArray>(&[seq.clone()], &Default::default())),
-                );
+                let logits = last_logits(model.forward(token_tensor::<NdArray>(&[seq.clone()], &Default::default())));
                 seq.push(greedy.sample(&logits[0]));
             }
             assert_eq!(&seq[prompt.len()..], new.as_slice());
         }
 
         let run = |seed, stop| {
-            let config = SamplingConfig {
-                temperature: 1.0,
-                top_k: 20,
-                top_p: 0.9,
-                seed,
-            };
+            let config = SamplingConfig { temperature: 1.0, top_k: 20, top_p: 0.9, seed };
             let mut streamed = vec![Vec::new(); 2];
-            let out = generate(
-                &model,
-                &prompts,
-                8,
-                64,
-                &Sampler::new(config).unwrap(),
-                stop,
-                |i, t| streamed[i].push(t),
-            )
-            .unwrap();
+            let out = generate(&model, &prompts, 8, 64, &Sampler::new(config).unwrap(), stop, |i, t| streamed[i].push(t)).unwrap();
             assert_eq!(streamed, out.tokens);
             out.tokens
         };
@@ -169,15 +143,10 @@ mod tests {
         for stop in [first[0][2], first[1][1]] {
             let stopped = run(5, Some(stop));
             for (s, f) in stopped.iter().zip(&first) {
-                let end = f
-                    .iter()
-                    .position(|&t| t == stop)
-                    .map_or(f.len(), |at| at + 1);
+                let end = f.iter().position(|&t| t == stop).map_or(f.len(), |at| at + 1);
                 assert_eq!(s, &f[..end], "stop token {stop}");
             }
         }
-        assert!(generate(&model, &prompts, 60, 64, &greedy, None, |_, _| {})
-            .unwrap_err()
-            .contains("exceed"));
+        assert!(generate(&model, &prompts, 60, 64, &greedy, None, |_, _| {}).unwrap_err().contains("exceed"));
     }
 }

@@ -58,18 +58,8 @@ impl<B: Backend> StepLoader<B> {
         self.total_steps.div_ceil(self.steps_per_epoch)
     }
 
-    fn with(
-        &self,
-        sequences: Arc<Vec<Vec<u32>>>,
-        next_epoch: Arc<AtomicUsize>,
-        device: B::Device,
-    ) -> Self {
-        Self {
-            sequences,
-            next_epoch,
-            device,
-            ..*self
-        }
+    fn with(&self, sequences: Arc<Vec<Vec<u32>>>, next_epoch: Arc<AtomicUsize>, device: B::Device) -> Self {
+        Self { sequences, next_epoch, device, ..*self }
     }
 }
 
@@ -78,13 +68,7 @@ impl<B: Backend> DataLoader<B, TokenBatch<B>> for StepLoader<B> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
         let first = (epoch * self.steps_per_epoch).min(self.total_steps);
         let last = (first + self.steps_per_epoch).min(self.total_steps);
-        Box::new(StepIter {
-            loader: self,
-            first,
-            step: first,
-            last,
-            pass: None,
-        })
+        Box::new(StepIter { loader: self, first, step: first, last, pass: None })
     }
 
     fn num_items(&self) -> usize {
@@ -92,11 +76,7 @@ impl<B: Backend> DataLoader<B, TokenBatch<B>> for StepLoader<B> {
     }
 
     fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, TokenBatch<B>>> {
-        Arc::new(self.with(
-            self.sequences.clone(),
-            self.next_epoch.clone(),
-            device.clone(),
-        ))
+        Arc::new(self.with(self.sequences.clone(), self.next_epoch.clone(), device.clone()))
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, TokenBatch<B>>> {
@@ -122,14 +102,10 @@ impl<B: Backend> StepIter<'_, B> {
         let pass = position / n;
         if self.pass.as_ref().is_none_or(|(p, _)| *p != pass) {
             let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(
-                self.loader.seed.wrapping_add(pass as u64),
-            ));
+            order.shuffle(&mut StdRng::seed_from_u64(self.loader.seed.wrapping_add(pass as u64)));
             self.pass = Some((pass, order));
         }
-        self.pass
-            .as_ref()
-            .map_or(0, |(_, order)| order[position % n])
+        self.pass.as_ref().map_or(0, |(_, order)| order[position % n])
     }
 }
 
@@ -163,12 +139,7 @@ mod tests {
 
     fn epochs(loader: &StepLoader<NdArray>, n: usize) -> Vec<Vec<Vec<i64>>> {
         (0..n)
-            .map(|_| {
-                loader
-                    .iter()
-                    .map(|b| b.inputs.to_data().to_vec::<i64>().unwrap())
-                    .collect()
-            })
+            .map(|_| loader.iter().map(|b| b.inputs.to_data().to_vec::<i64>().unwrap()).collect())
             .collect()
     }
 

@@ -200,12 +200,7 @@ fn run<B: DsaBackend>(command: &Command, device: &B::Device) -> Result<bool, Box
         Command::Info { model_dir } => info::<B>(model_dir, device).map(|()| true),
         Command::Plot { files, out, device } => {
             let plotted = dsa_cli::plot::plot_cost(files, out, device.clone())?;
-            println!(
-                "{}: {} curves, {}",
-                out.display(),
-                plotted.series,
-                plotted.device
-            );
+            println!("{}: {} curves, {}", out.display(), plotted.series, plotted.device);
             Ok(true)
         }
         Command::Tokenizer {

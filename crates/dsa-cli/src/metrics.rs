@@ -10,8 +10,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, Transaction};
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
-    Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric,
-    NumericAttributes, NumericEntry, PerplexityInput, SerializedEntry,
+    Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes,
+    NumericEntry, PerplexityInput, SerializedEntry,
 };
 
 /// One step's results.
@@ -116,12 +116,7 @@ impl StepMetric {
             Stat::IndexerKl => "Indexer KL",
             Stat::Throughput => "Throughput",
         };
-        Self {
-            stat,
-            name: Arc::new(name.to_string()),
-            state: NumericMetricState::new(),
-            last: Instant::now(),
-        }
+        Self { stat, name: Arc::new(name.to_string()), state: NumericMetricState::new(), last: Instant::now() }
     }
 }
 
@@ -134,14 +129,8 @@ impl Metric for StepMetric {
 
     fn attributes(&self) -> MetricAttributes {
         match self.stat {
-            Stat::LmLoss | Stat::IndexerKl => NumericAttributes {
-                unit: None,
-                higher_is_better: false,
-            },
-            Stat::Throughput => NumericAttributes {
-                unit: Some("tok/s".into()),
-                higher_is_better: true,
-            },
+            Stat::LmLoss | Stat::IndexerKl => NumericAttributes { unit: None, higher_is_better: false },
+            Stat::Throughput => NumericAttributes { unit: Some("tok/s".into()), higher_is_better: true },
         }
         .into()
     }
@@ -156,11 +145,7 @@ impl Metric for StepMetric {
                 let elapsed = now.duration_since(std::mem::replace(&mut self.last, now));
                 // Weighted by milliseconds, the running value is total tokens over total time.
                 let rate = stats.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
-                (
-                    rate,
-                    elapsed.as_millis().max(1) as usize,
-                    format.unit("tok/s").precision(0),
-                )
+                (rate, elapsed.as_millis().max(1) as usize, format.unit("tok/s").precision(0))
             }
         };
         self.state.update(value, weight, format)

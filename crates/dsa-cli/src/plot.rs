@@ -21,30 +21,10 @@ use plotters::prelude::*;
 
 /// The curves: benchmark op name, legend, colour and whether the line is dashed (the peer's).
 const SERIES: [(&str, &str, RGBColor, bool); 4] = [
-    (
-        "dense_sdpa_prefill",
-        "dense attention: PyTorch scaled_dot_product_attention",
-        RGBColor(200, 60, 40),
-        true,
-    ),
-    (
-        "dsa_attention_fwd",
-        "DSA attention layer: indexer + top-k + sparse MLA (ours)",
-        RGBColor(30, 90, 200),
-        false,
-    ),
-    (
-        "sparse_mla_prefill_gather",
-        "sparse MLA only: PyTorch gather + einsum",
-        RGBColor(120, 120, 120),
-        true,
-    ),
-    (
-        "dsa_sparse_mla_fwd",
-        "sparse MLA only (ours)",
-        RGBColor(40, 150, 80),
-        false,
-    ),
+    ("dense_sdpa_prefill", "dense attention: PyTorch scaled_dot_product_attention", RGBColor(200, 60, 40), true),
+    ("dsa_attention_fwd", "DSA attention layer: indexer + top-k + sparse MLA (ours)", RGBColor(30, 90, 200), false),
+    ("sparse_mla_prefill_gather", "sparse MLA only: PyTorch gather + einsum", RGBColor(120, 120, 120), true),
+    ("dsa_sparse_mla_fwd", "sparse MLA only (ours)", RGBColor(40, 150, 80), false),
 ];
 
 /// The font of every label (DejaVu Sans; its licence is beside it).
@@ -68,11 +48,7 @@ struct Point {
 
 /// Reads the benchmark lines of `files` and draws the cost curve into the PNG `out`.
 /// The title names `device`, or else the `device` field of the lines (which must agree).
-pub fn plot_cost(
-    files: &[PathBuf],
-    out: &Path,
-    device: Option<String>,
-) -> Result<Plotted, Box<dyn Error>> {
+pub fn plot_cost(files: &[PathBuf], out: &Path, device: Option<String>) -> Result<Plotted, Box<dyn Error>> {
     let mut points: BTreeMap<&str, Vec<Point>> = BTreeMap::new();
     let mut devices = Vec::<String>::new();
     let mut dtype = None::<String>;
@@ -84,33 +60,23 @@ pub fn plot_cost(
                 continue;
             }
             let at = format!("{}:{}", file.display(), n + 1);
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| format!("{at}: not a JSON object: {e}"))?;
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{at}: not a JSON object: {e}"))?;
             if let Some(d) = v.get("device").and_then(|d| d.as_str()) {
                 if !devices.iter().any(|x| x == d) {
                     devices.push(d.to_string());
                 }
             }
-            let Some(op) = v.get("op").and_then(|o| o.as_str()) else {
-                continue;
-            };
-            let Some(&(name, ..)) = SERIES.iter().find(|s| s.0 == op) else {
-                continue;
-            };
+            let Some(op) = v.get("op").and_then(|o| o.as_str()) else { continue };
+            let Some(&(name, ..)) = SERIES.iter().find(|s| s.0 == op) else { continue };
             if let Some(d) = v.get("dtype").and_then(|d| d.as_str()) {
                 dtype.get_or_insert_with(|| d.to_string());
             }
             let field = |key: &str| {
-                v.get(key)
-                    .and_then(|x| x.as_f64())
-                    .ok_or_else(|| format!("{at}: `{op}` has no numeric `{key}`"))
+                v.get(key).and_then(|x| x.as_f64()).ok_or_else(|| format!("{at}: `{op}` has no numeric `{key}`"))
             };
             let (l, ms) = (field("L")?, field("ms")?);
             if !(l > 0.0 && ms > 0.0) {
-                return Err(format!(
-                    "{at}: `{op}` needs L > 0 and ms > 0 (log axes), got L = {l}, ms = {ms}"
-                )
-                .into());
+                return Err(format!("{at}: `{op}` needs L > 0 and ms > 0 (log axes), got L = {l}, ms = {ms}").into());
             }
             let series = points.entry(name).or_default();
             if let Some(p) = series.iter().find(|p| p.l == l) {
@@ -127,19 +93,8 @@ pub fn plot_cost(
         Some(d) => d,
         None => match devices.as_slice() {
             [one] => one.clone(),
-            [] => {
-                return Err(
-                    "no `device` field in the benchmark lines: name the device with --device"
-                        .into(),
-                )
-            }
-            many => {
-                return Err(format!(
-                    "the lines name several devices ({}): plot one run",
-                    many.join(", ")
-                )
-                .into())
-            }
+            [] => return Err("no `device` field in the benchmark lines: name the device with --device".into()),
+            many => return Err(format!("the lines name several devices ({}): plot one run", many.join(", ")).into()),
         },
     };
     let all: Vec<&Point> = points.values().flatten().collect();
@@ -149,32 +104,17 @@ pub fn plot_cost(
     }
     let (l0, l1) = bounds(all.iter().map(|p| p.l));
     let (t0, t1) = bounds(all.iter().map(|p| p.ms));
-    draw(
-        out,
-        &points,
-        (l0 / 1.3, l1 * 1.3),
-        (t0 / 2.0, t1 * 2.0),
-        &device,
-        dtype.as_deref(),
-    )?;
-    Ok(Plotted {
-        series: points.len(),
-        device,
-    })
+    draw(out, &points, (l0 / 1.3, l1 * 1.3), (t0 / 2.0, t1 * 2.0), &device, dtype.as_deref())?;
+    Ok(Plotted { series: points.len(), device })
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    })
+    values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 /// The powers of two within `lo..=hi`: context lengths' natural ticks.
 fn powers_of_two((lo, hi): (f64, f64)) -> Vec<f64> {
-    (0..64)
-        .map(|e| 2f64.powi(e))
-        .filter(|v| (lo..=hi).contains(v))
-        .collect()
+    (0..64).map(|e| 2f64.powi(e)).filter(|v| (lo..=hi).contains(v)).collect()
 }
 
 fn draw(
@@ -189,37 +129,23 @@ fn draw(
         .map_err(|_| "the bundled font could not be loaded")?;
     let root = BitMapBackend::new(out, (1000, 640)).into_drawing_area();
     root.fill(&WHITE)?;
-    let title = format!(
-        "Attention forward time vs context length: {device}{}",
-        dtype.map(|d| format!(", {d}")).unwrap_or_default()
-    );
+    let title = format!("Attention forward time vs context length: {device}{}", dtype.map(|d| format!(", {d}")).unwrap_or_default());
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
-        .build_cartesian_2d(
-            (x.0..x.1).log_scale().with_key_points(powers_of_two(x)),
-            (y.0..y.1).log_scale(),
-        )?;
+        .build_cartesian_2d((x.0..x.1).log_scale().with_key_points(powers_of_two(x)), (y.0..y.1).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("context length L (tokens)")
         .y_desc("time (ms)")
-        .x_label_formatter(&|l| {
-            if *l >= 1024.0 {
-                format!("{}K", *l / 1024.0)
-            } else {
-                format!("{l:.0}")
-            }
-        })
+        .x_label_formatter(&|l| if *l >= 1024.0 { format!("{}K", *l / 1024.0) } else { format!("{l:.0}") })
         .y_label_formatter(&|t| format!("{t}"))
         .label_style(("sans-serif", 15))
         .draw()?;
     for (op, legend, color, dashed) in SERIES {
-        let Some(series) = points.get(op) else {
-            continue;
-        };
+        let Some(series) = points.get(op) else { continue };
         let mut pts: Vec<(f64, f64)> = series.iter().map(|p| (p.l, p.ms)).collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let style = ShapeStyle::from(color).stroke_width(3);
@@ -239,8 +165,7 @@ fn draw(
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
-    root.present()
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+    root.present().map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(())
 }
 
@@ -283,45 +208,19 @@ mod tests {
         assert_eq!(png_size(&std::fs::read(&out).unwrap()), (1000, 640));
 
         // The same point from two files (two runs): refused, naming both places.
-        let again = write(
-            dir.path(),
-            "again.jsonl",
-            "{\"op\": \"dsa_attention_fwd\", \"L\": 4096, \"ms\": 61.0}\n",
-        );
-        let err = plot_cost(&[ours.clone(), peer.clone(), again], &out, None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("measured twice")
-                && err.contains("ours.jsonl:2")
-                && err.contains("again.jsonl:1"),
-            "{err}"
-        );
+        let again = write(dir.path(), "again.jsonl", "{\"op\": \"dsa_attention_fwd\", \"L\": 4096, \"ms\": 61.0}\n");
+        let err = plot_cost(&[ours.clone(), peer.clone(), again], &out, None).unwrap_err().to_string();
+        assert!(err.contains("measured twice") && err.contains("ours.jsonl:2") && err.contains("again.jsonl:1"), "{err}");
         // Two devices: refused unless one is named.
-        let other = write(
-            dir.path(),
-            "other.jsonl",
-            "{\"op\": \"dense_sdpa_prefill\", \"L\": 1024, \"ms\": 0.2, \"device\": \"GPU Y\"}\n",
-        );
-        let err = plot_cost(&[peer.clone(), other.clone()], &out, None)
-            .unwrap_err()
-            .to_string();
+        let other = write(dir.path(), "other.jsonl", "{\"op\": \"dense_sdpa_prefill\", \"L\": 1024, \"ms\": 0.2, \"device\": \"GPU Y\"}\n");
+        let err = plot_cost(&[peer.clone(), other.clone()], &out, None).unwrap_err().to_string();
         assert!(err.contains("several devices"), "{err}");
-        assert_eq!(
-            plot_cost(&[peer.clone(), other], &out, Some("GPU Z".into()))
-                .unwrap()
-                .device,
-            "GPU Z"
-        );
+        assert_eq!(plot_cost(&[peer.clone(), other], &out, Some("GPU Z".into())).unwrap().device, "GPU Z");
         // No device anywhere: it must be named.
         let err = plot_cost(&[ours], &out, None).unwrap_err().to_string();
         assert!(err.contains("--device"), "{err}");
         // A broken line names its file and line.
-        let bad = write(
-            dir.path(),
-            "bad.jsonl",
-            "{\"op\": \"dense_sdpa_prefill\", \"L\": 4096, \"ms\": }\n",
-        );
+        let bad = write(dir.path(), "bad.jsonl", "{\"op\": \"dense_sdpa_prefill\", \"L\": 4096, \"ms\": }\n");
         let err = plot_cost(&[peer, bad], &out, None).unwrap_err().to_string();
         assert!(err.contains("bad.jsonl:1"), "{err}");
     }

@@ -73,29 +73,17 @@ impl MetricsRendererTraining for ProgressLines {
         let epoch = item.global_progress.items_processed;
         let iteration = item.iteration.unwrap_or(0);
         let step = (epoch.saturating_sub(1)) * self.steps_per_epoch + iteration;
-        let epoch_done = item
-            .progress
-            .as_ref()
-            .is_some_and(|p| p.items_processed >= p.items_total);
+        let epoch_done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
         if step.is_multiple_of(self.every) || epoch_done {
             let secs = self.start.elapsed().as_secs_f64();
-            println!(
-                "[train] step {step}/{} ({secs:.0}s) | {}",
-                self.total_steps,
-                self.line(&self.train)
-            );
+            println!("[train] step {step}/{} ({secs:.0}s) | {}", self.total_steps, self.line(&self.train));
             std::io::stdout().flush().ok();
         }
     }
 
     fn render_valid(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
-        if item
-            .progress
-            .as_ref()
-            .is_some_and(|p| p.items_processed >= p.items_total)
-        {
-            let step =
-                (item.global_progress.items_processed * self.steps_per_epoch).min(self.total_steps);
+        if item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total) {
+            let step = (item.global_progress.items_processed * self.steps_per_epoch).min(self.total_steps);
             println!("[valid] step {step} | {}", self.line(&self.valid));
             std::io::stdout().flush().ok();
         }

@@ -44,11 +44,7 @@ impl RetrievalExample {
     /// assert_eq!(tok.decode(&answer), ex.answer);
     /// assert!(tok.decode(&prompt).ends_with(&ex.query));
     /// ```
-    pub fn tokens(
-        &self,
-        tokenizer: &TextTokenizer,
-        len: usize,
-    ) -> Result<(Vec<u32>, Vec<u32>), String> {
+    pub fn tokens(&self, tokenizer: &TextTokenizer, len: usize) -> Result<(Vec<u32>, Vec<u32>), String> {
         let pairs = tokenizer.encode(&self.pairs);
         let filler = tokenizer.encode(&self.filler);
         let query = tokenizer.encode(&self.query);
@@ -74,11 +70,7 @@ pub struct RetrievalTask {
 impl RetrievalTask {
     /// A task with `pairs` pairs and about `filler_chars` of filler, from `seed`.
     pub fn new(seed: u64, pairs: usize, filler_chars: usize) -> Self {
-        Self {
-            state: seed.wrapping_mul(0x9E3779B97F4A7C15) | 1,
-            pairs: pairs.max(1),
-            filler_chars,
-        }
+        Self { state: seed.wrapping_mul(0x9E3779B97F4A7C15) | 1, pairs: pairs.max(1), filler_chars }
     }
 
     fn next(&mut self) -> u64 {
@@ -111,16 +103,8 @@ impl RetrievalTask {
             }
         }
         let values: Vec<u64> = (0..self.pairs).map(|_| 100 + self.below(900)).collect();
-        let pairs: String = keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| format!("key {k} is {v}. "))
-            .collect();
-        let lines: Vec<&str> = filler
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let pairs: String = keys.iter().zip(&values).map(|(k, v)| format!("key {k} is {v}. ")).collect();
+        let lines: Vec<&str> = filler.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let mut text = String::new();
         if !lines.is_empty() {
             let mut i = self.below(lines.len() as u64) as usize;
@@ -153,20 +137,11 @@ pub fn accuracy<B: DsaBackend>(
     const BATCH: usize = 16;
     let mut right = 0;
     for chunk in examples.chunks(BATCH) {
-        let (prompts, answers): (Vec<_>, Vec<_>) = chunk
-            .iter()
-            .map(|ex| ex.tokens(tokenizer, len))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip();
+        let (prompts, answers): (Vec<_>, Vec<_>) = chunk.iter().map(|ex| ex.tokens(tokenizer, len)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
         let max_new = answers.iter().map(Vec::len).max().unwrap_or(0);
         let greedy = Sampler::new(SamplingConfig::greedy())?;
         let out = generate(model, &prompts, max_new, len, &greedy, None, |_, _| {})?;
-        right += chunk
-            .iter()
-            .zip(&out.tokens)
-            .filter(|(ex, new)| answers_right(&tokenizer.decode(new), &ex.answer))
-            .count();
+        right += chunk.iter().zip(&out.tokens).filter(|(ex, new)| answers_right(&tokenizer.decode(new), &ex.answer)).count();
     }
     Ok(right as f64 / examples.len().max(1) as f64)
 }
@@ -174,10 +149,7 @@ pub fn accuracy<B: DsaBackend>(
 /// Whether `generated` starts with the value of `answer` (`" 733."`).
 fn answers_right(generated: &str, answer: &str) -> bool {
     let value = answer.trim().trim_end_matches('.');
-    generated
-        .trim_start()
-        .strip_prefix(value)
-        .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+    generated.trim_start().strip_prefix(value).is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -187,22 +159,12 @@ mod tests {
     #[test]
     fn examples_are_deterministic_and_answerable() {
         let filler = "alpha beta gamma.\ndelta epsilon.\n\nzeta eta theta iota.";
-        let a: Vec<_> = {
-            let mut t = RetrievalTask::new(3, 5, 100);
-            (0..20).map(|_| t.example(filler)).collect()
-        };
-        let b: Vec<_> = {
-            let mut t = RetrievalTask::new(3, 5, 100);
-            (0..20).map(|_| t.example(filler)).collect()
-        };
+        let a: Vec<_> = { let mut t = RetrievalTask::new(3, 5, 100); (0..20).map(|_| t.example(filler)).collect() };
+        let b: Vec<_> = { let mut t = RetrievalTask::new(3, 5, 100); (0..20).map(|_| t.example(filler)).collect() };
         assert_eq!(a, b);
         for ex in &a {
             let prompt = ex.prompt();
-            let key = prompt
-                .rsplit("So key ")
-                .next()
-                .unwrap()
-                .trim_end_matches(" is");
+            let key = prompt.rsplit("So key ").next().unwrap().trim_end_matches(" is");
             // The queried key appears exactly once among the pairs, with the answer's value.
             assert_eq!(prompt.matches(&format!("key {key} is ")).count(), 1);
             assert!(ex.pairs.contains(&format!("key {key} is{} ", ex.answer)));

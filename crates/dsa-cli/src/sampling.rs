@@ -21,12 +21,7 @@ pub struct SamplingConfig {
 impl SamplingConfig {
     /// Greedy decoding.
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-        }
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
     }
 }
 
@@ -50,18 +45,12 @@ impl Sampler {
     /// A sampler, or why the configuration is invalid.
     pub fn new(config: SamplingConfig) -> Result<Self, String> {
         if !(config.temperature >= 0.0 && config.temperature.is_finite()) {
-            return Err(format!(
-                "--temperature {} must be a finite number ≥ 0",
-                config.temperature
-            ));
+            return Err(format!("--temperature {} must be a finite number ≥ 0", config.temperature));
         }
         if !(config.top_p > 0.0 && config.top_p <= 1.0) {
             return Err(format!("--top-p {} must be in (0, 1]", config.top_p));
         }
-        Ok(Self {
-            config,
-            rng: StdRng::seed_from_u64(config.seed),
-        })
+        Ok(Self { config, rng: StdRng::seed_from_u64(config.seed) })
     }
 
     /// A sampler with this configuration and its own random stream for sequence `i` of a
@@ -79,21 +68,12 @@ impl Sampler {
     pub fn for_sequence(&self, i: usize) -> Self {
         // Spread consecutive indices over the seed space (the 64-bit golden ratio).
         let seed = self.config.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Self {
-            config: self.config,
-            rng: StdRng::seed_from_u64(seed),
-        }
+        Self { config: self.config, rng: StdRng::seed_from_u64(seed) }
     }
 
     /// The next token given the logits over the vocabulary (NaN counts as `-inf`).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let key = |i: usize| {
-            if logits[i].is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                logits[i]
-            }
-        };
+        let key = |i: usize| if logits[i].is_nan() { f32::NEG_INFINITY } else { logits[i] };
         let mut order: Vec<usize> = (0..logits.len()).collect();
         // Most likely first; ties: lower id first.
         order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
@@ -105,10 +85,7 @@ impl Sampler {
             order.truncate(c.top_k);
         }
         let max = key(order[0]);
-        let mut probs: Vec<f64> = order
-            .iter()
-            .map(|&i| (((key(i) - max) / c.temperature) as f64).exp())
-            .collect();
+        let mut probs: Vec<f64> = order.iter().map(|&i| (((key(i) - max) / c.temperature) as f64).exp()).collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if c.top_p < 1.0 {
@@ -146,12 +123,7 @@ mod tests {
     #[test]
     fn sampling_follows_the_filters_and_the_seed() {
         let logits = [1.0, 3.0, f32::NAN, 2.9, -5.0];
-        let cfg = SamplingConfig {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 11,
-        };
+        let cfg = SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 11 };
         assert_eq!(counts(cfg, &logits, 2000)[2], 0, "NaN is never chosen");
         // top-k 2: only tokens 1 and 3, about evenly.
         let c = counts(SamplingConfig { top_k: 2, ..cfg }, &logits, 2000);
@@ -162,24 +134,8 @@ mod tests {
         assert_eq!(c[0] + c[4], 0, "{c:?}");
         // Same seed, same tokens; a low temperature is nearly greedy.
         assert_eq!(counts(cfg, &logits, 300), counts(cfg, &logits, 300));
-        assert!(
-            counts(
-                SamplingConfig {
-                    temperature: 0.01,
-                    ..cfg
-                },
-                &logits,
-                300
-            )[1] > 295
-        );
-        assert!(Sampler::new(SamplingConfig { top_p: 0.0, ..cfg })
-            .unwrap_err()
-            .contains("--top-p"));
-        assert!(Sampler::new(SamplingConfig {
-            temperature: -1.0,
-            ..cfg
-        })
-        .unwrap_err()
-        .contains("--temperature"));
+        assert!(counts(SamplingConfig { temperature: 0.01, ..cfg }, &logits, 300)[1] > 295);
+        assert!(Sampler::new(SamplingConfig { top_p: 0.0, ..cfg }).unwrap_err().contains("--top-p"));
+        assert!(Sampler::new(SamplingConfig { temperature: -1.0, ..cfg }).unwrap_err().contains("--temperature"));
     }
 }

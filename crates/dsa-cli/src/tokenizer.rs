@@ -26,8 +26,7 @@ impl TextTokenizer {
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
+        let inner = Tokenizer::from_file(path).map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
         Self::new(inner).map_err(|e| format!("{}: {e}", path.display()).into())
     }
 
@@ -35,9 +34,7 @@ impl TextTokenizer {
         let eos = EOS_CANDIDATES
             .iter()
             .find_map(|t| inner.token_to_id(t))
-            .ok_or_else(|| {
-                format!("the tokenizer has no end-of-text token (one of {EOS_CANDIDATES:?})")
-            })?;
+            .ok_or_else(|| format!("the tokenizer has no end-of-text token (one of {EOS_CANDIDATES:?})"))?;
         Ok(Self { inner, eos })
     }
 
@@ -49,10 +46,7 @@ impl TextTokenizer {
     /// let ids = tok.encode("the cat sat");
     /// assert_eq!(tok.decode(&ids), "the cat sat");
     /// ```
-    pub fn train<S: AsRef<str> + Send>(
-        texts: impl IntoIterator<Item = S, IntoIter: Send>,
-        vocab_size: usize,
-    ) -> Result<Self, TokenizerError> {
+    pub fn train<S: AsRef<str> + Send>(texts: impl IntoIterator<Item = S, IntoIter: Send>, vocab_size: usize) -> Result<Self, TokenizerError> {
         let mut trainer = BpeTrainerBuilder::new()
             .show_progress(false)
             .vocab_size(vocab_size)
@@ -74,17 +68,12 @@ impl TextTokenizer {
     /// Writes `tokenizer.json`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), TokenizerError> {
         let path = path.as_ref();
-        self.inner
-            .save(path, false)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+        self.inner.save(path, false).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
     }
 
     /// Token ids of `text` (no special tokens added).
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.inner
-            .encode(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .unwrap_or_default()
+        self.inner.encode(text, false).map(|e| e.get_ids().to_vec()).unwrap_or_default()
     }
 
     /// The text of `ids` (special tokens skipped).
@@ -109,11 +98,7 @@ mod tests {
 
     #[test]
     fn trained_tokenizer_round_trips_and_saves() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../data/devils-dictionary.txt"
-        ))
-        .unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/devils-dictionary.txt")).unwrap();
         let tok = TextTokenizer::train(text.lines().take(2000), 512).unwrap();
         assert_eq!(tok.vocab_size(), 512);
         let sample = "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion. Ünïcödé ✓";
@@ -126,9 +111,6 @@ mod tests {
         assert_eq!(back.encode(sample), ids);
         assert_eq!(back.eos(), tok.eos());
         std::fs::remove_file(path).unwrap();
-        assert!(TextTokenizer::from_file("/nonexistent/tokenizer.json")
-            .unwrap_err()
-            .to_string()
-            .contains("/nonexistent/tokenizer.json"));
+        assert!(TextTokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err().to_string().contains("/nonexistent/tokenizer.json"));
     }
 }

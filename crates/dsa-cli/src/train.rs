@@ -78,14 +78,8 @@ impl<B: DsaBackend> LanguageModel<B> {
     /// that no backward pass consumes would stay in memory, about 5 GB per step for the
     /// `small` preset at 8K tokens). In the other stages every parameter does.
     pub fn new(model: DeepSeekV32<B>, stage: Stage) -> Self {
-        let model = model.map(&mut RequireGrad {
-            indexers_only: stage == Stage::Warmup,
-            depth: 0,
-        });
-        Self {
-            model: model.with_attention_mode(stage.mode()),
-            stage,
-        }
+        let model = model.map(&mut RequireGrad { indexers_only: stage == Stage::Warmup, depth: 0 });
+        Self { model: model.with_attention_mode(stage.mode()), stage }
     }
 
     /// The stage's loss and metrics on `batch`.
@@ -93,34 +87,21 @@ impl<B: DsaBackend> LanguageModel<B> {
         let (logits, indexer_kl) = match self.stage {
             Stage::Dense => {
                 let device = batch.inputs.device();
-                (
-                    self.model.forward(batch.inputs),
-                    Tensor::zeros([1], &device),
-                )
+                (self.model.forward(batch.inputs), Tensor::zeros([1], &device))
             }
-            Stage::Warmup | Stage::Sparse => {
-                self.model.forward_train(batch.inputs, self.stage.mode())
-            }
+            Stage::Warmup | Stage::Sparse => self.model.forward_train(batch.inputs, self.stage.mode()),
         };
         let [b, t, vocab] = logits.dims();
         let logits = logits.reshape([b * t, vocab]);
         let targets = batch.targets.reshape([b * t]);
-        let lm_loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), targets.clone());
+        let lm_loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets.clone());
         // The layers' KL is summed over query tokens: report and train on its mean.
         let indexer_kl = indexer_kl.div_scalar(t as f32);
         let loss = match self.stage {
             Stage::Warmup => indexer_kl.clone(),
             Stage::Sparse | Stage::Dense => lm_loss.clone() + indexer_kl.clone(),
         };
-        LmOutput {
-            loss,
-            lm_loss: lm_loss.detach(),
-            indexer_kl: indexer_kl.detach(),
-            logits: logits.detach(),
-            targets,
-        }
+        LmOutput { loss, lm_loss: lm_loss.detach(), indexer_kl: indexer_kl.detach(), logits: logits.detach(), targets }
     }
 }
 
@@ -152,13 +133,7 @@ impl<B: Backend> ModuleMapper<B> for RequireGrad {
 impl<B: Backend> ModuleDisplay for LanguageModel<B> {
     fn custom_content(&self, content: Content) -> Option<Content> {
         let layers = self.model.layers.len();
-        content
-            .add_formatted(&format!(
-                "DeepSeek-V3.2, {layers} layers, {} parameters, {:?} stage",
-                self.num_params(),
-                self.stage
-            ))
-            .optional()
+        content.add_formatted(&format!("DeepSeek-V3.2, {layers} layers, {} parameters, {:?} stage", self.num_params(), self.stage)).optional()
     }
 }
 
@@ -172,14 +147,7 @@ where
     fn step(&self, batch: TokenBatch<B>) -> TrainOutput<LmOutput<B>> {
         let out = self.forward_step(batch);
         let grads = out.loss.backward();
-        TrainOutput::new(
-            self,
-            grads,
-            LmOutput {
-                loss: out.loss.detach(),
-                ..out
-            },
-        )
+        TrainOutput::new(self, grads, LmOutput { loss: out.loss.detach(), ..out })
     }
 }
 
@@ -240,11 +208,7 @@ impl TrainSettings {
 
     /// Checks the values, naming the first bad one as its command-line flag.
     pub fn validate(&self) -> Result<(), RunError> {
-        let positive = [
-            ("--steps", self.steps),
-            ("--batch-size", self.batch_size),
-            ("--checkpoint-every", self.checkpoint_every),
-        ];
+        let positive = [("--steps", self.steps), ("--batch-size", self.batch_size), ("--checkpoint-every", self.checkpoint_every)];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1").into());
         }
@@ -252,11 +216,7 @@ impl TrainSettings {
             return Err(format!("--lr {} must be in (0, 1]", self.lr).into());
         }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return Err(format!(
-                "the minimum LR ratio {} must be in [0, 1]",
-                self.min_lr_ratio
-            )
-            .into());
+            return Err(format!("the minimum LR ratio {} must be in [0, 1]", self.min_lr_ratio).into());
         }
         if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
             return Err(format!("--grad-clip {} must be positive", self.grad_clip).into());
@@ -300,21 +260,9 @@ where
         }
         false => None,
     };
-    let device = model
-        .devices()
-        .into_iter()
-        .next()
-        .ok_or("the model has no parameters")?;
+    let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
     let s = settings;
-    let loader_train = StepLoader::<B>::new(
-        data.train,
-        s.batch_size,
-        s.checkpoint_every,
-        s.steps,
-        s.seed,
-        checkpoint.map_or(1, |e| e + 1),
-        device.clone(),
-    );
+    let loader_train = StepLoader::<B>::new(data.train, s.batch_size, s.checkpoint_every, s.steps, s.seed, checkpoint.map_or(1, |e| e + 1), device.clone());
     let num_epochs = loader_train.num_epochs();
     let loader_valid = DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher)
         .batch_size(s.batch_size)
@@ -326,16 +274,10 @@ where
         .init();
     let mut schedule = ComposedLrSchedulerConfig::new();
     if s.lr_warmup_steps > 0 {
-        schedule = schedule.linear(LinearLrSchedulerConfig::new(
-            1.0 / s.lr_warmup_steps as f64,
-            1.0,
-            s.lr_warmup_steps,
-        ));
+        schedule = schedule.linear(LinearLrSchedulerConfig::new(1.0 / s.lr_warmup_steps as f64, 1.0, s.lr_warmup_steps));
     }
     let schedule = schedule
-        .cosine(
-            CosineAnnealingLrSchedulerConfig::new(s.lr, s.steps).with_min_lr(s.lr * s.min_lr_ratio),
-        )
+        .cosine(CosineAnnealingLrSchedulerConfig::new(s.lr, s.steps).with_min_lr(s.lr * s.min_lr_ratio))
         .init()
         .map_err(|e| format!("learning-rate schedule: {e}"))?;
 
@@ -353,26 +295,16 @@ where
         .num_epochs(num_epochs)
         .summary();
     if s.stage != Stage::Dense {
-        training = training
-            .metric_train_numeric(StepMetric::new(Stat::IndexerKl))
-            .metric_valid_numeric(StepMetric::new(Stat::IndexerKl));
+        training = training.metric_train_numeric(StepMetric::new(Stat::IndexerKl)).metric_valid_numeric(StepMetric::new(Stat::IndexerKl));
     }
     if let Some(epoch) = checkpoint {
-        println!(
-            "resuming {} after step {}",
-            run_dir.display(),
-            (epoch * s.checkpoint_every).min(s.steps)
-        );
+        println!("resuming {} after step {}", run_dir.display(), (epoch * s.checkpoint_every).min(s.steps));
         training = training.checkpoint(epoch);
     }
     if !std::io::stdout().is_terminal() {
         training = training.renderer(ProgressLines::new(s.checkpoint_every, s.steps, s.log_every));
     }
-    let result = training.launch(Learner::new(
-        LanguageModel::new(model, s.stage),
-        optim,
-        schedule,
-    ));
+    let result = training.launch(Learner::new(LanguageModel::new(model, s.stage), optim, schedule));
     drop(result.renderer);
     Ok(result.model.model)
 }

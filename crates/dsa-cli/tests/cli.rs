@@ -5,46 +5,24 @@ use std::process::{Command, Output};
 use dsa_tests::conformance_cases as cases;
 
 fn dsa_cli(args: &[&std::ffi::OsStr]) -> (Output, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli"))
-        .args(args)
-        .output()
-        .expect("dsa-cli runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(args).output().expect("dsa-cli runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out, text)
 }
 
 /// `dsa-cli --backend <backend> conformance` on `cases` passes and reports each tensor.
 fn conformance_passes(backend: &str, cases: &[std::path::PathBuf]) {
-    let mut args = vec![
-        "--backend".as_ref(),
-        backend.as_ref(),
-        "conformance".as_ref(),
-    ];
+    let mut args = vec!["--backend".as_ref(), backend.as_ref(), "conformance".as_ref()];
     args.extend(cases.iter().map(|c| c.as_os_str()));
     let (out, text) = dsa_cli(&args);
     println!("{text}");
     assert!(out.status.success(), "dsa-cli conformance failed:\n{text}");
     for case in cases {
         let name = case.file_name().unwrap().to_string_lossy();
-        assert!(
-            text.contains(&format!("{name}: ")) && text.contains("PASSED"),
-            "{name} not reported:\n{text}"
-        );
+        assert!(text.contains(&format!("{name}: ")) && text.contains("PASSED"), "{name} not reported:\n{text}");
     }
-    assert!(
-        text.contains("logits")
-            && text.contains("‖Δ‖/‖ref‖")
-            && text.contains("selected tokens differ"),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("{} passed, 0 failed", cases.len())),
-        "{text}"
-    );
+    assert!(text.contains("logits") && text.contains("‖Δ‖/‖ref‖") && text.contains("selected tokens differ"), "{text}");
+    assert!(text.contains(&format!("{} passed, 0 failed", cases.len())), "{text}");
 }
 
 #[cfg(feature = "ndarray")]
@@ -67,13 +45,7 @@ fn info_prints_sizes_and_cache_memory() {
     let case = &cases()[0];
     let (out, text) = dsa_cli(&["info".as_ref(), case.as_os_str()]);
     assert!(out.status.success(), "{text}");
-    for needle in [
-        "parameters:",
-        "decode cache per token",
-        "DeepSeek-V3.2 at full size",
-        "671.",
-        "78324 B",
-    ] {
+    for needle in ["parameters:", "decode cache per token", "DeepSeek-V3.2 at full size", "671.", "78324 B"] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
     }
 }
@@ -82,20 +54,10 @@ fn info_prints_sizes_and_cache_memory() {
 fn bad_input_is_an_error_not_a_panic() {
     let (out, text) = dsa_cli(&["conformance".as_ref(), "/nonexistent/case".as_ref()]);
     assert!(!out.status.success());
-    assert!(
-        text.contains("/nonexistent/case")
-            && text.contains("0 passed, 1 failed")
-            && !text.contains("panicked"),
-        "{text}"
-    );
+    assert!(text.contains("/nonexistent/case") && text.contains("0 passed, 1 failed") && !text.contains("panicked"), "{text}");
     let (out, text) = dsa_cli(&["info".as_ref(), "/nonexistent/model".as_ref()]);
     assert!(!out.status.success());
-    assert!(
-        text.contains("error:")
-            && text.contains("/nonexistent/model/config.json")
-            && !text.contains("panicked"),
-        "{text}"
-    );
+    assert!(text.contains("error:") && text.contains("/nonexistent/model/config.json") && !text.contains("panicked"), "{text}");
 }
 
 /// Bad training data and settings end `train`, `warmup` and `generate` with a message
@@ -110,82 +72,25 @@ fn bad_training_input_is_an_error_not_a_panic() {
         std::fs::write(&path, contents).unwrap();
         path.display().to_string()
     };
-    let text =
-        "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n"
-            .repeat(40);
-    let (empty, bad, short, good) = (
-        file("empty.txt", b" \n\n"),
-        file("bad.txt", b"fine\nnot \xff fine\n"),
-        file("short.txt", b"Too short."),
-        file("text.txt", text.as_bytes()),
-    );
+    let text = "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n".repeat(40);
+    let (empty, bad, short, good) = (file("empty.txt", b" \n\n"), file("bad.txt", b"fine\nnot \xff fine\n"), file("short.txt", b"Too short."), file("text.txt", text.as_bytes()));
     let run = dir.join("run").display().to_string();
     let cases: [(&[&str], String); 8] = [
-        (
-            &["--dtype", "bf16", "train", "--data", &good],
-            "--dtype bf16 needs --backend cuda (got Ndarray)".into(),
-        ),
+        (&["--dtype", "bf16", "train", "--data", &good], "--dtype bf16 needs --backend cuda (got Ndarray)".into()),
         (&["train", "--data", &empty], format!("{empty} has no text")),
-        (
-            &["warmup", "--data", &bad],
-            format!("{bad}:2: not valid UTF-8"),
-        ),
-        (
-            &["train", "--dense", "--data", &short, "--vocab", "260"],
-            "too few for one sequence of 256 (+1) tokens".into(),
-        ),
-        (
-            &[
-                "train",
-                "--data",
-                &good,
-                "--vocab",
-                "300",
-                "--seq-len",
-                "4096",
-            ],
-            "--seq-len 4096 exceeds the model's maximum of 2048 positions".into(),
-        ),
-        (
-            &[
-                "warmup",
-                "--data",
-                &good,
-                "--vocab",
-                "300",
-                "--seq-len",
-                "64",
-                "--steps",
-                "0",
-            ],
-            "--steps must be at least 1".into(),
-        ),
-        (
-            &["train", "--resume"],
-            format!("cannot read {run}/train.json"),
-        ),
-        (
-            &["generate", "--model", &run, "hello"],
-            format!("cannot load tokenizer {run}/tokenizer.json"),
-        ),
+        (&["warmup", "--data", &bad], format!("{bad}:2: not valid UTF-8")),
+        (&["train", "--dense", "--data", &short, "--vocab", "260"], "too few for one sequence of 256 (+1) tokens".into()),
+        (&["train", "--data", &good, "--vocab", "300", "--seq-len", "4096"], "--seq-len 4096 exceeds the model's maximum of 2048 positions".into()),
+        (&["warmup", "--data", &good, "--vocab", "300", "--seq-len", "64", "--steps", "0"], "--steps must be at least 1".into()),
+        (&["train", "--resume"], format!("cannot read {run}/train.json")),
+        (&["generate", "--model", &run, "hello"], format!("cannot load tokenizer {run}/tokenizer.json")),
     ];
     for (args, message) in cases {
         let out_flag = ["--out", run.as_str()];
-        let args: Vec<&std::ffi::OsStr> = args
-            .iter()
-            .chain(if args[0] == "generate" {
-                &[][..]
-            } else {
-                &out_flag
-            })
-            .map(|a| a.as_ref())
-            .collect();
+        let args: Vec<&std::ffi::OsStr> = args.iter().chain(if args[0] == "generate" { &[][..] } else { &out_flag }).map(|a| a.as_ref()).collect();
         let (out, text) = dsa_cli(&args);
         assert!(!out.status.success(), "{args:?} succeeded:\n{text}");
-        assert!(
-            text.contains("error: ") && text.contains(&message) && !text.contains("panicked"),
-            "{args:?}: expected `{message}`:\n{text}"
-        );
+        assert!(text.contains("error: ") && text.contains(&message) && !text.contains("panicked"), "{args:?}: expected `{message}`:\n{text}");
         assert!(!dir.join("run").exists(), "{args:?} wrote {run}");
     }
 }

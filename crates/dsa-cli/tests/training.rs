@@ -33,11 +33,7 @@ const SEQ_LEN: usize = 48;
 
 /// The beginning of The Devil's Dictionary (about 1500 tokens of 48).
 fn text() -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/devils-dictionary.txt"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/devils-dictionary.txt")).unwrap();
     text.chars().skip(2000).take(12_000).collect()
 }
 
@@ -58,29 +54,15 @@ impl<Bk: Backend> ModuleVisitor<Bk> for Parameters {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
-        self.values.push((
-            self.path.join("."),
-            param.val().into_data().convert::<f32>().to_vec().unwrap(),
-        ));
+        self.values.push((self.path.join("."), param.val().into_data().convert::<f32>().to_vec().unwrap()));
     }
 }
 
 fn parameters<Bk: Backend>(model: &DeepSeekV32<Bk>) -> Vec<(String, Vec<f32>)> {
     let mut visitor = Parameters::default();
     model.visit(&mut visitor);
-    assert!(
-        visitor.values.len() > 20,
-        "{} parameters visited",
-        visitor.values.len()
-    );
-    assert!(
-        visitor
-            .values
-            .iter()
-            .any(|(name, _)| name.contains(".indexer.")),
-        "no indexer parameter among {:?}",
-        visitor.values.iter().map(|v| &v.0).collect::<Vec<_>>()
-    );
+    assert!(visitor.values.len() > 20, "{} parameters visited", visitor.values.len());
+    assert!(visitor.values.iter().any(|(name, _)| name.contains(".indexer.")), "no indexer parameter among {:?}", visitor.values.iter().map(|v| &v.0).collect::<Vec<_>>());
     visitor.values
 }
 
@@ -108,11 +90,7 @@ impl ModuleVisitor<B> for WithGradient<'_> {
 }
 
 fn with_gradient(model: &DeepSeekV32<B>, grads: &<B as AutodiffBackend>::Gradients) -> Vec<String> {
-    let mut visitor = WithGradient {
-        grads,
-        path: Vec::new(),
-        names: Vec::new(),
-    };
+    let mut visitor = WithGradient { grads, path: Vec::new(), names: Vec::new() };
     model.visit(&mut visitor);
     visitor.names
 }
@@ -132,19 +110,10 @@ fn the_warmup_records_a_graph_for_the_indexers_only() {
         let from_logits = with_gradient(&lm.model, &logits.sum().backward());
         let from_kl = with_gradient(&lm.model, &indexer_kl.backward());
         match stage {
-            Stage::Warmup => assert!(
-                from_logits.is_empty(),
-                "warm-up: the logits reach {from_logits:?}"
-            ),
-            _ => assert!(
-                from_logits.len() > 20 && from_logits.iter().all(|n| !n.contains(".indexer.")),
-                "{stage:?}: the logits reach {from_logits:?}"
-            ),
+            Stage::Warmup => assert!(from_logits.is_empty(), "warm-up: the logits reach {from_logits:?}"),
+            _ => assert!(from_logits.len() > 20 && from_logits.iter().all(|n| !n.contains(".indexer.")), "{stage:?}: the logits reach {from_logits:?}"),
         }
-        assert!(
-            !from_kl.is_empty() && from_kl.iter().all(|n| n.contains(".indexer.")),
-            "{stage:?}: the indexer KL reaches {from_kl:?}"
-        );
+        assert!(!from_kl.is_empty() && from_kl.iter().all(|n| n.contains(".indexer.")), "{stage:?}: the indexer KL reaches {from_kl:?}");
     }
 }
 
@@ -159,17 +128,11 @@ fn trainable(model: &DeepSeekV32<NdArray>, cfg: &DeepSeekV32Config) -> DeepSeekV
     let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
     let bytes = recorder.record(model.clone().into_record(), ()).unwrap();
     let device = Default::default();
-    cfg.init::<B>(&device)
-        .load_record(recorder.load(bytes, &device).unwrap())
+    cfg.init::<B>(&device).load_record(recorder.load(bytes, &device).unwrap())
 }
 
 fn settings(stage: Stage, steps: usize) -> TrainSettings {
-    TrainSettings {
-        lr: 3e-3,
-        checkpoint_every: steps,
-        log_every: steps,
-        ..TrainSettings::new(stage, steps, 4)
-    }
+    TrainSettings { lr: 3e-3, checkpoint_every: steps, log_every: steps, ..TrainSettings::new(stage, steps, 4) }
 }
 
 /// The warm-up lowers the dense indexer KL on a fixed batch and changes the indexers only;
@@ -178,16 +141,8 @@ fn settings(stage: Stage, steps: usize) -> TrainSettings {
 fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
     let start = Instant::now();
     let device = Default::default();
-    let docs = [Document {
-        source: "devils-dictionary".into(),
-        text: text(),
-    }];
-    let data_args = DataArgs {
-        data: vec![],
-        seq_len: SEQ_LEN,
-        retrieval: 0,
-        pairs: 1,
-    };
+    let docs = [Document { source: "devils-dictionary".into(), text: text() }];
+    let data_args = DataArgs { data: vec![], seq_len: SEQ_LEN, retrieval: 0, pairs: 1 };
     let tokenizer = TextTokenizer::train(data_args.tokenizer_texts(&docs), 256).unwrap();
     let data = data_args.sequences(&docs, &tokenizer).unwrap();
     let batch: TokenBatch<NdArray> = TokenBatcher.batch(data.train[..8].to_vec(), &device);
@@ -198,23 +153,10 @@ fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
     let dir = temp.path();
 
     let before = model.valid();
-    let warm = train::<B>(
-        model,
-        data.clone(),
-        &settings(Stage::Warmup, 20),
-        &dir.join("warmup"),
-        false,
-    )
-    .unwrap();
-    let (kl_before, kl_after) = (
-        losses(&before, Stage::Warmup, &batch).1,
-        losses(&warm, Stage::Warmup, &batch).1,
-    );
+    let warm = train::<B>(model, data.clone(), &settings(Stage::Warmup, 20), &dir.join("warmup"), false).unwrap();
+    let (kl_before, kl_after) = (losses(&before, Stage::Warmup, &batch).1, losses(&warm, Stage::Warmup, &batch).1);
     println!("warm-up: indexer KL {kl_before} -> {kl_after}");
-    assert!(
-        kl_after < 0.8 * kl_before,
-        "indexer KL {kl_before} -> {kl_after}"
-    );
+    assert!(kl_after < 0.8 * kl_before, "indexer KL {kl_before} -> {kl_after}");
     let mut indexer_changed = false;
     for ((name, old), (_, new)) in parameters(&before).iter().zip(parameters(&warm)) {
         match name.contains(".indexer.") {
@@ -224,23 +166,10 @@ fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
     }
     assert!(indexer_changed, "the warm-up changed no indexer parameter");
 
-    let sparse = train::<B>(
-        trainable(&warm, &cfg),
-        data,
-        &settings(Stage::Sparse, 20),
-        &dir.join("sparse"),
-        false,
-    )
-    .unwrap();
-    let (lm_before, lm_after) = (
-        losses(&warm, Stage::Sparse, &batch).0,
-        losses(&sparse, Stage::Sparse, &batch).0,
-    );
+    let sparse = train::<B>(trainable(&warm, &cfg), data, &settings(Stage::Sparse, 20), &dir.join("sparse"), false).unwrap();
+    let (lm_before, lm_after) = (losses(&warm, Stage::Sparse, &batch).0, losses(&sparse, Stage::Sparse, &batch).0);
     println!("sparse training: LM loss {lm_before} -> {lm_after}");
-    assert!(
-        lm_after < lm_before - 0.5,
-        "LM loss {lm_before} -> {lm_after}"
-    );
+    assert!(lm_after < lm_before - 0.5, "LM loss {lm_before} -> {lm_after}");
     println!("{:.1} s", start.elapsed().as_secs_f64());
 }
 
@@ -252,19 +181,9 @@ fn dsa_cli<S: AsRef<OsStr>>(args: &[S]) -> Command {
 
 /// Runs `dsa-cli`, asserting success; stdout.
 fn run_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = dsa_cli(args).output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr),
-    );
-    assert!(
-        status.success(),
-        "dsa-cli {args:?} failed:\n{stdout}\n{stderr}"
-    );
+    let Output { status, stdout, stderr } = dsa_cli(args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+    assert!(status.success(), "dsa-cli {args:?} failed:\n{stdout}\n{stderr}");
     stdout.into_owned()
 }
 
@@ -279,42 +198,12 @@ fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     std::fs::write(path("text.txt"), text()).unwrap();
     let tokenizer = TextTokenizer::train([text()], 256).unwrap();
     tokenizer.save(path("tokenizer.json")).unwrap();
-    std::fs::write(
-        path("config.json"),
-        serde_json::to_string(&Preset::Micro.config(tokenizer.vocab_size())).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(path("config.json"), serde_json::to_string(&Preset::Micro.config(tokenizer.vocab_size())).unwrap()).unwrap();
     // Sparse training of 15 steps, a checkpoint every 3.
     let train = |out: &str| {
-        let (out, config, tokenizer, data) = (
-            path(out),
-            path("config.json"),
-            path("tokenizer.json"),
-            path("text.txt"),
-        );
-        let args = [
-            "train",
-            "--out",
-            &out,
-            "--config",
-            &config,
-            "--tokenizer",
-            &tokenizer,
-            "--data",
-            &data,
-        ];
-        let settings = [
-            "--seq-len",
-            "48",
-            "--batch-size",
-            "4",
-            "--steps",
-            "15",
-            "--checkpoint-every",
-            "3",
-            "--seed",
-            "7",
-        ];
+        let (out, config, tokenizer, data) = (path(out), path("config.json"), path("tokenizer.json"), path("text.txt"));
+        let args = ["train", "--out", &out, "--config", &config, "--tokenizer", &tokenizer, "--data", &data];
+        let settings = ["--seq-len", "48", "--batch-size", "4", "--steps", "15", "--checkpoint-every", "3", "--seed", "7"];
         dsa_cli(&[&args[..], &settings].concat())
     };
 
@@ -324,61 +213,23 @@ fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     let run = dir.join("killed");
     let deadline = Instant::now() + Duration::from_secs(300);
     while latest_checkpoint(&run).is_none() {
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "no checkpoint before the run ended"
-        );
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint before the run ended");
         std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        !run.join("model.mpk").exists(),
-        "the run finished before it was killed"
-    );
+    assert!(!run.join("model.mpk").exists(), "the run finished before it was killed");
     let resumed = run_ok(&["train", "--out", &path("killed"), "--resume"]);
-    assert!(
-        resumed.contains("resuming") && resumed.contains("after step"),
-        "{resumed}"
-    );
-    println!(
-        "{}",
-        resumed
-            .lines()
-            .find(|l| l.contains("resuming"))
-            .unwrap_or_default()
-    );
+    assert!(resumed.contains("resuming") && resumed.contains("after step"), "{resumed}");
+    println!("{}", resumed.lines().find(|l| l.contains("resuming")).unwrap_or_default());
 
-    let load = |name: &str| {
-        load_model::<NdArray>(&dir.join(name), &Default::default())
-            .unwrap()
-            .1
-    };
-    for ((name, a), (_, b)) in parameters(&load("full"))
-        .iter()
-        .zip(parameters(&load("killed")))
-    {
-        assert!(
-            *a == b,
-            "{name} differs between the uninterrupted and the resumed run"
-        );
+    let load = |name: &str| load_model::<NdArray>(&dir.join(name), &Default::default()).unwrap().1;
+    for ((name, a), (_, b)) in parameters(&load("full")).iter().zip(parameters(&load("killed"))) {
+        assert!(*a == b, "{name} differs between the uninterrupted and the resumed run");
     }
 
     let model = path("full");
-    let generate = |seed: &str| {
-        run_ok(&[
-            "generate",
-            "--model",
-            &model,
-            "--max-tokens",
-            "24",
-            "--temperature",
-            "1",
-            "--seed",
-            seed,
-            "The",
-        ])
-    };
+    let generate = |seed: &str| run_ok(&["generate", "--model", &model, "--max-tokens", "24", "--temperature", "1", "--seed", seed, "The"]);
     let first = generate("3");
     assert!(first.starts_with("The") && first.len() > 10, "{first}");
     assert_eq!(first, generate("3"), "the same seed gave different text");

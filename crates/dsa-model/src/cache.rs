@@ -29,9 +29,7 @@ pub struct ModelCache<B: Backend> {
 impl<B: Backend> ModelCache<B> {
     /// An empty cache for a model of `num_layers` layers.
     pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: (0..num_layers).map(|_| DsaCache::new()).collect(),
-        }
+        Self { layers: (0..num_layers).map(|_| DsaCache::new()).collect() }
     }
 
     /// Tokens cached per sequence: the position of the next token.
@@ -75,8 +73,7 @@ impl CacheMemory {
     /// ```
     pub fn of(cfg: &DeepSeekV32Config, elem_bytes: usize) -> Self {
         let latent_dim = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
-        let per_layer =
-            dsa_burn::cache::bytes_per_token(latent_dim, cfg.index_head_dim, elem_bytes);
+        let per_layer = dsa_burn::cache::bytes_per_token(latent_dim, cfg.index_head_dim, elem_bytes);
         Self {
             layers: cfg.num_hidden_layers,
             latent_dim,

@@ -763,27 +763,23 @@ impl DeepSeekV32Config {
                 .with_beta_slow(y.beta_slow)
                 .with_mscale(y.attention_mscale())
         });
-        DsaAttentionConfig::new(
-            self.hidden_size,
-            self.num_attention_heads,
-            self.max_position_embeddings,
-        )
-        .with_rope_theta(self.rope_theta)
-        .with_yarn(yarn)
-        .with_q_lora_rank(self.q_lora_rank)
-        .with_kv_lora_rank(self.kv_lora_rank)
-        .with_qk_nope_dim(self.qk_nope_head_dim)
-        .with_qk_rope_dim(self.qk_rope_head_dim)
-        .with_v_head_dim(self.v_head_dim)
-        .with_index_n_heads(self.index_n_heads)
-        .with_index_head_dim(self.index_head_dim)
-        .with_index_topk(self.index_topk)
-        .with_index_quant(match self.index_scale_fmt() {
-            ScaleFmt::Float => IndexerQuant::E4m3,
-            ScaleFmt::Ue8m0 => IndexerQuant::E4m3Pow2,
-        })
-        .with_index_rope_interleaved(self.indexer_rope_interleave)
-        .with_norm_eps(self.rms_norm_eps)
+        DsaAttentionConfig::new(self.hidden_size, self.num_attention_heads, self.max_position_embeddings)
+            .with_rope_theta(self.rope_theta)
+            .with_yarn(yarn)
+            .with_q_lora_rank(self.q_lora_rank)
+            .with_kv_lora_rank(self.kv_lora_rank)
+            .with_qk_nope_dim(self.qk_nope_head_dim)
+            .with_qk_rope_dim(self.qk_rope_head_dim)
+            .with_v_head_dim(self.v_head_dim)
+            .with_index_n_heads(self.index_n_heads)
+            .with_index_head_dim(self.index_head_dim)
+            .with_index_topk(self.index_topk)
+            .with_index_quant(match self.index_scale_fmt() {
+                ScaleFmt::Float => IndexerQuant::E4m3,
+                ScaleFmt::Ue8m0 => IndexerQuant::E4m3Pow2,
+            })
+            .with_index_rope_interleaved(self.indexer_rope_interleave)
+            .with_norm_eps(self.rms_norm_eps)
     }
 
     /// Whether layer `layer` has a MoE feed-forward (else a dense MLP).
@@ -841,47 +837,23 @@ impl DeepSeekV32Config {
         let (d, h) = (self.hidden_size, self.num_attention_heads);
         let (ql, kvl, rope) = (self.q_lora_rank, self.kv_lora_rank, self.qk_rope_head_dim);
         let (ih, id) = (self.index_n_heads, self.index_head_dim);
-        let attention = d * ql
-            + ql
-            + ql * h * self.qk_head_dim()
-            + d * (kvl + rope)
-            + kvl
-            + kvl * h * (self.qk_nope_head_dim + self.v_head_dim)
+        let attention = d * ql + ql + ql * h * self.qk_head_dim()
+            + d * (kvl + rope) + kvl + kvl * h * (self.qk_nope_head_dim + self.v_head_dim)
             + h * self.v_head_dim * d
-            + ql * ih * id
-            + d * id
-            + 2 * id
-            + d * ih;
+            + ql * ih * id + d * id + 2 * id + d * ih;
         let swiglu = |hidden: usize| 3 * d * hidden;
         let moe_fixed = self.n_routed_experts * d
-            + if self.topk_method == TopkMethod::NoauxTc {
-                self.n_routed_experts
-            } else {
-                0
-            }
+            + if self.topk_method == TopkMethod::NoauxTc { self.n_routed_experts } else { 0 }
             + swiglu(self.n_shared_experts * self.moe_intermediate_size);
         let expert = swiglu(self.moe_intermediate_size);
-        let head = if self.tie_word_embeddings {
-            0
-        } else {
-            self.vocab_size * d
-        };
-        let mut count = ParameterCount {
-            total: self.vocab_size * d + head + d,
-            active: self.vocab_size * d + head + d,
-        };
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * d };
+        let mut count = ParameterCount { total: self.vocab_size * d + head + d, active: self.vocab_size * d + head + d };
         for layer in 0..self.num_hidden_layers {
             let common = 2 * d + attention;
             let (total, active) = if self.is_moe_layer(layer) {
-                (
-                    moe_fixed + self.n_routed_experts * expert,
-                    moe_fixed + self.num_experts_per_tok * expert,
-                )
+                (moe_fixed + self.n_routed_experts * expert, moe_fixed + self.num_experts_per_tok * expert)
             } else {
-                (
-                    swiglu(self.intermediate_size),
-                    swiglu(self.intermediate_size),
-                )
+                (swiglu(self.intermediate_size), swiglu(self.intermediate_size))
             };
             count.total += common + total;
             count.active += common + active;

@@ -46,11 +46,7 @@ pub const GOLDEN_FILE: &str = "golden.safetensors";
 pub fn case_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            ["config.json", "model.safetensors", GOLDEN_FILE]
-                .iter()
-                .all(|f| p.join(f).is_file())
-        })
+        .filter(|p| ["config.json", "model.safetensors", GOLDEN_FILE].iter().all(|f| p.join(f).is_file()))
         .collect();
     cases.sort();
     Ok(cases)
@@ -109,11 +105,7 @@ pub fn compare_selection(
     candidates: impl Fn(usize) -> usize,
 ) -> SelectionDiff {
     let rows = mask.len() / s.max(1);
-    let mut diff = SelectionDiff {
-        mismatched: 0,
-        selected: 0,
-        worst_gap: 0.0,
-    };
+    let mut diff = SelectionDiff { mismatched: 0, selected: 0, worst_gap: 0.0 };
     for row in 0..rows {
         let mut ours = vec![false; s];
         for j in (0..k).filter(|&j| valid[row * k + j]) {
@@ -122,24 +114,14 @@ pub fn compare_selection(
         let theirs = &mask[row * s..(row + 1) * s];
         let sc = &scores[row * s..(row + 1) * s];
         let causal = &sc[..candidates(row).min(s)];
-        let range = causal.iter().copied().fold(f32::MIN, f32::max)
-            - causal.iter().copied().fold(f32::MAX, f32::min);
-        let only_ours: Vec<f32> = (0..s)
-            .filter(|&c| ours[c] && theirs[c] == 0)
-            .map(|c| sc[c])
-            .collect();
-        let only_theirs: Vec<f32> = (0..s)
-            .filter(|&c| !ours[c] && theirs[c] != 0)
-            .map(|c| sc[c])
-            .collect();
+        let range = causal.iter().copied().fold(f32::MIN, f32::max) - causal.iter().copied().fold(f32::MAX, f32::min);
+        let only_ours: Vec<f32> = (0..s).filter(|&c| ours[c] && theirs[c] == 0).map(|c| sc[c]).collect();
+        let only_theirs: Vec<f32> = (0..s).filter(|&c| !ours[c] && theirs[c] != 0).map(|c| sc[c]).collect();
         diff.selected += ours.iter().filter(|o| **o).count();
         diff.mismatched += only_ours.len().max(only_theirs.len());
         if only_ours.len() != only_theirs.len() {
             diff.worst_gap = f32::INFINITY;
-        } else if let (Some(lo), Some(hi)) = (
-            only_ours.iter().copied().reduce(f32::min),
-            only_theirs.iter().copied().reduce(f32::max),
-        ) {
+        } else if let (Some(lo), Some(hi)) = (only_ours.iter().copied().reduce(f32::min), only_theirs.iter().copied().reduce(f32::max)) {
             diff.worst_gap = diff.worst_gap.max((hi - lo) / range.max(f32::MIN_POSITIVE));
         }
     }
@@ -294,25 +276,17 @@ impl From<LoadError> for CaseError {
 /// at a time with the cache, and compares every golden tensor present.
 pub fn run_case<B: DsaBackend>(dir: &Path, device: &B::Device) -> Result<Report, CaseError> {
     let (cfg, model) = hf::load::<B>(dir, device)?;
-    let golden = Golden {
-        ckpt: Checkpoint::open(dir.join(GOLDEN_FILE))?,
-        file: dir.join(GOLDEN_FILE),
-    };
+    let golden = Golden { ckpt: Checkpoint::open(dir.join(GOLDEN_FILE))?, file: dir.join(GOLDEN_FILE) };
     let [batch, total] = golden.dims::<2>("tokens")?;
     let [_, prefill, _] = golden.dims::<3>("logits")?;
     golden.expect_shape("logits", &[batch, prefill, cfg.vocab_size])?;
     if prefill == 0 || prefill > total {
-        return Err(golden.malformed(format!(
-            "logits cover {prefill} positions of {total} tokens"
-        )));
+        return Err(golden.malformed(format!("logits cover {prefill} positions of {total} tokens")));
     }
     let tokens = golden.ckpt.read_data("tokens")?.convert::<i64>();
     let tokens = Tensor::<B, 2, Int>::from_data(tokens, device);
     let mut report = Report {
-        case: dir.file_name().map_or_else(
-            || dir.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
+        case: dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
         batch,
         prefill,
         decode_steps: total - prefill,
@@ -321,25 +295,17 @@ pub fn run_case<B: DsaBackend>(dir: &Path, device: &B::Device) -> Result<Report,
 
     let mut cache = ModelCache::new(cfg.num_hidden_layers);
     let trace = model.forward_traced(tokens.clone().narrow(1, 0, prefill), Some(&mut cache));
-    report
-        .checks
-        .push(golden.rel_error("logits", trace.logits, |_| true)?);
+    report.checks.push(golden.rel_error("logits", trace.logits, |_| true)?);
     for (layer, lt) in trace.layers.into_iter().enumerate() {
         let name = |what: &str| format!("layer{layer}.{what}");
         if golden.has(&name("hidden")) {
-            report
-                .checks
-                .push(golden.rel_error(&name("hidden"), lt.hidden, |_| true)?);
+            report.checks.push(golden.rel_error(&name("hidden"), lt.hidden, |_| true)?);
         }
         let Some(sel) = lt.selection else { continue };
         if golden.has(&name("index_scores")) {
             // Raw scores: only the causal entries (key s <= query t) are meaningful.
             let keep = |i: usize| i % prefill <= (i / prefill) % prefill;
-            report.checks.push(golden.rel_error(
-                &name("index_scores"),
-                sel.scores.clone(),
-                keep,
-            )?);
+            report.checks.push(golden.rel_error(&name("index_scores"), sel.scores.clone(), keep)?);
         }
         if golden.has(&name("selected")) {
             let scores = match golden.has(&name("index_scores")) {
@@ -347,13 +313,7 @@ pub fn run_case<B: DsaBackend>(dir: &Path, device: &B::Device) -> Result<Report,
                 false => host(sel.scores.clone()),
             };
             let candidates = |row: usize| row % prefill + 1;
-            report.checks.push(golden.selection(
-                &name("selected"),
-                &[batch, prefill, prefill],
-                &sel,
-                &scores,
-                candidates,
-            )?);
+            report.checks.push(golden.selection(&name("selected"), &[batch, prefill, prefill], &sel, &scores, candidates)?);
         }
     }
 
@@ -366,21 +326,11 @@ pub fn run_case<B: DsaBackend>(dir: &Path, device: &B::Device) -> Result<Report,
             last = step.layers.into_iter().next().and_then(|l| l.selection);
         }
         if golden.has("decode_logits") {
-            report.checks.push(golden.rel_error(
-                "decode_logits",
-                Tensor::cat(logits, 1),
-                |_| true,
-            )?);
+            report.checks.push(golden.rel_error("decode_logits", Tensor::cat(logits, 1), |_| true)?);
         }
         if let (true, Some(sel)) = (golden.has("decode.layer0.selected_last"), last) {
             let scores = host(sel.scores.clone());
-            report.checks.push(golden.selection(
-                "decode.layer0.selected_last",
-                &[batch, total],
-                &sel,
-                &scores,
-                |_| total,
-            )?);
+            report.checks.push(golden.selection("decode.layer0.selected_last", &[batch, total], &sel, &scores, |_| total)?);
         }
     } else if golden.has("decode_logits") {
         return Err(golden.malformed("decode_logits without tokens beyond the prefill".into()));
@@ -390,10 +340,7 @@ pub fn run_case<B: DsaBackend>(dir: &Path, device: &B::Device) -> Result<Report,
 
 /// A tensor's values as f32 on the host.
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("float data converts to f32")
+    t.into_data().convert::<f32>().into_vec::<f32>().expect("float data converts to f32")
 }
 
 /// The golden file of a case.
@@ -408,17 +355,12 @@ impl Golden {
     }
 
     fn malformed(&self, reason: String) -> CaseError {
-        CaseError::Malformed {
-            file: self.file.clone(),
-            reason,
-        }
+        CaseError::Malformed { file: self.file.clone(), reason }
     }
 
     fn dims<const D: usize>(&self, name: &str) -> Result<[usize; D], CaseError> {
         let shape = self.ckpt.shape(name)?;
-        shape
-            .try_into()
-            .map_err(|_| self.malformed(format!("`{name}` has shape {shape:?}, expected {D} dims")))
+        shape.try_into().map_err(|_| self.malformed(format!("`{name}` has shape {shape:?}, expected {D} dims")))
     }
 
     fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<(), CaseError> {
@@ -427,34 +369,15 @@ impl Golden {
 
     fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CaseError> {
         self.expect_shape(name, shape)?;
-        Ok(self
-            .ckpt
-            .read_f32(name)?
-            .into_vec::<f32>()
-            .expect("read_f32 gives f32"))
+        Ok(self.ckpt.read_f32(name)?.into_vec::<f32>().expect("read_f32 gives f32"))
     }
 
     /// Relative error of `ours` against golden `name` over the flat entries `keep` accepts.
-    fn rel_error<B: Backend, const D: usize>(
-        &self,
-        name: &str,
-        ours: Tensor<B, D>,
-        keep: impl Fn(usize) -> bool,
-    ) -> Result<Check, CaseError> {
+    fn rel_error<B: Backend, const D: usize>(&self, name: &str, ours: Tensor<B, D>, keep: impl Fn(usize) -> bool) -> Result<Check, CaseError> {
         let reference = self.f32(name, &ours.dims())?;
         let ours = host(ours);
-        let (a, b): (Vec<f32>, Vec<f32>) = ours
-            .into_iter()
-            .zip(reference)
-            .enumerate()
-            .filter(|(i, _)| keep(*i))
-            .map(|(_, p)| p)
-            .unzip();
-        Ok(Check::RelError {
-            tensor: name.into(),
-            value: rel_error(&a, &b),
-            limit: REL_TOLERANCE,
-        })
+        let (a, b): (Vec<f32>, Vec<f32>) = ours.into_iter().zip(reference).enumerate().filter(|(i, _)| keep(*i)).map(|(_, p)| p).unzip();
+        Ok(Check::RelError { tensor: name.into(), value: rel_error(&a, &b), limit: REL_TOLERANCE })
     }
 
     /// Our `selection` against golden mask `name` of `shape` (rows × keys).
@@ -467,42 +390,15 @@ impl Golden {
         candidates: impl Fn(usize) -> usize,
     ) -> Result<Check, CaseError> {
         self.expect_shape(name, shape)?;
-        let mask = self
-            .ckpt
-            .read_data(name)?
-            .convert::<u8>()
-            .into_vec::<u8>()
-            .map_err(|e| self.malformed(format!("`{name}`: {e:?}")))?;
+        let mask = self.ckpt.read_data(name)?.convert::<u8>().into_vec::<u8>().map_err(|e| self.malformed(format!("`{name}`: {e:?}")))?;
         let k = selection.indices.dims()[2];
-        let indices = selection
-            .indices
-            .to_data()
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .expect("int data converts to i64");
-        let valid: Vec<bool> = selection
-            .valid
-            .clone()
-            .int()
-            .into_data()
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .expect("int data converts to i64")
-            .iter()
-            .map(|v| *v != 0)
-            .collect();
+        let indices = selection.indices.to_data().convert::<i64>().into_vec::<i64>().expect("int data converts to i64");
+        let valid: Vec<bool> = selection.valid.clone().int().into_data().convert::<i64>().into_vec::<i64>().expect("int data converts to i64").iter().map(|v| *v != 0).collect();
         let keys = shape[shape.len() - 1];
         if scores.len() != mask.len() || indices.len() * keys != mask.len() * k {
-            return Err(self.malformed(format!(
-                "`{name}` has shape {shape:?}, our selection {:?}",
-                selection.indices.dims()
-            )));
+            return Err(self.malformed(format!("`{name}` has shape {shape:?}, our selection {:?}", selection.indices.dims())));
         }
         let diff = compare_selection(&indices, &valid, k, &mask, scores, keys, candidates);
-        Ok(Check::Selection {
-            tensor: name.into(),
-            diff,
-            limit: NEAR_TIE,
-        })
+        Ok(Check::Selection { tensor: name.into(), diff, limit: NEAR_TIE })
     }
 }

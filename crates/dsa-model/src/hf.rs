@@ -30,40 +30,21 @@ pub fn linear<B: Backend>(
     device: &B::Device,
 ) -> Result<Linear<B>, LoadError> {
     let w = ckpt.read_tensor::<B, 2>(&format!("{prefix}.weight"), [d_out, d_in], device)?;
-    Ok(Linear {
-        weight: Param::from_tensor(w.transpose()),
-        bias: None,
-    })
+    Ok(Linear { weight: Param::from_tensor(w.transpose()), bias: None })
 }
 
 /// An RMSNorm from `<prefix>.weight`.
-pub fn rms_norm<B: Backend>(
-    ckpt: &Checkpoint,
-    prefix: &str,
-    d: usize,
-    eps: f64,
-    device: &B::Device,
-) -> Result<RmsNorm<B>, LoadError> {
+pub fn rms_norm<B: Backend>(ckpt: &Checkpoint, prefix: &str, d: usize, eps: f64, device: &B::Device) -> Result<RmsNorm<B>, LoadError> {
     let mut norm = RmsNormConfig::new(d).with_epsilon(eps).init(device);
     norm.gamma = Param::from_tensor(ckpt.read_tensor(&format!("{prefix}.weight"), [d], device)?);
     Ok(norm)
 }
 
 /// A LayerNorm with bias from `<prefix>.weight` and `<prefix>.bias`.
-pub fn layer_norm<B: Backend>(
-    ckpt: &Checkpoint,
-    prefix: &str,
-    d: usize,
-    eps: f64,
-    device: &B::Device,
-) -> Result<LayerNorm<B>, LoadError> {
+pub fn layer_norm<B: Backend>(ckpt: &Checkpoint, prefix: &str, d: usize, eps: f64, device: &B::Device) -> Result<LayerNorm<B>, LoadError> {
     let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(device);
     norm.gamma = Param::from_tensor(ckpt.read_tensor(&format!("{prefix}.weight"), [d], device)?);
-    norm.beta = Some(Param::from_tensor(ckpt.read_tensor(
-        &format!("{prefix}.bias"),
-        [d],
-        device,
-    )?));
+    norm.beta = Some(Param::from_tensor(ckpt.read_tensor(&format!("{prefix}.bias"), [d], device)?));
     Ok(norm)
 }
 
@@ -78,40 +59,17 @@ pub fn layer_norm<B: Backend>(
 /// let attn = hf::attention::<NdArray>(&ckpt, &cfg, 0, &Default::default())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn attention<B: Backend>(
-    ckpt: &Checkpoint,
-    cfg: &DeepSeekV32Config,
-    layer: usize,
-    device: &B::Device,
-) -> Result<DsaAttention<B>, LoadError> {
+pub fn attention<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<DsaAttention<B>, LoadError> {
     let p = format!("{}.self_attn", layer_prefix(layer));
     let (d, h, eps) = (cfg.hidden_size, cfg.num_attention_heads, cfg.rms_norm_eps);
     let (ql, kvl, rope) = (cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_rope_head_dim);
     let mut attn = cfg.attention().init::<B>(device);
     attn.wq_a = linear(ckpt, &format!("{p}.q_a_proj"), d, ql, device)?;
     attn.q_norm = rms_norm(ckpt, &format!("{p}.q_a_layernorm"), ql, eps, device)?;
-    attn.wq_b = linear(
-        ckpt,
-        &format!("{p}.q_b_proj"),
-        ql,
-        h * cfg.qk_head_dim(),
-        device,
-    )?;
-    attn.wkv_a = linear(
-        ckpt,
-        &format!("{p}.kv_a_proj_with_mqa"),
-        d,
-        kvl + rope,
-        device,
-    )?;
+    attn.wq_b = linear(ckpt, &format!("{p}.q_b_proj"), ql, h * cfg.qk_head_dim(), device)?;
+    attn.wkv_a = linear(ckpt, &format!("{p}.kv_a_proj_with_mqa"), d, kvl + rope, device)?;
     attn.kv_norm = rms_norm(ckpt, &format!("{p}.kv_a_layernorm"), kvl, eps, device)?;
-    attn.wkv_b = linear(
-        ckpt,
-        &format!("{p}.kv_b_proj"),
-        kvl,
-        h * (cfg.qk_nope_head_dim + cfg.v_head_dim),
-        device,
-    )?;
+    attn.wkv_b = linear(ckpt, &format!("{p}.kv_b_proj"), kvl, h * (cfg.qk_nope_head_dim + cfg.v_head_dim), device)?;
     attn.wo = linear(ckpt, &format!("{p}.o_proj"), h * cfg.v_head_dim, d, device)?;
     let (ih, id) = (cfg.index_n_heads, cfg.index_head_dim);
     let ix = &mut attn.indexer;
@@ -131,13 +89,7 @@ fn layer_prefix(layer: usize) -> String {
 const MLP_PROJECTIONS: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
 
 /// A SwiGLU MLP from `<prefix>.{gate_proj,up_proj,down_proj}.weight`.
-pub fn mlp<B: Backend>(
-    ckpt: &Checkpoint,
-    prefix: &str,
-    d_model: usize,
-    hidden: usize,
-    device: &B::Device,
-) -> Result<Mlp<B>, LoadError> {
+pub fn mlp<B: Backend>(ckpt: &Checkpoint, prefix: &str, d_model: usize, hidden: usize, device: &B::Device) -> Result<Mlp<B>, LoadError> {
     let [gate, up, down] = MLP_PROJECTIONS.map(|p| format!("{prefix}.{p}"));
     Ok(Mlp {
         gate_proj: linear(ckpt, &gate, d_model, hidden, device)?,
@@ -147,12 +99,7 @@ pub fn mlp<B: Backend>(
 }
 
 /// Layer `layer`'s mixture of experts (`model.layers.<layer>.mlp.*`).
-pub fn moe<B: Backend>(
-    ckpt: &Checkpoint,
-    cfg: &DeepSeekV32Config,
-    layer: usize,
-    device: &B::Device,
-) -> Result<Moe<B>, LoadError> {
+pub fn moe<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<Moe<B>, LoadError> {
     let p = format!("{}.mlp", layer_prefix(layer));
     let moe_cfg = MoeConfig::from_config(cfg);
     let (d, e) = (moe_cfg.d_model, moe_cfg.n_routed_experts);
@@ -160,68 +107,31 @@ pub fn moe<B: Backend>(
     let mut moe = moe_cfg.init::<B>(device);
     moe.gate = linear(ckpt, &format!("{p}.gate"), d, e, device)?;
     moe.e_score_correction_bias = match moe_cfg.correction_bias {
-        true => Some(Param::from_tensor(ckpt.read_tensor(
-            &format!("{p}.gate.e_score_correction_bias"),
-            [e],
-            device,
-        )?)),
+        true => Some(Param::from_tensor(ckpt.read_tensor(&format!("{p}.gate.e_score_correction_bias"), [e], device)?)),
         false => None,
     };
     moe.experts = (0..e)
-        .map(|i| {
-            mlp(
-                ckpt,
-                &format!("{p}.experts.{i}"),
-                d,
-                moe_cfg.expert_hidden,
-                device,
-            )
-        })
+        .map(|i| mlp(ckpt, &format!("{p}.experts.{i}"), d, moe_cfg.expert_hidden, device))
         .collect::<Result<_, _>>()?;
     moe.shared_experts = moe_cfg
         .shared()
-        .map(|c| {
-            mlp(
-                ckpt,
-                &format!("{p}.shared_experts"),
-                c.d_model,
-                c.hidden,
-                device,
-            )
-        })
+        .map(|c| mlp(ckpt, &format!("{p}.shared_experts"), c.d_model, c.hidden, device))
         .transpose()?;
     Ok(moe)
 }
 
 /// Block `layer` (`model.layers.<layer>.*`): norms, attention and feed-forward.
-pub fn block<B: Backend>(
-    ckpt: &Checkpoint,
-    cfg: &DeepSeekV32Config,
-    layer: usize,
-    device: &B::Device,
-) -> Result<Block<B>, LoadError> {
+pub fn block<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<Block<B>, LoadError> {
     let p = layer_prefix(layer);
     let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
     Ok(Block {
         input_layernorm: rms_norm(ckpt, &format!("{p}.input_layernorm"), d, eps, device)?,
         self_attn: attention(ckpt, cfg, layer, device)?,
-        post_attention_layernorm: rms_norm(
-            ckpt,
-            &format!("{p}.post_attention_layernorm"),
-            d,
-            eps,
-            device,
-        )?,
+        post_attention_layernorm: rms_norm(ckpt, &format!("{p}.post_attention_layernorm"), d, eps, device)?,
         mlp: if cfg.is_moe_layer(layer) {
             FeedForward::Moe(moe(ckpt, cfg, layer, device)?)
         } else {
-            FeedForward::Dense(mlp(
-                ckpt,
-                &format!("{p}.mlp"),
-                d,
-                cfg.intermediate_size,
-                device,
-            )?)
+            FeedForward::Dense(mlp(ckpt, &format!("{p}.mlp"), d, cfg.intermediate_size, device)?)
         },
     })
 }
@@ -236,10 +146,7 @@ pub fn block<B: Backend>(
 /// assert!(names.contains(&"model.layers.0.self_attn.indexer.k_norm.bias".to_string()));
 /// ```
 pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
-    let mut names = vec![
-        "model.embed_tokens.weight".to_string(),
-        "model.norm.weight".to_string(),
-    ];
+    let mut names = vec!["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()];
     if !cfg.tie_word_embeddings {
         names.push("lm_head.weight".into());
     }
@@ -296,28 +203,17 @@ pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
 /// let model = hf::model::<NdArray>(&ckpt, &cfg, &Default::default())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn model<B: Backend>(
-    ckpt: &Checkpoint,
-    cfg: &DeepSeekV32Config,
-    device: &B::Device,
-) -> Result<DeepSeekV32<B>, LoadError> {
+pub fn model<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, device: &B::Device) -> Result<DeepSeekV32<B>, LoadError> {
     ckpt.check_names(&expected_names(cfg), cfg.num_hidden_layers)?;
     let (d, v) = (cfg.hidden_size, cfg.vocab_size);
     let embed = ckpt.read_tensor::<B, 2>("model.embed_tokens.weight", [v, d], device)?;
     let lm_head = match cfg.tie_word_embeddings {
-        true => Linear {
-            weight: Param::from_tensor(embed.clone().transpose()),
-            bias: None,
-        },
+        true => Linear { weight: Param::from_tensor(embed.clone().transpose()), bias: None },
         false => linear(ckpt, "lm_head", d, v, device)?,
     };
     Ok(DeepSeekV32 {
-        embed_tokens: Embedding {
-            weight: Param::from_tensor(embed),
-        },
-        layers: (0..cfg.num_hidden_layers)
-            .map(|layer| block(ckpt, cfg, layer, device))
-            .collect::<Result<_, _>>()?,
+        embed_tokens: Embedding { weight: Param::from_tensor(embed) },
+        layers: (0..cfg.num_hidden_layers).map(|layer| block(ckpt, cfg, layer, device)).collect::<Result<_, _>>()?,
         norm: rms_norm(ckpt, "model.norm", d, cfg.rms_norm_eps, device)?,
         lm_head,
     })
@@ -383,10 +279,7 @@ pub fn open(dir: impl AsRef<Path>) -> Result<(DeepSeekV32Config, Checkpoint), Mo
 /// let (cfg, model) = hf::load::<NdArray>("DeepSeek-V3.2-Exp", &Default::default())?;
 /// # Ok::<(), hf::ModelLoadError>(())
 /// ```
-pub fn load<B: Backend>(
-    dir: impl AsRef<Path>,
-    device: &B::Device,
-) -> Result<(DeepSeekV32Config, DeepSeekV32<B>), ModelLoadError> {
+pub fn load<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B>), ModelLoadError> {
     let (cfg, ckpt) = open(dir)?;
     let model = model(&ckpt, &cfg, device)?;
     Ok((cfg, model))
@@ -404,32 +297,17 @@ mod tests {
 
     /// Copies a conformance case's config and weights to a temporary directory, letting
     /// `edit` change the list of (name, dtype, shape, bytes) tensors first.
-    fn edited_case(
-        edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
-    ) -> TempDir {
+    fn edited_case(edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) -> TempDir {
         let case = &conformance_cases()[0];
         let dir = TempDir::new("hf-model");
-        std::fs::copy(case.join("config.json"), dir.path().join("config.json"))
-            .expect("copy config");
+        std::fs::copy(case.join("config.json"), dir.path().join("config.json")).expect("copy config");
         let bytes = std::fs::read(case.join(crate::loading::SINGLE_FILE)).expect("read weights");
         let st = SafeTensors::deserialize(&bytes).expect("valid case");
-        let mut tensors: Vec<_> = st
-            .tensors()
-            .into_iter()
-            .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-            .collect();
+        let mut tensors: Vec<_> = st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
         edit(&mut tensors);
-        let views: Vec<(String, TensorView<'_>)> = tensors
-            .iter()
-            .map(|(n, d, s, b)| {
-                (
-                    n.clone(),
-                    TensorView::new(*d, s.clone(), b).expect("consistent"),
-                )
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, &dir.path().join(crate::loading::SINGLE_FILE))
-            .expect("write");
+        let views: Vec<(String, TensorView<'_>)> =
+            tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent"))).collect();
+        safetensors::serialize_to_file(views, None, &dir.path().join(crate::loading::SINGLE_FILE)).expect("write");
         dir
     }
 
@@ -438,59 +316,28 @@ mod tests {
         for case in conformance_cases() {
             let (cfg, ckpt) = open(&case).expect("case opens");
             let names = expected_names(&cfg);
-            ckpt.check_names(&names, cfg.num_hidden_layers)
-                .expect("names match");
-            let stored: usize = names
-                .iter()
-                .map(|n| ckpt.shape(n).expect("present").iter().product::<usize>())
-                .sum();
+            ckpt.check_names(&names, cfg.num_hidden_layers).expect("names match");
+            let stored: usize = names.iter().map(|n| ckpt.shape(n).expect("present").iter().product::<usize>()).sum();
             assert_eq!(stored, cfg.parameter_count().total, "{}", case.display());
             let model = model::<B>(&ckpt, &cfg, &Default::default()).expect("loads");
             // The routing bias is a parameter too; Burn counts every loaded value.
-            assert_eq!(
-                burn::module::Module::num_params(&model),
-                stored,
-                "{}",
-                case.display()
-            );
+            assert_eq!(burn::module::Module::num_params(&model), stored, "{}", case.display());
         }
     }
 
     #[test]
     fn missing_and_unexpected_tensors_are_all_named() {
         let dir = edited_case(|t| {
-            t.retain(|(n, ..)| {
-                n != "model.norm.weight" && n != "model.layers.1.mlp.experts.3.up_proj.weight"
-            });
-            t.push((
-                "model.layers.0.mlp.extra.weight".into(),
-                safetensors::Dtype::F32,
-                vec![1],
-                vec![0; 4],
-            ));
+            t.retain(|(n, ..)| n != "model.norm.weight" && n != "model.layers.1.mlp.experts.3.up_proj.weight");
+            t.push(("model.layers.0.mlp.extra.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
             // The MTP layer (index num_hidden_layers) is skipped, not unexpected.
-            t.push((
-                "model.layers.3.eh_proj.weight".into(),
-                safetensors::Dtype::F32,
-                vec![1],
-                vec![0; 4],
-            ));
+            t.push(("model.layers.3.eh_proj.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
         });
         let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
         let msg = err.to_string();
         match &err {
-            ModelLoadError::Checkpoint(LoadError::NameMismatch {
-                missing,
-                unexpected,
-                ..
-            }) => {
-                assert_eq!(
-                    missing,
-                    &[
-                        "model.norm.weight",
-                        "model.layers.1.mlp.experts.3.up_proj.weight"
-                    ]
-                );
+            ModelLoadError::Checkpoint(LoadError::NameMismatch { missing, unexpected, .. }) => {
+                assert_eq!(missing, &["model.norm.weight", "model.layers.1.mlp.experts.3.up_proj.weight"]);
                 assert_eq!(unexpected, &["model.layers.0.mlp.extra.weight"]);
             }
             other => panic!("wrong error: {other}"),
@@ -501,27 +348,14 @@ mod tests {
     #[test]
     fn a_misshapen_tensor_names_tensor_shapes_and_file() {
         let dir = edited_case(|t| {
-            let o = t
-                .iter_mut()
-                .find(|(n, ..)| n == "model.layers.2.self_attn.o_proj.weight")
-                .expect("present");
+            let o = t.iter_mut().find(|(n, ..)| n == "model.layers.2.self_attn.o_proj.weight").expect("present");
             // Keep the bytes, claim half the columns twice as many rows: same size, wrong shape.
             o.2 = vec![o.2[0] * 2, o.2[1] / 2];
         });
         let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            matches!(
-                err,
-                ModelLoadError::Checkpoint(LoadError::ShapeMismatch { .. })
-                    | ModelLoadError::Checkpoint(LoadError::Invalid { .. })
-            ),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("model.layers.2.self_attn.o_proj.weight"),
-            "{msg}"
-        );
+        assert!(matches!(err, ModelLoadError::Checkpoint(LoadError::ShapeMismatch { .. }) | ModelLoadError::Checkpoint(LoadError::Invalid { .. })), "{msg}");
+        assert!(msg.contains("model.layers.2.self_attn.o_proj.weight"), "{msg}");
         assert!(msg.contains("model.safetensors"), "{msg}");
     }
 
@@ -532,20 +366,13 @@ mod tests {
         let text = std::fs::read_to_string(&config).expect("config");
         std::fs::write(&config, text.replace("\"n_group\": 2", "\"n_group\": 3")).expect("write");
         let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
-        assert!(
-            matches!(&err, ModelLoadError::Config(e) if e.field() == Some("n_group")),
-            "{err}"
-        );
+        assert!(matches!(&err, ModelLoadError::Config(e) if e.field() == Some("n_group")), "{err}");
 
         std::fs::write(&config, text).expect("write");
         let weights = dir.path().join(crate::loading::SINGLE_FILE);
         let bytes = std::fs::read(&weights).expect("weights");
         std::fs::write(&weights, &bytes[..bytes.len() / 2]).expect("truncate");
         let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
-        assert!(
-            err.to_string().contains("not a valid safetensors file")
-                && err.to_string().contains("model.safetensors"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("not a valid safetensors file") && err.to_string().contains("model.safetensors"), "{err}");
     }
 }

@@ -24,5 +24,5 @@ mod test_util;
 
 pub use cache::ModelCache;
 pub use config::{ConfigError, DeepSeekV32Config};
-pub use loading::{Checkpoint, LoadError};
 pub use model::DeepSeekV32;
+pub use loading::{Checkpoint, LoadError};

@@ -54,28 +54,16 @@ pub struct Block<B: Backend> {
 impl<B: DsaBackend> Block<B> {
     /// `h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h))`, with the attention's selection (sparse
     /// mode).
-    pub fn forward(
-        &self,
-        h: Tensor<B, 3>,
-        cache: Option<&mut DsaCache<B>>,
-    ) -> (Tensor<B, 3>, Option<Selection<B>>) {
-        let (attn, selection) = self
-            .self_attn
-            .forward_with_selection(self.input_layernorm.forward(h.clone()), cache);
+    pub fn forward(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>) -> (Tensor<B, 3>, Option<Selection<B>>) {
+        let (attn, selection) = self.self_attn.forward_with_selection(self.input_layernorm.forward(h.clone()), cache);
         (self.feed_forward(h + attn), selection)
     }
 
     /// Training forward over whole sequences in `mode`: the block's output and its
     /// attention's indexer loss (see [`DsaAttention::forward_train`]: the loss trains the
     /// indexer alone, the output never reaches it).
-    pub fn forward_train(
-        &self,
-        h: Tensor<B, 3>,
-        mode: AttentionMode,
-    ) -> (Tensor<B, 3>, Tensor<B, 1>) {
-        let attn = self
-            .self_attn
-            .forward_train(self.input_layernorm.forward(h.clone()), mode);
+    pub fn forward_train(&self, h: Tensor<B, 3>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
+        let attn = self.self_attn.forward_train(self.input_layernorm.forward(h.clone()), mode);
         (self.feed_forward(h + attn.output), attn.indexer_loss)
     }
 
@@ -128,11 +116,7 @@ pub struct LayerTrace<B: Backend> {
 impl DeepSeekV32Config {
     /// Creates the model with random weights (initialised lazily, on first use).
     pub fn init<B: Backend>(&self, device: &B::Device) -> DeepSeekV32<B> {
-        let norm = || {
-            RmsNormConfig::new(self.hidden_size)
-                .with_epsilon(self.rms_norm_eps)
-                .init(device)
-        };
+        let norm = || RmsNormConfig::new(self.hidden_size).with_epsilon(self.rms_norm_eps).init(device);
         let layers = (0..self.num_hidden_layers)
             .map(|layer| Block {
                 input_layernorm: norm(),
@@ -141,9 +125,7 @@ impl DeepSeekV32Config {
                 mlp: if self.is_moe_layer(layer) {
                     FeedForward::Moe(MoeConfig::from_config(self).init(device))
                 } else {
-                    FeedForward::Dense(
-                        MlpConfig::new(self.hidden_size, self.intermediate_size).init(device),
-                    )
+                    FeedForward::Dense(MlpConfig::new(self.hidden_size, self.intermediate_size).init(device))
                 },
             })
             .collect();
@@ -151,9 +133,7 @@ impl DeepSeekV32Config {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
             layers,
             norm: norm(),
-            lm_head: LinearConfig::new(self.hidden_size, self.vocab_size)
-                .with_bias(false)
-                .init(device),
+            lm_head: LinearConfig::new(self.hidden_size, self.vocab_size).with_bias(false).init(device),
         }
     }
 }
@@ -168,11 +148,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// Logits `[B, T, vocab]` of `T` new tokens per sequence at positions
     /// `cache.position()..`, which are appended to `cache`: a prompt (prefill) or one token
     /// per sequence (decode).
-    pub fn forward_cached(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        cache: &mut ModelCache<B>,
-    ) -> Tensor<B, 3> {
+    pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut ModelCache<B>) -> Tensor<B, 3> {
         self.run(tokens, Some(cache), None)
     }
 
@@ -195,11 +171,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// loss in [`AttentionMode::Dense`], sparse-stage loss in [`AttentionMode::Sparse`]).
     /// The indexers see detached inputs, so the loss trains them alone, and the logits'
     /// gradient never reaches them.
-    pub fn forward_train(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        mode: AttentionMode,
-    ) -> (Tensor<B, 3>, Tensor<B, 1>) {
+    pub fn forward_train(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
         let mut h = self.embed_tokens.forward(tokens);
         let mut indexer_loss = Tensor::zeros([1], &h.device());
         for block in &self.layers {
@@ -212,32 +184,17 @@ impl<B: DsaBackend> DeepSeekV32<B> {
 
     /// [`DeepSeekV32::forward`] (no cache) or [`DeepSeekV32::forward_cached`], recording
     /// every block's output and selection.
-    pub fn forward_traced(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        cache: Option<&mut ModelCache<B>>,
-    ) -> Trace<B> {
+    pub fn forward_traced(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>) -> Trace<B> {
         let mut layers = Vec::with_capacity(self.layers.len());
         let logits = self.run(tokens, cache, Some(&mut layers));
         Trace { logits, layers }
     }
 
-    fn run(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        cache: Option<&mut ModelCache<B>>,
-        mut trace: Option<&mut Vec<LayerTrace<B>>>,
-    ) -> Tensor<B, 3> {
+    fn run(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>, mut trace: Option<&mut Vec<LayerTrace<B>>>) -> Tensor<B, 3> {
         let mut caches: Vec<Option<&mut DsaCache<B>>> = match cache {
             Some(cache) => {
                 let layers = cache.layers_mut();
-                assert_eq!(
-                    layers.len(),
-                    self.layers.len(),
-                    "the cache was made for {} layers, the model has {}",
-                    layers.len(),
-                    self.layers.len()
-                );
+                assert_eq!(layers.len(), self.layers.len(), "the cache was made for {} layers, the model has {}", layers.len(), self.layers.len());
                 layers.iter_mut().map(Some).collect()
             }
             None => self.layers.iter().map(|_| None).collect(),
@@ -247,10 +204,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
             let (out, selection) = block.forward(h, cache.as_deref_mut());
             h = out;
             if let Some(trace) = trace.as_deref_mut() {
-                trace.push(LayerTrace {
-                    hidden: h.clone(),
-                    selection,
-                });
+                trace.push(LayerTrace { hidden: h.clone(), selection });
             }
         }
         self.lm_head.forward(self.norm.forward(h))
@@ -274,8 +228,7 @@ mod tests {
         cfg.index_topk = 4;
         let model = cfg.init::<B>(&dev);
         let (prompt, total) = (7, 11);
-        let tokens =
-            Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, 96.0), &dev);
+        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, 96.0), &dev);
         let full = model.forward(tokens.clone());
 
         let mut cache = ModelCache::new(cfg.num_hidden_layers);
@@ -284,9 +237,7 @@ mod tests {
             steps.push(model.forward_cached(tokens.clone().narrow(1, pos, 1), &mut cache));
         }
         assert_eq!(cache.position(), total);
-        Tensor::cat(steps, 1)
-            .into_data()
-            .assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+        Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
     }
 
     /// The training forward computes the same logits as inference; its indexer loss trains
@@ -298,41 +249,23 @@ mod tests {
         let mut cfg = DeepSeekV32Config::tiny(48);
         cfg.index_topk = 3;
         let model = cfg.init::<A>(&dev);
-        let tokens =
-            Tensor::<A, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]], &dev);
+        let tokens = Tensor::<A, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]], &dev);
         let (logits, loss) = model.forward_train(tokens.clone(), AttentionMode::Sparse);
-        logits.clone().into_data().assert_approx_eq::<f32>(
-            &model.forward(tokens.clone()).into_data(),
-            Tolerance::default(),
-        );
+        logits.clone().into_data().assert_approx_eq::<f32>(&model.forward(tokens.clone()).into_data(), Tolerance::default());
         assert!(loss.clone().into_scalar() > 0.0);
 
         let attn = &model.layers[1].self_attn;
         let grads = loss.backward();
-        assert!(
-            attn.indexer.wk.weight.grad(&grads).is_some()
-                && attn.indexer.weights_proj.weight.grad(&grads).is_some()
-        );
-        assert!(
-            attn.wq_a.weight.grad(&grads).is_none()
-                && model.embed_tokens.weight.grad(&grads).is_none()
-        );
+        assert!(attn.indexer.wk.weight.grad(&grads).is_some() && attn.indexer.weights_proj.weight.grad(&grads).is_some());
+        assert!(attn.wq_a.weight.grad(&grads).is_none() && model.embed_tokens.weight.grad(&grads).is_none());
         let grads = logits.sum().backward();
-        assert!(
-            attn.wq_a.weight.grad(&grads).is_some()
-                && model.embed_tokens.weight.grad(&grads).is_some()
-        );
-        assert!(
-            attn.indexer.wk.weight.grad(&grads).is_none()
-                && attn.indexer.wq_b.weight.grad(&grads).is_none()
-        );
+        assert!(attn.wq_a.weight.grad(&grads).is_some() && model.embed_tokens.weight.grad(&grads).is_some());
+        assert!(attn.indexer.wk.weight.grad(&grads).is_none() && attn.indexer.wq_b.weight.grad(&grads).is_none());
 
         let (dense_logits, dense_loss) = model.forward_train(tokens.clone(), AttentionMode::Dense);
         assert!(dense_loss.into_scalar() > 0.0);
         let dense = model.with_attention_mode(AttentionMode::Dense);
-        dense_logits
-            .into_data()
-            .assert_approx_eq::<f32>(&dense.forward(tokens).into_data(), Tolerance::default());
+        dense_logits.into_data().assert_approx_eq::<f32>(&dense.forward(tokens).into_data(), Tolerance::default());
     }
 
     #[test]
@@ -346,17 +279,9 @@ mod tests {
         let last = trace.layers.last().expect("layers").hidden.clone();
         // The logits are the LM head of the normalised last hidden state.
         let logits = model.lm_head.forward(model.norm.forward(last));
-        logits
-            .into_data()
-            .assert_approx_eq::<f32>(&trace.logits.clone().into_data(), Tolerance::default());
-        trace
-            .logits
-            .into_data()
-            .assert_approx_eq::<f32>(&model.forward(tokens).into_data(), Tolerance::default());
-        let sel = trace.layers[0]
-            .selection
-            .as_ref()
-            .expect("sparse attention");
+        logits.into_data().assert_approx_eq::<f32>(&trace.logits.clone().into_data(), Tolerance::default());
+        trace.logits.into_data().assert_approx_eq::<f32>(&model.forward(tokens).into_data(), Tolerance::default());
+        let sel = trace.layers[0].selection.as_ref().expect("sparse attention");
         assert_eq!(sel.scores.dims(), [1, 5, 5]);
     }
 }

@@ -40,11 +40,7 @@ impl Routing {
         Self {
             scoring: cfg.scoring_func,
             experts_per_token: cfg.num_experts_per_tok,
-            n_group: if cfg.topk_method == TopkMethod::Greedy {
-                1
-            } else {
-                cfg.n_group
-            },
+            n_group: if cfg.topk_method == TopkMethod::Greedy { 1 } else { cfg.n_group },
             topk_group: cfg.topk_group,
             normalize: cfg.norm_topk_prob,
             scale: cfg.routed_scaling_factor,
@@ -73,11 +69,7 @@ impl Routing {
             weights.iter_mut().for_each(|w| *w /= sum);
         }
         let scale = self.scale as f32;
-        chosen
-            .into_iter()
-            .zip(weights)
-            .map(|(e, w)| (e, w * scale))
-            .collect()
+        chosen.into_iter().zip(weights).map(|(e, w)| (e, w * scale)).collect()
     }
 
     /// The experts [`Routing::route`] chooses for one token, best first.
@@ -157,8 +149,7 @@ impl MoeConfig {
 
     /// The shared experts' MLP, if there are any.
     pub fn shared(&self) -> Option<MlpConfig> {
-        (self.n_shared_experts > 0)
-            .then(|| MlpConfig::new(self.d_model, self.n_shared_experts * self.expert_hidden))
+        (self.n_shared_experts > 0).then(|| MlpConfig::new(self.d_model, self.n_shared_experts * self.expert_hidden))
     }
 
     /// Creates the layer with random weights (initialised lazily, on first use) and a zero
@@ -166,15 +157,11 @@ impl MoeConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Moe<B> {
         let expert = MlpConfig::new(self.d_model, self.expert_hidden);
         Moe {
-            gate: LinearConfig::new(self.d_model, self.n_routed_experts)
-                .with_bias(false)
-                .init(device),
+            gate: LinearConfig::new(self.d_model, self.n_routed_experts).with_bias(false).init(device),
             e_score_correction_bias: self
                 .correction_bias
                 .then(|| Param::from_tensor(Tensor::zeros([self.n_routed_experts], device))),
-            experts: (0..self.n_routed_experts)
-                .map(|_| expert.init(device))
-                .collect(),
+            experts: (0..self.n_routed_experts).map(|_| expert.init(device)).collect(),
             shared_experts: self.shared().map(|c| c.init(device)),
             routing: self.routing.clone(),
         }
@@ -232,8 +219,7 @@ impl<B: Backend> Moe<B> {
             let rows: Vec<i64> = slots.iter().map(|s| s / k as i64).collect();
             let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &device);
             let slots = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [n]), &device);
-            let out = expert.forward(x.clone().select(0, rows.clone()))
-                * weights.clone().select(0, slots);
+            let out = expert.forward(x.clone().select(0, rows.clone())) * weights.clone().select(0, slots);
             y = y.select_assign(0, rows, out, IndexingUpdateOp::Add);
         }
         if let Some(shared) = &self.shared_experts {
@@ -252,26 +238,20 @@ impl<B: Backend> Moe<B> {
             ScoringFunc::Softmax => softmax(logits, 1),
         };
         let host = host_f32(scores.clone().into_data());
-        let bias = self
-            .e_score_correction_bias
-            .as_ref()
-            .map(|b| host_f32(b.val().into_data()));
+        let bias = self.e_score_correction_bias.as_ref().map(|b| host_f32(b.val().into_data()));
         let chosen: Vec<usize> = host
             .chunks_exact(self.experts.len())
             .flat_map(|row| self.routing.choose(row, bias.as_deref()))
             .collect();
         let k = chosen.len() / n.max(1);
         let index: Vec<i64> = chosen.iter().map(|&e| e as i64).collect();
-        let index =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(index, [n, k]), &scores.device());
+        let index = Tensor::<B, 2, Int>::from_data(TensorData::new(index, [n, k]), &scores.device());
         (chosen, self.routing.weights(scores.gather(1, index)))
     }
 }
 
 fn host_f32(data: TensorData) -> Vec<f32> {
-    data.convert::<f32>()
-        .into_vec::<f32>()
-        .expect("float tensors convert to f32")
+    data.convert::<f32>().into_vec::<f32>().expect("float tensors convert to f32")
 }
 
 #[cfg(test)]
@@ -282,27 +262,12 @@ mod tests {
 
     type B = NdArray;
 
-    fn routing(
-        scoring: ScoringFunc,
-        n_group: usize,
-        topk_group: usize,
-        normalize: bool,
-    ) -> Routing {
-        Routing {
-            scoring,
-            experts_per_token: 2,
-            n_group,
-            topk_group,
-            normalize,
-            scale: 1.5,
-        }
+    fn routing(scoring: ScoringFunc, n_group: usize, topk_group: usize, normalize: bool) -> Routing {
+        Routing { scoring, experts_per_token: 2, n_group, topk_group, normalize, scale: 1.5 }
     }
 
     fn assert_route(got: Vec<(usize, f32)>, want: &[(usize, f32)]) {
-        assert_eq!(
-            got.iter().map(|c| c.0).collect::<Vec<_>>(),
-            want.iter().map(|c| c.0).collect::<Vec<_>>()
-        );
+        assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), want.iter().map(|c| c.0).collect::<Vec<_>>());
         for ((_, g), (_, w)) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "weight {g} != {w}");
         }
@@ -313,24 +278,15 @@ mod tests {
         let scores = [0.9, 0.1, 0.2, 0.3, 0.35, 0.05, 0.8, 0.0];
         // Without bias a group scores its best expert: groups {0..4}: 0.9, {4..8}: 0.8.
         let r = routing(ScoringFunc::Sigmoid, 2, 1, true);
-        assert_route(
-            r.route(&scores, None),
-            &[(0, 1.5 * 0.9 / 1.2), (3, 1.5 * 0.3 / 1.2)],
-        );
+        assert_route(r.route(&scores, None), &[(0, 1.5 * 0.9 / 1.2), (3, 1.5 * 0.3 / 1.2)]);
         // With bias, the sum of the two best biased scores: {0..4}: 0.9 + 0.3 = 1.2,
         // {4..8}: 0.8 + 0.45 = 1.25. Group 1 wins; its best biased scores are experts 6
         // (0.8) and 4 (0.45); the weights use the unbiased scores 0.8 and 0.35.
         let bias = [0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0];
-        assert_route(
-            r.route(&scores, Some(&bias)),
-            &[(6, 1.5 * 0.8 / 1.15), (4, 1.5 * 0.35 / 1.15)],
-        );
+        assert_route(r.route(&scores, Some(&bias)), &[(6, 1.5 * 0.8 / 1.15), (4, 1.5 * 0.35 / 1.15)]);
         // Two groups kept: the best experts overall.
         let r = routing(ScoringFunc::Sigmoid, 2, 2, true);
-        assert_route(
-            r.route(&scores, None),
-            &[(0, 1.5 * 0.9 / 1.7), (6, 1.5 * 0.8 / 1.7)],
-        );
+        assert_route(r.route(&scores, None), &[(0, 1.5 * 0.9 / 1.7), (6, 1.5 * 0.8 / 1.7)]);
         // Without normalisation (softmax style) the scores are only scaled.
         let r = routing(ScoringFunc::Softmax, 1, 1, false);
         assert_route(r.route(&scores, None), &[(0, 1.5 * 0.9), (6, 1.5 * 0.8)]);
@@ -345,44 +301,25 @@ mod tests {
         cfg.moe_intermediate_size = 16;
         let moe_cfg = MoeConfig::from_config(&cfg);
         let mut moe = moe_cfg.init::<B>(&dev);
-        moe.e_score_correction_bias = Some(Param::from_tensor(Tensor::random(
-            [8],
-            Distribution::Normal(0.0, 0.1),
-            &dev,
-        )));
+        moe.e_score_correction_bias = Some(Param::from_tensor(Tensor::random([8], Distribution::Normal(0.0, 0.1), &dev)));
         let x = Tensor::<B, 3>::random([2, 7, 32], Distribution::Normal(0.0, 1.0), &dev);
         let got = moe.forward(x.clone());
 
         let rows = x.reshape([14, 32]);
         let scores = host_f32(sigmoid(moe.gate.forward(rows.clone())).into_data());
-        let bias = host_f32(
-            moe.e_score_correction_bias
-                .as_ref()
-                .unwrap()
-                .val()
-                .into_data(),
-        );
-        let shared = moe
-            .shared_experts
-            .as_ref()
-            .expect("tiny has a shared expert");
+        let bias = host_f32(moe.e_score_correction_bias.as_ref().unwrap().val().into_data());
+        let shared = moe.shared_experts.as_ref().expect("tiny has a shared expert");
         let mut want = Vec::new();
         for token in 0..14 {
             let xt = rows.clone().narrow(0, token, 1);
             let mut y = shared.forward(xt.clone());
-            for (e, w) in moe_cfg
-                .routing
-                .route(&scores[token * 8..token * 8 + 8], Some(&bias))
-            {
+            for (e, w) in moe_cfg.routing.route(&scores[token * 8..token * 8 + 8], Some(&bias)) {
                 y = y + moe.experts[e].forward(xt.clone()).mul_scalar(w);
             }
             want.push(y);
         }
         let want = Tensor::cat(want, 0).reshape([2, 7, 32]);
-        got.into_data().assert_approx_eq::<f32>(
-            &want.into_data(),
-            burn::tensor::Tolerance::rel_abs(1e-5, 1e-6),
-        );
+        got.into_data().assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::rel_abs(1e-5, 1e-6));
     }
 
     /// The routed weights come from the gate's scores, so training reaches the gate.
