@@ -316,9 +316,8 @@ pub enum MlaKernel {
     /// per step; version 6 in `kernels/NOTES.md`), for bf16 inputs at DeepSeek-V3.2's latent sizes
     /// (576 / 512) on CUDA sm_90. `Auto` takes it there when the slots need no split (enough
     /// queries to fill the GPU, as in prefill or batched decode); else, and where it does not
-    /// apply, v4. The backward as v3, except when `V5` is selected explicitly: then, at the
-    /// same sizes with bf16 inputs and gradients, the backward on `wgmma` (version 7 in
-    /// `kernels/NOTES.md`; not yet `Auto`'s choice: it has not yet been measured on a GPU).
+    /// apply, v4. The backward, with `Auto` or `V5`, at the same sizes with bf16 inputs and
+    /// gradients on `wgmma` (version 7 in `kernels/NOTES.md`: 6× v3 at 4K), else as v3.
     V5,
 }
 
@@ -438,9 +437,9 @@ fn wgmma_mla<R: CubeRuntime>(q: &CubeTensor<R>, kv: &CubeTensor<R>, indices: &Cu
         && has_wgmma(&q.client)
 }
 
-/// Whether the sparse MLA backward takes the `wgmma` kernel: [`MlaKernel::V5`] selected,
-/// bf16 at V3.2's latent sizes (inputs and gradients), `i32`/`i64` indices, the device's
-/// `wgmma`.
+/// Whether the sparse MLA backward takes the `wgmma` kernel: `Auto` or [`MlaKernel::V5`]
+/// selected, bf16 at V3.2's latent sizes (inputs and gradients), `i32`/`i64` indices, the
+/// device's `wgmma`.
 fn wgmma_mla_bwd<R: CubeRuntime>(
     [q, kv, indices, out, lse]: [&CubeTensor<R>; 5],
     grads: [Option<&CubeTensor<R>>; 2],
@@ -448,7 +447,8 @@ fn wgmma_mla_bwd<R: CubeRuntime>(
     d_v: usize,
 ) -> bool {
     use kernels::sparse_mla_wgmma::{WGMMA_D, WGMMA_DV};
-    MLA_KERNEL.load(Ordering::Relaxed) == MlaKernel::V5 as u8
+    let kernel = MLA_KERNEL.load(Ordering::Relaxed);
+    (kernel == MlaKernel::Auto as u8 || kernel == MlaKernel::V5 as u8)
         && (d, d_v) == (WGMMA_D, WGMMA_DV)
         && [q, kv, out, lse]
             .into_iter()
