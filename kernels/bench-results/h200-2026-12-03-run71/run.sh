@@ -3,6 +3,8 @@
 # queries over a 128K latent. From the repository root: bash kernels/bench-results/h200-2026-12-03-run71/run.sh
 cd "$(dirname "$0")"
 R=$(cd ../../.. && pwd)
+# The variant: v7 (kernels/src/cuda at fc22c1b) with l2hint.patch (needs patch(1)).
+mkdir -p l2hint && cp $R/kernels/src/cuda/sparse_mla_bwd_wgmma.cu l2hint/ && patch -s l2hint/sparse_mla_bwd_wgmma.cu < l2hint.patch || exit
 F="-std=c++17 -gencode arch=compute_90a,code=sm_90a -O3"
 nvcc $F -I $R/kernels/src/cuda -o hb_base harness71.cu > $OUT/nvcc_base.log 2>&1; echo "nvcc base rc=$?"
 nvcc $F -I l2hint -I $R/kernels/src/cuda -o hb_l2 harness71.cu > $OUT/nvcc_l2.log 2>&1; echo "nvcc l2hint rc=$?"

@@ -4,7 +4,11 @@
 # bash kernels/bench-results/h200-2026-12-03-run72/run.sh
 cd "$(dirname "$0")"
 R=$(cd ../../.. && pwd)
-nvcc -std=c++17 -gencode arch=compute_90a,code=sm_90a -O3 -I $R/kernels/src/cuda -o hb harness_pair.cu > $OUT/nvcc.log 2>&1; echo "nvcc rc=$?"
+# The kernels (v7 alone and the pair): v7 (kernels/src/cuda at fc22c1b) with pair.patch; the
+# harness: run 70's with harness_pair.patch (the kernel a parameter). Needs patch(1).
+mkdir -p pair && cp $R/kernels/src/cuda/sparse_mla_bwd_wgmma.cu pair/ && patch -s pair/sparse_mla_bwd_wgmma.cu < pair.patch || exit
+cp ../h200-2026-12-03-run70/harness_bwd.cu pair/harness_pair.cu && patch -s pair/harness_pair.cu < harness_pair.patch || exit
+nvcc -std=c++17 -gencode arch=compute_90a,code=sm_90a -O3 -I pair -I $R/kernels/src/cuda -o hb pair/harness_pair.cu > $OUT/nvcc.log 2>&1; echo "nvcc rc=$?"
 grep -i -A3 error $OUT/nvcc.log | head -20
 timeout 150 ./hb 2>&1 | tee $OUT/harness.log; rc=${PIPESTATUS[0]}; echo "harness rc=$rc"
 [ $rc = 0 ] || exit
