@@ -99,44 +99,7 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
         sync_cube();
         // Online softmax update, one thread per head.
         if tid < hg {
-            let mut cm = 0.0f32;
-            let mut cany = false;
-            for j in 0..kc {
-                if ok_sh[j] == 1u32 {
-                    let v = p_sh[tid * kc + j];
-                    if !cany || v > cm {
-                        cm = v;
-                    }
-                    cany = true;
-                }
-            }
-            let mut alpha = 1.0f32;
-            if cany {
-                let mut m_new = cm;
-                if has_sh[tid] == 1u32 {
-                    m_new = f32::max(m_sh[tid], cm);
-                    alpha = f32::exp(m_sh[tid] - m_new);
-                } else {
-                    alpha = 0.0f32;
-                }
-                let mut sum = 0.0f32;
-                for j in 0..kc {
-                    let mut p = 0.0f32;
-                    if ok_sh[j] == 1u32 {
-                        p = f32::exp(p_sh[tid * kc + j] - m_new);
-                    }
-                    p_sh[tid * kc + j] = p;
-                    sum += p;
-                }
-                l_sh[tid] = l_sh[tid] * alpha + sum;
-                m_sh[tid] = m_new;
-                has_sh[tid] = 1u32;
-            } else {
-                for j in 0..kc {
-                    p_sh[tid * kc + j] = 0.0f32;
-                }
-            }
-            alpha_sh[tid] = alpha;
+            online_softmax_step(tid, &mut p_sh, &ok_sh, &mut m_sh, &mut l_sh, &mut alpha_sh, &mut has_sh, kc);
         }
         sync_cube();
         // Rescale and accumulate this thread's output dims for every head of the group.
@@ -537,44 +500,7 @@ pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
         sync_cube();
         // Online softmax update, one thread per head.
         if tid < hg {
-            let mut cm = 0.0f32;
-            let mut cany = false;
-            for j in 0..kc {
-                if ok_sh[j] == 1u32 {
-                    let v = p_sh[tid * kc + j];
-                    if !cany || v > cm {
-                        cm = v;
-                    }
-                    cany = true;
-                }
-            }
-            let mut alpha = 1.0f32;
-            if cany {
-                let mut m_new = cm;
-                if has_sh[tid] == 1u32 {
-                    m_new = f32::max(m_sh[tid], cm);
-                    alpha = f32::exp(m_sh[tid] - m_new);
-                } else {
-                    alpha = 0.0f32;
-                }
-                let mut sum = 0.0f32;
-                for j in 0..kc {
-                    let mut p = 0.0f32;
-                    if ok_sh[j] == 1u32 {
-                        p = f32::exp(p_sh[tid * kc + j] - m_new);
-                    }
-                    p_sh[tid * kc + j] = p;
-                    sum += p;
-                }
-                l_sh[tid] = l_sh[tid] * alpha + sum;
-                m_sh[tid] = m_new;
-                has_sh[tid] = 1u32;
-            } else {
-                for j in 0..kc {
-                    p_sh[tid * kc + j] = 0.0f32;
-                }
-            }
-            alpha_sh[tid] = alpha;
+            online_softmax_step(tid, &mut p_sh, &ok_sh, &mut m_sh, &mut l_sh, &mut alpha_sh, &mut has_sh, kc);
         }
         sync_cube();
         // P·V: heads ty + 16·ii × dims tx + 16·vv.
@@ -832,6 +758,63 @@ pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
         sync_cube();
         c0 += kc;
     }
+}
+
+/// One step of the online softmax for head `tid` over a chunk of `kc` scores (`p_sh` row
+/// `tid`, valid where `ok_sh` is 1): the running max `m_sh`, sum `l_sh` and "a score was
+/// seen" `has_sh` advance; the row becomes exp(score − max) (0 where invalid) and
+/// `alpha_sh[tid]` the factor that rescales the output accumulated so far. Shared by the
+/// forward kernels v1 and v2.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn online_softmax_step(
+    tid: usize,
+    p_sh: &mut SharedMemory<f32>,
+    ok_sh: &SharedMemory<u32>,
+    m_sh: &mut SharedMemory<f32>,
+    l_sh: &mut SharedMemory<f32>,
+    alpha_sh: &mut SharedMemory<f32>,
+    has_sh: &mut SharedMemory<u32>,
+    #[comptime] kc: usize,
+) {
+    let mut cm = 0.0f32;
+    let mut cany = false;
+    for j in 0..kc {
+        if ok_sh[j] == 1u32 {
+            let v = p_sh[tid * kc + j];
+            if !cany || v > cm {
+                cm = v;
+            }
+            cany = true;
+        }
+    }
+    let mut alpha = 1.0f32;
+    if cany {
+        let mut m_new = cm;
+        if has_sh[tid] == 1u32 {
+            m_new = f32::max(m_sh[tid], cm);
+            alpha = f32::exp(m_sh[tid] - m_new);
+        } else {
+            alpha = 0.0f32;
+        }
+        let mut sum = 0.0f32;
+        for j in 0..kc {
+            let mut p = 0.0f32;
+            if ok_sh[j] == 1u32 {
+                p = f32::exp(p_sh[tid * kc + j] - m_new);
+            }
+            p_sh[tid * kc + j] = p;
+            sum += p;
+        }
+        l_sh[tid] = l_sh[tid] * alpha + sum;
+        m_sh[tid] = m_new;
+        has_sh[tid] = 1u32;
+    } else {
+        for j in 0..kc {
+            p_sh[tid * kc + j] = 0.0f32;
+        }
+    }
+    alpha_sh[tid] = alpha;
 }
 
 /// Which slots `c0..c0+kc` of query `bt` are valid (`ok_sh[j]` 1 or 0) and their rows
