@@ -264,7 +264,7 @@ pub enum TensorCoreOp {
     SelectedScores,
     /// The sparse MLA backward (with the v3 forward, [`MlaKernel::V3`]).
     SparseMlaBackward,
-    /// The sparse MLA backward on Hopper's `wgmma` (with [`MlaKernel::V5`]).
+    /// The sparse MLA backward on Hopper's `wgmma` (v7: `Auto` or [`MlaKernel::V5`]).
     SparseMlaBackwardWgmma,
 }
 
