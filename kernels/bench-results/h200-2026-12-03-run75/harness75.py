@@ -45,7 +45,8 @@ def case(T, H, S, K):
     ptrs = [ctypes.c_void_p(t.data_ptr()) for t in (q, kv, idx, valid, out, lse, dout, dout, dq, dkv)]
     args = (ctypes.c_void_p * 11)(*[ctypes.cast(ctypes.byref(a), ctypes.c_void_p) for a in ptrs + [p]])
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
-    return (args, stream, T * ((H + 63) // 64), (q, kv, idx, valid, out, lse, dout, dq, dkv, p))
+    # The tensors and the argument objects whose addresses `args` holds stay alive with it.
+    return (args, stream, T * ((H + 63) // 64), (q, kv, idx, valid, out, lse, dout, dq, dkv, p, ptrs))
 
 
 def time(f, c, reps=10):
