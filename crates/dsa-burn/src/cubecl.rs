@@ -286,7 +286,8 @@ pub fn set_indexer_kernel(kernel: IndexerKernel) {
 /// The sparse MLA kernels to launch (see `dsa_kernels::sparse_mla`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MlaKernel {
-    /// On CUDA the fastest kernels the device and dtype allow (v4, v3 or v2), v1 elsewhere
+    /// On CUDA the fastest kernels the device and dtype allow (on Hopper at V3.2's latent
+    /// sizes in bf16 the `wgmma` ones of [`MlaKernel::V5`], else v4, v3 or v2), v1 elsewhere
     /// (see [`tiled_by_default`]).
     Auto,
     /// v1: forward with 128 threads per (token, ≤ 8 heads), one score per thread; backward
