@@ -2,13 +2,15 @@
 # (prefetch.cubin = v7 with prefetch.patch), timing only, 4K queries over 4K and 128K latents.
 # The cubins (run.sh builds them with nvcc from the sources the library concatenates) are
 # launched with the driver API on PyTorch's tensors; `out` and `lse` are stand-ins (random,
-# 10), which change no timing. python3 harness75.py, beside the cubins.
-import ctypes, os, struct, torch
+# 10), which change no timing. From the cubins' folder: python3 harness75.py [VARIANTS [LATENTS]]
+# (comma-separated; run 75's: base,prefetch,prefetch_el and 4096,131072).
+import ctypes, os, struct, sys, torch
 
 cuda = ctypes.CDLL("libcuda.so.1")
 torch.zeros(1, device="cuda")
 SMEM = 231584  # DSB_SMEM_BYTES
-HERE = os.path.dirname(os.path.abspath(__file__))
+VARIANTS = (sys.argv[1] if len(sys.argv) > 1 else "base,prefetch,prefetch_el").split(",")
+LATENTS = [int(s) for s in (sys.argv[2] if len(sys.argv) > 2 else "4096,131072").split(",")]
 
 
 def check(r, what):
@@ -22,7 +24,7 @@ class Params(ctypes.Structure):
 
 def load(name):
     mod, f = ctypes.c_void_p(), ctypes.c_void_p()
-    check(cuda.cuModuleLoad(ctypes.byref(mod), os.path.join(HERE, name).encode()), "cuModuleLoad " + name)
+    check(cuda.cuModuleLoad(ctypes.byref(mod), os.path.abspath(name).encode()), "cuModuleLoad " + name)
     check(cuda.cuModuleGetFunction(ctypes.byref(f), mod, b"dsa_sparse_mla_bwd_wgmma"), "cuModuleGetFunction")
     check(cuda.cuFuncSetAttribute(f, 8, SMEM), "cuFuncSetAttribute")
     return f
@@ -62,10 +64,10 @@ def time(f, c, reps=10):
     return a.elapsed_time(b) / reps
 
 
-kernels = {v: load(v + ".cubin") for v in ("base", "prefetch")}
-for S in (4096, 131072):
+kernels = {v: load(v + ".cubin") for v in VARIANTS}
+for S in LATENTS:
     c = case(4096, 128, S, 2048)
     flops = 2.0 * 4096 * 128 * 2048 * (3 * 576 + 2 * 512)
-    for v in ("base", "prefetch", "base", "prefetch"):
+    for v in VARIANTS * 2:
         ms = time(kernels[v], c)
         print(f"{v:8} T=4096 H=128 S={S} K=2048: {ms:.4f} ms, {flops / ms / 1e9:.1f} TFLOP/s", flush=True)

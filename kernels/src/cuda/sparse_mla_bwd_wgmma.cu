@@ -12,6 +12,7 @@
 //   (one block): a tile is refilled for the next block as soon as both math warpgroups have
 //   released it. It writes each block's latent rows (-1: an invalid slot, -2: a valid slot past
 //   the latent, a zero row) to one of two row lists.
+//   Where dkv outgrows L2 it also prefetches the block's dkv rows into L2 for the reductions.
 // - Per block, WG0 computes S = Q K^T and P = exp2(S scale - lse) (0 at invalid slots) and
 //   writes P (bf16) to shared memory; WG1 meanwhile computes dP = dO V^T, then dS from WG0's P,
 //   written (bf16) beside it.
@@ -36,6 +37,9 @@
 #define DSB_LSE (DSB_ROWS + 2 * 64 * 4)
 #define DSB_DD (DSB_LSE + 64 * 4)
 #define DSB_SMEM_BYTES (DSB_DD + 64 * 4 + 1024)
+// Batch x latent rows beyond which the producer prefetches each block's dkv rows into L2
+// (16K rows: 38 MB of f32 dkv, most of a Hopper L2).
+#define DSB_PREFETCH_ROWS 16384
 
 // Named barriers of the math warpgroups: inputs loaded; P and dS free for the next block
 // (WG1 done reading them); P written; dS written.
@@ -94,6 +98,9 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_bwd_
         asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n");
         const u32 c = wtid % 8, rg = wtid / 8;
         const __nv_bfloat16* kv_b = kv + b * p.f.kv_sb + c * 8;
+        const float* dkv_b = dkv + b * p.f.s_len * 576;
+        // Prefetching the dkv rows pays only where dkv (f32) outgrows L2 (run 75).
+        const bool warm_dkv = p.f.bt_len / p.f.t_len * p.f.s_len > DSB_PREFETCH_ROWS;
         long long rows[2][4];
         for (u32 it = 0; 2 * it < blocks; ++it) {
             dsa_slot_rows(idx, valid, p.f, bt, (u64)it * 128 + rg, rows);
@@ -107,6 +114,17 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_bwd_
                     for (u32 j = 0; j < 4; ++j) s_rows[(blk & 1) * 64 + rg + 16 * j] = (int)rows[half][j];
                 }
                 dsa_bar_arrive(rows_ready(blk & 1));
+                if (warm_dkv) {
+                    // The block's dkv rows into L2 ahead of its reductions (a block from now):
+                    // 18 lines of 128 bytes a row, lines c, c + 8, c + 16 by piece c.
+#pragma unroll
+                    for (u32 j = 0; j < 4; ++j) {
+                        const long long row = rows[half][j];
+                        if (row < 0) continue;
+                        const char* line = (const char*)(dkv_b + (u64)row * 576) + c * 128;
+                        for (u32 l = c; l < 18; l += 8, line += 8 * 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(line));
+                    }
+                }
 #pragma unroll 1
                 for (u32 tile = 0; tile < 9; ++tile) {
                     if (tile > 0) dsa_bar_wait(freed(tile), parity);
