@@ -485,7 +485,7 @@ fn wgmma_params<R: CubeRuntime>(
 /// aligned start), in place where it already is, else a contiguous copy.
 fn aligned_rows<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
     let t = readable_rows(t, 8);
-    if t.handle.offset_start.unwrap_or(0) % 16 == 0 {
+    if t.handle.offset_start.unwrap_or(0).is_multiple_of(16) {
         t
     } else {
         into_contiguous(t)
@@ -520,7 +520,7 @@ fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize,
 fn mma16_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
     INDEXER_KERNEL.load(Ordering::Relaxed) != IndexerKernel::HalfTensorCores as u8
         && h <= kernels::indexer_mma16::MMA16_MAX_HEADS
-        && d % 4 == 0
+        && d.is_multiple_of(4)
         && has_f16_mma(t)
 }
 
@@ -529,7 +529,7 @@ fn mma16_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool 
 fn fp8_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
     INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::Fp8TensorCores as u8
         && h <= kernels::indexer_fp8::FP8_MAX_HEADS
-        && d % 8 == 0
+        && d.is_multiple_of(8)
         && d <= kernels::indexer_fp8::FP8_MAX_DIM
         && has_fp8_mma(&t.client)
 }
@@ -553,7 +553,7 @@ fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 /// Vector width of the tensor-core kernels' loads of rows of `d` values: the widest of 8,
 /// 4, 2 or 1 that divides `d`.
 fn load_width(d: usize) -> usize {
-    [8usize, 4, 2].into_iter().find(|v| d % v == 0).unwrap_or(1)
+    [8usize, 4, 2].into_iter().find(|&v| d.is_multiple_of(v)).unwrap_or(1)
 }
 
 /// `t` as the tensor-core kernels of `sparse_mla_mma` read it: in place where its last
@@ -656,8 +656,8 @@ impl MlaTile {
         [32, 64].contains(&self.heads)
             && [4, 8].contains(&self.planes)
             && [32, 64].contains(&self.slots)
-            && self.planes % (self.heads / 16) == 0
-            && self.slots % (32 * self.planes / self.heads) == 0
+            && self.planes.is_multiple_of(self.heads / 16)
+            && self.slots.is_multiple_of(32 * self.planes / self.heads)
     }
 
     /// Shared memory of the forward's buffers for rows of `d` dims: the query tile and the

@@ -64,7 +64,7 @@ pub fn hadamard<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     assert!(n.is_power_of_two(), "Hadamard rotation needs a power-of-two dim, got {n}");
     let norm = (n as f32).sqrt().recip();
     let h: Vec<f32> = (0..n * n)
-        .map(|i| if ((i / n) & (i % n)).count_ones() % 2 == 0 { norm } else { -norm })
+        .map(|i| if ((i / n) & (i % n)).count_ones().is_multiple_of(2) { norm } else { -norm })
         .collect();
     let h = Tensor::<B, 2>::from_data(TensorData::new(h, [n, n]), &x.device());
     let rows = x.shape().num_elements() / n;

@@ -66,7 +66,7 @@ impl RopeConfig {
     /// Builds the rotary embedding (its `dim / 2` frequencies).
     pub fn init(&self) -> Rope {
         let dim = self.dim;
-        assert!(dim % 2 == 0 && dim > 0, "RoPE dim must be even and positive, got {dim}");
+        assert!(dim.is_multiple_of(2) && dim > 0, "RoPE dim must be even and positive, got {dim}");
         let half = dim / 2;
         let mut freqs: Vec<f32> = (0..half)
             .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / dim as f64)) as f32)
