@@ -831,6 +831,8 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
         ([2, 2, 16, 40, 32, 100, 65], 0),
         // More slots than the kernels' window of selections (2048).
         ([1, 2, 3, 16, 8, 60, 2100], 0),
+        // Batch × latent rows past v7's DSB_PREFETCH_ROWS (32K): its dkv prefetch runs.
+        ([2, 2, 64, 576, 512, 20000, 300], 0),
     ] {
         let [b, t, h, d, dv, s, _] = dims;
         let mut m = Mla::new(&mut rng, dims, empty_rows);

@@ -1,5 +1,5 @@
 # Run 78's variants of the library's v7 backward (kernels/src/cuda/sparse_mla_bwd_wgmma.cu at
-# the commit that adds this folder), each written to <variant>/sparse_mla_bwd_wgmma.cu.
+# commit f69af58: mathpf landed after it), each written to <variant>/sparse_mla_bwd_wgmma.cu.
 # From this folder: python3 make_variants.py
 import os
 

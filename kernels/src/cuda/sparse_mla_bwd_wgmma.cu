@@ -12,8 +12,8 @@
 //   (one block): a tile is refilled for the next block as soon as both math warpgroups have
 //   released it. It writes each block's latent rows (-1: an invalid slot, -2: a valid slot past
 //   the latent, a zero row) to one of two row lists.
-//   Where dkv outgrows L2 it also prefetches the block's dkv rows into L2 for the reductions.
-// - Per block, WG0 computes S = Q K^T and P = exp2(S scale - lse) (0 at invalid slots) and
+// - Per block (where dkv outgrows L2, after prefetching the block's dkv rows into L2 for its
+//   reductions), WG0 computes S = Q K^T and P = exp2(S scale - lse) (0 at invalid slots) and
 //   writes P (bf16) to shared memory; WG1 meanwhile computes dP = dO V^T, then dS from WG0's P,
 //   written (bf16) beside it.
 // - Both add dQ += dS K (WG0 dims 0..255 and 512..575, WG1 256..511; in registers for the whole
@@ -38,8 +38,10 @@
 #define DSB_DD (DSB_LSE + 64 * 4)
 #define DSB_SMEM_BYTES (DSB_DD + 64 * 4 + 1024)
 // Batch x latent rows beyond which the producer prefetches each block's dkv rows into L2
-// (32K rows: 75 MB of f32 dkv). Run 76, 4K queries: the prefetch costs up to 1.7 ms over
-// 4K-16K latents, breaks even at 32K and saves 3-5 ms (11-17 %) at 64K-128K.
+// (32K rows: 75 MB of f32 dkv). Run 76, 4K queries: prefetching costs up to 1.7 ms over
+// 4K-16K latents, breaks even at 32K and saves 3-5 ms (11-17 %) at 64K-128K; issued by the
+// math warpgroups at each block's start rather than a block ahead by the producer, 4-5 % more
+// (run 78).
 #define DSB_PREFETCH_ROWS 32768
 
 // Named barriers of the math warpgroups: inputs loaded; P and dS free for the next block
@@ -81,6 +83,8 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_bwd_
     float* s_lse = (float*)(base + DSB_LSE);
     float* s_dd = (float*)(base + DSB_DD);
     const u32 blocks = (u32)((p.f.kk + 63) / 64);
+    // Prefetching the dkv rows pays only where dkv (f32) far outgrows L2 (runs 75-78).
+    const bool warm_dkv = p.f.bt_len / p.f.t_len * p.f.s_len > DSB_PREFETCH_ROWS;
 
     if (tid == 0) {
         for (u32 tile = 0; tile < 9; ++tile) {
@@ -99,9 +103,6 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_bwd_
         asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n");
         const u32 c = wtid % 8, rg = wtid / 8;
         const __nv_bfloat16* kv_b = kv + b * p.f.kv_sb + c * 8;
-        const float* dkv_b = dkv + b * p.f.s_len * 576;
-        // Prefetching the dkv rows pays only where dkv (f32) far outgrows L2 (runs 75-76).
-        const bool warm_dkv = p.f.bt_len / p.f.t_len * p.f.s_len > DSB_PREFETCH_ROWS;
         long long rows[2][4];
         for (u32 it = 0; 2 * it < blocks; ++it) {
             dsa_slot_rows(idx, valid, p.f, bt, (u64)it * 128 + rg, rows);
@@ -115,17 +116,6 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_bwd_
                     for (u32 j = 0; j < 4; ++j) s_rows[(blk & 1) * 64 + rg + 16 * j] = (int)rows[half][j];
                 }
                 dsa_bar_arrive(rows_ready(blk & 1));
-                if (warm_dkv) {
-                    // The block's dkv rows into L2 ahead of its reductions (a block from now):
-                    // 18 lines of 128 bytes a row, lines c, c + 8, c + 16 by piece c.
-#pragma unroll
-                    for (u32 j = 0; j < 4; ++j) {
-                        const long long row = rows[half][j];
-                        if (row < 0) continue;
-                        const char* line = (const char*)(dkv_b + (u64)row * 576) + c * 128;
-                        for (u32 l = c; l < 18; l += 8, line += 8 * 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(line));
-                    }
-                }
 #pragma unroll 1
                 for (u32 tile = 0; tile < 9; ++tile) {
                     if (tile > 0) dsa_bar_wait(freed(tile), parity);
@@ -239,6 +229,16 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_bwd_
     for (u32 blk = 0; blk < blocks; ++blk) {
         const u32 parity = blk & 1, list = blk & 1;
         const int* rws = s_rows + list * 64;
+        if (warm_dkv) {
+            // This block's dkv rows into L2 ahead of its reductions (after S or dP, dS and dQ):
+            // row tid / 4, lines tid % 4 + 4 m.
+            dsa_bar_wait(rows_ready(list), (blk >> 1) & 1);
+            const int row = rws[tid / 4];
+            if (row >= 0) {
+                const char* line = (const char*)(dkv + ((u64)b * p.f.s_len + (u64)row) * 576) + (tid % 4) * 128;
+                for (u32 l = tid % 4; l < 18; l += 4, line += 4 * 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(line));
+            }
+        }
         if (wg == 0) {
             // S, then P (0 at invalid slots and where lse is +inf).
             scores(qd, 9, parity);
