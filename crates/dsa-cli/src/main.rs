@@ -88,7 +88,8 @@ enum Command {
     },
     /// Draw the cost curve of one benchmark run (the JSON lines of `cargo bench --bench dsa`
     /// and of the PyTorch peer, from the same device call) as a PNG: forward time against
-    /// context length, log–log, dense SDPA against our DSA attention layer.
+    /// context length, log–log, dense SDPA against our DSA attention layer; and print the
+    /// peer's time over ours for every op both measured.
     Plot {
         /// Files of benchmark lines (other lines are skipped).
         #[arg(required = true)]
@@ -201,6 +202,13 @@ fn run<B: DsaBackend>(command: &Command, device: &B::Device) -> Result<bool, Box
         Command::Plot { files, out, device } => {
             let plotted = dsa_cli::plot::plot_cost(files, out, device.clone())?;
             println!("{}: {} curves, {}", out.display(), plotted.series, plotted.device);
+            if !plotted.ratios.is_empty() {
+                println!("\n{:<36} {:>7} {:>11} {:>11} {:>7}", "ours against the PyTorch peer", "L", "ours ms", "peer ms", "ratio");
+                for r in &plotted.ratios {
+                    println!("{:<36} {:>7} {:>11.4} {:>11.4} {:>7.2}", r.what, r.l, r.ours_ms, r.peer_ms, r.ratio());
+                }
+                println!("(ratio = peer time / ours: above 1 where ours is faster)");
+            }
             Ok(true)
         }
         Command::Tokenizer {

@@ -1,6 +1,7 @@
 //! `dsa-cli plot`: the cost curve of one benchmark run as a PNG — forward time against
 //! context length, log–log, for dense attention (the PyTorch peer's SDPA) against our DSA
-//! attention layer, and sparse MLA alone against the peer's gather + einsum where measured.
+//! attention layer, and sparse MLA alone against the peer's gather + einsum where measured —
+//! and the ratio of the peer's time to ours for every op both measured ([`PEERS`]).
 //!
 //! Input: the JSON lines that `cargo bench --bench dsa` and `../shared/bench/peer_torch.py`
 //! print (other lines are skipped), from **one** device call: a point measured twice is an
@@ -11,6 +12,9 @@
 //! let files = [PathBuf::from("runs/bench/ours.jsonl"), PathBuf::from("runs/bench/peer.jsonl")];
 //! let plotted = dsa_cli::plot::plot_cost(&files, "docs/cost.png".as_ref(), None).unwrap();
 //! println!("{} series on {}", plotted.series, plotted.device);
+//! for r in &plotted.ratios {
+//!     println!("{} at L = {}: {:.2}x", r.what, r.l, r.ratio());
+//! }
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +31,14 @@ const SERIES: [(&str, &str, RGBColor, bool); 4] = [
     ("dsa_sparse_mla_fwd", "sparse MLA only (ours)", RGBColor(40, 150, 80), false),
 ];
 
+/// Our op, the PyTorch peer's op for the same work (`peer_torch.py`), and what they compute.
+pub const PEERS: [(&str, &str, &str); 4] = [
+    ("dsa_attention_fwd", "dense_sdpa_prefill", "DSA attention layer vs dense SDPA"),
+    ("dsa_sparse_mla_fwd", "sparse_mla_prefill_gather", "sparse MLA prefill forward"),
+    ("dsa_indexer_topk", "indexer_topk_torch", "indexer + top-k"),
+    ("dsa_sparse_mla_decode_b64", "sparse_mla_decode_gather_b64", "sparse MLA decode, batch 64"),
+];
+
 /// The font of every label (DejaVu Sans; its licence is beside it).
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
@@ -37,6 +49,28 @@ pub struct Plotted {
     pub series: usize,
     /// The device named in the title.
     pub device: String,
+    /// Peer time over ours for each op of [`PEERS`] at each length both measured.
+    pub ratios: Vec<Ratio>,
+}
+
+/// One op at one context length, timed by us and by the PyTorch peer in the same run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratio {
+    /// What both compute (the third field of [`PEERS`]).
+    pub what: &'static str,
+    /// Context length.
+    pub l: f64,
+    /// Our time in ms.
+    pub ours_ms: f64,
+    /// The peer's time in ms.
+    pub peer_ms: f64,
+}
+
+impl Ratio {
+    /// The peer's time over ours: above 1 where we are faster.
+    pub fn ratio(&self) -> f64 {
+        self.peer_ms / self.ours_ms
+    }
 }
 
 /// One measured point: time in ms at context length `l`, and where it came from.
@@ -46,9 +80,11 @@ struct Point {
     from: String,
 }
 
-/// Reads the benchmark lines of `files` and draws the cost curve into the PNG `out`.
-/// The title names `device`, or else the `device` field of the lines (which must agree).
+/// Reads the benchmark lines of `files`, draws the cost curve into the PNG `out` and returns
+/// the peer-over-ours ratios. The title names `device`, or else the `device` field of the
+/// lines (which must agree).
 pub fn plot_cost(files: &[PathBuf], out: &Path, device: Option<String>) -> Result<Plotted, Box<dyn Error>> {
+    let wanted: Vec<&'static str> = SERIES.iter().map(|s| s.0).chain(PEERS.iter().flat_map(|p| [p.0, p.1])).collect();
     let mut points: BTreeMap<&str, Vec<Point>> = BTreeMap::new();
     let mut devices = Vec::<String>::new();
     let mut dtype = None::<String>;
@@ -67,7 +103,7 @@ pub fn plot_cost(files: &[PathBuf], out: &Path, device: Option<String>) -> Resul
                 }
             }
             let Some(op) = v.get("op").and_then(|o| o.as_str()) else { continue };
-            let Some(&(name, ..)) = SERIES.iter().find(|s| s.0 == op) else { continue };
+            let Some(&name) = wanted.iter().find(|w| **w == op) else { continue };
             if let Some(d) = v.get("dtype").and_then(|d| d.as_str()) {
                 dtype.get_or_insert_with(|| d.to_string());
             }
@@ -97,6 +133,19 @@ pub fn plot_cost(files: &[PathBuf], out: &Path, device: Option<String>) -> Resul
             many => return Err(format!("the lines name several devices ({}): plot one run", many.join(", ")).into()),
         },
     };
+    let ratios = PEERS
+        .iter()
+        .flat_map(|&(ours, peer, what)| {
+            let (ours, peer) = (points.get(ours).map_or(&[][..], |v| v), points.get(peer).map_or(&[][..], |v| v));
+            let mut pairs: Vec<Ratio> = ours
+                .iter()
+                .filter_map(|o| peer.iter().find(|p| p.l == o.l).map(|p| Ratio { what, l: o.l, ours_ms: o.ms, peer_ms: p.ms }))
+                .collect();
+            pairs.sort_by(|a, b| a.l.total_cmp(&b.l));
+            pairs
+        })
+        .collect();
+    points.retain(|op, _| SERIES.iter().any(|s| s.0 == *op));
     let all: Vec<&Point> = points.values().flatten().collect();
     if all.is_empty() {
         let ops: Vec<&str> = SERIES.iter().map(|s| s.0).collect();
@@ -105,7 +154,7 @@ pub fn plot_cost(files: &[PathBuf], out: &Path, device: Option<String>) -> Resul
     let (l0, l1) = bounds(all.iter().map(|p| p.l));
     let (t0, t1) = bounds(all.iter().map(|p| p.ms));
     draw(out, &points, (l0 / 1.3, l1 * 1.3), (t0 / 2.0, t1 * 2.0), &device, dtype.as_deref())?;
-    Ok(Plotted { series: points.len(), device })
+    Ok(Plotted { series: points.len(), device, ratios })
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -206,6 +255,22 @@ mod tests {
         let plotted = plot_cost(&[ours.clone(), peer.clone()], &out, None).unwrap();
         assert_eq!((plotted.series, plotted.device.as_str()), (2, "GPU X"));
         assert_eq!(png_size(&std::fs::read(&out).unwrap()), (1000, 640));
+        // Ratios where both measured the same op at the same length, peer over ours.
+        let layer = "DSA attention layer vs dense SDPA";
+        let want = [(4096.0, 60.0, 1.3), (65536.0, 3600.0, 340.0)].map(|(l, ours_ms, peer_ms)| Ratio { what: layer, l, ours_ms, peer_ms });
+        assert_eq!(plotted.ratios, want);
+        assert!((plotted.ratios[1].ratio() - 340.0 / 3600.0).abs() < 1e-12);
+        // Ops that are not drawn still give ratios; a length only one side measured gives none.
+        let idx = write(
+            dir.path(),
+            "idx.jsonl",
+            "{\"op\": \"dsa_indexer_topk\", \"L\": 4096, \"ms\": 2.0}\n{\"op\": \"dsa_indexer_topk\", \"L\": 8192, \"ms\": 5.0}\n\
+             {\"op\": \"indexer_topk_torch\", \"L\": 4096, \"ms\": 30.0, \"device\": \"GPU X\"}\n",
+        );
+        let plotted = plot_cost(&[ours.clone(), peer.clone(), idx], &out, None).unwrap();
+        assert_eq!(plotted.series, 2);
+        let topk: Vec<f64> = plotted.ratios.iter().filter(|r| r.what == "indexer + top-k").map(Ratio::ratio).collect();
+        assert_eq!(topk, [15.0]);
 
         // The same point from two files (two runs): refused, naming both places.
         let again = write(dir.path(), "again.jsonl", "{\"op\": \"dsa_attention_fwd\", \"L\": 4096, \"ms\": 61.0}\n");
