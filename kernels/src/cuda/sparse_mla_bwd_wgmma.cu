@@ -37,7 +37,7 @@
 #define DSB_LSE (DSB_ROWS + 2 * 64 * 4)
 #define DSB_DD (DSB_LSE + 64 * 4)
 #define DSB_SMEM_BYTES (DSB_DD + 64 * 4 + 1024)
-// Batch x latent rows beyond which the producer prefetches each block's dkv rows into L2
+// Batch x latent rows beyond which the math warpgroups prefetch each block's dkv rows into L2
 // (32K rows: 75 MB of f32 dkv). Run 76, 4K queries: prefetching costs up to 1.7 ms over
 // 4K-16K latents, breaks even at 32K and saves 3-5 ms (11-17 %) at 64K-128K; issued by the
 // math warpgroups at each block's start rather than a block ahead by the producer, 4-5 % more
