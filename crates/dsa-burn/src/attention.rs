@@ -277,6 +277,38 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// assert_eq!((sel.scores.dims(), sel.indices.dims()), ([1, 6, 6], [1, 6, 4]));
     /// ```
     pub fn forward_with_selection(&self, x: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>) -> (Tensor<B, 3>, Option<Selection<B>>) {
+        self.forward_pinned(x, cache, None)
+    }
+
+    /// [`DsaAttention::forward_with_selection`] with the keys each query attends to given
+    /// instead of chosen: in sparse mode, `pinned` (`indices [B, T, K]` and their validity,
+    /// as [`Selection`]'s) replaces the indexer's top-k, while the indexer's scores are still
+    /// computed and returned. This pins a discrete choice when comparing runs at different
+    /// precisions, where a near-tie may fall on either side of the cut (`None`: the indexer
+    /// chooses). Ignored in dense mode.
+    ///
+    /// ```
+    /// # use burn::backend::NdArray;
+    /// # use burn::tensor::{Bool, Distribution, Int, Tensor};
+    /// use dsa_burn::DsaAttentionConfig;
+    /// let dev = Default::default();
+    /// let attn = DsaAttentionConfig::new(64, 2, 128)
+    ///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_dim(16).with_qk_rope_dim(16).with_v_head_dim(16)
+    ///     .with_index_n_heads(2).with_index_head_dim(32).with_index_topk(2)
+    ///     .init::<NdArray>(&dev);
+    /// let x = Tensor::<NdArray, 3>::random([1, 3, 64], Distribution::Default, &dev);
+    /// // Every query attends to token 0 only.
+    /// let indices = Tensor::<NdArray, 3, Int>::zeros([1, 3, 2], &dev);
+    /// let valid = Tensor::<NdArray, 3, Bool>::from_bool([[[true, false]; 3]].into(), &dev);
+    /// let (y, sel) = attn.forward_pinned(x, None, Some((indices, valid)));
+    /// assert_eq!((y.dims(), sel.unwrap().scores.dims()), ([1, 3, 64], [1, 3, 3]));
+    /// ```
+    pub fn forward_pinned(
+        &self,
+        x: Tensor<B, 3>,
+        cache: Option<&mut DsaCache<B>>,
+        pinned: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
+    ) -> (Tensor<B, 3>, Option<Selection<B>>) {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let lat = self.latents(x.clone(), start);
         let keys = self.indexer.keys(x.clone(), &self.rope, start);
@@ -288,7 +320,10 @@ impl<B: DsaBackend> DsaAttention<B> {
             AttentionMode::Dense => (self.project_out(self.dense(lat.q, kv, start)), None),
             AttentionMode::Sparse => {
                 let scores = self.indexer.scores(x, lat.qr, keys, &self.rope, start);
-                let (indices, valid) = ops::topk_select(scores.clone(), self.indexer.topk(), Some(start));
+                let (indices, valid) = match pinned {
+                    Some(pinned) => pinned,
+                    None => ops::topk_select(scores.clone(), self.indexer.topk(), Some(start)),
+                };
                 let out = ops::sparse_mla(lat.q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
                 (self.project_out(out), Some(Selection { scores, indices, valid }))
             }

@@ -324,47 +324,56 @@ fn indexer_scores_match_reference() {
 #[test]
 fn topk_matches_reference() {
     let mut rng = Rng::new("topk");
-    // Scores: N(0, 1) (`ties` 0), rounded to multiples of 1/`ties` (exact ties), or (`ties`
-    // < 0) squeezed into [100 - 1/64, 100 + 1/64] (one bin of the first radix level), or
-    // (`ties` = inf) all -inf (masked rows: only ties, taken in index order). Rows
-    // longer than the kernel's buffer (4096 entries on CUDA at k ≤ 2048; 2048 on lavapipe,
-    // whose 32 KiB of shared memory give k = 1000 the layout k = 2048 has on CUDA) take its
-    // radix levels: the first level's bin gathered at once (continuous), more levels
-    // (squeezed), too many exact ties at the n-th score (the index-order tie pass: ties
-    // 0.25, -inf).
-    for (b, t, s, k, causal, ties) in [
-        (2, 6, 6, 4, Some(0), 2.0),
-        (1, 5, 13, 3, Some(8), 2.0),
-        (3, 4, 9, 1, None, 2.0),
-        (2, 7, 7, 20, Some(0), 0.0),
-        (1, 2, 300, 37, None, 2.0),
-        (2, 3, 1000, 100, None, 0.0),
-        (1, 70, 70, 64, Some(0), 2.0),
-        (1, 3, 700, 600, Some(400), 2.0),
-        (1, 4, 5000, 1, None, 2.0),
-        (1, 4, 20000, 1, None, 0.0),
-        (1, 3, 1500, 2048, Some(1400), 0.0),
-        (2, 4, 20000, 2048, Some(16000), 0.0),
-        (1, 3, 20000, 1000, Some(18000), 0.0),
-        (1, 3, 20000, 2048, Some(19000), 2.0),
-        (1, 3, 20000, 2048, None, 0.25),
-        (1, 3, 12000, 300, Some(11000), -1.0),
-        (1, 2, 9000, 2048, None, -1.0),
-        (1, 2, 6000, 2048, Some(5000), f32::INFINITY),
+    // Scores: N(0, 1), rounded to multiples of 1/x (exact ties), squeezed into
+    // [100 - 1/64, 100 + 1/64] (one bin of the first radix level), all -inf (masked rows:
+    // only ties, taken in index order), ReLU'd (mostly exact zeros of either sign straddling
+    // the cut, as the indexer's scores) or all zeros (±0). Rows longer than the kernel's
+    // buffer (4096 entries on CUDA at k ≤ 2048; 2048 on lavapipe, whose 32 KiB of shared
+    // memory give k = 1000 the layout k = 2048 has on CUDA) take its radix levels: the first
+    // level's bin gathered at once (normal), more levels (squeezed), too many exact ties at
+    // the n-th score (the index-order tie pass: rounded to quarters, masked, ReLU, zeros).
+    #[derive(Debug, Clone, Copy)]
+    enum Scores {
+        Normal,
+        Rounded(f32),
+        Squeezed,
+        Masked,
+        Relu,
+        Zeros,
+    }
+    use Scores::*;
+    for (b, t, s, k, causal, kind) in [
+        (2, 6, 6, 4, Some(0), Rounded(2.0)),
+        (1, 5, 13, 3, Some(8), Rounded(2.0)),
+        (3, 4, 9, 1, None, Rounded(2.0)),
+        (2, 7, 7, 20, Some(0), Normal),
+        (1, 2, 300, 37, None, Rounded(2.0)),
+        (2, 3, 1000, 100, None, Normal),
+        (1, 70, 70, 64, Some(0), Rounded(2.0)),
+        (1, 3, 700, 600, Some(400), Rounded(2.0)),
+        (1, 4, 5000, 1, None, Rounded(2.0)),
+        (1, 4, 20000, 1, None, Normal),
+        (1, 3, 1500, 2048, Some(1400), Normal),
+        (2, 4, 20000, 2048, Some(16000), Normal),
+        (1, 3, 20000, 1000, Some(18000), Normal),
+        (1, 3, 20000, 2048, Some(19000), Rounded(2.0)),
+        (1, 3, 20000, 2048, None, Rounded(0.25)),
+        (1, 3, 12000, 300, Some(11000), Squeezed),
+        (1, 2, 9000, 2048, None, Squeezed),
+        (1, 2, 6000, 2048, Some(5000), Masked),
+        (2, 5, 40, 8, Some(20), Relu),
+        (1, 3, 9000, 2048, Some(8000), Relu),
+        (2, 4, 30, 6, Some(10), Zeros),
+        (1, 2, 6000, 2048, None, Zeros),
     ] {
-        let mut scores: Vec<f32> = rng
-            .normal(b * t * s)
-            .into_iter()
-            .map(|v| {
-                if ties == 0.0 {
-                    v
-                } else if ties == f32::INFINITY {
-                    f32::NEG_INFINITY
-                } else if ties < 0.0 {
-                    100.0 + v / 256.0
-                } else {
-                    (v * ties).round() / ties
-                }
+        let mut scores: Vec<f32> = (rng.normal(b * t * s).into_iter().enumerate())
+            .map(|(i, v)| match kind {
+                Normal => v,
+                Rounded(x) => (v * x).round() / x,
+                Squeezed => 100.0 + v / 256.0,
+                Masked => f32::NEG_INFINITY,
+                Relu if v > 0.8 => v,
+                Relu | Zeros => if i % 3 == 0 { -0.0 } else { 0.0 },
             })
             .collect();
         // A few -inf (masked by an earlier step) and NaN scores: both rank last.
@@ -382,7 +391,7 @@ fn topk_matches_reference() {
             causal,
         );
         let (got_i, got_v) = topk_select::<G>(ft(&scores, [b, t, s], &gdev()), k, causal);
-        let case = format!("{:?}", (b, t, s, k, causal, ties));
+        let case = format!("{:?}", (b, t, s, k, causal, kind));
         assert_eq!(got_i.dims(), [b, t, k.min(s)], "{case}");
         assert_eq!(
             got_v

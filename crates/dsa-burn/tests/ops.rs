@@ -209,19 +209,38 @@ fn topk_f64(scores: &[f64], [b, t, s]: [usize; 3], k: usize, causal: Option<usiz
 
 fn check_topk<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     let mut rng = Rng::new("topk");
-    for (b, t, s, k, causal, ties) in [
-        (2, 6, 6, 4, Some(0), false),
-        (1, 5, 13, 3, Some(8), true),
-        (3, 4, 9, 1, None, true),
-        (2, 7, 7, 20, Some(0), false),
-        (1, 2, 300, 37, None, true),
+    // Scores: N(0, 1); rounded to halves (exact ties); ReLU'd, so most are exact zeros of
+    // either sign straddling the cut, as the indexer's are; or all zeros (±0).
+    #[derive(Debug, Clone, Copy)]
+    enum Scores {
+        Normal,
+        Rounded,
+        Relu,
+        Zeros,
+    }
+    for (b, t, s, k, causal, kind) in [
+        (2, 6, 6, 4, Some(0), Scores::Normal),
+        (1, 5, 13, 3, Some(8), Scores::Rounded),
+        (3, 4, 9, 1, None, Scores::Rounded),
+        (2, 7, 7, 20, Some(0), Scores::Normal),
+        (1, 2, 300, 37, None, Scores::Rounded),
+        (2, 5, 40, 8, Some(20), Scores::Relu),
+        (1, 3, 50, 30, None, Scores::Relu),
+        (2, 4, 30, 6, Some(10), Scores::Zeros),
     ] {
-        let scores: Vec<f64> = rng.normal(b * t * s).into_iter().map(|v| if ties { (v * 2.0).round() } else { v }).collect();
+        let scores: Vec<f64> = (rng.normal(b * t * s).into_iter().enumerate())
+            .map(|(i, v)| match kind {
+                Scores::Normal => v,
+                Scores::Rounded => (v * 2.0).round(),
+                Scores::Relu if v > 0.8 => v,
+                Scores::Relu | Scores::Zeros => if i % 3 == 0 { -0.0 } else { 0.0 },
+            })
+            .collect();
         let (idx, valid) = topk_select(tensor::<B, 3>(&scores, [b, t, s], dev), k, causal);
         let (want_idx, want_valid) = topk_f64(&scores, [b, t, s], k, causal);
         assert_eq!(idx.dims(), [b, t, k.min(s)]);
-        assert_eq!(host_bool(valid), want_valid, "valid {b} {t} {s} {k}");
-        assert_eq!(idx.into_data().convert::<i64>().into_vec::<i64>().unwrap(), want_idx, "indices {b} {t} {s} {k}");
+        assert_eq!(host_bool(valid), want_valid, "valid {b} {t} {s} {k} {kind:?}");
+        assert_eq!(idx.into_data().convert::<i64>().into_vec::<i64>().unwrap(), want_idx, "indices {b} {t} {s} {k} {kind:?}");
     }
 }
 

@@ -10,9 +10,11 @@ fn dsa_cli(args: &[&std::ffi::OsStr]) -> (Output, String) {
     (out, text)
 }
 
-/// `dsa-cli --backend <backend> conformance` on `cases` passes and reports each tensor.
-fn conformance_passes(backend: &str, cases: &[std::path::PathBuf]) {
+/// `dsa-cli --backend <backend> conformance <flags>` on `cases` passes and reports each
+/// tensor; its output.
+fn conformance_passes(backend: &str, flags: &[&str], cases: &[std::path::PathBuf]) -> String {
     let mut args = vec!["--backend".as_ref(), backend.as_ref(), "conformance".as_ref()];
+    args.extend(flags.iter().map(std::ffi::OsStr::new));
     args.extend(cases.iter().map(|c| c.as_os_str()));
     let (out, text) = dsa_cli(&args);
     println!("{text}");
@@ -23,12 +25,22 @@ fn conformance_passes(backend: &str, cases: &[std::path::PathBuf]) {
     }
     assert!(text.contains("logits") && text.contains("‖Δ‖/‖ref‖") && text.contains("selected tokens differ"), "{text}");
     assert!(text.contains(&format!("{} passed, 0 failed", cases.len())), "{text}");
+    text
 }
 
 #[cfg(feature = "ndarray")]
 #[test]
 fn conformance_passes_on_every_case_ndarray() {
-    conformance_passes("ndarray", &cases());
+    conformance_passes("ndarray", &[], &cases());
+}
+
+/// `--pin` takes the selections and experts from the case and says so; on the CPU the
+/// f32 tolerances still hold (dsa-tests runs every case pinned).
+#[cfg(feature = "ndarray")]
+#[test]
+fn pinned_conformance_passes_ndarray() {
+    let text = conformance_passes("ndarray", &["--pin"], &cases()[..1]);
+    assert!(text.contains("F32, choices pinned: PASSED"), "{text}");
 }
 
 /// The wgpu dispatch of the command, on one case (dsa-tests' conformance test covers every
@@ -36,7 +48,7 @@ fn conformance_passes_on_every_case_ndarray() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn conformance_passes_on_wgpu() {
-    conformance_passes("wgpu", &cases()[..1]);
+    conformance_passes("wgpu", &[], &cases()[..1]);
 }
 
 #[cfg(feature = "ndarray")]

@@ -10,7 +10,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor};
 use dsa_burn::{AttentionMode, DsaAttention, DsaBackend, DsaCache, Selection};
 
 use crate::cache::ModelCache;
@@ -30,10 +30,40 @@ pub enum FeedForward<B: Backend> {
 impl<B: Backend> FeedForward<B> {
     /// Applies the feed-forward to `x [B, T, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_pinned(x, None).0
+    }
+
+    /// [`FeedForward::forward`] with a MoE layer's experts given instead of chosen (see
+    /// [`Moe::forward_pinned`]), and the experts that ran (`None` for a dense MLP, which
+    /// ignores `experts`).
+    pub fn forward_pinned(&self, x: Tensor<B, 3>, experts: Option<Vec<usize>>) -> (Tensor<B, 3>, Option<Vec<usize>>) {
         match self {
-            FeedForward::Dense(mlp) => mlp.forward(x),
-            FeedForward::Moe(moe) => moe.forward(x),
+            FeedForward::Dense(mlp) => (mlp.forward(x), None),
+            FeedForward::Moe(moe) => {
+                let (y, chosen) = moe.forward_pinned(x, experts);
+                (y, Some(chosen))
+            }
         }
+    }
+}
+
+/// Discrete choices forced on one block by [`DeepSeekV32::forward_pinned`]: what its
+/// attention attends to and where its MoE routes, instead of what the indexer and the router
+/// would choose. Runs at different precisions can then be compared without a near-tie
+/// falling on different sides of a cut (conformance at bf16).
+#[derive(Debug, Clone)]
+pub struct LayerPins<B: Backend> {
+    /// The keys each query attends to, `indices [B, T, K]` and their validity (as in
+    /// [`Selection`]); used in sparse attention.
+    pub selection: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
+    /// The routed experts of every token, `B · T · k` entries, token-major; used by MoE
+    /// layers.
+    pub experts: Option<Vec<usize>>,
+}
+
+impl<B: Backend> Default for LayerPins<B> {
+    fn default() -> Self {
+        Self { selection: None, experts: None }
     }
 }
 
@@ -55,8 +85,19 @@ impl<B: DsaBackend> Block<B> {
     /// `h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h))`, with the attention's selection (sparse
     /// mode).
     pub fn forward(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>) -> (Tensor<B, 3>, Option<Selection<B>>) {
-        let (attn, selection) = self.self_attn.forward_with_selection(self.input_layernorm.forward(h.clone()), cache);
-        (self.feed_forward(h + attn), selection)
+        let (out, trace) = self.forward_pinned(h, cache, LayerPins::default());
+        (out, trace.selection)
+    }
+
+    /// [`Block::forward`] with the choices in `pins` forced, recording what the block did
+    /// (the trace's `hidden` is the output).
+    pub fn forward_pinned(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>, pins: LayerPins<B>) -> (Tensor<B, 3>, LayerTrace<B>) {
+        let x = self.input_layernorm.forward(h.clone());
+        let (attn, selection) = self.self_attn.forward_pinned(x, cache, pins.selection);
+        let h = h + attn;
+        let (ffn, experts) = self.mlp.forward_pinned(self.post_attention_layernorm.forward(h.clone()), pins.experts);
+        let out = h + ffn;
+        (out.clone(), LayerTrace { hidden: out, selection, experts })
     }
 
     /// Training forward over whole sequences in `mode`: the block's output and its
@@ -111,6 +152,9 @@ pub struct LayerTrace<B: Backend> {
     pub hidden: Tensor<B, 3>,
     /// The indexer's scores and selection (`None` for dense attention).
     pub selection: Option<Selection<B>>,
+    /// The routed experts of every token, `B · T · k` entries, token-major, best first
+    /// (`None` for a dense MLP).
+    pub experts: Option<Vec<usize>>,
 }
 
 impl DeepSeekV32Config {
@@ -142,14 +186,14 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// Logits `[B, T, vocab]` of every position of `tokens [B, T]` (whole sequences, no
     /// cache).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.run(tokens, None, None)
+        self.run(tokens, None, None, Vec::new())
     }
 
     /// Logits `[B, T, vocab]` of `T` new tokens per sequence at positions
     /// `cache.position()..`, which are appended to `cache`: a prompt (prefill) or one token
     /// per sequence (decode).
     pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut ModelCache<B>) -> Tensor<B, 3> {
-        self.run(tokens, Some(cache), None)
+        self.run(tokens, Some(cache), None, Vec::new())
     }
 
     /// The model with every layer's [`DeepSeekV32::forward`] and
@@ -185,12 +229,24 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// [`DeepSeekV32::forward`] (no cache) or [`DeepSeekV32::forward_cached`], recording
     /// every block's output and selection.
     pub fn forward_traced(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>) -> Trace<B> {
+        self.forward_pinned(tokens, cache, Vec::new())
+    }
+
+    /// [`DeepSeekV32::forward_traced`] with block `i`'s discrete choices forced to
+    /// `pins[i]` (blocks past the end of `pins` choose for themselves; see [`LayerPins`]).
+    pub fn forward_pinned(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>, pins: Vec<LayerPins<B>>) -> Trace<B> {
         let mut layers = Vec::with_capacity(self.layers.len());
-        let logits = self.run(tokens, cache, Some(&mut layers));
+        let logits = self.run(tokens, cache, Some(&mut layers), pins);
         Trace { logits, layers }
     }
 
-    fn run(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>, mut trace: Option<&mut Vec<LayerTrace<B>>>) -> Tensor<B, 3> {
+    fn run(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<&mut ModelCache<B>>,
+        mut trace: Option<&mut Vec<LayerTrace<B>>>,
+        pins: Vec<LayerPins<B>>,
+    ) -> Tensor<B, 3> {
         let mut caches: Vec<Option<&mut DsaCache<B>>> = match cache {
             Some(cache) => {
                 let layers = cache.layers_mut();
@@ -199,12 +255,13 @@ impl<B: DsaBackend> DeepSeekV32<B> {
             }
             None => self.layers.iter().map(|_| None).collect(),
         };
+        let mut pins = pins.into_iter();
         let mut h = self.embed_tokens.forward(tokens);
         for (block, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            let (out, selection) = block.forward(h, cache.as_deref_mut());
+            let (out, layer) = block.forward_pinned(h, cache.as_deref_mut(), pins.next().unwrap_or_default());
             h = out;
             if let Some(trace) = trace.as_deref_mut() {
-                trace.push(LayerTrace { hidden: h.clone(), selection });
+                trace.push(layer);
             }
         }
         self.lm_head.forward(self.norm.forward(h))
@@ -266,6 +323,39 @@ mod tests {
         assert!(dense_loss.into_scalar() > 0.0);
         let dense = model.with_attention_mode(AttentionMode::Dense);
         dense_logits.into_data().assert_approx_eq::<f32>(&dense.forward(tokens).into_data(), Tolerance::default());
+    }
+
+    /// Pins equal to the model's own choices change nothing; other pins are what runs.
+    #[test]
+    fn pins_replace_the_choices() {
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(32);
+        cfg.index_topk = 3;
+        let model = cfg.init::<B>(&dev);
+        let tokens = Tensor::<B, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]], &dev);
+        let free = model.forward_traced(tokens.clone(), None);
+        let own: Vec<LayerPins<B>> = (free.layers.iter())
+            .map(|l| LayerPins {
+                selection: l.selection.as_ref().map(|s| (s.indices.clone(), s.valid.clone())),
+                experts: l.experts.clone(),
+            })
+            .collect();
+        let same = model.forward_pinned(tokens.clone(), None, own.clone());
+        same.logits.into_data().assert_eq(&free.logits.clone().into_data(), true);
+
+        // Layer 0 attends to token 0 alone; layer 1 (MoE) routes every token to experts 0, 1.
+        let mut other = own;
+        let only_first = Tensor::<B, 3, Int>::zeros([2, 7, 3], &dev);
+        let valid = Tensor::<B, 1, Int>::from_ints([1, 0, 0], &dev).reshape([1, 1, 3]).repeat_dim(1, 7).repeat_dim(0, 2).equal_elem(1);
+        other[0].selection = Some((only_first.clone(), valid));
+        assert!(cfg.is_moe_layer(1));
+        other[1].experts = Some([0, 1].repeat(14));
+        let pinned = model.forward_pinned(tokens, None, other);
+        let sel = pinned.layers[0].selection.as_ref().expect("sparse attention");
+        sel.indices.to_data().assert_eq(&only_first.into_data(), true);
+        assert_eq!(pinned.layers[1].experts.as_deref(), Some(&[0, 1].repeat(14)[..]));
+        let diff = (pinned.logits - free.logits).abs().max().into_scalar();
+        assert!(diff > 1e-3, "pinned logits moved by {diff}");
     }
 
     #[test]

@@ -200,10 +200,35 @@ impl<B: Backend> Moe<B> {
     /// The choice of experts is discrete; their weights are taken from the gate's score
     /// tensor, so the gate learns.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_pinned(x, None).0
+    }
+
+    /// [`Moe::forward`] with the experts of every token given instead of chosen (`pinned`:
+    /// `B · T · k` experts, token-major, best first; `None`: the router
+    /// chooses), and the experts that ran. Their weights still come from the gate's scores
+    /// at those experts. Pinning fixes a discrete choice when comparing runs at different
+    /// precisions, where a near-tie may go either way.
+    ///
+    /// # Panics
+    /// If `pinned` does not hold `k` experts below the expert count for every token.
+    ///
+    /// ```
+    /// # use burn::backend::NdArray;
+    /// # use burn::tensor::{Distribution, Tensor};
+    /// use dsa_model::moe::MoeConfig;
+    /// use dsa_model::DeepSeekV32Config;
+    /// let moe = MoeConfig::from_config(&DeepSeekV32Config::tiny(64)).init::<NdArray>(&Default::default());
+    /// let x = Tensor::<NdArray, 3>::random([1, 2, 256], Distribution::Default, &Default::default());
+    /// let (y, chosen) = moe.forward_pinned(x.clone(), None);
+    /// let (pinned, same) = moe.forward_pinned(x, Some(chosen.clone()));
+    /// assert_eq!(chosen, same);
+    /// y.into_data().assert_eq(&pinned.into_data(), true);
+    /// ```
+    pub fn forward_pinned(&self, x: Tensor<B, 3>, pinned: Option<Vec<usize>>) -> (Tensor<B, 3>, Vec<usize>) {
         let [b, t, d] = x.dims();
         let device = x.device();
         let x = x.reshape([b * t, d]);
-        let (chosen, weights) = self.route(x.clone());
+        let (chosen, weights) = self.route(x.clone(), pinned);
         let k = weights.dims()[1];
         let weights = weights.reshape([b * t * k, 1]);
         let mut slots = vec![Vec::new(); self.experts.len()];
@@ -225,24 +250,35 @@ impl<B: Backend> Moe<B> {
         if let Some(shared) = &self.shared_experts {
             y = y + shared.forward(x);
         }
-        y.reshape([b, t, d])
+        (y.reshape([b, t, d]), chosen)
     }
 
     /// Routes the tokens `x [N, d_model]`: the experts chosen for each token (`N · k`
-    /// entries, token-major, best first) and their weights `[N, k]`.
-    pub fn route(&self, x: Tensor<B, 2>) -> (Vec<usize>, Tensor<B, 2>) {
+    /// entries, token-major, best first; the `pinned` ones where given) and their weights
+    /// `[N, k]`.
+    fn route(&self, x: Tensor<B, 2>, pinned: Option<Vec<usize>>) -> (Vec<usize>, Tensor<B, 2>) {
         let n = x.dims()[0];
         let logits = self.gate.forward(x);
         let scores = match self.routing.scoring {
             ScoringFunc::Sigmoid => sigmoid(logits),
             ScoringFunc::Softmax => softmax(logits, 1),
         };
-        let host = host_f32(scores.clone().into_data());
-        let bias = self.e_score_correction_bias.as_ref().map(|b| host_f32(b.val().into_data()));
-        let chosen: Vec<usize> = host
-            .chunks_exact(self.experts.len())
-            .flat_map(|row| self.routing.choose(row, bias.as_deref()))
-            .collect();
+        let chosen = match pinned {
+            Some(chosen) => {
+                let (k, e) = (self.routing.experts_per_token, self.experts.len());
+                assert!(
+                    chosen.len() == n * k && chosen.iter().all(|&c| c < e),
+                    "pinned experts: {} entries, expected {n} tokens × {k} experts below {e}",
+                    chosen.len()
+                );
+                chosen
+            }
+            None => {
+                let host = host_f32(scores.clone().into_data());
+                let bias = self.e_score_correction_bias.as_ref().map(|b| host_f32(b.val().into_data()));
+                host.chunks_exact(self.experts.len()).flat_map(|row| self.routing.choose(row, bias.as_deref())).collect()
+            }
+        };
         let k = chosen.len() / n.max(1);
         let index: Vec<i64> = chosen.iter().map(|&e| e as i64).collect();
         let index = Tensor::<B, 2, Int>::from_data(TensorData::new(index, [n, k]), &scores.device());
