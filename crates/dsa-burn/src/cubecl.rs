@@ -276,6 +276,14 @@ pub fn tensor_core_launches(op: TensorCoreOp) -> usize {
     TENSOR_CORE_LAUNCHES[op as usize].load(Ordering::SeqCst)
 }
 
+/// Bytes the memory pools of a CUDA `device` hold. The pools grow to the largest use and
+/// keep it, so after a workload this is its peak footprint on the device (benchmarks).
+#[cfg(feature = "cuda")]
+pub fn cuda_memory_reserved(device: &burn::backend::cuda::CudaDevice) -> Option<u64> {
+    let client = burn_cubecl::cubecl::cuda::CudaRuntime::client(device);
+    client.memory_usage().ok().map(|usage| usage.bytes_reserved)
+}
+
 static INDEXER_KERNEL: AtomicU8 = AtomicU8::new(0);
 
 /// Select the indexer-scores kernel (for tests and benchmarks); `Auto` by default.

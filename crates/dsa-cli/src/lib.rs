@@ -1,10 +1,11 @@
 //! The pieces of `dsa-cli` that other programs may reuse: training data, tokenizers, the
-//! synthetic retrieval task, training with Burn's learner, generation, and the benchmark's
-//! cost-curve plot.
+//! synthetic retrieval task, training with Burn's learner, generation, the training benchmark and
+//! the kernel benchmark's cost-curve plot.
 
 #![warn(missing_docs)]
 
 pub mod batcher;
+pub mod bench;
 pub mod checkpoint;
 pub mod commands;
 pub mod corpus;

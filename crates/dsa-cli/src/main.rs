@@ -26,6 +26,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand, ValueEnum};
 use dsa_burn::DsaBackend;
+use dsa_cli::bench::{bench_train, BenchTrainArgs};
 use dsa_cli::commands::{
     run_generate, run_training, tokenizer_train, GenerateArgs, TokenizerTrainArgs, TrainArgs,
 };
@@ -110,6 +111,10 @@ enum Command {
     },
     /// Generate text with the KV + indexer caches (streamed; tokens/s on stderr).
     Generate(GenerateArgs),
+    /// Time whole training steps (forward, backward, AdamW) of a preset on random tokens per
+    /// stage and length: JSON lines of step ms, tokens/s, model TFLOP/s and MFU as
+    /// `../shared/bench/peer_train_torch.py` prints them (run both in one GPU call).
+    BenchTrain(BenchTrainArgs),
     /// The whole recipe on a CPU in a few minutes: dense training of a micro model on The
     /// Devil's Dictionary + a long-range retrieval task, indexer warm-up, sparse training,
     /// generation, and retrieval accuracy of the sparse model against its warm-up.
@@ -172,18 +177,22 @@ fn dispatch(
         (BackendKind::Cuda, FloatKind::F32) => Precision::Tf32,
         _ => Precision::F32,
     };
+    // Device memory held by the allocator, where the backend tells.
+    let unknown = || None::<u64>;
+    #[cfg(feature = "cuda")]
+    let cuda_reserved = || dsa_burn::cubecl::cuda_memory_reserved(&Default::default());
     match (kind, dtype) {
         #[cfg(feature = "ndarray")]
-        (BackendKind::Ndarray, _) => run::<burn::backend::NdArray>(command, precision, &Default::default()),
+        (BackendKind::Ndarray, _) => run::<burn::backend::NdArray>(command, precision, &unknown, &Default::default()),
         #[cfg(feature = "wgpu")]
-        (BackendKind::Wgpu, _) => run::<burn::backend::Wgpu>(command, precision, &Default::default()),
+        (BackendKind::Wgpu, _) => run::<burn::backend::Wgpu>(command, precision, &unknown, &Default::default()),
         #[cfg(feature = "cuda")]
         (BackendKind::Cuda, FloatKind::F32) => {
-            run::<burn::backend::Cuda>(command, precision, &Default::default())
+            run::<burn::backend::Cuda>(command, precision, &cuda_reserved, &Default::default())
         }
         #[cfg(feature = "cuda")]
         (BackendKind::Cuda, FloatKind::Bf16) => {
-            run::<burn::backend::Cuda<burn::tensor::bf16>>(command, precision, &Default::default())
+            run::<burn::backend::Cuda<burn::tensor::bf16>>(command, precision, &cuda_reserved, &Default::default())
         }
         #[allow(unreachable_patterns)]
         (other, _) => Err(format!(
@@ -209,7 +218,12 @@ fn kernel_cache_root() -> Option<PathBuf> {
     }
 }
 
-fn run<B: DsaBackend>(command: &Command, precision: Precision, device: &B::Device) -> Result<bool, Box<dyn Error>> {
+fn run<B: DsaBackend>(
+    command: &Command,
+    precision: Precision,
+    reserved: &dyn Fn() -> Option<u64>,
+    device: &B::Device,
+) -> Result<bool, Box<dyn Error>> {
     match command {
         Command::Conformance { case_dirs, pin } => {
             Ok(conformance::<B>(case_dirs, CaseOptions { precision, pin: *pin }, device))
@@ -236,6 +250,7 @@ fn run<B: DsaBackend>(command: &Command, precision: Precision, device: &B::Devic
             done(run_training::<Autodiff<B>>(stage, args, device))
         }
         Command::Generate(args) => done(run_generate::<B>(args, device)),
+        Command::BenchTrain(args) => done(bench_train::<Autodiff<B>>(args, device, reserved)),
         Command::Demo(args) => done(run_demo::<Autodiff<B>>(args, device)),
     }
 }

@@ -35,7 +35,7 @@ use crate::metrics::{LmOutput, Stat, StepMetric};
 use crate::progress::ProgressLines;
 
 /// What a training run optimises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// Dense warm-up: dense attention; the loss is the indexers' KL against the dense
