@@ -1,12 +1,13 @@
 //! FP8 e4m3 block fake-quantisation, bit-identical to `dsa_burn::quant::fake_quant`.
 //!
-//! Each 128-wide block of a row gets the f32 scale `s = max(amax, 1e-4) · fl(1/448)`
-//! (optionally rounded up to a power of two, the `ue8m0` format), and each value becomes
-//! `e4m3(clamp(x / s, ±448)) · s`. Everything is computed in f32 with exactly rounded
-//! operations (one IEEE division, multiplications) and integer bit manipulation for the
-//! e4m3 rounding, so no FP8 type is needed and the result is the same on every target.
-//! The floor `1e-4` and `fl(1/448)` are passed at run time (WGSL prints float literals in
-//! decimal; a run-time scalar is bit-exact by construction).
+//! Each 128-wide block of a row gets the f32 scale `s = max(amax, 1e-4) / 448` (a
+//! division, as the reference's `amax / 448`; `amax · fl(1/448)` is an ulp off for about
+//! half of all amax), optionally rounded up to a power of two (the `ue8m0` format), and
+//! each value becomes `e4m3(clamp(x / s, ±448)) · s`. Everything is computed in f32 with
+//! exactly rounded operations (IEEE divisions, multiplications) and integer bit
+//! manipulation for the e4m3 rounding, so no FP8 type is needed and the result is the same
+//! on every target. The floor `1e-4` and `448` are passed at run time (WGSL prints float
+//! literals in decimal; a run-time scalar is bit-exact by construction).
 
 use cubecl::prelude::*;
 
@@ -74,10 +75,10 @@ pub fn round_e4m3(y: f32) -> f32 {
     f32::reinterpret(u32::reinterpret(mag) | (bits & 0x8000_0000u32))
 }
 
-/// The block scale `max(amax, floor) · inv_max`, rounded up to a power of two if `pow2`.
+/// The block scale `max(amax, floor) / e4m3_max`, rounded up to a power of two if `pow2`.
 #[cube]
-pub fn block_scale(amax: f32, floor: f32, inv_max: f32, #[comptime] pow2: bool) -> f32 {
-    let mut s = f32::max(amax, floor) * inv_max;
+pub fn block_scale(amax: f32, floor: f32, e4m3_max: f32, #[comptime] pow2: bool) -> f32 {
+    let mut s = f32::max(amax, floor) / e4m3_max;
     if pow2 {
         let bits = u32::reinterpret(s);
         if (bits & 0x007f_ffffu32) != 0u32 {
@@ -106,7 +107,7 @@ pub fn fake_quant_block_kernel<F: Float>(
     rows: usize,
     d: usize,
     floor: f32,
-    inv_max: f32,
+    e4m3_max: f32,
     #[comptime] pow2: bool,
     #[define(F)] _dtype: StorageType,
 ) {
@@ -124,7 +125,7 @@ pub fn fake_quant_block_kernel<F: Float>(
     if c < d {
         v = f32::cast_from(x[i]);
     }
-    let s = block_scale(block_absmax(v), floor, inv_max, pow2);
+    let s = block_scale(block_absmax(v), floor, e4m3_max, pow2);
     if c < d {
         out[i] = F::cast_from(quantize_e4m3(v, s) * s);
     }
@@ -163,7 +164,7 @@ pub fn quantize_block_kernel<F: Float, C: Float, SC: Float>(
     rows: usize,
     d: usize,
     floor: f32,
-    inv_max: f32,
+    e4m3_max: f32,
     #[comptime] pow2: bool,
     #[define(F, C, SC)] _dtypes: [StorageType; 3],
 ) {
@@ -179,7 +180,7 @@ pub fn quantize_block_kernel<F: Float, C: Float, SC: Float>(
     if c < d {
         v = f32::cast_from(x[i]);
     }
-    let s = block_scale(block_absmax(v), floor, inv_max, pow2);
+    let s = block_scale(block_absmax(v), floor, e4m3_max, pow2);
     if c < d {
         codes[i] = C::cast_from(quantize_e4m3(v, s));
     }

@@ -137,7 +137,7 @@ pub fn fake_quant_primitive<R: CubeRuntime>(
         rows,
         d,
         kernels::quant::AMAX_FLOOR,
-        1.0f32 / E4M3_MAX,
+        E4M3_MAX,
         quant == IndexerQuant::E4m3Pow2,
         x.dtype.into(),
     );
@@ -177,7 +177,7 @@ fn quantize_codes<R: CubeRuntime>(
             rows,
             d,
             kernels::quant::AMAX_FLOOR,
-            1.0f32 / E4M3_MAX,
+            E4M3_MAX,
             quant == IndexerQuant::E4m3Pow2,
             [x.dtype.into(), code_type, DType::F32.into()],
         );

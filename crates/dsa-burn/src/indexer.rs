@@ -58,17 +58,22 @@ pub fn causal_mask<B: Backend>(t: usize, s: usize, offset: usize, device: &B::De
 }
 
 /// The Sylvester Hadamard rotation `x · H / sqrt(n)` over the last dim (a power of two).
+///
+/// Rounded as DeepSeek's reference rounds it (`(x @ H.t()) * n ** -0.5` in float32): the
+/// product with the ±1 matrix, then one multiplication by `fl(n^-1/2)`. Folding the norm
+/// into the matrix (`x · (H / sqrt(n))`) rounds every term and moves the result by a few
+/// ulps, enough to flip the FP8 rounding of the values that sit near an e4m3 midpoint.
 pub fn hadamard<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let dims = x.dims();
     let n = dims[D - 1];
     assert!(n.is_power_of_two(), "Hadamard rotation needs a power-of-two dim, got {n}");
-    let norm = (n as f32).sqrt().recip();
+    let norm = (n as f64).powf(-0.5) as f32;
     let h: Vec<f32> = (0..n * n)
-        .map(|i| if ((i / n) & (i % n)).count_ones().is_multiple_of(2) { norm } else { -norm })
+        .map(|i| if ((i / n) & (i % n)).count_ones().is_multiple_of(2) { 1.0 } else { -1.0 })
         .collect();
     let h = Tensor::<B, 2>::from_data(TensorData::new(h, [n, n]), &x.device());
     let rows = x.shape().num_elements() / n;
-    x.reshape([rows, n]).matmul(h).reshape(dims)
+    x.reshape([rows, n]).matmul(h).mul_scalar(norm).reshape(dims)
 }
 
 /// Configuration of a [`LightningIndexer`].
@@ -203,5 +208,30 @@ mod tests {
         let d = h.to_data().to_vec::<f32>().unwrap();
         assert!(d[..16].iter().all(|v| *v > 0.0));
         assert!(d[16] > 0.0 && d[17] < 0.0);
+    }
+
+    /// The rotation rounds as the reference's `(x @ H.t()) * n ** -0.5`: on integer inputs
+    /// every ±1 sum is exact in f32 (whatever the summation order), so each output must be
+    /// exactly `fl(S · fl(128^-1/2))` with `S` the integer sum. Scaling each term first
+    /// (`x · (H/√n)`) rounds 128 products and misses this for most outputs.
+    #[test]
+    fn hadamard_rounds_as_the_reference() {
+        let n = 128usize;
+        let rows = 6;
+        let x: Vec<i64> = (0..rows * n).map(|i| ((i * 7919 + 13) % 2001) as i64 - 1000).collect();
+        let xt = Tensor::<NdArray, 2>::from_data(
+            TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [rows, n]),
+            &Default::default(),
+        );
+        let got = hadamard(xt).to_data().to_vec::<f32>().unwrap();
+        let norm = (n as f64).powf(-0.5) as f32;
+        for r in 0..rows {
+            for j in 0..n {
+                let sum: i64 = (0..n)
+                    .map(|i| if (i & j).count_ones().is_multiple_of(2) { x[r * n + i] } else { -x[r * n + i] })
+                    .sum();
+                assert_eq!(got[r * n + j], sum as f32 * norm, "row {r} col {j}");
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! FP8 e4m3 block quantisation of the lightning indexer's activations.
 //!
 //! DeepSeek's indexer quantises every 128-wide block of its query and key vectors to
-//! `float8_e4m3fn` with one f32 scale per block: `s = max(amax, 1e-4) · (1/448)` (with
+//! `float8_e4m3fn` with one f32 scale per block: `s = max(amax, 1e-4) / 448` (with
 //! [`IndexerQuant::E4m3Pow2`] rounded up to a power of two, the `ue8m0` format), then
 //! `x8 = e4m3(clamp(x / s, ±448))` rounded to nearest even. The reference works on the
 //! dequantised values `x8 · s`, computed here exactly with tensor operations, so it runs
@@ -68,7 +68,11 @@ pub fn quantize_blocks<B: Backend, const D: usize>(
     }
     let blocks = x2.reshape([rows, nb, FP8_BLOCK]);
     let amax = blocks.clone().abs().max_dim(2).clamp_min(1e-4);
-    let mut scale = amax.mul_scalar(1.0f32 / E4M3_MAX);
+    // A division, as the reference's `amax / 448` on the CPU: `amax · fl(1/448)` differs
+    // from it by an ulp for about half of all amax, which moves every `x / s` of the block.
+    // (torch's CUDA kernel multiplies by `fl(1/448)` for a scalar divisor, so cases made
+    // on CUDA carry that rounding.)
+    let mut scale = amax.div_scalar(E4M3_MAX);
     if pow2_scales {
         scale = pow2_ceil(scale);
     }
@@ -182,6 +186,17 @@ mod tests {
         }
     }
 
+    /// The scale is `amax / 448` rounded once (the reference's division), not
+    /// `amax · fl(1/448)`, which is an ulp off for about half of all amax (3.0 is one).
+    #[test]
+    fn scale_is_a_division() {
+        for amax in [3.0f32, 0.3, 1.5, 6.0, 9.0, 2.5] {
+            let x = burn::tensor::TensorData::new(vec![amax, -0.1], [1, 2]);
+            let (_, scales) = quantize_blocks(Tensor::<B, 2>::from_data(x, &Default::default()), false);
+            assert_eq!(scales.to_data().to_vec::<f32>().unwrap(), [amax / 448.0], "amax {amax}");
+        }
+    }
+
     #[test]
     fn blocks_quantise_independently_and_pad() {
         // 2 rows × 200 columns: one full block and one partial block of 72.
@@ -195,7 +210,7 @@ mod tests {
             for b in 0..2 {
                 let cols = (b * 128)..((b + 1) * 128).min(200);
                 let amax = cols.clone().map(|c| data[r * 200 + c].abs()).fold(1e-4f32, f32::max);
-                let s = amax * (1.0 / 448.0);
+                let s = amax / 448.0;
                 assert_eq!(scales[r * 2 + b], s);
                 for c in cols {
                     let want = nearest_e4m3((data[r * 200 + c] / s).clamp(-448.0, 448.0));

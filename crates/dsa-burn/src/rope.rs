@@ -68,22 +68,33 @@ impl RopeConfig {
         let dim = self.dim;
         assert!(dim.is_multiple_of(2) && dim > 0, "RoPE dim must be even and positive, got {dim}");
         let half = dim / 2;
+        // `1 / base ** (arange(0, dim, 2) / dim)` in float32 as torch rounds it: the float32
+        // exponent, the power rounded to float32 (torch's pow is correctly rounded on these),
+        // then a float32 reciprocal. A frequency one ulp off moves the angle of position t
+        // by t ulps, which at long positions flips FP8 roundings in the indexer.
+        let base = self.theta as f32 as f64;
         let mut freqs: Vec<f32> = (0..half)
-            .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / dim as f64)) as f32)
+            .map(|i| {
+                let e = (2 * i) as f32 / dim as f32;
+                1.0f32 / base.powf(e as f64) as f32
+            })
             .collect();
         if let Some(y) = self.active_yarn() {
             let corr = |rot: f64| {
                 dim as f64 * (y.original_max_position_embeddings as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()
                     / (2.0 * self.theta.ln())
             };
-            let low = corr(y.beta_fast).floor().max(0.0) as f32;
-            let mut high = corr(y.beta_slow).ceil().min((dim - 1) as f64) as f32;
+            let low = corr(y.beta_fast).floor().max(0.0);
+            let mut high = corr(y.beta_slow).ceil().min((dim - 1) as f64);
             if low == high {
                 high += 0.001;
             }
+            // As the reference: `(arange(half) - low) / (high - low)` with the Python-float
+            // bounds and their difference each rounded to float32.
+            let (low, span) = (low as f32, (high - low) as f32);
             let factor = y.factor as f32;
             for (i, f) in freqs.iter_mut().enumerate() {
-                let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+                let ramp = ((i as f32 - low) / span).clamp(0.0, 1.0);
                 let smooth = 1.0 - ramp;
                 *f = *f / factor * (1.0 - smooth) + *f * smooth;
             }
@@ -194,6 +205,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The frequencies bit for bit as DeepSeek's `precompute_freqs_cis` computes them in
+    /// float32 (torch 2.x on the CPU; the `torch.outer(t, freqs)` row of t = 1), for a
+    /// 64-dim rope with YaRN active: theta 10000, factor 4, original length 32, beta 32/1.
+    /// Ten of these 32 were an ulp off when the frequency was rounded from f64 in one step,
+    /// which moved the angles of long positions by as many ulps as the position.
+    #[test]
+    fn frequencies_match_the_float32_reference() {
+        const TORCH: [u32; 32] = [
+            0x3f800000, 0x3f27f9ef, 0x3ed7f066, 0x3e86f161, 0x3e21e89b, 0x3db61f1a, 0x3d361887, 0x3d088d77,
+            0x3ccccccd, 0x3c99940d, 0x3c6655c2, 0x3c2cba15, 0x3c0186e3, 0x3bc2434f, 0x3b91ad39, 0x3b5a7bf2,
+            0x3b23d70a, 0x3af5b9b0, 0x3ab8449c, 0x3a8a2e77, 0x3a4f3e38, 0x3a1b690d, 0x39e91528, 0x39aec98e,
+            0x3983126f, 0x3944948c, 0x39136a16, 0x38dd1725, 0x38a5cb60, 0x3878a815, 0x383a7753, 0x380bd472,
+        ];
+        let rope = RopeConfig::new(64, 256).with_yarn(Some(YarnConfig::new(4.0, 32))).init();
+        let got: Vec<u32> = rope.freqs.iter().map(|f| f.to_bits()).collect();
+        assert_eq!(got, TORCH);
     }
 
     /// YaRN keeps high frequencies, divides low ones by the factor, and ramps between.
