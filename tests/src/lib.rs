@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use dsa_burn::DsaBackend;
+use dsa_model::conformance::{run_case_with, CaseOptions};
 use dsa_model::Checkpoint;
 
 /// The conformance directory: `$DSA_CONFORMANCE_DIR` (relative paths are taken from the
@@ -25,6 +27,25 @@ pub fn conformance_cases() -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("conformance directory {} unreadable ({e}); set DSA_CONFORMANCE_DIR", dir.display()));
     assert!(!cases.is_empty(), "no conformance case under {}", dir.display());
     cases
+}
+
+/// The cases this repository makes itself (`tests/cases`, see its README), sorted.
+pub fn repo_cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    dsa_model::conformance::case_dirs(&dir).unwrap_or_else(|e| panic!("{} unreadable ({e})", dir.display()))
+}
+
+/// Runs every case of `cases` with `options` on `B`, prints each report and asserts that it
+/// passed and compared the logits (and the decode logits where the case decodes).
+pub fn check_conformance<B: DsaBackend>(cases: &[PathBuf], device: &B::Device, options: CaseOptions) {
+    for dir in cases {
+        let report = run_case_with::<B>(dir, device, options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        println!("{report}");
+        let compared = |name: &str| report.checks.iter().any(|c| c.tensor() == name);
+        assert!(compared("logits"), "{}: logits not compared", report.case);
+        assert!(report.decode_steps == 0 || compared("decode_logits"), "{}: decode_logits not compared", report.case);
+        assert!(report.passed(), "{}: conformance failed:\n{report}", report.case);
+    }
 }
 
 /// A golden tensor with the shape stored in the file.

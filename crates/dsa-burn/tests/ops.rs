@@ -106,7 +106,7 @@ fn quant_rows(x: &[f64], d: usize, quant: IndexerQuant) -> Vec<f64> {
     for row in out.chunks_mut(d) {
         for block in row.chunks_mut(128) {
             let amax = block.iter().fold(1e-4f32, |m, v| m.max((*v as f32).abs()));
-            let mut s = amax * (1.0f32 / 448.0);
+            let mut s = amax / 448.0;
             if quant == IndexerQuant::E4m3Pow2 {
                 s = 2f32.powi((s as f64).log2().ceil() as i32);
             }

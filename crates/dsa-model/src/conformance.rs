@@ -458,7 +458,11 @@ pub fn run_case_with<B: DsaBackend>(dir: &Path, device: &B::Device, options: Cas
             }
         }
         if golden.has("decode_logits") {
-            let check = compare.rel_error("decode_logits", Tensor::cat(logits, 1), |_| true, tol.rel)?;
+            // Pinned below f32, a decode step's selections are pinned only where the case
+            // records them (layer 0's last step); a near-tie flipping elsewhere moves the
+            // decode logits, so they are reported, not judged.
+            let limit = (judged && !(options.pin && options.precision != Precision::F32)).then_some(tol.rel);
+            let check = compare.rel_error("decode_logits", Tensor::cat(logits, 1), |_| true, limit)?;
             compare.checks.push(check);
         }
         if let (true, Some(sel)) = (golden.has("decode.layer0.selected_last"), last) {
@@ -561,12 +565,12 @@ impl Compare<'_> {
 
     fn prefill<B: DsaBackend>(&mut self, trace: Trace<B>, batch: usize, prefill: usize) -> Result<(), CaseError> {
         let (golden, tol) = (self.golden, self.tol);
-        let check = self.rel_error("logits", trace.logits, |_| true, tol.rel)?;
+        let check = self.rel_error("logits", trace.logits, |_| true, self.judged.then_some(tol.rel))?;
         self.checks.push(check);
         for (layer, lt) in trace.layers.into_iter().enumerate() {
             let name = |what: &str| format!("layer{layer}.{what}");
             if golden.has(&name("hidden")) {
-                let check = self.rel_error(&name("hidden"), lt.hidden, |_| true, tol.rel)?;
+                let check = self.rel_error(&name("hidden"), lt.hidden, |_| true, self.judged.then_some(tol.rel))?;
                 self.checks.push(check);
             }
             if let (Some(experts), false) = (&lt.experts, self.pin || !golden.has(&name("experts"))) {
@@ -576,7 +580,7 @@ impl Compare<'_> {
             if golden.has(&name("index_scores")) {
                 // Raw scores: only the causal entries (key s <= query t) are meaningful.
                 let keep = |i: usize| i % prefill <= (i / prefill) % prefill;
-                let check = self.rel_error(&name("index_scores"), sel.scores.clone(), keep, tol.index_scores)?;
+                let check = self.rel_error(&name("index_scores"), sel.scores.clone(), keep, self.judged.then_some(tol.index_scores))?;
                 self.checks.push(check);
             }
             if golden.has(&name("selected")) {
@@ -597,12 +601,13 @@ impl Compare<'_> {
         Ok(())
     }
 
-    /// Relative error of `ours` against golden `name` over the flat entries `keep` accepts.
-    fn rel_error<B: Backend, const D: usize>(&self, name: &str, ours: Tensor<B, D>, keep: impl Fn(usize) -> bool, limit: f64) -> Result<Check, CaseError> {
+    /// Relative error of `ours` against golden `name` over the flat entries `keep` accepts
+    /// (judged against `limit` where given).
+    fn rel_error<B: Backend, const D: usize>(&self, name: &str, ours: Tensor<B, D>, keep: impl Fn(usize) -> bool, limit: Option<f64>) -> Result<Check, CaseError> {
         let reference = self.golden.f32(name, &ours.dims())?;
         let ours = host(ours);
         let (a, b): (Vec<f32>, Vec<f32>) = ours.into_iter().zip(reference).enumerate().filter(|(i, _)| keep(*i)).map(|(_, p)| p).unzip();
-        Ok(Check::RelError { tensor: name.into(), value: rel_error(&a, &b), limit: self.judged.then_some(limit) })
+        Ok(Check::RelError { tensor: name.into(), value: rel_error(&a, &b), limit })
     }
 
     /// Our `selection` against golden mask `name` of `shape` (rows × keys).
@@ -641,15 +646,31 @@ impl Compare<'_> {
     }
 
     /// Free-running: the flipped shares of the selections and of the expert choices, each
-    /// summed over the layers.
+    /// summed over the layers (a layer's prefill and decode choices pooled).
     fn summed_flips(&mut self) {
         let sum = |routing: bool| {
-            self.checks.iter().filter(|c| matches!(c, Check::Routing { .. }) == routing).filter_map(Check::flipped_share).sum::<f64>()
+            let mut layers = std::collections::BTreeMap::<usize, (usize, usize)>::new();
+            for check in self.checks.iter().filter(|c| matches!(c, Check::Routing { .. }) == routing) {
+                let counts = match check {
+                    Check::Selection { diff, .. } => (diff.mismatched, diff.selected),
+                    Check::Routing { flipped, total, .. } => (*flipped, *total),
+                    _ => continue,
+                };
+                let layer = layers.entry(layer_of(check.tensor())).or_default();
+                *layer = (layer.0 + counts.0, layer.1 + counts.1);
+            }
+            layers.values().map(|(flipped, total)| *flipped as f64 / (*total).max(1) as f64).sum::<f64>()
         };
         let (selections, experts) = (sum(false), sum(true));
         self.checks.push(Check::Flips { what: "top-k selections flipped".into(), summed: selections, limit: self.tol.flips });
         self.checks.push(Check::Flips { what: "expert choices flipped".into(), summed: experts, limit: self.tol.flips });
     }
+}
+
+/// The layer a golden tensor `layer<i>.…` or `decode.layer<i>.…` belongs to.
+fn layer_of(tensor: &str) -> usize {
+    let rest = tensor.trim_start_matches("decode.").trim_start_matches("layer");
+    rest.split('.').next().and_then(|i| i.parse().ok()).unwrap_or(usize::MAX)
 }
 
 /// The selection `[B, T, k]` (indices in key order, then invalid padding) of a golden mask
