@@ -5,6 +5,7 @@
 //! dsa-cli conformance ../shared/conformance/tiny-bf16 ../shared/conformance/tiny-fp8
 //! dsa-cli info ../shared/conformance/tiny-fp8
 //! dsa-cli --backend wgpu conformance CASE_DIR   # built with --features wgpu
+//! dsa-cli --backend cuda --dtype bf16 conformance --pin CASE_DIR  # the case's choices, bf16 tolerances
 //! dsa-cli demo                                  # train, generate, evaluate on a CPU
 //! dsa-cli tokenizer train --vocab 1024 --out runs/tokenizer.json
 //! dsa-cli train --dense --model micro --tokenizer runs/tokenizer.json --seq-len 64 --steps 300 --out runs/dense
@@ -13,6 +14,7 @@
 //! dsa-cli train --out runs/sparse --resume         # after an interruption
 //! dsa-cli generate --model runs/sparse "DEVIL, n."
 //! dsa-cli plot ours.jsonl peer.jsonl --out cost.png  # a benchmark run's cost curve
+//! dsa-cli --backend cuda --dtype bf16 bench-train --seq-len 8192  # training steps, JSON lines
 //! ```
 //!
 //! On GPU backends the compiled kernels are kept between runs (in `~/.cache/dsa-burn/kernels`,
