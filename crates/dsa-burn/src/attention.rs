@@ -10,7 +10,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::DsaCache;
 use crate::indexer::{LightningIndexer, LightningIndexerConfig};
 use crate::loss::{dense_indexer_loss, sparse_indexer_loss};
+use crate::norm::RmsNorm;
 use crate::quant::IndexerQuant;
 use crate::rope::{Rope, RopeConfig, YarnConfig};
 use crate::{ops, DsaBackend};
@@ -112,7 +113,7 @@ impl DsaAttentionConfig {
     /// Creates the layer with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> DsaAttention<B> {
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        let norm = |d| RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+        let norm = |d| RmsNorm::new(d, self.norm_eps, device);
         let h = self.n_heads;
         DsaAttention {
             wq_a: linear(self.d_model, self.q_lora_rank),

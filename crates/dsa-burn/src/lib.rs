@@ -9,6 +9,7 @@ pub mod indexer;
 #[cfg(feature = "cubecl-backend")]
 pub mod kernel_cache;
 pub mod loss;
+pub mod norm;
 pub mod ops;
 pub mod quant;
 pub mod rope;
@@ -18,6 +19,7 @@ pub mod topk;
 pub use attention::{AttentionMode, DsaAttention, DsaAttentionConfig, DsaOutput, Selection};
 pub use cache::DsaCache;
 pub use indexer::{LightningIndexer, LightningIndexerConfig};
+pub use norm::RmsNorm;
 pub use ops::DsaBackend;
 pub use quant::IndexerQuant;
 pub use rope::{Rope, RopeConfig, YarnConfig};

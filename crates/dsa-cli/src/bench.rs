@@ -62,6 +62,13 @@ pub struct StepTiming {
     pub batch: usize,
     /// Median step time in milliseconds (wall clock, device synchronised).
     pub ms: f64,
+    /// Median time of the forward pass and loss, in milliseconds (the device is synchronised
+    /// after each phase, so the three phases add up to the step).
+    pub forward_ms: f64,
+    /// Median time of the backward pass, in milliseconds.
+    pub backward_ms: f64,
+    /// Median time of the optimizer step (clipping and AdamW), in milliseconds.
+    pub optimizer_ms: f64,
     /// Training tokens per second.
     pub tokens_per_s: f64,
     /// Model FLOPs of one step in TFLOP ([`step_flops`]).
@@ -160,26 +167,49 @@ where
         .init::<B, LanguageModel<B>>();
     let tokens = Tensor::<B, 2, Int>::random([args.batch_size, t + 1], Distribution::Uniform(0.0, cfg.vocab_size as f64), device);
     let batch = TokenBatch { inputs: tokens.clone().narrow(1, 0, t), targets: tokens.narrow(1, 1, t) };
-    let mut times = Vec::with_capacity(args.steps);
+    let name = format!("{stage:?}").to_lowercase();
+    let mut phases: [Vec<f64>; 4] = Default::default();
     for step in 0..args.warm + args.steps {
+        let sync = || B::sync(device).expect("the device runs the step");
         let start = Instant::now();
         let loss = model.forward_step(batch.clone()).loss;
+        sync();
+        let forward = start.elapsed();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        sync();
+        let backward = start.elapsed();
         model = optim.step(3e-4, model, grads);
-        B::sync(device).expect("the device runs the step");
+        sync();
+        let end = start.elapsed();
+        let ms = [end, forward, backward - forward, end - backward].map(|d| d.as_secs_f64() * 1e3);
+        let kind = if step < args.warm { "warm-up" } else { "timed" };
+        eprintln!(
+            "{name} {t}: {kind} step {}/{}: {:.1} ms (forward {:.1}, backward {:.1}, optimizer {:.1})",
+            step + 1,
+            args.warm + args.steps,
+            ms[0],
+            ms[1],
+            ms[2],
+            ms[3]
+        );
         if step >= args.warm {
-            times.push(start.elapsed().as_secs_f64() * 1e3);
+            phases.iter_mut().zip(ms).for_each(|(p, ms)| p.push(ms));
         }
     }
-    times.sort_by(f64::total_cmp);
-    let ms = times[times.len() / 2];
+    let [ms, forward_ms, backward_ms, optimizer_ms] = phases.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        (times[times.len() / 2] * 1e3).round() / 1e3
+    });
     let flops = step_flops(cfg, stage, args.batch_size, t);
     let params = cfg.parameter_count();
     StepTiming {
-        op: format!("train_step_{}", format!("{stage:?}").to_lowercase()),
+        op: format!("train_step_{name}"),
         seq_len: t,
         batch: args.batch_size,
-        ms: (ms * 1e3).round() / 1e3,
+        ms,
+        forward_ms,
+        backward_ms,
+        optimizer_ms,
         tokens_per_s: ((args.batch_size * t) as f64 / ms * 1e3).round(),
         model_tflops_per_step: flops / 1e12,
         mfu_h100: flops / (ms * 1e-3) / H100_BF16_PEAK,

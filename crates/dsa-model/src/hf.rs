@@ -11,9 +11,9 @@ use std::fmt;
 use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
-use dsa_burn::DsaAttention;
+use dsa_burn::{DsaAttention, RmsNorm};
 
 use crate::config::{ConfigError, DeepSeekV32Config};
 use crate::loading::{Checkpoint, LoadError};
@@ -35,7 +35,7 @@ pub fn linear<B: Backend>(
 
 /// An RMSNorm from `<prefix>.weight`.
 pub fn rms_norm<B: Backend>(ckpt: &Checkpoint, prefix: &str, d: usize, eps: f64, device: &B::Device) -> Result<RmsNorm<B>, LoadError> {
-    let mut norm = RmsNormConfig::new(d).with_epsilon(eps).init(device);
+    let mut norm = RmsNorm::new(d, eps, device);
     norm.gamma = Param::from_tensor(ckpt.read_tensor(&format!("{prefix}.weight"), [d], device)?);
     Ok(norm)
 }

@@ -8,10 +8,10 @@
 //! form over the latent `[c | k_rope]`.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
-use dsa_burn::{AttentionMode, DsaAttention, DsaBackend, DsaCache, Selection};
+use dsa_burn::{AttentionMode, DsaAttention, DsaBackend, DsaCache, RmsNorm, Selection};
 
 use crate::cache::ModelCache;
 use crate::config::DeepSeekV32Config;
@@ -160,7 +160,7 @@ pub struct LayerTrace<B: Backend> {
 impl DeepSeekV32Config {
     /// Creates the model with random weights (initialised lazily, on first use).
     pub fn init<B: Backend>(&self, device: &B::Device) -> DeepSeekV32<B> {
-        let norm = || RmsNormConfig::new(self.hidden_size).with_epsilon(self.rms_norm_eps).init(device);
+        let norm = || RmsNorm::new(self.hidden_size, self.rms_norm_eps, device);
         let layers = (0..self.num_hidden_layers)
             .map(|layer| Block {
                 input_layernorm: norm(),
