@@ -5,8 +5,9 @@
 //! scores on tensor cores: f16 cmma, f16 and FP8 `mma.sync`), [`topk`]
 //! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode),
 //! [`sparse_mla_mma`] (its forward, and kernel 6's attention probabilities, on tensor
-//! cores, with [`mma`]'s shared staging) and [`indexer_loss`] (the sparse-stage indexer loss
-//! at the selected keys). Every CubeCL kernel
+//! cores, with [`mma`]'s shared staging), [`indexer_loss`] (the sparse-stage indexer loss
+//! at the selected keys) and [`grouped_matmul`] (the grouped matrix products of
+//! mixture-of-experts layers, forward and weight gradient). Every CubeCL kernel
 //! is generic over the float type (the `#[define]` storage types are chosen at launch from
 //! the tensors' dtypes) and computes in f32. The kernels take contiguous tensors; shapes and
 //! layouts are documented on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
@@ -19,6 +20,7 @@ use cubecl::prelude::FastMath;
 use enumset::{enum_set, EnumSet};
 
 pub mod cuda_source;
+pub mod grouped_matmul;
 pub mod indexer;
 pub mod indexer_fp8;
 pub mod indexer_mma;

@@ -1801,6 +1801,78 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     out
 }
 
+/// The grouped-product kernels' tiling `(rm, rn, bk)`: `16·rm × 16·rn` output tiles, the
+/// reduction in chunks of `bk` (see `dsa_kernels::grouped_matmul`).
+const GMM_TILE: (usize, usize, usize) = (4, 4, 16);
+
+/// The grouped matrix product on CubeCL; see [`DsaBackend::grouped_matmul`]. Launches an
+/// upper bound of the row tiles (`⌈M/TM⌉ + G`): the kernel finds the groups in `offsets` on
+/// the device.
+pub fn grouped_matmul_primitive<R: CubeRuntime>(x: CubeTensor<R>, w: CubeTensor<R>, offsets: CubeTensor<R>) -> CubeTensor<R> {
+    let [m, k] = dims::<2, R>(&x);
+    let [g, _, n] = dims::<3, R>(&w);
+    assert_eq!(x.dtype, w.dtype, "grouped_matmul: x and w must have the same dtype");
+    let (x, w, offsets) = (into_contiguous(x), into_contiguous(w), into_contiguous(offsets));
+    let y = output(&x, Shape::new([m, n]), x.dtype);
+    if m * n == 0 {
+        return y;
+    }
+    let (rm, rn, bk) = GMM_TILE;
+    kernels::grouped_matmul::grouped_matmul_fwd::launch::<R>(
+        &x.client,
+        cube_count(m.div_ceil(16 * rm) + g, n.div_ceil(16 * rn)),
+        CubeDim::new_1d(kernels::grouped_matmul::GMM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        w.into_tensor_arg(),
+        offsets.clone().into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        m,
+        k,
+        n,
+        g,
+        rm,
+        rn,
+        bk,
+        [x.dtype.into(), offsets.dtype.into()],
+    );
+    y
+}
+
+/// The weight gradient of the grouped product on CubeCL; see
+/// [`DsaBackend::grouped_matmul_weight_grad`]: `[G, K, N]` with `G + 1` the length of
+/// `offsets`.
+pub fn grouped_matmul_weight_grad_primitive<R: CubeRuntime>(x: CubeTensor<R>, dy: CubeTensor<R>, offsets: CubeTensor<R>) -> CubeTensor<R> {
+    let [m, k] = dims::<2, R>(&x);
+    let [_, n] = dims::<2, R>(&dy);
+    let [o] = dims::<1, R>(&offsets);
+    let g = o.checked_sub(1).expect("grouped_matmul_weight_grad: offsets hold G + 1 entries");
+    assert_eq!(x.dtype, dy.dtype, "grouped_matmul_weight_grad: x and dy must have the same dtype");
+    let (x, dy, offsets) = (into_contiguous(x), into_contiguous(dy), into_contiguous(offsets));
+    let dw = output(&x, Shape::new([g, k, n]), x.dtype);
+    if g * k * n == 0 {
+        return dw;
+    }
+    let (rm, rn, bk) = GMM_TILE;
+    kernels::grouped_matmul::grouped_matmul_wgrad::launch::<R>(
+        &x.client,
+        cube_count(g * k.div_ceil(16 * rm), n.div_ceil(16 * rn)),
+        CubeDim::new_1d(kernels::grouped_matmul::GMM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        dy.into_tensor_arg(),
+        offsets.clone().into_tensor_arg(),
+        dw.clone().into_tensor_arg(),
+        m,
+        k,
+        n,
+        g,
+        rm,
+        rn,
+        bk,
+        [x.dtype.into(), offsets.dtype.into()],
+    );
+    dw
+}
+
 impl<R, F, I, BT> DsaBackend for CubeBackend<R, F, I, BT>
 where
     R: CubeRuntime,
@@ -1905,5 +1977,12 @@ where
         scale: f32,
     ) -> FloatTensor<Self> {
         sparse_mla_probs_primitive(q, kv, indices, valid, lse, scale)
+    }
+    fn grouped_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
+        grouped_matmul_primitive(x, w, offsets)
+    }
+
+    fn grouped_matmul_weight_grad(x: FloatTensor<Self>, dy: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
+        grouped_matmul_weight_grad_primitive(x, dy, offsets)
     }
 }

@@ -193,6 +193,25 @@ pub trait DsaBackend: Backend {
         );
         (dq.into_primitive().tensor(), dkv.into_primitive().tensor())
     }
+
+    /// Grouped matrix product for mixture-of-experts layers: `x [M, K]`, `w [G, K, N]` and
+    /// `offsets [G + 1]` (int; `offsets[0] = 0`, `offsets[G] = M`, non-decreasing) give
+    /// `y [M, N]` with `y[r] = x[r] · w[g]` for `offsets[g] ≤ r < offsets[g+1]`. Groups may
+    /// be empty. Overrides must not read `offsets` on the host (the reference does, see
+    /// [`crate::grouped_matmul`]).
+    fn grouped_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
+        let y = crate::grouped_matmul::reference_grouped_matmul(float::<Self, 2>(x), float::<Self, 3>(w), Tensor::from_primitive(offsets));
+        y.into_primitive().tensor()
+    }
+
+    /// The weight gradient of [`DsaBackend::grouped_matmul`]: `dw [G, K, N]` with
+    /// `dw[g] = x_gᵀ · dy_g` over the rows of group `g` of `x [M, K]` and `dy [M, N]` (zero
+    /// for an empty group). Used by the [`Autodiff`] backward of `grouped_matmul`, whose
+    /// input gradient is `grouped_matmul(dy, wᵀ, offsets)`.
+    fn grouped_matmul_weight_grad(x: FloatTensor<Self>, dy: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
+        let dw = crate::grouped_matmul::reference_grouped_matmul_weight_grad(float::<Self, 2>(x), float::<Self, 2>(dy), Tensor::from_primitive(offsets));
+        dw.into_primitive().tensor()
+    }
 }
 
 /// Reference backward of sparse MLA with Burn tensor operations; see
@@ -263,10 +282,11 @@ where
 
 /// Autodiff: the indexer scores are the reference operations differentiated by Burn's
 /// autodiff; top-k and the attention probabilities (no gradient) run on the inner backend;
-/// sparse MLA and the indexer's selected scores run the inner backend's forward, and their
-/// backward steps are [`DsaBackend::sparse_mla_backward`] and
-/// [`DsaBackend::indexer_selected_scores_backward`] of the inner backend (the kernels on
-/// CubeCL, the reference elsewhere).
+/// sparse MLA, the indexer's selected scores and the grouped product run the inner
+/// backend's forward, and their backward steps are [`DsaBackend::sparse_mla_backward`],
+/// [`DsaBackend::indexer_selected_scores_backward`] and [`DsaBackend::grouped_matmul`] /
+/// [`DsaBackend::grouped_matmul_weight_grad`] of the inner backend (the kernels on CubeCL,
+/// the reference elsewhere).
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
     fn fused_sparse_mla() -> bool {
         B::fused_sparse_mla()
@@ -308,6 +328,10 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         let p = B::sparse_mla_probs(q.primitive, kv.primitive, indices, valid, lse.primitive, scale);
         <Self as burn::tensor::backend::AutodiffBackend>::from_inner(p)
+    }
+
+    fn grouped_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
+        autodiff_grouped::grouped_matmul::<B, C>(x, w, offsets)
     }
 }
 
@@ -358,6 +382,51 @@ mod autodiff_indexer {
         {
             OpsKind::Tracked(prep) => prep.finish((q.primitive, w.primitive, k.primitive, quant, indices, valid), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// The custom backward step of the grouped product under [`Autodiff`]: `dx` is the grouped
+/// product of `dy` with every group's `wᵀ`, `dw` is [`DsaBackend::grouped_matmul_weight_grad`],
+/// each computed only if its input is tracked.
+mod autodiff_grouped {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::{FloatTensor, IntTensor};
+
+    #[derive(Debug)]
+    pub(super) struct GroupedMatmulBackward;
+
+    impl<B: DsaBackend> Backward<B, 2> for GroupedMatmulBackward {
+        type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [node_x, node_w] = ops.parents;
+            let dy = grads.consume::<B>(&ops.node);
+            let (x, w, offsets) = ops.state;
+            if let Some(node) = node_x {
+                let dx = B::grouped_matmul(dy.clone(), B::float_swap_dims(w, 1, 2), offsets.clone());
+                grads.register::<B>(node.id, dx);
+            }
+            if let Some(node) = node_w {
+                grads.register::<B>(node.id, B::grouped_matmul_weight_grad(x, dy, offsets));
+            }
+        }
+    }
+
+    pub(super) fn grouped_matmul<B: DsaBackend, C: CheckpointStrategy>(
+        x: FloatTensor<Autodiff<B, C>>,
+        w: FloatTensor<Autodiff<B, C>>,
+        offsets: IntTensor<Autodiff<B, C>>,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let y = B::grouped_matmul(x.primitive.clone(), w.primitive.clone(), offsets.clone());
+        match GroupedMatmulBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, w.primitive, offsets), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 }
@@ -561,6 +630,34 @@ pub fn sparse_mla_probs<B: DsaBackend>(
         lse.into_primitive().tensor(),
         scale,
     ))
+}
+
+/// Grouped matrix product `y [M, N]` of `x [M, K]` with one weight `w[g] [K, N]` per group
+/// of consecutive rows, the groups given by `offsets [G + 1]` (rows `offsets[g] ..
+/// offsets[g+1]` belong to group `g`; `offsets[0] = 0`, `offsets[G] = M`, non-decreasing,
+/// empty groups allowed): a mixture-of-experts layer's expert products over its rows sorted
+/// by expert. See [`DsaBackend::grouped_matmul`]; differentiable in `x` and `w`. The CubeCL
+/// backends never read `offsets` on the host.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Int, Tensor};
+/// use dsa_burn::ops::grouped_matmul;
+/// let dev = Default::default();
+/// let x = Tensor::<NdArray, 2>::from_floats([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], &dev);
+/// // Group 0: the identity, group 1 (empty): anything, group 2: doubles and swaps.
+/// let w = Tensor::<NdArray, 3>::from_floats(
+///     [[[1.0, 0.0], [0.0, 1.0]], [[9.0, 9.0], [9.0, 9.0]], [[0.0, 2.0], [2.0, 0.0]]],
+///     &dev,
+/// );
+/// let offsets = Tensor::<NdArray, 1, Int>::from_ints([0, 1, 1, 3], &dev);
+/// let y = grouped_matmul(x, w, offsets);
+/// assert_eq!(y.to_data().to_vec::<f32>().unwrap(), [1.0, 2.0, 8.0, 6.0, 12.0, 10.0]);
+/// ```
+pub fn grouped_matmul<B: DsaBackend>(x: Tensor<B, 2>, w: Tensor<B, 3>, offsets: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    let ([_, k], [g, wk, _], [o]) = (x.dims(), w.dims(), offsets.dims());
+    assert!(wk == k && o == g + 1, "grouped_matmul: x {:?}, w {:?} and offsets {:?} do not fit", x.dims(), w.dims(), offsets.dims());
+    float(B::grouped_matmul(x.into_primitive().tensor(), w.into_primitive().tensor(), offsets.into_primitive()))
 }
 
 /// Dense causal MLA in MQA mode: every head of `q [B,T,H,D]` (query `t` at position
