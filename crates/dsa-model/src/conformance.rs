@@ -450,7 +450,7 @@ pub fn run_case_with<B: DsaBackend>(dir: &Path, device: &B::Device, options: Cas
             logits.push(step.logits);
             for (layer, lt) in step.layers.into_iter().enumerate() {
                 if let Some(chosen) = lt.experts {
-                    experts[layer].push(chosen);
+                    experts[layer].push(host_experts(chosen));
                 }
                 if layer == 0 {
                     last = lt.selection;
@@ -499,6 +499,18 @@ fn case_name(dir: &Path) -> String {
     dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// Experts `[N, k]` read to the host, token-major.
+fn host_experts<B: Backend>(experts: Tensor<B, 2, Int>) -> Vec<usize> {
+    let values = experts.into_data().convert::<i64>().into_vec::<i64>().expect("expert indices convert to i64");
+    values.into_iter().map(|e| e as usize).collect()
+}
+
+/// Token-major experts, `k` per token, as a `[N, k]` tensor.
+fn experts_tensor<B: Backend>(experts: Vec<usize>, k: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    let n = experts.len() / k;
+    Tensor::from_data(TensorData::new(experts.into_iter().map(|e| e as i64).collect::<Vec<_>>(), [n, k]), device)
+}
+
 /// The selection `k` keys our top-k makes from `sel`'s scores, for queries from position
 /// `start` on (the selection a pinned run replaced).
 fn own_selection<B: DsaBackend>(sel: &Selection<B>, k: usize, start: usize) -> Selection<B> {
@@ -527,7 +539,7 @@ impl Compare<'_> {
                 let mask = self.golden.mask(&name("selected"), &[batch, prefill, prefill])?;
                 let selection = Some(selection_from_mask(&mask, [batch, prefill, prefill], self.cfg.index_topk.min(prefill), device));
                 let experts = self.experts(&name("experts"), layer, &[batch, prefill], None)?;
-                Ok(LayerPins { selection, experts })
+                Ok(LayerPins { selection, experts: experts.map(|e| experts_tensor(e, self.cfg.num_experts_per_tok, device)) })
             })
             .collect()
     }
@@ -539,6 +551,7 @@ impl Compare<'_> {
             .map(|layer| {
                 let name = format!("decode.layer{layer}.experts");
                 let experts = self.experts(&name, layer, &[batch, total - prefill], Some(pos - prefill))?;
+                let experts = experts.map(|e| experts_tensor(e, self.cfg.num_experts_per_tok, device));
                 let last = format!("decode.layer{layer}.selected_last");
                 let selection = match pos + 1 == total && self.golden.has(&last) {
                     true => Some(selection_from_mask(&self.golden.mask(&last, &[batch, total])?, [batch, 1, total], self.cfg.index_topk.min(total), device)),
@@ -574,7 +587,8 @@ impl Compare<'_> {
                 self.checks.push(check);
             }
             if let (Some(experts), false) = (&lt.experts, self.pin || !golden.has(&name("experts"))) {
-                self.routing(&name("experts"), &[batch, prefill, self.cfg.num_experts_per_tok], experts)?;
+                let experts = host_experts(experts.clone());
+                self.routing(&name("experts"), &[batch, prefill, self.cfg.num_experts_per_tok], &experts)?;
             }
             let Some(sel) = lt.selection else { continue };
             if golden.has(&name("index_scores")) {

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 /// Sizes of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -34,7 +34,7 @@ impl MlpConfig {
 ///
 /// ```
 /// # use burn::backend::NdArray;
-/// # use burn::tensor::Tensor;
+/// # use burn::tensor::{DType, Tensor};
 /// use dsa_model::mlp::MlpConfig;
 /// let mlp = MlpConfig::new(8, 16).init::<NdArray>(&Default::default());
 /// let y = mlp.forward(Tensor::<NdArray, 3>::ones([2, 3, 8], &Default::default()));
@@ -53,6 +53,13 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// Applies the MLP to the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj.forward(swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x)))
     }
+}
+
+/// `SiLU(gate) ⊙ up`, computed in f32 and returned in `gate`'s dtype, as DeepSeek's
+/// reference does at reduced precision (`F.silu(w1(x).float()) * w3(x).float()`).
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    let dtype = gate.dtype();
+    (silu(gate.cast(DType::F32)) * up.cast(DType::F32)).cast(dtype)
 }

@@ -27,7 +27,7 @@ pub enum FeedForward<B: Backend> {
     Moe(Moe<B>),
 }
 
-impl<B: Backend> FeedForward<B> {
+impl<B: DsaBackend> FeedForward<B> {
     /// Applies the feed-forward to `x [B, T, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward_pinned(x, None).0
@@ -36,7 +36,7 @@ impl<B: Backend> FeedForward<B> {
     /// [`FeedForward::forward`] with a MoE layer's experts given instead of chosen (see
     /// [`Moe::forward_pinned`]), and the experts that ran (`None` for a dense MLP, which
     /// ignores `experts`).
-    pub fn forward_pinned(&self, x: Tensor<B, 3>, experts: Option<Vec<usize>>) -> (Tensor<B, 3>, Option<Vec<usize>>) {
+    pub fn forward_pinned(&self, x: Tensor<B, 3>, experts: Option<Tensor<B, 2, Int>>) -> (Tensor<B, 3>, Option<Tensor<B, 2, Int>>) {
         match self {
             FeedForward::Dense(mlp) => (mlp.forward(x), None),
             FeedForward::Moe(moe) => {
@@ -56,9 +56,8 @@ pub struct LayerPins<B: Backend> {
     /// The keys each query attends to, `indices [B, T, K]` and their validity (as in
     /// [`Selection`]); used in sparse attention.
     pub selection: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
-    /// The routed experts of every token, `B · T · k` entries, token-major; used by MoE
-    /// layers.
-    pub experts: Option<Vec<usize>>,
+    /// The routed experts of every token, `[B · T, k]` (token-major); used by MoE layers.
+    pub experts: Option<Tensor<B, 2, Int>>,
 }
 
 impl<B: Backend> Default for LayerPins<B> {
@@ -152,9 +151,9 @@ pub struct LayerTrace<B: Backend> {
     pub hidden: Tensor<B, 3>,
     /// The indexer's scores and selection (`None` for dense attention).
     pub selection: Option<Selection<B>>,
-    /// The routed experts of every token, `B · T · k` entries, token-major, best first
-    /// (`None` for a dense MLP).
-    pub experts: Option<Vec<usize>>,
+    /// The routed experts of every token, `[B · T, k]` (token-major, best first; `None` for
+    /// a dense MLP).
+    pub experts: Option<Tensor<B, 2, Int>>,
 }
 
 impl DeepSeekV32Config {
@@ -349,11 +348,13 @@ mod tests {
         let valid = Tensor::<B, 1, Int>::from_ints([1, 0, 0], &dev).reshape([1, 1, 3]).repeat_dim(1, 7).repeat_dim(0, 2).equal_elem(1);
         other[0].selection = Some((only_first.clone(), valid));
         assert!(cfg.is_moe_layer(1));
-        other[1].experts = Some([0, 1].repeat(14));
+        let first_two = Tensor::<B, 1, Int>::from_ints([0, 1], &dev).reshape([1, 2]).repeat_dim(0, 14);
+        other[1].experts = Some(first_two.clone());
         let pinned = model.forward_pinned(tokens, None, other);
         let sel = pinned.layers[0].selection.as_ref().expect("sparse attention");
         sel.indices.to_data().assert_eq(&only_first.into_data(), true);
-        assert_eq!(pinned.layers[1].experts.as_deref(), Some(&[0, 1].repeat(14)[..]));
+        let experts = pinned.layers[1].experts.clone().expect("a MoE layer");
+        experts.into_data().assert_eq(&first_two.into_data(), true);
         let diff = (pinned.logits - free.logits).abs().max().into_scalar();
         assert!(diff > 1e-3, "pinned logits moved by {diff}");
     }

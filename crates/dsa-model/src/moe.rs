@@ -12,10 +12,11 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor};
+use dsa_burn::{ops, DsaBackend};
 
 use crate::config::{DeepSeekV32Config, ScoringFunc, TopkMethod};
-use crate::mlp::{Mlp, MlpConfig};
+use crate::mlp::{swiglu, Mlp, MlpConfig};
 
 /// How a token's gate scores choose its experts and their weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,54 +48,53 @@ impl Routing {
         }
     }
 
-    /// Routes one token given its gate `scores` (after the scoring function, one per expert)
-    /// and the optional correction `bias`: the chosen experts, best first, with their weights.
+    /// The experts of every token, `[N, k]` best first, chosen on the device from the gate
+    /// `scores [N, E]` (after the scoring function) and the optional correction `bias [E]`
+    /// (ties: the lower expert first). Nothing is read back to the host.
     ///
     /// ```
+    /// # use burn::backend::NdArray;
+    /// # use burn::tensor::Tensor;
     /// use dsa_model::config::ScoringFunc;
     /// use dsa_model::moe::Routing;
     /// let r = Routing { scoring: ScoringFunc::Sigmoid, experts_per_token: 2, n_group: 2,
     ///     topk_group: 1, normalize: true, scale: 2.0 };
+    /// let dev = Default::default();
+    /// let scores = Tensor::<NdArray, 2>::from_floats([[0.9, 0.0, 0.4, 0.5]], &dev);
+    /// let bias = Tensor::<NdArray, 1>::from_floats([0.0, 0.0, 0.1, 0.1], &dev);
     /// // Groups {0,1} and {2,3}; the bias makes group 1 win (0.4+0.5 + 0.1+0.1 > 0.9+0.0).
-    /// let chosen = r.route(&[0.9, 0.0, 0.4, 0.5], Some(&[0.0, 0.0, 0.1, 0.1]));
-    /// assert_eq!((chosen[0].0, chosen[1].0), (3, 2));
+    /// let chosen = r.choose(scores.clone(), Some(bias));
+    /// assert_eq!(chosen.to_data().to_vec::<i64>().unwrap(), [3, 2]);
     /// // Weights: the unbiased scores 0.5 and 0.4, normalised, times 2.
-    /// assert!((chosen[0].1 - 2.0 * 0.5 / 0.9).abs() < 1e-6);
+    /// let w: Vec<f32> = r.weights(scores.gather(1, chosen)).to_data().to_vec().unwrap();
+    /// assert!((w[0] - 2.0 * 0.5 / 0.9).abs() < 1e-6);
     /// ```
-    pub fn route(&self, scores: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
-        let chosen = self.choose(scores, bias);
-        let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
-        if self.normalize {
-            let sum: f32 = weights.iter().sum();
-            weights.iter_mut().for_each(|w| *w /= sum);
-        }
-        let scale = self.scale as f32;
-        chosen.into_iter().zip(weights).map(|(e, w)| (e, w * scale)).collect()
-    }
-
-    /// The experts [`Routing::route`] chooses for one token, best first.
-    pub fn choose(&self, scores: &[f32], bias: Option<&[f32]>) -> Vec<usize> {
-        let mut choice: Vec<f32> = match bias {
-            Some(bias) => scores.iter().zip(bias).map(|(s, b)| s + b).collect(),
-            None => scores.to_vec(),
+    pub fn choose<B: DsaBackend>(&self, scores: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2, Int> {
+        let [n, e] = scores.dims();
+        let device = scores.device();
+        let biased = bias.is_some();
+        let mut choice = match bias {
+            Some(bias) => scores.clone() + bias.cast(scores.dtype()).unsqueeze::<2>(),
+            None => scores,
         };
         if self.n_group > 1 {
-            let per_group = choice.len() / self.n_group;
-            let group_scores: Vec<f32> = choice
-                .chunks(per_group)
-                .map(|group| {
-                    let best = best_indices(group, if bias.is_some() { 2 } else { 1 });
-                    best.iter().map(|&i| group[i]).sum()
-                })
-                .collect();
-            let kept = best_indices(&group_scores, self.topk_group);
-            for (g, group) in choice.chunks_mut(per_group).enumerate() {
-                if !kept.contains(&g) {
-                    group.fill(f32::NEG_INFINITY);
-                }
-            }
+            let (g, per, kept) = (self.n_group, e / self.n_group, self.topk_group);
+            // A group scores the sum of its two best biased scores (its best without bias).
+            let grouped = choice.clone().reshape([1, n * g, per]);
+            let (best, _) = ops::topk_select(grouped.clone(), if biased { 2 } else { 1 }, None);
+            let group_scores = grouped.gather(2, best).sum_dim(2).reshape([1, n, g]);
+            let (groups, _) = ops::topk_select(group_scores, kept, None);
+            let keep = Tensor::<B, 2, Int>::zeros([n, g], &device).scatter(
+                1,
+                groups.reshape([n, kept]),
+                Tensor::ones([n, kept], &device),
+                IndexingUpdateOp::Add,
+            );
+            let dropped = keep.equal_elem(0).unsqueeze_dim::<3>(2).expand([n, g, per]).reshape([n, e]);
+            choice = choice.mask_fill(dropped, f32::NEG_INFINITY);
         }
-        best_indices(&choice, self.experts_per_token)
+        let (chosen, _) = ops::topk_select(choice.reshape([1, n, e]), self.experts_per_token, None);
+        chosen.reshape([n, self.experts_per_token])
     }
 
     /// The weights of the chosen experts from their gate scores `[N, k]` (the tensor form of
@@ -106,15 +106,6 @@ impl Routing {
         };
         weights.mul_scalar(self.scale)
     }
-}
-
-/// Indices of the `k` largest values, largest first (ties: lower index first; NaN last).
-fn best_indices(values: &[f32], k: usize) -> Vec<usize> {
-    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| key(values[b]).total_cmp(&key(values[a])).then(a.cmp(&b)));
-    order.truncate(k);
-    order
 }
 
 /// Sizes and routing of a [`Moe`] layer.
@@ -194,23 +185,21 @@ pub struct Moe<B: Backend> {
     routing: Routing,
 }
 
-impl<B: Backend> Moe<B> {
-    /// Applies the layer to every token of `x [B, T, d_model]`. Each expert runs once, on
-    /// the rows of the tokens routed to it, and its weighted output is added back to them.
-    /// The choice of experts is discrete; their weights are taken from the gate's score
-    /// tensor, so the gate learns.
+impl<B: DsaBackend> Moe<B> {
+    /// Applies the layer to every token of `x [B, T, d_model]`. The (token, expert) pairs are
+    /// sorted by expert on the device and each expert's projections run as one grouped
+    /// matrix product ([`ops::grouped_matmul`]); nothing is read back to the host. The
+    /// choice of experts is discrete; their weights are taken from the gate's score tensor,
+    /// so the gate learns.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward_pinned(x, None).0
     }
 
     /// [`Moe::forward`] with the experts of every token given instead of chosen (`pinned`:
-    /// `B · T · k` experts, token-major, best first; `None`: the router
-    /// chooses), and the experts that ran. Their weights still come from the gate's scores
-    /// at those experts. Pinning fixes a discrete choice when comparing runs at different
-    /// precisions, where a near-tie may go either way.
-    ///
-    /// # Panics
-    /// If `pinned` does not hold `k` experts below the expert count for every token.
+    /// `[B · T, k]`, token-major, best first; `None`: the router chooses), and the experts
+    /// that ran (`[B · T, k]`). Their weights still come from the gate's scores at those
+    /// experts. Pinning fixes a discrete choice when comparing runs at different precisions,
+    /// where a near-tie may go either way.
     ///
     /// ```
     /// # use burn::backend::NdArray;
@@ -221,82 +210,141 @@ impl<B: Backend> Moe<B> {
     /// let x = Tensor::<NdArray, 3>::random([1, 2, 256], Distribution::Default, &Default::default());
     /// let (y, chosen) = moe.forward_pinned(x.clone(), None);
     /// let (pinned, same) = moe.forward_pinned(x, Some(chosen.clone()));
-    /// assert_eq!(chosen, same);
+    /// chosen.into_data().assert_eq(&same.into_data(), true);
     /// y.into_data().assert_eq(&pinned.into_data(), true);
     /// ```
-    pub fn forward_pinned(&self, x: Tensor<B, 3>, pinned: Option<Vec<usize>>) -> (Tensor<B, 3>, Vec<usize>) {
+    pub fn forward_pinned(&self, x: Tensor<B, 3>, pinned: Option<Tensor<B, 2, Int>>) -> (Tensor<B, 3>, Tensor<B, 2, Int>) {
         let [b, t, d] = x.dims();
-        let device = x.device();
         let x = x.reshape([b * t, d]);
         let (chosen, weights) = self.route(x.clone(), pinned);
-        let k = weights.dims()[1];
-        let weights = weights.reshape([b * t * k, 1]);
-        let mut slots = vec![Vec::new(); self.experts.len()];
-        for (slot, &expert) in chosen.iter().enumerate() {
-            slots[expert].push(slot as i64);
-        }
-        let mut y = Tensor::<B, 2>::zeros([b * t, d], &device);
-        for (expert, slots) in self.experts.iter().zip(slots) {
-            let n = slots.len();
-            if n == 0 {
-                continue;
-            }
-            let rows: Vec<i64> = slots.iter().map(|s| s / k as i64).collect();
-            let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &device);
-            let slots = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [n]), &device);
-            let out = expert.forward(x.clone().select(0, rows.clone())) * weights.clone().select(0, slots);
-            y = y.select_assign(0, rows, out, IndexingUpdateOp::Add);
-        }
+        let [n, k] = chosen.dims();
+        let (order, offsets) = sort_by_expert(chosen.clone().reshape([n * k]), self.experts.len());
+        let rows = order.clone().div_scalar(k as i64);
+        let xs = x.clone().select(0, rows.clone());
+        let stack = |w: fn(&Mlp<B>) -> &Linear<B>| Tensor::stack::<3>(self.experts.iter().map(|e| w(e).weight.val()).collect(), 0);
+        let gate = ops::grouped_matmul(xs.clone(), stack(|e| &e.gate_proj), offsets.clone());
+        let up = ops::grouped_matmul(xs, stack(|e| &e.up_proj), offsets.clone());
+        let out = ops::grouped_matmul(swiglu(gate, up), stack(|e| &e.down_proj), offsets);
+        // Weighted and summed in f32, as the reference does.
+        let out = out.cast(DType::F32) * weights.reshape([n * k, 1]).select(0, order);
+        let mut y = Tensor::<B, 2>::zeros([n, d], &x.device()).cast(DType::F32).select_assign(0, rows, out, IndexingUpdateOp::Add);
         if let Some(shared) = &self.shared_experts {
-            y = y + shared.forward(x);
+            y = y + shared.forward(x.clone()).cast(DType::F32);
         }
+        let y = y.cast(x.dtype());
         (y.reshape([b, t, d]), chosen)
     }
 
-    /// Routes the tokens `x [N, d_model]`: the experts chosen for each token (`N · k`
-    /// entries, token-major, best first; the `pinned` ones where given) and their weights
-    /// `[N, k]`.
-    fn route(&self, x: Tensor<B, 2>, pinned: Option<Vec<usize>>) -> (Vec<usize>, Tensor<B, 2>) {
-        let n = x.dims()[0];
-        let logits = self.gate.forward(x);
+    /// Routes the tokens `x [N, d_model]`: the experts chosen for each token (`[N, k]`,
+    /// best first; the `pinned` ones where given) and their weights `[N, k]`.
+    /// The gate runs in f32 whatever `x`'s dtype, as in DeepSeek's reference: at bf16 its
+    /// scores would tie and flip choices.
+    fn route(&self, x: Tensor<B, 2>, pinned: Option<Tensor<B, 2, Int>>) -> (Tensor<B, 2, Int>, Tensor<B, 2>) {
+        let logits = x.cast(DType::F32).matmul(self.gate.weight.val().cast(DType::F32));
         let scores = match self.routing.scoring {
             ScoringFunc::Sigmoid => sigmoid(logits),
             ScoringFunc::Softmax => softmax(logits, 1),
         };
         let chosen = match pinned {
             Some(chosen) => {
-                let (k, e) = (self.routing.experts_per_token, self.experts.len());
-                assert!(
-                    chosen.len() == n * k && chosen.iter().all(|&c| c < e),
-                    "pinned experts: {} entries, expected {n} tokens × {k} experts below {e}",
-                    chosen.len()
-                );
+                let (n, k) = (scores.dims()[0], self.routing.experts_per_token);
+                assert_eq!(chosen.dims(), [n, k], "pinned experts: expected {n} tokens × {k} experts");
                 chosen
             }
-            None => {
-                let host = host_f32(scores.clone().into_data());
-                let bias = self.e_score_correction_bias.as_ref().map(|b| host_f32(b.val().into_data()));
-                host.chunks_exact(self.experts.len()).flat_map(|row| self.routing.choose(row, bias.as_deref())).collect()
-            }
+            None => self.routing.choose(scores.clone(), self.e_score_correction_bias.as_ref().map(|b| b.val())),
         };
-        let k = chosen.len() / n.max(1);
-        let index: Vec<i64> = chosen.iter().map(|&e| e as i64).collect();
-        let index = Tensor::<B, 2, Int>::from_data(TensorData::new(index, [n, k]), &scores.device());
-        (chosen, self.routing.weights(scores.gather(1, index)))
+        (chosen.clone(), self.routing.weights(scores.gather(1, chosen)))
     }
 }
 
-fn host_f32(data: TensorData) -> Vec<f32> {
-    data.convert::<f32>().into_vec::<f32>().expect("float tensors convert to f32")
+/// A stable counting sort of the `S` (token, expert) slots by expert, on the device: the
+/// slots in expert order `[S]` and each expert's first position in it, `offsets [E + 1]`
+/// (expert `e`'s slots are `order[offsets[e]..offsets[e + 1]]`).
+fn sort_by_expert<B: Backend>(experts: Tensor<B, 1, Int>, e: usize) -> (Tensor<B, 1, Int>, Tensor<B, 1, Int>) {
+    let s = experts.dims()[0];
+    let device = experts.device();
+    let one_hot = experts
+        .clone()
+        .reshape([s, 1])
+        .expand([s, e])
+        .equal(Tensor::<B, 1, Int>::arange(0..e as i64, &device).reshape([1, e]).expand([s, e]))
+        .int();
+    let counts = one_hot.clone().sum_dim(0).reshape([e]);
+    let offsets = Tensor::cat(vec![Tensor::zeros([1], &device), counts.cumsum(0)], 0);
+    // A slot's rank among its expert's slots: its column of the running count, minus one.
+    let rank = (one_hot.clone().cumsum(0) * one_hot).sum_dim(1).reshape([s]) - 1;
+    let dest = offsets.clone().select(0, experts) + rank;
+    let order = Tensor::<B, 1, Int>::zeros([s], &device).scatter(
+        0,
+        dest,
+        Tensor::arange(0..s as i64, &device),
+        IndexingUpdateOp::Add,
+    );
+    (order, offsets)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::NdArray;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, TensorData};
 
     type B = NdArray;
+
+    fn host_f32(data: TensorData) -> Vec<f32> {
+        data.convert::<f32>().into_vec::<f32>().expect("float tensors convert to f32")
+    }
+
+    fn host_usize(t: Tensor<B, 2, Int>) -> Vec<usize> {
+        t.into_data().convert::<i64>().into_vec::<i64>().unwrap().into_iter().map(|e| e as usize).collect()
+    }
+
+    /// Indices of the `k` largest values, largest first (ties: lower index first).
+    fn best_indices(values: &[f32], k: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+        order.truncate(k);
+        order
+    }
+
+    /// The test's oracle: DeepSeek's `Gate.forward` for one token, written out on the host
+    /// (the chosen experts, best first, with their weights).
+    fn host_route(r: &Routing, scores: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+        let mut choice: Vec<f32> = match bias {
+            Some(bias) => scores.iter().zip(bias).map(|(s, b)| s + b).collect(),
+            None => scores.to_vec(),
+        };
+        if r.n_group > 1 {
+            let per_group = choice.len() / r.n_group;
+            let group_scores: Vec<f32> = choice
+                .chunks(per_group)
+                .map(|group| best_indices(group, if bias.is_some() { 2 } else { 1 }).iter().map(|&i| group[i]).sum())
+                .collect();
+            let kept = best_indices(&group_scores, r.topk_group);
+            for (g, group) in choice.chunks_mut(per_group).enumerate() {
+                if !kept.contains(&g) {
+                    group.fill(f32::NEG_INFINITY);
+                }
+            }
+        }
+        let chosen = best_indices(&choice, r.experts_per_token);
+        let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
+        if r.normalize {
+            let sum: f32 = weights.iter().sum();
+            weights.iter_mut().for_each(|w| *w /= sum);
+        }
+        chosen.into_iter().zip(weights).map(|(e, w)| (e, w * r.scale as f32)).collect()
+    }
+
+    /// [`Routing::choose`] and [`Routing::weights`] for one token's scores.
+    fn route(r: &Routing, scores: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+        let dev = Default::default();
+        let s = Tensor::<B, 2>::from_data(TensorData::new(scores.to_vec(), [1, scores.len()]), &dev);
+        let bias = bias.map(|b| Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [b.len()]), &dev));
+        let chosen = r.choose(s.clone(), bias);
+        let weights = host_f32(r.weights(s.gather(1, chosen.clone())).into_data());
+        host_usize(chosen).into_iter().zip(weights).collect()
+    }
 
     fn routing(scoring: ScoringFunc, n_group: usize, topk_group: usize, normalize: bool) -> Routing {
         Routing { scoring, experts_per_token: 2, n_group, topk_group, normalize, scale: 1.5 }
@@ -314,23 +362,54 @@ mod tests {
         let scores = [0.9, 0.1, 0.2, 0.3, 0.35, 0.05, 0.8, 0.0];
         // Without bias a group scores its best expert: groups {0..4}: 0.9, {4..8}: 0.8.
         let r = routing(ScoringFunc::Sigmoid, 2, 1, true);
-        assert_route(r.route(&scores, None), &[(0, 1.5 * 0.9 / 1.2), (3, 1.5 * 0.3 / 1.2)]);
+        assert_route(route(&r, &scores, None), &[(0, 1.5 * 0.9 / 1.2), (3, 1.5 * 0.3 / 1.2)]);
         // With bias, the sum of the two best biased scores: {0..4}: 0.9 + 0.3 = 1.2,
         // {4..8}: 0.8 + 0.45 = 1.25. Group 1 wins; its best biased scores are experts 6
         // (0.8) and 4 (0.45); the weights use the unbiased scores 0.8 and 0.35.
         let bias = [0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0];
-        assert_route(r.route(&scores, Some(&bias)), &[(6, 1.5 * 0.8 / 1.15), (4, 1.5 * 0.35 / 1.15)]);
+        assert_route(route(&r, &scores, Some(&bias)), &[(6, 1.5 * 0.8 / 1.15), (4, 1.5 * 0.35 / 1.15)]);
         // Two groups kept: the best experts overall.
         let r = routing(ScoringFunc::Sigmoid, 2, 2, true);
-        assert_route(r.route(&scores, None), &[(0, 1.5 * 0.9 / 1.7), (6, 1.5 * 0.8 / 1.7)]);
+        assert_route(route(&r, &scores, None), &[(0, 1.5 * 0.9 / 1.7), (6, 1.5 * 0.8 / 1.7)]);
         // Without normalisation (softmax style) the scores are only scaled.
         let r = routing(ScoringFunc::Softmax, 1, 1, false);
-        assert_route(r.route(&scores, None), &[(0, 1.5 * 0.9), (6, 1.5 * 0.8)]);
+        assert_route(route(&r, &scores, None), &[(0, 1.5 * 0.9), (6, 1.5 * 0.8)]);
+        // Ties go to the lower expert.
+        assert_route(route(&r, &[0.5, 0.7, 0.5, 0.7], None), &[(1, 1.5 * 0.7), (3, 1.5 * 0.7)]);
     }
 
-    /// The batched execution equals routing and running every token on its own.
+    /// On many random tokens, with and without bias and group limits, the device routing
+    /// chooses what the host oracle chooses.
     #[test]
-    fn batched_experts_equal_per_token_computation() {
+    fn device_routing_equals_the_oracle() {
+        let dev = Default::default();
+        for (n_group, topk_group, biased) in [(1, 1, false), (4, 2, true), (4, 1, false), (2, 1, true)] {
+            let r = Routing { scoring: ScoringFunc::Sigmoid, experts_per_token: 3, n_group, topk_group, normalize: true, scale: 2.5 };
+            let scores = Tensor::<B, 2>::random([50, 16], Distribution::Uniform(0.0, 1.0), &dev);
+            let bias = biased.then(|| Tensor::<B, 1>::random([16], Distribution::Normal(0.0, 0.1), &dev));
+            let got = host_usize(r.choose(scores.clone(), bias.clone()));
+            let (scores, bias) = (host_f32(scores.into_data()), bias.map(|b| host_f32(b.into_data())));
+            let want: Vec<usize> = scores
+                .chunks(16)
+                .flat_map(|row| host_route(&r, row, bias.as_deref()).into_iter().map(|c| c.0))
+                .collect();
+            assert_eq!(got, want, "groups {n_group} keep {topk_group} bias {biased}");
+        }
+    }
+
+    /// The counting sort orders the slots by expert, keeps each expert's slots in their
+    /// original order, and its offsets delimit the experts (also empty ones).
+    #[test]
+    fn slots_sort_by_expert() {
+        let experts = [3i64, 0, 3, 1, 0, 3, 5, 1];
+        let (order, offsets) = sort_by_expert(Tensor::<B, 1, Int>::from_data(TensorData::new(experts.to_vec(), [8]), &Default::default()), 6);
+        assert_eq!(order.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [1, 4, 3, 7, 0, 2, 5, 6]);
+        assert_eq!(offsets.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [0, 2, 4, 4, 7, 7, 8]);
+    }
+
+    /// The grouped execution equals routing (by the oracle) and running every token on its own.
+    #[test]
+    fn grouped_experts_equal_per_token_computation() {
         let dev = Default::default();
         let mut cfg = DeepSeekV32Config::tiny(64);
         cfg.hidden_size = 32;
@@ -349,7 +428,7 @@ mod tests {
         for token in 0..14 {
             let xt = rows.clone().narrow(0, token, 1);
             let mut y = shared.forward(xt.clone());
-            for (e, w) in moe_cfg.routing.route(&scores[token * 8..token * 8 + 8], Some(&bias)) {
+            for (e, w) in host_route(&moe_cfg.routing, &scores[token * 8..token * 8 + 8], Some(&bias)) {
                 y = y + moe.experts[e].forward(xt.clone()).mul_scalar(w);
             }
             want.push(y);
@@ -358,9 +437,10 @@ mod tests {
         got.into_data().assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::rel_abs(1e-5, 1e-6));
     }
 
-    /// The routed weights come from the gate's scores, so training reaches the gate.
+    /// The routed weights come from the gate's scores, so training reaches the gate; the
+    /// experts' weights get their gradients through the grouped products.
     #[test]
-    fn the_gate_gets_a_gradient() {
+    fn the_gate_and_the_experts_get_gradients() {
         type A = burn::backend::Autodiff<B>;
         let dev = Default::default();
         let mut cfg = DeepSeekV32Config::tiny(64);
@@ -368,8 +448,12 @@ mod tests {
         cfg.moe_intermediate_size = 8;
         let moe = MoeConfig::from_config(&cfg).init::<A>(&dev);
         let x = Tensor::<A, 3>::random([1, 5, 16], Distribution::Normal(0.0, 1.0), &dev);
-        let grads = moe.forward(x).powi_scalar(2).sum().backward();
+        let (y, chosen) = moe.forward_pinned(x, None);
+        let grads = y.powi_scalar(2).sum().backward();
         let grad = moe.gate.weight.grad(&grads).expect("the gate is trained");
+        assert!(grad.abs().max().into_scalar() > 0.0);
+        let used = chosen.into_data().convert::<i64>().to_vec::<i64>().unwrap()[0] as usize;
+        let grad = moe.experts[used].down_proj.weight.grad(&grads).expect("a chosen expert is trained");
         assert!(grad.abs().max().into_scalar() > 0.0);
     }
 }
