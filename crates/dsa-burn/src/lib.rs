@@ -10,6 +10,7 @@ pub mod indexer;
 #[cfg(feature = "cubecl-backend")]
 pub mod kernel_cache;
 pub mod loss;
+pub mod master_weights;
 pub mod norm;
 pub mod ops;
 pub mod quant;
@@ -20,6 +21,7 @@ pub mod topk;
 pub use attention::{AttentionMode, DsaAttention, DsaAttentionConfig, DsaOutput, Selection};
 pub use cache::DsaCache;
 pub use indexer::{LightningIndexer, LightningIndexerConfig};
+pub use master_weights::MasterWeights;
 pub use norm::RmsNorm;
 pub use ops::DsaBackend;
 pub use quant::IndexerQuant;

@@ -8,8 +8,7 @@
 
 use std::time::Instant;
 
-use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 use clap::Args;
@@ -20,7 +19,7 @@ use serde::Serialize;
 use crate::batcher::TokenBatch;
 use crate::checkpoint::RunError;
 use crate::presets::Preset;
-use crate::train::{LanguageModel, Stage};
+use crate::train::{optimizer, LanguageModel, Stage};
 
 /// Dense bf16 tensor-core peak of an H100 SXM, the peer's MFU reference.
 pub const H100_BF16_PEAK: f64 = 989e12;
@@ -161,10 +160,7 @@ where
     B::InnerBackend: DsaBackend,
 {
     let mut model = LanguageModel::new(cfg.init::<B>(device), stage);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.01)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init::<B, LanguageModel<B>>();
+    let mut optim = optimizer::<B>(0.01, 1.0);
     let tokens = Tensor::<B, 2, Int>::random([args.batch_size, t + 1], Distribution::Uniform(0.0, cfg.vocab_size as f64), device);
     let batch = TokenBatch { inputs: tokens.clone().narrow(1, 0, t), targets: tokens.narrow(1, 1, t) };
     let name = format!("{stage:?}").to_lowercase();

@@ -46,7 +46,7 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray, global = true)]
     backend: BackendKind,
     /// Float type of parameters and activations: `bf16` halves memory and uses bf16 math
-    /// (CUDA only; optimizer state is bf16 too, since Burn has no mixed precision).
+    /// (CUDA only); training still updates f32 master weights with f32 optimizer state.
     #[arg(long, value_enum, default_value_t = FloatKind::F32, global = true)]
     dtype: FloatKind,
     #[command(subcommand)]

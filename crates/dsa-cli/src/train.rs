@@ -18,13 +18,13 @@ use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::module::{Content, Module, ModuleDisplay, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::AdamWConfig;
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
 use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
-use dsa_burn::{AttentionMode, DsaBackend};
+use dsa_burn::{AttentionMode, DsaBackend, MasterWeights};
 use dsa_model::DeepSeekV32;
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +234,20 @@ pub struct TrainData {
     pub valid: Vec<Vec<u32>>,
 }
 
+/// AdamW with gradient-norm clipping, stepping f32 master weights ([`MasterWeights`]): with a
+/// bf16 model, updates as small as the sparse stage's learning rate still reach its weights
+/// (for an f32 model the masters are the weights themselves).
+pub fn optimizer<B>(weight_decay: f64, grad_clip: f64) -> impl Optimizer<LanguageModel<B>, B>
+where
+    B: AutodiffBackend + DsaBackend,
+{
+    let adamw = AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(grad_clip as f32)))
+        .init::<B, LanguageModel<B>>();
+    MasterWeights::new(adamw, DType::F32)
+}
+
 /// Trains `model` on `data` as `settings` say, with Burn's learner writing to `run_dir`.
 /// With `resume`, continues from the newest complete checkpoint in `run_dir` (the loss
 /// trajectory is that of an uninterrupted run); without, `run_dir` must hold no
@@ -268,10 +282,7 @@ where
         .batch_size(s.batch_size)
         .build(InMemDataset::new(data.valid));
 
-    let optim = AdamWConfig::new()
-        .with_weight_decay(s.weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(s.grad_clip as f32)))
-        .init();
+    let optim = optimizer::<B>(s.weight_decay, s.grad_clip);
     let mut schedule = ComposedLrSchedulerConfig::new();
     if s.lr_warmup_steps > 0 {
         schedule = schedule.linear(LinearLrSchedulerConfig::new(1.0 / s.lr_warmup_steps as f64, 1.0, s.lr_warmup_steps));
