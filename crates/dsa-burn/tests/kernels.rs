@@ -1247,3 +1247,81 @@ fn grouped_matmul_autodiff_matches_reference() {
         }
     }
 }
+
+/// Whether the grouped products take their tensor-core kernels for inputs of `dtype` on the
+/// device under test (bf16/f16 cmma; not on lavapipe).
+#[cfg(feature = "cuda")]
+fn grouped_tensor_cores(dtype: burn::tensor::DType) -> bool {
+    use burn::backend::cuda::CudaDevice;
+    use burn_cubecl::cubecl::Runtime;
+    dsa_burn::cubecl::grouped_matmul_tensor_cores(&burn_cubecl::cubecl::cuda::CudaRuntime::client(&CudaDevice::default()), dtype)
+}
+#[cfg(not(feature = "cuda"))]
+fn grouped_tensor_cores(dtype: burn::tensor::DType) -> bool {
+    use burn::backend::wgpu::WgpuDevice;
+    use burn_cubecl::cubecl::Runtime;
+    dsa_burn::cubecl::grouped_matmul_tensor_cores(&burn_cubecl::cubecl::wgpu::WgpuRuntime::client(&WgpuDevice::default()), dtype)
+}
+
+/// The tensor-core grouped products (forward and weight gradient; bf16 and f16 inputs and
+/// outputs, f32 accumulation) against the f32 reference on NdArray on the same rounded
+/// inputs, where the device has them (else skipped, as on lavapipe). Shapes: rows no multiple
+/// of the 64-row tile with an empty group and a one-row group, `K` and `N` no multiple of 16
+/// (vector loads of 8, 2 and 1 values), several row, `K` and column tiles, empty groups first
+/// and last, a single group; offsets in i64 and i32. Poisoned outputs: every row and weight
+/// must be written. The tolerance is the outputs' rounding (RMS about 2⁻⁹ relative in bf16,
+/// 2⁻¹² in f16).
+#[test]
+fn grouped_matmul_tensor_cores_match_reference() {
+    use burn::tensor::{DType, FloatDType, IntDType};
+    use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
+    use dsa_burn::ops::grouped_matmul;
+    use dsa_burn::DsaBackend;
+    let mut rng = Rng::new("grouped_matmul_tensor_cores");
+    for (dtype, float, offsets_dtype, tol) in [
+        (DType::BF16, FloatDType::BF16, IntDType::I64, 4e-3),
+        (DType::F16, FloatDType::F16, IntDType::I32, 1e-3),
+    ] {
+        if !grouped_tensor_cores(dtype) {
+            println!("grouped_matmul_tensor_cores: no {dtype:?} cmma on this device, skipped");
+            continue;
+        }
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            let bf16 = dtype == DType::BF16;
+            v.into_iter()
+                .map(|x| if bf16 { burn::tensor::bf16::from_f32(x).to_f32() } else { burn::tensor::f16::from_f32(x).to_f32() })
+                .collect()
+        };
+        let random = group_sizes(&mut rng, 9, 200);
+        for (k, n, sizes) in [
+            (72, 40, vec![120, 0, 1, 97, 83]),
+            (256, 192, random),
+            (130, 70, vec![0, 5, 200, 0]),
+            (33, 65, vec![1, 64, 63, 0, 129]),
+            (16, 64, vec![64]),
+        ] {
+            let (m, g) = (sizes.iter().sum::<usize>(), sizes.len());
+            let (xv, wv, dyv) = (round(rng.normal(m * k)), round(rng.normal(g * k * n)), round(rng.normal(m * n)));
+            let what = format!("{dtype:?} K={k} N={n} groups {sizes:?}");
+            let (dc, dg) = (Default::default(), gdev());
+            let want = grouped_matmul(ft::<C, 2>(&xv, [m, k], &dc), ft::<C, 3>(&wv, [g, k, n], &dc), group_offsets::<C>(&sizes, offsets_dtype, &dc));
+            let before = tensor_core_launches(TensorCoreOp::GroupedMatmul);
+            let got = grouped_matmul(
+                ft::<G, 2>(&xv, [m, k], &dg).cast(float),
+                ft::<G, 3>(&wv, [g, k, n], &dg).cast(float),
+                group_offsets::<G>(&sizes, offsets_dtype, &dg),
+            );
+            assert_close(&format!("y {what}"), &host(got), &host(want), tol);
+            assert!(tensor_core_launches(TensorCoreOp::GroupedMatmul) > before, "y {what}: the tensor-core kernel did not run");
+            let want = C::grouped_matmul_weight_grad(prim(ft::<C, 2>(&xv, [m, k], &dc)), prim(ft::<C, 2>(&dyv, [m, n], &dc)), group_offsets::<C>(&sizes, offsets_dtype, &dc).into_primitive());
+            let before = tensor_core_launches(TensorCoreOp::GroupedMatmulWeightGrad);
+            let got = G::grouped_matmul_weight_grad(
+                prim(ft::<G, 2>(&xv, [m, k], &dg).cast(float)),
+                prim(ft::<G, 2>(&dyv, [m, n], &dg).cast(float)),
+                group_offsets::<G>(&sizes, offsets_dtype, &dg).into_primitive(),
+            );
+            assert_close(&format!("dw {what}"), &host(unprim::<G, 3>(got)), &host(unprim::<C, 3>(want)), tol);
+            assert!(tensor_core_launches(TensorCoreOp::GroupedMatmulWeightGrad) > before, "dw {what}: the tensor-core kernel did not run");
+        }
+    }
+}
