@@ -272,7 +272,7 @@ fn sort_by_expert<B: Backend>(experts: Tensor<B, 1, Int>, e: usize) -> (Tensor<B
     let counts = one_hot.clone().sum_dim(0).reshape([e]);
     let offsets = Tensor::cat(vec![Tensor::zeros([1], &device), counts.cumsum(0)], 0);
     // A slot's rank among its expert's slots: its column of the running count, minus one.
-    let rank = (one_hot.clone().cumsum(0) * one_hot).sum_dim(1).reshape([s]) - 1;
+    let rank = (running_count(one_hot.clone()) * one_hot).sum_dim(1).reshape([s]) - 1;
     let dest = offsets.clone().select(0, experts) + rank;
     let order = Tensor::<B, 1, Int>::zeros([s], &device).scatter(
         0,
@@ -282,6 +282,26 @@ fn sort_by_expert<B: Backend>(experts: Tensor<B, 1, Int>, e: usize) -> (Tensor<B
     );
     (order, offsets)
 }
+
+/// Rows of a running (inclusive) sum over the rows of `x [S, E]`, in two levels: within
+/// blocks of [`SCAN_BLOCK`] rows, then over the blocks' totals. Burn's `cumsum` sums each
+/// output's whole prefix (`O(S²·E)`: seconds at V3.2's 64K slots × 256 experts); this is
+/// `O(S·E·SCAN_BLOCK + (S/SCAN_BLOCK)²·E)`.
+fn running_count<B: Backend>(x: Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+    let [s, e] = x.dims();
+    let blocks = s.div_ceil(SCAN_BLOCK).max(1);
+    let padded = match blocks * SCAN_BLOCK - s {
+        0 => x,
+        pad => Tensor::cat(vec![x.clone(), Tensor::zeros([pad, e], &x.device())], 0),
+    };
+    let within = padded.reshape([blocks, SCAN_BLOCK, e]).cumsum(1);
+    let totals = within.clone().narrow(1, SCAN_BLOCK - 1, 1);
+    let before = totals.clone().cumsum(0) - totals;
+    (within + before).reshape([blocks * SCAN_BLOCK, e]).narrow(0, 0, s)
+}
+
+/// Rows per block of [`running_count`]'s first level.
+const SCAN_BLOCK: usize = 128;
 
 #[cfg(test)]
 mod tests {
@@ -405,6 +425,25 @@ mod tests {
         let (order, offsets) = sort_by_expert(Tensor::<B, 1, Int>::from_data(TensorData::new(experts.to_vec(), [8]), &Default::default()), 6);
         assert_eq!(order.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [1, 4, 3, 7, 0, 2, 5, 6]);
         assert_eq!(offsets.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [0, 2, 4, 4, 7, 7, 8]);
+    }
+
+    /// On many slots (several scan blocks, a partial last one) the sort is the host's stable
+    /// sort by expert.
+    #[test]
+    fn many_slots_sort_as_a_stable_sort() {
+        let dev = Default::default();
+        let (s, e) = (1000, 37);
+        let experts = Tensor::<B, 1>::random([s], Distribution::Uniform(0.0, e as f64), &dev).int().clamp(0, e as i64 - 1);
+        let host: Vec<i64> = experts.to_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let (order, offsets) = sort_by_expert(experts, e);
+        let mut want: Vec<i64> = (0..s as i64).collect();
+        want.sort_by_key(|&i| host[i as usize]);
+        assert_eq!(order.into_data().convert::<i64>().to_vec::<i64>().unwrap(), want);
+        let mut bounds = vec![0i64];
+        for x in 0..e as i64 {
+            bounds.push(bounds[x as usize] + host.iter().filter(|&&h| h == x).count() as i64);
+        }
+        assert_eq!(offsets.into_data().convert::<i64>().to_vec::<i64>().unwrap(), bounds);
     }
 
     /// The grouped execution equals routing (by the oracle) and running every token on its own.
