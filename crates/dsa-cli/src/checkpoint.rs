@@ -118,7 +118,9 @@ pub fn save_model<B: Backend>(run_dir: &Path, model: &DeepSeekV32<B>, cfg: &Deep
 
 /// A model, its configuration and its tokenizer, from a run directory of ours (`model.mpk`)
 /// or a HuggingFace directory (safetensors), each with `config.json` and `tokenizer.json`.
-pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
+/// HuggingFace weights with NaN or ±inf (or FP8 scales that are not finite and positive)
+/// are an error unless `allow_nonfinite`.
+pub fn load_model<B: Backend>(dir: &Path, allow_nonfinite: bool, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
     let tokenizer = TextTokenizer::from_file(dir.join(TOKENIZER_FILE))?;
     let weights = dir.join(MODEL_FILE).with_extension(<RunRecorder as FileRecorder<B>>::file_extension());
     let (cfg, model) = if weights.is_file() {
@@ -129,7 +131,9 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DeepSee
         let model = cfg.init::<B>(device).load_record(record);
         (cfg, model)
     } else if dir.join(CONFIG_FILE).is_file() {
-        hf::load::<B>(dir, device)?
+        let (cfg, ckpt) = hf::open(dir)?;
+        let model = hf::model::<B>(&ckpt.allow_nonfinite(allow_nonfinite), &cfg, device)?;
+        (cfg, model)
     } else {
         return Err(format!("{} holds neither model.mpk (a dsa-cli run) nor a HuggingFace config.json", dir.display()).into());
     };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use dsa_burn::{AttentionMode, DsaBackend};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
@@ -17,7 +18,7 @@ use crate::data::{check_seq_len, Document};
 use crate::generate::generate;
 use crate::presets::Preset;
 use crate::sampling::{Sampler, SamplingConfig};
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{TextTokenizer, MIN_VOCAB};
 use crate::train::{train, Stage, TrainSettings};
 
 /// Settings file of a run directory.
@@ -30,7 +31,7 @@ pub struct TokenizerTrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Vocabulary size (special tokens included).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = RangedU64ValueParser::<usize>::new().range(MIN_VOCAB..))]
     pub vocab: usize,
     /// Where to write the tokenizer.
     #[arg(long, default_value = "tokenizer.json")]
@@ -44,6 +45,10 @@ pub struct ModelArgs {
     /// `config.json`, `tokenizer.json`).
     #[arg(long, conflicts_with_all = ["config", "tokenizer"])]
     pub init: Option<PathBuf>,
+    /// Load --init's HuggingFace weights even if they hold NaN or ±inf, or FP8 block scales
+    /// that are not finite and positive (rejected by default).
+    #[arg(long, requires = "init")]
+    pub allow_nonfinite: bool,
     /// Size of a new model.
     #[arg(long = "model", value_enum, default_value_t = Preset::Tiny)]
     pub preset: Preset,
@@ -54,7 +59,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Vocabulary of a tokenizer trained on the data.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = RangedU64ValueParser::<usize>::new().range(MIN_VOCAB..))]
     pub vocab: usize,
     /// Tokens each query attends to in sparse attention (new models; default: the
     /// preset's or config's).
@@ -213,7 +218,7 @@ fn new_model<B: Backend>(
     device: &B::Device,
 ) -> Result<(DeepSeekV32Config, DeepSeekV32<B>, TextTokenizer), RunError> {
     if let Some(dir) = &args.init {
-        let loaded = load_model::<B>(dir, device)?;
+        let loaded = load_model::<B>(dir, args.allow_nonfinite, device)?;
         check_seq_len(data.seq_len, loaded.0.max_position_embeddings)?;
         return Ok(loaded);
     }
@@ -246,6 +251,10 @@ pub struct GenerateArgs {
     /// The model: a dsa-cli run directory or a HuggingFace directory with `tokenizer.json`.
     #[arg(long)]
     pub model: PathBuf,
+    /// Load HuggingFace weights even if they hold NaN or ±inf, or FP8 block scales that
+    /// are not finite and positive (rejected by default).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
     /// Prompts (several make a batch); without any, the prompt is read from --file or
     /// stdin.
     pub prompts: Vec<String>,
@@ -279,7 +288,7 @@ pub struct GenerateArgs {
 /// to stdout and the speed to stderr.
 pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> Result<(), RunError> {
     let prompts = read_prompts(args)?;
-    let (cfg, model, tokenizer) = load_model::<B>(&args.model, device)?;
+    let (cfg, model, tokenizer) = load_model::<B>(&args.model, args.allow_nonfinite, device)?;
     let mode = if args.dense { AttentionMode::Dense } else { AttentionMode::Sparse };
     let model = model.with_attention_mode(mode);
     let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();

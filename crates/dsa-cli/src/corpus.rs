@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,7 @@ pub struct DataArgs {
     #[arg(long, num_args = 1.., default_value = "data/devils-dictionary.txt")]
     pub data: Vec<PathBuf>,
     /// Tokens per training sequence.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub seq_len: usize,
     /// Synthetic retrieval examples (key–value pairs, filler from the data, the query at
     /// the end) mixed into the training sequences.

@@ -42,11 +42,20 @@ pub struct DemoArgs {
     #[arg(long, default_value = "data/devils-dictionary.txt")]
     pub data: PathBuf,
     /// Multiplies every stage's steps (1: the README's run; smaller for a quick try).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive_scale)]
     pub scale: f64,
     /// Held-out retrieval examples to evaluate.
     #[arg(long, default_value_t = 100)]
     pub eval_examples: usize,
+}
+
+/// Parses `--scale`: a finite number above 0.
+fn positive_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        Ok(_) => Err("must be a finite number above 0 (1: the README's run)".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// One stage of the demo.
@@ -96,6 +105,7 @@ where
                 config: None,
                 tokenizer: None,
                 vocab: VOCAB,
+                allow_nonfinite: false,
                 index_topk: previous.is_none().then_some(TOP_K),
             };
             let optim = OptimArgs {
@@ -121,6 +131,7 @@ where
     run_generate::<B::InnerBackend>(
         &GenerateArgs {
             model: sparse_dir.clone(),
+            allow_nonfinite: false,
             prompts: vec!["DEVIL, n.".into()],
             file: None,
             lines: false,
@@ -137,8 +148,8 @@ where
     println!("\n== retrieval accuracy on {} held-out examples ({SEQ_LEN} tokens, the value at the start, the query at the end; sparse = top-{TOP_K})", args.eval_examples);
     let docs = data.documents()?;
     let examples = data.retrieval_examples(&docs, EVAL_SEED, args.eval_examples);
-    let (_, warm, tokenizer) = load_model::<B::InnerBackend>(&args.out.join("warmup"), device)?;
-    let (_, sparse, _) = load_model::<B::InnerBackend>(&sparse_dir, device)?;
+    let (_, warm, tokenizer) = load_model::<B::InnerBackend>(&args.out.join("warmup"), false, device)?;
+    let (_, sparse, _) = load_model::<B::InnerBackend>(&sparse_dir, false, device)?;
     let score = |model: &DeepSeekV32<B::InnerBackend>, mode, tok: &TextTokenizer| {
         accuracy(&model.clone().with_attention_mode(mode), tok, &examples, SEQ_LEN + 1).map(|a| 100.0 * a)
     };

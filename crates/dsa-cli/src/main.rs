@@ -289,7 +289,7 @@ fn conformance<B: DsaBackend>(case_dirs: &[PathBuf], options: CaseOptions, devic
 fn info<B: Backend>(model_dir: &PathBuf, device: &B::Device) -> Result<(), Box<dyn Error>> {
     let (cfg, ckpt) = hf::open(model_dir)?;
     let names = hf::expected_names(&cfg);
-    ckpt.check_names(&names, cfg.num_hidden_layers)?;
+    ckpt.check_names(&names, cfg.num_hidden_layers, cfg.num_nextn_predict_layers)?;
     let mut stored = 0usize;
     for name in &names {
         stored += ckpt.shape(name)?.iter().product::<usize>();

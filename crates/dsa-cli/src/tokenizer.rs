@@ -9,6 +9,10 @@ use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
 /// End-of-text token of tokenizers trained here.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+/// The smallest vocabulary of a trained tokenizer: the 256 bytes and [`END_OF_TEXT`]
+/// (the lower bound of `--vocab`).
+pub const MIN_VOCAB: u64 = 257;
 /// Tokens other tokenizers use to end a text, tried in order.
 const EOS_CANDIDATES: [&str; 4] = [END_OF_TEXT, "<｜end▁of▁sentence｜>", "</s>", "<eos>"];
 

@@ -106,3 +106,71 @@ fn bad_training_input_is_an_error_not_a_panic() {
         assert!(!dir.join("run").exists(), "{args:?} wrote {run}");
     }
 }
+
+/// Zero and other out-of-range values of `--seq-len`, `--vocab` and `--scale` are refused
+/// when the arguments are parsed, naming the flag and the allowed range, before anything
+/// is read or written.
+#[test]
+fn out_of_range_flags_name_the_flag_and_the_range() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("out");
+    let out = out.to_str().unwrap();
+    let seq_len = "invalid value '0' for '--seq-len <SEQ_LEN>': 0 is not in 1..";
+    let vocab = "invalid value '0' for '--vocab <VOCAB>': 0 is not in 257..";
+    let scale = "for '--scale <SCALE>': must be a finite number above 0";
+    let cases: [(&[&str], &str); 8] = [
+        (&["train", "--out", out, "--seq-len", "0"], seq_len),
+        (&["warmup", "--out", out, "--seq-len", "0"], seq_len),
+        (&["tokenizer", "train", "--out", out, "--vocab", "0"], vocab),
+        (&["tokenizer", "train", "--out", out, "--vocab", "256"], "'256' for '--vocab <VOCAB>': 256 is not in 257.."),
+        (&["train", "--out", out, "--vocab", "0"], vocab),
+        (&["demo", "--out", out, "--scale", "0"], scale),
+        (&["demo", "--out", out, "--scale=-1"], scale),
+        (&["demo", "--out", out, "--scale", "nan"], scale),
+    ];
+    for (args, message) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let (status, text) = dsa_cli(&args);
+        assert!(!status.status.success(), "{args:?} succeeded:\n{text}");
+        assert!(text.contains("error: ") && text.contains(message) && !text.contains("panicked"), "{args:?}: expected `{message}`:\n{text}");
+        assert!(!std::path::Path::new(out).exists(), "{args:?} wrote {out}");
+    }
+}
+
+/// A HuggingFace checkpoint with a NaN weight is refused, naming the tensor and the file,
+/// unless `--allow-nonfinite`.
+#[cfg(feature = "ndarray")]
+#[test]
+fn nonfinite_weights_are_refused_unless_allowed() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let case = &cases()[0];
+    std::fs::copy(case.join("config.json"), dir.join("config.json")).unwrap();
+    let mut weights = std::fs::read(case.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&weights[8..8 + header_len]).unwrap();
+    let tensor = "model.layers.0.self_attn.q_a_layernorm.weight";
+    assert_eq!(header[tensor]["dtype"], "BF16");
+    let start = 8 + header_len + header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+    weights[start..start + 2].copy_from_slice(&[0xC0, 0x7F]); // BF16 NaN
+    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    let text_file = dir.join("text.txt");
+    std::fs::write(&text_file, "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n".repeat(40)).unwrap();
+    let tokenizer = dir.join("tokenizer.json");
+    let (out, text) = dsa_cli(&["tokenizer".as_ref(), "train".as_ref(), "--data".as_ref(), text_file.as_os_str(), "--vocab".as_ref(), "300".as_ref(), "--out".as_ref(), tokenizer.as_os_str()]);
+    assert!(out.status.success(), "{text}");
+
+    let generate = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["generate".as_ref(), "--model".as_ref(), dir.as_os_str()];
+        args.extend(["--max-tokens", "2", "--temperature", "0"].iter().chain(extra).map(std::ffi::OsStr::new));
+        args.push("hello".as_ref());
+        dsa_cli(&args)
+    };
+    let (out, text) = generate(&[]);
+    assert!(!out.status.success(), "{text}");
+    let file = dir.join("model.safetensors").display().to_string();
+    assert!(text.contains(&format!("error: tensor `{tensor}` in {file} holds NaN at [0]: weights must be finite")), "{text}");
+    assert!(text.contains("--allow-nonfinite") && !text.contains("panicked"), "{text}");
+    let (out, text) = generate(&["--allow-nonfinite"]);
+    assert!(out.status.success() && !text.contains("must be finite"), "{text}");
+}

@@ -223,7 +223,7 @@ fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     assert!(resumed.contains("resuming") && resumed.contains("after step"), "{resumed}");
     println!("{}", resumed.lines().find(|l| l.contains("resuming")).unwrap_or_default());
 
-    let load = |name: &str| load_model::<NdArray>(&dir.join(name), &Default::default()).unwrap().1;
+    let load = |name: &str| load_model::<NdArray>(&dir.join(name), false, &Default::default()).unwrap().1;
     for ((name, a), (_, b)) in parameters(&load("full")).iter().zip(parameters(&load("killed"))) {
         assert!(*a == b, "{name} differs between the uninterrupted and the resumed run");
     }

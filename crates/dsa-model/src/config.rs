@@ -259,6 +259,11 @@ pub struct DeepSeekV32Config {
     pub moe_intermediate_size: usize,
     /// Number of transformer blocks, without the MTP layer (`n_layers`).
     pub num_hidden_layers: usize,
+    /// Multi-token-prediction layers stored after the blocks (`num_nextn_predict_layers`,
+    /// 1 in DeepSeek-V3.2, 0 when absent): a checkpoint's layers
+    /// `num_hidden_layers .. num_hidden_layers + num_nextn_predict_layers` are MTP layers,
+    /// which the model does not load; any layer beyond them is an error.
+    pub num_nextn_predict_layers: usize,
     /// The first this-many layers use a dense MLP (`n_dense_layers`).
     pub first_k_dense_replace: usize,
     /// Every this-many-th layer after the dense ones is MoE (1 in DeepSeek-V3.2).
@@ -418,6 +423,7 @@ impl DeepSeekV32Config {
             intermediate_size: 18432,
             moe_intermediate_size: 2048,
             num_hidden_layers: 61,
+            num_nextn_predict_layers: 1,
             first_k_dense_replace: 3,
             moe_layer_freq: 1,
             num_attention_heads: 128,
@@ -488,6 +494,7 @@ impl DeepSeekV32Config {
             intermediate_size: 512,
             moe_intermediate_size: 128,
             num_hidden_layers: 4,
+            num_nextn_predict_layers: 0,
             first_k_dense_replace: 1,
             moe_layer_freq: 1,
             num_attention_heads: 4,
@@ -871,6 +878,7 @@ impl DeepSeekV32Config {
             intermediate_size: o.req("intermediate_size")?,
             moe_intermediate_size: o.req("moe_intermediate_size")?,
             num_hidden_layers: o.req("num_hidden_layers")?,
+            num_nextn_predict_layers: o.opt("num_nextn_predict_layers")?.unwrap_or(0),
             first_k_dense_replace: o.req("first_k_dense_replace")?,
             moe_layer_freq: o.opt("moe_layer_freq")?.unwrap_or(1),
             num_attention_heads,
@@ -951,6 +959,8 @@ impl DeepSeekV32Config {
             intermediate_size: o.opt("inter_dim")?.unwrap_or(10944),
             moe_intermediate_size: o.opt("moe_inter_dim")?.unwrap_or(1408),
             num_hidden_layers: o.opt("n_layers")?.unwrap_or(27),
+            // The reference's ModelArgs has no MTP layer.
+            num_nextn_predict_layers: 0,
             first_k_dense_replace: o.opt("n_dense_layers")?.unwrap_or(1),
             moe_layer_freq: 1,
             num_attention_heads: n_heads,
@@ -1441,6 +1451,7 @@ mod tests {
         reference.bos_token_id = hf.bos_token_id;
         reference.eos_token_id = hf.eos_token_id;
         reference.torch_dtype = hf.torch_dtype.clone();
+        reference.num_nextn_predict_layers = hf.num_nextn_predict_layers;
         assert_eq!(reference, hf);
     }
 

@@ -191,8 +191,10 @@ pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
 }
 
 /// The whole model from a checkpoint. The names are checked first: every missing and
-/// unexpected tensor is reported in one [`LoadError::NameMismatch`] (the MTP layer's
-/// tensors are skipped with a log line); then each tensor is shape-checked and converted.
+/// unexpected tensor is reported in one [`LoadError::NameMismatch`] (the tensors of the
+/// config's `num_nextn_predict_layers` MTP layers are skipped with a log line, a layer beyond
+/// them is a [`LoadError::ExtraLayers`]); then each tensor is shape-checked and converted
+/// (NaN and ±inf are a [`LoadError::BadValue`] unless [`Checkpoint::allow_nonfinite`]).
 ///
 /// ```no_run
 /// use burn::backend::NdArray;
@@ -204,7 +206,7 @@ pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn model<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, device: &B::Device) -> Result<DeepSeekV32<B>, LoadError> {
-    ckpt.check_names(&expected_names(cfg), cfg.num_hidden_layers)?;
+    ckpt.check_names(&expected_names(cfg), cfg.num_hidden_layers, cfg.num_nextn_predict_layers)?;
     let (d, v) = (cfg.hidden_size, cfg.vocab_size);
     let embed = ckpt.read_tensor::<B, 2>("model.embed_tokens.weight", [v, d], device)?;
     let lm_head = match cfg.tie_word_embeddings {
@@ -311,12 +313,20 @@ mod tests {
         dir
     }
 
+    /// Rewrites the `config.json` in `dir` with `edit`.
+    fn edit_config(dir: &TempDir, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+        let path = dir.path().join("config.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
+        edit(cfg.as_object_mut().expect("object"));
+        std::fs::write(&path, cfg.to_string()).expect("write config");
+    }
+
     #[test]
     fn checkpoint_sizes_match_the_parameter_count() {
         for case in conformance_cases() {
             let (cfg, ckpt) = open(&case).expect("case opens");
             let names = expected_names(&cfg);
-            ckpt.check_names(&names, cfg.num_hidden_layers).expect("names match");
+            ckpt.check_names(&names, cfg.num_hidden_layers, cfg.num_nextn_predict_layers).expect("names match");
             let stored: usize = names.iter().map(|n| ckpt.shape(n).expect("present").iter().product::<usize>()).sum();
             assert_eq!(stored, cfg.parameter_count().total, "{}", case.display());
             let model = model::<B>(&ckpt, &cfg, &Default::default()).expect("loads");
@@ -333,6 +343,9 @@ mod tests {
             // The MTP layer (index num_hidden_layers) is skipped, not unexpected.
             t.push(("model.layers.3.eh_proj.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
         });
+        edit_config(&dir, |cfg| {
+            cfg.insert("num_nextn_predict_layers".into(), 1.into());
+        });
         let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
         let msg = err.to_string();
         match &err {
@@ -343,6 +356,47 @@ mod tests {
             other => panic!("wrong error: {other}"),
         }
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    }
+
+    /// A config with fewer layers than the checkpoint loads only if its MTP layers account
+    /// for the rest.
+    #[test]
+    fn layers_beyond_the_config_are_an_error_unless_mtp() {
+        let dir = edited_case(|_| {});
+        edit_config(&dir, |cfg| {
+            assert_eq!(cfg["num_hidden_layers"], 3, "the case has layers 0..=2");
+            cfg.insert("num_hidden_layers".into(), 1.into());
+            cfg.insert("first_k_dense_replace".into(), 1.into());
+            cfg.insert("num_nextn_predict_layers".into(), 1.into());
+        });
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ModelLoadError::Checkpoint(LoadError::ExtraLayers { highest: 2, .. })), "{msg}");
+        assert!(msg.contains("up to index 2") && msg.contains("model.safetensors"), "{msg}");
+        assert!(msg.contains("num_hidden_layers = 1") && msg.contains("num_nextn_predict_layers = 1"), "{msg}");
+        // Layers 1 and 2 as two MTP layers: a 1-layer model.
+        edit_config(&dir, |cfg| {
+            cfg.insert("num_nextn_predict_layers".into(), 2.into());
+        });
+        let (cfg, model) = load::<B>(dir.path(), &Default::default()).expect("layers 1 and 2 are MTP layers");
+        assert_eq!((cfg.num_hidden_layers, model.layers.len()), (1, 1));
+    }
+
+    #[test]
+    fn nonfinite_weights_are_rejected_with_the_tensor_unless_allowed() {
+        let target = "model.layers.2.self_attn.kv_a_layernorm.weight";
+        let dir = edited_case(|t| {
+            let (_, dtype, _, bytes) = t.iter_mut().find(|(n, ..)| n == target).expect("present");
+            assert_eq!(*dtype, safetensors::Dtype::BF16);
+            // Element 1 becomes a BF16 NaN.
+            bytes[2..4].copy_from_slice(&half::bf16::NAN.to_le_bytes());
+        });
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ModelLoadError::Checkpoint(LoadError::BadValue { .. })), "{msg}");
+        assert!(msg.contains(&format!("`{target}`")) && msg.contains("model.safetensors") && msg.contains("NaN at [1]"), "{msg}");
+        let (cfg, ckpt) = open(dir.path()).expect("opens");
+        model::<B>(&ckpt.allow_nonfinite(true), &cfg, &Default::default()).expect("allowed");
     }
 
     #[test]

@@ -119,6 +119,34 @@ pub enum LoadError {
         /// The file holding the FP8 tensor.
         file: PathBuf,
     },
+    /// The checkpoint holds a layer beyond the configuration's blocks and MTP layers
+    /// (`config.json`'s `num_hidden_layers` too small, or `num_nextn_predict_layers` too).
+    ExtraLayers {
+        /// The highest layer index found.
+        highest: usize,
+        /// A tensor of that layer.
+        tensor: String,
+        /// The file holding it.
+        file: PathBuf,
+        /// The configuration's `num_hidden_layers`.
+        num_hidden_layers: usize,
+        /// The configuration's `num_nextn_predict_layers`.
+        mtp_layers: usize,
+    },
+    /// A float tensor holds a value no weight may have: NaN or ±inf, or an FP8 block scale
+    /// that is not finite and positive (see [`Checkpoint::allow_nonfinite`]).
+    BadValue {
+        /// The tensor.
+        name: String,
+        /// The file holding it.
+        file: PathBuf,
+        /// The first offending value.
+        value: f32,
+        /// Its index.
+        index: Vec<usize>,
+        /// What the values must be.
+        requirement: &'static str,
+    },
     /// Anything else that makes a request impossible (e.g. an FP8 tensor that is not 2-D,
     /// a zero block size).
     Invalid {
@@ -207,6 +235,33 @@ impl fmt::Display for LoadError {
                 "FP8 tensor `{name}` in {} has no block scale `{scale_name}` to dequantise it",
                 file.display()
             ),
+            LoadError::ExtraLayers {
+                highest,
+                tensor,
+                file,
+                num_hidden_layers,
+                mtp_layers,
+            } => write!(
+                f,
+                "{} holds layers up to index {highest} (`{tensor}`), but config.json has \
+                 num_hidden_layers = {num_hidden_layers} and num_nextn_predict_layers = \
+                 {mtp_layers} (MTP), which allow layers 0..={}: the config does not describe \
+                 this checkpoint",
+                file.display(),
+                (num_hidden_layers + mtp_layers).saturating_sub(1)
+            ),
+            LoadError::BadValue {
+                name,
+                file,
+                value,
+                index,
+                requirement,
+            } => write!(
+                f,
+                "tensor `{name}` in {} holds {value} at {index:?}: {requirement} (loading it \
+                 anyway needs Checkpoint::allow_nonfinite, dsa-cli --allow-nonfinite)",
+                file.display()
+            ),
             LoadError::Invalid {
                 name,
                 location,
@@ -279,6 +334,7 @@ pub struct Checkpoint {
     files: Vec<MappedFile>,
     tensors: BTreeMap<String, Entry>,
     weight_block: [usize; 2],
+    allow_nonfinite: bool,
 }
 
 #[derive(Debug)]
@@ -326,6 +382,7 @@ impl Checkpoint {
             files: Vec::new(),
             tensors: BTreeMap::new(),
             weight_block: DEFAULT_WEIGHT_BLOCK,
+            allow_nonfinite: false,
         };
         if meta.is_dir() {
             let single = path.join(SINGLE_FILE);
@@ -363,6 +420,21 @@ impl Checkpoint {
         }
         self.weight_block = block;
         Ok(self)
+    }
+
+    /// Whether [`Checkpoint::read_f32`] accepts NaN and ±inf weights and FP8 block scales
+    /// that are not finite and positive; by default such a tensor is a
+    /// [`LoadError::BadValue`], since it would make the model compute garbage.
+    ///
+    /// ```no_run
+    /// use dsa_model::loading::Checkpoint;
+    ///
+    /// let ckpt = Checkpoint::open("model.safetensors")?.allow_nonfinite(true);
+    /// # Ok::<(), dsa_model::loading::LoadError>(())
+    /// ```
+    pub fn allow_nonfinite(mut self, allow: bool) -> Self {
+        self.allow_nonfinite = allow;
+        self
     }
 
     /// The path the checkpoint was opened from.
@@ -412,7 +484,9 @@ impl Checkpoint {
 
     /// Reads tensor `name` as f32: BF16/F16/F64 are converted (F64 rounded), F8_E4M3 is
     /// dequantised by multiplying each block with its entry of `<name>_scale_inv` (partial
-    /// blocks at the edges included).
+    /// blocks at the edges included). NaN or ±inf values, and FP8 block scales that are not
+    /// finite and positive, are a [`LoadError::BadValue`] unless
+    /// [`Checkpoint::allow_nonfinite`] is set.
     pub fn read_f32(&self, name: &str) -> Result<TensorData, LoadError> {
         let entry = self.entry(name)?;
         let bytes = self.bytes(name, entry)?;
@@ -421,6 +495,13 @@ impl Checkpoint {
         } else {
             float_values(name, entry.dtype, bytes, self.file_path(entry))?
         };
+        self.check_values(
+            name,
+            entry,
+            &values,
+            |v| v.is_finite(),
+            "weights must be finite",
+        )?;
         Ok(TensorData::new(values, entry.shape.clone()))
     }
 
@@ -480,20 +561,23 @@ impl Checkpoint {
 
     /// Compares the checkpoint's names with the model's `expected` names and reports every
     /// missing and unexpected tensor at once. `..._scale_inv` tensors are never unexpected;
-    /// tensors of layers `>= num_hidden_layers` (the MTP layer, `model.layers.61.*` in
-    /// DeepSeek-V3.2) are skipped with one line on stderr.
+    /// tensors of the `mtp_layers` layers after the `num_hidden_layers` blocks (the MTP
+    /// layer, `model.layers.61.*` in DeepSeek-V3.2) are skipped with one line on stderr.
+    /// A layer beyond those is a [`LoadError::ExtraLayers`]: the configuration has too few
+    /// layers for the checkpoint, and loading the first ones would run a wrong model.
     ///
     /// ```no_run
     /// use dsa_model::loading::Checkpoint;
     ///
     /// let ckpt = Checkpoint::open("model.safetensors")?;
-    /// ckpt.check_names(&["model.embed_tokens.weight", "model.norm.weight"], 61)?;
+    /// ckpt.check_names(&["model.embed_tokens.weight", "model.norm.weight"], 61, 1)?;
     /// # Ok::<(), dsa_model::loading::LoadError>(())
     /// ```
     pub fn check_names<S: AsRef<str>>(
         &self,
         expected: &[S],
         num_hidden_layers: usize,
+        mtp_layers: usize,
     ) -> Result<(), LoadError> {
         let expected: Vec<&str> = expected.iter().map(AsRef::as_ref).collect();
         let expected_set: HashSet<&str> = expected.iter().copied().collect();
@@ -505,15 +589,31 @@ impl Checkpoint {
             .collect();
         let mut skipped = 0usize;
         let mut unexpected = Vec::new();
+        let mut beyond: Option<(usize, &str)> = None;
         for name in self.names() {
-            if expected_set.contains(name) || name.ends_with(SCALE_SUFFIX) {
-                continue;
+            match layer_index(name) {
+                Some(layer) if layer >= num_hidden_layers + mtp_layers => {
+                    if beyond.is_none_or(|(highest, _)| layer > highest) {
+                        beyond = Some((layer, name));
+                    }
+                    continue;
+                }
+                _ if expected_set.contains(name) || name.ends_with(SCALE_SUFFIX) => continue,
+                Some(layer) if layer >= num_hidden_layers => {
+                    skipped += 1;
+                    continue;
+                }
+                _ => unexpected.push(name.to_string()),
             }
-            if layer_index(name).is_some_and(|layer| layer >= num_hidden_layers) {
-                skipped += 1;
-                continue;
-            }
-            unexpected.push(name.to_string());
+        }
+        if let Some((highest, tensor)) = beyond {
+            return Err(LoadError::ExtraLayers {
+                highest,
+                tensor: tensor.into(),
+                file: self.file_of(tensor)?.to_path_buf(),
+                num_hidden_layers,
+                mtp_layers,
+            });
         }
         if skipped > 0 {
             eprintln!(
@@ -531,6 +631,38 @@ impl Checkpoint {
                 location: self.location.clone(),
             })
         }
+    }
+
+    /// Checks that every one of `values` (tensor `name`'s) passes `valid` unless
+    /// non-finite values are allowed; the error names the first that does not.
+    fn check_values(
+        &self,
+        name: &str,
+        entry: &Entry,
+        values: &[f32],
+        valid: fn(&f32) -> bool,
+        requirement: &'static str,
+    ) -> Result<(), LoadError> {
+        if self.allow_nonfinite {
+            return Ok(());
+        }
+        let Some(flat) = values.iter().position(|v| !valid(v)) else {
+            return Ok(());
+        };
+        // Row-major multi-index of `flat`.
+        let mut index = vec![0; entry.shape.len()];
+        let mut rest = flat;
+        for (i, &dim) in index.iter_mut().zip(&entry.shape).rev() {
+            *i = rest % dim;
+            rest /= dim;
+        }
+        Err(LoadError::BadValue {
+            name: name.into(),
+            file: self.file_path(entry).to_path_buf(),
+            value: values[flat],
+            index,
+            requirement,
+        })
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, LoadError> {
@@ -592,6 +724,13 @@ impl Checkpoint {
             scale_entry.dtype,
             scale_bytes,
             self.file_path(scale_entry),
+        )?;
+        self.check_values(
+            &scale_name,
+            scale_entry,
+            &scales,
+            |s| s.is_finite() && *s > 0.0,
+            "FP8 block scales must be finite and positive",
         )?;
         let mut out = Vec::with_capacity(bytes.len());
         if cols == 0 {
@@ -841,8 +980,12 @@ mod tests {
                 .iter()
                 .filter(|n| !n.ends_with(SCALE_SUFFIX))
                 .collect();
-            ckpt.check_names(&weights, cfg.num_hidden_layers)
-                .expect("names match");
+            ckpt.check_names(
+                &weights,
+                cfg.num_hidden_layers,
+                cfg.num_nextn_predict_layers,
+            )
+            .expect("names match");
 
             let golden = Checkpoint::open(case.join("golden.safetensors")).expect("golden");
             for name in golden.names() {
@@ -1026,6 +1169,127 @@ mod tests {
         assert!(err.to_string().contains("F8_E4M3"), "{err}");
     }
 
+    /// NaN and ±inf weights, and FP8 scales that are not finite and positive, are errors
+    /// naming the tensor, the file and the first bad element, unless allowed.
+    #[test]
+    fn nonfinite_weights_and_bad_fp8_scales_are_rejected_unless_allowed() {
+        let dir = TempDir::new("nonfinite");
+        let path = dir.path().join("w.safetensors");
+        let nan = f32_bytes(&[1.0, 2.0, 3.0, f32::NAN, 5.0, 6.0]);
+        let inf: Vec<u8> = [0.5f32, f32::NEG_INFINITY]
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        // An FP8 NaN byte (0x7F) under a good scale.
+        let fp8_nan = [0x38, 0x7F, 0x38, 0x38];
+        let fp8 = [0x38; 4];
+        let scales: Vec<(String, Vec<u8>)> = [f32::NAN, f32::INFINITY, 0.0, -0.5, 1.0]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("q{i}"), f32_bytes(&[1.0, *s])))
+            .collect();
+        let scale_names: Vec<String> = scales
+            .iter()
+            .map(|(n, _)| format!("{n}{SCALE_SUFFIX}"))
+            .collect();
+        let mut tensors = vec![
+            ("nan", view(Dtype::F32, &[2, 3], &nan)),
+            ("inf", view(Dtype::BF16, &[2], &inf)),
+            ("fp8nan", view(Dtype::F8_E4M3, &[2, 2], &fp8_nan)),
+            ("fp8nan_scale_inv", view(Dtype::F32, &[1, 2], &scales[4].1)),
+        ];
+        for ((name, bytes), scale_name) in scales.iter().zip(&scale_names) {
+            tensors.push((name.as_str(), view(Dtype::F8_E4M3, &[2, 2], &fp8)));
+            tensors.push((scale_name.as_str(), view(Dtype::F32, &[1, 2], bytes)));
+        }
+        write(&path, tensors);
+        let open = || {
+            Checkpoint::open(&path)
+                .expect("open")
+                .with_weight_block_size([2, 1])
+                .expect("block")
+        };
+        let ckpt = open();
+        let file = path.display().to_string();
+        let cases = [
+            ("nan", "`nan`", "NaN at [1, 0]: weights must be finite"),
+            ("inf", "`inf`", "-inf at [1]: weights must be finite"),
+            (
+                "fp8nan",
+                "`fp8nan`",
+                "NaN at [0, 1]: weights must be finite",
+            ),
+            (
+                "q0",
+                "`q0_scale_inv`",
+                "NaN at [0, 1]: FP8 block scales must be finite and positive",
+            ),
+            ("q1", "`q1_scale_inv`", "inf at [0, 1]: FP8 block scales"),
+            ("q2", "`q2_scale_inv`", "0 at [0, 1]: FP8 block scales"),
+            ("q3", "`q3_scale_inv`", "-0.5 at [0, 1]: FP8 block scales"),
+        ];
+        for (name, tensor, what) in cases {
+            let err = ckpt.read_f32(name).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, LoadError::BadValue { .. }), "{name}: {msg}");
+            assert!(
+                msg.contains(tensor) && msg.contains(&file) && msg.contains(what),
+                "{name}: {msg}"
+            );
+            assert!(msg.contains("--allow-nonfinite"), "{msg}");
+        }
+        ckpt.read_f32("q4").expect("a good scale");
+        let allowed = open().allow_nonfinite(true);
+        for (name, ..) in cases {
+            allowed.read_f32(name).expect("allowed");
+        }
+        let nan = allowed.read_f32("nan").expect("allowed");
+        assert!(nan.to_vec::<f32>().expect("f32")[3].is_nan());
+    }
+
+    /// Layers after the blocks and MTP layers mean the configuration has too few layers.
+    #[test]
+    fn layers_beyond_num_hidden_layers_and_mtp_are_an_error() {
+        let dir = TempDir::new("layers");
+        let path = dir.path().join(SINGLE_FILE);
+        let one = f32_bytes(&[1.0]);
+        let names = [
+            "model.layers.0.w",
+            "model.layers.1.w",
+            "model.layers.2.w",
+            "model.layers.3.w",
+        ];
+        write(
+            &path,
+            names
+                .iter()
+                .map(|n| (*n, view(Dtype::F32, &[1], &one)))
+                .collect(),
+        );
+        let ckpt = Checkpoint::open(dir.path()).expect("open");
+        ckpt.check_names(&names, 4, 0).expect("four blocks");
+        ckpt.check_names(&names[..2], 2, 2)
+            .expect("two blocks, two MTP layers");
+        for (layers, mtp) in [(2, 0), (2, 1), (3, 0)] {
+            let err = ckpt.check_names(&names[..layers], layers, mtp).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, LoadError::ExtraLayers { highest: 3, .. }),
+                "{msg}"
+            );
+            assert_eq!(
+                msg,
+                format!(
+                    "{} holds layers up to index 3 (`model.layers.3.w`), but config.json has \
+                     num_hidden_layers = {layers} and num_nextn_predict_layers = {mtp} (MTP), \
+                     which allow layers 0..={}: the config does not describe this checkpoint",
+                    path.display(),
+                    layers + mtp - 1
+                )
+            );
+        }
+    }
+
     #[test]
     fn truncated_and_garbage_files_are_corrupt() {
         let dir = TempDir::new("trunc");
@@ -1105,7 +1369,7 @@ mod tests {
             "a.missing",
             "b.missing",
         ];
-        let err = ckpt.check_names(&expected, 3).unwrap_err();
+        let err = ckpt.check_names(&expected, 3, 1).unwrap_err();
         let msg = err.to_string();
         match &err {
             LoadError::NameMismatch {
@@ -1125,10 +1389,10 @@ mod tests {
         );
         let mut all = expected[..3].to_vec();
         all.push("extra");
-        ckpt.check_names(&all, 3)
+        ckpt.check_names(&all, 3, 1)
             .expect("only the MTP layer is left over");
         assert!(
-            ckpt.check_names(&all, 4).is_err(),
+            ckpt.check_names(&all, 4, 1).is_err(),
             "layer 3 is a real layer of a 4-layer model"
         );
 
