@@ -227,7 +227,7 @@ impl<B: DsaBackend> Moe<B> {
         let out = ops::grouped_matmul(swiglu(gate, up), stack(|e| &e.down_proj), offsets);
         // Weighted and summed in f32, as the reference does.
         let out = out.cast(DType::F32) * weights.reshape([n * k, 1]).select(0, order);
-        let mut y = Tensor::<B, 2>::zeros([n, d], &x.device()).cast(DType::F32).select_assign(0, rows, out, IndexingUpdateOp::Add);
+        let mut y = Tensor::<B, 2>::zeros([n, d], (&x.device(), DType::F32)).select_assign(0, rows, out, IndexingUpdateOp::Add);
         if let Some(shared) = &self.shared_experts {
             y = y + shared.forward(x.clone()).cast(DType::F32);
         }
