@@ -220,8 +220,10 @@ pub struct Selection<B: Backend> {
 struct Latents<B: Backend> {
     /// Normalised query latent `[B,T,q_lora]` (the indexer's input).
     qr: Tensor<B, 3>,
-    /// Absorbed queries `[B,T,H,kv_lora+rope]`.
-    q: Tensor<B, 4>,
+    /// Per-head queries without position `[B,T,H,nope]`.
+    q_nope: Tensor<B, 4>,
+    /// Per-head rotated queries `[B,T,H,rope]`.
+    q_pe: Tensor<B, 4>,
     /// Latent keys/values `[c | k_rope]` `[B,T,kv_lora+rope]`.
     kv: Tensor<B, 3>,
 }
@@ -314,18 +316,19 @@ impl<B: DsaBackend> DsaAttention<B> {
         let lat = self.latents(x.clone(), start);
         let keys = self.indexer.keys(x.clone(), &self.rope, start);
         let (kv, keys) = match cache {
-            Some(cache) => cache.append(lat.kv, keys),
-            None => (lat.kv, keys),
+            Some(cache) => cache.append(lat.kv.clone(), keys),
+            None => (lat.kv.clone(), keys),
         };
         match self.mode {
-            AttentionMode::Dense => (self.project_out(self.dense(lat.q, kv, start)), None),
+            AttentionMode::Dense => (self.dense(&lat, kv, start), None),
             AttentionMode::Sparse => {
-                let scores = self.indexer.scores(x, lat.qr, keys, &self.rope, start);
+                let scores = self.indexer.scores(x, lat.qr.clone(), keys, &self.rope, start);
                 let (indices, valid) = match pinned {
                     Some(pinned) => pinned,
                     None => ops::topk_select(scores.clone(), self.indexer.topk(), Some(start)),
                 };
-                let out = ops::sparse_mla(lat.q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
+                let q = self.absorbed_queries(&lat);
+                let out = ops::sparse_mla(q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
                 (self.project_out(out), Some(Selection { scores, indices, valid }))
             }
         }
@@ -345,11 +348,13 @@ impl<B: DsaBackend> DsaAttention<B> {
         match mode {
             AttentionMode::Dense => {
                 let scores = ops::indexer_scores(iq, iw, ik, quant, Some(0));
-                let loss = dense_indexer_loss(lat.q.clone(), lat.kv.clone(), scale, scores, 0);
-                let out = self.dense(lat.q, lat.kv, 0);
-                DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: None }
+                let (q, k, v) = self.heads(&lat, lat.kv.clone());
+                let (out, lse) = ops::dense_attention(q.clone(), k.clone(), v, 0, scale);
+                let loss = dense_indexer_loss(q, k, lse, scale, scores, 0);
+                DsaOutput { output: self.project_heads(out.swap_dims(1, 2)), indexer_loss: loss, selection: None }
             }
             AttentionMode::Sparse => {
+                let q = self.absorbed_queries(&lat);
                 let rows = (SCORES_BUDGET / (b * t).max(1)).max(1);
                 let (idx, valid) = ops::indexer_topk(
                     iq.clone().detach(),
@@ -360,32 +365,49 @@ impl<B: DsaBackend> DsaAttention<B> {
                     Some(0),
                     rows,
                 );
-                let (out, lse) = ops::sparse_mla(lat.q.clone(), lat.kv.clone(), idx.clone(), valid.clone(), self.kv_lora_rank, scale);
+                let (out, lse) = ops::sparse_mla(q.clone(), lat.kv.clone(), idx.clone(), valid.clone(), self.kv_lora_rank, scale);
                 let picked = ops::indexer_selected_scores(iq, iw, ik, quant, idx.clone(), valid.clone());
-                let loss = sparse_indexer_loss(lat.q, lat.kv, scale, lse, picked, idx.clone(), valid.clone());
+                let loss = sparse_indexer_loss(q, lat.kv, scale, lse, picked, idx.clone(), valid.clone());
                 DsaOutput { output: self.project_out(out), indexer_loss: loss, selection: Some((idx, valid)) }
             }
         }
     }
 
-    /// Queries in latent space and the latent KV of tokens at positions `start..`.
+    /// The query latent, per-head queries and the latent KV of tokens at positions
+    /// `start..`.
     fn latents(&self, x: Tensor<B, 3>, start: usize) -> Latents<B> {
         let [b, t, _] = x.dims();
         let (h, nope, rope_d, r) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank);
         let qr = self.q_norm.forward(self.wq_a.forward(x.clone()));
         let q = self.wq_b.forward(qr.clone()).reshape([b, t, h, nope + rope_d]);
         let q_pe = self.rope.apply(q.clone().narrow(3, nope, rope_d), start, true);
-        // Absorb wkv_b's key part: q_nope [B,H,T,nope] · W_uk [1,H,nope,r].
-        let w_uk = self.wkv_b_part(0, nope).swap_dims(1, 2).unsqueeze::<4>();
-        let q_c = q.narrow(3, 0, nope).swap_dims(1, 2).matmul(w_uk).swap_dims(1, 2);
         let kv = self.wkv_a.forward(x);
         let c = self.kv_norm.forward(kv.clone().narrow(2, 0, r));
         let k_pe = self.rope.apply(kv.narrow(2, r, rope_d).reshape([b, t, 1, rope_d]), start, true);
-        Latents {
-            qr,
-            q: Tensor::cat(vec![q_c, q_pe], 3),
-            kv: Tensor::cat(vec![c, k_pe.reshape([b, t, rope_d])], 2),
-        }
+        Latents { qr, q_nope: q.narrow(3, 0, nope), q_pe, kv: Tensor::cat(vec![c, k_pe.reshape([b, t, rope_d])], 2) }
+    }
+
+    /// Queries absorbed into the latent space (MQA form) `[B,T,H,kv_lora+rope]`: `q_nope`
+    /// times `wkv_b`'s key part per head, then the rotated part.
+    fn absorbed_queries(&self, lat: &Latents<B>) -> Tensor<B, 4> {
+        // q_nope [B,H,T,nope] · W_uk [1,H,nope,r].
+        let w_uk = self.wkv_b_part(0, self.qk_nope_dim).swap_dims(1, 2).unsqueeze::<4>();
+        let q_c = lat.q_nope.clone().swap_dims(1, 2).matmul(w_uk).swap_dims(1, 2);
+        Tensor::cat(vec![q_c, lat.q_pe.clone()], 3)
+    }
+
+    /// The MHA form (`wkv_b` expands the latent `kv [B,S,kv_lora+rope]` into per-head keys
+    /// and values): queries `[B,H,T,nope+rope]`, keys `[B,H,S,nope+rope]` (the rotated
+    /// part shared by all heads) and values `[B,H,S,v]`. Cheaper than the MQA form when
+    /// every query attends to every key (the heads' dims are smaller than the latent's).
+    fn heads(&self, lat: &Latents<B>, kv: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, s, _] = kv.dims();
+        let (h, nope, rope_d, r, dv) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank, self.v_head_dim);
+        let q = Tensor::cat(vec![lat.q_nope.clone(), lat.q_pe.clone()], 3).swap_dims(1, 2);
+        let expanded = self.wkv_b.forward(kv.clone().narrow(2, 0, r)).reshape([b, s, h, nope + dv]).swap_dims(1, 2);
+        let k_pe = kv.narrow(2, r, rope_d).reshape([b, 1, s, rope_d]).expand([b, h, s, rope_d]);
+        let k = Tensor::cat(vec![expanded.clone().narrow(3, 0, nope), k_pe], 3);
+        (q, k, expanded.narrow(3, nope, dv))
     }
 
     /// Per-head slice `[H, r, len]` of `wkv_b` at column offset `from` within each head.
@@ -395,17 +417,28 @@ impl<B: DsaBackend> DsaAttention<B> {
         w.narrow(2, from, len).swap_dims(0, 1)
     }
 
-    /// Dense causal MQA attention of `q [B,T,H,D]` over `kv [B,S,D]`, latent output
-    /// (see [`ops::dense_mla`]).
-    fn dense(&self, q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize) -> Tensor<B, 4> {
-        ops::dense_mla(q, kv, start, self.kv_lora_rank, self.softmax_scale)
+    /// Dense causal attention of the queries of `lat` (at positions `start..`) over the
+    /// latent `kv [B,S,D]`, projected out. One query per sequence (decode) runs in the MQA
+    /// form ([`ops::dense_mla`]), which reads the latent once; more run in the MHA form
+    /// ([`ops::dense_attention`]), whose per-head dims are smaller.
+    fn dense(&self, lat: &Latents<B>, kv: Tensor<B, 3>, start: usize) -> Tensor<B, 3> {
+        if lat.q_nope.dims()[1] == 1 {
+            let q = self.absorbed_queries(lat);
+            return self.project_out(ops::dense_mla(q, kv, start, self.kv_lora_rank, self.softmax_scale));
+        }
+        let (q, k, v) = self.heads(lat, kv);
+        self.project_heads(ops::dense_attention(q, k, v, start, self.softmax_scale).0.swap_dims(1, 2))
     }
 
     /// Latent attention output `[B,T,H,r]` → values per head (W_uv) → `wo`.
     fn project_out(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [b, t, h, _] = o.dims();
         let w_uv = self.wkv_b_part(self.qk_nope_dim, self.v_head_dim).unsqueeze::<4>(); // [1,H,r,v]
-        let v = o.swap_dims(1, 2).matmul(w_uv).swap_dims(1, 2); // [B,T,H,v]
-        self.wo.forward(v.reshape([b, t, h * self.v_head_dim]))
+        self.project_heads(o.swap_dims(1, 2).matmul(w_uv).swap_dims(1, 2))
+    }
+
+    /// Per-head values `[B,T,H,v]` → `wo`.
+    fn project_heads(&self, v: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [b, t, h, dv] = v.dims();
+        self.wo.forward(v.reshape([b, t, h * dv]))
     }
 }

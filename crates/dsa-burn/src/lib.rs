@@ -5,6 +5,7 @@ pub mod attention;
 pub mod cache;
 #[cfg(feature = "cubecl-backend")]
 pub mod cubecl;
+pub mod dense_attention;
 pub mod grouped_matmul;
 pub mod indexer;
 #[cfg(feature = "cubecl-backend")]

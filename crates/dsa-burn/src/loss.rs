@@ -9,51 +9,47 @@
 //! only ([`DsaBackend::indexer_selected_scores`] with its backward, and
 //! [`DsaBackend::sparse_mla_probs`]); their reference implementations live here.
 
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, DType, Int, Tensor};
 
+use crate::dense_attention::{block_scores, row_blocks};
 use crate::indexer::causal_mask;
 use crate::quant::{fake_quant, IndexerQuant};
 use crate::sparse_mla::{gather_rows, scatter_rows, sparse_scores};
 use crate::DsaBackend;
 
-/// Query rows whose dense per-head probabilities `[B, rows, H, S]` are held at a time:
-/// at most about this many elements.
-const PROBS_BUDGET: usize = 1 << 24;
 /// Finite stand-in for `-inf` in the indexer's masked logits (keeps empty rows NaN-free).
 const MASKED: f32 = -1e30;
 
-/// Dense warm-up loss `Σ_t KL(p[t,:] ‖ softmax(I[t,:]))` over causal keys, with `p` from
-/// MQA attention of `q [B,T,H,D]` over `kv [B,S,D]` (`scale`; query `t` sits at position
-/// `t + causal_offset`). `index_scores [B,T,S]`. Rows are processed in blocks, so the
+/// Dense warm-up loss `Σ_t KL(p[t,:] ‖ softmax(I[t,:]))` over causal keys, with `p` the
+/// probabilities of the dense MHA attention of `q [B,H,T,D]` over `k [B,H,S,D]` (`scale`;
+/// query `t` sits at position `t + causal_offset`) whose log-sum-exp `lse [B,H,T]`
+/// [`dense_attention`](crate::ops::dense_attention) returned, averaged over heads.
+/// `index_scores [B,T,S]`. Rows run in the blocks of the attention's reference, so the
 /// per-head probabilities are never all in memory at once.
 pub fn dense_indexer_loss<B: Backend>(
     q: Tensor<B, 4>,
-    kv: Tensor<B, 3>,
+    k: Tensor<B, 4>,
+    lse: Tensor<B, 3>,
     scale: f32,
     index_scores: Tensor<B, 3>,
     causal_offset: usize,
 ) -> Tensor<B, 1> {
-    let [b, t, h, d] = q.dims();
-    let s = kv.dims()[1];
+    let [b, h, t, _] = q.dims();
+    let s = k.dims()[2];
     let device = q.device();
-    let q = q.detach();
-    let kv_t = kv.detach().swap_dims(1, 2); // [B,D,S]
-    let future = causal_mask::<B>(t, s, causal_offset, &device);
-    let rows = (PROBS_BUDGET / (b * h * s).max(1)).clamp(1, t.max(1));
+    let (q, k, lse) = (q.detach().cast(DType::F32), k.detach().cast(DType::F32), lse.detach());
     let mut total = Tensor::<B, 1>::zeros([1], &device);
-    let mut start = 0;
-    while start < t {
-        let len = rows.min(t - start);
-        let mask = future.clone().narrow(0, start, len).unsqueeze::<3>().expand([b, len, s]);
-        let logits = q.clone().narrow(1, start, len).reshape([b, len * h, d]).matmul(kv_t.clone());
-        let logits = logits.reshape([b, len, h, s]).mul_scalar(scale);
-        let logits = logits.mask_fill(mask.clone().unsqueeze_dim::<4>(2).expand([b, len, h, s]), f32::NEG_INFINITY);
-        let p = softmax(logits, 3).sum_dim(2).reshape([b, len, s]).div_scalar(h as f32);
-        let i = index_scores.clone().narrow(1, start, len);
-        total = total + kl(p, i, mask);
-        start += len;
+    for (t0, len, keys) in row_blocks(b, h, t, s, causal_offset) {
+        let scores = block_scores(q.clone().narrow(2, t0, len), k.clone().narrow(2, 0, keys), causal_offset + t0, scale);
+        let p = (scores - lse.clone().narrow(2, t0, len).unsqueeze_dim::<4>(3)).exp();
+        let p = p.sum_dim(1).reshape([b, len, keys]).div_scalar(h as f32);
+        let future = causal_mask::<B>(len, keys, causal_offset + t0, &device).unsqueeze::<3>().expand([b, len, keys]);
+        // Keys past the block's last row are future keys of every row: leaving them out
+        // changes neither side of the KL.
+        let i = index_scores.clone().narrow(1, t0, len).narrow(2, 0, keys);
+        total = total + kl(p, i, future);
     }
     total.div_scalar(b as f32)
 }

@@ -194,6 +194,56 @@ pub trait DsaBackend: Backend {
         (dq.into_primitive().tensor(), dkv.into_primitive().tensor())
     }
 
+    /// Dense causal attention in MHA form: every head of `q [B,H,T,Dqk]` (query `t` at
+    /// position `t + causal_offset`) attends to the keys `s ≤ t + causal_offset` of
+    /// `k [B,H,S,Dqk]`, values `v [B,H,S,Dv]`. Returns the output `[B,H,T,Dv]` and the
+    /// log-sum-exp of the scaled scores `[B,H,T]` (f32). The dense baseline's and the
+    /// indexer warm-up's attention (see [`crate::dense_attention`]: blockwise, no `T × S`
+    /// tensor per head is kept).
+    fn dense_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        causal_offset: usize,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (out, lse) = crate::dense_attention::reference_dense_attention(
+            float::<Self, 4>(q),
+            float::<Self, 4>(k),
+            float::<Self, 4>(v),
+            causal_offset,
+            scale,
+        );
+        (out.into_primitive().tensor(), lse.into_primitive().tensor())
+    }
+
+    /// Gradients `(dq, dk, dv)` of [`DsaBackend::dense_attention`] from its saved `out` and
+    /// `lse` and the output gradient `d_out [B,H,T,Dv]`, recomputing the probabilities
+    /// blockwise. Used by the [`Autodiff`] backward of `dense_attention`.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        causal_offset: usize,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dk, dv) = crate::dense_attention::reference_dense_attention_backward(
+            float::<Self, 4>(q),
+            float::<Self, 4>(k),
+            float::<Self, 4>(v),
+            float::<Self, 4>(out),
+            float::<Self, 3>(lse),
+            float::<Self, 4>(d_out),
+            causal_offset,
+            scale,
+        );
+        (dq.into_primitive().tensor(), dk.into_primitive().tensor(), dv.into_primitive().tensor())
+    }
+
     /// Grouped matrix product for mixture-of-experts layers: `x [M, K]`, `w [G, K, N]` and
     /// `offsets [G + 1]` (int; `offsets[0] = 0`, `offsets[G] = M`, non-decreasing) give
     /// `y [M, N]` with `y[r] = x[r] · w[g]` for `offsets[g] ≤ r < offsets[g+1]`. Groups may
@@ -332,6 +382,68 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
 
     fn grouped_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
         autodiff_grouped::grouped_matmul::<B, C>(x, w, offsets)
+    }
+
+    fn dense_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        causal_offset: usize,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        autodiff_dense::dense_attention::<B, C>(q, k, v, causal_offset, scale)
+    }
+}
+
+/// The custom backward step of dense attention under [`Autodiff`]:
+/// [`DsaBackend::dense_attention_backward`] of the inner backend from the saved inputs,
+/// output and log-sum-exp. The log-sum-exp is returned untracked (a target, no gradient).
+mod autodiff_dense {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::AutodiffBackend;
+    use burn::tensor::ops::FloatTensor;
+
+    #[derive(Debug)]
+    pub(super) struct DenseAttentionBackward {
+        causal_offset: usize,
+        scale: f32,
+    }
+
+    impl<B: DsaBackend> Backward<B, 3> for DenseAttentionBackward {
+        type State = [FloatTensor<B>; 5];
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [node_q, node_k, node_v] = ops.parents;
+            let d_out = grads.consume::<B>(&ops.node);
+            let [q, k, v, out, lse] = ops.state;
+            let (dq, dk, dv) = B::dense_attention_backward(q, k, v, out, lse, d_out, self.causal_offset, self.scale);
+            for (node, g) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, g);
+                }
+            }
+        }
+    }
+
+    pub(super) fn dense_attention<B: DsaBackend, C: CheckpointStrategy>(
+        q: FloatTensor<Autodiff<B, C>>,
+        k: FloatTensor<Autodiff<B, C>>,
+        v: FloatTensor<Autodiff<B, C>>,
+        causal_offset: usize,
+        scale: f32,
+    ) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+        let (out, lse) = B::dense_attention(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), causal_offset, scale);
+        let node = DenseAttentionBackward { causal_offset, scale };
+        let out = match node.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish([q.primitive, k.primitive, v.primitive, out.clone(), lse.clone()], out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        (out, <Autodiff<B, C> as AutodiffBackend>::from_inner(lse))
     }
 }
 
@@ -658,6 +770,36 @@ pub fn grouped_matmul<B: DsaBackend>(x: Tensor<B, 2>, w: Tensor<B, 3>, offsets: 
     let ([_, k], [g, wk, _], [o]) = (x.dims(), w.dims(), offsets.dims());
     assert!(wk == k && o == g + 1, "grouped_matmul: x {:?}, w {:?} and offsets {:?} do not fit", x.dims(), w.dims(), offsets.dims());
     float(B::grouped_matmul(x.into_primitive().tensor(), w.into_primitive().tensor(), offsets.into_primitive()))
+}
+
+/// Dense causal attention in MHA form, output `[B,H,T,Dv]` and log-sum-exp `[B,H,T]`; see
+/// [`DsaBackend::dense_attention`]. Differentiable in `q`, `k` and `v` (not through the
+/// log-sum-exp).
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Distribution, Tensor};
+/// let dev = Default::default();
+/// let q = Tensor::<NdArray, 4>::random([1, 2, 5, 8], Distribution::Default, &dev);
+/// let k = Tensor::<NdArray, 4>::random([1, 2, 5, 8], Distribution::Default, &dev);
+/// let v = Tensor::<NdArray, 4>::random([1, 2, 5, 4], Distribution::Default, &dev);
+/// let (out, lse) = dsa_burn::ops::dense_attention(q, k, v.clone(), 0, 0.35);
+/// assert_eq!((out.dims(), lse.dims()), ([1, 2, 5, 4], [1, 2, 5]));
+/// // The first query sees only the first key: its output is that key's value.
+/// let first = out.narrow(2, 0, 1).into_data();
+/// first.assert_approx_eq::<f32>(&v.narrow(2, 0, 1).into_data(), Default::default());
+/// ```
+pub fn dense_attention<B: DsaBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal_offset: usize, scale: f32) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    let ([b, h, _, d], [kb, kh, s, kd], [vb, vh, vs, _]) = (q.dims(), k.dims(), v.dims());
+    assert!(
+        [kb, vb] == [b, b] && [kh, vh] == [h, h] && kd == d && vs == s,
+        "dense_attention: q {:?}, k {:?} and v {:?} do not fit",
+        q.dims(),
+        k.dims(),
+        v.dims()
+    );
+    let (out, lse) = B::dense_attention(q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor(), causal_offset, scale);
+    (float(out), float(lse))
 }
 
 /// Dense causal MLA in MQA mode: every head of `q [B,T,H,D]` (query `t` at position

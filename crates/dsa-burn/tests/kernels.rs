@@ -1163,6 +1163,36 @@ fn dense_mla_by_kernels_matches_materialised() {
     }
 }
 
+/// `ops::dense_attention` (blockwise, MHA form) on CubeCL against NdArray: output,
+/// log-sum-exp and the three gradients, for training (`start` 0) and after a cached prefix.
+/// Burn's CUDA matmuls of f32 run on TF32, hence the looser tolerance there.
+#[test]
+fn dense_attention_on_cubecl_matches_ndarray() {
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::AutodiffBackend;
+    use dsa_burn::ops::dense_attention;
+    let tol = if cfg!(feature = "cuda") { 4e-3 } else { 1e-5 };
+    let mut rng = Rng::new("dense_attention");
+    for (b, h, t, d, dv, start) in [(2, 3, 9, 24, 16, 0), (1, 2, 5, 40, 32, 6)] {
+        let s = start + t;
+        let (qv, kv, vv, gv) = (rng.normal(b * h * t * d), rng.normal(b * h * s * d), rng.normal(b * h * s * dv), rng.normal(b * h * t * dv));
+        fn run<B: AutodiffBackend + dsa_burn::DsaBackend>([b, h, t, d, dv, s, start]: [usize; 7], [qv, kv, vv, gv]: [&[f32]; 4], dev: &B::Device) -> [Vec<f32>; 5] {
+            let q = ft::<B, 4>(qv, [b, h, t, d], dev).require_grad();
+            let k = ft::<B, 4>(kv, [b, h, s, d], dev).require_grad();
+            let v = ft::<B, 4>(vv, [b, h, s, dv], dev).require_grad();
+            let (out, lse) = dense_attention(q.clone(), k.clone(), v.clone(), start, 1.0 / (d as f32).sqrt());
+            let grads = (out.clone() * ft::<B, 4>(gv, [b, h, t, dv], dev)).sum().backward();
+            [host(out), host(lse), host(q.grad(&grads).unwrap()), host(k.grad(&grads).unwrap()), host(v.grad(&grads).unwrap())]
+        }
+        let dims = [b, h, t, d, dv, s, start];
+        let want = run::<Autodiff<C>>(dims, [&qv, &kv, &vv, &gv], &Default::default());
+        let got = run::<Autodiff<G>>(dims, [&qv, &kv, &vv, &gv], &gdev());
+        for ((name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
+            assert_close(&format!("{name} {dims:?}"), g, w, tol);
+        }
+    }
+}
+
 /// Group sizes for the grouped products: `g` random sizes below `max`, with an empty group
 /// and a group of one row at random places.
 fn group_sizes(rng: &mut Rng, g: usize, max: usize) -> Vec<usize> {

@@ -6,7 +6,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use dsa_burn::loss::{dense_indexer_loss, sparse_indexer_loss};
-use dsa_burn::ops::{indexer_scores, indexer_selected_scores, sparse_mla, topk_select};
+use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, sparse_mla, topk_select};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 /// xorshift64*: fresh inputs every run; the seed is printed so a failure can be replayed
@@ -314,6 +314,50 @@ fn check_sparse_mla<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     }
 }
 
+/// Causal MHA attention in f64 (`q [B,H,T,D]`, `k [B,H,S,D]`, `v [B,H,S,dv]`, query `t`
+/// at position `t + offset`): output `[B,H,T,dv]` and lse `[B,H,T]`.
+fn mha_f64(q: &[f64], k: &[f64], v: &[f64], [b, h, t, d, s, dv]: [usize; 6], offset: usize, scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut out, mut lse) = (vec![0.0; b * h * t * dv], vec![0.0; b * h * t]);
+    for bh in 0..b * h {
+        for ti in 0..t {
+            let qv = &q[(bh * t + ti) * d..][..d];
+            let seen = (ti + offset + 1).min(s);
+            let logits: Vec<f64> = (0..seen).map(|si| scale * qv.iter().zip(&k[(bh * s + si) * d..][..d]).map(|(a, c)| a * c).sum::<f64>()).collect();
+            let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+            lse[bh * t + ti] = m + z.ln();
+            for (si, l) in logits.iter().enumerate() {
+                for e in 0..dv {
+                    out[(bh * t + ti) * dv + e] += (l - m).exp() / z * v[(bh * s + si) * dv + e];
+                }
+            }
+        }
+    }
+    (out, lse)
+}
+
+fn check_dense_attention<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
+    let mut rng = Rng::new("dense_attention");
+    for (b, h, t, d, dv, offset) in [(2, 3, 5, 6, 4, 0), (1, 2, 4, 7, 7, 3), (1, 1, 1, 3, 2, 5)] {
+        let s = t + offset;
+        let dims = [b, h, t, d, s, dv];
+        let (qv, kv, vv) = (rng.normal(b * h * t * d), rng.normal(b * h * s * d), rng.normal(b * h * s * dv));
+        let scale = 1.0 / (d as f64).sqrt();
+        let (q, k, v) = (tensor::<B, 4>(&qv, [b, h, t, d], dev), tensor::<B, 4>(&kv, [b, h, s, d], dev), tensor::<B, 4>(&vv, [b, h, s, dv], dev));
+        let (out, lse) = dense_attention(q.clone(), k.clone(), v.clone(), offset, scale as f32);
+        let (want_out, want_lse) = mha_f64(&qv, &kv, &vv, dims, offset, scale);
+        assert_close("dense_attention out", &host(out.clone()), &want_out, 1e-5);
+        assert_close("dense_attention lse", &host(lse), &want_lse, 1e-5);
+        let g = rng.normal(b * h * t * dv);
+        let loss = (out * Tensor::<B, 4>::from_data(TensorData::new(g.iter().map(|x| *x as f32).collect::<Vec<_>>(), [b, h, t, dv]), dev)).sum();
+        let grads = loss.backward();
+        let f = |qq: &[f64], kk: &[f64], vv: &[f64]| mha_f64(qq, kk, vv, dims, offset, scale).0.iter().zip(&g).map(|(a, c)| a * c).sum::<f64>();
+        assert_close("dense dq", &grad(&q, &grads), &finite_diff(&qv, |x| f(x, &kv, &vv)), 1e-4);
+        assert_close("dense dk", &grad(&k, &grads), &finite_diff(&kv, |x| f(&qv, x, &vv)), 1e-4);
+        assert_close("dense dv", &grad(&v, &grads), &finite_diff(&vv, |x| f(&qv, &kv, x)), 1e-4);
+    }
+}
+
 /// KL(p ‖ softmax(i)) in f64 over the entries where `allowed`.
 fn kl_f64(p: &[f64], i: &[f64], allowed: &[bool]) -> f64 {
     let m = i.iter().zip(allowed).filter(|(_, a)| **a).map(|(v, _)| *v).fold(f64::NEG_INFINITY, f64::max);
@@ -350,7 +394,11 @@ fn check_losses<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
             kl_f64(&probs(&allowed, row / t, row % t), &ii[row * s..][..s], &allowed)
         }).sum::<f64>() / b as f64
     };
-    let dense = dense_indexer_loss(q.clone(), kv.clone(), scale as f32, scores.clone().mask_fill(dsa_burn::indexer::causal_mask::<B>(t, s, 0, dev).unsqueeze(), f32::NEG_INFINITY), 0);
+    // In MHA form: every head's keys are the latent.
+    let (q_heads, k_heads) = (q.clone().swap_dims(1, 2), kv.clone().unsqueeze_dim::<4>(1).expand([b, h, s, d]));
+    let (_, lse) = dense_attention(q_heads.clone(), k_heads.clone(), k_heads.clone(), 0, scale as f32);
+    let masked_scores = scores.clone().mask_fill(dsa_burn::indexer::causal_mask::<B>(t, s, 0, dev).unsqueeze(), f32::NEG_INFINITY);
+    let dense = dense_indexer_loss(q_heads, k_heads, lse, scale as f32, masked_scores, 0);
     assert_close("dense loss", &host(dense.clone()), &[dense_f(&iv)], 1e-5);
     let grads = dense.backward();
     assert_close("dense dI", &grad(&scores, &grads), &finite_diff(&iv, dense_f), 1e-4);
@@ -449,6 +497,10 @@ macro_rules! backend_tests {
             #[test]
             fn sparse_mla_forward_and_gradients() {
                 check_sparse_mla::<B>(&$device);
+            }
+            #[test]
+            fn dense_attention_forward_and_gradients() {
+                check_dense_attention::<B>(&$device);
             }
             #[test]
             fn indexer_losses_forward_and_gradients() {
