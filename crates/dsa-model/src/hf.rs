@@ -13,13 +13,14 @@ use std::path::Path;
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use dsa_burn::{DsaAttention, RmsNorm};
 
 use crate::config::{ConfigError, DeepSeekV32Config};
 use crate::loading::{Checkpoint, LoadError};
 use crate::mlp::Mlp;
 use crate::model::{Block, DeepSeekV32, FeedForward};
-use crate::moe::{Moe, MoeConfig};
+use crate::moe::{Experts, Moe, MoeConfig};
 
 /// A bias-free linear layer from `<prefix>.weight` of shape `[d_out, d_in]`.
 pub fn linear<B: Backend>(
@@ -29,8 +30,13 @@ pub fn linear<B: Backend>(
     d_out: usize,
     device: &B::Device,
 ) -> Result<Linear<B>, LoadError> {
-    let w = ckpt.read_tensor::<B, 2>(&format!("{prefix}.weight"), [d_out, d_in], device)?;
-    Ok(Linear { weight: Param::from_tensor(w.transpose()), bias: None })
+    Ok(Linear { weight: Param::from_tensor(linear_weight(ckpt, prefix, d_in, d_out, device)?), bias: None })
+}
+
+/// The weight `<prefix>.weight` of shape `[d_out, d_in]` as Burn's [`Linear`] holds it,
+/// `[d_in, d_out]`.
+fn linear_weight<B: Backend>(ckpt: &Checkpoint, prefix: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Tensor<B, 2>, LoadError> {
+    Ok(ckpt.read_tensor::<B, 2>(&format!("{prefix}.weight"), [d_out, d_in], device)?.transpose())
 }
 
 /// An RMSNorm from `<prefix>.weight`.
@@ -98,6 +104,17 @@ pub fn mlp<B: Backend>(ckpt: &Checkpoint, prefix: &str, d_model: usize, hidden: 
     })
 }
 
+/// `n` routed experts from `<prefix>.<e>.{gate_proj,up_proj,down_proj}.weight`
+/// (`e` in `0..n`), each projection stacked over the experts.
+pub fn experts<B: Backend>(ckpt: &Checkpoint, prefix: &str, n: usize, d_model: usize, hidden: usize, device: &B::Device) -> Result<Experts<B>, LoadError> {
+    let stacked = |proj: &str, d_in, d_out| -> Result<Param<Tensor<B, 3>>, LoadError> {
+        let weights = (0..n).map(|e| linear_weight(ckpt, &format!("{prefix}.{e}.{proj}"), d_in, d_out, device)).collect::<Result<_, _>>()?;
+        Ok(Param::from_tensor(Tensor::stack(weights, 0)))
+    };
+    let [gate, up, down] = MLP_PROJECTIONS;
+    Ok(Experts { gate_proj: stacked(gate, d_model, hidden)?, up_proj: stacked(up, d_model, hidden)?, down_proj: stacked(down, hidden, d_model)? })
+}
+
 /// Layer `layer`'s mixture of experts (`model.layers.<layer>.mlp.*`).
 pub fn moe<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<Moe<B>, LoadError> {
     let p = format!("{}.mlp", layer_prefix(layer));
@@ -110,9 +127,7 @@ pub fn moe<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize,
         true => Some(Param::from_tensor(ckpt.read_tensor(&format!("{p}.gate.e_score_correction_bias"), [e], device)?)),
         false => None,
     };
-    moe.experts = (0..e)
-        .map(|i| mlp(ckpt, &format!("{p}.experts.{i}"), d, moe_cfg.expert_hidden, device))
-        .collect::<Result<_, _>>()?;
+    moe.experts = experts(ckpt, &format!("{p}.experts"), e, d, moe_cfg.expert_hidden, device)?;
     moe.shared_experts = moe_cfg
         .shared()
         .map(|c| mlp(ckpt, &format!("{p}.shared_experts"), c.d_model, c.hidden, device))

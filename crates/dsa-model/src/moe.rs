@@ -1,5 +1,6 @@
-//! DeepSeek-V3.2's mixture of experts: a router ([`Routing`]), routed experts executed in
-//! batches (all tokens routed to an expert go through it in one matmul), and shared experts.
+//! DeepSeek-V3.2's mixture of experts: a router ([`Routing`]), routed experts ([`Experts`],
+//! stored stacked and executed in batches: all tokens routed to an expert go through it in
+//! one matmul), and shared experts.
 //!
 //! Routing follows `Gate.forward` of DeepSeek's reference: scores `σ(x·W_g)` (or softmax);
 //! `e_score_correction_bias` is added for *choosing* only; with expert groups, a group scores
@@ -146,13 +147,12 @@ impl MoeConfig {
     /// Creates the layer with random weights (initialised lazily, on first use) and a zero
     /// correction bias.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Moe<B> {
-        let expert = MlpConfig::new(self.d_model, self.expert_hidden);
         Moe {
             gate: LinearConfig::new(self.d_model, self.n_routed_experts).with_bias(false).init(device),
             e_score_correction_bias: self
                 .correction_bias
                 .then(|| Param::from_tensor(Tensor::zeros([self.n_routed_experts], device))),
-            experts: (0..self.n_routed_experts).map(|_| expert.init(device)).collect(),
+            experts: Experts::init(self.n_routed_experts, self.d_model, self.expert_hidden, device),
             shared_experts: self.shared().map(|c| c.init(device)),
             routing: self.routing.clone(),
         }
@@ -160,7 +160,8 @@ impl MoeConfig {
 }
 
 /// A mixture-of-experts feed-forward (HF names under `mlp`: `gate.weight`,
-/// `gate.e_score_correction_bias`, `experts.<e>.*`, `shared_experts.*`).
+/// `gate.e_score_correction_bias`, `experts.<e>.*` (held stacked, see [`Experts`]),
+/// `shared_experts.*`).
 ///
 /// ```
 /// # use burn::backend::NdArray;
@@ -178,7 +179,7 @@ pub struct Moe<B: Backend> {
     /// Added to the scores to choose experts (not to weight them).
     pub e_score_correction_bias: Option<Param<Tensor<B, 1>>>,
     /// The routed experts.
-    pub experts: Vec<Mlp<B>>,
+    pub experts: Experts<B>,
     /// The shared experts (applied to every token).
     pub shared_experts: Option<Mlp<B>>,
     #[module(skip)]
@@ -218,13 +219,9 @@ impl<B: DsaBackend> Moe<B> {
         let x = x.reshape([b * t, d]);
         let (chosen, weights) = self.route(x.clone(), pinned);
         let [n, k] = chosen.dims();
-        let (order, offsets) = sort_by_expert(chosen.clone().reshape([n * k]), self.experts.len());
+        let (order, offsets) = sort_by_expert(chosen.clone().reshape([n * k]), self.experts.count());
         let rows = order.clone().div_scalar(k as i64);
-        let xs = x.clone().select(0, rows.clone());
-        let stack = |w: fn(&Mlp<B>) -> &Linear<B>| Tensor::stack::<3>(self.experts.iter().map(|e| w(e).weight.val()).collect(), 0);
-        let gate = ops::grouped_matmul(xs.clone(), stack(|e| &e.gate_proj), offsets.clone());
-        let up = ops::grouped_matmul(xs, stack(|e| &e.up_proj), offsets.clone());
-        let out = ops::grouped_matmul(swiglu(gate, up), stack(|e| &e.down_proj), offsets);
+        let out = self.experts.forward(x.clone().select(0, rows.clone()), offsets);
         // Weighted and summed in f32, as the reference does.
         let out = out.cast(DType::F32) * weights.reshape([n * k, 1]).select(0, order);
         let mut y = Tensor::<B, 2>::zeros([n, d], (&x.device(), DType::F32)).select_assign(0, rows, out, IndexingUpdateOp::Add);
@@ -254,6 +251,53 @@ impl<B: DsaBackend> Moe<B> {
             None => self.routing.choose(scores.clone(), self.e_score_correction_bias.as_ref().map(|b| b.val())),
         };
         (chosen.clone(), self.routing.weights(scores.gather(1, chosen)))
+    }
+}
+
+/// The routed experts of a [`Moe`] layer: each projection of every expert in one parameter,
+/// the experts' Linear weights (`[in, out]`) stacked on dim 0, so that a forward uses them
+/// as they are in [`ops::grouped_matmul`] and the optimizer sees three tensors per layer,
+/// not three per expert. HuggingFace stores them per expert
+/// (`experts.<e>.{gate,up,down}_proj.weight`); [`crate::hf::experts`] stacks them.
+#[derive(Module, Debug)]
+pub struct Experts<B: Backend> {
+    /// Every expert's `W1`, `[E, d_model, hidden]`: the gated branch.
+    pub gate_proj: Param<Tensor<B, 3>>,
+    /// Every expert's `W3`, `[E, d_model, hidden]`: the linear branch.
+    pub up_proj: Param<Tensor<B, 3>>,
+    /// Every expert's `W2`, `[E, hidden, d_model]`.
+    pub down_proj: Param<Tensor<B, 3>>,
+}
+
+impl<B: Backend> Experts<B> {
+    /// `n` experts `d_model → hidden → d_model` with random weights (initialised lazily, on
+    /// first use), each drawn as Burn's [`LinearConfig`] draws a Linear's.
+    ///
+    /// ```
+    /// # use burn::backend::NdArray;
+    /// use dsa_model::moe::Experts;
+    /// let experts = Experts::<NdArray>::init(4, 8, 16, &Default::default());
+    /// assert_eq!((experts.count(), experts.down_proj.val().dims()), (4, [4, 16, 8]));
+    /// ```
+    pub fn init(n: usize, d_model: usize, hidden: usize, device: &B::Device) -> Self {
+        let weights = |d_in, d_out| LinearConfig::new(d_in, d_out).initializer.init_with([n, d_in, d_out], Some(d_in), Some(d_out), device);
+        Self { gate_proj: weights(d_model, hidden), up_proj: weights(d_model, hidden), down_proj: weights(hidden, d_model) }
+    }
+
+    /// The number of experts (`E`).
+    pub fn count(&self) -> usize {
+        self.gate_proj.lazy_shape()[0]
+    }
+}
+
+impl<B: DsaBackend> Experts<B> {
+    /// Each expert's SwiGLU MLP (as [`Mlp::forward`]) on its rows of `x [S, d_model]`, which
+    /// are sorted by expert: expert `e`'s are `offsets[e]..offsets[e + 1]` (`offsets
+    /// [E + 1]`). Each projection of all experts is one [`ops::grouped_matmul`].
+    pub fn forward(&self, x: Tensor<B, 2>, offsets: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let gate = ops::grouped_matmul(x.clone(), self.gate_proj.val(), offsets.clone());
+        let up = ops::grouped_matmul(x, self.up_proj.val(), offsets.clone());
+        ops::grouped_matmul(swiglu(gate, up), self.down_proj.val(), offsets)
     }
 }
 
@@ -446,6 +490,15 @@ mod tests {
         assert_eq!(offsets.into_data().convert::<i64>().to_vec::<i64>().unwrap(), bounds);
     }
 
+    /// Expert `e` of `experts` as an [`Mlp`] of its own.
+    fn expert(experts: &Experts<B>, e: usize) -> Mlp<B> {
+        let linear = |w: &Param<Tensor<B, 3>>| {
+            let [_, d_in, d_out] = w.val().dims();
+            Linear { weight: Param::from_tensor(w.val().narrow(0, e, 1).reshape([d_in, d_out])), bias: None }
+        };
+        Mlp { gate_proj: linear(&experts.gate_proj), up_proj: linear(&experts.up_proj), down_proj: linear(&experts.down_proj) }
+    }
+
     /// The grouped execution equals routing (by the oracle) and running every token on its own.
     #[test]
     fn grouped_experts_equal_per_token_computation() {
@@ -468,7 +521,7 @@ mod tests {
             let xt = rows.clone().narrow(0, token, 1);
             let mut y = shared.forward(xt.clone());
             for (e, w) in host_route(&moe_cfg.routing, &scores[token * 8..token * 8 + 8], Some(&bias)) {
-                y = y + moe.experts[e].forward(xt.clone()).mul_scalar(w);
+                y = y + expert(&moe.experts, e).forward(xt.clone()).mul_scalar(w);
             }
             want.push(y);
         }
@@ -492,7 +545,7 @@ mod tests {
         let grad = moe.gate.weight.grad(&grads).expect("the gate is trained");
         assert!(grad.abs().max().into_scalar() > 0.0);
         let used = chosen.into_data().convert::<i64>().to_vec::<i64>().unwrap()[0] as usize;
-        let grad = moe.experts[used].down_proj.weight.grad(&grads).expect("a chosen expert is trained");
-        assert!(grad.abs().max().into_scalar() > 0.0);
+        let grad = moe.experts.down_proj.grad(&grads).expect("the experts are trained");
+        assert!(grad.narrow(0, used, 1).abs().max().into_scalar() > 0.0, "a chosen expert is trained");
     }
 }
