@@ -314,6 +314,11 @@ impl<B: DsaBackend> DsaAttention<B> {
     ) -> (Tensor<B, 3>, Option<Selection<B>>) {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let lat = self.latents(x.clone(), start);
+        // Dense attention without a cache never needs the indexer's keys; a cache keeps
+        // them for a later sparse step.
+        if self.mode == AttentionMode::Dense && cache.is_none() {
+            return (self.dense(&lat, lat.kv.clone(), start), None);
+        }
         let keys = self.indexer.keys(x.clone(), &self.rope, start);
         let (kv, keys) = match cache {
             Some(cache) => cache.append(lat.kv.clone(), keys),
