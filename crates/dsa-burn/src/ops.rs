@@ -244,6 +244,15 @@ pub trait DsaBackend: Backend {
         (dq.into_primitive().tensor(), dk.into_primitive().tensor(), dv.into_primitive().tensor())
     }
 
+    /// Rows of `x [N, D]` reordered by the permutation `perm [N]` (`y[i] = x[perm[i]]`),
+    /// whose inverse is `inverse` (`perm[inverse[j]] = j`). The [`Autodiff`] backward
+    /// gathers the gradient with `inverse` instead of scattering it with atomic adds, as
+    /// `select`'s backward does: a mixture of experts sorts its (token, expert) slots by
+    /// expert and back with it.
+    fn permute_rows(x: FloatTensor<Self>, perm: IntTensor<Self>, _inverse: IntTensor<Self>) -> FloatTensor<Self> {
+        Self::float_select(x, 0, perm)
+    }
+
     /// Grouped matrix product for mixture-of-experts layers: `x [M, K]`, `w [G, K, N]` and
     /// `offsets [G + 1]` (int; `offsets[0] = 0`, `offsets[G] = M`, non-decreasing) give
     /// `y [M, N]` with `y[r] = x[r] · w[g]` for `offsets[g] ≤ r < offsets[g+1]`. Groups may
@@ -392,6 +401,49 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         autodiff_dense::dense_attention::<B, C>(q, k, v, causal_offset, scale)
+    }
+
+    fn permute_rows(x: FloatTensor<Self>, perm: IntTensor<Self>, inverse: IntTensor<Self>) -> FloatTensor<Self> {
+        autodiff_permute::permute_rows::<B, C>(x, perm, inverse)
+    }
+}
+
+/// The backward step of [`DsaBackend::permute_rows`] under [`Autodiff`]: the gradient's
+/// rows gathered with the inverse permutation.
+mod autodiff_permute {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::{FloatTensor, IntTensor};
+
+    #[derive(Debug)]
+    pub(super) struct PermuteRowsBackward;
+
+    impl<B: DsaBackend> Backward<B, 1> for PermuteRowsBackward {
+        type State = IntTensor<B>;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [node] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            if let Some(node) = node {
+                grads.register::<B>(node.id, B::float_select(grad, 0, ops.state));
+            }
+        }
+    }
+
+    pub(super) fn permute_rows<B: DsaBackend, C: CheckpointStrategy>(
+        x: FloatTensor<Autodiff<B, C>>,
+        perm: IntTensor<Autodiff<B, C>>,
+        inverse: IntTensor<Autodiff<B, C>>,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let y = B::permute_rows(x.primitive.clone(), perm, inverse.clone());
+        match PermuteRowsBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(inverse, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 }
 
@@ -800,6 +852,26 @@ pub fn dense_attention<B: DsaBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tenso
     );
     let (out, lse) = B::dense_attention(q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor(), causal_offset, scale);
     (float(out), float(lse))
+}
+
+/// Rows of `x [N, D]` in the order of the permutation `perm [N]`, `y[i] = x[perm[i]]`,
+/// given its inverse `inverse [N]` (`perm[inverse[j]] = j`), which the backward uses to
+/// gather the gradient; see [`DsaBackend::permute_rows`].
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Int, Tensor};
+/// let dev = Default::default();
+/// let x = Tensor::<NdArray, 2>::from_floats([[0.0], [1.0], [2.0]], &dev);
+/// let perm = Tensor::<NdArray, 1, Int>::from_ints([2, 0, 1], &dev);
+/// let inverse = Tensor::<NdArray, 1, Int>::from_ints([1, 2, 0], &dev);
+/// let y = dsa_burn::ops::permute_rows(x, perm, inverse);
+/// assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [2.0, 0.0, 1.0]);
+/// ```
+pub fn permute_rows<B: DsaBackend>(x: Tensor<B, 2>, perm: Tensor<B, 1, Int>, inverse: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    let (n, [p], [i]) = (x.dims()[0], perm.dims(), inverse.dims());
+    assert!(p == n && i == n, "permute_rows: x {:?}, perm [{p}] and inverse [{i}] do not fit", x.dims());
+    float(B::permute_rows(x.into_primitive().tensor(), perm.into_primitive(), inverse.into_primitive()))
 }
 
 /// Dense causal MLA in MQA mode: every head of `q [B,T,H,D]` (query `t` at position

@@ -6,7 +6,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use dsa_burn::loss::{dense_indexer_loss, sparse_indexer_loss};
-use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, sparse_mla, topk_select};
+use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, permute_rows, sparse_mla, topk_select};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 /// xorshift64*: fresh inputs every run; the seed is printed so a failure can be replayed
@@ -358,6 +358,28 @@ fn check_dense_attention<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     }
 }
 
+/// A random permutation of the rows: the forward gathers them, the gradient of `Σ y·g`
+/// reaches each row of `x` from the output row it went to.
+fn check_permute_rows<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
+    let mut rng = Rng::new("permute_rows");
+    let (n, d) = (13, 5);
+    let mut perm: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        perm.swap(i, (rng.next() * (i + 1) as f64) as usize % (i + 1));
+    }
+    let mut inverse = vec![0; n];
+    perm.iter().enumerate().for_each(|(i, &p)| inverse[p] = i);
+    let ints = |v: &[usize]| Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(v.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]), dev);
+    let (xv, g) = (rng.normal(n * d), rng.normal(n * d));
+    let x = tensor::<B, 2>(&xv, [n, d], dev);
+    let y = permute_rows(x.clone(), ints(&perm), ints(&inverse));
+    let want: Vec<f64> = perm.iter().flat_map(|&p| xv[p * d..][..d].to_vec()).collect();
+    assert_close("permute_rows", &host(y.clone()), &want, 1e-7);
+    let grads = (y * Tensor::<B, 2>::from_data(TensorData::new(g.iter().map(|v| *v as f32).collect::<Vec<_>>(), [n, d]), dev)).sum().backward();
+    let want: Vec<f64> = (0..n).flat_map(|r| g[inverse[r] * d..][..d].to_vec()).collect();
+    assert_close("permute_rows dx", &grad(&x, &grads), &want, 1e-7);
+}
+
 /// KL(p ‖ softmax(i)) in f64 over the entries where `allowed`.
 fn kl_f64(p: &[f64], i: &[f64], allowed: &[bool]) -> f64 {
     let m = i.iter().zip(allowed).filter(|(_, a)| **a).map(|(v, _)| *v).fold(f64::NEG_INFINITY, f64::max);
@@ -497,6 +519,10 @@ macro_rules! backend_tests {
             #[test]
             fn sparse_mla_forward_and_gradients() {
                 check_sparse_mla::<B>(&$device);
+            }
+            #[test]
+            fn permute_rows_forward_and_gradient() {
+                check_permute_rows::<B>(&$device);
             }
             #[test]
             fn dense_attention_forward_and_gradients() {

@@ -219,12 +219,15 @@ impl<B: DsaBackend> Moe<B> {
         let x = x.reshape([b * t, d]);
         let (chosen, weights) = self.route(x.clone(), pinned);
         let [n, k] = chosen.dims();
-        let (order, offsets) = sort_by_expert(chosen.clone().reshape([n * k]), self.experts.count());
-        let rows = order.clone().div_scalar(k as i64);
-        let out = self.experts.forward(x.clone().select(0, rows.clone()), offsets);
+        let (order, position, offsets) = sort_by_expert(chosen.clone().reshape([n * k]), self.experts.count());
+        // Each token's row once per slot (token-major), then sorted by expert and back: row
+        // permutations whose gradients are gathers, not scattered atomic adds.
+        let slots = x.clone().unsqueeze_dim::<3>(1).expand([n, k, d]).reshape([n * k, d]);
+        let out = self.experts.forward(ops::permute_rows(slots, order.clone(), position.clone()), offsets);
+        let out = ops::permute_rows(out, position, order).reshape([n, k, d]);
         // Weighted and summed in f32, as the reference does.
-        let out = out.cast(DType::F32) * weights.reshape([n * k, 1]).select(0, order);
-        let mut y = Tensor::<B, 2>::zeros([n, d], (&x.device(), DType::F32)).select_assign(0, rows, out, IndexingUpdateOp::Add);
+        let out = out.cast(DType::F32) * weights.reshape([n, k, 1]);
+        let mut y = out.sum_dim(1).reshape([n, d]);
         if let Some(shared) = &self.shared_experts {
             y = y + shared.forward(x.clone()).cast(DType::F32);
         }
@@ -302,9 +305,10 @@ impl<B: DsaBackend> Experts<B> {
 }
 
 /// A stable counting sort of the `S` (token, expert) slots by expert, on the device: the
-/// slots in expert order `[S]` and each expert's first position in it, `offsets [E + 1]`
-/// (expert `e`'s slots are `order[offsets[e]..offsets[e + 1]]`).
-fn sort_by_expert<B: Backend>(experts: Tensor<B, 1, Int>, e: usize) -> (Tensor<B, 1, Int>, Tensor<B, 1, Int>) {
+/// slots in expert order `order [S]`, each slot's position in that order `position [S]`
+/// (the inverse permutation) and each expert's first position, `offsets [E + 1]` (expert
+/// `e`'s slots are `order[offsets[e]..offsets[e + 1]]`).
+fn sort_by_expert<B: Backend>(experts: Tensor<B, 1, Int>, e: usize) -> (Tensor<B, 1, Int>, Tensor<B, 1, Int>, Tensor<B, 1, Int>) {
     let s = experts.dims()[0];
     let device = experts.device();
     let one_hot = experts
@@ -317,14 +321,14 @@ fn sort_by_expert<B: Backend>(experts: Tensor<B, 1, Int>, e: usize) -> (Tensor<B
     let offsets = Tensor::cat(vec![Tensor::zeros([1], &device), counts.cumsum(0)], 0);
     // A slot's rank among its expert's slots: its column of the running count, minus one.
     let rank = (running_count(one_hot.clone()) * one_hot).sum_dim(1).reshape([s]) - 1;
-    let dest = offsets.clone().select(0, experts) + rank;
+    let position = offsets.clone().select(0, experts) + rank;
     let order = Tensor::<B, 1, Int>::zeros([s], &device).scatter(
         0,
-        dest,
+        position.clone(),
         Tensor::arange(0..s as i64, &device),
         IndexingUpdateOp::Add,
     );
-    (order, offsets)
+    (order, position, offsets)
 }
 
 /// Rows of a running (inclusive) sum over the rows of `x [S, E]`, in two levels: within
@@ -466,7 +470,7 @@ mod tests {
     #[test]
     fn slots_sort_by_expert() {
         let experts = [3i64, 0, 3, 1, 0, 3, 5, 1];
-        let (order, offsets) = sort_by_expert(Tensor::<B, 1, Int>::from_data(TensorData::new(experts.to_vec(), [8]), &Default::default()), 6);
+        let (order, _, offsets) = sort_by_expert(Tensor::<B, 1, Int>::from_data(TensorData::new(experts.to_vec(), [8]), &Default::default()), 6);
         assert_eq!(order.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [1, 4, 3, 7, 0, 2, 5, 6]);
         assert_eq!(offsets.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [0, 2, 4, 4, 7, 7, 8]);
     }
@@ -479,10 +483,13 @@ mod tests {
         let (s, e) = (1000, 37);
         let experts = Tensor::<B, 1>::random([s], Distribution::Uniform(0.0, e as f64), &dev).int().clamp(0, e as i64 - 1);
         let host: Vec<i64> = experts.to_data().convert::<i64>().to_vec::<i64>().unwrap();
-        let (order, offsets) = sort_by_expert(experts, e);
+        let (order, position, offsets) = sort_by_expert(experts, e);
         let mut want: Vec<i64> = (0..s as i64).collect();
         want.sort_by_key(|&i| host[i as usize]);
         assert_eq!(order.into_data().convert::<i64>().to_vec::<i64>().unwrap(), want);
+        // `position` is the inverse permutation.
+        let position = position.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        assert!(position.iter().enumerate().all(|(slot, &p)| want[p as usize] == slot as i64));
         let mut bounds = vec![0i64];
         for x in 0..e as i64 {
             bounds.push(bounds[x as usize] + host.iter().filter(|&&h| h == x).count() as i64);
