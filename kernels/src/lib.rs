@@ -6,8 +6,9 @@
 //! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode),
 //! [`sparse_mla_mma`] (its forward, and kernel 6's attention probabilities, on tensor
 //! cores, with [`mma`]'s shared staging), [`indexer_loss`] (the sparse-stage indexer loss
-//! at the selected keys) and [`grouped_matmul`] (the grouped matrix products of
-//! mixture-of-experts layers, forward and weight gradient). Every CubeCL kernel
+//! at the selected keys), [`grouped_matmul`] (the grouped matrix products of
+//! mixture-of-experts layers, forward and weight gradient) and [`adamw`] (a fused AdamW
+//! step with gradient clipping, one kernel per parameter tensor). Every CubeCL kernel
 //! is generic over the float type (the `#[define]` storage types are chosen at launch from
 //! the tensors' dtypes) and computes in f32. The kernels take contiguous tensors; shapes and
 //! layouts are documented on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
@@ -19,6 +20,7 @@
 use cubecl::prelude::FastMath;
 use enumset::{enum_set, EnumSet};
 
+pub mod adamw;
 pub mod cuda_source;
 pub mod grouped_matmul;
 pub mod indexer;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod adamw;
 pub mod attention;
 pub mod cache;
 #[cfg(feature = "cubecl-backend")]
@@ -19,6 +20,7 @@ pub mod rope;
 pub mod sparse_mla;
 pub mod topk;
 
+pub use adamw::{AdamWStep, FusedAdamW, FusedAdamWConfig, FusedAdamWState};
 pub use attention::{AttentionMode, DsaAttention, DsaAttentionConfig, DsaOutput, Selection};
 pub use cache::DsaCache;
 pub use indexer::{LightningIndexer, LightningIndexerConfig};

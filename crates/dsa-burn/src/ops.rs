@@ -12,8 +12,9 @@ use burn::backend::Autodiff;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
-use burn::tensor::{Bool, Int, Tensor, TensorPrimitive};
+use burn::tensor::{Bool, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 
+use crate::adamw::AdamWStep;
 use crate::quant::IndexerQuant;
 
 /// A Burn backend that can run DeepSeek Sparse Attention.
@@ -271,6 +272,27 @@ pub trait DsaBackend: Backend {
         let dw = crate::grouped_matmul::reference_grouped_matmul_weight_grad(float::<Self, 2>(x), float::<Self, 2>(dy), Tensor::from_primitive(offsets));
         dw.into_primitive().tensor()
     }
+
+    /// One AdamW step of a parameter tensor (see [`crate::adamw`]): `param`, `grad`,
+    /// `moment_1` and `moment_2` of one shape and float type give the new parameter and
+    /// moments. With `norm` (a 1-element tensor holding the L2 norm of `grad`, computed on
+    /// the device) the gradient is first clipped to `step.max_norm` as Burn's
+    /// `GradientClipping::Norm` does; without, it is used as it is. Overrides must not read
+    /// `norm` on the host. The reference is [`crate::adamw::reference_adamw_step`].
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        norm: Option<FloatTensor<Self>>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = param.shape();
+        let flat = |t: FloatTensor<Self>| float::<Self, 1>(Self::float_reshape(t, Shape::new([shape.num_elements()])));
+        let (p, m, v) = crate::adamw::reference_adamw_step(flat(param), flat(grad), flat(moment_1), flat(moment_2), norm.map(|n| float::<Self, 1>(Self::float_reshape(n, Shape::new([1])))), step);
+        let unflat = |t: Tensor<Self, 1>| Self::float_reshape(t.into_primitive().tensor(), shape.clone());
+        (unflat(p), unflat(m), unflat(v))
+    }
 }
 
 /// Reference backward of sparse MLA with Burn tensor operations; see
@@ -391,6 +413,21 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
 
     fn grouped_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
         autodiff_grouped::grouped_matmul::<B, C>(x, w, offsets)
+    }
+
+    /// The inner backend's step on the untracked values (an optimizer step is not
+    /// differentiated).
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        norm: Option<FloatTensor<Self>>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, m, v) = B::adamw_step(param.primitive, grad.primitive, moment_1.primitive, moment_2.primitive, norm.map(|n| n.primitive), step);
+        let lift = <Self as burn::tensor::backend::AutodiffBackend>::from_inner;
+        (lift(p), lift(m), lift(v))
     }
 
     fn dense_attention(
@@ -822,6 +859,59 @@ pub fn grouped_matmul<B: DsaBackend>(x: Tensor<B, 2>, w: Tensor<B, 3>, offsets: 
     let ([_, k], [g, wk, _], [o]) = (x.dims(), w.dims(), offsets.dims());
     assert!(wk == k && o == g + 1, "grouped_matmul: x {:?}, w {:?} and offsets {:?} do not fit", x.dims(), w.dims(), offsets.dims());
     float(B::grouped_matmul(x.into_primitive().tensor(), w.into_primitive().tensor(), offsets.into_primitive()))
+}
+
+/// One AdamW step of the parameter tensor `param` with gradient `grad` and moments
+/// `moment_1`, `moment_2` (all of one shape): the new parameter and moments. With `norm`
+/// (`[1]`, the L2 norm of `grad`, e.g. `grad.clone().square().sum().sqrt()`) the gradient is
+/// first clipped to `step.max_norm`. See [`DsaBackend::adamw_step`] and [`crate::adamw`]; one
+/// kernel on CubeCL. Not differentiable.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::Tensor;
+/// use dsa_burn::adamw::AdamWStep;
+/// use dsa_burn::ops::adamw_step;
+/// let dev = Default::default();
+/// let p = Tensor::<NdArray, 1>::from_floats([1.0, -1.0], &dev);
+/// let g = Tensor::<NdArray, 1>::from_floats([3.0, -4.0], &dev); // norm 5
+/// let step = AdamWStep { lr: 0.1, beta_1: 0.9, beta_2: 0.999, epsilon: 0.0, weight_decay: 0.0, max_norm: 1.0, time: 1 };
+/// let norm = g.clone().square().sum().sqrt();
+/// let (p, m, _) = adamw_step(p, g.clone(), g.zeros_like(), g.zeros_like(), Some(norm), step);
+/// // First step: m = 0.1 · g / 5, and the update is lr · sign(g).
+/// let m = m.to_data().to_vec::<f32>().unwrap();
+/// assert!((m[0] - 0.06).abs() < 1e-7 && (m[1] + 0.08).abs() < 1e-7);
+/// let p = p.to_data().to_vec::<f32>().unwrap();
+/// assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 0.9).abs() < 1e-6);
+/// ```
+pub fn adamw_step<B: DsaBackend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moment_1: Tensor<B, D>,
+    moment_2: Tensor<B, D>,
+    norm: Option<Tensor<B, 1>>,
+    step: AdamWStep,
+) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+    let dims = param.dims();
+    assert!(
+        grad.dims() == dims && moment_1.dims() == dims && moment_2.dims() == dims,
+        "adamw_step: param {dims:?}, grad {:?} and moments {:?}, {:?} must have one shape",
+        grad.dims(),
+        moment_1.dims(),
+        moment_2.dims()
+    );
+    if let Some(n) = &norm {
+        assert_eq!(n.dims(), [1], "adamw_step: the norm is a 1-element tensor");
+    }
+    let (p, m, v) = B::adamw_step(
+        param.into_primitive().tensor(),
+        grad.into_primitive().tensor(),
+        moment_1.into_primitive().tensor(),
+        moment_2.into_primitive().tensor(),
+        norm.map(|n| n.into_primitive().tensor()),
+        step,
+    );
+    (float(p), float(m), float(v))
 }
 
 /// Dense causal attention in MHA form, output `[B,H,T,Dv]` and log-sum-exp `[B,H,T]`; see

@@ -12,19 +12,18 @@ use std::sync::Arc;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::lr_scheduler::composed::ComposedLrSchedulerConfig;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::module::{Content, Module, ModuleDisplay, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
 use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
-use dsa_burn::{AttentionMode, DsaBackend, MasterWeights};
+use dsa_burn::{AttentionMode, DsaBackend, FusedAdamWConfig, MasterWeights};
 use dsa_model::DeepSeekV32;
 use serde::{Deserialize, Serialize};
 
@@ -234,16 +233,20 @@ pub struct TrainData {
     pub valid: Vec<Vec<u32>>,
 }
 
-/// AdamW with gradient-norm clipping, stepping f32 master weights ([`MasterWeights`]): with a
-/// bf16 model, updates as small as the sparse stage's learning rate still reach its weights
-/// (for an f32 model the masters are the weights themselves).
+/// AdamW with gradient-norm clipping (per parameter tensor, as Burn's), stepping f32 master
+/// weights ([`MasterWeights`]): with a bf16 model, updates as small as the sparse stage's
+/// learning rate still reach its weights (for an f32 model the masters are the weights
+/// themselves). The update is [`FusedAdamW`](dsa_burn::FusedAdamW)'s: Burn's AdamW and
+/// clipping, as one fused kernel per parameter tensor on CubeCL (after the gradient's norm)
+/// instead of about twenty.
 pub fn optimizer<B>(weight_decay: f64, grad_clip: f64) -> impl Optimizer<LanguageModel<B>, B>
 where
     B: AutodiffBackend + DsaBackend,
+    B::InnerBackend: DsaBackend,
 {
-    let adamw = AdamWConfig::new()
+    let adamw = FusedAdamWConfig::new()
         .with_weight_decay(weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(grad_clip as f32)))
+        .with_grad_clip(Some(grad_clip as f32))
         .init::<B, LanguageModel<B>>();
     MasterWeights::new(adamw, DType::F32)
 }
