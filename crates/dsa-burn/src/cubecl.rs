@@ -1975,13 +1975,13 @@ pub fn adamw_step_primitive<R: CubeRuntime>(
     for (name, t) in [("grad", &grad), ("moment_1", &moment_1), ("moment_2", &moment_2)] {
         assert!(t.dtype == dtype && t.shape() == shape, "adamw_step: {name} is {:?} {:?}, the parameter {dtype:?} {shape:?}", t.dtype, t.shape());
     }
-    let (param, grad, moment_1, moment_2) = (into_contiguous(param), into_contiguous(grad), into_contiguous(moment_1), into_contiguous(moment_2));
-    let outs = [(); 3].map(|_| output(&param, shape.clone(), dtype));
+    // An empty tensor launches nothing (a launch of zero cubes, even a copy, fails on CUDA).
     let n = shape.num_elements();
     if n == 0 {
-        let [p, m, v] = outs;
-        return (p, m, v);
+        return (param, moment_1, moment_2);
     }
+    let (param, grad, moment_1, moment_2) = (into_contiguous(param), into_contiguous(grad), into_contiguous(moment_1), into_contiguous(moment_2));
+    let outs = [(); 3].map(|_| output(&param, shape.clone(), dtype));
     let clip = norm.is_some();
     // Without clipping the kernel never reads `norm`: any tensor of the type will do.
     let norm = match norm {

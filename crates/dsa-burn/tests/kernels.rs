@@ -1377,6 +1377,7 @@ fn adamw_step_matches_reference() {
     ] {
         let n = shape[0] * shape[1];
         let what = format!("{shape:?} max_norm {max_norm:?} t={time} grad ×{grad_scale}");
+        println!("{what}");
         let p = rng.normal(n);
         let g: Vec<f32> = rng.normal(n).iter().map(|x| x * grad_scale).collect();
         let (m, v): (Vec<f32>, Vec<f32>) = match first {
