@@ -203,5 +203,5 @@ if __name__ == "__main__":
         print("  param/buffer dtypes:", r["dtypes"])
         print("  recorded dtypes:", r["rec_dtypes"])
         sys.stdout.flush()
-    out = os.path.join(HERE, f"results_{mode}.json")
+    out = f"results_{mode}.json"  # in the working directory
     json.dump(rows, open(out, "w"), indent=1)
