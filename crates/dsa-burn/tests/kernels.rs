@@ -126,6 +126,10 @@ fn ft<B: Backend, const D: usize>(v: &[f32], shape: [usize; D], dev: &B::Device)
 }
 
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    // An empty read back from CUDA is a zero-length buffer that bytemuck will not cast.
+    if t.shape().num_elements() == 0 {
+        return Vec::new();
+    }
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
 }
 
