@@ -484,6 +484,9 @@ mod autodiff_permute {
     }
 }
 
+/// Two float primitives of [`Autodiff`] (an output and its log-sum-exp).
+type AutodiffPair<B, C> = (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>);
+
 /// The custom backward step of dense attention under [`Autodiff`]:
 /// [`DsaBackend::dense_attention_backward`] of the inner backend from the saved inputs,
 /// output and log-sum-exp. The log-sum-exp is returned untracked (a target, no gradient).
@@ -525,7 +528,7 @@ mod autodiff_dense {
         v: FloatTensor<Autodiff<B, C>>,
         causal_offset: usize,
         scale: f32,
-    ) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+    ) -> super::AutodiffPair<B, C> {
         let (out, lse) = B::dense_attention(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), causal_offset, scale);
         let node = DenseAttentionBackward { causal_offset, scale };
         let out = match node.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
@@ -688,7 +691,7 @@ mod autodiff_mla {
         valid: BoolTensor<Autodiff<B, C>>,
         d_v: usize,
         scale: f32,
-    ) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+    ) -> super::AutodiffPair<B, C> {
         let (out, lse) = B::sparse_mla(q.primitive.clone(), kv.primitive.clone(), indices.clone(), valid.clone(), d_v, scale);
         let state = State::<B> { q: q.primitive.clone(), kv: kv.primitive.clone(), indices, valid, out: out.clone(), lse: lse.clone(), d_v, scale };
         let wrap = |is_lse: bool, value: FloatTensor<B>| match (SparseMlaBackward { lse: is_lse })
