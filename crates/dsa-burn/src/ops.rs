@@ -153,9 +153,9 @@ pub trait DsaBackend: Backend {
     }
 
     /// Whether [`DsaBackend::sparse_mla`] and its backward are fused kernels that keep no
-    /// per-slot intermediates (the CubeCL backends). [`dense_mla`] then runs as sparse MLA
-    /// over every causal key, so that training keeps `O(T·H)` log-sum-exps per layer
-    /// instead of `T·H·S` probabilities.
+    /// per-slot intermediates (the CubeCL backends). [`dense_mla`] (dense attention of
+    /// single decode queries in the MQA form) then runs as sparse MLA over every causal key
+    /// instead of materialising `T·H·S` probabilities.
     fn fused_sparse_mla() -> bool {
         false
     }
