@@ -15,13 +15,16 @@
 //!
 //! Two kernels are CUDA C++ for Hopper's `wgmma`, which CubeCL 0.10 does not emit:
 //! [`sparse_mla_wgmma`] and [`indexer_wgmma`] (v5), run by CubeCL's CUDA runtime through
-//! [`cuda_source`] on sm_90, with the CubeCL kernels as their fallback and reference.
+//! [`cuda_source`] on sm_90, with the CubeCL kernels as their fallback and reference. Dense
+//! causal attention ([`flash_attention`]) is CUDA C++ on `mma.sync` (sm_80 and later), with
+//! `dsa_burn`'s blockwise reference as its fallback.
 
 use cubecl::prelude::FastMath;
 use enumset::{enum_set, EnumSet};
 
 pub mod adamw;
 pub mod cuda_source;
+pub mod flash_attention;
 pub mod grouped_matmul;
 pub mod indexer;
 pub mod indexer_fp8;

@@ -1197,6 +1197,66 @@ fn dense_attention_on_cubecl_matches_ndarray() {
     }
 }
 
+/// The flash kernels (dense attention on `mma.sync`, bf16 and f16 inputs) against the f32
+/// reference on NdArray with the same rounded inputs: output, log-sum-exp and the three
+/// gradients. Probabilities and `dS` are rounded to the input type before their products and
+/// the results are bf16/f16, hence the 1e-2 tolerance. Shapes: the small preset's heads
+/// (96/64), lengths no multiple of the 64-row tiles, B > 1, a cached prefix (keys past the
+/// queries), dims of 16 and 128, `q` as a strided view; poisoned outputs.
+#[cfg(feature = "cuda")]
+#[test]
+fn dense_attention_flash_matches_reference() {
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::AutodiffBackend;
+    use burn::tensor::FloatDType;
+    use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
+    use dsa_burn::ops::dense_attention;
+    type GB = burn::backend::Cuda<burn::tensor::bf16>;
+    let mut rng = Rng::new("dense_attention_flash");
+    for (dtype, (b, h, t, d, dv, start)) in [
+        (FloatDType::BF16, (2, 3, 130, 96, 64, 0)),
+        (FloatDType::BF16, (1, 2, 77, 32, 16, 50)),
+        (FloatDType::BF16, (1, 1, 64, 128, 128, 0)),
+        (FloatDType::F16, (2, 2, 200, 64, 48, 3)),
+    ] {
+        let s = start + t;
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| if dtype == FloatDType::BF16 { burn::tensor::bf16::from_f32(x).to_f32() } else { burn::tensor::f16::from_f32(x).to_f32() })
+                .collect()
+        };
+        let (qv, kv, vv, gv) = (round(rng.normal(b * t * h * d)), round(rng.normal(b * h * s * d)), round(rng.normal(b * h * s * dv)), round(rng.normal(b * h * t * dv)));
+        // `q` arrives as [B,T,H,D] with heads and tokens swapped (a strided view), as the model's.
+        fn run<B: AutodiffBackend + dsa_burn::DsaBackend>(
+            [b, h, t, d, dv, s, start]: [usize; 7],
+            [qv, kv, vv, gv]: [&[f32]; 4],
+            dtype: Option<FloatDType>,
+            dev: &B::Device,
+        ) -> [Vec<f32>; 5] {
+            let cast = |x: Tensor<B, 4>| match dtype {
+                Some(dt) => x.cast(dt),
+                None => x,
+            };
+            let q = cast(ft::<B, 4>(qv, [b, t, h, d], dev)).require_grad();
+            let k = cast(ft::<B, 4>(kv, [b, h, s, d], dev)).require_grad();
+            let v = cast(ft::<B, 4>(vv, [b, h, s, dv], dev)).require_grad();
+            let (out, lse) = dense_attention(q.clone().swap_dims(1, 2), k.clone(), v.clone(), start, 1.0 / (d as f32).sqrt());
+            let grads = (out.clone() * cast(ft::<B, 4>(gv, [b, h, t, dv], dev))).sum().backward();
+            [host(out), host(lse), host(q.grad(&grads).unwrap().swap_dims(1, 2)), host(k.grad(&grads).unwrap()), host(v.grad(&grads).unwrap())]
+        }
+        let dims = [b, h, t, d, dv, s, start];
+        let want = run::<Autodiff<C>>(dims, [&qv, &kv, &vv, &gv], None, &Default::default());
+        let (fwd, bwd) = (tensor_core_launches(TensorCoreOp::DenseAttention), tensor_core_launches(TensorCoreOp::DenseAttentionBackward));
+        let got = run::<Autodiff<GB>>(dims, [&qv, &kv, &vv, &gv], Some(dtype), &Default::default());
+        assert!(tensor_core_launches(TensorCoreOp::DenseAttention) > fwd, "{dims:?}: the flash forward did not run");
+        assert!(tensor_core_launches(TensorCoreOp::DenseAttentionBackward) > bwd, "{dims:?}: the flash backward did not run");
+        for ((name, g), w) in ["out", "lse", "dq", "dk", "dv"].iter().zip(&got).zip(&want) {
+            let err = assert_close(&format!("{name} {dtype:?} {dims:?}"), g, w, 1e-2);
+            println!("flash {name} {dtype:?} {dims:?}: {err:.2e}");
+        }
+    }
+}
+
 /// Group sizes for the grouped products: `g` random sizes below `max`, with an empty group
 /// and a group of one row at random places.
 fn group_sizes(rng: &mut Rng, g: usize, max: usize) -> Vec<usize> {
