@@ -32,6 +32,7 @@ pub mod indexer_mma;
 pub mod indexer_mma16;
 pub mod indexer_wgmma;
 pub mod mma;
+pub mod norm;
 pub mod indexer_loss;
 pub mod quant;
 pub mod sparse_mla;

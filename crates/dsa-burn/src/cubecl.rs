@@ -2025,6 +2025,64 @@ pub fn adamw_step_primitive<R: CubeRuntime>(
     (p_out, m_out, v_out)
 }
 
+/// [`DsaBackend::rms_norm`] of `x [N, d]` and `gamma [d]` in one kernel
+/// ([`kernels::norm::rms_norm_fwd`]).
+pub fn rms_norm_primitive<R: CubeRuntime>(x: CubeTensor<R>, gamma: CubeTensor<R>, epsilon: f64) -> CubeTensor<R> {
+    let [rows, d] = dims::<2, R>(&x);
+    let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
+    let y = output(&x, Shape::new([rows, d]), x.dtype);
+    if rows * d == 0 {
+        return y;
+    }
+    let dtypes = [x.dtype.into(), gamma.dtype.into()];
+    use kernels::norm::NORM_UNITS;
+    kernels::norm::rms_norm_fwd::launch::<R>(
+        &x.client,
+        cube_count(rows, 1),
+        CubeDim::new_1d(NORM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        rows,
+        d,
+        epsilon as f32,
+        dtypes,
+    );
+    y
+}
+
+/// [`DsaBackend::rms_norm_backward`]'s `dx` and the partial sums of `dgamma` (f32
+/// `[⌈N / 32⌉, d]`, to be summed over rows) in one kernel ([`kernels::norm::rms_norm_bwd`]).
+pub fn rms_norm_backward_primitive<R: CubeRuntime>(x: CubeTensor<R>, gamma: CubeTensor<R>, dy: CubeTensor<R>, epsilon: f64) -> (CubeTensor<R>, CubeTensor<R>) {
+    use kernels::norm::{NORM_BWD_ROWS, NORM_UNITS};
+    let [rows, d] = dims::<2, R>(&x);
+    let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
+    let dy = into_contiguous(if dy.dtype == x.dtype { dy } else { burn_cubecl::kernel::cast(dy, x.dtype) });
+    let cubes = rows.div_ceil(NORM_BWD_ROWS);
+    let dx = output(&x, Shape::new([rows, d]), x.dtype);
+    let parts = if rows * d == 0 { zeros_f32(&x, Shape::new([1, d])) } else { output(&x, Shape::new([cubes, d]), DType::F32) };
+    if rows * d == 0 {
+        return (dx, parts);
+    }
+    let dtypes = [x.dtype.into(), gamma.dtype.into()];
+    kernels::norm::rms_norm_bwd::launch::<R>(
+        &x.client,
+        cube_count(cubes, 1),
+        CubeDim::new_1d(NORM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        dy.into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        parts.clone().into_tensor_arg(),
+        rows,
+        d,
+        epsilon as f32,
+        d.div_ceil(NORM_UNITS),
+        dtypes,
+    );
+    (dx, parts)
+}
+
 /// Whether dense attention over `q [B,H,T,Dqk]`, `k` and `v [B,H,S,Dv]` runs on the flash
 /// kernels ([`kernels::flash_attention`]): CUDA with bf16/f16 `mma.sync` (sm_80 and later),
 /// all three in one of those dtypes, dims the kernels take, something to compute.
@@ -2189,6 +2247,18 @@ where
 
     fn fused_sparse_mla() -> bool {
         true
+    }
+
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        rms_norm_primitive(x, gamma, epsilon)
+    }
+
+    fn rms_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, dy: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let gamma_dtype = gamma.dtype;
+        let (dx, parts) = rms_norm_backward_primitive(x, gamma, dy, epsilon);
+        let d = dims::<2, R>(&parts)[1];
+        let dgamma = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(parts)).sum_dim(0).reshape([d]);
+        (dx, from_f32(dgamma.into_primitive().tensor(), gamma_dtype))
     }
 
     fn dense_attention(

@@ -273,6 +273,19 @@ pub trait DsaBackend: Backend {
         dw.into_primitive().tensor()
     }
 
+    /// RMSNorm of the rows of `x [N, D]` with the scale `gamma [D]` (see [`crate::norm`]:
+    /// computed in f32, the result in `x`'s dtype).
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        crate::norm::reference_rms_norm(float::<Self, 2>(x), float::<Self, 1>(gamma), epsilon).into_primitive().tensor()
+    }
+
+    /// Gradients `(dx, dgamma)` of [`DsaBackend::rms_norm`] for the output gradient
+    /// `dy [N, D]`, in the dtypes of `x` and `gamma`. Used by its [`Autodiff`] backward.
+    fn rms_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, dy: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dgamma) = crate::norm::reference_rms_norm_backward(float::<Self, 2>(x), float::<Self, 1>(gamma), float::<Self, 2>(dy), epsilon);
+        (dx.into_primitive().tensor(), dgamma.into_primitive().tensor())
+    }
+
     /// One AdamW step of a parameter tensor (see [`crate::adamw`]): `param`, `grad`,
     /// `moment_1` and `moment_2` of one shape and float type give the new parameter and
     /// moments. With `norm` (a 1-element tensor holding the L2 norm of `grad`, computed on
@@ -369,6 +382,10 @@ where
 /// [`DsaBackend::grouped_matmul_weight_grad`] of the inner backend (the kernels on CubeCL,
 /// the reference elsewhere).
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        autodiff_norm::rms_norm::<B, C>(x, gamma, epsilon)
+    }
+
     fn fused_sparse_mla() -> bool {
         B::fused_sparse_mla()
     }
@@ -479,6 +496,52 @@ mod autodiff_permute {
         let y = B::permute_rows(x.primitive.clone(), perm, inverse.clone());
         match PermuteRowsBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(inverse, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// The backward step of [`DsaBackend::rms_norm`] under [`Autodiff`]:
+/// [`DsaBackend::rms_norm_backward`] of the inner backend from the saved input and scale.
+mod autodiff_norm {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::FloatTensor;
+
+    #[derive(Debug)]
+    pub(super) struct RmsNormBackward {
+        epsilon: f64,
+    }
+
+    impl<B: DsaBackend> Backward<B, 2> for RmsNormBackward {
+        type State = [FloatTensor<B>; 2];
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [x_node, gamma_node] = ops.parents;
+            let dy = grads.consume::<B>(&ops.node);
+            let [x, gamma] = ops.state;
+            let (dx, dgamma) = B::rms_norm_backward(x, gamma, dy, self.epsilon);
+            if let Some(node) = x_node {
+                grads.register::<B>(node.id, dx);
+            }
+            if let Some(node) = gamma_node {
+                grads.register::<B>(node.id, dgamma);
+            }
+        }
+    }
+
+    pub(super) fn rms_norm<B: DsaBackend, C: CheckpointStrategy>(
+        x: FloatTensor<Autodiff<B, C>>,
+        gamma: FloatTensor<Autodiff<B, C>>,
+        epsilon: f64,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let y = B::rms_norm(x.primitive.clone(), gamma.primitive.clone(), epsilon);
+        match (RmsNormBackward { epsilon }).prepare::<C>([x.node.clone(), gamma.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive], y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -945,6 +1008,27 @@ pub fn dense_attention<B: DsaBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tenso
     );
     let (out, lse) = B::dense_attention(q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor(), causal_offset, scale);
     (float(out), float(lse))
+}
+
+/// RMSNorm of `x [..., d]` over its last dimension with the scale `gamma [d]`, as DeepSeek's
+/// reference computes it (see [`crate::norm`]); the result has `x`'s dtype. Differentiable
+/// in `x` and `gamma`.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::Tensor;
+/// let dev = Default::default();
+/// let x = Tensor::<NdArray, 3>::from_floats([[[3.0, -3.0], [1.0, 1.0]]], &dev);
+/// let y = dsa_burn::ops::rms_norm(x, Tensor::from_floats([1.0, 2.0], &dev), 0.0);
+/// assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [1.0, -2.0, 1.0, 2.0]);
+/// ```
+pub fn rms_norm<B: DsaBackend, const D: usize>(x: Tensor<B, D>, gamma: Tensor<B, 1>, epsilon: f64) -> Tensor<B, D> {
+    let dims = x.dims();
+    let d = dims[D - 1];
+    assert_eq!(gamma.dims(), [d], "rms_norm: x {dims:?} and gamma {:?} do not fit", gamma.dims());
+    let x = x.reshape([dims[..D - 1].iter().product(), d]);
+    let y = B::rms_norm(x.into_primitive().tensor(), gamma.into_primitive().tensor(), epsilon);
+    Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(y)).reshape(dims)
 }
 
 /// Rows of `x [N, D]` in the order of the permutation `perm [N]`, `y[i] = x[perm[i]]`,

@@ -1257,6 +1257,47 @@ fn dense_attention_flash_matches_reference() {
     }
 }
 
+/// `ops::rms_norm` (one kernel each way on CubeCL) against NdArray: output and gradients in
+/// `x` and `gamma`, rows of fewer columns than a cube's units and of several per unit, a
+/// row count no multiple of the backward's 32; in bf16 on CUDA too.
+#[test]
+fn rms_norm_on_cubecl_matches_ndarray() {
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::AutodiffBackend;
+    use dsa_burn::ops::rms_norm;
+    let mut rng = Rng::new("rms_norm");
+    for (rows, d) in [(70, 300), (5, 768), (33, 7)] {
+        let (xv, gv, dyv) = (rng.normal(rows * d), rng.normal(d), rng.normal(rows * d));
+        fn run<B: AutodiffBackend + dsa_burn::DsaBackend>([rows, d]: [usize; 2], [xv, gv, dyv]: [&[f32]; 3], dtype: Option<burn::tensor::FloatDType>, dev: &B::Device) -> [Vec<f32>; 3] {
+            let cast = |t: Tensor<B, 2>| match dtype {
+                Some(dt) => t.cast(dt),
+                None => t,
+            };
+            let x = cast(ft::<B, 2>(xv, [rows, d], dev)).require_grad();
+            let gamma = ft::<B, 1>(gv, [d], dev).require_grad();
+            let y = rms_norm(x.clone(), gamma.clone(), 1e-6);
+            let grads = (y.clone() * cast(ft::<B, 2>(dyv, [rows, d], dev))).sum().backward();
+            [host(y), host(x.grad(&grads).unwrap()), host(gamma.grad(&grads).unwrap())]
+        }
+        let dims = [rows, d];
+        let want = run::<Autodiff<C>>(dims, [&xv, &gv, &dyv], None, &Default::default());
+        let got = run::<Autodiff<G>>(dims, [&xv, &gv, &dyv], None, &gdev());
+        for ((name, g), w) in ["y", "dx", "dgamma"].iter().zip(&got).zip(&want) {
+            assert_close(&format!("{name} {dims:?}"), g, w, 1e-5);
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let bf16 = Some(burn::tensor::FloatDType::BF16);
+            let (xb, gb, dyb) = (bf(xv.clone()), bf(gv.clone()), bf(dyv.clone()));
+            let want = run::<Autodiff<C>>(dims, [&xb, &gb, &dyb], None, &Default::default());
+            let got = run::<Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(dims, [&xb, &gb, &dyb], bf16, &Default::default());
+            for ((name, g), w) in ["y", "dx", "dgamma"].iter().zip(&got).zip(&want) {
+                assert_close(&format!("bf16 {name} {dims:?}"), g, w, 1e-2);
+            }
+        }
+    }
+}
+
 /// Group sizes for the grouped products: `g` random sizes below `max`, with an empty group
 /// and a group of one row at random places.
 fn group_sizes(rng: &mut Rng, g: usize, max: usize) -> Vec<usize> {

@@ -6,7 +6,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use dsa_burn::loss::{dense_indexer_loss, sparse_indexer_loss};
-use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, permute_rows, sparse_mla, topk_select};
+use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, permute_rows, rms_norm, sparse_mla, topk_select};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 /// xorshift64*: fresh inputs every run; the seed is printed so a failure can be replayed
@@ -358,6 +358,35 @@ fn check_dense_attention<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     }
 }
 
+/// RMSNorm in f64: `y = gamma · x / √(mean(x²) + ε)` per row of `x [n, d]`.
+fn rms_norm_f64(x: &[f64], gamma: &[f64], d: usize, eps: f64) -> Vec<f64> {
+    x.chunks(d)
+        .flat_map(|row| {
+            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / d as f64 + eps).sqrt();
+            row.iter().zip(gamma).map(move |(v, g)| g * v * inv)
+        })
+        .collect()
+}
+
+/// `rms_norm` and its gradients in `x` and `gamma` against f64 and finite differences; rows
+/// of more than one cube's width and of fewer, over three dims (flattened to rows).
+fn check_rms_norm<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
+    let mut rng = Rng::new("rms_norm");
+    for (a, n, d, eps) in [(2, 3, 5, 1e-6), (1, 37, 300, 1e-3), (3, 1, 1, 0.5)] {
+        let rows = a * n;
+        let (xv, gv, dyv) = (rng.normal(rows * d), rng.normal(d), rng.normal(rows * d));
+        let x = tensor::<B, 3>(&xv, [a, n, d], dev);
+        let gamma = tensor::<B, 1>(&gv, [d], dev);
+        let y = rms_norm(x.clone(), gamma.clone(), eps);
+        assert_close("rms_norm", &host(y.clone()), &rms_norm_f64(&xv, &gv, d, eps), 1e-6);
+        let dy = Tensor::<B, 3>::from_data(TensorData::new(dyv.iter().map(|v| *v as f32).collect::<Vec<_>>(), [a, n, d]), dev);
+        let grads = (y * dy).sum().backward();
+        let f = |xx: &[f64], gg: &[f64]| rms_norm_f64(xx, gg, d, eps).iter().zip(&dyv).map(|(y, g)| y * g).sum::<f64>();
+        assert_close("rms_norm dx", &grad(&x, &grads), &finite_diff(&xv, |v| f(v, &gv)), 1e-4);
+        assert_close("rms_norm dgamma", &grad(&gamma, &grads), &finite_diff(&gv, |v| f(&xv, v)), 1e-4);
+    }
+}
+
 /// A random permutation of the rows: the forward gathers them, the gradient of `Σ y·g`
 /// reaches each row of `x` from the output row it went to.
 fn check_permute_rows<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
@@ -519,6 +548,10 @@ macro_rules! backend_tests {
             #[test]
             fn sparse_mla_forward_and_gradients() {
                 check_sparse_mla::<B>(&$device);
+            }
+            #[test]
+            fn rms_norm_forward_and_gradients() {
+                check_rms_norm::<B>(&$device);
             }
             #[test]
             fn permute_rows_forward_and_gradient() {
