@@ -35,6 +35,7 @@ pub mod mma;
 pub mod norm;
 pub mod indexer_loss;
 pub mod quant;
+pub mod rope;
 pub mod sparse_mla;
 pub mod sparse_mla_mma;
 pub mod sparse_mla_mma16;

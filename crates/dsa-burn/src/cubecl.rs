@@ -2025,6 +2025,36 @@ pub fn adamw_step_primitive<R: CubeRuntime>(
     (p_out, m_out, v_out)
 }
 
+/// [`DsaBackend::rope`] in one kernel ([`kernels::rope::rope`]).
+pub fn rope_primitive<R: CubeRuntime>(x: CubeTensor<R>, freqs: CubeTensor<R>, start: usize, interleaved: bool, inverse: bool) -> CubeTensor<R> {
+    let [b, t, h, d] = dims::<4, R>(&x);
+    let x = into_contiguous(x);
+    let freqs = into_contiguous(if freqs.dtype == DType::F32 { freqs } else { burn_cubecl::kernel::cast(freqs, DType::F32) });
+    let y = output(&x, Shape::new([b, t, h, d]), x.dtype);
+    let pairs = b * t * h * d / 2;
+    if pairs == 0 {
+        return y;
+    }
+    use kernels::rope::ROPE_UNITS;
+    kernels::rope::rope::launch::<R>(
+        &x.client,
+        cube_count(pairs.div_ceil(ROPE_UNITS), 1),
+        CubeDim::new_1d(ROPE_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        freqs.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        pairs,
+        t,
+        h,
+        d / 2,
+        start,
+        interleaved,
+        inverse,
+        x.dtype.into(),
+    );
+    y
+}
+
 /// [`DsaBackend::rms_norm`] of `x [N, d]` and `gamma [d]` in one kernel
 /// ([`kernels::norm::rms_norm_fwd`]).
 pub fn rms_norm_primitive<R: CubeRuntime>(x: CubeTensor<R>, gamma: CubeTensor<R>, epsilon: f64) -> CubeTensor<R> {
@@ -2251,6 +2281,10 @@ where
 
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         rms_norm_primitive(x, gamma, epsilon)
+    }
+
+    fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
+        rope_primitive(x, freqs, start, interleaved, inverse)
     }
 
     fn rms_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, dy: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {

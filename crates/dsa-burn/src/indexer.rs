@@ -147,7 +147,7 @@ pub struct LightningIndexer<B: Backend> {
     rope_interleaved: bool,
 }
 
-impl<B: Backend> LightningIndexer<B> {
+impl<B: DsaBackend> LightningIndexer<B> {
     /// Tokens selected per query.
     pub fn topk(&self) -> usize {
         self.topk

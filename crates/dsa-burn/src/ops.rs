@@ -273,6 +273,14 @@ pub trait DsaBackend: Backend {
         dw.into_primitive().tensor()
     }
 
+    /// Rotary position embedding of `x [B,T,H,d]` whose tokens sit at positions
+    /// `start..start + T`: the pairs `(2i, 2i+1)` when `interleaved`, else `(i, i + d/2)`,
+    /// rotated by `f32(position) · freqs[i]` (`freqs [d/2]`, f32), or by minus that angle when
+    /// `inverse` (the transpose: the [`Autodiff`] backward). See [`crate::rope`].
+    fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
+        crate::rope::reference_rope(float::<Self, 4>(x), float::<Self, 1>(freqs), start, interleaved, inverse).into_primitive().tensor()
+    }
+
     /// RMSNorm of the rows of `x [N, D]` with the scale `gamma [D]` (see [`crate::norm`]:
     /// computed in f32, the result in `x`'s dtype).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
@@ -382,6 +390,10 @@ where
 /// [`DsaBackend::grouped_matmul_weight_grad`] of the inner backend (the kernels on CubeCL,
 /// the reference elsewhere).
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
+    fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
+        autodiff_rope::rope::<B, C>(x, freqs, start, interleaved, inverse)
+    }
+
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         autodiff_norm::rms_norm::<B, C>(x, gamma, epsilon)
     }
@@ -496,6 +508,51 @@ mod autodiff_permute {
         let y = B::permute_rows(x.primitive.clone(), perm, inverse.clone());
         match PermuteRowsBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(inverse, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// The backward step of [`DsaBackend::rope`] under [`Autodiff`]: the inverse rotation of
+/// the gradient (the frequencies are constants).
+mod autodiff_rope {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::FloatTensor;
+
+    #[derive(Debug)]
+    pub(super) struct RopeBackward {
+        start: usize,
+        interleaved: bool,
+        inverse: bool,
+    }
+
+    impl<B: DsaBackend> Backward<B, 1> for RopeBackward {
+        type State = FloatTensor<B>;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [node] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            if let Some(node) = node {
+                grads.register::<B>(node.id, B::rope(grad, ops.state, self.start, self.interleaved, !self.inverse));
+            }
+        }
+    }
+
+    pub(super) fn rope<B: DsaBackend, C: CheckpointStrategy>(
+        x: FloatTensor<Autodiff<B, C>>,
+        freqs: FloatTensor<Autodiff<B, C>>,
+        start: usize,
+        interleaved: bool,
+        inverse: bool,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let y = B::rope(x.primitive.clone(), freqs.primitive.clone(), start, interleaved, inverse);
+        match (RopeBackward { start, interleaved, inverse }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(freqs.primitive, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -1008,6 +1065,28 @@ pub fn dense_attention<B: DsaBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tenso
     );
     let (out, lse) = B::dense_attention(q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor(), causal_offset, scale);
     (float(out), float(lse))
+}
+
+/// Rotary position embedding of `x [B,T,H,d]` at positions `start..start + T` with the
+/// frequencies `freqs [d/2]` (f32): pairs `(2i, 2i+1)` when `interleaved`, else
+/// `(i, i + d/2)`; see [`DsaBackend::rope`] and [`crate::rope::Rope::apply`].
+/// Differentiable in `x`.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{DType, Tensor};
+/// let dev = Default::default();
+/// let x = Tensor::<NdArray, 4>::from_floats([[[[1.0, 0.0]]], [[[1.0, 0.0]]]], &dev); // [2,1,1,2]
+/// let freqs = Tensor::<NdArray, 1>::from_floats([std::f32::consts::FRAC_PI_2], (&dev, DType::F32));
+/// // Position 1 turns (1, 0) a quarter to (0, 1).
+/// let y: Vec<f32> = dsa_burn::ops::rope(x, freqs, 1, true).into_data().to_vec().unwrap();
+/// assert!((y[0]).abs() < 1e-6 && (y[1] - 1.0).abs() < 1e-6);
+/// ```
+pub fn rope<B: DsaBackend>(x: Tensor<B, 4>, freqs: Tensor<B, 1>, start: usize, interleaved: bool) -> Tensor<B, 4> {
+    let d = x.dims()[3];
+    assert!(d.is_multiple_of(2) && freqs.dims() == [d / 2], "rope: x {:?} and freqs {:?} do not fit", x.dims(), freqs.dims());
+    let y = B::rope(x.into_primitive().tensor(), freqs.into_primitive().tensor(), start, interleaved, false);
+    Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
 /// RMSNorm of `x [..., d]` over its last dimension with the scale `gamma [d]`, as DeepSeek's

@@ -8,7 +8,9 @@
 
 use burn::config::Config;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::DsaBackend;
 
 /// YaRN context extension parameters (HF `rope_scaling` with `type: yarn`).
 #[derive(Config, Debug, PartialEq)]
@@ -116,66 +118,71 @@ impl Rope {
         self.freqs.len() * 2
     }
 
-    /// `cos` and `sin` tables `[len, dim/2]` for positions `start..start + len`.
-    fn tables<B: Backend>(&self, start: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        assert!(
-            start + len <= self.max_positions,
-            "position {} is beyond the model's maximum of {} positions",
-            start + len,
-            self.max_positions
-        );
-        let half = self.freqs.len();
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for t in start..start + len {
-            for f in &self.freqs {
-                let angle = (t as f32 * f) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
-        (
-            Tensor::from_data(TensorData::new(cos, [len, half]), device),
-            Tensor::from_data(TensorData::new(sin, [len, half]), device),
-        )
+    /// The frequencies `[dim/2]` (f32) on `device`: [`crate::ops::rope`]'s input.
+    pub fn freqs<B: Backend>(&self, device: &B::Device) -> Tensor<B, 1> {
+        Tensor::from_data(TensorData::new(self.freqs.clone(), [self.freqs.len()]), (device, DType::F32))
     }
 
-    /// Rotates `x [B, T, H, dim]` whose tokens sit at positions `start..start + T`.
-    /// `interleaved` pairs dims `(2i, 2i+1)`; otherwise `(i, i + dim/2)`.
+    /// Rotates `x [B, T, H, dim]` whose tokens sit at positions `start..start + T`
+    /// ([`crate::ops::rope`]). `interleaved` pairs dims `(2i, 2i+1)`; otherwise `(i, i + dim/2)`.
     ///
     /// ```
-    /// # use burn::backend::NdArray;
-    /// # use burn::tensor::Tensor;
+    /// use burn::backend::NdArray;
+    /// use burn::tensor::Tensor;
     /// use dsa_burn::rope::RopeConfig;
+    ///
     /// let rope = RopeConfig::new(4, 16).init();
     /// let x = Tensor::<NdArray, 4>::ones([1, 3, 2, 4], &Default::default());
     /// let y = rope.apply(x.clone(), 0, true);
     /// // Position 0 is not rotated.
     /// y.narrow(1, 0, 1).into_data().assert_approx_eq::<f32>(&x.narrow(1, 0, 1).into_data(), Default::default());
     /// ```
-    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>, start: usize, interleaved: bool) -> Tensor<B, 4> {
-        let [b, t, h, d] = x.dims();
+    pub fn apply<B: DsaBackend>(&self, x: Tensor<B, 4>, start: usize, interleaved: bool) -> Tensor<B, 4> {
+        let [_, t, _, d] = x.dims();
         assert_eq!(d, self.dim(), "RoPE expects {} dims, got {d}", self.dim());
-        let half = d / 2;
-        let (cos, sin) = self.tables::<B>(start, t, &x.device());
-        let cos = cos.reshape([1, t, 1, half]);
-        let sin = sin.reshape([1, t, 1, half]);
-        let (x0, x1) = if interleaved {
-            let pairs = x.reshape([b, t, h, half, 2]);
-            (
-                pairs.clone().narrow(4, 0, 1).reshape([b, t, h, half]),
-                pairs.narrow(4, 1, 1).reshape([b, t, h, half]),
-            )
-        } else {
-            (x.clone().narrow(3, 0, half), x.narrow(3, half, half))
-        };
-        let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-        let y1 = x0 * sin + x1 * cos;
-        if interleaved {
-            Tensor::stack::<5>(vec![y0, y1], 4).reshape([b, t, h, d])
-        } else {
-            Tensor::cat(vec![y0, y1], 3)
+        assert!(
+            start + t <= self.max_positions,
+            "position {} is beyond the model's maximum of {} positions",
+            start + t,
+            self.max_positions
+        );
+        let freqs = self.freqs(&x.device());
+        crate::ops::rope(x, freqs, start, interleaved)
+    }
+}
+
+/// The rotation of [`crate::ops::rope`] with Burn tensor operations: `cos`/`sin` tables of
+/// the angles `f32(position) · freqs[i]` (the product in f32, its cosine and sine in f64
+/// rounded to f32, in `x`'s dtype), applied pairwise; by minus the angle when `inverse`.
+/// Reads `freqs` back to the host.
+pub fn reference_rope<B: Backend>(x: Tensor<B, 4>, freqs: Tensor<B, 1>, start: usize, interleaved: bool, inverse: bool) -> Tensor<B, 4> {
+    let [b, t, h, d] = x.dims();
+    let half = d / 2;
+    let freqs: Vec<f32> = freqs.into_data().convert::<f32>().into_vec().expect("f32 frequencies");
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+    for p in start..start + t {
+        for f in &freqs {
+            let angle = (p as f32 * f) as f64;
+            cos.push(angle.cos() as f32);
+            sin.push(sign * angle.sin() as f32);
         }
+    }
+    let device = x.device();
+    let cos = Tensor::<B, 2>::from_data(TensorData::new(cos, [t, half]), &device).cast(x.dtype()).reshape([1, t, 1, half]);
+    let sin = Tensor::<B, 2>::from_data(TensorData::new(sin, [t, half]), &device).cast(x.dtype()).reshape([1, t, 1, half]);
+    let (x0, x1) = if interleaved {
+        let pairs = x.reshape([b, t, h, half, 2]);
+        (pairs.clone().narrow(4, 0, 1).reshape([b, t, h, half]), pairs.narrow(4, 1, 1).reshape([b, t, h, half]))
+    } else {
+        (x.clone().narrow(3, 0, half), x.narrow(3, half, half))
+    };
+    let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+    let y1 = x0 * sin + x1 * cos;
+    if interleaved {
+        Tensor::stack::<5>(vec![y0, y1], 4).reshape([b, t, h, d])
+    } else {
+        Tensor::cat(vec![y0, y1], 3)
     }
 }
 

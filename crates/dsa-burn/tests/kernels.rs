@@ -1257,6 +1257,39 @@ fn dense_attention_flash_matches_reference() {
     }
 }
 
+/// `ops::rope` (one kernel on CubeCL; the angles' cosines in f32 on the device, the
+/// reference's from f64) against NdArray: both pair layouts, a start past 0, gradients.
+#[test]
+fn rope_on_cubecl_matches_ndarray() {
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::AutodiffBackend;
+    use dsa_burn::ops::rope;
+    let mut rng = Rng::new("rope");
+    let rope_cfg = dsa_burn::rope::RopeConfig::new(32, 4096).init();
+    for (b, t, h, start, interleaved) in [(2, 37, 3, 0, true), (1, 5, 1, 4000, false)] {
+        let d = 32;
+        let (xv, gv) = (rng.normal(b * t * h * d), rng.normal(b * t * h * d));
+        let run = |dev_is_gpu: bool| -> [Vec<f32>; 2] {
+            fn go<B: AutodiffBackend + dsa_burn::DsaBackend>(r: &dsa_burn::rope::Rope, [b, t, h, d, start]: [usize; 5], interleaved: bool, [xv, gv]: [&[f32]; 2], dev: &B::Device) -> [Vec<f32>; 2] {
+                let x = ft::<B, 4>(xv, [b, t, h, d], dev).require_grad();
+                let y = rope(x.clone(), r.freqs(dev), start, interleaved);
+                let grads = (y.clone() * ft::<B, 4>(gv, [b, t, h, d], dev)).sum().backward();
+                [host(y), host(x.grad(&grads).unwrap())]
+            }
+            let dims = [b, t, h, d, start];
+            if dev_is_gpu {
+                go::<Autodiff<G>>(&rope_cfg, dims, interleaved, [&xv, &gv], &gdev())
+            } else {
+                go::<Autodiff<C>>(&rope_cfg, dims, interleaved, [&xv, &gv], &Default::default())
+            }
+        };
+        let (want, got) = (run(false), run(true));
+        for ((name, g), w) in ["y", "dx"].iter().zip(&got).zip(&want) {
+            assert_close(&format!("rope {name} {interleaved} {start}"), g, w, 1e-5);
+        }
+    }
+}
+
 /// `ops::rms_norm` (one kernel each way on CubeCL) against NdArray: output and gradients in
 /// `x` and `gamma`, rows of fewer columns than a cube's units and of several per unit, a
 /// row count no multiple of the backward's 32; in bf16 on CUDA too.

@@ -6,7 +6,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use dsa_burn::loss::{dense_indexer_loss, sparse_indexer_loss};
-use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, permute_rows, rms_norm, sparse_mla, topk_select};
+use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, permute_rows, rms_norm, rope, sparse_mla, topk_select};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 /// xorshift64*: fresh inputs every run; the seed is printed so a failure can be replayed
@@ -358,6 +358,42 @@ fn check_dense_attention<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     }
 }
 
+/// RoPE in f64 on `x [b, t, h, d]` at positions `start..`: pairs rotated by `p · freqs[i]`.
+fn rope_f64(x: &[f64], [t, h, d]: [usize; 3], freqs: &[f32], start: usize, interleaved: bool) -> Vec<f64> {
+    let mut y = x.to_vec();
+    let half = d / 2;
+    for (row, chunk) in y.chunks_mut(d).enumerate() {
+        let p = start + (row / h) % t;
+        for (i, f) in freqs.iter().enumerate() {
+            let angle = (p as f32 * f) as f64;
+            let (i0, i1) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+            let (a, b) = (chunk[i0], chunk[i1]);
+            chunk[i0] = a * angle.cos() - b * angle.sin();
+            chunk[i1] = a * angle.sin() + b * angle.cos();
+        }
+    }
+    y
+}
+
+/// `rope` and its gradient against f64 and finite differences, both pair layouts.
+fn check_rope<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
+    let mut rng = Rng::new("rope");
+    let r = dsa_burn::rope::RopeConfig::new(6, 64).init();
+    let freqs: Vec<f32> = r.freqs::<B>(dev).into_data().convert::<f32>().into_vec().unwrap();
+    for (b, t, h, start, interleaved) in [(2, 3, 2, 0, true), (1, 4, 1, 9, false)] {
+        let d = 6;
+        let (xv, gv) = (rng.normal(b * t * h * d), rng.normal(b * t * h * d));
+        let x = tensor::<B, 4>(&xv, [b, t, h, d], dev);
+        let y = rope(x.clone(), r.freqs(dev), start, interleaved);
+        let want = rope_f64(&xv, [t, h, d], &freqs, start, interleaved);
+        assert_close("rope", &host(y.clone()), &want, 1e-6);
+        let g = Tensor::<B, 4>::from_data(TensorData::new(gv.iter().map(|v| *v as f32).collect::<Vec<_>>(), [b, t, h, d]), dev);
+        let grads = (y * g).sum().backward();
+        let f = |xx: &[f64]| rope_f64(xx, [t, h, d], &freqs, start, interleaved).iter().zip(&gv).map(|(a, c)| a * c).sum::<f64>();
+        assert_close("rope dx", &grad(&x, &grads), &finite_diff(&xv, f), 1e-4);
+    }
+}
+
 /// RMSNorm in f64: `y = gamma · x / √(mean(x²) + ε)` per row of `x [n, d]`.
 fn rms_norm_f64(x: &[f64], gamma: &[f64], d: usize, eps: f64) -> Vec<f64> {
     x.chunks(d)
@@ -548,6 +584,10 @@ macro_rules! backend_tests {
             #[test]
             fn sparse_mla_forward_and_gradients() {
                 check_sparse_mla::<B>(&$device);
+            }
+            #[test]
+            fn rope_forward_and_gradient() {
+                check_rope::<B>(&$device);
             }
             #[test]
             fn rms_norm_forward_and_gradients() {
