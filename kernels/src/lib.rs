@@ -40,6 +40,7 @@ pub mod sparse_mla;
 pub mod sparse_mla_mma;
 pub mod sparse_mla_mma16;
 pub mod sparse_mla_wgmma;
+pub mod swiglu;
 pub mod topk;
 
 /// Cube count for `n` cubes on a grid of at most 65535 cubes per axis (x then y), so that

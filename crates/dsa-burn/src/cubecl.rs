@@ -2025,6 +2025,66 @@ pub fn adamw_step_primitive<R: CubeRuntime>(
     (p_out, m_out, v_out)
 }
 
+/// [`DsaBackend::swiglu`] in one kernel ([`kernels::swiglu::swiglu_fwd`]).
+pub fn swiglu_primitive<R: CubeRuntime>(gate: CubeTensor<R>, up: CubeTensor<R>) -> CubeTensor<R> {
+    let shape = gate.shape();
+    let n = shape.num_elements();
+    let dtype = gate.dtype;
+    let (gate, up) = (into_contiguous(gate), into_contiguous(same_dtype(up, dtype)));
+    let y = output(&gate, shape, dtype);
+    if n == 0 {
+        return y;
+    }
+    use kernels::swiglu::SWIGLU_UNITS;
+    kernels::swiglu::swiglu_fwd::launch::<R>(
+        &gate.client,
+        cube_count(n.div_ceil(SWIGLU_UNITS), 1),
+        CubeDim::new_1d(SWIGLU_UNITS as u32),
+        gate.clone().into_tensor_arg(),
+        up.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        n,
+        gate.dtype.into(),
+    );
+    y
+}
+
+/// [`DsaBackend::swiglu_backward`] in one kernel ([`kernels::swiglu::swiglu_bwd`]); both
+/// gradients in `gate`'s dtype.
+pub fn swiglu_backward_primitive<R: CubeRuntime>(gate: CubeTensor<R>, up: CubeTensor<R>, dy: CubeTensor<R>) -> (CubeTensor<R>, CubeTensor<R>) {
+    let shape = gate.shape();
+    let n = shape.num_elements();
+    let dtype = gate.dtype;
+    let (gate, up, dy) = (into_contiguous(gate), into_contiguous(same_dtype(up, dtype)), into_contiguous(same_dtype(dy, dtype)));
+    let (dgate, dup) = (output(&gate, shape.clone(), dtype), output(&gate, shape, dtype));
+    if n == 0 {
+        return (dgate, dup);
+    }
+    use kernels::swiglu::SWIGLU_UNITS;
+    kernels::swiglu::swiglu_bwd::launch::<R>(
+        &gate.client,
+        cube_count(n.div_ceil(SWIGLU_UNITS), 1),
+        CubeDim::new_1d(SWIGLU_UNITS as u32),
+        gate.clone().into_tensor_arg(),
+        up.into_tensor_arg(),
+        dy.into_tensor_arg(),
+        dgate.clone().into_tensor_arg(),
+        dup.clone().into_tensor_arg(),
+        n,
+        dtype.into(),
+    );
+    (dgate, dup)
+}
+
+/// `t` in `dtype` (a cast where it differs).
+fn same_dtype<R: CubeRuntime>(t: CubeTensor<R>, dtype: DType) -> CubeTensor<R> {
+    if t.dtype == dtype {
+        t
+    } else {
+        burn_cubecl::kernel::cast(t, dtype)
+    }
+}
+
 /// [`DsaBackend::rope`] in one kernel ([`kernels::rope::rope`]).
 pub fn rope_primitive<R: CubeRuntime>(x: CubeTensor<R>, freqs: CubeTensor<R>, start: usize, interleaved: bool, inverse: bool) -> CubeTensor<R> {
     let [b, t, h, d] = dims::<4, R>(&x);
@@ -2285,6 +2345,16 @@ where
 
     fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
         rope_primitive(x, freqs, start, interleaved, inverse)
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        swiglu_primitive(gate, up)
+    }
+
+    fn swiglu_backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let up_dtype = up.dtype;
+        let (dgate, dup) = swiglu_backward_primitive(gate, up, dy);
+        (dgate, same_dtype(dup, up_dtype))
     }
 
     fn rms_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, dy: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {

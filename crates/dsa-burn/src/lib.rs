@@ -18,6 +18,7 @@ pub mod ops;
 pub mod quant;
 pub mod rope;
 pub mod sparse_mla;
+pub mod swiglu;
 pub mod topk;
 
 pub use adamw::{AdamWStep, FusedAdamW, FusedAdamWConfig, FusedAdamWState};

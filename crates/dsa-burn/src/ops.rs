@@ -281,6 +281,22 @@ pub trait DsaBackend: Backend {
         crate::rope::reference_rope(float::<Self, 4>(x), float::<Self, 1>(freqs), start, interleaved, inverse).into_primitive().tensor()
     }
 
+    /// SwiGLU, `SiLU(gate) ⊙ up` (same shapes; computed in f32, the result in `gate`'s
+    /// dtype; see [`crate::swiglu`]).
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = gate.shape();
+        let y = crate::swiglu::reference_swiglu(float::<Self, 1>(flat::<Self>(gate)), float::<Self, 1>(flat::<Self>(up)));
+        Self::float_reshape(y.into_primitive().tensor(), shape)
+    }
+
+    /// Gradients `(dgate, dup)` of [`DsaBackend::swiglu`] for `dy`, in the inputs' dtypes.
+    /// Used by its [`Autodiff`] backward.
+    fn swiglu_backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = gate.shape();
+        let (dg, du) = crate::swiglu::reference_swiglu_backward(float::<Self, 1>(flat::<Self>(gate)), float::<Self, 1>(flat::<Self>(up)), float::<Self, 1>(flat::<Self>(dy)));
+        (Self::float_reshape(dg.into_primitive().tensor(), shape.clone()), Self::float_reshape(du.into_primitive().tensor(), shape))
+    }
+
     /// RMSNorm of the rows of `x [N, D]` with the scale `gamma [D]` (see [`crate::norm`]:
     /// computed in f32, the result in `x`'s dtype).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
@@ -367,6 +383,12 @@ pub fn reference_sparse_mla_backward<B: Backend>(
     (dq, scatter_rows(drows, indices, s))
 }
 
+/// `t` as one dimension.
+fn flat<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let n = t.shape().num_elements();
+    B::float_reshape(t, Shape::new([n]))
+}
+
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
@@ -390,6 +412,10 @@ where
 /// [`DsaBackend::grouped_matmul_weight_grad`] of the inner backend (the kernels on CubeCL,
 /// the reference elsewhere).
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        autodiff_swiglu::swiglu::<B, C>(gate, up)
+    }
+
     fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
         autodiff_rope::rope::<B, C>(x, freqs, start, interleaved, inverse)
     }
@@ -508,6 +534,46 @@ mod autodiff_permute {
         let y = B::permute_rows(x.primitive.clone(), perm, inverse.clone());
         match PermuteRowsBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(inverse, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// The backward step of [`DsaBackend::swiglu`] under [`Autodiff`]:
+/// [`DsaBackend::swiglu_backward`] of the inner backend from the saved inputs.
+mod autodiff_swiglu {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::FloatTensor;
+
+    #[derive(Debug)]
+    pub(super) struct SwigluBackward;
+
+    impl<B: DsaBackend> Backward<B, 2> for SwigluBackward {
+        type State = [FloatTensor<B>; 2];
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [gate_node, up_node] = ops.parents;
+            let dy = grads.consume::<B>(&ops.node);
+            let [gate, up] = ops.state;
+            let (dgate, dup) = B::swiglu_backward(gate, up, dy);
+            if let Some(node) = gate_node {
+                grads.register::<B>(node.id, dgate);
+            }
+            if let Some(node) = up_node {
+                grads.register::<B>(node.id, dup);
+            }
+        }
+    }
+
+    pub(super) fn swiglu<B: DsaBackend, C: CheckpointStrategy>(gate: FloatTensor<Autodiff<B, C>>, up: FloatTensor<Autodiff<B, C>>) -> FloatTensor<Autodiff<B, C>> {
+        let y = B::swiglu(gate.primitive.clone(), up.primitive.clone());
+        match SwigluBackward.prepare::<C>([gate.node.clone(), up.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish([gate.primitive, up.primitive], y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -1065,6 +1131,22 @@ pub fn dense_attention<B: DsaBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tenso
     );
     let (out, lse) = B::dense_attention(q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor(), causal_offset, scale);
     (float(out), float(lse))
+}
+
+/// SwiGLU, `SiLU(gate) ⊙ up` (same shapes), computed in f32 and returned in `gate`'s dtype
+/// (see [`crate::swiglu`]). Differentiable in both inputs.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::Tensor;
+/// let dev = Default::default();
+/// let y = dsa_burn::ops::swiglu(Tensor::<NdArray, 2>::from_floats([[0.0, 1.0]], &dev), Tensor::from_floats([[5.0, 2.0]], &dev));
+/// let y: Vec<f32> = y.into_data().to_vec().unwrap();
+/// assert!(y[0] == 0.0 && (y[1] - 2.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+/// ```
+pub fn swiglu<B: DsaBackend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    assert_eq!(gate.dims(), up.dims(), "swiglu: gate and up differ in shape");
+    Tensor::from_primitive(TensorPrimitive::Float(B::swiglu(gate.into_primitive().tensor(), up.into_primitive().tensor())))
 }
 
 /// Rotary position embedding of `x [B,T,H,d]` at positions `start..start + T` with the

@@ -1257,6 +1257,38 @@ fn dense_attention_flash_matches_reference() {
     }
 }
 
+/// `ops::swiglu` (one kernel each way on CubeCL) against NdArray, in f32 and, on CUDA, bf16.
+#[test]
+fn swiglu_on_cubecl_matches_ndarray() {
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::AutodiffBackend;
+    use dsa_burn::ops::swiglu;
+    let mut rng = Rng::new("swiglu");
+    let (n, d) = (37, 300);
+    let (gv, uv, dyv) = (rng.normal(n * d), rng.normal(n * d), rng.normal(n * d));
+    fn run<B: AutodiffBackend + dsa_burn::DsaBackend>([n, d]: [usize; 2], [gv, uv, dyv]: [&[f32]; 3], dev: &B::Device) -> [Vec<f32>; 3] {
+        let gate = ft::<B, 2>(gv, [n, d], dev).require_grad();
+        let up = ft::<B, 2>(uv, [n, d], dev).require_grad();
+        let y = swiglu(gate.clone(), up.clone());
+        let grads = (y.clone() * ft::<B, 2>(dyv, [n, d], dev)).sum().backward();
+        [host(y), host(gate.grad(&grads).unwrap()), host(up.grad(&grads).unwrap())]
+    }
+    let want = run::<Autodiff<C>>([n, d], [&gv, &uv, &dyv], &Default::default());
+    let got = run::<Autodiff<G>>([n, d], [&gv, &uv, &dyv], &gdev());
+    for ((name, g), w) in ["y", "dgate", "dup"].iter().zip(&got).zip(&want) {
+        assert_close(&format!("swiglu {name}"), g, w, 1e-5);
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let (gb, ub, db) = (bf(gv.clone()), bf(uv.clone()), bf(dyv.clone()));
+        let want = run::<Autodiff<C>>([n, d], [&gb, &ub, &db], &Default::default());
+        let got = run::<Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>([n, d], [&gb, &ub, &db], &Default::default());
+        for ((name, g), w) in ["y", "dgate", "dup"].iter().zip(&got).zip(&want) {
+            assert_close(&format!("bf16 swiglu {name}"), g, w, 1e-2);
+        }
+    }
+}
+
 /// `ops::rope` (one kernel on CubeCL; the angles' cosines in f32 on the device, the
 /// reference's from f64) against NdArray: both pair layouts, a start past 0, gradients.
 #[test]

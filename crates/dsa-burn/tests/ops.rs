@@ -6,7 +6,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use dsa_burn::loss::{dense_indexer_loss, sparse_indexer_loss};
-use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, permute_rows, rms_norm, rope, sparse_mla, topk_select};
+use dsa_burn::ops::{dense_attention, indexer_scores, indexer_selected_scores, permute_rows, rms_norm, rope, sparse_mla, swiglu, topk_select};
 use dsa_burn::{DsaBackend, IndexerQuant};
 
 /// xorshift64*: fresh inputs every run; the seed is printed so a failure can be replayed
@@ -358,6 +358,22 @@ fn check_dense_attention<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     }
 }
 
+/// `swiglu` and its gradients against f64 and finite differences.
+fn check_swiglu<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
+    let mut rng = Rng::new("swiglu");
+    let (n, d) = (4, 7);
+    let (gv, uv, dyv) = (rng.normal(n * d), rng.normal(n * d), rng.normal(n * d));
+    let f64_swiglu = |g: &[f64], u: &[f64]| g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect::<Vec<f64>>();
+    let (gate, up) = (tensor::<B, 2>(&gv, [n, d], dev), tensor::<B, 2>(&uv, [n, d], dev));
+    let y = swiglu(gate.clone(), up.clone());
+    assert_close("swiglu", &host(y.clone()), &f64_swiglu(&gv, &uv), 1e-6);
+    let dy = Tensor::<B, 2>::from_data(TensorData::new(dyv.iter().map(|v| *v as f32).collect::<Vec<_>>(), [n, d]), dev);
+    let grads = (y * dy).sum().backward();
+    let f = |g: &[f64], u: &[f64]| f64_swiglu(g, u).iter().zip(&dyv).map(|(a, c)| a * c).sum::<f64>();
+    assert_close("swiglu dgate", &grad(&gate, &grads), &finite_diff(&gv, |g| f(g, &uv)), 1e-4);
+    assert_close("swiglu dup", &grad(&up, &grads), &finite_diff(&uv, |u| f(&gv, u)), 1e-4);
+}
+
 /// RoPE in f64 on `x [b, t, h, d]` at positions `start..`: pairs rotated by `p · freqs[i]`.
 fn rope_f64(x: &[f64], [t, h, d]: [usize; 3], freqs: &[f32], start: usize, interleaved: bool) -> Vec<f64> {
     let mut y = x.to_vec();
@@ -584,6 +600,10 @@ macro_rules! backend_tests {
             #[test]
             fn sparse_mla_forward_and_gradients() {
                 check_sparse_mla::<B>(&$device);
+            }
+            #[test]
+            fn swiglu_forward_and_gradients() {
+                check_swiglu::<B>(&$device);
             }
             #[test]
             fn rope_forward_and_gradient() {

@@ -4,9 +4,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
+use dsa_burn::ops::swiglu;
+use dsa_burn::DsaBackend;
 
 /// Sizes of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -29,7 +30,7 @@ impl MlpConfig {
     }
 }
 
-/// `W2(SiLU(W1·x) ⊙ W3·x)`, with DeepSeek's `w1`, `w3`, `w2` under their HuggingFace names
+/// `W2(SiLU(W1·x) ⊙ W3·x)` ([`dsa_burn::ops::swiglu`]), with DeepSeek's `w1`, `w3`, `w2` under their HuggingFace names
 /// `gate_proj`, `up_proj`, `down_proj`.
 ///
 /// ```
@@ -50,16 +51,9 @@ pub struct Mlp<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: DsaBackend> Mlp<B> {
     /// Applies the MLP to the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         self.down_proj.forward(swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x)))
     }
-}
-
-/// `SiLU(gate) ⊙ up`, computed in f32 and returned in `gate`'s dtype, as DeepSeek's
-/// reference does at reduced precision (`F.silu(w1(x).float()) * w3(x).float()`).
-pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
-    let dtype = gate.dtype();
-    (silu(gate.cast(DType::F32)) * up.cast(DType::F32)).cast(dtype)
 }

@@ -17,7 +17,7 @@ use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor};
 use dsa_burn::{ops, DsaBackend};
 
 use crate::config::{DeepSeekV32Config, ScoringFunc, TopkMethod};
-use crate::mlp::{swiglu, Mlp, MlpConfig};
+use crate::mlp::{Mlp, MlpConfig};
 
 /// How a token's gate scores choose its experts and their weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -300,7 +300,7 @@ impl<B: DsaBackend> Experts<B> {
     pub fn forward(&self, x: Tensor<B, 2>, offsets: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         let gate = ops::grouped_matmul(x.clone(), self.gate_proj.val(), offsets.clone());
         let up = ops::grouped_matmul(x, self.up_proj.val(), offsets.clone());
-        ops::grouped_matmul(swiglu(gate, up), self.down_proj.val(), offsets)
+        ops::grouped_matmul(ops::swiglu(gate, up), self.down_proj.val(), offsets)
     }
 }
 
