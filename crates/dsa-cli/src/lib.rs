@@ -21,3 +21,4 @@ pub mod retrieval;
 pub mod sampling;
 pub mod tokenizer;
 pub mod train;
+pub mod weights;

@@ -21,7 +21,7 @@
 //! or `$DSA_KERNEL_CACHE`; `DSA_KERNEL_CACHE=off` compiles afresh every run).
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::backend::Autodiff;
@@ -36,7 +36,8 @@ use dsa_cli::demo::{run_demo, DemoArgs};
 use dsa_cli::train::Stage;
 use dsa_model::cache::CacheMemory;
 use dsa_model::conformance::{run_case_with, CaseOptions, Precision};
-use dsa_model::{hf, DeepSeekV32Config};
+use dsa_cli::checkpoint::ModelFiles;
+use dsa_model::DeepSeekV32Config;
 
 /// DeepSeek-V3.2 with DeepSeek Sparse Attention on Burn.
 #[derive(Parser, Debug)]
@@ -70,10 +71,12 @@ enum Command {
         #[arg(long)]
         pin: bool,
     },
-    /// Print a model's size (layers, parameters) and its decode-cache memory per token,
-    /// next to DeepSeek-V3.2's full-size numbers.
+    /// Check a model's weights against its config as loading does (names, shapes; a run's
+    /// checksum), then print its size (layers, parameters) and its decode-cache memory per
+    /// token, next to DeepSeek-V3.2's full-size numbers.
     Info {
-        /// HuggingFace model directory (config.json and safetensors weights).
+        /// HuggingFace model directory (config.json and safetensors weights) or a dsa-cli
+        /// run directory (config.json and model.mpk).
         model_dir: PathBuf,
     },
     /// Tokenizers for training.
@@ -286,20 +289,17 @@ fn conformance<B: DsaBackend>(case_dirs: &[PathBuf], options: CaseOptions, devic
     failed.is_empty()
 }
 
-fn info<B: Backend>(model_dir: &PathBuf, device: &B::Device) -> Result<(), Box<dyn Error>> {
-    let (cfg, ckpt) = hf::open(model_dir)?;
-    let names = hf::expected_names(&cfg);
-    ckpt.check_names(&names, cfg.num_hidden_layers, cfg.num_nextn_predict_layers)?;
-    let mut stored = 0usize;
-    for name in &names {
-        stored += ckpt.shape(name)?.iter().product::<usize>();
-    }
+/// `dsa-cli info`: the checks of loading ([`ModelFiles::open`]: a run's checksum, every
+/// tensor's name and shape against the config), then the sizes.
+fn info<B: Backend>(model_dir: &Path, device: &B::Device) -> Result<(), Box<dyn Error>> {
+    let files = ModelFiles::open::<B>(model_dir, device).map_err(|e| e as Box<dyn Error>)?;
+    let stored: usize = files.tensors.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum();
     let elem = std::mem::size_of::<B::FloatElem>();
     println!("{} (backend {})", model_dir.display(), B::name(device));
-    describe(&cfg, elem);
+    describe(&files.cfg, elem);
     println!(
         "  checkpoint: {} tensors, {stored} parameters (FP8 scales not counted)",
-        names.len()
+        files.tensors.len()
     );
     println!();
     println!("DeepSeek-V3.2 at full size:");

@@ -28,7 +28,8 @@ use dsa_model::DeepSeekV32;
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{TokenBatch, TokenBatcher};
-use crate::checkpoint::{has_checkpoints, latest_checkpoint, RunError, RunRecorder};
+use crate::checkpoint::{checkpoint_file, has_checkpoints, scan_checkpoints, RunError, RunRecorder};
+use crate::weights::check_record;
 use crate::loader::StepLoader;
 use crate::metrics::{LmOutput, Stat, StepMetric};
 use crate::progress::ProgressLines;
@@ -271,13 +272,25 @@ where
         return Err("no training or validation sequences".into());
     }
     let checkpoint = match resume {
-        true => Some(latest_checkpoint(run_dir).ok_or_else(|| format!("--resume: {} holds no complete checkpoint", run_dir.display()))?),
+        true => {
+            let scan = scan_checkpoints(run_dir);
+            for skipped in &scan.skipped {
+                eprintln!("warning: not resuming from {skipped}");
+            }
+            Some(scan.latest.ok_or_else(|| format!("--resume: {} holds no complete checkpoint", run_dir.display()))?)
+        }
         false if has_checkpoints(run_dir) => {
             return Err(format!("{} already holds checkpoints: pass --resume to continue that run, or choose another --out", run_dir.display()).into())
         }
         false => None,
     };
     let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
+    let layers = model.layers.len();
+    let model = LanguageModel::new(model, settings.stage);
+    if let Some(epoch) = checkpoint {
+        // Burn's learner would load a record of other shapes into a wrong model (or panic).
+        check_record::<B, _>(&checkpoint_file(run_dir, "model", epoch), &model, layers)?;
+    }
     let s = settings;
     let loader_train = StepLoader::<B>::new(data.train, s.batch_size, s.checkpoint_every, s.steps, s.seed, checkpoint.map_or(1, |e| e + 1), device.clone());
     let num_epochs = loader_train.num_epochs();
@@ -318,7 +331,7 @@ where
     if !std::io::stdout().is_terminal() {
         training = training.renderer(ProgressLines::new(s.checkpoint_every, s.steps, s.log_every));
     }
-    let result = training.launch(Learner::new(LanguageModel::new(model, s.stage), optim, schedule));
+    let result = training.launch(Learner::new(model, optim, schedule));
     drop(result.renderer);
     Ok(result.model.model)
 }

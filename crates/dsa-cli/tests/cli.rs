@@ -62,6 +62,37 @@ fn info_prints_sizes_and_cache_memory() {
     }
 }
 
+/// `info` runs the checks of loading: on a run directory and a HuggingFace directory whose
+/// `config.json` contradicts the weights' shapes it names the first mismatching tensor and
+/// both shapes.
+#[cfg(feature = "ndarray")]
+#[test]
+fn info_checks_shapes_against_the_config() {
+    use dsa_cli::checkpoint::{save_model, write_json};
+    let temp = tempfile::tempdir().unwrap();
+    let run = temp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let cfg = dsa_cli::presets::Preset::Micro.config(300);
+    save_model(&run, &cfg.init::<burn::backend::NdArray>(&Default::default()), &cfg).unwrap();
+    let hf = temp.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(cases()[0].join(file), hf.join(file)).unwrap();
+    }
+    let edits = [(&run, "hidden_size", 64, format!("tensor `embed_tokens.weight` in {}: expected shape [300, 64], found [300, 128]", run.join("model.mpk").display())),
+        (&hf, "intermediate_size", 384, format!("tensor `model.layers.0.mlp.gate_proj.weight` in {}: expected shape [384, 256], found [512, 256]", hf.join("model.safetensors").display()))];
+    for (dir, field, value, message) in edits {
+        let (out, text) = dsa_cli(&["info".as_ref(), dir.as_os_str()]);
+        assert!(out.status.success() && text.contains("parameters:"), "{text}");
+        let config = dir.join("config.json");
+        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        json[field] = value.into();
+        write_json(&config, &json).unwrap();
+        let (out, text) = dsa_cli(&["info".as_ref(), dir.as_os_str()]);
+        assert!(!out.status.success() && text.contains(&format!("error: {message}")) && !text.contains("panicked"), "{field}: {text}");
+    }
+}
+
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let (out, text) = dsa_cli(&["conformance".as_ref(), "/nonexistent/case".as_ref()]);

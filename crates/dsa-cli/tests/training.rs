@@ -17,7 +17,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use dsa_cli::batcher::{TokenBatch, TokenBatcher};
-use dsa_cli::checkpoint::{latest_checkpoint, load_model};
+use dsa_cli::checkpoint::{checkpoint_file, latest_checkpoint, load_model};
 use dsa_cli::corpus::DataArgs;
 use dsa_cli::data::Document;
 use dsa_cli::presets::Preset;
@@ -187,30 +187,101 @@ fn run_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
     stdout.into_owned()
 }
 
+/// A temporary directory with the training text, a tokenizer and a micro config, for runs
+/// of `dsa-cli train`.
+struct Setup {
+    temp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let setup = Self { temp: tempfile::tempdir().unwrap() };
+        std::fs::write(setup.path("text.txt"), text()).unwrap();
+        let tokenizer = TextTokenizer::train([text()], 256).unwrap();
+        tokenizer.save(setup.path("tokenizer.json")).unwrap();
+        std::fs::write(setup.path("config.json"), serde_json::to_string(&Preset::Micro.config(tokenizer.vocab_size())).unwrap()).unwrap();
+        setup
+    }
+
+    /// `name` in the directory.
+    fn path(&self, name: &str) -> String {
+        self.temp.path().join(name).display().to_string()
+    }
+
+    /// `dsa-cli train` (sparse) into `out`: `steps` steps of 4 sequences, a checkpoint every
+    /// `every`, stdout piped, with `extra` flags.
+    fn train(&self, out: &str, steps: usize, every: usize, extra: &[&str]) -> Command {
+        let (out, config, tokenizer, data) = (self.path(out), self.path("config.json"), self.path("tokenizer.json"), self.path("text.txt"));
+        let (steps, every) = (steps.to_string(), every.to_string());
+        let args = ["train", "--out", &out, "--config", &config, "--tokenizer", &tokenizer, "--data", &data];
+        let settings = ["--seq-len", "48", "--batch-size", "4", "--steps", &steps, "--checkpoint-every", &every, "--log-every", "1", "--seed", "7"];
+        let mut command = dsa_cli(&[&args[..], &settings, extra].concat());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+    }
+
+    /// `dsa-cli train --out <out> --resume`, asserting success; stdout and stderr.
+    fn resume(&self, out: &str) -> String {
+        let Output { status, stdout, stderr } = dsa_cli(&["train", "--out", &self.path(out), "--resume"]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+        assert!(status.success(), "resuming {out} failed:\n{text}");
+        text
+    }
+
+    /// The parameters of the finished run `out`.
+    fn parameters(&self, out: &str) -> Vec<(String, Vec<f32>)> {
+        parameters(&load_model::<NdArray>(&self.temp.path().join(out), false, &Default::default()).unwrap().1)
+    }
+}
+
+/// Asserts that two runs ended with exactly the same parameters.
+fn assert_same_parameters(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for ((name, a), (_, b)) in a.iter().zip(b) {
+        assert!(a == b, "{name} differs between the uninterrupted run and {what}");
+    }
+}
+
+/// `train --resume` on a run whose newest checkpoint has a truncated, an empty or an
+/// overwritten file names the file, resumes from the checkpoint before it, and ends with
+/// the parameters of the uninterrupted run (before checksums, Burn's decoder panicked).
+#[test]
+fn a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed() {
+    let start = Instant::now();
+    let setup = Setup::new();
+    let status = setup.train("run", 6, 2, &[]).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let expected = setup.parameters("run");
+    let run = setup.temp.path().join("run");
+    type Damage = fn(&[u8]) -> Vec<u8>;
+    let damages: [(&str, Damage); 3] = [
+        ("model", |b| b[..b.len() / 2].to_vec()),
+        ("optim", |_| Vec::new()),
+        ("scheduler", |b| (0..b.len()).map(|i| (i * 151 + 7) as u8).collect()),
+    ];
+    for (kind, damage) in damages {
+        let file = checkpoint_file(&run, kind, 3);
+        std::fs::write(&file, damage(&std::fs::read(&file).unwrap())).unwrap();
+        let text = setup.resume("run");
+        assert!(text.contains(&format!("warning: not resuming from checkpoint 3: {} is damaged: ", file.display())), "{kind}: {text}");
+        assert!(text.contains("resuming") && text.contains("after step 4") && !text.contains("panicked"), "{kind}: {text}");
+        assert_same_parameters(&expected, &setup.parameters("run"), &format!("the run resumed past a damaged {kind} file"));
+    }
+    println!("{:.1} s", start.elapsed().as_secs_f64());
+}
+
 /// A run killed after its first checkpoint and resumed with `--resume` ends with exactly
 /// the parameters of the uninterrupted run; generation from it is fixed by the seed.
 #[test]
 fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     let start = Instant::now();
-    let temp = tempfile::tempdir().unwrap();
-    let dir = temp.path();
-    let path = |name: &str| dir.join(name).display().to_string();
-    std::fs::write(path("text.txt"), text()).unwrap();
-    let tokenizer = TextTokenizer::train([text()], 256).unwrap();
-    tokenizer.save(path("tokenizer.json")).unwrap();
-    std::fs::write(path("config.json"), serde_json::to_string(&Preset::Micro.config(tokenizer.vocab_size())).unwrap()).unwrap();
-    // Sparse training of 15 steps, a checkpoint every 3.
-    let train = |out: &str| {
-        let (out, config, tokenizer, data) = (path(out), path("config.json"), path("tokenizer.json"), path("text.txt"));
-        let args = ["train", "--out", &out, "--config", &config, "--tokenizer", &tokenizer, "--data", &data];
-        let settings = ["--seq-len", "48", "--batch-size", "4", "--steps", "15", "--checkpoint-every", "3", "--seed", "7"];
-        dsa_cli(&[&args[..], &settings].concat())
-    };
+    let setup = Setup::new();
+    let path = |name: &str| setup.path(name);
 
-    let status = train("full").stdout(Stdio::null()).status().unwrap();
+    let status = setup.train("full", 15, 3, &[]).stdout(Stdio::null()).status().unwrap();
     assert!(status.success());
-    let mut child = train("killed").stdout(Stdio::null()).spawn().unwrap();
-    let run = dir.join("killed");
+    let mut child = setup.train("killed", 15, 3, &[]).stdout(Stdio::null()).spawn().unwrap();
+    let run = setup.temp.path().join("killed");
     let deadline = Instant::now() + Duration::from_secs(300);
     while latest_checkpoint(&run).is_none() {
         assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint before the run ended");
@@ -219,14 +290,10 @@ fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!run.join("model.mpk").exists(), "the run finished before it was killed");
-    let resumed = run_ok(&["train", "--out", &path("killed"), "--resume"]);
+    let resumed = setup.resume("killed");
     assert!(resumed.contains("resuming") && resumed.contains("after step"), "{resumed}");
     println!("{}", resumed.lines().find(|l| l.contains("resuming")).unwrap_or_default());
-
-    let load = |name: &str| load_model::<NdArray>(&dir.join(name), false, &Default::default()).unwrap().1;
-    for ((name, a), (_, b)) in parameters(&load("full")).iter().zip(parameters(&load("killed"))) {
-        assert!(*a == b, "{name} differs between the uninterrupted and the resumed run");
-    }
+    assert_same_parameters(&setup.parameters("full"), &setup.parameters("killed"), "the resumed run");
 
     let model = path("full");
     let generate = |seed: &str| run_ok(&["generate", "--model", &model, "--max-tokens", "24", "--temperature", "1", "--seed", seed, "The"]);

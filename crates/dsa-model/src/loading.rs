@@ -482,6 +482,25 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Checks that tensor `name` exists with shape `expected` and, if it is an FP8 weight,
+    /// that its block scale exists with one entry per block; reads no values.
+    ///
+    /// ```no_run
+    /// use dsa_model::loading::Checkpoint;
+    ///
+    /// let ckpt = Checkpoint::open("model")?.with_weight_block_size([128, 128])?;
+    /// ckpt.check_tensor("model.layers.0.self_attn.q_a_proj.weight", &[1536, 7168])?;
+    /// # Ok::<(), dsa_model::loading::LoadError>(())
+    /// ```
+    pub fn check_tensor(&self, name: &str, expected: &[usize]) -> Result<(), LoadError> {
+        self.check_shape(name, expected)?;
+        let entry = self.entry(name)?;
+        if entry.dtype == Dtype::F8_E4M3 {
+            self.fp8_scale(name, entry)?;
+        }
+        Ok(())
+    }
+
     /// Reads tensor `name` as f32: BF16/F16/F64 are converted (F64 rounded), F8_E4M3 is
     /// dequantised by multiplying each block with its entry of `<name>_scale_inv` (partial
     /// blocks at the edges included). NaN or ±inf values, and FP8 block scales that are not
@@ -690,12 +709,9 @@ impl Checkpoint {
             })
     }
 
-    fn dequantize_fp8(
-        &self,
-        name: &str,
-        entry: &Entry,
-        bytes: &[u8],
-    ) -> Result<Vec<f32>, LoadError> {
+    /// The block scale of FP8 weight `name` (its name and entry), checked to exist and to
+    /// have one entry per block of the weight.
+    fn fp8_scale(&self, name: &str, entry: &Entry) -> Result<(String, &Entry), LoadError> {
         let file = self.file_path(entry);
         let scale_name = format!("{name}{SCALE_SUFFIX}");
         let Some(scale_entry) = self.tensors.get(&scale_name) else {
@@ -716,8 +732,22 @@ impl Checkpoint {
             });
         };
         let [block_rows, block_cols] = self.weight_block;
+        self.check_shape(
+            &scale_name,
+            &[rows.div_ceil(block_rows), cols.div_ceil(block_cols)],
+        )?;
+        Ok((scale_name, scale_entry))
+    }
+
+    fn dequantize_fp8(
+        &self,
+        name: &str,
+        entry: &Entry,
+        bytes: &[u8],
+    ) -> Result<Vec<f32>, LoadError> {
+        let (scale_name, scale_entry) = self.fp8_scale(name, entry)?;
+        let (cols, [block_rows, block_cols]) = (entry.shape[1], self.weight_block);
         let scale_cols = cols.div_ceil(block_cols);
-        self.check_shape(&scale_name, &[rows.div_ceil(block_rows), scale_cols])?;
         let scale_bytes = self.bytes(&scale_name, scale_entry)?;
         let scales = float_values(
             &scale_name,
