@@ -244,6 +244,15 @@ pub fn has_checkpoints(run_dir: &Path) -> bool {
     std::fs::read_dir(run_dir.join(CHECKPOINT_DIR)).is_ok_and(|mut d| d.next().is_some())
 }
 
+/// A new run must not start in a directory holding another run's checkpoints: an error
+/// saying so unless `run_dir` holds none.
+pub fn refuse_checkpoints(run_dir: &Path) -> Result<(), RunError> {
+    match has_checkpoints(run_dir) {
+        true => Err(format!("{} already holds checkpoints: pass --resume to continue that run, or choose another --out", run_dir.display()).into()),
+        false => Ok(()),
+    }
+}
+
 /// Errors of run directories.
 pub type RunError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -305,7 +314,7 @@ impl ModelFiles {
             hf::check_tensors(&ckpt, &cfg)?;
             Ok(Self { tensors: hf::expected_tensors(&cfg), cfg, weights: Weights::Hf(ckpt) })
         } else {
-            Err(format!("{} holds neither model.mpk (a dsa-cli run) nor a HuggingFace config.json", dir.display()).into())
+            Err(format!("neither {} (a dsa-cli run) nor {} (a HuggingFace model) exists", record.display(), dir.join(CONFIG_FILE).display()).into())
         }
     }
 

@@ -37,6 +37,7 @@ use dsa_cli::train::Stage;
 use dsa_model::cache::CacheMemory;
 use dsa_model::conformance::{run_case_with, CaseOptions, Precision};
 use dsa_cli::checkpoint::ModelFiles;
+use dsa_cli::interrupt::{self, Interrupted};
 use dsa_model::DeepSeekV32Config;
 
 /// DeepSeek-V3.2 with DeepSeek Sparse Attention on Burn.
@@ -150,9 +151,16 @@ enum FloatKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = interrupt::install() {
+        eprintln!("warning: {e}");
+    }
     match dispatch(cli.backend, cli.dtype, &cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(interrupt::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -168,6 +176,11 @@ fn dispatch(
 ) -> Result<bool, Box<dyn Error>> {
     if dtype == FloatKind::Bf16 && kind != BackendKind::Cuda {
         return Err(format!("--dtype bf16 needs --backend cuda (got {kind:?})").into());
+    }
+    // Before the runtime starts: without a driver it panics on a thread of its own.
+    #[cfg(feature = "cuda")]
+    if kind == BackendKind::Cuda {
+        dsa_cli::driver::check_cuda_driver()?;
     }
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if kind != BackendKind::Ndarray {

@@ -1,7 +1,8 @@
 //! Training end to end on ndarray with the micro preset (a few seconds each): the dense
 //! warm-up lowers the indexer KL and trains the indexers alone, sparse training lowers the
-//! LM loss, a run killed after a checkpoint and resumed ends with exactly the parameters of
-//! an uninterrupted run, and generation from a trained run is fixed by its seed.
+//! LM loss, a run killed or interrupted at random points and resumed ends with exactly the
+//! parameters of an uninterrupted run, and generation from a trained run is fixed by its
+//! seed.
 
 #![cfg(feature = "ndarray")]
 
@@ -17,7 +18,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use dsa_cli::batcher::{TokenBatch, TokenBatcher};
-use dsa_cli::checkpoint::{checkpoint_file, latest_checkpoint, load_model};
+use dsa_cli::checkpoint::{checkpoint_file, load_model, PAUSE_IN_WRITE_ENV};
 use dsa_cli::corpus::DataArgs;
 use dsa_cli::data::Document;
 use dsa_cli::presets::Preset;
@@ -270,32 +271,204 @@ fn a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed() {
     println!("{:.1} s", start.elapsed().as_secs_f64());
 }
 
-/// A run killed after its first checkpoint and resumed with `--resume` ends with exactly
-/// the parameters of the uninterrupted run; generation from it is fixed by the seed.
+/// How a phase of [`a_run_killed_at_random_points_resumes_to_the_uninterrupted_weights`]
+/// ends its run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL after a random step.
+    Kill,
+    /// SIGKILL while a checkpoint file is in place but its checksum not yet written.
+    KillInWrite,
+    /// SIGINT in the middle of an epoch: the step finishes, a checkpoint of it is written,
+    /// the exit status is 130.
+    Interrupt,
+    /// Two SIGINTs while a checkpoint is being written: exits at once with 130.
+    InterruptTwiceInWrite,
+}
+
+/// A `dsa-cli train` child whose stdout lines arrive on a channel and whose stderr is
+/// collected.
+struct Child {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Child {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut text).ok();
+            text
+        });
+        Self { child, lines, stderr }
+    }
+
+    /// Waits for a stdout line that `wanted` accepts (five minutes at most); the lines
+    /// before it are returned too.
+    fn wait_for(&self, mut wanted: impl FnMut(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut seen = Vec::new();
+        loop {
+            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|e| panic!("no awaited line ({e}) after {seen:?}"));
+            seen.push(line);
+            if wanted(seen.last().unwrap()) {
+                return seen;
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for the exit; the status and stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        (status, self.stderr.join().unwrap())
+    }
+}
+
+/// The step of a progress line `[train] step N/…`.
+fn step_of(line: &str) -> Option<usize> {
+    line.strip_prefix("[train] step ")?.split('/').next()?.parse().ok()
+}
+
+/// A run stopped at random points ends with exactly the parameters of the uninterrupted
+/// run: SIGKILL after five random steps, one of them while a checkpoint file is in place
+/// without its checksum (the next resume names it and uses the checkpoint before), SIGINT
+/// in the middle of an epoch (the step in progress finishes, is checkpointed and resumed
+/// from, exit status 130) and two SIGINTs while a checkpoint is being written (exit 130 at
+/// once). While a run holds the directory, a second `train --resume` fails naming the lock
+/// and the holder. Generation from the result is fixed by the seed.
 #[test]
-fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
+fn a_run_killed_at_random_points_resumes_to_the_uninterrupted_weights() {
+    use rand::{Rng, SeedableRng};
+    const STEPS: usize = 30;
+    const EVERY: usize = 3;
     let start = Instant::now();
     let setup = Setup::new();
-    let path = |name: &str| setup.path(name);
-
-    let status = setup.train("full", 15, 3, &[]).stdout(Stdio::null()).status().unwrap();
+    let status = setup.train("full", STEPS, EVERY, &[]).stdout(Stdio::null()).status().unwrap();
     assert!(status.success());
-    let mut child = setup.train("killed", 15, 3, &[]).stdout(Stdio::null()).spawn().unwrap();
-    let run = setup.temp.path().join("killed");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while latest_checkpoint(&run).is_none() {
-        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint before the run ended");
-        std::thread::sleep(Duration::from_millis(2));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(27);
+    let marker = setup.temp.path().join("paused");
+    let run = setup.path("killed");
+    // Where the next resume must continue from, when known, and a checkpoint file it must
+    // reject.
+    let (mut resume_at, mut rejected): (Option<usize>, Option<String>) = (Some(0), None);
+    let stops = [Stop::Kill, Stop::KillInWrite, Stop::Kill, Stop::Interrupt, Stop::Kill, Stop::InterruptTwiceInWrite, Stop::Kill];
+    for (i, stop) in stops.into_iter().enumerate() {
+        let expect_rejected = rejected.take();
+        let mut command = match i {
+            0 => setup.train("killed", STEPS, EVERY, &[]),
+            _ => {
+                let mut command = dsa_cli(&["train", "--out", &run, "--resume"]);
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                command
+            }
+        };
+        std::fs::remove_file(&marker).ok();
+        if matches!(stop, Stop::KillInWrite | Stop::InterruptTwiceInWrite) {
+            command.env(PAUSE_IN_WRITE_ENV, &marker);
+        }
+        let child = Child::spawn(command);
+        // The step the run starts after.
+        let first = match i {
+            0 => 0,
+            _ => {
+                let lines = child.wait_for(|l| l.starts_with("resuming "));
+                let line = lines.last().unwrap();
+                let at: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+                if let Some(expected) = resume_at {
+                    assert_eq!(at, expected, "{stop:?}: {line}");
+                }
+                at
+            }
+        };
+        let target = first + rng.random_range(1..=2 * EVERY);
+        // The checkpoint file the process is paused in the middle of writing.
+        let paused_file = || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !marker.exists() {
+                assert!(Instant::now() < deadline, "{stop:?}: no checkpoint write");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            Some(std::fs::read_to_string(&marker).unwrap()).filter(|f| f.contains("/checkpoint/"))
+        };
+        let (status, stderr) = match stop {
+            Stop::Kill => {
+                child.wait_for(|l| step_of(l).is_some_and(|s| s >= target));
+                if i == 0 {
+                    // The directory is locked by this run.
+                    let Output { status, stderr, .. } = dsa_cli(&["train", "--out", &run, "--resume"]).output().unwrap();
+                    let stderr = String::from_utf8_lossy(&stderr);
+                    let lock = format!("error: {run}/train.lock is held by process {}: another `dsa-cli train` is running on {run}", child.child.id());
+                    assert!(!status.success() && stderr.contains(&lock), "{stderr}");
+                }
+                child.signal(libc::SIGKILL);
+                child.finish()
+            }
+            Stop::KillInWrite => {
+                rejected = paused_file();
+                child.signal(libc::SIGKILL);
+                child.finish()
+            }
+            Stop::InterruptTwiceInWrite => {
+                rejected = paused_file();
+                child.signal(libc::SIGINT);
+                std::thread::sleep(Duration::from_millis(300));
+                let second = Instant::now();
+                child.signal(libc::SIGINT);
+                let (status, stderr) = child.finish();
+                assert_eq!(status.code(), Some(130), "{stderr}");
+                assert!(second.elapsed() < Duration::from_secs(20), "the second SIGINT took {:?} to end the run", second.elapsed());
+                (status, stderr)
+            }
+            Stop::Interrupt => {
+                // After a step in the middle of an epoch.
+                let target = (target..).find(|s| s % EVERY == 1).unwrap();
+                let lines = child.wait_for(|l| step_of(l).is_some_and(|s| s >= target));
+                let seen = step_of(lines.last().unwrap()).unwrap();
+                child.signal(libc::SIGINT);
+                let (status, stderr) = child.finish();
+                assert_eq!(status.code(), Some(130), "{stderr}");
+                let line = stderr.lines().find(|l| l.starts_with("interrupted after step")).unwrap_or_else(|| panic!("no interruption message:\n{stderr}"));
+                let step: usize = line["interrupted after step ".len()..].split(' ').next().unwrap().parse().unwrap();
+                assert!((seen..=seen + 2).contains(&step), "SIGINT after step {seen} checkpointed step {step}");
+                assert!(line.ends_with(&format!("of {STEPS}: checkpoint written in {run}/checkpoint; continue with `dsa-cli train --out {run} --resume`")), "{line}");
+                println!("SIGINT after step {seen}: checkpoint of step {step}");
+                resume_at = Some(step);
+                (status, stderr)
+            }
+        };
+        assert!(!status.success() && !stderr.contains("panicked"), "{stop:?}: the run ended by itself:\n{stderr}");
+        if stop != Stop::Interrupt {
+            resume_at = None;
+        }
+        if let Some(file) = expect_rejected {
+            assert!(stderr.contains(&format!("{file} is damaged: it has no checksum file")), "{file} not rejected:\n{stderr}");
+            println!("  the resume rejected {file}");
+        }
+        println!("{stop:?}, resumed after step {first}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!run.join("model.mpk").exists(), "the run finished before it was killed");
     let resumed = setup.resume("killed");
-    assert!(resumed.contains("resuming") && resumed.contains("after step"), "{resumed}");
-    println!("{}", resumed.lines().find(|l| l.contains("resuming")).unwrap_or_default());
-    assert_same_parameters(&setup.parameters("full"), &setup.parameters("killed"), "the resumed run");
+    assert!(rejected.is_none() && !resumed.contains("panicked"), "{resumed}");
+    assert_same_parameters(&setup.parameters("full"), &setup.parameters("killed"), "the run stopped at random points");
 
-    let model = path("full");
+    let model = setup.path("full");
     let generate = |seed: &str| run_ok(&["generate", "--model", &model, "--max-tokens", "24", "--temperature", "1", "--seed", seed, "The"]);
     let first = generate("3");
     assert!(first.starts_with("The") && first.len() > 10, "{first}");
