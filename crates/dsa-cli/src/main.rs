@@ -360,12 +360,12 @@ fn describe(cfg: &DeepSeekV32Config, elem: usize) {
     println!(
         "    DeepSeek layout (bf16 latent, FP8 key + f32 scale): {} B; {} at the full {context} positions",
         mem.fp8_keys_bytes_per_token,
-        bytes(mem.fp8_keys_bytes_per_token * context)
+        bytes(mem.fp8_keys_bytes_per_token as f64 * context as f64)
     );
     println!(
         "    dsa-burn DsaCache ({elem}-byte floats, key kept before FP8 quantisation): {} B; {} at {context} positions",
         ours.ours_bytes_per_token,
-        bytes(ours.ours_bytes_per_token * context)
+        bytes(ours.ours_bytes_per_token as f64 * context as f64)
     );
 }
 
@@ -381,8 +381,7 @@ fn human(n: usize) -> String {
 }
 
 /// Bytes in binary units.
-fn bytes(n: usize) -> String {
-    let n = n as f64;
+fn bytes(n: f64) -> String {
     match n {
         n if n >= (1u64 << 30) as f64 => format!("{:.2} GiB", n / (1u64 << 30) as f64),
         n if n >= (1u64 << 20) as f64 => format!("{:.2} MiB", n / (1u64 << 20) as f64),
