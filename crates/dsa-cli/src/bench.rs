@@ -11,6 +11,7 @@ use std::time::Instant;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use dsa_burn::DsaBackend;
 use dsa_model::DeepSeekV32Config;
@@ -31,22 +32,22 @@ pub struct BenchTrainArgs {
     #[arg(long = "model", value_enum, default_value_t = Preset::Small)]
     pub preset: Preset,
     /// Vocabulary size.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 8192, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub vocab: usize,
     /// Stages to time, each with a fresh model and optimizer.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Stage::Dense, Stage::Warmup, Stage::Sparse])]
     pub modes: Vec<Stage>,
     /// Tokens per sequence (comma-separated for several lengths).
-    #[arg(long, value_delimiter = ',', default_values_t = [8192])]
+    #[arg(long, value_delimiter = ',', default_values_t = [8192], value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub seq_len: Vec<usize>,
     /// Sequences per step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
     /// Untimed steps first (kernel compilation, autotuning, memory pools).
     #[arg(long, default_value_t = 3)]
     pub warm: usize,
     /// Timed steps (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub steps: usize,
 }
 

@@ -12,10 +12,11 @@ use dsa_burn::{AttentionMode, DsaBackend};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{has_checkpoints, load_model, read_json, save_model, write_json, RunError, CONFIG_FILE, TOKENIZER_FILE};
+use crate::checkpoint::{load_model, refuse_checkpoints, read_json, save_model, write_json, RunError, CONFIG_FILE, TOKENIZER_FILE};
 use crate::corpus::DataArgs;
 use crate::data::{check_seq_len, Document};
-use crate::generate::generate;
+use crate::generate::{check_positions, generate};
+use crate::lock::RunLock;
 use crate::presets::Preset;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{TextTokenizer, MIN_VOCAB};
@@ -63,7 +64,7 @@ pub struct ModelArgs {
     pub vocab: usize,
     /// Tokens each query attends to in sparse attention (new models; default: the
     /// preset's or config's).
-    #[arg(long, conflicts_with = "init")]
+    #[arg(long, conflicts_with = "init", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub index_topk: Option<usize>,
 }
 
@@ -165,33 +166,40 @@ where
     B::InnerBackend: DsaBackend,
 {
     let out = &args.out;
-    let (settings, data_args, cfg, model, tokenizer, docs) = if args.resume {
+    let (lock, settings, data_args, cfg, model, tokenizer, docs) = if args.resume {
         let run: RunSettings = read_json(&out.join(SETTINGS_FILE))?;
+        let lock = RunLock::acquire(out)?;
         let cfg = DeepSeekV32Config::from_file(out.join(CONFIG_FILE))?;
         check_seq_len(run.data.seq_len, cfg.max_position_embeddings)?;
         let tokenizer = TextTokenizer::from_file(out.join(TOKENIZER_FILE))?;
         let docs = run.data.documents()?;
         let model = cfg.init::<B>(device);
-        (run.train, run.data, cfg, model, tokenizer, docs)
+        (Some(lock), run.train, run.data, cfg, model, tokenizer, docs)
     } else {
-        if has_checkpoints(out) {
-            return Err(format!("{} already holds checkpoints: pass --resume to continue that run, or choose another --out", out.display()).into());
-        }
+        refuse_checkpoints(out)?;
         let settings = args.optim.settings(stage);
         settings.validate()?;
         let docs = args.data.documents()?;
         // The seed fixes a new model's initial weights as well as the data order.
         B::seed(device, settings.seed);
         let (cfg, model, tokenizer) = new_model::<B>(&args.model, &args.data, &docs, device)?;
-        (settings, args.data.clone(), cfg, model, tokenizer, docs)
+        (None, settings, args.data.clone(), cfg, model, tokenizer, docs)
     };
     let data = data_args.sequences(&docs, &tokenizer)?;
-    if !args.resume {
-        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-        tokenizer.save(out.join(TOKENIZER_FILE))?;
-        write_json(&out.join(CONFIG_FILE), &cfg)?;
-        write_json(&out.join(SETTINGS_FILE), &RunSettings { train: settings.clone(), data: data_args.clone() })?;
-    }
+    // Held until the run ends: a second `train` on this directory fails at once.
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => {
+            std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            let lock = RunLock::acquire(out)?;
+            // Again under the lock: another run may have written some meanwhile.
+            refuse_checkpoints(out)?;
+            tokenizer.save(out.join(TOKENIZER_FILE))?;
+            write_json(&out.join(CONFIG_FILE), &cfg)?;
+            write_json(&out.join(SETTINGS_FILE), &RunSettings { train: settings.clone(), data: data_args.clone() })?;
+            lock
+        }
+    };
     println!(
         "{:?} on {} training + {} validation sequences of {} tokens; {} parameters; run directory {}",
         settings.stage,
@@ -265,7 +273,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub lines: bool,
     /// Tokens to generate per prompt.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_tokens: usize,
     /// Sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.8)]
@@ -292,9 +300,8 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
     let mode = if args.dense { AttentionMode::Dense } else { AttentionMode::Sparse };
     let model = model.with_attention_mode(mode);
     let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();
-    if let Some(i) = tokens.iter().position(Vec::is_empty) {
-        return Err(format!("prompt {} is empty", i + 1).into());
-    }
+    // Before anything is printed: a streamed prompt is echoed first.
+    check_positions(&tokens, args.max_tokens, cfg.max_position_embeddings)?;
     let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     let sampler = Sampler::new(sampling)?;
     let stream = prompts.len() == 1;

@@ -32,7 +32,7 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 0)]
     pub retrieval: usize,
     /// Key–value pairs per retrieval example.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub pairs: usize,
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use dsa_burn::{AttentionMode, DsaBackend};
 use dsa_model::DeepSeekV32;
@@ -45,7 +46,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1.0, value_parser = positive_scale)]
     pub scale: f64,
     /// Held-out retrieval examples to evaluate.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub eval_examples: usize,
 }
 

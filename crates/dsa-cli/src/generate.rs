@@ -24,6 +24,22 @@ pub struct Generated {
     pub decode_tokens: usize,
 }
 
+/// Checks that there are prompts, that none is empty, and that the longest plus `max_new`
+/// tokens fits the model's `max_positions`; [`generate`] calls it, and `dsa-cli generate`
+/// before it prints anything.
+pub fn check_positions(prompts: &[Vec<u32>], max_new: usize, max_positions: usize) -> Result<(), String> {
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(format!("prompt {} has no tokens", i + 1));
+    }
+    let longest = prompts.iter().map(Vec::len).max().ok_or("no prompt")?;
+    if longest.saturating_add(max_new) > max_positions {
+        return Err(format!(
+            "prompt ({longest} tokens) + {max_new} new tokens exceed the model's {max_positions} positions (shorten the prompt or lower --max-tokens)"
+        ));
+    }
+    Ok(())
+}
+
 /// Continues each prompt by up to `max_new` tokens chosen by `sampler`, stopping a sequence
 /// at `stop`. Sequence `i` samples from its own stream ([`Sampler::for_sequence`]), so a
 /// seed gives the same text for a prompt whichever sequences stop early.
@@ -39,16 +55,8 @@ pub fn generate<B: DsaBackend>(
     stop: Option<u32>,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Generated, String> {
+    check_positions(prompts, max_new, max_positions)?;
     let shortest = prompts.iter().map(Vec::len).min().ok_or("no prompt")?;
-    if shortest == 0 {
-        return Err("a prompt has no tokens".into());
-    }
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if longest + max_new > max_positions {
-        return Err(format!(
-            "prompt ({longest} tokens) + {max_new} new tokens exceed the model's {max_positions} positions"
-        ));
-    }
     let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
     let n = prompts.len();
     let mut cache = ModelCache::new(model.layers.len());

@@ -1,13 +1,20 @@
-//! The training data loader: a fixed number of steps, cut into learner epochs of
-//! `steps_per_epoch` steps so that Burn's learner checkpoints every that many steps.
+//! The training data loader: a fixed number of steps, cut into learner epochs (an
+//! [`EpochPlan`]) so that Burn's learner checkpoints after each.
 //!
 //! The batch of step `s` depends only on `s` and the seed: the sequences are visited in
 //! passes, each pass a seeded permutation of all of them, and step `s` takes the next
-//! `batch_size` of that endless order. Resuming from the checkpoint of epoch `e` therefore
+//! `batch_size` of that endless order. Resuming from the checkpoint of any epoch therefore
 //! sees exactly the batches the uninterrupted run would have seen.
+//!
+//! An epoch normally ends at a multiple of the checkpoint interval; when SIGINT arrives
+//! ([`interrupt::requested`]) the current epoch ends after the step in progress, so that
+//! the learner checkpoints there, and the plan records that early end (in the run's
+//! [`EPOCHS_FILE`]) for `--resume`.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
@@ -15,60 +22,147 @@ use burn::tensor::backend::Backend;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
 use crate::batcher::{TokenBatch, TokenBatcher};
+use crate::checkpoint::{write_json, RunError};
+use crate::interrupt;
+
+/// The file of a run directory recording its [`EpochPlan`].
+pub const EPOCHS_FILE: &str = "epochs.json";
+
+/// Which steps each learner epoch covers: epochs end at multiples of `every` (and at the
+/// last step), except those that ended early because training was interrupted; the epoch
+/// after such an epoch runs to the next multiple.
+///
+/// ```
+/// use dsa_cli::loader::EpochPlan;
+/// let mut plan = EpochPlan::new(3, 10);
+/// assert_eq!((1..=4).map(|e| plan.end(e)).collect::<Vec<_>>(), [3, 6, 9, 10]);
+/// plan.early_ends.insert(2, 4);
+/// assert_eq!((1..=5).map(|e| plan.end(e)).collect::<Vec<_>>(), [3, 4, 6, 9, 10]);
+/// assert_eq!(plan.num_epochs(), 5);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochPlan {
+    /// Steps per learner epoch (a checkpoint after each).
+    pub every: usize,
+    /// Steps of the run.
+    pub steps: usize,
+    /// Epochs (from 1) that ended early, with the steps done at their end.
+    pub early_ends: BTreeMap<usize, usize>,
+}
+
+impl EpochPlan {
+    /// Epochs of `every` steps (at least 1) for a run of `steps`.
+    pub fn new(every: usize, steps: usize) -> Self {
+        Self { every: every.max(1), steps, early_ends: BTreeMap::new() }
+    }
+
+    /// The steps done at the end of learner epoch `epoch` (from 1; 0 for epoch 0).
+    pub fn end(&self, epoch: usize) -> usize {
+        (1..=epoch).fold(0, |end, e| self.next_end(e, end))
+    }
+
+    /// The end of epoch `epoch` after the previous one ended at `end`.
+    fn next_end(&self, epoch: usize, end: usize) -> usize {
+        let next = match self.early_ends.get(&epoch) {
+            Some(&early) => early.max(end),
+            None => (end / self.every + 1) * self.every,
+        };
+        next.min(self.steps)
+    }
+
+    /// Learner epochs for all the steps.
+    pub fn num_epochs(&self) -> usize {
+        let (mut epoch, mut end) = (0, 0);
+        while end < self.steps {
+            epoch += 1;
+            end = self.next_end(epoch, end);
+        }
+        epoch
+    }
+}
+
+/// An [`EpochPlan`] shared by the loader, the progress lines and the run, written to its
+/// file when an epoch ends early.
+#[derive(Clone, Debug)]
+pub struct SharedPlan {
+    plan: Arc<Mutex<EpochPlan>>,
+    file: Option<PathBuf>,
+}
+
+impl SharedPlan {
+    /// Shares `plan`, recorded in `file` (if any) whenever it changes.
+    pub fn new(plan: EpochPlan, file: Option<PathBuf>) -> Self {
+        Self { plan: Arc::new(Mutex::new(plan)), file }
+    }
+
+    /// The plan as it is now.
+    pub fn get(&self) -> EpochPlan {
+        self.plan.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Records that `epoch` ended after `step` steps, in the file before anything else
+    /// (the learner's checkpoint of that epoch follows).
+    fn end_early(&self, epoch: usize, step: usize) -> Result<(), RunError> {
+        let mut plan = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut changed = plan.clone();
+        changed.early_ends.insert(epoch, step);
+        if let Some(file) = &self.file {
+            write_json(file, &changed)?;
+        }
+        *plan = changed;
+        Ok(())
+    }
+}
 
 /// Training batches for Burn's learner; see the [module](self) documentation.
 pub struct StepLoader<B: Backend> {
     sequences: Arc<Vec<Vec<u32>>>,
     batch_size: usize,
-    steps_per_epoch: usize,
-    total_steps: usize,
     seed: u64,
-    /// Index (from 0) of the epoch the next [`DataLoader::iter`] call serves.
+    plan: SharedPlan,
+    /// Index (from 1) of the epoch the next [`DataLoader::iter`] call serves.
     next_epoch: Arc<AtomicUsize>,
+    /// Steps served (all done once an epoch's iterator ends).
+    steps_done: Arc<AtomicUsize>,
     device: B::Device,
 }
 
 impl<B: Backend> StepLoader<B> {
-    /// `total_steps` batches of `batch_size` of `sequences`, `steps_per_epoch` per learner
-    /// epoch, the first served epoch being `first_epoch` (from 1, as the learner counts).
-    pub fn new(
-        sequences: Vec<Vec<u32>>,
-        batch_size: usize,
-        steps_per_epoch: usize,
-        total_steps: usize,
-        seed: u64,
-        first_epoch: usize,
-        device: B::Device,
-    ) -> Self {
+    /// Batches of `batch_size` of `sequences` for the epochs of `plan`, the first served
+    /// epoch being `first_epoch` (from 1, as the learner counts).
+    pub fn new(sequences: Vec<Vec<u32>>, batch_size: usize, seed: u64, plan: SharedPlan, first_epoch: usize, device: B::Device) -> Self {
+        let done = plan.get().end(first_epoch.saturating_sub(1));
         Self {
             sequences: Arc::new(sequences),
             batch_size: batch_size.max(1),
-            steps_per_epoch: steps_per_epoch.max(1),
-            total_steps,
             seed,
-            next_epoch: Arc::new(AtomicUsize::new(first_epoch.saturating_sub(1))),
+            plan,
+            next_epoch: Arc::new(AtomicUsize::new(first_epoch.max(1))),
+            steps_done: Arc::new(AtomicUsize::new(done)),
             device,
         }
     }
 
-    /// Learner epochs needed for all the steps.
-    pub fn num_epochs(&self) -> usize {
-        self.total_steps.div_ceil(self.steps_per_epoch)
+    /// The steps served so far, counted from the start of the run (shared by the loader's
+    /// copies).
+    pub fn steps_done(&self) -> Arc<AtomicUsize> {
+        self.steps_done.clone()
     }
 
     fn with(&self, sequences: Arc<Vec<Vec<u32>>>, next_epoch: Arc<AtomicUsize>, device: B::Device) -> Self {
-        Self { sequences, next_epoch, device, ..*self }
+        Self { sequences, batch_size: self.batch_size, seed: self.seed, plan: self.plan.clone(), next_epoch, steps_done: self.steps_done.clone(), device }
     }
 }
 
 impl<B: Backend> DataLoader<B, TokenBatch<B>> for StepLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<TokenBatch<B>> + 'a> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        let first = (epoch * self.steps_per_epoch).min(self.total_steps);
-        let last = (first + self.steps_per_epoch).min(self.total_steps);
-        Box::new(StepIter { loader: self, first, step: first, last, pass: None })
+        let plan = self.plan.get();
+        let (first, last) = (plan.end(epoch - 1), plan.end(epoch));
+        Box::new(StepIter { loader: self, epoch, first, step: first, last, pass: None, interrupt_seen: false })
     }
 
     fn num_items(&self) -> usize {
@@ -88,11 +182,14 @@ impl<B: Backend> DataLoader<B, TokenBatch<B>> for StepLoader<B> {
 
 struct StepIter<'a, B: Backend> {
     loader: &'a StepLoader<B>,
+    epoch: usize,
     first: usize,
     step: usize,
     last: usize,
     /// The current pass and its order of the sequences.
     pass: Option<(usize, Vec<usize>)>,
+    /// Whether SIGINT has been acted on in this epoch.
+    interrupt_seen: bool,
 }
 
 impl<B: Backend> StepIter<'_, B> {
@@ -107,13 +204,33 @@ impl<B: Backend> StepIter<'_, B> {
         }
         self.pass.as_ref().map_or(0, |(_, order)| order[position % n])
     }
+
+    /// On SIGINT after a step of this epoch: ends the epoch here (recording it in the
+    /// plan) so that the learner checkpoints this step. Whether it did.
+    fn end_on_interrupt(&mut self) -> bool {
+        if self.interrupt_seen || self.step == self.first || !interrupt::requested() {
+            return false;
+        }
+        self.interrupt_seen = true;
+        match self.loader.plan.end_early(self.epoch, self.step) {
+            Ok(()) => {
+                eprintln!("interrupted: writing a checkpoint after step {} (interrupt again to exit at once)", self.step);
+                self.last = self.step;
+                true
+            }
+            Err(e) => {
+                eprintln!("interrupted, but cannot end the epoch early ({e}): writing a checkpoint after step {}", self.last);
+                false
+            }
+        }
+    }
 }
 
 impl<B: Backend> Iterator for StepIter<'_, B> {
     type Item = TokenBatch<B>;
 
     fn next(&mut self) -> Option<TokenBatch<B>> {
-        if self.step >= self.last || self.loader.sequences.is_empty() {
+        if self.step >= self.last || self.loader.sequences.is_empty() || self.end_on_interrupt() {
             return None;
         }
         let bs = self.loader.batch_size;
@@ -121,6 +238,7 @@ impl<B: Backend> Iterator for StepIter<'_, B> {
             .map(|position| self.loader.sequences[self.sequence_at(position)].clone())
             .collect();
         self.step += 1;
+        self.loader.steps_done.store(self.step, Ordering::SeqCst);
         Some(TokenBatcher.batch(items, &self.loader.device))
     }
 }
@@ -146,8 +264,9 @@ mod tests {
     #[test]
     fn batches_depend_only_on_the_step() {
         let seqs: Vec<Vec<u32>> = (0..5).map(|i| vec![i, 100 + i]).collect();
-        let loader = StepLoader::<NdArray>::new(seqs.clone(), 2, 3, 8, 7, 1, Default::default());
-        assert_eq!(loader.num_epochs(), 3);
+        let plan = SharedPlan::new(EpochPlan::new(3, 8), None);
+        let loader = StepLoader::<NdArray>::new(seqs.clone(), 2, 7, plan.clone(), 1, Default::default());
+        assert_eq!(plan.get().num_epochs(), 3);
         let all = epochs(&loader, 4);
         assert_eq!(all.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2, 0]);
         // Every pass visits every sequence once: steps 0..2 and half of step 2 are pass 0.
@@ -156,7 +275,14 @@ mod tests {
         pass0.sort();
         assert_eq!(pass0, [0, 1, 2, 3, 4]);
         // A loader resumed at epoch 2 serves epochs 2 and 3 identically.
-        let resumed = StepLoader::<NdArray>::new(seqs, 2, 3, 8, 7, 2, Default::default());
+        let resumed = StepLoader::<NdArray>::new(seqs.clone(), 2, 7, plan, 2, Default::default());
         assert_eq!(epochs(&resumed, 2), all[1..3]);
+        // Epochs ending early (an interrupted run) move the checkpoints, not the batches.
+        let mut early = EpochPlan::new(3, 8);
+        early.early_ends.insert(2, 4);
+        let loader = StepLoader::<NdArray>::new(seqs, 2, 7, SharedPlan::new(early, None), 1, Default::default());
+        let split = epochs(&loader, 5);
+        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1, 2, 2, 0]);
+        assert_eq!(split.concat(), all.concat());
     }
 }

@@ -21,7 +21,7 @@
 //! or `$DSA_KERNEL_CACHE`; `DSA_KERNEL_CACHE=off` compiles afresh every run).
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::backend::Autodiff;
@@ -36,7 +36,9 @@ use dsa_cli::demo::{run_demo, DemoArgs};
 use dsa_cli::train::Stage;
 use dsa_model::cache::CacheMemory;
 use dsa_model::conformance::{run_case_with, CaseOptions, Precision};
-use dsa_model::{hf, DeepSeekV32Config};
+use dsa_cli::checkpoint::ModelFiles;
+use dsa_cli::interrupt::{self, Interrupted};
+use dsa_model::DeepSeekV32Config;
 
 /// DeepSeek-V3.2 with DeepSeek Sparse Attention on Burn.
 #[derive(Parser, Debug)]
@@ -70,10 +72,12 @@ enum Command {
         #[arg(long)]
         pin: bool,
     },
-    /// Print a model's size (layers, parameters) and its decode-cache memory per token,
-    /// next to DeepSeek-V3.2's full-size numbers.
+    /// Check a model's weights against its config as loading does (names, shapes; a run's
+    /// checksum), then print its size (layers, parameters) and its decode-cache memory per
+    /// token, next to DeepSeek-V3.2's full-size numbers.
     Info {
-        /// HuggingFace model directory (config.json and safetensors weights).
+        /// HuggingFace model directory (config.json and safetensors weights) or a dsa-cli
+        /// run directory (config.json and model.mpk).
         model_dir: PathBuf,
     },
     /// Tokenizers for training.
@@ -147,9 +151,16 @@ enum FloatKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = interrupt::install() {
+        eprintln!("warning: {e}");
+    }
     match dispatch(cli.backend, cli.dtype, &cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(interrupt::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -165,6 +176,11 @@ fn dispatch(
 ) -> Result<bool, Box<dyn Error>> {
     if dtype == FloatKind::Bf16 && kind != BackendKind::Cuda {
         return Err(format!("--dtype bf16 needs --backend cuda (got {kind:?})").into());
+    }
+    // Before the runtime starts: without a driver it panics on a thread of its own.
+    #[cfg(feature = "cuda")]
+    if kind == BackendKind::Cuda {
+        dsa_cli::driver::check_cuda_driver()?;
     }
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if kind != BackendKind::Ndarray {
@@ -286,20 +302,17 @@ fn conformance<B: DsaBackend>(case_dirs: &[PathBuf], options: CaseOptions, devic
     failed.is_empty()
 }
 
-fn info<B: Backend>(model_dir: &PathBuf, device: &B::Device) -> Result<(), Box<dyn Error>> {
-    let (cfg, ckpt) = hf::open(model_dir)?;
-    let names = hf::expected_names(&cfg);
-    ckpt.check_names(&names, cfg.num_hidden_layers, cfg.num_nextn_predict_layers)?;
-    let mut stored = 0usize;
-    for name in &names {
-        stored += ckpt.shape(name)?.iter().product::<usize>();
-    }
+/// `dsa-cli info`: the checks of loading ([`ModelFiles::open`]: a run's checksum, every
+/// tensor's name and shape against the config), then the sizes.
+fn info<B: Backend>(model_dir: &Path, device: &B::Device) -> Result<(), Box<dyn Error>> {
+    let files = ModelFiles::open::<B>(model_dir, device).map_err(|e| e as Box<dyn Error>)?;
+    let stored: usize = files.tensors.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum();
     let elem = std::mem::size_of::<B::FloatElem>();
     println!("{} (backend {})", model_dir.display(), B::name(device));
-    describe(&cfg, elem);
+    describe(&files.cfg, elem);
     println!(
         "  checkpoint: {} tensors, {stored} parameters (FP8 scales not counted)",
-        names.len()
+        files.tensors.len()
     );
     println!();
     println!("DeepSeek-V3.2 at full size:");
@@ -347,12 +360,12 @@ fn describe(cfg: &DeepSeekV32Config, elem: usize) {
     println!(
         "    DeepSeek layout (bf16 latent, FP8 key + f32 scale): {} B; {} at the full {context} positions",
         mem.fp8_keys_bytes_per_token,
-        bytes(mem.fp8_keys_bytes_per_token * context)
+        bytes(mem.fp8_keys_bytes_per_token as f64 * context as f64)
     );
     println!(
         "    dsa-burn DsaCache ({elem}-byte floats, key kept before FP8 quantisation): {} B; {} at {context} positions",
         ours.ours_bytes_per_token,
-        bytes(ours.ours_bytes_per_token * context)
+        bytes(ours.ours_bytes_per_token as f64 * context as f64)
     );
 }
 
@@ -368,8 +381,7 @@ fn human(n: usize) -> String {
 }
 
 /// Bytes in binary units.
-fn bytes(n: usize) -> String {
-    let n = n as f64;
+fn bytes(n: f64) -> String {
     match n {
         n if n >= (1u64 << 30) as f64 => format!("{:.2} GiB", n / (1u64 << 30) as f64),
         n if n >= (1u64 << 20) as f64 => format!("{:.2} MiB", n / (1u64 << 20) as f64),

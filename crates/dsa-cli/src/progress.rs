@@ -16,29 +16,29 @@ use burn::train::renderer::{
     MetricsRendererTraining, ProgressType, TrainingProgress,
 };
 
+use crate::loader::SharedPlan;
+
 /// A [`MetricsRenderer`] writing progress lines to stdout; see the [module](self) docs.
 pub struct ProgressLines {
     names: HashMap<MetricId, String>,
     order: Vec<MetricId>,
     train: HashMap<MetricId, String>,
     valid: HashMap<MetricId, String>,
-    steps_per_epoch: usize,
-    total_steps: usize,
+    plan: SharedPlan,
     every: usize,
     start: Instant,
 }
 
 impl ProgressLines {
-    /// Prints a training line every `every` steps (and at each epoch's end) of a run of
-    /// `total_steps` steps, `steps_per_epoch` per learner epoch.
-    pub fn new(steps_per_epoch: usize, total_steps: usize, every: usize) -> Self {
+    /// Prints a training line every `every` steps (and at each epoch's end) of a run whose
+    /// learner epochs `plan` describes.
+    pub fn new(plan: SharedPlan, every: usize) -> Self {
         Self {
             names: HashMap::new(),
             order: Vec::new(),
             train: HashMap::new(),
             valid: HashMap::new(),
-            steps_per_epoch: steps_per_epoch.max(1),
-            total_steps,
+            plan,
             every: every.max(1),
             start: Instant::now(),
         }
@@ -72,18 +72,19 @@ impl MetricsRendererTraining for ProgressLines {
     fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
         let epoch = item.global_progress.items_processed;
         let iteration = item.iteration.unwrap_or(0);
-        let step = (epoch.saturating_sub(1)) * self.steps_per_epoch + iteration;
+        let plan = self.plan.get();
+        let step = plan.end(epoch.saturating_sub(1)) + iteration;
         let epoch_done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
         if step.is_multiple_of(self.every) || epoch_done {
             let secs = self.start.elapsed().as_secs_f64();
-            println!("[train] step {step}/{} ({secs:.0}s) | {}", self.total_steps, self.line(&self.train));
+            println!("[train] step {step}/{} ({secs:.0}s) | {}", plan.steps, self.line(&self.train));
             std::io::stdout().flush().ok();
         }
     }
 
     fn render_valid(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
         if item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total) {
-            let step = (item.global_progress.items_processed * self.steps_per_epoch).min(self.total_steps);
+            let step = self.plan.get().end(item.global_progress.items_processed);
             println!("[valid] step {step} | {}", self.line(&self.valid));
             std::io::stdout().flush().ok();
         }

@@ -30,8 +30,29 @@ impl TextTokenizer {
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let inner = Tokenizer::from_file(path).map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
-        Self::new(inner).map_err(|e| format!("{}: {e}", path.display()).into())
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// A tokenizer from the bytes of a `tokenizer.json`, named `origin` in errors.
+    ///
+    /// ```
+    /// use dsa_cli::tokenizer::TextTokenizer;
+    /// let err = TextTokenizer::from_bytes(b"{}", "upload.json").unwrap_err();
+    /// assert!(err.to_string().starts_with("cannot load tokenizer upload.json: "));
+    /// ```
+    pub fn from_bytes(bytes: &[u8], origin: impl AsRef<Path>) -> Result<Self, TokenizerError> {
+        let origin = origin.as_ref();
+        let cannot = |e: &dyn std::fmt::Display| format!("cannot load tokenizer {}: {e}", origin.display());
+        // The tokenizers crate panics on some malformed JSON (an `expect` in its decoder
+        // deserialisation): the encoding and syntax are checked first, and a panic is still
+        // an error.
+        let text = std::str::from_utf8(bytes).map_err(|e| cannot(&format!("not valid UTF-8 ({e})")))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| cannot(&e))?;
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes))
+            .map_err(|panic| cannot(&format!("the tokenizers crate failed on it ({})", panic_message(&panic))))?
+            .map_err(|e| cannot(&e))?;
+        Self::new(inner).map_err(|e| format!("{}: {e}", origin.display()).into())
     }
 
     fn new(inner: Tokenizer) -> Result<Self, TokenizerError> {
@@ -96,6 +117,11 @@ impl TextTokenizer {
     }
 }
 
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("a panic")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +142,20 @@ mod tests {
         assert_eq!(back.eos(), tok.eos());
         std::fs::remove_file(path).unwrap();
         assert!(TextTokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err().to_string().contains("/nonexistent/tokenizer.json"));
+    }
+
+    /// Malformed JSON inside the decoder made the tokenizers crate panic (found by
+    /// `tests/fuzz.rs`); it is an error naming the file.
+    #[test]
+    fn malformed_json_is_an_error_not_a_panic() {
+        let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":{"type":"ByteLevel","use_regex":true[[[[,"model":{"type":"WordLevel","vocab":{},"unk_token":"x"}}"#;
+        let err = TextTokenizer::from_bytes(json.as_bytes(), "bad.json").unwrap_err().to_string();
+        assert!(err.starts_with("cannot load tokenizer bad.json: ") && err.contains("line 1"), "{err}");
+        // A byte that is not UTF-8 in a key.
+        let mut bytes = json.as_bytes().to_vec();
+        let at = bytes.iter().position(|&b| b == b'_').unwrap();
+        bytes[at] = 0x90;
+        let err = TextTokenizer::from_bytes(&bytes, "bad.json").unwrap_err().to_string();
+        assert!(err.starts_with("cannot load tokenizer bad.json: not valid UTF-8"), "{err}");
     }
 }

@@ -8,6 +8,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use burn::data::dataloader::DataLoaderBuilder;
@@ -22,14 +23,17 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
-use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
+use burn::train::metric::store::EventStoreClient;
+use burn::train::{EarlyStoppingStrategy, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
 use dsa_burn::{AttentionMode, DsaBackend, FusedAdamWConfig, MasterWeights};
 use dsa_model::DeepSeekV32;
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{TokenBatch, TokenBatcher};
-use crate::checkpoint::{has_checkpoints, latest_checkpoint, RunError, RunRecorder};
-use crate::loader::StepLoader;
+use crate::checkpoint::{checkpoint_file, read_json, refuse_checkpoints, scan_checkpoints, write_json, RunError, RunRecorder};
+use crate::weights::check_record;
+use crate::interrupt::{self, Interrupted};
+use crate::loader::{EpochPlan, SharedPlan, StepLoader, EPOCHS_FILE};
 use crate::metrics::{LmOutput, Stat, StepMetric};
 use crate::progress::ProgressLines;
 
@@ -207,7 +211,7 @@ impl TrainSettings {
 
     /// Checks the values, naming the first bad one as its command-line flag.
     pub fn validate(&self) -> Result<(), RunError> {
-        let positive = [("--steps", self.steps), ("--batch-size", self.batch_size), ("--checkpoint-every", self.checkpoint_every)];
+        let positive = [("--steps", self.steps), ("--batch-size", self.batch_size), ("--checkpoint-every", self.checkpoint_every), ("--log-every", self.log_every)];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1").into());
         }
@@ -219,6 +223,9 @@ impl TrainSettings {
         }
         if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
             return Err(format!("--grad-clip {} must be positive", self.grad_clip).into());
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!("--weight-decay {} must be a finite number ≥ 0", self.weight_decay).into());
         }
         Ok(())
     }
@@ -253,8 +260,11 @@ where
 
 /// Trains `model` on `data` as `settings` say, with Burn's learner writing to `run_dir`.
 /// With `resume`, continues from the newest complete checkpoint in `run_dir` (the loss
-/// trajectory is that of an uninterrupted run); without, `run_dir` must hold no
-/// checkpoints. Returns the trained model.
+/// trajectory is that of an uninterrupted run; damaged checkpoints are named and skipped);
+/// without, `run_dir` must hold no checkpoints. Returns the trained model.
+///
+/// After SIGINT (with [`interrupt::install`]) the step in progress is finished, a
+/// checkpoint of it written, and the run ends with [`Interrupted`].
 pub fn train<B>(
     model: DeepSeekV32<B>,
     data: TrainData,
@@ -271,16 +281,30 @@ where
         return Err("no training or validation sequences".into());
     }
     let checkpoint = match resume {
-        true => Some(latest_checkpoint(run_dir).ok_or_else(|| format!("--resume: {} holds no complete checkpoint", run_dir.display()))?),
-        false if has_checkpoints(run_dir) => {
-            return Err(format!("{} already holds checkpoints: pass --resume to continue that run, or choose another --out", run_dir.display()).into())
+        true => {
+            let scan = scan_checkpoints(run_dir);
+            for skipped in &scan.skipped {
+                eprintln!("warning: not resuming from {skipped}");
+            }
+            Some(scan.latest.ok_or_else(|| format!("--resume: {} holds no complete checkpoint", run_dir.display()))?)
         }
-        false => None,
+        false => {
+            refuse_checkpoints(run_dir)?;
+            None
+        }
     };
     let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
+    let layers = model.layers.len();
+    let model = LanguageModel::new(model, settings.stage);
+    if let Some(epoch) = checkpoint {
+        // Burn's learner would load a record of other shapes into a wrong model (or panic).
+        check_record::<B, _>(&checkpoint_file(run_dir, "model", epoch), &model, layers)?;
+    }
     let s = settings;
-    let loader_train = StepLoader::<B>::new(data.train, s.batch_size, s.checkpoint_every, s.steps, s.seed, checkpoint.map_or(1, |e| e + 1), device.clone());
-    let num_epochs = loader_train.num_epochs();
+    let plan = epoch_plan(s, run_dir, resume)?;
+    let loader_train = StepLoader::<B>::new(data.train, s.batch_size, s.seed, plan.clone(), checkpoint.map_or(1, |e| e + 1), device.clone());
+    let steps_done = loader_train.steps_done();
+    let num_epochs = plan.get().num_epochs();
     let loader_valid = DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher)
         .batch_size(s.batch_size)
         .build(InMemDataset::new(data.valid));
@@ -306,19 +330,60 @@ where
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(RunRecorder::default())
         .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .early_stopping(StopOnInterrupt)
         .num_epochs(num_epochs)
         .summary();
     if s.stage != Stage::Dense {
         training = training.metric_train_numeric(StepMetric::new(Stat::IndexerKl)).metric_valid_numeric(StepMetric::new(Stat::IndexerKl));
     }
     if let Some(epoch) = checkpoint {
-        println!("resuming {} after step {}", run_dir.display(), (epoch * s.checkpoint_every).min(s.steps));
+        println!("resuming {} after step {}", run_dir.display(), plan.get().end(epoch));
         training = training.checkpoint(epoch);
     }
     if !std::io::stdout().is_terminal() {
-        training = training.renderer(ProgressLines::new(s.checkpoint_every, s.steps, s.log_every));
+        training = training.renderer(ProgressLines::new(plan.clone(), s.log_every));
     }
-    let result = training.launch(Learner::new(LanguageModel::new(model, s.stage), optim, schedule));
+    let running = interrupt::Training::start();
+    let result = training.launch(Learner::new(model, optim, schedule));
     drop(result.renderer);
+    let done = steps_done.load(Ordering::SeqCst);
+    if interrupt::requested() && done < s.steps {
+        return Err(Box::new(Interrupted { step: done, steps: s.steps, run_dir: run_dir.to_path_buf() }));
+    }
+    drop(running);
     Ok(result.model.model)
+}
+
+/// The learner epochs of a run: on `--resume` those recorded in its [`EPOCHS_FILE`] (a
+/// run interrupted by SIGINT has epochs that end early), else epochs of
+/// [`TrainSettings::checkpoint_every`] steps, recorded there for a later `--resume`.
+fn epoch_plan(s: &TrainSettings, run_dir: &Path, resume: bool) -> Result<SharedPlan, RunError> {
+    let file = run_dir.join(EPOCHS_FILE);
+    let fresh = EpochPlan::new(s.checkpoint_every, s.steps);
+    let plan = match resume && file.is_file() {
+        true => {
+            let plan: EpochPlan = read_json(&file)?;
+            if (plan.every, plan.steps) != (fresh.every, fresh.steps) {
+                return Err(format!("{} has epochs of {} of {} steps, train.json {} of {}", file.display(), plan.every, plan.steps, fresh.every, fresh.steps).into());
+            }
+            plan
+        }
+        false => {
+            std::fs::create_dir_all(run_dir).map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
+            write_json(&file, &fresh)?;
+            fresh
+        }
+    };
+    Ok(SharedPlan::new(plan, Some(file)))
+}
+
+/// Ends training after the checkpoint of the epoch in which SIGINT arrived (the epoch ends
+/// after the step in progress, see [`StepLoader`]).
+#[derive(Clone, Debug)]
+struct StopOnInterrupt;
+
+impl EarlyStoppingStrategy for StopOnInterrupt {
+    fn should_stop(&mut self, _epoch: usize, _store: &EventStoreClient) -> bool {
+        interrupt::requested()
+    }
 }

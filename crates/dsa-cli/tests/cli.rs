@@ -62,6 +62,49 @@ fn info_prints_sizes_and_cache_memory() {
     }
 }
 
+/// `info` runs the checks of loading: on a run directory and a HuggingFace directory whose
+/// `config.json` contradicts the weights' shapes it names the first mismatching tensor and
+/// both shapes.
+#[cfg(feature = "ndarray")]
+#[test]
+fn info_checks_shapes_against_the_config() {
+    use dsa_cli::checkpoint::{save_model, write_json};
+    let temp = tempfile::tempdir().unwrap();
+    let run = temp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let cfg = dsa_cli::presets::Preset::Micro.config(300);
+    save_model(&run, &cfg.init::<burn::backend::NdArray>(&Default::default()), &cfg).unwrap();
+    let hf = temp.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(cases()[0].join(file), hf.join(file)).unwrap();
+    }
+    let edits = [(&run, "hidden_size", 64, format!("tensor `embed_tokens.weight` in {}: expected shape [300, 64], found [300, 128]", run.join("model.mpk").display())),
+        (&hf, "intermediate_size", 384, format!("tensor `model.layers.0.mlp.gate_proj.weight` in {}: expected shape [384, 256], found [512, 256]", hf.join("model.safetensors").display()))];
+    for (dir, field, value, message) in edits {
+        let (out, text) = dsa_cli(&["info".as_ref(), dir.as_os_str()]);
+        assert!(out.status.success() && text.contains("parameters:"), "{text}");
+        let config = dir.join("config.json");
+        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        json[field] = value.into();
+        write_json(&config, &json).unwrap();
+        let (out, text) = dsa_cli(&["info".as_ref(), dir.as_os_str()]);
+        assert!(!out.status.success() && text.contains(&format!("error: {message}")) && !text.contains("panicked"), "{field}: {text}");
+    }
+}
+
+/// `--backend cuda` without a CUDA driver (or GPU) is an error saying so, not a panic in the
+/// runtime's thread; with both, `info` runs.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_without_a_driver_is_an_error_not_a_panic() {
+    let (out, text) = dsa_cli(&["--backend".as_ref(), "cuda".as_ref(), "info".as_ref(), cases()[0].as_os_str()]);
+    match dsa_cli::driver::check_cuda_driver() {
+        Ok(()) => assert!(out.status.success(), "{text}"),
+        Err(e) => assert!(!out.status.success() && text.contains(&format!("error: {e}")) && !text.contains("panicked"), "{text}"),
+    }
+}
+
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let (out, text) = dsa_cli(&["conformance".as_ref(), "/nonexistent/case".as_ref()]);
@@ -107,9 +150,10 @@ fn bad_training_input_is_an_error_not_a_panic() {
     }
 }
 
-/// Zero and other out-of-range values of `--seq-len`, `--vocab` and `--scale` are refused
-/// when the arguments are parsed, naming the flag and the allowed range, before anything
-/// is read or written.
+/// Zero and other out-of-range values of numeric flags (`--seq-len`, `--vocab`, `--scale`,
+/// `--pairs`, `--max-tokens`, …) are refused, naming the flag and the allowed range, before
+/// anything is read or written: most when the arguments are parsed, the optimizer's when
+/// the run's settings are checked.
 #[test]
 fn out_of_range_flags_name_the_flag_and_the_range() {
     let temp = tempfile::tempdir().unwrap();
@@ -118,7 +162,16 @@ fn out_of_range_flags_name_the_flag_and_the_range() {
     let seq_len = "invalid value '0' for '--seq-len <SEQ_LEN>': 0 is not in 1..";
     let vocab = "invalid value '0' for '--vocab <VOCAB>': 0 is not in 257..";
     let scale = "for '--scale <SCALE>': must be a finite number above 0";
-    let cases: [(&[&str], &str); 8] = [
+    let at_least_1 = |flag: &str| format!("invalid value '0' for '--{flag} <{}>': 0 is not in 1..", flag.to_uppercase().replace('-', "_"));
+    let (pairs, topk, max_tokens, eval, bench_seq) = (at_least_1("pairs"), at_least_1("index-topk"), at_least_1("max-tokens"), at_least_1("eval-examples"), at_least_1("seq-len"));
+    let cases: [(&[&str], &str); 15] = [
+        (&["train", "--out", out, "--pairs", "0"], &pairs),
+        (&["train", "--out", out, "--index-topk", "0"], &topk),
+        (&["generate", "--model", out, "--max-tokens", "0", "hello"], &max_tokens),
+        (&["demo", "--out", out, "--eval-examples", "0"], &eval),
+        (&["bench-train", "--seq-len", "1024,0"], &bench_seq),
+        (&["train", "--out", out, "--log-every", "0"], "--log-every must be at least 1"),
+        (&["warmup", "--out", out, "--weight-decay=-1"], "--weight-decay -1 must be a finite number ≥ 0"),
         (&["train", "--out", out, "--seq-len", "0"], seq_len),
         (&["warmup", "--out", out, "--seq-len", "0"], seq_len),
         (&["tokenizer", "train", "--out", out, "--vocab", "0"], vocab),
@@ -137,6 +190,35 @@ fn out_of_range_flags_name_the_flag_and_the_range() {
     }
 }
 
+/// Makes `dir` a model directory for `generate`: the first conformance case's config and
+/// weights (the latter edited by `edit`) and a tokenizer trained here.
+fn hf_model_dir(dir: &std::path::Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let case = &cases()[0];
+    std::fs::copy(case.join("config.json"), dir.join("config.json")).unwrap();
+    let mut weights = std::fs::read(case.join("model.safetensors")).unwrap();
+    edit(&mut weights);
+    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    let text_file = dir.join("text.txt");
+    std::fs::write(&text_file, "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n".repeat(40)).unwrap();
+    let tokenizer = dir.join("tokenizer.json");
+    let (out, text) = dsa_cli(&["tokenizer".as_ref(), "train".as_ref(), "--data".as_ref(), text_file.as_os_str(), "--vocab".as_ref(), "300".as_ref(), "--out".as_ref(), tokenizer.as_os_str()]);
+    assert!(out.status.success(), "{text}");
+}
+
+/// A prompt longer than the model's positions is an error before anything is printed (the
+/// prompt used to be echoed first).
+#[cfg(feature = "ndarray")]
+#[test]
+fn a_prompt_beyond_the_positions_is_refused_before_any_output() {
+    let temp = tempfile::tempdir().unwrap();
+    hf_model_dir(temp.path(), |_| {});
+    let prompt = "ABSURDITY, n. ".repeat(100);
+    let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(["generate", "--model"]).arg(temp.path()).args(["--max-tokens", "2", &prompt]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "stdout: {}\nstderr: {stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("new tokens exceed the model's 256 positions") && !stderr.contains("panicked"), "{stderr}");
+}
+
 /// A HuggingFace checkpoint with a NaN weight is refused, naming the tensor and the file,
 /// unless `--allow-nonfinite`.
 #[cfg(feature = "ndarray")]
@@ -144,21 +226,14 @@ fn out_of_range_flags_name_the_flag_and_the_range() {
 fn nonfinite_weights_are_refused_unless_allowed() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
-    let case = &cases()[0];
-    std::fs::copy(case.join("config.json"), dir.join("config.json")).unwrap();
-    let mut weights = std::fs::read(case.join("model.safetensors")).unwrap();
-    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&weights[8..8 + header_len]).unwrap();
     let tensor = "model.layers.0.self_attn.q_a_layernorm.weight";
-    assert_eq!(header[tensor]["dtype"], "BF16");
-    let start = 8 + header_len + header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
-    weights[start..start + 2].copy_from_slice(&[0xC0, 0x7F]); // BF16 NaN
-    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
-    let text_file = dir.join("text.txt");
-    std::fs::write(&text_file, "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n".repeat(40)).unwrap();
-    let tokenizer = dir.join("tokenizer.json");
-    let (out, text) = dsa_cli(&["tokenizer".as_ref(), "train".as_ref(), "--data".as_ref(), text_file.as_os_str(), "--vocab".as_ref(), "300".as_ref(), "--out".as_ref(), tokenizer.as_os_str()]);
-    assert!(out.status.success(), "{text}");
+    hf_model_dir(dir, |weights| {
+        let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&weights[8..8 + header_len]).unwrap();
+        assert_eq!(header[tensor]["dtype"], "BF16");
+        let start = 8 + header_len + header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+        weights[start..start + 2].copy_from_slice(&[0xC0, 0x7F]); // BF16 NaN
+    });
 
     let generate = |extra: &[&str]| {
         let mut args: Vec<&std::ffi::OsStr> = vec!["generate".as_ref(), "--model".as_ref(), dir.as_os_str()];

@@ -1,7 +1,8 @@
 //! Training end to end on ndarray with the micro preset (a few seconds each): the dense
 //! warm-up lowers the indexer KL and trains the indexers alone, sparse training lowers the
-//! LM loss, a run killed after a checkpoint and resumed ends with exactly the parameters of
-//! an uninterrupted run, and generation from a trained run is fixed by its seed.
+//! LM loss, a run killed or interrupted at random points and resumed ends with exactly the
+//! parameters of an uninterrupted run, and generation from a trained run is fixed by its
+//! seed.
 
 #![cfg(feature = "ndarray")]
 
@@ -17,7 +18,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use dsa_cli::batcher::{TokenBatch, TokenBatcher};
-use dsa_cli::checkpoint::{latest_checkpoint, load_model};
+use dsa_cli::checkpoint::{checkpoint_file, load_model, PAUSE_IN_WRITE_ENV};
 use dsa_cli::corpus::DataArgs;
 use dsa_cli::data::Document;
 use dsa_cli::presets::Preset;
@@ -187,48 +188,287 @@ fn run_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
     stdout.into_owned()
 }
 
-/// A run killed after its first checkpoint and resumed with `--resume` ends with exactly
-/// the parameters of the uninterrupted run; generation from it is fixed by the seed.
-#[test]
-fn a_killed_and_resumed_run_equals_an_uninterrupted_one() {
-    let start = Instant::now();
-    let temp = tempfile::tempdir().unwrap();
-    let dir = temp.path();
-    let path = |name: &str| dir.join(name).display().to_string();
-    std::fs::write(path("text.txt"), text()).unwrap();
-    let tokenizer = TextTokenizer::train([text()], 256).unwrap();
-    tokenizer.save(path("tokenizer.json")).unwrap();
-    std::fs::write(path("config.json"), serde_json::to_string(&Preset::Micro.config(tokenizer.vocab_size())).unwrap()).unwrap();
-    // Sparse training of 15 steps, a checkpoint every 3.
-    let train = |out: &str| {
-        let (out, config, tokenizer, data) = (path(out), path("config.json"), path("tokenizer.json"), path("text.txt"));
+/// A temporary directory with the training text, a tokenizer and a micro config, for runs
+/// of `dsa-cli train`.
+struct Setup {
+    temp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let setup = Self { temp: tempfile::tempdir().unwrap() };
+        std::fs::write(setup.path("text.txt"), text()).unwrap();
+        let tokenizer = TextTokenizer::train([text()], 256).unwrap();
+        tokenizer.save(setup.path("tokenizer.json")).unwrap();
+        std::fs::write(setup.path("config.json"), serde_json::to_string(&Preset::Micro.config(tokenizer.vocab_size())).unwrap()).unwrap();
+        setup
+    }
+
+    /// `name` in the directory.
+    fn path(&self, name: &str) -> String {
+        self.temp.path().join(name).display().to_string()
+    }
+
+    /// `dsa-cli train` (sparse) into `out`: `steps` steps of 4 sequences, a checkpoint every
+    /// `every`, stdout piped, with `extra` flags.
+    fn train(&self, out: &str, steps: usize, every: usize, extra: &[&str]) -> Command {
+        let (out, config, tokenizer, data) = (self.path(out), self.path("config.json"), self.path("tokenizer.json"), self.path("text.txt"));
+        let (steps, every) = (steps.to_string(), every.to_string());
         let args = ["train", "--out", &out, "--config", &config, "--tokenizer", &tokenizer, "--data", &data];
-        let settings = ["--seq-len", "48", "--batch-size", "4", "--steps", "15", "--checkpoint-every", "3", "--seed", "7"];
-        dsa_cli(&[&args[..], &settings].concat())
-    };
+        let settings = ["--seq-len", "48", "--batch-size", "4", "--steps", &steps, "--checkpoint-every", &every, "--log-every", "1", "--seed", "7"];
+        let mut command = dsa_cli(&[&args[..], &settings, extra].concat());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+    }
 
-    let status = train("full").stdout(Stdio::null()).status().unwrap();
+    /// `dsa-cli train --out <out> --resume`, asserting success; stdout and stderr.
+    fn resume(&self, out: &str) -> String {
+        let Output { status, stdout, stderr } = dsa_cli(&["train", "--out", &self.path(out), "--resume"]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+        assert!(status.success(), "resuming {out} failed:\n{text}");
+        text
+    }
+
+    /// The parameters of the finished run `out`.
+    fn parameters(&self, out: &str) -> Vec<(String, Vec<f32>)> {
+        parameters(&load_model::<NdArray>(&self.temp.path().join(out), false, &Default::default()).unwrap().1)
+    }
+}
+
+/// Asserts that two runs ended with exactly the same parameters.
+fn assert_same_parameters(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for ((name, a), (_, b)) in a.iter().zip(b) {
+        assert!(a == b, "{name} differs between the uninterrupted run and {what}");
+    }
+}
+
+/// `train --resume` on a run whose newest checkpoint has a truncated, an empty or an
+/// overwritten file names the file, resumes from the checkpoint before it, and ends with
+/// the parameters of the uninterrupted run (before checksums, Burn's decoder panicked).
+#[test]
+fn a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed() {
+    let start = Instant::now();
+    let setup = Setup::new();
+    let status = setup.train("run", 6, 2, &[]).stdout(Stdio::null()).status().unwrap();
     assert!(status.success());
-    let mut child = train("killed").stdout(Stdio::null()).spawn().unwrap();
-    let run = dir.join("killed");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while latest_checkpoint(&run).is_none() {
-        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint before the run ended");
-        std::thread::sleep(Duration::from_millis(2));
+    let expected = setup.parameters("run");
+    let run = setup.temp.path().join("run");
+    type Damage = fn(&[u8]) -> Vec<u8>;
+    let damages: [(&str, Damage); 3] = [
+        ("model", |b| b[..b.len() / 2].to_vec()),
+        ("optim", |_| Vec::new()),
+        ("scheduler", |b| (0..b.len()).map(|i| (i * 151 + 7) as u8).collect()),
+    ];
+    for (kind, damage) in damages {
+        let file = checkpoint_file(&run, kind, 3);
+        std::fs::write(&file, damage(&std::fs::read(&file).unwrap())).unwrap();
+        let text = setup.resume("run");
+        assert!(text.contains(&format!("warning: not resuming from checkpoint 3: {} is damaged: ", file.display())), "{kind}: {text}");
+        assert!(text.contains("resuming") && text.contains("after step 4") && !text.contains("panicked"), "{kind}: {text}");
+        assert_same_parameters(&expected, &setup.parameters("run"), &format!("the run resumed past a damaged {kind} file"));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!run.join("model.mpk").exists(), "the run finished before it was killed");
-    let resumed = run_ok(&["train", "--out", &path("killed"), "--resume"]);
-    assert!(resumed.contains("resuming") && resumed.contains("after step"), "{resumed}");
-    println!("{}", resumed.lines().find(|l| l.contains("resuming")).unwrap_or_default());
+    println!("{:.1} s", start.elapsed().as_secs_f64());
+}
 
-    let load = |name: &str| load_model::<NdArray>(&dir.join(name), false, &Default::default()).unwrap().1;
-    for ((name, a), (_, b)) in parameters(&load("full")).iter().zip(parameters(&load("killed"))) {
-        assert!(*a == b, "{name} differs between the uninterrupted and the resumed run");
+/// How a phase of [`a_run_killed_at_random_points_resumes_to_the_uninterrupted_weights`]
+/// ends its run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL after a random step.
+    Kill,
+    /// SIGKILL while a checkpoint file is in place but its checksum not yet written.
+    KillInWrite,
+    /// SIGINT in the middle of an epoch: the step finishes, a checkpoint of it is written,
+    /// the exit status is 130.
+    Interrupt,
+    /// Two SIGINTs while a checkpoint is being written: exits at once with 130.
+    InterruptTwiceInWrite,
+}
+
+/// A `dsa-cli train` child whose stdout lines arrive on a channel and whose stderr is
+/// collected.
+struct Child {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Child {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut text).ok();
+            text
+        });
+        Self { child, lines, stderr }
     }
 
-    let model = path("full");
+    /// Waits for a stdout line that `wanted` accepts (five minutes at most); the lines
+    /// before it are returned too.
+    fn wait_for(&self, mut wanted: impl FnMut(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut seen = Vec::new();
+        loop {
+            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|e| panic!("no awaited line ({e}) after {seen:?}"));
+            seen.push(line);
+            if wanted(seen.last().unwrap()) {
+                return seen;
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for the exit; the status and stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        (status, self.stderr.join().unwrap())
+    }
+}
+
+/// The step of a progress line `[train] step N/…`.
+fn step_of(line: &str) -> Option<usize> {
+    line.strip_prefix("[train] step ")?.split('/').next()?.parse().ok()
+}
+
+/// A run stopped at random points ends with exactly the parameters of the uninterrupted
+/// run: SIGKILL after five random steps, one of them while a checkpoint file is in place
+/// without its checksum (the next resume names it and uses the checkpoint before), SIGINT
+/// in the middle of an epoch (the step in progress finishes, is checkpointed and resumed
+/// from, exit status 130) and two SIGINTs while a checkpoint is being written (exit 130 at
+/// once). While a run holds the directory, a second `train --resume` fails naming the lock
+/// and the holder. Generation from the result is fixed by the seed.
+#[test]
+fn a_run_killed_at_random_points_resumes_to_the_uninterrupted_weights() {
+    use rand::{Rng, SeedableRng};
+    const STEPS: usize = 30;
+    const EVERY: usize = 3;
+    let start = Instant::now();
+    let setup = Setup::new();
+    let status = setup.train("full", STEPS, EVERY, &[]).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(27);
+    let marker = setup.temp.path().join("paused");
+    let run = setup.path("killed");
+    // Where the next resume must continue from, when known, and a checkpoint file it must
+    // reject.
+    let (mut resume_at, mut rejected): (Option<usize>, Option<String>) = (Some(0), None);
+    let stops = [Stop::Kill, Stop::KillInWrite, Stop::Kill, Stop::Interrupt, Stop::Kill, Stop::InterruptTwiceInWrite, Stop::Kill];
+    for (i, stop) in stops.into_iter().enumerate() {
+        let expect_rejected = rejected.take();
+        let mut command = match i {
+            0 => setup.train("killed", STEPS, EVERY, &[]),
+            _ => {
+                let mut command = dsa_cli(&["train", "--out", &run, "--resume"]);
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                command
+            }
+        };
+        std::fs::remove_file(&marker).ok();
+        if matches!(stop, Stop::KillInWrite | Stop::InterruptTwiceInWrite) {
+            command.env(PAUSE_IN_WRITE_ENV, &marker);
+        }
+        let child = Child::spawn(command);
+        // The step the run starts after.
+        let first = match i {
+            0 => 0,
+            _ => {
+                let lines = child.wait_for(|l| l.starts_with("resuming "));
+                let line = lines.last().unwrap();
+                let at: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+                if let Some(expected) = resume_at {
+                    assert_eq!(at, expected, "{stop:?}: {line}");
+                }
+                at
+            }
+        };
+        let target = first + rng.random_range(1..=2 * EVERY);
+        // The checkpoint file the process is paused in the middle of writing.
+        let paused_file = || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !marker.exists() {
+                assert!(Instant::now() < deadline, "{stop:?}: no checkpoint write");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            Some(std::fs::read_to_string(&marker).unwrap()).filter(|f| f.contains("/checkpoint/"))
+        };
+        let (status, stderr) = match stop {
+            Stop::Kill => {
+                child.wait_for(|l| step_of(l).is_some_and(|s| s >= target));
+                if i == 0 {
+                    // The directory is locked by this run.
+                    let Output { status, stderr, .. } = dsa_cli(&["train", "--out", &run, "--resume"]).output().unwrap();
+                    let stderr = String::from_utf8_lossy(&stderr);
+                    let lock = format!("error: {run}/train.lock is held by process {}: another `dsa-cli train` is running on {run}", child.child.id());
+                    assert!(!status.success() && stderr.contains(&lock), "{stderr}");
+                }
+                child.signal(libc::SIGKILL);
+                child.finish()
+            }
+            Stop::KillInWrite => {
+                rejected = paused_file();
+                child.signal(libc::SIGKILL);
+                child.finish()
+            }
+            Stop::InterruptTwiceInWrite => {
+                rejected = paused_file();
+                child.signal(libc::SIGINT);
+                std::thread::sleep(Duration::from_millis(300));
+                let second = Instant::now();
+                child.signal(libc::SIGINT);
+                let (status, stderr) = child.finish();
+                assert_eq!(status.code(), Some(130), "{stderr}");
+                assert!(second.elapsed() < Duration::from_secs(20), "the second SIGINT took {:?} to end the run", second.elapsed());
+                (status, stderr)
+            }
+            Stop::Interrupt => {
+                // After a step in the middle of an epoch.
+                let target = (target..).find(|s| s % EVERY == 1).unwrap();
+                let lines = child.wait_for(|l| step_of(l).is_some_and(|s| s >= target));
+                let seen = step_of(lines.last().unwrap()).unwrap();
+                child.signal(libc::SIGINT);
+                let (status, stderr) = child.finish();
+                assert_eq!(status.code(), Some(130), "{stderr}");
+                let line = stderr.lines().find(|l| l.starts_with("interrupted after step")).unwrap_or_else(|| panic!("no interruption message:\n{stderr}"));
+                let step: usize = line["interrupted after step ".len()..].split(' ').next().unwrap().parse().unwrap();
+                assert!((seen..=seen + 2).contains(&step), "SIGINT after step {seen} checkpointed step {step}");
+                assert!(line.ends_with(&format!("of {STEPS}: checkpoint written in {run}/checkpoint; continue with `dsa-cli train --out {run} --resume`")), "{line}");
+                println!("SIGINT after step {seen}: checkpoint of step {step}");
+                resume_at = Some(step);
+                (status, stderr)
+            }
+        };
+        assert!(!status.success() && !stderr.contains("panicked"), "{stop:?}: the run ended by itself:\n{stderr}");
+        if stop != Stop::Interrupt {
+            resume_at = None;
+        }
+        if let Some(file) = expect_rejected {
+            assert!(stderr.contains(&format!("{file} is damaged: it has no checksum file")), "{file} not rejected:\n{stderr}");
+            println!("  the resume rejected {file}");
+        }
+        println!("{stop:?}, resumed after step {first}");
+    }
+    let resumed = setup.resume("killed");
+    assert!(rejected.is_none() && !resumed.contains("panicked"), "{resumed}");
+    assert_same_parameters(&setup.parameters("full"), &setup.parameters("killed"), "the run stopped at random points");
+
+    let model = setup.path("full");
     let generate = |seed: &str| run_ok(&["generate", "--model", &model, "--max-tokens", "24", "--temperature", "1", "--seed", seed, "The"]);
     let first = generate("3");
     assert!(first.starts_with("The") && first.len() > 10, "{first}");

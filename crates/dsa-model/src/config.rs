@@ -228,6 +228,17 @@ pub struct QuantizationConfig {
     pub scale_fmt: Option<ScaleFmt>,
 }
 
+/// The largest value of a size field (`hidden_size`, `vocab_size`, head counts and dims,
+/// `max_position_embeddings`, …): 2^24.
+pub const MAX_SIZE: usize = 1 << 24;
+
+/// The most layers times routed experts a config may describe: 2^20 expert MLPs
+/// (DeepSeek-V3.2 has 61 × 256), so that listing a checkpoint's tensors stays bounded.
+pub const MAX_EXPERT_MLPS: usize = 1 << 20;
+
+/// The most parameters a config may describe: 2^50 (DeepSeek-V3.2 has 2^39).
+pub const MAX_PARAMETERS: u128 = 1 << 50;
+
 /// Parameter counts; see [`DeepSeekV32Config::parameter_count`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParameterCount {
@@ -543,6 +554,11 @@ impl DeepSeekV32Config {
                 ),
             ));
         }
+        for (field, value) in self.sizes() {
+            if value > MAX_SIZE {
+                return Err(ConfigError::invalid(field, format!("{value} exceeds the largest supported size, {MAX_SIZE}")));
+            }
+        }
         for (field, value) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -619,6 +635,19 @@ impl DeepSeekV32Config {
             ));
         }
         self.validate_moe()?;
+        if self.num_hidden_layers.saturating_mul(self.n_routed_experts) > MAX_EXPERT_MLPS {
+            return Err(ConfigError::invalid(
+                "n_routed_experts",
+                format!("{} experts in each of num_hidden_layers = {} layers exceed {MAX_EXPERT_MLPS} expert MLPs", self.n_routed_experts, self.num_hidden_layers),
+            ));
+        }
+        let (total, _) = self.parameter_counts();
+        if total > MAX_PARAMETERS {
+            return Err(ConfigError::invalid(
+                "hidden_size",
+                format!("the sizes describe {total} parameters, more than the {MAX_PARAMETERS} supported"),
+            ));
+        }
         for (field, value) in [
             ("rms_norm_eps", self.rms_norm_eps),
             ("rope_theta", self.rope_theta),
@@ -841,31 +870,89 @@ impl DeepSeekV32Config {
     /// assert_eq!(p.active / 1_000_000_000, 38);
     /// ```
     pub fn parameter_count(&self) -> ParameterCount {
-        let (d, h) = (self.hidden_size, self.num_attention_heads);
-        let (ql, kvl, rope) = (self.q_lora_rank, self.kv_lora_rank, self.qk_rope_head_dim);
-        let (ih, id) = (self.index_n_heads, self.index_head_dim);
-        let attention = d * ql + ql + ql * h * self.qk_head_dim()
-            + d * (kvl + rope) + kvl + kvl * h * (self.qk_nope_head_dim + self.v_head_dim)
-            + h * self.v_head_dim * d
-            + ql * ih * id + d * id + 2 * id + d * ih;
-        let swiglu = |hidden: usize| 3 * d * hidden;
-        let moe_fixed = self.n_routed_experts * d
-            + if self.topk_method == TopkMethod::NoauxTc { self.n_routed_experts } else { 0 }
-            + swiglu(self.n_shared_experts * self.moe_intermediate_size);
-        let expert = swiglu(self.moe_intermediate_size);
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * d };
-        let mut count = ParameterCount { total: self.vocab_size * d + head + d, active: self.vocab_size * d + head + d };
-        for layer in 0..self.num_hidden_layers {
-            let common = 2 * d + attention;
-            let (total, active) = if self.is_moe_layer(layer) {
-                (moe_fixed + self.n_routed_experts * expert, moe_fixed + self.num_experts_per_tok * expert)
-            } else {
-                (swiglu(self.intermediate_size), swiglu(self.intermediate_size))
-            };
-            count.total += common + total;
-            count.active += common + active;
-        }
-        count
+        let (total, active) = self.parameter_counts();
+        let size = |n: u128| usize::try_from(n).unwrap_or(usize::MAX);
+        ParameterCount { total: size(total), active: size(active) }
+    }
+
+    /// (total, active) parameters in saturating `u128` arithmetic, so that no size
+    /// overflows ([`DeepSeekV32Config::validate`] bounds them by [`MAX_PARAMETERS`]).
+    fn parameter_counts(&self) -> (u128, u128) {
+        let n = |v: usize| v as u128;
+        let mul = |factors: &[u128]| factors.iter().fold(1u128, |p, &f| p.saturating_mul(f));
+        let sum = |terms: &[u128]| terms.iter().fold(0u128, |s, &t| s.saturating_add(t));
+        let (d, h) = (n(self.hidden_size), n(self.num_attention_heads));
+        let (ql, kvl, rope) = (n(self.q_lora_rank), n(self.kv_lora_rank), n(self.qk_rope_head_dim));
+        let (ih, id) = (n(self.index_n_heads), n(self.index_head_dim));
+        let (nope, v) = (n(self.qk_nope_head_dim), n(self.v_head_dim));
+        let attention = sum(&[
+            mul(&[d, ql]),
+            ql,
+            mul(&[ql, h, nope.saturating_add(rope)]),
+            mul(&[d, kvl.saturating_add(rope)]),
+            kvl,
+            mul(&[kvl, h, nope.saturating_add(v)]),
+            mul(&[h, v, d]),
+            mul(&[ql, ih, id]),
+            mul(&[d, id]),
+            mul(&[2, id]),
+            mul(&[d, ih]),
+        ]);
+        let swiglu = |hidden: u128| mul(&[3, d, hidden]);
+        let experts = n(self.n_routed_experts);
+        let moe_fixed = sum(&[
+            mul(&[experts, d]),
+            if self.topk_method == TopkMethod::NoauxTc { experts } else { 0 },
+            swiglu(mul(&[n(self.n_shared_experts), n(self.moe_intermediate_size)])),
+        ]);
+        let expert = swiglu(n(self.moe_intermediate_size));
+        let embed = mul(&[n(self.vocab_size), d]);
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        let common = sum(&[mul(&[2, d]), attention]);
+        // Layers `first_k_dense_replace..` at multiples of `moe_layer_freq` (is_moe_layer).
+        let freq = n(self.moe_layer_freq.max(1));
+        let multiples_below = |x: u128| x.div_ceil(freq);
+        let layers = n(self.num_hidden_layers);
+        let moe_layers = match experts {
+            0 => 0,
+            _ => multiples_below(layers).saturating_sub(multiples_below(n(self.first_k_dense_replace).min(layers))),
+        };
+        let dense_layers = n(self.num_hidden_layers).saturating_sub(moe_layers);
+        let dense = swiglu(n(self.intermediate_size));
+        let base = sum(&[embed, head, d, mul(&[n(self.num_hidden_layers), common]), mul(&[dense_layers, dense])]);
+        let total = sum(&[base, mul(&[moe_layers, sum(&[moe_fixed, mul(&[experts, expert])])])]);
+        let active = sum(&[base, mul(&[moe_layers, sum(&[moe_fixed, mul(&[n(self.num_experts_per_tok), expert])])])]);
+        (total, active)
+    }
+
+    /// Every size field with its value (checked against [`MAX_SIZE`]).
+    fn sizes(&self) -> [(&'static str, usize); 24] {
+        [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("moe_intermediate_size", self.moe_intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_nextn_predict_layers", self.num_nextn_predict_layers),
+            ("first_k_dense_replace", self.first_k_dense_replace),
+            ("moe_layer_freq", self.moe_layer_freq),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("n_routed_experts", self.n_routed_experts),
+            ("n_shared_experts", self.n_shared_experts),
+            ("num_experts_per_tok", self.num_experts_per_tok),
+            ("n_group", self.n_group),
+            ("topk_group", self.topk_group),
+            ("q_lora_rank", self.q_lora_rank),
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("qk_nope_head_dim", self.qk_nope_head_dim),
+            ("qk_rope_head_dim", self.qk_rope_head_dim),
+            ("v_head_dim", self.v_head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("index_n_heads", self.index_n_heads),
+            ("index_head_dim", self.index_head_dim),
+            ("index_topk", self.index_topk),
+        ]
     }
 
     fn from_hf(o: &Fields<'_>) -> Result<Self, ConfigError> {
@@ -1571,6 +1658,37 @@ mod tests {
                 "scale_fmt": "e8m0x"});
         });
         assert_names(&e, "quantization_config.scale_fmt", &["e8m0x"]);
+    }
+
+    /// Sizes whose products overflow (the parameter count and the cache memory did: a panic
+    /// in debug builds, `dsa-cli`'s loader fuzzing feeds such numbers) or that describe an
+    /// unbounded number of tensors are refused, naming the field.
+    #[test]
+    fn oversized_configs_are_refused() {
+        let e = error_after(|v| v["hidden_size"] = (MAX_SIZE + 1).into());
+        assert_names(&e, "hidden_size", &["16777217 exceeds the largest supported size, 16777216"]);
+        let e = error_after(|v| v["q_lora_rank"] = u64::MAX.into());
+        assert_names(&e, "q_lora_rank", &["exceeds"]);
+        let e = error_after(|v| {
+            v["num_hidden_layers"] = 8192.into();
+            v["n_routed_experts"] = 256.into();
+        });
+        assert_names(&e, "n_routed_experts", &["256 experts in each of num_hidden_layers = 8192 layers exceed 1048576 expert MLPs"]);
+        let e = error_after(|v| {
+            v["vocab_size"] = MAX_SIZE.into();
+            v["hidden_size"] = MAX_SIZE.into();
+            v["intermediate_size"] = MAX_SIZE.into();
+        });
+        assert_names(&e, "hidden_size", &["parameters, more than the 1125899906842624 supported"]);
+        // The largest accepted sizes leave the derived sizes in range.
+        let cfg = DeepSeekV32Config::from_json_value(&{
+            let mut v = serde_json::to_value(DeepSeekV32Config::tiny(MAX_SIZE)).expect("serialisable");
+            v["max_position_embeddings"] = MAX_SIZE.into();
+            v
+        })
+        .expect("valid");
+        assert!(cfg.parameter_count().total > cfg.parameter_count().active);
+        assert!(cfg.kv_cache_bytes_per_token(4) > 0);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! HF stores a linear layer's weight as `[out, in]` (`<prefix>.weight`); Burn's [`Linear`]
 //! holds `[in, out]`. Every loader checks shapes against the configuration, so a wrong
 //! checkpoint fails with the tensor's name, the expected and found shapes, and its file.
-//! [`model`] first compares the checkpoint's names with [`expected_names`] and reports every
-//! missing and unexpected tensor at once. Tensors are converted one at a time from the
+//! [`model`] first compares the checkpoint with [`expected_tensors`] ([`check_tensors`]):
+//! every missing and unexpected tensor at once, then the first tensor of another shape than
+//! the config's, before any weight is read. Tensors are converted one at a time from the
 //! memory-mapped files, so the checkpoint is never held in memory twice.
 
 use std::fmt;
@@ -151,8 +152,71 @@ pub fn block<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usiz
     })
 }
 
-/// Every tensor name (without FP8 `_scale_inv` companions) a checkpoint of `cfg` holds,
-/// MTP layer excluded.
+/// Every tensor (without FP8 `_scale_inv` companions) a checkpoint of `cfg` holds, MTP
+/// layers excluded, with its shape as stored (a linear layer's weight is `[out, in]`).
+///
+/// ```
+/// use dsa_model::{hf, DeepSeekV32Config};
+/// let cfg = DeepSeekV32Config::tiny(64);
+/// let tensors = hf::expected_tensors(&cfg);
+/// let (_, shape) = tensors.iter().find(|(n, _)| n == "model.embed_tokens.weight").unwrap();
+/// assert_eq!(shape, &[64, cfg.hidden_size]);
+/// ```
+pub fn expected_tensors(cfg: &DeepSeekV32Config) -> Vec<(String, Vec<usize>)> {
+    let (d, v, h) = (cfg.hidden_size, cfg.vocab_size, cfg.num_attention_heads);
+    let (ql, kvl, rope) = (cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+    let (ih, id) = (cfg.index_n_heads, cfg.index_head_dim);
+    let mut tensors = vec![("model.embed_tokens.weight".to_string(), vec![v, d]), ("model.norm.weight".to_string(), vec![d])];
+    if !cfg.tie_word_embeddings {
+        tensors.push(("lm_head.weight".into(), vec![v, d]));
+    }
+    let mlp = |tensors: &mut Vec<(String, Vec<usize>)>, prefix: &str, d_model: usize, hidden: usize| {
+        let [gate, up, down] = MLP_PROJECTIONS;
+        tensors.push((format!("{prefix}.{gate}.weight"), vec![hidden, d_model]));
+        tensors.push((format!("{prefix}.{up}.weight"), vec![hidden, d_model]));
+        tensors.push((format!("{prefix}.{down}.weight"), vec![d_model, hidden]));
+    };
+    for layer in 0..cfg.num_hidden_layers {
+        let p = layer_prefix(layer);
+        for (part, shape) in [
+            ("input_layernorm.weight", vec![d]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("self_attn.q_a_proj.weight", vec![ql, d]),
+            ("self_attn.q_a_layernorm.weight", vec![ql]),
+            ("self_attn.q_b_proj.weight", vec![h * cfg.qk_head_dim(), ql]),
+            ("self_attn.kv_a_proj_with_mqa.weight", vec![kvl + rope, d]),
+            ("self_attn.kv_a_layernorm.weight", vec![kvl]),
+            ("self_attn.kv_b_proj.weight", vec![h * (cfg.qk_nope_head_dim + cfg.v_head_dim), kvl]),
+            ("self_attn.o_proj.weight", vec![d, h * cfg.v_head_dim]),
+            ("self_attn.indexer.wq_b.weight", vec![ih * id, ql]),
+            ("self_attn.indexer.wk.weight", vec![id, d]),
+            ("self_attn.indexer.k_norm.weight", vec![id]),
+            ("self_attn.indexer.k_norm.bias", vec![id]),
+            ("self_attn.indexer.weights_proj.weight", vec![ih, d]),
+        ] {
+            tensors.push((format!("{p}.{part}"), shape));
+        }
+        if cfg.is_moe_layer(layer) {
+            let moe_cfg = MoeConfig::from_config(cfg);
+            let e = moe_cfg.n_routed_experts;
+            tensors.push((format!("{p}.mlp.gate.weight"), vec![e, d]));
+            if moe_cfg.correction_bias {
+                tensors.push((format!("{p}.mlp.gate.e_score_correction_bias"), vec![e]));
+            }
+            for expert in 0..e {
+                mlp(&mut tensors, &format!("{p}.mlp.experts.{expert}"), d, moe_cfg.expert_hidden);
+            }
+            if let Some(shared) = moe_cfg.shared() {
+                mlp(&mut tensors, &format!("{p}.mlp.shared_experts"), shared.d_model, shared.hidden);
+            }
+        } else {
+            mlp(&mut tensors, &format!("{p}.mlp"), d, cfg.intermediate_size);
+        }
+    }
+    tensors
+}
+
+/// The names of [`expected_tensors`].
 ///
 /// ```
 /// use dsa_model::{hf, DeepSeekV32Config};
@@ -161,55 +225,28 @@ pub fn block<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usiz
 /// assert!(names.contains(&"model.layers.0.self_attn.indexer.k_norm.bias".to_string()));
 /// ```
 pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
-    let mut names = vec!["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()];
-    if !cfg.tie_word_embeddings {
-        names.push("lm_head.weight".into());
-    }
-    let mlp_names = |prefix: &str| MLP_PROJECTIONS.map(|p| format!("{prefix}.{p}.weight"));
-    for layer in 0..cfg.num_hidden_layers {
-        let p = layer_prefix(layer);
-        for part in [
-            "input_layernorm",
-            "post_attention_layernorm",
-            "self_attn.q_a_proj",
-            "self_attn.q_a_layernorm",
-            "self_attn.q_b_proj",
-            "self_attn.kv_a_proj_with_mqa",
-            "self_attn.kv_a_layernorm",
-            "self_attn.kv_b_proj",
-            "self_attn.o_proj",
-            "self_attn.indexer.wq_b",
-            "self_attn.indexer.wk",
-            "self_attn.indexer.k_norm",
-            "self_attn.indexer.weights_proj",
-        ] {
-            names.push(format!("{p}.{part}.weight"));
-        }
-        names.push(format!("{p}.self_attn.indexer.k_norm.bias"));
-        if cfg.is_moe_layer(layer) {
-            let moe_cfg = MoeConfig::from_config(cfg);
-            names.push(format!("{p}.mlp.gate.weight"));
-            if moe_cfg.correction_bias {
-                names.push(format!("{p}.mlp.gate.e_score_correction_bias"));
-            }
-            for e in 0..moe_cfg.n_routed_experts {
-                names.extend(mlp_names(&format!("{p}.mlp.experts.{e}")));
-            }
-            if moe_cfg.shared().is_some() {
-                names.extend(mlp_names(&format!("{p}.mlp.shared_experts")));
-            }
-        } else {
-            names.extend(mlp_names(&format!("{p}.mlp")));
-        }
-    }
-    names
+    expected_tensors(cfg).into_iter().map(|(name, _)| name).collect()
 }
 
-/// The whole model from a checkpoint. The names are checked first: every missing and
-/// unexpected tensor is reported in one [`LoadError::NameMismatch`] (the tensors of the
-/// config's `num_nextn_predict_layers` MTP layers are skipped with a log line, a layer beyond
-/// them is a [`LoadError::ExtraLayers`]); then each tensor is shape-checked and converted
-/// (NaN and ±inf are a [`LoadError::BadValue`] unless [`Checkpoint::allow_nonfinite`]).
+/// Checks a checkpoint against `cfg` without reading any weight: the names
+/// ([`Checkpoint::check_names`]: every missing and unexpected tensor, layers beyond the
+/// config's blocks and MTP layers), then every tensor's shape and the shape of each FP8
+/// weight's block scale ([`Checkpoint::check_tensor`]), the first mismatch an error naming
+/// the tensor, both shapes and the file. [`model`] and `dsa-cli info` run it.
+pub fn check_tensors(ckpt: &Checkpoint, cfg: &DeepSeekV32Config) -> Result<(), LoadError> {
+    let tensors = expected_tensors(cfg);
+    let names: Vec<&str> = tensors.iter().map(|(name, _)| name.as_str()).collect();
+    ckpt.check_names(&names, cfg.num_hidden_layers, cfg.num_nextn_predict_layers)?;
+    tensors.iter().try_for_each(|(name, shape)| ckpt.check_tensor(name, shape))
+}
+
+/// The whole model from a checkpoint. The checkpoint is checked first ([`check_tensors`]):
+/// every missing and unexpected tensor is reported in one [`LoadError::NameMismatch`] (the
+/// tensors of the config's `num_nextn_predict_layers` MTP layers are skipped with a log
+/// line, a layer beyond them is a [`LoadError::ExtraLayers`]), then the first tensor of
+/// another shape than the config's is a [`LoadError::ShapeMismatch`]; then each tensor is
+/// converted (NaN and ±inf are a [`LoadError::BadValue`] unless
+/// [`Checkpoint::allow_nonfinite`]).
 ///
 /// ```no_run
 /// use burn::backend::NdArray;
@@ -221,7 +258,7 @@ pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn model<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, device: &B::Device) -> Result<DeepSeekV32<B>, LoadError> {
-    ckpt.check_names(&expected_names(cfg), cfg.num_hidden_layers, cfg.num_nextn_predict_layers)?;
+    check_tensors(ckpt, cfg)?;
     let (d, v) = (cfg.hidden_size, cfg.vocab_size);
     let embed = ckpt.read_tensor::<B, 2>("model.embed_tokens.weight", [v, d], device)?;
     let lm_head = match cfg.tie_word_embeddings {
@@ -340,8 +377,8 @@ mod tests {
     fn checkpoint_sizes_match_the_parameter_count() {
         for case in conformance_cases() {
             let (cfg, ckpt) = open(&case).expect("case opens");
+            check_tensors(&ckpt, &cfg).expect("names and shapes match");
             let names = expected_names(&cfg);
-            ckpt.check_names(&names, cfg.num_hidden_layers, cfg.num_nextn_predict_layers).expect("names match");
             let stored: usize = names.iter().map(|n| ckpt.shape(n).expect("present").iter().product::<usize>()).sum();
             assert_eq!(stored, cfg.parameter_count().total, "{}", case.display());
             let model = model::<B>(&ckpt, &cfg, &Default::default()).expect("loads");
@@ -412,6 +449,31 @@ mod tests {
         assert!(msg.contains(&format!("`{target}`")) && msg.contains("model.safetensors") && msg.contains("NaN at [1]"), "{msg}");
         let (cfg, ckpt) = open(dir.path()).expect("opens");
         model::<B>(&ckpt.allow_nonfinite(true), &cfg, &Default::default()).expect("allowed");
+    }
+
+    /// A config whose sizes contradict the checkpoint is refused before any weight is read,
+    /// naming the first mismatching tensor, both shapes and the file; an FP8 scale of the
+    /// wrong shape for the config's block size is one too.
+    #[test]
+    fn a_config_contradicting_the_shapes_names_the_first_mismatch() {
+        let dir = edited_case(|_| {});
+        edit_config(&dir, |cfg| {
+            assert_eq!(cfg["intermediate_size"], 512);
+            cfg.insert("intermediate_size".into(), 384.into());
+        });
+        let (cfg, ckpt) = open(dir.path()).expect("opens");
+        let err = check_tensors(&ckpt, &cfg).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LoadError::ShapeMismatch { .. }), "{msg}");
+        assert!(msg.starts_with("tensor `model.layers.0.mlp.gate_proj.weight` in ") && msg.ends_with("expected shape [384, 256], found [512, 256]"), "{msg}");
+        assert!(matches!(model::<B>(&ckpt, &cfg, &Default::default()), Err(LoadError::ShapeMismatch { .. })));
+
+        let fp8 = conformance_cases().into_iter().find(|c| c.ends_with("tiny-fp8")).expect("the FP8 case");
+        let (cfg, ckpt) = open(&fp8).expect("opens");
+        check_tensors(&ckpt, &cfg).expect("the case matches its config");
+        let ckpt = ckpt.with_weight_block_size([64, 128]).expect("block");
+        let err = check_tensors(&ckpt, &cfg).unwrap_err();
+        assert!(matches!(err, LoadError::ShapeMismatch { ref name, .. } if name.ends_with("_scale_inv")), "{err}");
     }
 
     #[test]

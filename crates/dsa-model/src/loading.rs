@@ -340,7 +340,25 @@ pub struct Checkpoint {
 #[derive(Debug)]
 struct MappedFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
+}
+
+/// The bytes of a checkpoint file: mapped, or held in memory ([`Checkpoint::from_bytes`]).
+#[derive(Debug)]
+enum FileBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(mmap) => mmap,
+            FileBytes::Owned(bytes) => bytes,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -405,6 +423,27 @@ impl Checkpoint {
         } else {
             ckpt.add_file(path.to_path_buf())?;
         }
+        Ok(ckpt)
+    }
+
+    /// A checkpoint of one safetensors file held in memory, named `location` in errors.
+    ///
+    /// ```
+    /// use dsa_model::loading::Checkpoint;
+    ///
+    /// let err = Checkpoint::from_bytes("upload.safetensors", vec![0xFF; 16]).unwrap_err();
+    /// assert!(err.to_string().contains("upload.safetensors is not a valid safetensors file"));
+    /// ```
+    pub fn from_bytes(location: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, LoadError> {
+        let location = location.into();
+        let mut ckpt = Checkpoint {
+            location: location.clone(),
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+            weight_block: DEFAULT_WEIGHT_BLOCK,
+            allow_nonfinite: false,
+        };
+        ckpt.add_bytes(location, FileBytes::Owned(bytes))?;
         Ok(ckpt)
     }
 
@@ -478,6 +517,25 @@ impl Checkpoint {
                 found: entry.shape.clone(),
                 file: self.file_path(entry).to_path_buf(),
             });
+        }
+        Ok(())
+    }
+
+    /// Checks that tensor `name` exists with shape `expected` and, if it is an FP8 weight,
+    /// that its block scale exists with one entry per block; reads no values.
+    ///
+    /// ```no_run
+    /// use dsa_model::loading::Checkpoint;
+    ///
+    /// let ckpt = Checkpoint::open("model")?.with_weight_block_size([128, 128])?;
+    /// ckpt.check_tensor("model.layers.0.self_attn.q_a_proj.weight", &[1536, 7168])?;
+    /// # Ok::<(), dsa_model::loading::LoadError>(())
+    /// ```
+    pub fn check_tensor(&self, name: &str, expected: &[usize]) -> Result<(), LoadError> {
+        self.check_shape(name, expected)?;
+        let entry = self.entry(name)?;
+        if entry.dtype == Dtype::F8_E4M3 {
+            self.fp8_scale(name, entry)?;
         }
         Ok(())
     }
@@ -683,19 +741,16 @@ impl Checkpoint {
     fn bytes(&self, name: &str, entry: &Entry) -> Result<&[u8], LoadError> {
         self.files
             .get(entry.file)
-            .and_then(|f| f.mmap.get(entry.start..entry.end))
+            .and_then(|f| f.bytes.get(entry.start..entry.end))
             .ok_or_else(|| LoadError::Corrupt {
                 path: self.file_path(entry).to_path_buf(),
                 source: SafeTensorError::InvalidOffset(name.into()),
             })
     }
 
-    fn dequantize_fp8(
-        &self,
-        name: &str,
-        entry: &Entry,
-        bytes: &[u8],
-    ) -> Result<Vec<f32>, LoadError> {
+    /// The block scale of FP8 weight `name` (its name and entry), checked to exist and to
+    /// have one entry per block of the weight.
+    fn fp8_scale(&self, name: &str, entry: &Entry) -> Result<(String, &Entry), LoadError> {
         let file = self.file_path(entry);
         let scale_name = format!("{name}{SCALE_SUFFIX}");
         let Some(scale_entry) = self.tensors.get(&scale_name) else {
@@ -716,8 +771,22 @@ impl Checkpoint {
             });
         };
         let [block_rows, block_cols] = self.weight_block;
+        self.check_shape(
+            &scale_name,
+            &[rows.div_ceil(block_rows), cols.div_ceil(block_cols)],
+        )?;
+        Ok((scale_name, scale_entry))
+    }
+
+    fn dequantize_fp8(
+        &self,
+        name: &str,
+        entry: &Entry,
+        bytes: &[u8],
+    ) -> Result<Vec<f32>, LoadError> {
+        let (scale_name, scale_entry) = self.fp8_scale(name, entry)?;
+        let (cols, [block_rows, block_cols]) = (entry.shape[1], self.weight_block);
         let scale_cols = cols.div_ceil(block_cols);
-        self.check_shape(&scale_name, &[rows.div_ceil(block_rows), scale_cols])?;
         let scale_bytes = self.bytes(&scale_name, scale_entry)?;
         let scales = float_values(
             &scale_name,
@@ -761,8 +830,15 @@ impl Checkpoint {
             path: path.clone(),
             source,
         })?;
+        self.add_bytes(path, FileBytes::Mapped(mmap))
+    }
+
+    /// Adds a file's bytes, read from its safetensors header (nothing is allocated for the
+    /// header's claims: the safetensors parser checks its length and every tensor's
+    /// offsets against the bytes first).
+    fn add_bytes(&mut self, path: PathBuf, bytes: FileBytes) -> Result<(), LoadError> {
         let (header_len, metadata) =
-            SafeTensors::read_metadata(&mmap).map_err(|source| LoadError::Corrupt {
+            SafeTensors::read_metadata(&bytes).map_err(|source| LoadError::Corrupt {
                 path: path.clone(),
                 source,
             })?;
@@ -789,7 +865,7 @@ impl Checkpoint {
             };
             self.tensors.insert(name, entry);
         }
-        self.files.push(MappedFile { path, mmap });
+        self.files.push(MappedFile { path, bytes });
         Ok(())
     }
 
@@ -806,6 +882,13 @@ impl Checkpoint {
         let mut shards: Vec<&str> = parsed.weight_map.values().map(String::as_str).collect();
         shards.sort_unstable();
         shards.dedup();
+        // Shards are files beside the index: no other path is opened.
+        if let Some(shard) = shards.iter().find(|s| Path::new(s).file_name() != Some(std::ffi::OsStr::new(s))) {
+            return Err(LoadError::Index {
+                path: index.to_path_buf(),
+                reason: format!("shard `{shard}` is not a file name in the index's directory"),
+            });
+        }
         for shard in shards {
             self.add_file(dir.join(shard)).map_err(|err| match err {
                 LoadError::Io { path, source } => LoadError::Index {
@@ -1464,6 +1547,13 @@ mod tests {
         .expect("write");
         let err = Checkpoint::open(&index).unwrap_err();
         assert!(err.to_string().contains("`z`"), "{err}");
+
+        for shard in ["../model-1.safetensors", "/etc/passwd", "sub/model-1.safetensors", ""] {
+            let text = serde_json::json!({"weight_map": {"a": shard}}).to_string();
+            std::fs::write(&index, text).expect("write");
+            let err = Checkpoint::open(dir.path()).unwrap_err();
+            assert!(err.to_string().contains(&format!("shard `{shard}` is not a file name")), "{err}");
+        }
 
         std::fs::write(&index, r#"{"weight_map": 7}"#).expect("write");
         let err = Checkpoint::open(dir.path()).unwrap_err();
