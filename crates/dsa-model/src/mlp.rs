@@ -7,6 +7,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+use dsa_burn::{ops, DsaBackend};
 
 /// Sizes of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -50,10 +51,11 @@ pub struct Mlp<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
-impl<B: Backend> Mlp<B> {
-    /// Applies the MLP to the last dimension of `x`.
+impl<B: DsaBackend> Mlp<B> {
+    /// Applies the MLP to the last dimension of `x` (projections by [`ops::project`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.down_proj.forward(swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x)))
+        let gate = ops::project(&self.gate_proj, x.clone());
+        ops::project(&self.down_proj, swiglu(gate, ops::project(&self.up_proj, x)))
     }
 }
 
