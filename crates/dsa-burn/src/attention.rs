@@ -383,10 +383,10 @@ impl<B: DsaBackend> DsaAttention<B> {
     fn latents(&self, x: Tensor<B, 3>, start: usize) -> Latents<B> {
         let [b, t, _] = x.dims();
         let (h, nope, rope_d, r) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank);
-        let qr = self.q_norm.forward(self.wq_a.forward(x.clone()));
-        let q = self.wq_b.forward(qr.clone()).reshape([b, t, h, nope + rope_d]);
+        let qr = self.q_norm.forward(ops::project(&self.wq_a, x.clone()));
+        let q = ops::project(&self.wq_b, qr.clone()).reshape([b, t, h, nope + rope_d]);
         let q_pe = self.rope.apply(q.clone().narrow(3, nope, rope_d), start, true);
-        let kv = self.wkv_a.forward(x);
+        let kv = ops::project(&self.wkv_a, x);
         let c = self.kv_norm.forward(kv.clone().narrow(2, 0, r));
         let k_pe = self.rope.apply(kv.narrow(2, r, rope_d).reshape([b, t, 1, rope_d]), start, true);
         Latents { qr, q_nope: q.narrow(3, 0, nope), q_pe, kv: Tensor::cat(vec![c, k_pe.reshape([b, t, rope_d])], 2) }
@@ -409,7 +409,7 @@ impl<B: DsaBackend> DsaAttention<B> {
         let [b, s, _] = kv.dims();
         let (h, nope, rope_d, r, dv) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank, self.v_head_dim);
         let q = Tensor::cat(vec![lat.q_nope.clone(), lat.q_pe.clone()], 3).swap_dims(1, 2);
-        let expanded = self.wkv_b.forward(kv.clone().narrow(2, 0, r)).reshape([b, s, h, nope + dv]).swap_dims(1, 2);
+        let expanded = ops::project(&self.wkv_b, kv.clone().narrow(2, 0, r)).reshape([b, s, h, nope + dv]).swap_dims(1, 2);
         let k_pe = kv.narrow(2, r, rope_d).reshape([b, 1, s, rope_d]).expand([b, h, s, rope_d]);
         let k = Tensor::cat(vec![expanded.clone().narrow(3, 0, nope), k_pe], 3);
         (q, k, expanded.narrow(3, nope, dv))
@@ -444,6 +444,6 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// Per-head values `[B,T,H,v]` → `wo`.
     fn project_heads(&self, v: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, t, h, dv] = v.dims();
-        self.wo.forward(v.reshape([b, t, h * dv]))
+        ops::project(&self.wo, v.reshape([b, t, h * dv]))
     }
 }

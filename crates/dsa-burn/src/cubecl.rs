@@ -6,6 +6,7 @@
 //! ints, `true` for bools) so tests see any entry a kernel failed to write.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
 use burn::tensor::{get_device_settings, DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
@@ -19,6 +20,7 @@ use dsa_kernels as kernels;
 use dsa_kernels::quant::Codes;
 
 use crate::adamw::AdamWStep;
+use crate::matmul::{Layout, Strategy};
 use crate::quant::{IndexerQuant, E4M3_MAX};
 use crate::DsaBackend;
 
@@ -2282,6 +2284,91 @@ pub fn flash_attention_backward<R: CubeRuntime>(
     Some((from_f32(dq, q.dtype), dk, dv))
 }
 
+/// The dispatcher table of the projections ([`crate::ops::linear`]): the cubek strategy that
+/// [`DsaBackend::linear_matmul`] launches on a `runtime` device (`cuda`, `wgpu`, ...) for
+/// each [`Layout`] of its operands, by its name in `dsa-cli bench-matmul`'s lines (see
+/// [`crate::matmul::strategy_name`]); `tensor_cores`: the device multiplies the operands'
+/// dtype on tensor cores (bf16 or f16 cmma, see [`grouped_matmul_tensor_cores`]). `None`:
+/// Burn's own matmul. Edit the entries from the benchmark's numbers; until there are any,
+/// CUDA's are the kernel Burn's matmul runs there without autotuning (`Strategy::Auto`:
+/// `simple_cyclic_cmma`), so nothing changes.
+///
+/// ```
+/// use dsa_burn::cubecl::linear_strategy_name;
+/// use dsa_burn::matmul::Layout;
+/// assert_eq!(linear_strategy_name("cuda", true, Layout::NN), Some("simple_cyclic_cmma"));
+/// assert_eq!(linear_strategy_name("wgpu", false, Layout::NN), None);
+/// ```
+pub fn linear_strategy_name(runtime: &str, tensor_cores: bool, layout: Layout) -> Option<&'static str> {
+    match (runtime, tensor_cores, layout) {
+        // CUDA, bf16/f16: the forward y = x·W, dX = dY·Wᵀ, dW = Xᵀ·dY, both transposed.
+        ("cuda", true, Layout::NN) => Some("simple_cyclic_cmma"),
+        ("cuda", true, Layout::NT) => Some("simple_cyclic_cmma"),
+        ("cuda", true, Layout::TN) => Some("simple_cyclic_cmma"),
+        ("cuda", true, Layout::TT) => Some("simple_cyclic_cmma"),
+        // f32 (TF32 on CUDA), devices without tensor cores, wgpu: Burn's matmul.
+        _ => None,
+    }
+}
+
+static LINEAR_STRATEGY: Mutex<Option<Strategy>> = Mutex::new(None);
+
+/// Force the cubek strategy of every [`DsaBackend::linear_matmul`] on CubeCL (tests,
+/// benchmarks); `None` (the default): [`linear_strategy`]'s choice.
+pub fn set_linear_strategy(strategy: Option<Strategy>) {
+    *LINEAR_STRATEGY.lock().unwrap_or_else(|e| e.into_inner()) = strategy;
+}
+
+/// The cubek strategy of [`DsaBackend::linear_matmul`] for operands of `dtype` in `layout` on
+/// `client`'s device: the one [`set_linear_strategy`] forces, else the entry of
+/// [`linear_strategy_name`]'s table, except with Burn's `autotune` feature, where Burn's
+/// autotuned matmul runs (`None`) as it would without `ops::linear`.
+///
+/// # Panics
+///
+/// If the table names a strategy that [`crate::matmul::strategy_by_name`] does not know.
+pub fn linear_strategy<R: Runtime>(client: &ComputeClient<R>, dtype: DType, layout: Layout) -> Option<Strategy> {
+    if let Some(forced) = LINEAR_STRATEGY.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Some(forced);
+    }
+    if cfg!(feature = "autotune") {
+        return None;
+    }
+    let name = linear_strategy_name(R::name(client), grouped_matmul_tensor_cores(client, dtype), layout)?;
+    Some(crate::matmul::strategy_by_name(name).unwrap_or_else(|| panic!("linear_strategy_name: cubek has no strategy `{name}`")))
+}
+
+static LINEAR_LAUNCHES: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+
+/// How this process's [`DsaBackend::linear_matmul`] calls on CubeCL ran: `(cubek, burn)`,
+/// those that launched [`linear_strategy`]'s strategy and those that ran Burn's matmul (no
+/// strategy chosen, or the chosen one did not apply). Tests check which path ran.
+pub fn linear_launches() -> (usize, usize) {
+    (LINEAR_LAUNCHES[0].load(Ordering::SeqCst), LINEAR_LAUNCHES[1].load(Ordering::SeqCst))
+}
+
+/// The projections' matrix product on CubeCL, `lhs [M, K] · rhs [K, N]` (any strides); see
+/// [`DsaBackend::linear_matmul`]. Launches [`linear_strategy`]'s cubek strategy; where there
+/// is none, it does not apply (an error, nothing launched), the inputs are quantized or of
+/// two dtypes, or a dim is 0, Burn's matmul runs as `float_matmul` would (`Strategy::Auto`,
+/// or the autotuner).
+pub fn linear_matmul_primitive<R: CubeRuntime>(lhs: CubeTensor<R>, rhs: CubeTensor<R>) -> CubeTensor<R> {
+    let dtype = lhs.dtype;
+    let [m, k] = dims::<2, R>(&lhs);
+    let n = dims::<2, R>(&rhs)[1];
+    let plain = lhs.qparams.is_none() && rhs.qparams.is_none() && rhs.dtype == dtype && m * k * n > 0;
+    let layout = Layout::of(lhs.meta.strides(), rhs.meta.strides());
+    if let Some(strategy) = plain.then(|| linear_strategy(&lhs.client, dtype, layout)).flatten() {
+        if let Ok(out) = crate::matmul::matmul(&strategy, lhs.clone(), rhs.clone()) {
+            LINEAR_LAUNCHES[0].fetch_add(1, Ordering::SeqCst);
+            return out;
+        }
+    }
+    LINEAR_LAUNCHES[1].fetch_add(1, Ordering::SeqCst);
+    use burn_cubecl::kernel::matmul::{matmul, MatmulStrategy};
+    matmul(lhs, rhs, None, MatmulStrategy::default(), dtype).expect("Burn's matmul launches")
+}
+
 impl<R, F, I, BT> DsaBackend for CubeBackend<R, F, I, BT>
 where
     R: CubeRuntime,
@@ -2470,5 +2557,29 @@ where
         step: AdamWStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         adamw_step_primitive(param, grad, moment_1, moment_2, norm, step)
+    }
+
+    fn linear_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_matmul_primitive(lhs, rhs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every strategy the dispatcher table names is one `dsa-cli bench-matmul` knows (a typo
+    /// would panic at the first projection).
+    #[test]
+    fn linear_table_names_known_strategies() {
+        for runtime in ["cuda", "hip", "wgpu", "cpu"] {
+            for tensor_cores in [false, true] {
+                for layout in [Layout::NN, Layout::NT, Layout::TN, Layout::TT] {
+                    if let Some(name) = linear_strategy_name(runtime, tensor_cores, layout) {
+                        assert!(crate::matmul::strategy_by_name(name).is_some(), "{runtime} {tensor_cores} {layout}: no strategy `{name}`");
+                    }
+                }
+            }
+        }
     }
 }

@@ -158,24 +158,6 @@ impl<B: DsaBackend> LightningIndexer<B> {
         self.quant
     }
 
-    /// Queries `[B, T, H_I, D]` (rotated) and head weights `[B, T, H_I]` (with the
-    /// `H_I^-1/2 · D^-1/2` scales folded in) for tokens at `start..`.
-    pub fn queries(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, rope: &Rope, start: usize) -> (Tensor<B, 4>, Tensor<B, 3>) {
-        let [b, t, _] = qr.dims();
-        let q = self.wq_b.forward(qr).reshape([b, t, self.n_heads, self.head_dim]);
-        let q = hadamard(self.rotate(q, rope, start));
-        let scale = ((self.n_heads * self.head_dim) as f64).sqrt().recip();
-        let w = self.weights_proj.forward(x).mul_scalar(scale);
-        (q, w)
-    }
-
-    /// Keys `[B, T, D]` (normalised, rotated) for tokens at `start..`.
-    pub fn keys(&self, x: Tensor<B, 3>, rope: &Rope, start: usize) -> Tensor<B, 3> {
-        let [b, t, _] = x.dims();
-        let k = self.k_norm.forward(self.wk.forward(x)).reshape([b, t, 1, self.head_dim]);
-        hadamard(self.rotate(k, rope, start)).reshape([b, t, self.head_dim])
-    }
-
     /// RoPE on the first `rope_dim` dims of each head (`[rope | nope]` order).
     fn rotate(&self, x: Tensor<B, 4>, rope: &Rope, start: usize) -> Tensor<B, 4> {
         let pe = x.clone().narrow(3, 0, self.rope_dim);
@@ -185,6 +167,24 @@ impl<B: DsaBackend> LightningIndexer<B> {
 }
 
 impl<B: DsaBackend> LightningIndexer<B> {
+    /// Queries `[B, T, H_I, D]` (rotated) and head weights `[B, T, H_I]` (with the
+    /// `H_I^-1/2 · D^-1/2` scales folded in) for tokens at `start..`.
+    pub fn queries(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, rope: &Rope, start: usize) -> (Tensor<B, 4>, Tensor<B, 3>) {
+        let [b, t, _] = qr.dims();
+        let q = crate::ops::project(&self.wq_b, qr).reshape([b, t, self.n_heads, self.head_dim]);
+        let q = hadamard(self.rotate(q, rope, start));
+        let scale = ((self.n_heads * self.head_dim) as f64).sqrt().recip();
+        let w = crate::ops::project(&self.weights_proj, x).mul_scalar(scale);
+        (q, w)
+    }
+
+    /// Keys `[B, T, D]` (normalised, rotated) for tokens at `start..`.
+    pub fn keys(&self, x: Tensor<B, 3>, rope: &Rope, start: usize) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let k = self.k_norm.forward(crate::ops::project(&self.wk, x)).reshape([b, t, 1, self.head_dim]);
+        hadamard(self.rotate(k, rope, start)).reshape([b, t, self.head_dim])
+    }
+
     /// Causal scores `[B, T, S]` of the `T` tokens of `x` (at positions `start..`) against
     /// `keys [B, S, D]` (all tokens up to the last one of `x`).
     pub fn scores(&self, x: Tensor<B, 3>, qr: Tensor<B, 3>, keys: Tensor<B, 3>, rope: &Rope, start: usize) -> Tensor<B, 3> {

@@ -13,6 +13,7 @@ pub mod indexer;
 pub mod kernel_cache;
 pub mod loss;
 pub mod master_weights;
+pub mod matmul;
 pub mod norm;
 pub mod ops;
 pub mod quant;

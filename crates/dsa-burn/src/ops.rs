@@ -9,6 +9,7 @@
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::Autodiff;
+use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
@@ -330,6 +331,15 @@ pub trait DsaBackend: Backend {
         let unflat = |t: Tensor<Self, 1>| Self::float_reshape(t.into_primitive().tensor(), shape.clone());
         (unflat(p), unflat(m), unflat(v))
     }
+
+    /// The matrix product of the projections, `lhs [M, K] · rhs [K, N] → [M, N]`, whose
+    /// operands may be transposed views: [`linear`] runs its forward `x · W` with it, and
+    /// under [`Autodiff`] its gradients `dY · Wᵀ` and `Xᵀ · dY`. The reference is Burn's
+    /// matmul; the CubeCL backends launch the cubek strategy of a dispatcher table
+    /// (`cubecl::linear_strategy`).
+    fn linear_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(lhs, rhs)
+    }
 }
 
 /// Reference backward of sparse MLA with Burn tensor operations; see
@@ -410,7 +420,8 @@ where
 /// backend's forward, and their backward steps are [`DsaBackend::sparse_mla_backward`],
 /// [`DsaBackend::indexer_selected_scores_backward`] and [`DsaBackend::grouped_matmul`] /
 /// [`DsaBackend::grouped_matmul_weight_grad`] of the inner backend (the kernels on CubeCL,
-/// the reference elsewhere).
+/// the reference elsewhere); the projections' product and its gradients are
+/// [`DsaBackend::linear_matmul`] of the inner backend.
 impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         autodiff_swiglu::swiglu::<B, C>(gate, up)
@@ -497,6 +508,61 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
 
     fn permute_rows(x: FloatTensor<Self>, perm: IntTensor<Self>, inverse: IntTensor<Self>) -> FloatTensor<Self> {
         autodiff_permute::permute_rows::<B, C>(x, perm, inverse)
+    }
+
+    fn linear_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        autodiff_linear::linear_matmul::<B, C>(lhs, rhs)
+    }
+}
+
+/// The backward step of [`DsaBackend::linear_matmul`] under [`Autodiff`]: `d(lhs) = grad ·
+/// rhsᵀ` and `d(rhs) = lhsᵀ · grad` through the inner backend's `linear_matmul`, the
+/// transposes as views (no copy), each only if its input is tracked. As Burn's matmul, it
+/// checkpoints the operands it needs (`rhs` for `d(lhs)`, `lhs` for `d(rhs)`).
+mod autodiff_linear {
+    use super::DsaBackend;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::FloatTensor;
+
+    #[derive(Debug)]
+    pub(super) struct LinearMatmulBackward;
+
+    impl<B: DsaBackend> Backward<B, 2> for LinearMatmulBackward {
+        type State = (Option<NodeId>, Option<NodeId>);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+            let [node_lhs, node_rhs] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            let (lhs, rhs) = ops.state;
+            let lhs = lhs.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+            let rhs = rhs.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+            if let (Some(node), Some(rhs)) = (node_lhs, rhs) {
+                grads.register::<B>(node.id, B::linear_matmul(grad.clone(), B::float_swap_dims(rhs, 0, 1)));
+            }
+            if let (Some(node), Some(lhs)) = (node_rhs, lhs) {
+                grads.register::<B>(node.id, B::linear_matmul(B::float_swap_dims(lhs, 0, 1), grad));
+            }
+        }
+    }
+
+    pub(super) fn linear_matmul<B: DsaBackend, C: CheckpointStrategy>(
+        lhs: FloatTensor<Autodiff<B, C>>,
+        rhs: FloatTensor<Autodiff<B, C>>,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let (lhs_tracked, rhs_tracked) = (lhs.is_tracked(), rhs.is_tracked());
+        match LinearMatmulBackward.prepare::<C>([lhs.node.clone(), rhs.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let lhs_state = rhs_tracked.then(|| prep.checkpoint(&lhs));
+                let rhs_state = lhs_tracked.then(|| prep.checkpoint(&rhs));
+                prep.finish((lhs_state, rhs_state), B::linear_matmul(lhs.primitive, rhs.primitive))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::linear_matmul(lhs.primitive, rhs.primitive)),
+        }
     }
 }
 
@@ -1210,6 +1276,67 @@ pub fn permute_rows<B: DsaBackend>(x: Tensor<B, 2>, perm: Tensor<B, 1, Int>, inv
     let (n, [p], [i]) = (x.dims()[0], perm.dims(), inverse.dims());
     assert!(p == n && i == n, "permute_rows: x {:?}, perm [{p}] and inverse [{i}] do not fit", x.dims());
     float(B::permute_rows(x.into_primitive().tensor(), perm.into_primitive(), inverse.into_primitive()))
+}
+
+/// A linear layer `y = x · weight (+ bias)` over the last dim of `x [.., K]`, with
+/// `weight [K, N]` as Burn's `nn::Linear` stores it and `bias [N]`: `y [.., N]`. The leading
+/// dims of `x` are flattened into the rows of one product [`DsaBackend::linear_matmul`]
+/// (Burn's matmul on most backends, a cubek strategy from a dispatcher table on CubeCL);
+/// under [`Autodiff`] the gradients `dX = dY · Wᵀ` and `dW = Xᵀ · dY` (summed over the
+/// leading dims by that product) run through it too. The same values as
+/// `burn::tensor::module::linear(x, weight, bias)` (`nn::Linear::forward`), up to rounding.
+/// See [`project`] for a `Linear` layer.
+///
+/// ```
+/// # use burn::backend::{Autodiff, NdArray};
+/// # use burn::tensor::Tensor;
+/// use dsa_burn::ops::linear;
+/// let dev = Default::default();
+/// let x = Tensor::<Autodiff<NdArray>, 3>::from_floats([[[1.0, 2.0], [3.0, 4.0]]], &dev).require_grad();
+/// let w = Tensor::<Autodiff<NdArray>, 2>::from_floats([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], &dev).require_grad();
+/// let b = Tensor::<Autodiff<NdArray>, 1>::from_floats([0.5, 0.5, 0.5], &dev);
+/// let y = linear(x.clone(), w.clone(), Some(b));
+/// assert_eq!(y.dims(), [1, 2, 3]);
+/// assert_eq!(y.to_data().to_vec::<f32>().unwrap(), [1.5, 2.5, 3.5, 3.5, 4.5, 7.5]);
+/// // d(Σy)/dW = Xᵀ · 1 (rows summed over the tokens), d(Σy)/dX = 1 · Wᵀ.
+/// let grads = y.sum().backward();
+/// assert_eq!(w.grad(&grads).unwrap().to_data().to_vec::<f32>().unwrap(), [4.0, 4.0, 4.0, 6.0, 6.0, 6.0]);
+/// assert_eq!(x.grad(&grads).unwrap().to_data().to_vec::<f32>().unwrap(), [2.0, 2.0, 2.0, 2.0]);
+/// ```
+pub fn linear<B: DsaBackend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let [k, n] = weight.dims();
+    assert!(D >= 1 && dims[D - 1] == k, "linear: x {dims:?} does not fit the weight [{k}, {n}]");
+    if let Some(b) = &bias {
+        assert_eq!(b.dims(), [n], "linear: the bias must be [{n}]");
+    }
+    let m = dims[..D - 1].iter().product();
+    let y = float::<B, 2>(B::linear_matmul(x.reshape([m, k]).into_primitive().tensor(), weight.into_primitive().tensor()));
+    let y = match bias {
+        Some(b) => y + b.unsqueeze::<2>(),
+        None => y,
+    };
+    let mut out = dims;
+    out[D - 1] = n;
+    y.reshape(out)
+}
+
+/// A Burn `nn::Linear` layer applied to `x` by [`linear`], with its weight and bias: the
+/// layer's `forward(x)` through [`DsaBackend::linear_matmul`]. The model's projections call
+/// this; the layer and its record are unchanged.
+///
+/// ```
+/// # use burn::backend::NdArray;
+/// # use burn::tensor::{Distribution, Tensor};
+/// use burn::nn::LinearConfig;
+/// let dev = Default::default();
+/// let layer = LinearConfig::new(8, 3).init::<NdArray>(&dev);
+/// let x = Tensor::<NdArray, 3>::random([2, 5, 8], Distribution::Default, &dev);
+/// let y = dsa_burn::ops::project(&layer, x.clone());
+/// y.into_data().assert_approx_eq::<f32>(&layer.forward(x).into_data(), Default::default());
+/// ```
+pub fn project<B: DsaBackend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
 }
 
 /// Dense causal MLA in MQA mode: every head of `q [B,T,H,D]` (query `t` at position

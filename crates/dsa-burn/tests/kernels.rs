@@ -1610,3 +1610,146 @@ fn fused_adamw_on_cubecl_matches_ndarray() {
     let got = run::<Autodiff<G>>(&w0, &b0, &grads, &gdev());
     assert_close("parameters", &got, &want, 1e-6);
 }
+
+/// The operands of a projection product `[m, k] · [k, n]` in `layout`, from row-major data
+/// `a [m, k]` and `b [k, n]`: a transposed operand is the transposed view (`swap_dims`) of
+/// its transpose's row-major data, as [`dsa_burn::ops::linear`]'s backward passes `Wᵀ` and `Xᵀ`.
+fn layout_operands<B: Backend>(layout: dsa_burn::matmul::Layout, a: &[f32], b: &[f32], [m, k, n]: [usize; 3], dev: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    use dsa_burn::matmul::Layout;
+    let transpose = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> { (0..cols * rows).map(|i| v[(i % rows) * cols + i / rows]).collect() };
+    let lhs = match layout {
+        Layout::TN | Layout::TT => ft::<B, 2>(&transpose(a, m, k), [k, m], dev).swap_dims(0, 1),
+        _ => ft::<B, 2>(a, [m, k], dev),
+    };
+    let rhs = match layout {
+        Layout::NT | Layout::TT => ft::<B, 2>(&transpose(b, k, n), [n, k], dev).swap_dims(0, 1),
+        _ => ft::<B, 2>(b, [k, n], dev),
+    };
+    (lhs, rhs)
+}
+
+/// The projections' product on CubeCL (`DsaBackend::linear_matmul`) against NdArray in every
+/// layout, on sizes no multiple of any tile and a single row (decode): with the dispatcher
+/// table's choice (Burn's matmul on wgpu), with cubek strategies forced (the unit and naive
+/// kernels run on lavapipe), and with a strategy the device may not have (tensor-core cmma:
+/// unavailable on lavapipe, where Burn's matmul must take over). The launch counters say
+/// which path ran.
+#[test]
+fn linear_matmul_matches_reference() {
+    use dsa_burn::cubecl::{linear_launches, set_linear_strategy};
+    use dsa_burn::matmul::{strategy_by_name, Layout};
+    use dsa_burn::DsaBackend;
+    let _choice = choose_kernels();
+    let mut rng = Rng::new("linear_matmul");
+    let forced = ["simple_unit_max_tile_size", "double_unit_min_tile_size", "naive", "simple_cyclic_cmma"];
+    for name in std::iter::once(None).chain(forced.map(Some)) {
+        set_linear_strategy(name.map(|n| strategy_by_name(n).expect("a known strategy")));
+        for [m, k, n] in [[37, 19, 23], [1, 64, 40], [70, 33, 8]] {
+            let (a, b) = (rng.normal(m * k), rng.normal(k * n));
+            for layout in [Layout::NN, Layout::NT, Layout::TN, Layout::TT] {
+                let what = format!("{name:?} {layout} [{m}, {k}] · [{k}, {n}]");
+                let (lc, rc) = layout_operands::<C>(layout, &a, &b, [m, k, n], &Default::default());
+                let (lg, rg) = layout_operands::<G>(layout, &a, &b, [m, k, n], &gdev());
+                let want = unprim::<C, 2>(C::linear_matmul(prim(lc), prim(rc)));
+                let before = linear_launches();
+                let got = unprim::<G, 2>(G::linear_matmul(prim(lg), prim(rg)));
+                assert_eq!(got.dims(), [m, n], "{what}");
+                assert_close(&what, &host(got), &host(want), 1e-5);
+                let (cubek, burn) = linear_launches();
+                assert_eq!(cubek + burn, before.0 + before.1 + 1, "{what}: one call, one count");
+                if matches!(name, Some("simple_unit_max_tile_size" | "naive")) {
+                    assert_eq!(cubek, before.0 + 1, "{what}: the forced strategy did not run");
+                }
+            }
+        }
+    }
+    set_linear_strategy(None);
+}
+
+/// `ops::linear` (3-d input with a bias, 2-d, 4-d, a strided input, a weight stored
+/// transposed) and its gradients on Autodiff<GPU> against Autodiff<NdArray>, with Burn's
+/// matmul (the table's choice on wgpu) and with a cubek strategy forced, so that the
+/// backward's `dY · Wᵀ` and `Xᵀ · dY` launch cubek on transposed views.
+#[test]
+fn linear_autodiff_matches_reference() {
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::AutodiffBackend;
+    use dsa_burn::cubecl::set_linear_strategy;
+    use dsa_burn::matmul::strategy_by_name;
+    use dsa_burn::ops::linear;
+    let _choice = choose_kernels();
+    let mut rng = Rng::new("linear_autodiff");
+    /// `[y, dx, dw, db]` of `Σ linear(x, w, b) · G` with `x [2, 5, 3, 9]`, `w [9, 6]`.
+    fn run<B: AutodiffBackend + dsa_burn::DsaBackend>(case: usize, (xv, wv, bv, gv): (&[f32], &[f32], &[f32], &[f32]), dev: &B::Device) -> [Vec<f32>; 4] {
+        let x = ft::<B, 4>(xv, [2, 5, 3, 9], dev).require_grad();
+        let w = ft::<B, 2>(wv, [9, 6], dev).require_grad();
+        let bias = ft::<B, 1>(bv, [6], dev).require_grad();
+        let g = ft::<B, 4>(gv, [2, 5, 3, 6], dev);
+        let y = match case {
+            0 => linear(x.clone().reshape([10, 3, 9]), w.clone(), Some(bias.clone())).reshape([2, 5, 3, 6]),
+            1 => linear(x.clone().reshape([30, 9]), w.clone(), None).reshape([2, 5, 3, 6]),
+            2 => linear(x.clone(), w.clone(), Some(bias.clone())),
+            // x through strided views (its rows 12 apart, its tokens transposed), the weight a
+            // transposed view (as `nn::Linear` with `LinearLayout::Col` stores it).
+            _ => {
+                let wide = Tensor::cat(vec![x.clone(), Tensor::zeros([2, 5, 3, 3], dev)], 3).swap_dims(1, 2);
+                let strided = wide.narrow(3, 0, 9);
+                let w_col = w.clone().transpose().mul_scalar(1.0).transpose();
+                linear(strided, w_col, Some(bias.clone())).swap_dims(1, 2)
+            }
+        };
+        let grads = (y.clone() * g).sum().backward();
+        let db = bias.grad(&grads).map(host).unwrap_or_default();
+        [host(y), host(x.grad(&grads).unwrap()), host(w.grad(&grads).unwrap()), db]
+    }
+    let (xv, wv, bv, gv) = (rng.normal(2 * 5 * 3 * 9), rng.normal(9 * 6), rng.normal(6), rng.normal(2 * 5 * 3 * 6));
+    for name in [None, Some("simple_unit_max_tile_size")] {
+        set_linear_strategy(name.map(|n| strategy_by_name(n).unwrap()));
+        for case in 0..4 {
+            let want = run::<Autodiff<C>>(case, (&xv, &wv, &bv, &gv), &Default::default());
+            let got = run::<Autodiff<G>>(case, (&xv, &wv, &bv, &gv), &gdev());
+            for (what, got, want) in [("y", &got[0], &want[0]), ("dx", &got[1], &want[1]), ("dw", &got[2], &want[2]), ("db", &got[3], &want[3])] {
+                assert_close(&format!("{what} case {case} {name:?}"), got, want, 1e-5);
+            }
+        }
+    }
+    set_linear_strategy(None);
+}
+
+/// `dsa_burn::matmul::bench` on the device under test, one small product per layout: Burn's
+/// matmul and a unit strategy run and agree, a tensor-core strategy runs or reports why not
+/// (no panic escapes), every line has its product's dims.
+#[test]
+fn matmul_bench_reports_every_candidate() {
+    use dsa_burn::matmul::{bench, strategy_by_name, BenchSettings, Candidate, Layout, MatmulShape};
+    let _choice = choose_kernels();
+    let shape = MatmulShape { name: "tiny".into(), m: 40, k: 24, n: 16 };
+    let candidates = [
+        Candidate::Burn,
+        Candidate::Cubek(strategy_by_name("simple_unit_max_tile_size").unwrap()),
+        Candidate::Cubek(strategy_by_name("double_cyclic_mma").unwrap()),
+    ];
+    let settings = BenchSettings { warm: 1, iters: 2, rounds: 3 };
+    let mut emitted = 0;
+    let timings = bench::<G>(&[shape], &[Layout::NN, Layout::NT, Layout::TN], &candidates, settings, &gdev(), |_| emitted += 1);
+    assert_eq!((timings.len(), emitted), (9, 9));
+    for t in &timings {
+        println!("{}", serde_json_like(t));
+        let want = match t.layout {
+            Layout::NT => [40, 16, 24],
+            Layout::TN => [24, 40, 16],
+            _ => [40, 24, 16],
+        };
+        assert_eq!([t.m, t.k, t.n], want, "{t:?}");
+        assert_eq!((t.op, t.dtype.as_str()), ("matmul", "f32"));
+        match t.strategy.as_str() {
+            "burn" => assert!(t.status == "ok" && t.ms.unwrap() > 0.0 && t.rel_err.is_none(), "{t:?}"),
+            "simple_unit_max_tile_size" => assert!(t.status == "ok" && t.tflops.unwrap() > 0.0 && t.rel_err.unwrap() < 1e-5, "{t:?}"),
+            _ => assert!(t.status == "ok" && t.rel_err.unwrap() < 1e-2 || t.status != "ok" && t.ms.is_none(), "{t:?}"),
+        }
+    }
+}
+
+fn serde_json_like(t: &dsa_burn::matmul::MatmulTiming) -> String {
+    format!("{} {} {} {}: {} {:?} ms, err {:?}", t.shape, t.layout, t.dtype, t.strategy, t.status, t.ms, t.rel_err)
+}

@@ -1,5 +1,6 @@
-//! The three DSA operations against plain float64 computations written independently here
-//! (dense masked attention, brute-force sorting), forward and gradients, on random shapes
+//! The three DSA operations (and the other ops: grouped and linear products, row permutations)
+//! against plain float64 computations written independently here (dense masked attention,
+//! brute-force sorting), forward and gradients, on random shapes
 //! (T < k, sizes that are no multiple of any block, B > 1). Runs on every enabled backend.
 
 use burn::backend::Autodiff;
@@ -583,6 +584,61 @@ fn check_grouped_matmul<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     }
 }
 
+/// `[y, dx, dw, db]` of `Σ linear(x, w, b) · G` by `ops::linear` (`ours`) or by Burn's own
+/// `module::linear` (what `nn::Linear::forward` runs), for `x` of `x_dims` (`[.., K]`) and
+/// `w [K, N]`; `db` empty without a bias.
+fn linear_grads<B: AutodiffBackend + DsaBackend, const D: usize>(ours: bool, x_dims: [usize; D], (xv, wv, bv, gv): (&[f64], &[f64], &[f64], &[f64]), bias: bool, dev: &B::Device) -> [Vec<f64>; 4] {
+    let (k, n) = (x_dims[D - 1], bv.len());
+    let (x, w, b) = (tensor::<B, D>(xv, x_dims, dev), tensor::<B, 2>(wv, [k, n], dev), tensor::<B, 1>(bv, [n], dev));
+    let mut g_dims = x_dims;
+    g_dims[D - 1] = n;
+    let g = Tensor::<B, D>::from_data(TensorData::new(gv.iter().map(|v| *v as f32).collect::<Vec<_>>(), g_dims), dev);
+    let bias = bias.then(|| b.clone());
+    let y = match ours {
+        true => dsa_burn::ops::linear(x.clone(), w.clone(), bias.clone()),
+        false => burn::tensor::module::linear(x.clone(), w.clone(), bias.clone()),
+    };
+    assert_eq!(y.dims(), g_dims);
+    let grads = (y.clone() * g).sum().backward();
+    let db = if bias.is_some() { grad(&b, &grads) } else { Vec::new() };
+    [host(y), grad(&x, &grads), grad(&w, &grads), db]
+}
+
+/// `ops::linear` and its gradients against float64 (`y = x·W + b`, `dX = G·Wᵀ`,
+/// `dW = Σ_rows xᵀ·G`, `db = Σ_rows G`) and against Burn's own linear under autodiff:
+/// a 3-d input with two sequences and a bias, a 2-d one without, a 4-d one, a single row.
+fn check_linear<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
+    let mut rng = Rng::new("linear");
+    for (x_dims, n, bias) in [(vec![2, 5, 7], 3, true), (vec![9, 4], 6, false), (vec![2, 1, 3, 5], 4, true), (vec![1, 1, 8], 2, true)] {
+        let k = *x_dims.last().unwrap();
+        let m: usize = x_dims[..x_dims.len() - 1].iter().product();
+        let (xv, wv, bv, gv) = (rng.normal(m * k), rng.normal(k * n), rng.normal(n), rng.normal(m * n));
+        let (mut y, mut dx, mut dw, mut db) = (vec![0.0; m * n], vec![0.0; m * k], vec![0.0; k * n], vec![0.0; n]);
+        for r in 0..m {
+            for c in 0..n {
+                y[r * n + c] = (0..k).map(|e| xv[r * k + e] * wv[e * n + c]).sum::<f64>() + if bias { bv[c] } else { 0.0 };
+                db[c] += gv[r * n + c];
+                for e in 0..k {
+                    dx[r * k + e] += gv[r * n + c] * wv[e * n + c];
+                    dw[e * n + c] += xv[r * k + e] * gv[r * n + c];
+                }
+            }
+        }
+        let want = [y, dx, dw, if bias { db } else { Vec::new() }];
+        let inputs = (&xv[..], &wv[..], &bv[..], &gv[..]);
+        let run = |ours: bool| match x_dims.len() {
+            2 => linear_grads::<B, 2>(ours, [x_dims[0], x_dims[1]], inputs, bias, dev),
+            3 => linear_grads::<B, 3>(ours, [x_dims[0], x_dims[1], x_dims[2]], inputs, bias, dev),
+            _ => linear_grads::<B, 4>(ours, [x_dims[0], x_dims[1], x_dims[2], x_dims[3]], inputs, bias, dev),
+        };
+        let (ours, burn) = (run(true), run(false));
+        for (i, what) in ["y", "dx", "dw", "db"].into_iter().enumerate() {
+            assert_close(&format!("linear {what} x {x_dims:?} N={n}"), &ours[i], &want[i], 1e-5);
+            assert_close(&format!("linear {what} x {x_dims:?} N={n} against Burn's linear"), &ours[i], &burn[i], 1e-6);
+        }
+    }
+}
+
 /// Instantiates every check for one backend.
 macro_rules! backend_tests {
     ($name:ident, $backend:ty, $device:expr) => {
@@ -628,6 +684,10 @@ macro_rules! backend_tests {
             #[test]
             fn grouped_matmul_forward_and_gradients() {
                 check_grouped_matmul::<B>(&$device);
+            }
+            #[test]
+            fn linear_forward_and_gradients() {
+                check_linear::<B>(&$device);
             }
         }
     };

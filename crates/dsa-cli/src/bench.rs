@@ -5,6 +5,10 @@
 //!
 //! The model FLOPs of a step follow the peer's formulas ([`step_flops`]), so the two sides'
 //! `model_tflops_per_step` agree and `mfu_h100` is against the same 989 TFLOP/s bf16 peak.
+//!
+//! `dsa-cli bench-matmul`: cubek's matmul strategies on the projections of a preset
+//! ([`projection_shapes`]) in their three products (forward, input and weight gradients),
+//! one JSON line per (projection, product, strategy); see [`dsa_burn::matmul`].
 
 use std::time::Instant;
 
@@ -13,6 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
+use dsa_burn::matmul::{Layout, MatmulShape};
 use dsa_burn::DsaBackend;
 use dsa_model::DeepSeekV32Config;
 use serde::Serialize;
@@ -216,6 +221,178 @@ where
     }
 }
 
+/// Arguments of `dsa-cli bench-matmul`.
+#[derive(Args, Clone, Debug)]
+pub struct BenchMatmulArgs {
+    /// Model size whose projections are timed.
+    #[arg(long = "model", value_enum, default_value_t = Preset::Small)]
+    pub preset: Preset,
+    /// Vocabulary size (the LM head's outputs).
+    #[arg(long, default_value_t = 8192)]
+    pub vocab: usize,
+    /// Tokens of a step (`M` of every product: sequences × tokens per sequence).
+    #[arg(long, default_value_t = 8192)]
+    pub tokens: usize,
+    /// Projections to time, by name or by any of the names joined with `+` (comma-separated;
+    /// `--list` prints them). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub shapes: Vec<String>,
+    /// Products of each projection `y = x·W`: NN (forward), NT (`dX = dY·Wᵀ`), TN
+    /// (`dW = Xᵀ·dY`), operands laid out as Burn's autodiff produces them.
+    #[arg(long, value_delimiter = ',', default_values_t = [Layout::NN, Layout::NT, Layout::TN])]
+    pub layouts: Vec<Layout>,
+    /// Kernels to time (comma-separated): `burn` (Burn's own matmul), cubek strategies by
+    /// name (`--list` prints them), `all` (every one, with the unit and naive kernels).
+    /// Default: `burn` and every tensor-core strategy.
+    #[arg(long, value_delimiter = ',')]
+    pub strategies: Vec<String>,
+    /// Untimed launches first (kernel compilation; at least one, which also checks the result
+    /// against Burn's matmul).
+    #[arg(long, default_value_t = 3)]
+    pub warm: usize,
+    /// Launches per timed round (the device is synchronised around each round).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Timed rounds (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Print the projections and the strategies and time nothing.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// The linear layers of `cfg`'s model over `tokens` tokens, as [`MatmulShape`]s named after
+/// their parameters; layers of one size are one shape with their names joined by `+`: the
+/// attention's `wq_a`, `wq_b`, `wkv_a`, `wkv_b` (dense and warm-up stages only; the sparse
+/// stage multiplies its weight per head) and `wo`, the indexer's `wq_b`, `wk` and
+/// `weights_proj`, the dense MLP's and the shared experts' `gate_proj`, `up_proj` and
+/// `down_proj`, and the LM head. Not the MoE router (an f32 product) nor the routed experts
+/// (grouped products).
+///
+/// ```
+/// use dsa_cli::bench::projection_shapes;
+/// use dsa_cli::presets::Preset;
+/// let shapes = projection_shapes(&Preset::Small.config(8192), 8192);
+/// let sizes: Vec<(&str, usize, usize)> = shapes.iter().map(|s| (s.name.as_str(), s.k, s.n)).collect();
+/// assert_eq!(sizes, [
+///     ("attn.wq_a", 768, 384),
+///     ("attn.wq_b", 384, 1152),
+///     ("attn.wkv_a", 768, 288),
+///     ("attn.wkv_b", 256, 1536),
+///     ("attn.wo", 768, 768),
+///     ("indexer.wq_b", 384, 1024),
+///     ("indexer.wk", 768, 128),
+///     ("indexer.weights_proj", 768, 8),
+///     ("mlp.gate_proj+mlp.up_proj", 768, 2048),
+///     ("mlp.down_proj", 2048, 768),
+///     ("shared_experts.gate_proj+shared_experts.up_proj", 768, 512),
+///     ("shared_experts.down_proj", 512, 768),
+///     ("lm_head", 768, 8192),
+/// ]);
+/// assert!(shapes.iter().all(|s| s.m == 8192));
+/// ```
+pub fn projection_shapes(cfg: &DeepSeekV32Config, tokens: usize) -> Vec<MatmulShape> {
+    let (d, h) = (cfg.hidden_size, cfg.num_attention_heads);
+    let mut layers = vec![
+        ("attn.wq_a", d, cfg.q_lora_rank),
+        ("attn.wq_b", cfg.q_lora_rank, h * cfg.qk_head_dim()),
+        ("attn.wkv_a", d, cfg.kv_lora_rank + cfg.qk_rope_head_dim),
+        ("attn.wkv_b", cfg.kv_lora_rank, h * (cfg.qk_nope_head_dim + cfg.v_head_dim)),
+        ("attn.wo", h * cfg.v_head_dim, d),
+        ("indexer.wq_b", cfg.q_lora_rank, cfg.index_n_heads * cfg.index_head_dim),
+        ("indexer.wk", d, cfg.index_head_dim),
+        ("indexer.weights_proj", d, cfg.index_n_heads),
+    ];
+    let moe_layers = (0..cfg.num_hidden_layers).filter(|&l| cfg.is_moe_layer(l)).count();
+    if moe_layers < cfg.num_hidden_layers {
+        let hidden = cfg.intermediate_size;
+        layers.extend([("mlp.gate_proj", d, hidden), ("mlp.up_proj", d, hidden), ("mlp.down_proj", hidden, d)]);
+    }
+    if moe_layers > 0 && cfg.n_shared_experts > 0 {
+        let hidden = cfg.n_shared_experts * cfg.moe_intermediate_size;
+        layers.extend([("shared_experts.gate_proj", d, hidden), ("shared_experts.up_proj", d, hidden), ("shared_experts.down_proj", hidden, d)]);
+    }
+    layers.push(("lm_head", d, cfg.vocab_size));
+    let mut shapes: Vec<MatmulShape> = Vec::new();
+    for (name, k, n) in layers {
+        match shapes.iter_mut().find(|s| (s.k, s.n) == (k, n)) {
+            Some(shape) => shape.name = format!("{}+{name}", shape.name),
+            None => shapes.push(MatmulShape { name: name.into(), m: tokens, k, n }),
+        }
+    }
+    shapes
+}
+
+/// The projections of `args` (all, or those `--shapes` names).
+pub fn selected_shapes(args: &BenchMatmulArgs) -> Result<Vec<MatmulShape>, RunError> {
+    if args.tokens == 0 || args.iters == 0 || args.rounds == 0 {
+        return Err("--tokens, --iters and --rounds must be at least 1".into());
+    }
+    let all = projection_shapes(&args.preset.config(args.vocab), args.tokens);
+    if args.shapes.is_empty() {
+        return Ok(all);
+    }
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    let mut chosen: Vec<MatmulShape> = Vec::new();
+    for wanted in &args.shapes {
+        let shape = all
+            .iter()
+            .find(|s| s.name == *wanted || s.name.split('+').any(|n| n == wanted))
+            .ok_or_else(|| format!("--shapes: no projection `{wanted}` (there are {})", names.join(", ")))?;
+        if !chosen.contains(shape) {
+            chosen.push(shape.clone());
+        }
+    }
+    Ok(chosen)
+}
+
+/// `dsa-cli bench-matmul` on a CubeCL backend `B`: times `args`' strategies on its
+/// projections, printing a JSON line per measurement ([`dsa_burn::matmul::MatmulTiming`])
+/// and a progress line on stderr; with `--list`, prints the projections and strategies.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn bench_matmul<B: dsa_burn::matmul::CubeMatmul>(args: &BenchMatmulArgs, device: &B::Device) -> Result<Vec<dsa_burn::matmul::MatmulTiming>, RunError> {
+    use dsa_burn::matmul::{bench, extra_strategies, strategies, strategy_by_name, strategy_name, BenchSettings, Candidate};
+    use std::io::Write;
+    let shapes = selected_shapes(args)?;
+    let candidates: Vec<Candidate> = if args.strategies.is_empty() {
+        std::iter::once(Candidate::Burn).chain(strategies().into_iter().map(Candidate::Cubek)).collect()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &args.strategies {
+            match name.as_str() {
+                "burn" => chosen.push(Candidate::Burn),
+                "all" => chosen.extend(std::iter::once(Candidate::Burn).chain(strategies().into_iter().chain(extra_strategies()).map(Candidate::Cubek))),
+                _ => chosen.push(Candidate::Cubek(
+                    strategy_by_name(name).ok_or_else(|| format!("--strategies: no strategy `{name}` (`--list` prints them)"))?,
+                )),
+            }
+        }
+        chosen
+    };
+    if args.list {
+        for s in &shapes {
+            println!("shape {}: [{}, {}] · [{}, {}]", s.name, s.m, s.k, s.k, s.n);
+        }
+        println!("strategy burn (Burn's matmul)");
+        for s in strategies() {
+            println!("strategy {}", strategy_name(&s));
+        }
+        for s in extra_strategies() {
+            println!("strategy {} (only when named)", strategy_name(&s));
+        }
+        return Ok(Vec::new());
+    }
+    let settings = BenchSettings { warm: args.warm, iters: args.iters, rounds: args.rounds };
+    Ok(bench::<B>(&shapes, &args.layouts, &candidates, settings, device, |t| {
+        println!("{}", serde_json::to_string(t).expect("a timing serialises"));
+        std::io::stdout().flush().ok();
+        match (t.ms, t.tflops) {
+            (Some(ms), Some(tflops)) => eprintln!("{} {} {}: {ms:.4} ms, {tflops:.2} TFLOP/s", t.shape, t.layout, t.strategy),
+            _ => eprintln!("{} {} {}: {}", t.shape, t.layout, t.strategy, t.status),
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +423,30 @@ mod tests {
         let bad = BenchTrainArgs { seq_len: vec![100_000], ..args };
         let err = bench_train::<Autodiff<NdArray>>(&bad, &Default::default(), || None).unwrap_err();
         assert!(err.to_string().contains("--seq-len 100000"), "{err}");
+    }
+
+    /// `--shapes` picks projections by their joined name or any one of their names, each
+    /// once, in the given order; an unknown name is an error that lists the known ones.
+    #[test]
+    fn bench_matmul_selects_shapes_by_name() {
+        let args = BenchMatmulArgs {
+            preset: Preset::Small,
+            vocab: 8192,
+            tokens: 64,
+            shapes: vec!["mlp.up_proj".into(), "lm_head".into(), "mlp.gate_proj+mlp.up_proj".into()],
+            layouts: vec![Layout::NN],
+            strategies: Vec::new(),
+            warm: 1,
+            iters: 1,
+            rounds: 1,
+            list: false,
+        };
+        let shapes = selected_shapes(&args).unwrap();
+        let names: Vec<&str> = shapes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["mlp.gate_proj+mlp.up_proj", "lm_head"]);
+        assert!(shapes.iter().all(|s| s.m == 64));
+        let err = selected_shapes(&BenchMatmulArgs { shapes: vec!["wq".into()], ..args.clone() }).unwrap_err().to_string();
+        assert!(err.contains("no projection `wq`") && err.contains("attn.wq_a"), "{err}");
+        assert!(selected_shapes(&BenchMatmulArgs { rounds: 0, ..args }).is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! dsa-cli generate --model runs/sparse "DEVIL, n."
 //! dsa-cli plot ours.jsonl peer.jsonl --out cost.png  # a benchmark run's cost curve
 //! dsa-cli --backend cuda --dtype bf16 bench-train --seq-len 8192  # training steps, JSON lines
+//! dsa-cli --backend cuda --dtype bf16 bench-matmul  # cubek matmul strategies on the projections
 //! ```
 //!
 //! On GPU backends the compiled kernels are kept between runs (in `~/.cache/dsa-burn/kernels`,
@@ -28,7 +29,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand, ValueEnum};
 use dsa_burn::DsaBackend;
-use dsa_cli::bench::{bench_train, BenchTrainArgs};
+use dsa_cli::bench::{bench_train, BenchMatmulArgs, BenchTrainArgs};
 use dsa_cli::commands::{
     run_generate, run_training, tokenizer_train, GenerateArgs, TokenizerTrainArgs, TrainArgs,
 };
@@ -121,6 +122,12 @@ enum Command {
     /// stage and length: JSON lines of step ms, tokens/s, model TFLOP/s and MFU as
     /// `../shared/bench/peer_train_torch.py` prints them (run both in one GPU call).
     BenchTrain(BenchTrainArgs),
+    /// Time cubek's matmul strategies (CubeCL backends only) on a preset's projections in
+    /// their three products (forward, input and weight gradients, laid out as Burn's
+    /// autodiff lays them out): JSON lines of median ms, TFLOP/s and the error against Burn's
+    /// matmul per (projection, product, strategy). The winners go into the table of
+    /// `dsa_burn::cubecl::linear_strategy_name`.
+    BenchMatmul(BenchMatmulArgs),
     /// The whole recipe on a CPU in a few minutes: dense training of a micro model on The
     /// Devil's Dictionary + a long-range retrieval task, indexer warm-up, sparse training,
     /// generation, and retrieval accuracy of the sparse model against its warm-up.
@@ -187,6 +194,9 @@ fn dispatch(
         if let Some(root) = kernel_cache_root() {
             dsa_burn::kernel_cache::persist_compiled_kernels(&root);
         }
+    }
+    if let Command::BenchMatmul(args) = command {
+        return bench_matmul(kind, dtype, args);
     }
     // Burn's CUDA matmuls of f32 tensors take TF32 inputs (cubek-matmul; no setting turns
     // that off in Burn 0.21, see the README's exactness section).
@@ -269,7 +279,30 @@ fn run<B: DsaBackend>(
         }
         Command::Generate(args) => done(run_generate::<B>(args, device)),
         Command::BenchTrain(args) => done(bench_train::<Autodiff<B>>(args, device, reserved)),
+        Command::BenchMatmul(_) => unreachable!("`dispatch` runs bench-matmul on its backend"),
         Command::Demo(args) => done(run_demo::<Autodiff<B>>(args, device)),
+    }
+}
+
+/// `dsa-cli bench-matmul` on the chosen CubeCL backend; an error on the others (it times
+/// cubek's kernels, which only the CubeCL backends run).
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
+fn bench_matmul(kind: BackendKind, dtype: FloatKind, args: &BenchMatmulArgs) -> Result<bool, Box<dyn Error>> {
+    match (kind, dtype) {
+        #[cfg(feature = "wgpu")]
+        (BackendKind::Wgpu, _) => done(dsa_cli::bench::bench_matmul::<burn::backend::Wgpu>(args, &Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, FloatKind::F32) => done(dsa_cli::bench::bench_matmul::<burn::backend::Cuda>(args, &Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, FloatKind::Bf16) => {
+            done(dsa_cli::bench::bench_matmul::<burn::backend::Cuda<burn::tensor::bf16>>(args, &Default::default()))
+        }
+        #[allow(unreachable_patterns)]
+        (other, _) => Err(format!(
+            "bench-matmul times CubeCL's matmul kernels: it needs --backend cuda or --backend wgpu, built with that feature (got {})",
+            format!("{other:?}").to_lowercase()
+        )
+        .into()),
     }
 }
 

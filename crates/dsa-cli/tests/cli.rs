@@ -51,6 +51,16 @@ fn conformance_passes_on_wgpu() {
     conformance_passes("wgpu", &[], &cases()[..1]);
 }
 
+/// `bench-matmul` times cubek's kernels, which only the CubeCL backends have: on ndarray
+/// it says what it needs, without a panic.
+#[cfg(feature = "ndarray")]
+#[test]
+fn bench_matmul_needs_a_cubecl_backend() {
+    let (out, text) = dsa_cli(&["bench-matmul".as_ref(), "--list".as_ref()]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("needs --backend cuda or --backend wgpu") && !text.contains("panicked"), "{text}");
+}
+
 #[cfg(feature = "ndarray")]
 #[test]
 fn info_prints_sizes_and_cache_memory() {

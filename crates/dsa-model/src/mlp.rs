@@ -6,8 +6,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use dsa_burn::ops::swiglu;
-use dsa_burn::DsaBackend;
+use dsa_burn::{ops, DsaBackend};
 
 /// Sizes of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -52,8 +51,9 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: DsaBackend> Mlp<B> {
-    /// Applies the MLP to the last dimension of `x`.
+    /// Applies the MLP to the last dimension of `x` (projections by [`ops::project`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.down_proj.forward(swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x)))
+        let gate = ops::project(&self.gate_proj, x.clone());
+        ops::project(&self.down_proj, ops::swiglu(gate, ops::project(&self.up_proj, x)))
     }
 }

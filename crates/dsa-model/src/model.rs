@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
-use dsa_burn::{AttentionMode, DsaAttention, DsaBackend, DsaCache, RmsNorm, Selection};
+use dsa_burn::{ops, AttentionMode, DsaAttention, DsaBackend, DsaCache, RmsNorm, Selection};
 
 use crate::cache::ModelCache;
 use crate::config::DeepSeekV32Config;
@@ -222,7 +222,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
             h = out;
             indexer_loss = indexer_loss + loss;
         }
-        (self.lm_head.forward(self.norm.forward(h)), indexer_loss)
+        (ops::project(&self.lm_head, self.norm.forward(h)), indexer_loss)
     }
 
     /// [`DeepSeekV32::forward`] (no cache) or [`DeepSeekV32::forward_cached`], recording
@@ -263,7 +263,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
                 trace.push(layer);
             }
         }
-        self.lm_head.forward(self.norm.forward(h))
+        ops::project(&self.lm_head, self.norm.forward(h))
     }
 }
 
