@@ -54,6 +54,10 @@ pub struct BenchTrainArgs {
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 5, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub steps: usize,
+    /// The cubek matmul strategy of every projection, by its name in `bench-matmul`'s lines
+    /// (CubeCL backends; default: the dispatcher's table).
+    #[arg(long)]
+    pub matmul_strategy: Option<String>,
 }
 
 /// One measurement (a JSON line; field names as the peer's).
@@ -409,6 +413,7 @@ mod tests {
             batch_size: 2,
             warm: 0,
             steps: 1,
+            matmul_strategy: None,
         };
         let timings = bench_train::<Autodiff<NdArray>>(&args, &Default::default(), || None).unwrap();
         let ops: Vec<&str> = timings.iter().map(|t| t.op.as_str()).collect();

@@ -198,6 +198,16 @@ fn dispatch(
     if let Command::BenchMatmul(args) = command {
         return bench_matmul(kind, dtype, args);
     }
+    if let Command::BenchTrain(BenchTrainArgs { matmul_strategy: Some(name), .. }) = command {
+        if kind == BackendKind::Ndarray {
+            return Err(format!("--matmul-strategy {name} needs a CubeCL backend (--backend cuda or wgpu)").into());
+        }
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        {
+            let strategy = dsa_burn::matmul::strategy_by_name(name).ok_or_else(|| format!("--matmul-strategy: cubek has no strategy `{name}` (see `bench-matmul --list`)"))?;
+            dsa_burn::cubecl::set_linear_strategy(Some(strategy));
+        }
+    }
     // Burn's CUDA matmuls of f32 tensors take TF32 inputs (cubek-matmul; no setting turns
     // that off in Burn 0.21, see the README's exactness section).
     let precision = match (kind, dtype) {
