@@ -2462,9 +2462,7 @@ where
         if let Some(out) = flash_attention(q.clone(), k.clone(), v.clone(), causal_offset, scale) {
             return out;
         }
-        let float = |t| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(t));
-        let (out, lse) = crate::dense_attention::reference_dense_attention(float(q), float(k), float(v), causal_offset, scale);
-        (out.into_primitive().tensor(), lse.into_primitive().tensor())
+        crate::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
     }
 
     fn dense_attention_backward(
@@ -2487,9 +2485,7 @@ where
                 return grads;
             }
         }
-        let lse = Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(lse));
-        let (dq, dk, dv) = crate::dense_attention::reference_dense_attention_backward(float(q), float(k), float(v), float(out), lse, float(d_out), causal_offset, scale);
-        (dq.into_primitive().tensor(), dk.into_primitive().tensor(), dv.into_primitive().tensor())
+        crate::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
     }
 
     fn sparse_mla_backward(

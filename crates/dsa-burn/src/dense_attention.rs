@@ -9,7 +9,8 @@
 //! inputs' dtype (bf16 scores would round the softmax's logits); results are cast back.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use crate::indexer::causal_mask;
 
@@ -157,4 +158,20 @@ mod tests {
             a.into_data().assert_approx_eq::<f32>(&b.into_data(), tol);
         }
     }
+}
+
+/// [`reference_dense_attention`] on primitives (the trait's default, and the fallback of
+/// backends that override it).
+pub(crate) fn reference_primitive<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, causal_offset: usize, scale: f32) -> (FloatTensor<B>, FloatTensor<B>) {
+    let float = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+    let (out, lse) = reference_dense_attention(float(q), float(k), float(v), causal_offset, scale);
+    (out.into_primitive().tensor(), lse.into_primitive().tensor())
+}
+
+/// [`reference_dense_attention_backward`] on primitives: `q, k, v, out, lse, d_out`.
+pub(crate) fn reference_backward_primitive<B: Backend>([q, k, v, out, lse, d_out]: [FloatTensor<B>; 6], causal_offset: usize, scale: f32) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let float = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+    let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(lse));
+    let (dq, dk, dv) = reference_dense_attention_backward(float(q), float(k), float(v), float(out), lse, float(d_out), causal_offset, scale);
+    (dq.into_primitive().tensor(), dk.into_primitive().tensor(), dv.into_primitive().tensor())
 }

@@ -209,14 +209,7 @@ pub trait DsaBackend: Backend {
         causal_offset: usize,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (out, lse) = crate::dense_attention::reference_dense_attention(
-            float::<Self, 4>(q),
-            float::<Self, 4>(k),
-            float::<Self, 4>(v),
-            causal_offset,
-            scale,
-        );
-        (out.into_primitive().tensor(), lse.into_primitive().tensor())
+        crate::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
     }
 
     /// Gradients `(dq, dk, dv)` of [`DsaBackend::dense_attention`] from its saved `out` and
@@ -233,17 +226,7 @@ pub trait DsaBackend: Backend {
         causal_offset: usize,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dq, dk, dv) = crate::dense_attention::reference_dense_attention_backward(
-            float::<Self, 4>(q),
-            float::<Self, 4>(k),
-            float::<Self, 4>(v),
-            float::<Self, 4>(out),
-            float::<Self, 3>(lse),
-            float::<Self, 4>(d_out),
-            causal_offset,
-            scale,
-        );
-        (dq.into_primitive().tensor(), dk.into_primitive().tensor(), dv.into_primitive().tensor())
+        crate::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
     }
 
     /// Rows of `x [N, D]` reordered by the permutation `perm [N]` (`y[i] = x[perm[i]]`),

@@ -559,22 +559,23 @@ impl DeepSeekV32Config {
                 return Err(ConfigError::invalid(field, format!("{value} exceeds the largest supported size, {MAX_SIZE}")));
             }
         }
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("q_lora_rank", self.q_lora_rank),
-            ("kv_lora_rank", self.kv_lora_rank),
-            ("qk_nope_head_dim", self.qk_nope_head_dim),
-            ("qk_rope_head_dim", self.qk_rope_head_dim),
-            ("v_head_dim", self.v_head_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("index_n_heads", self.index_n_heads),
-            ("index_head_dim", self.index_head_dim),
-            ("index_topk", self.index_topk),
-            ("moe_layer_freq", self.moe_layer_freq),
-        ] {
+        const POSITIVE: [&str; 14] = [
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "q_lora_rank",
+            "kv_lora_rank",
+            "qk_nope_head_dim",
+            "qk_rope_head_dim",
+            "v_head_dim",
+            "max_position_embeddings",
+            "index_n_heads",
+            "index_head_dim",
+            "index_topk",
+            "moe_layer_freq",
+        ];
+        for (field, value) in self.sizes().into_iter().filter(|(f, _)| POSITIVE.contains(f)) {
             if value == 0 {
                 return Err(ConfigError::invalid(field, "must be positive"));
             }
