@@ -62,7 +62,9 @@ impl FlashParams {
     /// The source for these dims and input type (compiled once per combination, kept for the
     /// process: CubeCL's caches key kernels by the source's address and hash).
     fn source(&self) -> &'static str {
-        static SOURCES: Mutex<Vec<((usize, usize, bool), &'static str)>> = Mutex::new(Vec::new());
+        /// (dqk, dv, f16) and the source built for them.
+        type Built = ((usize, usize, bool), &'static str);
+        static SOURCES: Mutex<Vec<Built>> = Mutex::new(Vec::new());
         let key = (self.dqk, self.dv, self.f16);
         let mut sources = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&(_, s)) = sources.iter().find(|(k, _)| *k == key) {
