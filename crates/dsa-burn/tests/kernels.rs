@@ -1654,7 +1654,8 @@ fn linear_matmul_matches_reference() {
                 let before = linear_launches();
                 let got = unprim::<G, 2>(G::linear_matmul(prim(lg), prim(rg)));
                 assert_eq!(got.dims(), [m, n], "{what}");
-                assert_close(&what, &host(got), &host(want), 1e-5);
+                // CUDA's matmuls of f32 run on TF32.
+                assert_close(&what, &host(got), &host(want), if cfg!(feature = "cuda") { 4e-3 } else { 1e-5 });
                 let (cubek, burn) = linear_launches();
                 assert_eq!(cubek + burn, before.0 + before.1 + 1, "{what}: one call, one count");
                 if matches!(name, Some("simple_unit_max_tile_size" | "naive")) {
@@ -1709,7 +1710,7 @@ fn linear_autodiff_matches_reference() {
             let want = run::<Autodiff<C>>(case, (&xv, &wv, &bv, &gv), &Default::default());
             let got = run::<Autodiff<G>>(case, (&xv, &wv, &bv, &gv), &gdev());
             for (what, got, want) in [("y", &got[0], &want[0]), ("dx", &got[1], &want[1]), ("dw", &got[2], &want[2]), ("db", &got[3], &want[3])] {
-                assert_close(&format!("{what} case {case} {name:?}"), got, want, 1e-5);
+                assert_close(&format!("{what} case {case} {name:?}"), got, want, if cfg!(feature = "cuda") { 4e-3 } else { 1e-5 });
             }
         }
     }
