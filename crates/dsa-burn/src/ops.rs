@@ -1205,10 +1205,10 @@ pub fn swiglu<B: DsaBackend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D
 ///
 /// ```
 /// # use burn::backend::NdArray;
-/// # use burn::tensor::{DType, Tensor};
+/// # use burn::tensor::Tensor;
 /// let dev = Default::default();
 /// let x = Tensor::<NdArray, 4>::from_floats([[[[1.0, 0.0]]], [[[1.0, 0.0]]]], &dev); // [2,1,1,2]
-/// let freqs = Tensor::<NdArray, 1>::from_floats([std::f32::consts::FRAC_PI_2], (&dev, DType::F32));
+/// let freqs = Tensor::<NdArray, 1>::from_floats([std::f32::consts::FRAC_PI_2], &dev);
 /// // Position 1 turns (1, 0) a quarter to (0, 1).
 /// let y: Vec<f32> = dsa_burn::ops::rope(x, freqs, 1, true).into_data().to_vec().unwrap();
 /// assert!((y[0]).abs() < 1e-6 && (y[1] - 1.0).abs() < 1e-6);
