@@ -2091,7 +2091,7 @@ fn same_dtype<R: CubeRuntime>(t: CubeTensor<R>, dtype: DType) -> CubeTensor<R> {
 pub fn rope_primitive<R: CubeRuntime>(x: CubeTensor<R>, freqs: CubeTensor<R>, start: usize, interleaved: bool, inverse: bool) -> CubeTensor<R> {
     let [b, t, h, d] = dims::<4, R>(&x);
     let x = into_contiguous(x);
-    let freqs = into_contiguous(if freqs.dtype == DType::F32 { freqs } else { burn_cubecl::kernel::cast(freqs, DType::F32) });
+    let freqs = into_contiguous(same_dtype(freqs, DType::F32));
     let y = output(&x, Shape::new([b, t, h, d]), x.dtype);
     let pairs = b * t * h * d / 2;
     if pairs == 0 {
@@ -2149,7 +2149,7 @@ pub fn rms_norm_backward_primitive<R: CubeRuntime>(x: CubeTensor<R>, gamma: Cube
     use kernels::norm::{NORM_BWD_ROWS, NORM_UNITS};
     let [rows, d] = dims::<2, R>(&x);
     let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
-    let dy = into_contiguous(if dy.dtype == x.dtype { dy } else { burn_cubecl::kernel::cast(dy, x.dtype) });
+    let dy = into_contiguous(same_dtype(dy, x.dtype));
     let cubes = rows.div_ceil(NORM_BWD_ROWS);
     let dx = output(&x, Shape::new([rows, d]), x.dtype);
     let parts = if rows * d == 0 { zeros_f32(&x, Shape::new([1, d])) } else { output(&x, Shape::new([cubes, d]), DType::F32) };
@@ -2262,7 +2262,7 @@ pub fn flash_attention_backward<R: CubeRuntime>(
         return None;
     }
     let (q, k, v, d_out) = (aligned_rows(q), aligned_rows(k), aligned_rows(v), aligned_rows(d_out));
-    let f32_contiguous = |x: CubeTensor<R>| into_contiguous(if x.dtype == DType::F32 { x } else { burn_cubecl::kernel::cast(x, DType::F32) });
+    let f32_contiguous = |x: CubeTensor<R>| into_contiguous(same_dtype(x, DType::F32));
     let (lse, delta) = (f32_contiguous(lse), f32_contiguous(delta));
     let params = flash_params([&q, &k, &v], Some(&d_out), causal_offset, scale);
     let [b, h, t, dqk] = dims::<4, R>(&q);
