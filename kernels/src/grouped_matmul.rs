@@ -31,7 +31,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{a_tile, b_tile, padded, zero_tiles, CMMA_ALIGN};
+use crate::shared::cmma::{a_tile, b_tile, padded, zero_tiles, CMMA_ALIGN};
 
 /// Units per cube: 16 × 16.
 pub const GMM_UNITS: usize = 256;

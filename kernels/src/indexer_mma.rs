@@ -23,7 +23,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use crate::mma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles, CMMA_ALIGN};
+use crate::shared::cmma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles, CMMA_ALIGN};
 
 /// Rows `(token, head)` per cube: 8 planes × 16.
 pub const MMA_ROWS: usize = 128;

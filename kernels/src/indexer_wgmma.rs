@@ -6,7 +6,7 @@
 //! instruction's 32 products with about 14 bits, as in DeepSeek's own FP8 indexer) or held in
 //! f16 on f16 `wgmma` (exact products, f32 sums: agrees with the f32 reference to rounding).
 //! CUDA C++ (`cuda/indexer_wgmma.cu`, its design in the file's header), run by CubeCL's CUDA
-//! runtime through [`crate::cuda_source`], where [`has_wgmma`] says so.
+//! runtime through [`crate::shared::cuda`], where [`has_wgmma`] says so.
 
 use cubecl::prelude::*;
 use cubecl::server::Binding;
@@ -14,7 +14,7 @@ use cubecl::server::Binding;
 use crate::quant::Codes;
 
 /// The kernel's source (CUDA C++ for sm_90a).
-const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/indexer_wgmma.cu"));
+const SOURCE: &str = concat!(include_str!("shared/wgmma.cuh"), include_str!("cuda/indexer_wgmma.cu"));
 /// The kernel's entry point for `codes`: f16 `wgmma` m64n128k16 on f16 codes, FP8 `wgmma`
 /// m64n128k32 on e4m3 bytes.
 fn entry(codes: Codes) -> &'static str {
@@ -42,7 +42,7 @@ const UNITS: u32 = 256;
 
 /// Whether the device runs the kernel (CUDA sm_90), with either kind of codes.
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    crate::cuda_source::has_wgmma(client, shared_bytes(Codes::F16))
+    crate::shared::cuda::has_wgmma(client, shared_bytes(Codes::F16))
 }
 
 /// Sizes of one launch; the kernel reads them as one 64-bit word each, in this order
@@ -96,7 +96,7 @@ pub unsafe fn launch_indexer_scores_wgmma<R: Runtime>(
     );
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
     unsafe {
-        crate::cuda_source::launch_cuda_source(
+        crate::shared::cuda::launch_cuda_source(
             client,
             SOURCE,
             entry(p.codes),

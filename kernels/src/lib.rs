@@ -1,45 +1,43 @@
 //! CubeCL kernels for DeepSeek Sparse Attention.
 //!
-//! One module per concept: [`quant`] (FP8 e4m3 block fake-quantisation), [`indexer`]
+//! Ops and their folders: [`quant`] (FP8 e4m3 block fake-quantisation), [`indexer`]
 //! (lightning-indexer scores), [`indexer_mma`], [`indexer_mma16`] and [`indexer_fp8`] (the
 //! scores on tensor cores: f16 cmma, f16 and FP8 `mma.sync`), [`topk`]
-//! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode),
-//! [`sparse_mla_mma`] (its forward, and kernel 6's attention probabilities, on tensor
-//! cores, with [`mma`]'s shared staging), [`indexer_loss`] (the sparse-stage indexer loss
-//! at the selected keys), [`grouped_matmul`] (the grouped matrix products of
+//! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode:
+//! `simt`, `cmma`, `mma` and `wgmma` variants), [`indexer_loss`] (the sparse-stage indexer
+//! loss at the selected keys: `simt` and `cmma`), [`dense_attention`] (dense causal
+//! attention on `mma.sync`), [`grouped_matmul`] (the grouped matrix products of
 //! mixture-of-experts layers, forward and weight gradient) and [`adamw`] (a fused AdamW
-//! step with gradient clipping, one kernel per parameter tensor). Every CubeCL kernel
-//! is generic over the float type (the `#[define]` storage types are chosen at launch from
-//! the tensors' dtypes) and computes in f32. The kernels take contiguous tensors; shapes and
-//! layouts are documented on each kernel. The Burn glue lives in `dsa_burn::cubecl`.
+//! step with gradient clipping, one kernel per parameter tensor); [`shared`] holds the pieces
+//! several ops use (cmma staging, the gather of selected rows, float atomics, the CUDA C++
+//! launcher). Every CubeCL kernel is generic over the float type (the `#[define]` storage
+//! types are chosen at launch from the tensors' dtypes) and computes in f32. The kernels take
+//! contiguous tensors; shapes and layouts are documented on each kernel. The Burn glue lives
+//! in `dsa_burn::cubecl`.
 //!
-//! Two kernels are CUDA C++ for Hopper's `wgmma`, which CubeCL 0.10 does not emit:
-//! [`sparse_mla_wgmma`] and [`indexer_wgmma`] (v5), run by CubeCL's CUDA runtime through
-//! [`cuda_source`] on sm_90, with the CubeCL kernels as their fallback and reference. Dense
-//! causal attention ([`flash_attention`]) is CUDA C++ on `mma.sync` (sm_80 and later), with
+//! Some kernels are CUDA C++ for what CubeCL 0.10 does not emit (Hopper's `wgmma`):
+//! [`sparse_mla::wgmma`] and [`indexer_wgmma`], run by CubeCL's CUDA runtime through
+//! [`shared::cuda`] on sm_90, with the CubeCL kernels as their fallback and reference. Dense
+//! causal attention ([`dense_attention`]) is CUDA C++ on `mma.sync` (sm_80 and later), with
 //! `dsa_burn`'s blockwise reference as its fallback.
 
 use cubecl::prelude::FastMath;
 use enumset::{enum_set, EnumSet};
 
 pub mod adamw;
-pub mod cuda_source;
-pub mod flash_attention;
+pub mod dense_attention;
 pub mod grouped_matmul;
 pub mod indexer;
 pub mod indexer_fp8;
 pub mod indexer_mma;
 pub mod indexer_mma16;
 pub mod indexer_wgmma;
-pub mod mma;
 pub mod norm;
 pub mod indexer_loss;
 pub mod quant;
 pub mod rope;
 pub mod sparse_mla;
-pub mod sparse_mla_mma;
-pub mod sparse_mla_mma16;
-pub mod sparse_mla_wgmma;
+pub mod shared;
 pub mod swiglu;
 pub mod topk;
 

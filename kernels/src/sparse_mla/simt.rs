@@ -1,17 +1,17 @@
-//! Sparse MLA in MQA mode: every head of query `(b, t)` attends to the `K` selected rows of
-//! the shared latent `kv [B,S,D]`; values are the first `dv` dims of each row.
+//! Sparse MLA in portable CubeCL (the contract of [`crate::sparse_mla`]; every tensor
+//! contiguous), the fallback on every backend. Softmax is computed online in f32 over chunks
+//! of `kc` slots.
 //!
-//! Layouts (contiguous): `q [B,T,H,D]`, `kv [B,S,D]`, `idx [B,T,K]` (int), `valid [B,T,K]`
-//! (bool as int), `out [B,T,H,dv]`, `lse [B,T,H]`. Softmax is computed online in f32 over
-//! chunks of `kc` slots; rows with nothing valid get a zero output and `lse = neg_inf`.
-//!
-//! v1 (`sparse_mla_fwd`): one cube per `(b, t, head group of hg heads)`. Per chunk, the
+//! [`sparse_mla_fwd`]: one cube per `(b, t, head group of hg heads)`. Per chunk, the
 //! cube loads the `kc` gathered latent rows into shared memory once (coalesced), computes
 //! the `hg × kc` scores (one per thread), updates the running max / sum per head (one thread
 //! per head), then every thread accumulates its output dims for all `hg` heads in
 //! registers. Each gathered row is read once per head group instead of once per head.
 
 use cubecl::prelude::*;
+
+use crate::shared::atomic::atomic_add_f32;
+use crate::shared::gather::{load_rows, load_slots};
 
 /// Sparse MLA forward, see the module doc. Grid: `(grid_1d(B·T), H / hg)`; `nt` threads.
 #[cube(launch)]
@@ -157,29 +157,6 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
     }
 }
 
-/// `dst[i] += v` in f32 without races. `native`: a float atomic add, the launch defining
-/// `A` as f32 (the `Int` bound only lets the CAS branch type-check; the define maps `A` to
-/// any storage type and the comptime-dead branch is never emitted); else a compare-and-swap
-/// loop on the f32 bits with `A` defined as u32 (WGSL has no float atomics by default).
-#[cube]
-pub fn atomic_add_f32<A: Int>(dst: &mut Tensor<Atomic<A>>, i: usize, v: f32, #[comptime] native: bool) {
-    if native {
-        dst[i].fetch_add(A::cast_from(v));
-    } else {
-        let mut old = dst[i].load();
-        let mut done = false;
-        while !done {
-            let new = A::reinterpret(f32::reinterpret(old) + v);
-            let prev = dst[i].compare_exchange_weak(old, new);
-            if prev == old {
-                done = true;
-            } else {
-                old = prev;
-            }
-        }
-    }
-}
-
 /// Sparse MLA backward, see `DsaBackend::sparse_mla_backward` in dsa-burn for the formulas.
 ///
 /// Same grid and tiling as [`sparse_mla_fwd`]. Per chunk of `kc` slots: gathered rows to
@@ -188,7 +165,7 @@ pub fn atomic_add_f32<A: Int>(dst: &mut Tensor<Atomic<A>>, i: usize, v: f32, #[c
 /// heads of the group in registers, and adds `Σ_h scale·ds·q + p·d_out` for its dims of
 /// every valid slot to `dkv` (f32, `[B,S,D]`, zeroed by the caller) atomically: a latent row
 /// is selected by many queries. `has_dout` / `has_dlse` say which gradients are given
-/// (absent ones are dummy tensors never read). With `with_dkv = false` (v2) only `dq` is
+/// (absent ones are dummy tensors never read). With `with_dkv = false` only `dq` is
 /// computed and [`sparse_mla_bwd_dkv`] does `dkv` with `H/hg` times fewer atomics.
 #[cube(launch)]
 pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
@@ -379,13 +356,13 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
     }
 }
 
-/// v2 forward, register-tiled: one cube of 16×16 threads per `(b, t, group of hg = 16·hm
+/// Forward, register-tiled: one cube of 16×16 threads per `(b, t, group of hg = 16·hm
 /// heads)`, chunks of `kc = 16·km` slots. The group's queries and each chunk's gathered
 /// rows are staged in shared memory *transposed* (`[dim][head]`, `[dim][slot]` with an odd
 /// slot stride), so that in the score GEMM thread `(ty, tx)` computes heads `ty + 16·i` ×
 /// slots `tx + 16·j` reading conflict-free, and in the `P·V` GEMM it owns heads
 /// `ty + 16·i` × value dims `tx + 16·v` (`hm · ⌈dv/16⌉` accumulators in registers). The
-/// online softmax runs one thread per head as in v1. Grid: `(grid_1d(B·T), ⌈H/hg⌉)`.
+/// online softmax runs one thread per head as in [`sparse_mla_fwd`]. Grid: `(grid_1d(B·T), ⌈H/hg⌉)`.
 #[cube(launch)]
 pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
     q: &Tensor<F>,
@@ -562,9 +539,9 @@ pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
     }
 }
 
-/// v2 backward, `dkv` part: one cube per `(b, t)` and all its heads, so that each selected
-/// row receives one atomic add per dim from each query (v1 added once per head group:
-/// `H/hg` times more atomics). Per chunk of `kc` slots the gathered rows stay in shared
+/// Backward, `dkv` part: one cube per `(b, t)` and all its heads, so that each selected
+/// row receives one atomic add per dim from each query ([`sparse_mla_bwd`] with `dkv` adds
+/// once per head group: `H/hg` times more atomics). Per chunk of `kc` slots the gathered rows stay in shared
 /// memory while the heads are walked in groups of `hb` (their `q` and `d_out` staged in
 /// shared memory): `p` and `ds` are recomputed (one (head, slot) pair per thread), and
 /// each thread accumulates `Σ_h scale·ds·q + p·d_out` for its dims of every slot of the
@@ -764,7 +741,7 @@ pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
 /// `tid`, valid where `ok_sh` is 1): the running max `m_sh`, sum `l_sh` and "a score was
 /// seen" `has_sh` advance; the row becomes exp(score − max) (0 where invalid) and
 /// `alpha_sh[tid]` the factor that rescales the output accumulated so far. Shared by the
-/// forward kernels v1 and v2.
+/// two forward kernels.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn online_softmax_step(
@@ -815,68 +792,4 @@ fn online_softmax_step(
         }
     }
     alpha_sh[tid] = alpha;
-}
-
-/// Which slots `c0..c0+kc` of query `bt` are valid (`ok_sh[j]` 1 or 0) and their rows
-/// (`slot_sh[j]`; 0 where invalid or past the `kk` slots), written by the cube's units in
-/// turn. Ends with a cube barrier. Shared by every sparse MLA kernel's chunk loop.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn load_slots<I: Int, BL: Int>(
-    idx: &Tensor<I>,
-    valid: &Tensor<BL>,
-    ok_sh: &mut SharedMemory<u32>,
-    slot_sh: &mut SharedMemory<u32>,
-    bt: usize,
-    kk: usize,
-    c0: usize,
-    #[comptime] kc: usize,
-) {
-    let mut j = UNIT_POS as usize;
-    while j < kc {
-        let slot = c0 + j;
-        let mut ok = 0u32;
-        let mut row = 0u32;
-        // Nested: the slot bound must guard the read (kernel `&&` need not short-circuit).
-        #[allow(clippy::collapsible_if)]
-        if slot < kk {
-            if valid[bt * kk + slot] != BL::from_int(0) {
-                ok = 1u32;
-                row = u32::cast_from(idx[bt * kk + slot]);
-            }
-        }
-        ok_sh[j] = ok;
-        slot_sh[j] = row;
-        j += CUBE_DIM as usize;
-    }
-    sync_cube();
-}
-
-/// The chunk's selected rows of `src [B,S,d]` (batch `b`) into shared memory at row stride
-/// `d | 1`, 0 in the slots [`load_slots`] marked invalid; the cube's units take the entries
-/// in turn. No barrier: the caller syncs before reading them.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn load_rows<F: Float>(
-    src: &Tensor<F>,
-    dst: &mut SharedMemory<f32>,
-    ok_sh: &SharedMemory<u32>,
-    slot_sh: &SharedMemory<u32>,
-    b: usize,
-    s_len: usize,
-    #[comptime] d: usize,
-    #[comptime] kc: usize,
-) {
-    let dp = comptime!(d | 1);
-    let mut i = UNIT_POS as usize;
-    while i < kc * d {
-        let j = i / d;
-        let e = i % d;
-        let mut v = 0.0f32;
-        if ok_sh[j] == 1u32 {
-            v = f32::cast_from(src[(b * s_len + slot_sh[j] as usize) * d + e]);
-        }
-        dst[j * dp + e] = v;
-        i += CUBE_DIM as usize;
-    }
 }

@@ -1,10 +1,10 @@
-//! Sparse MLA forward on `mma.sync` tensor cores with the softmax in registers (v4): the
-//! contract of [`crate::sparse_mla_mma::sparse_mla_fwd_mma`] (v3) — `q [B,T,H,D]`,
+//! Sparse MLA forward on `mma.sync` tensor cores with the softmax in registers: the
+//! contract of [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma`] — `q [B,T,H,D]`,
 //! `kv [B,S,D]`, `idx`/`valid [B,T,K]` → `out [B,T,H,dv]`, `lse [B,T,H]`, optionally split
 //! over the slots — on bf16/f16 `mma.sync m16n8k16` with fragments loaded by `ldmatrix`.
 //!
-//! One cube per (token, [`MMA16_HEADS`] heads), 8 planes. The query tile stays in shared
-//! memory; the selected latent rows are gathered [`MMA16_CHUNK`] at a time by asynchronous
+//! One cube per (token, [`MMA_HEADS`] heads), 8 planes. The query tile stays in shared
+//! memory; the selected latent rows are gathered [`MMA_CHUNK`] at a time by asynchronous
 //! copies into two buffers, the next chunk's copies in flight while the current one is
 //! computed. Plane `(r, h)` (`plane = r + 4h`) owns heads `16r..16r+16`:
 //! - `S = Q·Kᵀ` for its heads and the chunk's slots over half `h` of the depth; the two
@@ -24,26 +24,27 @@ use cubecl::cmma;
 use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
 
-use crate::mma::{padded, CMMA_ALIGN};
-use crate::sparse_mla_mma::{issue_chunk, load_query_tile, load_window, KvRows, SplitShare, MMA_WINDOW};
+use super::SplitShare;
+use crate::shared::cmma::{padded, CMMA_ALIGN};
+use crate::shared::gather::{issue_chunk, load_query_tile, load_window, KvRows, WINDOW_SLOTS};
 
 /// Heads per cube.
-pub const MMA16_HEADS: usize = 64;
+pub const MMA_HEADS: usize = 64;
 /// Units per cube (8 planes of 32).
-pub const MMA16_UNITS: usize = 256;
+pub const MMA_UNITS: usize = 256;
 /// Slots per chunk.
-pub const MMA16_CHUNK: usize = 32;
+pub const MMA_CHUNK: usize = 32;
 
 type Acc2 = Vector<f32, Const<2>>;
 
-/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`MMA16_UNITS`] units, plane size
-/// 32; the split of the slots as in [`crate::sparse_mla_mma::sparse_mla_fwd_mma`]
-/// (`split_len` a multiple of [`MMA16_CHUNK`]). `N`: vector width of the `q`/`kv` loads
+/// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`MMA_UNITS`] units, plane size
+/// 32; the split of the slots as in [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma`]
+/// (`split_len` a multiple of [`MMA_CHUNK`]). `N`: vector width of the `q`/`kv` loads
 /// (`D % N == 0`); `q` and `kv` are read at their strides (the last one 1, the others
 /// multiples of `N`). Any `D`, `dv ≤ D`.
 #[cube(launch_unchecked, fast_math = crate::FAST_EXP)]
 #[allow(clippy::too_many_arguments)]
-pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
+pub fn sparse_mla_fwd_mma<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     q: &Tensor<Vector<F, N>>,
     kv: &Tensor<Vector<F, N>>,
     idx: &Tensor<I>,
@@ -67,12 +68,12 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
         terminate!();
     }
     let b = bt / t_len;
-    let share = SplitShare::new(bt, bt_len, kk, groups, split_len, MMA16_HEADS);
+    let share = SplitShare::new(bt, bt_len, kk, groups, split_len, MMA_HEADS);
     let h0 = share.h0;
     let c_begin = share.begin;
     let c_end = share.end;
     let row = share.row;
-    let kc = comptime!(MMA16_CHUNK);
+    let kc = comptime!(MMA_CHUNK);
     let dp = comptime!(padded(d));
     // k-steps of `S`, and the 16-column pairs of MMA tiles of `O` (all and per plane).
     let nk = comptime!(d.div_ceil(16));
@@ -87,22 +88,22 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
     // Whether the plane's heads exist (else it only takes part in the barriers).
     let live = h0 + hr * 16 < heads;
 
-    let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(MMA16_HEADS * dp), CMMA_ALIGN);
+    let mut q_sh = SharedMemory::<F>::new_aligned(comptime!(MMA_HEADS * dp), CMMA_ALIGN);
     let mut kv_sh = SharedMemory::<F>::new_aligned(comptime!(2 * kc * dp), CMMA_ALIGN);
     // Each plane's partial `S`: 4 n-tile pairs' 4 values per lane.
     let mut xs_sh = SharedMemory::<Vector<f32, Const<4>>>::new(comptime!(8usize * 4 * 32));
     let mut ok_sh = SharedMemory::<u32>::new(comptime!(2 * kc));
     let mut row_sh = SharedMemory::<u32>::new(comptime!(2 * kc));
-    let mut win_sh = SharedMemory::<u32>::new(MMA_WINDOW);
+    let mut win_sh = SharedMemory::<u32>::new(WINDOW_SLOTS);
 
     // One barrier per buffer: its copies, and every unit done with the buffer's last chunk.
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
-    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, comptime!(2 * kc), MMA16_HEADS);
+    load_query_tile::<F, N>(q, &mut q_sh, &mut kv_sh, b, bt % t_len, h0, heads, d, comptime!(2 * kc), MMA_HEADS);
     let rows = KvRows::new::<F, N>(kv, b);
     if c_begin < c_end {
         load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, c_begin, c_end, kc);
-        issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, 0usize, 0usize, d, kc, MMA16_UNITS, true);
+        issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, 0usize, 0usize, d, kc, MMA_UNITS, true);
         bar0.commit_copy_async();
     }
 
@@ -139,10 +140,10 @@ pub fn sparse_mla_fwd_mma16<F: Float, I: Int, BL: Int, O: Float, N: Size>(
         // The chunk's rows have landed and every unit is done with the other buffer.
         let next = c0 + kc;
         if next < c_end {
-            if (next - c_begin) % MMA_WINDOW == 0 {
+            if (next - c_begin) % WINDOW_SLOTS == 0 {
                 load_window::<I, BL>(idx, valid, &mut win_sh, bt, kk, next, c_end, kc);
             }
-            issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, (1usize - buf) * kc, (next - c_begin) % MMA_WINDOW, d, kc, MMA16_UNITS, true);
+            issue_chunk::<F, N>(kv, &rows, &win_sh, &mut kv_sh, &mut ok_sh, &mut row_sh, (1usize - buf) * kc, (next - c_begin) % WINDOW_SLOTS, d, kc, MMA_UNITS, true);
             if buf == 0 {
                 bar1.commit_copy_async();
             } else {

@@ -1,9 +1,11 @@
-//! Shared-memory staging shared by the tensor-core (cmma) kernels ([`crate::indexer_mma`],
-//! [`crate::sparse_mla_mma`]): their tiles are rows of `d` half-precision values at a padded
-//! row stride ([`padded`]), filled from vectorised global loads.
+//! Shared-memory staging shared by the tensor-core (cmma) kernels (the indexer's,
+//! [`crate::sparse_mla::cmma`], [`crate::indexer_loss::cmma`], the grouped products): their
+//! tiles are rows of `d` half-precision values at a padded row stride ([`padded`]), filled
+//! from vectorised global loads; and the score tile of a head group × a chunk of selected
+//! rows ([`chunk_scores`]) that the sparse MLA and indexer-loss cmma kernels share.
 //!
-//! Two ways: the sparse MLA kernels stage one vector at a time into scalar shared memory by
-//! asynchronous copies ([`stage_vector_async`]; `kernels/NOTES.md`, GPU run 21); the
+//! Two ways of staging: the sparse MLA kernels stage one vector at a time into scalar shared
+//! memory by asynchronous copies ([`stage_vector_async`]); the
 //! indexer moves a whole tile in two steps — a unit's loads all issued into registers
 //! ([`fetch_rows`]), then stored as 16-byte vectors ([`store_tile`]; `cmma::load` reads such
 //! a tile at a vector offset). There, entry `i = UNIT_POS + u·units` of a tile (`u <`
@@ -192,4 +194,88 @@ pub fn zero_tiles(#[comptime] n: usize) -> Sequence<cmma::Matrix<f32>> {
         acc.push(zero_tile());
     }
     acc
+}
+
+/// Copies of the score tile that the planes of a cube of `hg` heads and `planes` planes fill
+/// for a chunk of `kc` slots ([`chunk_scores`]): 1 when there are at least as many
+/// 16×16 tiles as planes, else each tile's depth is split over this many planes, whose
+/// partial products are summed by the readers ([`score`]).
+pub fn score_copies(hg: usize, kc: usize, planes: usize) -> usize {
+    (planes / (hg / 16) / (kc / 16)).max(1)
+}
+
+/// Row stride (floats) of [`chunk_scores`]' score tiles for a cube of `hg` heads and
+/// `planes` planes with `kc`-slot chunks: `kc` plus the units per head (at least 4, a
+/// cmma store's granularity). The readers' lanes take a head's slots `part, part + uph, ..`,
+/// so the `32/uph` heads of a plane fall into different banks.
+pub fn score_stride(hg: usize, kc: usize, planes: usize) -> usize {
+    kc + (32 * planes / hg).max(4)
+}
+
+/// `s_sh[h·ss + j] = a_h · kv_j` (`ss` = [`score_stride`]) over the first `depth` dims (`a` = `q` with `depth = d`, or
+/// `d_out` with `depth = dv`, staged at row stride `padded(depth)`, zero past `depth`) for
+/// the `hg` × `kc` tile of a cube of `planes` planes: plane `(rg, cg)` (`plane = rg + cg·hg/16`)
+/// computes rows `16·rg..` and its share of the column tiles; where there are fewer tiles
+/// than planes, each tile's depth is split over [`score_copies`] planes, and copy `c` of the
+/// tile (the `c`-th part of the depth) is written at `s_sh[c·hg·ss ..]` ([`score`] sums them).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn chunk_scores<F: Float>(
+    a_sh: &SharedMemory<F>,
+    kv_sh: &SharedMemory<F>,
+    s_sh: &mut SharedMemory<f32>,
+    plane: usize,
+    #[comptime] d: usize,
+    #[comptime] depth: usize,
+    #[comptime] kc: usize,
+    #[comptime] hg: usize,
+    #[comptime] planes: usize,
+) {
+    let dp = comptime!(padded(d));
+    let ap = comptime!(padded(depth));
+    let nk = comptime!(depth.div_ceil(16));
+    let rgs = comptime!(hg / 16);
+    let ncol = comptime!(kc / 16);
+    let copies = comptime!(score_copies(hg, kc, planes));
+    let ss = comptime!(score_stride(hg, kc, planes));
+    // Column tiles per plane.
+    let ns = comptime!((kc / 16 / (planes / (hg / 16))).max(1));
+    let rg = plane % rgs;
+    let cg = plane / rgs;
+    // This plane's depth part and first column tile.
+    let copy = cg / comptime!(ncol / ns);
+    let k_begin = copy * nk / copies;
+    let k_end = (copy + 1) * nk / copies;
+    let col0 = (cg % comptime!(ncol / ns)) * ns;
+    let qa = a_tile::<F>(cmma::MatrixLayout::RowMajor);
+    let kb = b_tile::<F>(cmma::MatrixLayout::ColMajor);
+    #[unroll]
+    for s in 0..ns {
+        let n0 = (col0 + s) * 16;
+        let acc = zero_tile();
+        for ks in k_begin..k_end {
+            cmma::load(&qa, &a_sh.slice(rg * 16 * ap + ks * 16, hg * ap), comptime!(ap as u32));
+            cmma::load(&kb, &kv_sh.slice(n0 * dp + ks * 16, kc * dp), comptime!(dp as u32));
+            cmma::execute::<F, F, f32, f32>(&qa, &kb, &acc, &acc);
+        }
+        let at = copy * comptime!(hg * ss) + rg * 16 * ss + n0;
+        cmma::store(
+            &mut s_sh.slice_mut(at, at + comptime!(16 * ss)),
+            &acc,
+            comptime!(ss as u32),
+            cmma::MatrixLayout::RowMajor,
+        );
+    }
+}
+
+/// Score `at` (`h·stride + j`, [`score_stride`]) of the last [`chunk_scores`]: the sum of
+/// its `copies` parts, `span` floats apart.
+#[cube]
+pub(crate) fn score(s_sh: &SharedMemory<f32>, at: usize, #[comptime] span: usize, #[comptime] copies: usize) -> f32 {
+    let mut s = s_sh[at];
+    #[unroll]
+    for c in 1..copies {
+        s += s_sh[c * span + at];
+    }
+    s
 }

@@ -7,8 +7,9 @@
 //! CubeCL's `info` words, one `u64` each, which the source reads as a `__grid_constant__`
 //! struct. CubeCL's PTX cache keys each source by its hash.
 //!
-//! Used by [`crate::sparse_mla_wgmma`] and [`crate::indexer_wgmma`], whose sources start with
-//! the shared helpers of `cuda/wgmma.cuh`.
+//! Used by [`crate::sparse_mla::wgmma`], [`crate::indexer_wgmma`] and
+//! [`crate::dense_attention`], whose sources start with the shared helpers of
+//! `shared/wgmma.cuh`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;

@@ -1,21 +1,11 @@
-//! Kernel 6: the pieces of the sparse-stage indexer loss `Σ_t KL(p[t,·] ‖ softmax(I[t,·]))`
-//! over each query's `K` selected keys, so that training never writes the `T×S` scores nor
-//! per-head probabilities:
-//!
-//! - [`indexer_selected_scores`]: the indexer's scores `I[t,j]` at the selected keys only;
-//! - [`indexer_selected_scores_bwd`]: their gradients into the indexer's `q`, `w` and `k`;
-//! - [`sparse_mla_probs`]: the main attention's probabilities at the selected keys,
-//!   averaged over heads, recomputed from sparse MLA's log-sum-exp.
-//!
-//! The KL itself and its gradient `softmax(I) − p` are `[B,T,K]` tensor operations.
-//! Inputs are contiguous: indexer `q [B,T,H,D]` (fake-quantised), `w [B,T,H]`, `k [B,S,D]`;
-//! MLA `q [B,T,H,Dqk]`, `kv [B,S,Dqk]`, `lse [B,T,H]`; selections `idx [B,T,K]`,
-//! `valid [B,T,K]`.
+//! The indexer loss's kernels in portable CubeCL (every backend and float type), one unit or
+//! one cube per query, the selected rows staged in f32.
 
 use cubecl::prelude::*;
 
 use crate::indexer::weighted_relu_score;
-use crate::sparse_mla::{atomic_add_f32, load_rows, load_slots};
+use crate::shared::atomic::atomic_add_f32;
+use crate::shared::gather::{load_rows, load_slots};
 
 /// `out[b,t,j] = Σ_h w[b,t,h] · ReLU(q[b,t,h] · k[b, idx[b,t,j]])`, `neg_inf` where the slot
 /// is not valid. One unit per output.

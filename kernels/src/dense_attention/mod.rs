@@ -6,8 +6,8 @@
 //! [`FLASH_MAX_D`]; probabilities and `dS` are rounded to the input type before their
 //! products, sums are f32.
 //!
-//! CUDA C++ (`cuda/flash_attention.cu`, its design in the file's header), run by CubeCL's CUDA
-//! runtime through [`crate::cuda_source`]; the dims and the input type are `#define`s put
+//! CUDA C++ (`dense_attention/mma.cu`, its design in the file's header), run by CubeCL's CUDA
+//! runtime through [`crate::shared::cuda`]; the dims and the input type are `#define`s put
 //! before the source, so each combination is its own kernel.
 
 use std::sync::Mutex;
@@ -75,8 +75,8 @@ impl FlashParams {
             self.dqk,
             self.dv,
             self.f16 as u8,
-            include_str!("cuda/wgmma.cuh"),
-            include_str!("cuda/flash_attention.cu")
+            include_str!("../shared/wgmma.cuh"),
+            include_str!("mma.cu")
         );
         let s: &'static str = Box::leak(text.into_boxed_str());
         sources.push((key, s));
@@ -107,7 +107,7 @@ pub unsafe fn launch_flash_fwd<R: Runtime>(client: &ComputeClient<R>, [q, k, v, 
     let count = CubeCount::Static(params.t_len.div_ceil(FLASH_ROWS) as u32, params.heads as u32, params.batch as u32);
     // SAFETY: upheld by the caller; the kernel guards its rows.
     unsafe {
-        crate::cuda_source::launch_cuda_source(
+        crate::shared::cuda::launch_cuda_source(
             client,
             params.source(),
             "dsa_flash_fwd",
@@ -136,7 +136,7 @@ pub unsafe fn launch_flash_bwd<R: Runtime>(
     let count = CubeCount::Static(params.s_len.div_ceil(FLASH_ROWS) as u32, params.heads as u32, params.batch as u32);
     // SAFETY: upheld by the caller; the kernel guards its rows.
     unsafe {
-        crate::cuda_source::launch_cuda_source(
+        crate::shared::cuda::launch_cuda_source(
             client,
             params.source(),
             "dsa_flash_bwd",

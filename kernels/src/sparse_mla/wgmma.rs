@@ -1,18 +1,18 @@
-//! Sparse MLA on Hopper's warpgroup tensor cores. The forward (v6 in `kernels/NOTES.md`:
-//! warp-specialised, a producer warpgroup gathering rows for two math warpgroups) has the contract of
-//! [`crate::sparse_mla_mma16::sparse_mla_fwd_mma16`] (v4) at DeepSeek-V3.2's latent sizes
+//! Sparse MLA on Hopper's warpgroup tensor cores. The forward (warp-specialised, a producer
+//! warpgroup gathering rows for two math warpgroups) has the contract of
+//! [`crate::sparse_mla::mma::sparse_mla_fwd_mma`] at DeepSeek-V3.2's latent sizes
 //! (`q [B,T,H,576]`, `kv [B,S,576]`, `idx`/`valid [B,T,K]` → `out [B,T,H,512]`,
 //! `lse [B,T,H]`, all bf16), on `wgmma.mma_async` with operands in 128-byte-swizzled shared
 //! memory — the instructions that reach Hopper's full tensor-core rate, and that CubeCL 0.10
 //! does not emit.
 //!
-//! The backward (v7: [`launch_sparse_mla_bwd_wgmma`]) has the contract of
-//! [`crate::sparse_mla_mma::sparse_mla_bwd_mma`] at the same sizes, `dkv` summed by vector
+//! The backward ([`launch_sparse_mla_bwd_wgmma`]) has the contract of
+//! [`crate::sparse_mla::cmma::sparse_mla_bwd_cmma`] at the same sizes, `dkv` summed by vector
 //! reductions into f32.
 //!
-//! So these kernels are CUDA C++ (`cuda/sparse_mla_wgmma.cu` and `cuda/sparse_mla_bwd_wgmma.cu`,
-//! their designs in the files' headers, their shared parts in `cuda/sparse_mla_wgmma.cuh`), run
-//! by CubeCL's CUDA runtime through [`crate::cuda_source`]. They run where [`has_wgmma`] says
+//! So these kernels are CUDA C++ (`sparse_mla/wgmma_fwd_d576.cu` and
+//! `sparse_mla/wgmma_bwd_d576.cu`, their designs in the files' headers, their shared parts in
+//! `sparse_mla/wgmma_d576.cuh`), run by CubeCL's CUDA runtime through [`crate::shared::cuda`]. They run where [`has_wgmma`] says
 //! so (CUDA sm_90); everywhere else the CubeCL kernels are the path, and they are their
 //! reference in the tests.
 
@@ -21,17 +21,17 @@ use cubecl::server::Binding;
 
 /// The forward's source (CUDA C++ for sm_90a).
 const SOURCE: &str = concat!(
-    include_str!("cuda/wgmma.cuh"),
-    include_str!("cuda/sparse_mla_wgmma.cuh"),
-    include_str!("cuda/sparse_mla_wgmma.cu")
+    include_str!("../shared/wgmma.cuh"),
+    include_str!("wgmma_d576.cuh"),
+    include_str!("wgmma_fwd_d576.cu")
 );
 /// Its entry point.
 const ENTRY: &str = "dsa_sparse_mla_fwd_wgmma";
 /// The backward's source and entry point.
 const BWD_SOURCE: &str = concat!(
-    include_str!("cuda/wgmma.cuh"),
-    include_str!("cuda/sparse_mla_wgmma.cuh"),
-    include_str!("cuda/sparse_mla_bwd_wgmma.cu")
+    include_str!("../shared/wgmma.cuh"),
+    include_str!("wgmma_d576.cuh"),
+    include_str!("wgmma_bwd_d576.cu")
 );
 const BWD_ENTRY: &str = "dsa_sparse_mla_bwd_wgmma";
 /// Heads per CTA.
@@ -54,7 +54,7 @@ pub const WGMMA_BWD_SHARED_BYTES: usize = 28 * 64 * 128 + 20 * 8 + 2 * 64 * 4 + 
 
 /// Whether the device runs both kernels (CUDA sm_90, the shared memory of each).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    crate::cuda_source::has_wgmma(client, WGMMA_SHARED_BYTES.max(WGMMA_BWD_SHARED_BYTES))
+    crate::shared::cuda::has_wgmma(client, WGMMA_SHARED_BYTES.max(WGMMA_BWD_SHARED_BYTES))
 }
 
 /// Sizes and strides (in elements) of one launch; the kernel reads them as one 64-bit word
@@ -118,7 +118,7 @@ pub unsafe fn launch_sparse_mla_fwd_wgmma<R: Runtime>(
     let buffers = vec![q, kv, idx, valid, out, lse];
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
     unsafe {
-        crate::cuda_source::launch_cuda_source(client, SOURCE, ENTRY, WGMMA_SHARED_BYTES, UNITS, count, buffers, params.words())
+        crate::shared::cuda::launch_cuda_source(client, SOURCE, ENTRY, WGMMA_SHARED_BYTES, UNITS, count, buffers, params.words())
     }
 }
 
@@ -150,7 +150,7 @@ pub unsafe fn launch_sparse_mla_bwd_wgmma<R: Runtime>(
     words.extend([has_dout as u64, has_dlse as u64]);
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
     unsafe {
-        crate::cuda_source::launch_cuda_source(
+        crate::shared::cuda::launch_cuda_source(
             client,
             BWD_SOURCE,
             BWD_ENTRY,
