@@ -20,11 +20,11 @@
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer (`IndexerScoresFp8` when on FP8 MMA) and kernel 6's probabilities).
 //! `--mla v2` (or `v1`, `v3`, `v4`, `v5`; default `auto`) picks the sparse MLA kernels (forward and
-//! backward) as `dsa_burn::cubecl::set_mla_kernel` does. `--mla-tile 32x8x32` (heads ×
-//! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
+//! backward) as `dsa_burn::cubecl::KernelSettings::mla` does. `--mla-tile 32x8x32` (heads ×
+//! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::KernelSettings::mla_tile`
 //! does; the lines of the ops it ran in then name it (`mla_tile`).
 //! `--split-cubes N` sets how many cubes the tensor-core forwards aim for when they split
-//! decode's slots (`dsa_burn::cubecl::set_mla_split_cubes`; default: 1024 for v3, one per SM for v4); every line
+//! decode's slots (`dsa_burn::cubecl::KernelSettings::mla_split_cubes`; default: 1024 for v3, one per SM for v4); every line
 //! then names it (`split_cubes`).
 //! `--decode-span S` draws the decode selections from the first `S` positions of each
 //! context instead of all `L` (the same work over a smaller footprint: a cost that grows
@@ -370,10 +370,12 @@ fn run<G: DsaBackend>(a: &Args) {
             .open(p)
             .expect("opening --out")
     });
-    dsa_burn::cubecl::set_indexer_kernel(a.indexer);
-    dsa_burn::cubecl::set_mla_kernel(a.mla);
-    dsa_burn::cubecl::set_mla_tile(a.mla_tile);
-    dsa_burn::cubecl::set_mla_split_cubes(a.split_cubes);
+    dsa_burn::cubecl::update_kernel_settings(|s| {
+        s.indexer = a.indexer;
+        s.mla = a.mla;
+        s.mla_tile = a.mla_tile;
+        s.mla_split_cubes = a.split_cubes;
+    });
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,
