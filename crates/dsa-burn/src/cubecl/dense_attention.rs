@@ -1,7 +1,7 @@
 use super::*;
 
 /// Whether dense attention over `q [B,H,T,Dqk]`, `k` and `v [B,H,S,Dv]` runs on the flash
-/// kernels ([`kernels::flash_attention`]): CUDA with bf16/f16 `mma.sync` (sm_80 and later),
+/// kernels ([`kernels::dense_attention`]): CUDA with bf16/f16 `mma.sync` (sm_80 and later),
 /// all three in one of those dtypes, dims the kernels take, something to compute.
 pub(super) fn flash_applies<R: CubeRuntime>(q: &CubeTensor<R>, k: &CubeTensor<R>, v: &CubeTensor<R>) -> bool {
     let [b, h, t, dqk] = dims::<4, R>(q);
@@ -9,7 +9,7 @@ pub(super) fn flash_applies<R: CubeRuntime>(q: &CubeTensor<R>, k: &CubeTensor<R>
     let Some(kind) = half_kind(q) else { return false };
     k.dtype == q.dtype
         && v.dtype == q.dtype
-        && kernels::flash_attention::flash_supports(dqk, dv)
+        && kernels::dense_attention::flash_supports(dqk, dv)
         && b * h * t * s > 0
         && b.max(h) <= 65535
         && R::name(&q.client) == "cuda"
@@ -21,14 +21,14 @@ pub(super) fn flash_applies<R: CubeRuntime>(q: &CubeTensor<R>, k: &CubeTensor<R>
 }
 
 /// The flash kernels' sizes and strides for `q`, `k`, `v` (and the backward's `d_out`).
-fn flash_params<R: CubeRuntime>([q, k, v]: [&CubeTensor<R>; 3], d_out: Option<&CubeTensor<R>>, offset: usize, scale: f32) -> kernels::flash_attention::FlashParams {
+fn flash_params<R: CubeRuntime>([q, k, v]: [&CubeTensor<R>; 3], d_out: Option<&CubeTensor<R>>, offset: usize, scale: f32) -> kernels::dense_attention::FlashParams {
     let [b, h, t, dqk] = dims::<4, R>(q);
     let [_, _, s, dv] = dims::<4, R>(v);
     let strides = |x: &CubeTensor<R>| {
         let st = x.meta.strides();
         [st[0], st[1], st[2]]
     };
-    kernels::flash_attention::FlashParams {
+    kernels::dense_attention::FlashParams {
         batch: b,
         heads: h,
         t_len: t,
@@ -66,7 +66,7 @@ pub fn flash_attention<R: CubeRuntime>(
     // SAFETY: the inputs' rows are aligned above and have the shapes and strides of
     // `params`, the outputs are contiguous with the shapes the kernel writes, and
     // `flash_applies` checked the dims, the sizes and the device.
-    unsafe { kernels::flash_attention::launch_flash_fwd(&q.client, [&q, &k, &v, &out, &lse].map(binding), params) }
+    unsafe { kernels::dense_attention::launch_flash_fwd(&q.client, [&q, &k, &v, &out, &lse].map(binding), params) }
     TENSOR_CORE_LAUNCHES[TensorCoreOp::DenseAttention as usize].fetch_add(1, Ordering::SeqCst);
     Some((out, lse))
 }
@@ -98,7 +98,7 @@ pub fn flash_attention_backward<R: CubeRuntime>(
     let binding = |x: &CubeTensor<R>| x.handle.clone().binding();
     // SAFETY: as in `flash_attention`; `dq` is zeroed f32, `lse` and `delta` contiguous f32.
     unsafe {
-        kernels::flash_attention::launch_flash_bwd(
+        kernels::dense_attention::launch_flash_bwd(
             &q.client,
             [&q, &k, &v, &d_out, &lse, &delta].map(binding),
             [&dq, &dk, &dv].map(binding),

@@ -52,7 +52,7 @@ pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
 /// Whether the device runs the v5 kernels ([`MlaKernel::V5`], [`IndexerKernel::Wgmma`]:
 /// CUDA sm_90).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    kernels::sparse_mla_wgmma::has_wgmma(client) && kernels::indexer_wgmma::has_wgmma(client)
+    kernels::sparse_mla::wgmma::has_wgmma(client) && kernels::indexer_wgmma::has_wgmma(client)
 }
 
 /// `t` with rows readable by 16-byte copies (strides multiples of 8 values, a 16-byte
@@ -78,7 +78,7 @@ pub(super) fn load_width(d: usize) -> usize {
     [8usize, 4, 2].into_iter().find(|&v| d.is_multiple_of(v)).unwrap_or(1)
 }
 
-/// `t` as the tensor-core kernels of `sparse_mla_mma` read it: in place where its last
+/// `t` as the tensor-core kernels of `sparse_mla::cmma` read it: in place where its last
 /// stride is 1 and the others are multiples of the load width `vector` (contiguous tensors,
 /// and CUDA's pitched rows: its allocations pad a `[.., 576]` bf16 tensor's rows to 640
 /// values, which `into_contiguous` would copy, a whole KV cache per decode step), else a

@@ -108,9 +108,9 @@ fn fp8_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
 /// the f32 staging of one tile's products (those three aligned to `CMMA_ALIGN`), the row
 /// weights, partial sums and two tiles' key scales.
 fn indexer_mma_shared_bytes(d: usize) -> usize {
-    let dp = kernels::mma::padded(d);
+    let dp = kernels::shared::cmma::padded(d);
     let rows = kernels::indexer_mma::MMA_ROWS;
-    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 2 * 64) + 3 * kernels::mma::CMMA_ALIGN
+    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 2 * 64) + 3 * kernels::shared::cmma::CMMA_ALIGN
 }
 
 /// Lightning-indexer scores on CubeCL: fake-quantise `q` and `k`, then the scores kernel.

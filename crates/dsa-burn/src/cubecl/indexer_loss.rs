@@ -46,7 +46,7 @@ pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
     let out = output(&q, Shape::new([b, t, kk]), q.dtype);
     let n = b * t * kk;
     let threads = 128usize;
-    kernels::indexer_loss::indexer_selected_scores::launch::<R>(
+    kernels::indexer_loss::simt::indexer_selected_scores::launch::<R>(
         &q.client,
         cube_count(n.div_ceil(threads), 1),
         CubeDim::new_1d(threads as u32),
@@ -91,7 +91,7 @@ pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
     if b * t * h > 0 {
         let (hg, kc) = indexer_loss_tiles(h, d, 2, max_shared(&q));
         let (native, acc_dtype) = f32_accumulation(&q);
-        kernels::indexer_loss::indexer_selected_scores_bwd::launch::<R>(
+        kernels::indexer_loss::simt::indexer_selected_scores_bwd::launch::<R>(
             &q.client,
             cube_count(b * t, h.div_ceil(hg)),
             CubeDim::new_1d(128),
@@ -134,7 +134,7 @@ struct HeadSums<R: CubeRuntime> {
     relu: bool,
 }
 
-/// `dsa_kernels::sparse_mla_mma::selected_head_sums_mma`: `q [B,T,H,d]`, `kv [B,S,d]` (both
+/// `dsa_kernels::indexer_loss::cmma::selected_head_sums_cmma`: `q [B,T,H,d]`, `kv [B,S,d]` (both
 /// of one half type, read as [`readable_rows`]), the selections (contiguous), `kc` slots per
 /// chunk; returns `[B,T,K]` in `hw`'s dtype.
 fn selected_head_sums<R: CubeRuntime>(
@@ -164,10 +164,10 @@ fn selected_head_sums<R: CubeRuntime>(
     // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
     // docs); the tensors match the shapes passed.
     unsafe {
-        kernels::sparse_mla_mma::selected_head_sums_mma::launch_unchecked::<R>(
+        kernels::indexer_loss::cmma::selected_head_sums_cmma::launch_unchecked::<R>(
             &q.client,
-            cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
-            CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+            cube_count(b * t, h.div_ceil(kernels::indexer_loss::cmma::CMMA_HEADS)),
+            CubeDim::new_1d(kernels::indexer_loss::cmma::CMMA_UNITS as u32),
             vector,
             q.clone().into_tensor_arg(),
             kv.into_tensor_arg(),
@@ -225,7 +225,7 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
     let out = output(&q, Shape::new([b, t, kk]), q.dtype);
     let (hg, kc) = indexer_loss_tiles(h, d, 1, max_shared(&q));
-    kernels::indexer_loss::sparse_mla_probs::launch::<R>(
+    kernels::indexer_loss::simt::sparse_mla_probs::launch::<R>(
         &q.client,
         cube_count(b * t, 1),
         CubeDim::new_1d(128),

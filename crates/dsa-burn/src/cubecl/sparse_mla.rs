@@ -24,11 +24,11 @@ pub enum MlaKernel {
     V3,
     /// v4: the forward on `mma.sync` (bf16/f16 inputs, m16n8k16 fragments loaded by
     /// `ldmatrix`, 64 heads per cube, the softmax and `O` in registers, the next chunk's
-    /// rows gathered while the current one is computed; `dsa_kernels::sparse_mla_mma16`),
+    /// rows gathered while the current one is computed; `dsa_kernels::sparse_mla::mma`),
     /// split over the slots as v3 for decode; the backward as v3. Taken where v3 would be
     /// and the device has the `mma.sync` shape and `ldmatrix`, else v3.
     V4,
-    /// v5: the forward on Hopper's `wgmma` (`dsa_kernels::sparse_mla_wgmma`: CUDA C++ launched
+    /// v5: the forward on Hopper's `wgmma` (`dsa_kernels::sparse_mla::wgmma`: CUDA C++ launched
     /// through CubeCL's runtime; per (token, 64 heads) a producer warpgroup gathering the
     /// selected rows and two math warpgroups, operands in swizzled shared memory, 128 slots
     /// per step; version 6 in `kernels/NOTES.md`), for bf16 inputs at DeepSeek-V3.2's latent sizes
@@ -43,7 +43,7 @@ pub enum MlaKernel {
 /// (by `Auto` only when the `cubes` CTAs fill the GPU without splitting the slots), bf16 at
 /// V3.2's latent sizes, `i32`/`i64` indices, and the device's `wgmma`.
 fn wgmma_mla<R: CubeRuntime>(q: &CubeTensor<R>, kv: &CubeTensor<R>, indices: &CubeTensor<R>, d: usize, d_v: usize, cubes: usize) -> bool {
-    use kernels::sparse_mla_wgmma::{WGMMA_D, WGMMA_DV};
+    use kernels::sparse_mla::wgmma::{WGMMA_D, WGMMA_DV};
     let selected = match setting(|s| s.mla) {
         MlaKernel::Auto => split_cubes(q, true) / cubes.max(1) <= 1,
         k => k == MlaKernel::V5,
@@ -65,7 +65,7 @@ fn wgmma_mla_bwd<R: CubeRuntime>(
     d: usize,
     d_v: usize,
 ) -> bool {
-    use kernels::sparse_mla_wgmma::{WGMMA_D, WGMMA_DV};
+    use kernels::sparse_mla::wgmma::{WGMMA_D, WGMMA_DV};
     matches!(setting(|s| s.mla), MlaKernel::Auto | MlaKernel::V5)
         && (d, d_v) == (WGMMA_D, WGMMA_DV)
         && [q, kv, out, lse]
@@ -81,10 +81,10 @@ fn wgmma_mla_bwd<R: CubeRuntime>(
 fn wgmma_params<R: CubeRuntime>(
     [q, kv, indices, valid]: [&CubeTensor<R>; 4],
     scale: f32,
-) -> kernels::sparse_mla_wgmma::WgmmaMlaParams {
+) -> kernels::sparse_mla::wgmma::WgmmaMlaParams {
     let [b, t, h, _] = dims::<4, R>(q);
     let (qs, ks) = (q.meta.strides(), kv.meta.strides());
-    kernels::sparse_mla_wgmma::WgmmaMlaParams {
+    kernels::sparse_mla::wgmma::WgmmaMlaParams {
         bt_len: b * t,
         t_len: t,
         heads: h,
@@ -146,8 +146,8 @@ fn mma16_mla<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
 /// padded rows), the planes' partial scores, two chunks' slot flags and rows, and
 /// [`MMA_EXTRA_BYTES`].
 fn mma16_fwd_shared_bytes(d: usize) -> usize {
-    use kernels::sparse_mla_mma16::{MMA16_CHUNK, MMA16_HEADS, MMA16_UNITS};
-    2 * (MMA16_HEADS + 2 * MMA16_CHUNK) * kernels::mma::padded(d) + 4 * 16 * MMA16_UNITS + 16 * MMA16_CHUNK + MMA_EXTRA_BYTES
+    use kernels::sparse_mla::mma::{MMA_CHUNK, MMA_HEADS, MMA_UNITS};
+    2 * (MMA_HEADS + 2 * MMA_CHUNK) * kernels::shared::cmma::padded(d) + 4 * 16 * MMA_UNITS + 16 * MMA_CHUNK + MMA_EXTRA_BYTES
 }
 
 /// The tile of a cube of the v3 (tensor-core) sparse MLA forward.
@@ -162,7 +162,7 @@ pub struct MlaTile {
 }
 
 impl MlaTile {
-    /// Whether the kernel supports the tile (see `dsa_kernels::sparse_mla_mma::sparse_mla_fwd_mma`).
+    /// Whether the kernel supports the tile (see `dsa_kernels::sparse_mla::cmma::sparse_mla_fwd_cmma`).
     pub(super) fn supported(self) -> bool {
         [32, 64].contains(&self.heads)
             && [4, 8].contains(&self.planes)
@@ -176,10 +176,10 @@ impl MlaTile {
     /// `P`, the per-slot and per-head buffers, and [`MMA_EXTRA_BYTES`].
     fn shared_bytes(self, d: usize) -> usize {
         let (hg, kc) = (self.heads, self.slots);
-        let copies = kernels::sparse_mla_mma::score_copies(hg, kc, self.planes);
-        let ss = kernels::sparse_mla_mma::score_stride(hg, kc, self.planes);
+        let copies = kernels::shared::cmma::score_copies(hg, kc, self.planes);
+        let ss = kernels::shared::cmma::score_stride(hg, kc, self.planes);
         let scores = (copies * hg * ss).max(256 * self.planes);
-        2 * ((hg + kc) * kernels::mma::padded(d) + hg * (kc + 8))
+        2 * ((hg + kc) * kernels::shared::cmma::padded(d) + hg * (kc + 8))
             + 4 * scores
             + 8 * kc
             + 4 * hg
@@ -211,10 +211,10 @@ fn mma_fwd_tile<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<MlaTile> 
     }
 }
 
-/// Shared memory of the `sparse_mla_mma` kernels beyond their tiles: the window of selected
+/// Shared memory of the cmma and `mma.sync` kernels beyond their tiles: the window of selected
 /// rows (`MMA_WINDOW` u32), the barrier of their asynchronous copies, and the padding of up
 /// to eight tiles to `CMMA_ALIGN`.
-const MMA_EXTRA_BYTES: usize = 4 * kernels::sparse_mla_mma::MMA_WINDOW + 16 + 8 * kernels::mma::CMMA_ALIGN;
+const MMA_EXTRA_BYTES: usize = 4 * kernels::shared::gather::WINDOW_SLOTS + 16 + 8 * kernels::shared::cmma::CMMA_ALIGN;
 
 /// Slots per chunk of the v3 backward.
 const MMA_BWD_CHUNK: usize = 32;
@@ -223,9 +223,9 @@ const MMA_BWD_CHUNK: usize = 32;
 /// [`mma_mla`], and its tiles (`q`, `d_out` and a chunk of rows; scores, `dP`, `P`, `dS`)
 /// fit in shared memory.
 fn mma_bwd<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, d_v: usize) -> bool {
-    use kernels::mma::padded;
-    let (heads, kc) = (kernels::sparse_mla_mma::MMA_HEADS, MMA_BWD_CHUNK);
-    let ss = kernels::sparse_mla_mma::score_stride(heads, kc, 8);
+    use kernels::shared::cmma::padded;
+    let (heads, kc) = (kernels::sparse_mla::cmma::CMMA_HEADS, MMA_BWD_CHUNK);
+    let ss = kernels::shared::cmma::score_stride(heads, kc, 8);
     let halves = (heads + kc) * padded(d) + heads * padded(d_v) + 2 * heads * (kc + 8);
     let bytes = 2 * halves + 4 * (2 * heads * ss + 2 * heads) + 8 * kc + MMA_EXTRA_BYTES;
     mma_mla(q) && bytes <= max_shared(q)
@@ -235,8 +235,9 @@ fn mma_bwd<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, d_v: usize) -> bool {
 /// `q`, a chunk of rows and the scores; head weights and partial sums), or `None` when they
 /// do not fit.
 pub(super) fn mma_chunk(d: usize, max_shared: usize) -> Option<usize> {
-    use kernels::sparse_mla_mma::{score_stride, MMA_HEADS, MMA_UNITS};
-    let dp = kernels::mma::padded(d);
+    use kernels::shared::cmma::score_stride;
+    use kernels::sparse_mla::cmma::{CMMA_HEADS as MMA_HEADS, CMMA_UNITS as MMA_UNITS};
+    let dp = kernels::shared::cmma::padded(d);
     let bytes = |kc: usize| {
         2 * (MMA_HEADS + kc) * dp + 4 * MMA_HEADS * score_stride(MMA_HEADS, kc, 8) + 8 * kc + 4 * (MMA_HEADS + MMA_UNITS) + MMA_EXTRA_BYTES
     };
@@ -296,13 +297,13 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     if b * t * h == 0 {
         return (out, lse);
     }
-    if wgmma_mla(&q, &kv, &indices, d, d_v, b * t * h.div_ceil(kernels::sparse_mla_wgmma::WGMMA_HEADS)) {
+    if wgmma_mla(&q, &kv, &indices, d, d_v, b * t * h.div_ceil(kernels::sparse_mla::wgmma::WGMMA_HEADS)) {
         let (q, kv) = (aligned_rows(q), aligned_rows(kv));
         let params = wgmma_params([&q, &kv, &indices, &valid], scale);
         // SAFETY: the buffers hold the shapes and strides of `params` (rows aligned above,
         // `indices`/`valid`/`out`/`lse` contiguous) and the device has `wgmma`.
         unsafe {
-            kernels::sparse_mla_wgmma::launch_sparse_mla_fwd_wgmma(
+            kernels::sparse_mla::wgmma::launch_sparse_mla_fwd_wgmma(
                 &q.client,
                 q.handle.clone().binding(),
                 kv.handle.clone().binding(),
@@ -322,8 +323,8 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     let cube_tile = match tile {
         Some(t) => Some((t.heads, t.slots)),
         None if v4 => {
-            use kernels::sparse_mla_mma16::{MMA16_CHUNK, MMA16_HEADS};
-            Some((MMA16_HEADS, MMA16_CHUNK))
+            use kernels::sparse_mla::mma::{MMA_CHUNK, MMA_HEADS};
+            Some((MMA_HEADS, MMA_CHUNK))
         }
         None => None,
     };
@@ -359,10 +360,10 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         // their docs); the tensors match the shapes passed.
         unsafe {
             match tile {
-                None => kernels::sparse_mla_mma16::sparse_mla_fwd_mma16::launch_unchecked::<R>(
+                None => kernels::sparse_mla::mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
                     &q.client,
                     count,
-                    CubeDim::new_1d(kernels::sparse_mla_mma16::MMA16_UNITS as u32),
+                    CubeDim::new_1d(kernels::sparse_mla::mma::MMA_UNITS as u32),
                     vector,
                     args.0,
                     args.1,
@@ -382,7 +383,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                     d_v,
                     dtypes,
                 ),
-                Some(tile) => kernels::sparse_mla_mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
+                Some(tile) => kernels::sparse_mla::cmma::sparse_mla_fwd_cmma::launch_unchecked::<R>(
                     &q.client,
                     count,
                     CubeDim::new_1d(32 * tile.planes as u32),
@@ -415,7 +416,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
             // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
             // docs); the tensors match the shapes passed.
             unsafe {
-                kernels::sparse_mla_mma::combine_splits::launch_unchecked::<R>(
+                kernels::sparse_mla::combine_splits::launch_unchecked::<R>(
                     &q.client,
                     cube_count((n * d_v).div_ceil(256), 1),
                     CubeDim::new_1d(256),
@@ -437,7 +438,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
     if tiled_mla(&q) {
         if let Some((hm, km)) = mla_fwd_tiles_v2(h, d, max_shared(&q)) {
-            kernels::sparse_mla::sparse_mla_fwd_tiled::launch::<R>(
+            kernels::sparse_mla::simt::sparse_mla_fwd_tiled::launch::<R>(
                 &q.client,
                 cube_count(b * t, h.div_ceil(16 * hm)),
                 CubeDim::new_1d(256),
@@ -467,7 +468,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     count_mla_forward(MlaKernel::V1);
     let threads = 128usize;
     let (hg, kc) = mla_tiles(h, d, max_shared(&q));
-    kernels::sparse_mla::sparse_mla_fwd::launch::<R>(
+    kernels::sparse_mla::simt::sparse_mla_fwd::launch::<R>(
         &q.client,
         cube_count(b * t, h.div_ceil(hg)),
         CubeDim::new_1d(threads as u32),
@@ -572,7 +573,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
         // the rest contiguous; an absent gradient is never read, `out` stands in for it) and
         // the device has `wgmma`.
         unsafe {
-            kernels::sparse_mla_wgmma::launch_sparse_mla_bwd_wgmma(
+            kernels::sparse_mla::wgmma::launch_sparse_mla_bwd_wgmma(
                 &q.client,
                 [&q, &kv, &indices, &valid].map(binding),
                 [
@@ -602,10 +603,10 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
         // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
         // docs); the tensors match the shapes passed.
         unsafe {
-            kernels::sparse_mla_mma::sparse_mla_bwd_mma::launch_unchecked::<R>(
+            kernels::sparse_mla::cmma::sparse_mla_bwd_cmma::launch_unchecked::<R>(
                 &q.client,
-                cube_count(b * t, h.div_ceil(kernels::sparse_mla_mma::MMA_HEADS)),
-                CubeDim::new_1d(kernels::sparse_mla_mma::MMA_UNITS as u32),
+                cube_count(b * t, h.div_ceil(kernels::sparse_mla::cmma::CMMA_HEADS)),
+                CubeDim::new_1d(kernels::sparse_mla::cmma::CMMA_UNITS as u32),
                 vector,
                 q.clone().into_tensor_arg(),
                 kv.into_tensor_arg(),
@@ -644,7 +645,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
             .then(|| mla_bwd_dkv_tiles(d, d_v, max_shared(&q), h))
             .flatten();
         if let Some((hb, kcb)) = dkv_tiles {
-            kernels::sparse_mla::sparse_mla_bwd_dkv::launch::<R>(
+            kernels::sparse_mla::simt::sparse_mla_bwd_dkv::launch::<R>(
                 &q.client,
                 cube_count(b * t, 1),
                 CubeDim::new_1d(256),
@@ -680,7 +681,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 ],
             );
         }
-        kernels::sparse_mla::sparse_mla_bwd::launch::<R>(
+        kernels::sparse_mla::simt::sparse_mla_bwd::launch::<R>(
             &q.client,
             cube_count(b * t, h.div_ceil(hg)),
             CubeDim::new_1d(threads as u32),
