@@ -19,12 +19,12 @@
 //! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer (`IndexerScoresFp8` when on FP8 MMA) and kernel 6's probabilities).
-//! `--mla v2` (or `v1`, `v3`, `v4`, `v5`; default `auto`) picks the sparse MLA kernels (forward and
+//! `--mla simt-tiled` (or `simt`, `cmma`, `mma`, `wgmma`; default `auto`) picks the sparse MLA kernels (forward and
 //! backward) as `dsa_burn::cubecl::KernelSettings::mla` does. `--mla-tile 32x8x32` (heads ×
-//! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::KernelSettings::mla_tile`
+//! planes × slots per chunk) picks the cmma forward's tile as `dsa_burn::cubecl::KernelSettings::mla_tile`
 //! does; the lines of the ops it ran in then name it (`mla_tile`).
 //! `--split-cubes N` sets how many cubes the tensor-core forwards aim for when they split
-//! decode's slots (`dsa_burn::cubecl::KernelSettings::mla_split_cubes`; default: 1024 for v3, one per SM for v4); every line
+//! decode's slots (`dsa_burn::cubecl::KernelSettings::mla_split_cubes`; default: 1024 for cmma, one per SM for `mma.sync`); every line
 //! then names it (`split_cubes`).
 //! `--decode-span S` draws the decode selections from the first `S` positions of each
 //! context instead of all `L` (the same work over a smaller footprint: a cost that grows
@@ -154,12 +154,12 @@ fn args() -> Args {
             "--mla" => {
                 a.mla = match value().as_str() {
                     "auto" => MlaKernel::Auto,
-                    "v1" => MlaKernel::V1,
-                    "v2" => MlaKernel::V2,
-                    "v3" => MlaKernel::V3,
-                    "v4" => MlaKernel::V4,
-                    "v5" => MlaKernel::V5,
-                    other => panic!("--mla {other}: auto, v1, v2, v3, v4 or v5"),
+                    "simt" => MlaKernel::Simt,
+                    "simt-tiled" => MlaKernel::SimtTiled,
+                    "cmma" => MlaKernel::Cmma,
+                    "mma" => MlaKernel::Mma,
+                    "wgmma" => MlaKernel::Wgmma,
+                    other => panic!("--mla {other}: auto, simt, simt-tiled, cmma, mma or wgmma"),
                 }
             }
             "--mla-tile" => {
@@ -210,7 +210,7 @@ impl<G: DsaBackend> Bench<G> {
         }
         eprintln!("{op} L={l} ...");
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
-        let versions = [MlaKernel::V1, MlaKernel::V2, MlaKernel::V3, MlaKernel::V4, MlaKernel::V5];
+        let versions = [MlaKernel::Simt, MlaKernel::SimtTiled, MlaKernel::Cmma, MlaKernel::Mma, MlaKernel::Wgmma];
         let before = versions.map(launches);
         let tc_ops: [TensorCoreOp; 9] = [
             TensorCoreOp::IndexerScores,

@@ -34,7 +34,7 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 }
 
 /// The kernel versions each test runs: both on CUDA; on wgpu the ones its `Auto` choice
-/// takes (lavapipe compiles the tiled v2 shaders far too slowly for CI; they are tested on
+/// takes (lavapipe compiles the tiled SIMT shaders far too slowly for CI; they are tested on
 /// CUDA, see `kernels/NOTES.md`).
 #[cfg(feature = "cuda")]
 const INDEXER_KERNELS: &[IndexerKernel] = &[
@@ -49,9 +49,9 @@ const INDEXER_KERNELS: &[IndexerKernel] = &[
 #[cfg(not(feature = "cuda"))]
 const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Naive];
 #[cfg(feature = "cuda")]
-const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V2, MlaKernel::V1];
+const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::SimtTiled, MlaKernel::Simt];
 #[cfg(not(feature = "cuda"))]
-const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V1];
+const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::Simt];
 
 /// Whether the device under test has FP8 MMA (the v4 indexer's condition).
 #[cfg(feature = "cuda")]
@@ -537,7 +537,7 @@ fn nan_padded_view(kv: &[f32], [b, s, d]: [usize; 3]) -> Tensor<burn::backend::C
     ft(&padded, [b, s, d + 8], &Default::default()).cast(burn::tensor::FloatDType::BF16).narrow(2, 0, d)
 }
 
-/// The tensor-core forward (v3, bf16 inputs) against the f32 reference on the same
+/// The tensor-core forwards (cmma, `mma.sync`, `wgmma`; bf16 inputs) against the f32 reference on the same
 /// bf16-rounded inputs. Its probabilities are rounded to bf16 before `P·V` (as FlashMLA's)
 /// and its outputs are bf16, hence the 1e-2 tolerance. Shapes: V3.2's latent (576/512, 128
 /// heads, three chunks of slots), heads not a multiple of 64, dims not a multiple of 16 or
@@ -548,16 +548,16 @@ fn nan_padded_view(kv: &[f32], [b, s, d]: [usize; 3]) -> Tensor<burn::backend::C
 fn sparse_mla_tensor_cores_match_reference() {
     type GB = burn::backend::Cuda<burn::tensor::bf16>;
     use dsa_burn::cubecl::MlaTile;
-    // v5 (where it applies: V3.2's latent sizes on a device with `wgmma`), v4, then v3 with
-    // each of its tiles.
+    // Wgmma (where it applies: V3.2's latent sizes on a device with `wgmma`), Mma, then Cmma
+    // with each of its tiles.
     const FORWARDS: [(MlaKernel, Option<MlaTile>); 7] = [
-        (MlaKernel::V5, None),
-        (MlaKernel::V4, None),
-        (MlaKernel::V3, None),
-        (MlaKernel::V3, Some(MlaTile { heads: 64, planes: 8, slots: 32 })),
-        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 8, slots: 32 })),
-        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 8, slots: 64 })),
-        (MlaKernel::V3, Some(MlaTile { heads: 32, planes: 4, slots: 32 })),
+        (MlaKernel::Wgmma, None),
+        (MlaKernel::Mma, None),
+        (MlaKernel::Cmma, None),
+        (MlaKernel::Cmma, Some(MlaTile { heads: 64, planes: 8, slots: 32 })),
+        (MlaKernel::Cmma, Some(MlaTile { heads: 32, planes: 8, slots: 32 })),
+        (MlaKernel::Cmma, Some(MlaTile { heads: 32, planes: 8, slots: 64 })),
+        (MlaKernel::Cmma, Some(MlaTile { heads: 32, planes: 4, slots: 32 })),
     ];
     let bf16 = burn::tensor::FloatDType::BF16;
     let _choice = choose_kernels();
@@ -602,7 +602,7 @@ fn sparse_mla_tensor_cores_match_reference() {
         let (want_o, want_l) = (host(want_o), host(want_l));
         let mut got_l = Vec::new();
         for (kernel, tile) in FORWARDS {
-            if kernel == MlaKernel::V5 && !((d, dv) == (576, 512) && wgmma_device()) {
+            if kernel == MlaKernel::Wgmma && !((d, dv) == (576, 512) && wgmma_device()) {
                 continue;
             }
             dsa_burn::cubecl::update_kernel_settings(|s| { s.mla = kernel; s.mla_tile = tile });
@@ -621,7 +621,7 @@ fn sparse_mla_tensor_cores_match_reference() {
             assert_eq!(got_o.dims(), [b, t, h, dv]);
             let got_o = host(got_o);
             got_l = host(lse);
-            // After the reads: Fusion runs the op lazily. No other test launches v3, v4 or v5.
+            // After the reads: Fusion runs the op lazily. No other test launches the tensor-core forwards.
             assert!(
                 dsa_burn::cubecl::mla_forward_launches(kernel) > before,
                 "{case}: the tensor-core kernel did not run"
@@ -813,7 +813,7 @@ fn sparse_mla_backward_matches_reference() {
     dsa_burn::cubecl::update_kernel_settings(|s| { s.force_cas_atomics = false; s.mla = MlaKernel::Auto });
 }
 
-/// The tensor-core backwards (v3, and at V3.2's latent sizes on a device with `wgmma` the
+/// The tensor-core backwards (cmma, and at V3.2's latent sizes on a device with `wgmma` the
 /// `wgmma` one; bf16 inputs) against the f32 reference on the same bf16-rounded inputs (`q`,
 /// `kv`, the forward's `out` and `lse`, the gradients). They round `P` and `dS` to bf16
 /// before their products and return bf16 `dq`/`dkv`, hence the 1e-2 tolerance. Shapes:
@@ -841,7 +841,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
         ([2, 2, 16, 40, 32, 100, 65], 0),
         // More slots than the kernels' window of selections (2048).
         ([1, 2, 3, 16, 8, 60, 2100], 0),
-        // Batch × latent rows past v7's DSB_PREFETCH_ROWS (32K): its dkv prefetch runs.
+        // Batch × latent rows past the `wgmma` backward's DSB_PREFETCH_ROWS (32K): its dkv prefetch runs.
         ([2, 2, 64, 576, 512, 20000, 300], 0),
     ] {
         let [b, t, h, d, dv, s, _] = dims;
@@ -869,10 +869,10 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
             let want = (host(want.0), host(want.1));
             let wgmma = (d, dv) == (576, 512) && wgmma_device();
             for (kernel, op) in [
-                (MlaKernel::V5, TensorCoreOp::SparseMlaBackwardWgmma),
-                (MlaKernel::V3, TensorCoreOp::SparseMlaBackward),
+                (MlaKernel::Wgmma, TensorCoreOp::SparseMlaBackwardWgmma),
+                (MlaKernel::Cmma, TensorCoreOp::SparseMlaBackward),
             ] {
-                if kernel == MlaKernel::V5 && !wgmma {
+                if kernel == MlaKernel::Wgmma && !wgmma {
                     continue;
                 }
                 dsa_burn::cubecl::update_kernel_settings(|s| { s.force_cas_atomics = force_cas; s.mla = kernel });

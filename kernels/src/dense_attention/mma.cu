@@ -1,6 +1,6 @@
 // Dense causal attention in MHA form (the dense baseline's and the indexer warm-up's attention),
 // forward and backward, on `mma.sync.m16n8k16` with f32 accumulation (sm_80 and later): the
-// FlashAttention-2 schedule. `flash_attention.rs` puts `#define`s of FA_DQK and FA_DV (query/key
+// FlashAttention-2 schedule. `dense_attention/mod.rs` puts `#define`s of FA_DQK and FA_DV (query/key
 // and value dims, multiples of 16) and FA_F16 (1: f16 inputs, 0: bf16) before this file, after
 // `wgmma.cuh` (its cp.async helpers).
 //
@@ -53,7 +53,7 @@ __device__ __forceinline__ u32 fa_pack(float lo, float hi) {
 #define FA_LOG2E 1.4426950408889634f
 #define FA_INF __int_as_float(0x7f800000)
 
-// Parameters, one 64-bit word each (`FlashParams` in flash_attention.rs). Strides in values,
+// Parameters, one 64-bit word each (`FlashParams` in dense_attention/mod.rs). Strides in values,
 // over batch, head and row; `o_*` are the forward's `out` (unused) or the backward's `d_out`.
 struct FaParams {
     u64 heads, t_len, s_len, offset;
@@ -118,6 +118,28 @@ __device__ __forceinline__ void fa_acc_to_a(u32* a, const float* lo, const float
     a[3] = fa_pack(hi[2], hi[3]);
 }
 
+// Zeroes `N / 8` accumulator tiles (16 x 8, f32).
+template <u32 N> __device__ __forceinline__ void fa_zero(float (*acc)[4]) {
+#pragma unroll
+    for (u32 n = 0; n < N / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+}
+
+// One k-step of a warp's product over `N` columns: acc[2 np], acc[2 np + 1] (np < N / 16) +=
+// A (the 16 x 16 fragments `a`) times the B fragments of k = k0..k0+16 of the tile at `base`
+// (row stride `st` values), stored n-major (`fa_b_addr`) or, with TRANS, k-major and read by
+// `ldmatrix.trans` (`fa_bt_addr`).
+template <u32 N, bool TRANS>
+__device__ __forceinline__ void fa_mma_row(float (*acc)[4], const u32* a, u32 base, u32 st, u32 k0, u32 lane) {
+#pragma unroll
+    for (u32 np = 0; np < N / 16; ++np) {
+        u32 b[4];
+        if (TRANS) fa_ldsm_t(b, fa_bt_addr(base, st, k0, np * 16, lane));
+        else fa_ldsm(b, fa_b_addr(base, st, np * 16, k0, lane));
+        fa_mma(acc[2 * np], a, b[0], b[1]);
+        fa_mma(acc[2 * np + 1], a, b[2], b[3]);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_fwd(
     const fa_t* __restrict__ q, const fa_t* __restrict__ k, const fa_t* __restrict__ v, fa_t* __restrict__ out,
     float* __restrict__ lse, const __grid_constant__ FaParams p) {
@@ -140,8 +162,7 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_fwd(
 
     u32 qf[FA_DQK / 16][4];
     float o[FA_DV / 8][4];
-#pragma unroll
-    for (u32 n = 0; n < FA_DV / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    fa_zero<FA_DV>(o);
     float m[2] = {-FA_INF, -FA_INF}, l[2] = {0.f, 0.f};
     // The rows of this thread's accumulator entries: r0 (c0, c1) and r0 + 8 (c2, c3).
     const u64 r0 = q0 + warp * 16 + g;
@@ -164,17 +185,10 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_fwd(
         }
         const u32 kt = sk + buf * FA_STEP * FA_QS * 2, vt = sv + buf * FA_STEP * FA_VS * 2;
         float s[FA_STEP / 8][4];
-#pragma unroll
-        for (u32 n = 0; n < FA_STEP / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        fa_zero<FA_STEP>(s);
 #pragma unroll
         for (u32 kk = 0; kk < FA_DQK / 16; ++kk) {
-#pragma unroll
-            for (u32 np = 0; np < FA_STEP / 16; ++np) {
-                u32 b[4];
-                fa_ldsm(b, fa_b_addr(kt, FA_QS, np * 16, kk * 16, lane));
-                fa_mma(s[2 * np], qf[kk], b[0], b[1]);
-                fa_mma(s[2 * np + 1], qf[kk], b[2], b[3]);
-            }
+            fa_mma_row<FA_STEP, false>(s, qf[kk], kt, FA_QS, kk * 16, lane);
         }
         // Scale, mask the keys past a row's position (or past S), and the online softmax.
         const u64 s0 = (u64)j * FA_STEP;
@@ -219,13 +233,7 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_fwd(
         for (u32 kk = 0; kk < FA_STEP / 16; ++kk) {
             u32 a[4];
             fa_acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (u32 np = 0; np < FA_DV / 16; ++np) {
-                u32 b[4];
-                fa_ldsm_t(b, fa_bt_addr(vt, FA_VS, kk * 16, np * 16, lane));
-                fa_mma(o[2 * np], a, b[0], b[1]);
-                fa_mma(o[2 * np + 1], a, b[2], b[3]);
-            }
+            fa_mma_row<FA_DV, true>(o, a, vt, FA_VS, kk * 16, lane);
         }
         __syncthreads();
     }
@@ -270,10 +278,8 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_bwd(
     wg_cp_commit();
 
     float dka[FA_DQK / 8][4], dva[FA_DV / 8][4];
-#pragma unroll
-    for (u32 n = 0; n < FA_DQK / 8; ++n) dka[n][0] = dka[n][1] = dka[n][2] = dka[n][3] = 0.f;
-#pragma unroll
-    for (u32 n = 0; n < FA_DV / 8; ++n) dva[n][0] = dva[n][1] = dva[n][2] = dva[n][3] = 0.f;
+    fa_zero<FA_DQK>(dka);
+    fa_zero<FA_DV>(dva);
     // This thread's accumulator rows are keys kr and kr + 8.
     const u64 kr = k0 + warp * 16 + g;
     // The first query that sees key k0.
@@ -296,19 +302,12 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_bwd(
 
         // Sᵀ = k qᵀ (16 keys x 64 queries per warp).
         float s[FA_STEP / 8][4];
-#pragma unroll
-        for (u32 n = 0; n < FA_STEP / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        fa_zero<FA_STEP>(s);
 #pragma unroll
         for (u32 kk = 0; kk < FA_DQK / 16; ++kk) {
             u32 a[4];
             fa_ldsm(a, fa_a_addr(sk, FA_QS, warp * 16, kk * 16, lane));
-#pragma unroll
-            for (u32 np = 0; np < FA_STEP / 16; ++np) {
-                u32 b[4];
-                fa_ldsm(b, fa_b_addr(sq, FA_QS, np * 16, kk * 16, lane));
-                fa_mma(s[2 * np], a, b[0], b[1]);
-                fa_mma(s[2 * np + 1], a, b[2], b[3]);
-            }
+            fa_mma_row<FA_STEP, false>(s, a, sq, FA_QS, kk * 16, lane);
         }
         // Pᵀ, zero where the query does not see the key (or either is past its end).
         const bool edge = k0 + warp * 16 + 15 > q0 + p.offset || q0 + FA_STEP > p.t_len || k0 + FA_ROWS > p.s_len;
@@ -328,30 +327,17 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_bwd(
         for (u32 kk = 0; kk < FA_STEP / 16; ++kk) {
             u32 a[4];
             fa_acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (u32 np = 0; np < FA_DV / 16; ++np) {
-                u32 b[4];
-                fa_ldsm_t(b, fa_bt_addr(sdo, FA_VS, kk * 16, np * 16, lane));
-                fa_mma(dva[2 * np], a, b[0], b[1]);
-                fa_mma(dva[2 * np + 1], a, b[2], b[3]);
-            }
+            fa_mma_row<FA_DV, true>(dva, a, sdo, FA_VS, kk * 16, lane);
         }
         // dPᵀ = v dOᵀ, then dSᵀ = Pᵀ (dPᵀ - delta), in place of Pᵀ.
         {
             float dp[FA_STEP / 8][4];
-#pragma unroll
-            for (u32 n = 0; n < FA_STEP / 8; ++n) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+            fa_zero<FA_STEP>(dp);
 #pragma unroll
             for (u32 kk = 0; kk < FA_DV / 16; ++kk) {
                 u32 a[4];
                 fa_ldsm(a, fa_a_addr(sv, FA_VS, warp * 16, kk * 16, lane));
-#pragma unroll
-                for (u32 np = 0; np < FA_STEP / 16; ++np) {
-                    u32 b[4];
-                    fa_ldsm(b, fa_b_addr(sdo, FA_VS, np * 16, kk * 16, lane));
-                    fa_mma(dp[2 * np], a, b[0], b[1]);
-                    fa_mma(dp[2 * np + 1], a, b[2], b[3]);
-                }
+                fa_mma_row<FA_STEP, false>(dp, a, sdo, FA_VS, kk * 16, lane);
             }
 #pragma unroll
             for (u32 n = 0; n < FA_STEP / 8; ++n) {
@@ -369,31 +355,18 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_bwd(
             asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + ((row + 8) * FA_SS + kk * 16 + 2 * tg) * 2), "r"(a[1]) : "memory");
             asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + (row * FA_SS + kk * 16 + 8 + 2 * tg) * 2), "r"(a[2]) : "memory");
             asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + ((row + 8) * FA_SS + kk * 16 + 8 + 2 * tg) * 2), "r"(a[3]) : "memory");
-#pragma unroll
-            for (u32 np = 0; np < FA_DQK / 16; ++np) {
-                u32 b[4];
-                fa_ldsm_t(b, fa_bt_addr(sq, FA_QS, kk * 16, np * 16, lane));
-                fa_mma(dka[2 * np], a, b[0], b[1]);
-                fa_mma(dka[2 * np + 1], a, b[2], b[3]);
-            }
+            fa_mma_row<FA_DQK, true>(dka, a, sq, FA_QS, kk * 16, lane);
         }
         __syncthreads();
         // dQ (this warp's 16 queries) = dS k, added to the f32 dq.
         {
             float dqa[FA_DQK / 8][4];
-#pragma unroll
-            for (u32 n = 0; n < FA_DQK / 8; ++n) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.f;
+            fa_zero<FA_DQK>(dqa);
 #pragma unroll
             for (u32 kk = 0; kk < FA_ROWS / 16; ++kk) {
                 u32 a[4];
                 fa_ldsm_t(a, fa_at_addr(sds, FA_SS, kk * 16, warp * 16, lane));
-#pragma unroll
-                for (u32 np = 0; np < FA_DQK / 16; ++np) {
-                    u32 b[4];
-                    fa_ldsm_t(b, fa_bt_addr(sk, FA_QS, kk * 16, np * 16, lane));
-                    fa_mma(dqa[2 * np], a, b[0], b[1]);
-                    fa_mma(dqa[2 * np + 1], a, b[2], b[3]);
-                }
+                fa_mma_row<FA_DQK, true>(dqa, a, sk, FA_QS, kk * 16, lane);
             }
 #pragma unroll
             for (u32 i = 0; i < 2; ++i) {

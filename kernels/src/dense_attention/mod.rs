@@ -83,6 +83,17 @@ impl FlashParams {
         s
     }
 
+    /// Launches `entry` of [`Self::source`] on `⌈rows/64⌉ × H × B` CTAs of [`UNITS`] threads
+    /// with `shared_bytes` of shared memory and these parameters.
+    ///
+    /// # Safety
+    /// As [`launch_flash_fwd`], for `entry`'s buffers.
+    unsafe fn launch<R: Runtime>(&self, client: &ComputeClient<R>, entry: &'static str, shared_bytes: usize, rows: usize, buffers: Vec<Binding>) {
+        let count = CubeCount::Static(rows.div_ceil(FLASH_ROWS) as u32, self.heads as u32, self.batch as u32);
+        // SAFETY: upheld by the caller.
+        unsafe { crate::shared::cuda::launch_cuda_source(client, self.source(), entry, shared_bytes, UNITS, count, buffers, self.words()) }
+    }
+
     /// Shared memory of the forward: the query tile, two key and two value tiles (rows
     /// padded by 8 values).
     pub fn fwd_shared_bytes(&self) -> usize {
@@ -104,20 +115,8 @@ impl FlashParams {
 /// The buffers must hold the shapes and strides of `params`, with `T, S ≥ 1`,
 /// [`flash_supports`] the dims, and the device must be CUDA sm_80 or later.
 pub unsafe fn launch_flash_fwd<R: Runtime>(client: &ComputeClient<R>, [q, k, v, out, lse]: [Binding; 5], params: FlashParams) {
-    let count = CubeCount::Static(params.t_len.div_ceil(FLASH_ROWS) as u32, params.heads as u32, params.batch as u32);
     // SAFETY: upheld by the caller; the kernel guards its rows.
-    unsafe {
-        crate::shared::cuda::launch_cuda_source(
-            client,
-            params.source(),
-            "dsa_flash_fwd",
-            params.fwd_shared_bytes(),
-            UNITS,
-            count,
-            vec![q, k, v, out, lse],
-            params.words(),
-        )
-    }
+    unsafe { params.launch(client, "dsa_flash_fwd", params.fwd_shared_bytes(), params.t_len, vec![q, k, v, out, lse]) }
 }
 
 /// Launches the backward on `⌈S/64⌉ × H × B` CTAs. Buffers: `q`, `k`, `v` as the forward's,
@@ -133,18 +132,6 @@ pub unsafe fn launch_flash_bwd<R: Runtime>(
     [dq, dk, dv]: [Binding; 3],
     params: FlashParams,
 ) {
-    let count = CubeCount::Static(params.s_len.div_ceil(FLASH_ROWS) as u32, params.heads as u32, params.batch as u32);
     // SAFETY: upheld by the caller; the kernel guards its rows.
-    unsafe {
-        crate::shared::cuda::launch_cuda_source(
-            client,
-            params.source(),
-            "dsa_flash_bwd",
-            params.bwd_shared_bytes(),
-            UNITS,
-            count,
-            vec![q, k, v, d_out, lse, delta, dq, dk, dv],
-            params.words(),
-        )
-    }
+    unsafe { params.launch(client, "dsa_flash_bwd", params.bwd_shared_bytes(), params.s_len, vec![q, k, v, d_out, lse, delta, dq, dk, dv]) }
 }

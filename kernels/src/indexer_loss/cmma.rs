@@ -6,7 +6,7 @@ use cubecl::prelude::*;
 
 use crate::shared::atomic::atomic_add_f32;
 use crate::shared::cmma::{chunk_scores, padded, score_stride, CMMA_ALIGN};
-use crate::shared::gather::{gather_chunk, load_query_tile, load_window, WINDOW_SLOTS};
+use crate::shared::gather::{gather_chunk, load_query_tile, load_window, ASYNC_GATHER_EXTRA_BYTES, WINDOW_SLOTS};
 
 /// Heads per cube of [`selected_head_sums_cmma`].
 pub const CMMA_HEADS: usize = 64;
@@ -146,4 +146,15 @@ pub fn selected_head_sums_cmma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: 
         }
         c0 += kc;
     }
+}
+
+/// Slots per chunk (64 or 32) of [`selected_head_sums_cmma`] for rows of `d` dims (its tiles
+/// of `q`, a chunk of rows and the scores; head weights and partial sums) in `max_shared`
+/// bytes, or `None` when they do not fit.
+pub fn head_sums_chunk(d: usize, max_shared: usize) -> Option<usize> {
+    let dp = padded(d);
+    let bytes = |kc: usize| {
+        2 * (CMMA_HEADS + kc) * dp + 4 * CMMA_HEADS * score_stride(CMMA_HEADS, kc, 8) + 8 * kc + 4 * (CMMA_HEADS + CMMA_UNITS) + ASYNC_GATHER_EXTRA_BYTES
+    };
+    [64, 32].into_iter().find(|&kc| bytes(kc) <= max_shared)
 }

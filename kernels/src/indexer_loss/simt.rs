@@ -5,7 +5,7 @@ use cubecl::prelude::*;
 
 use crate::indexer::weighted_relu_score;
 use crate::shared::atomic::atomic_add_f32;
-use crate::shared::gather::{load_rows, load_slots};
+use crate::shared::gather::{load_rows, load_slots, shared_dot, stage_heads};
 
 /// `out[b,t,j] = Σ_h w[b,t,h] · ReLU(q[b,t,h] · k[b, idx[b,t,j]])`, `neg_inf` where the slot
 /// is not valid. One unit per output.
@@ -135,7 +135,7 @@ pub fn indexer_selected_scores_bwd<F: Float, I: Int, BL: Int, A: Int>(
             j += nt;
         }
         load_slots(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        load_rows::<F>(k, &mut k_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
+        load_rows::<F>(k, &mut k_sh, &ok_sh, &slot_sh, b, s_len, d, kc, dp, 1usize);
         sync_cube();
 
         // Per (head, slot): the ReLU's gate and value, times the incoming gradient.
@@ -146,10 +146,7 @@ pub fn indexer_selected_scores_bwd<F: Float, I: Int, BL: Int, A: Int>(
             let mut c = 0.0f32;
             let mut r = 0.0f32;
             if ok_sh[j] == 1u32 {
-                let mut dot = 0.0f32;
-                for e in 0..d {
-                    dot += q_sh[hh * dp + e] * k_sh[j * dp + e];
-                }
+                let dot = shared_dot(&q_sh, hh * dp, &k_sh, j * dp, d);
                 if dot > 0.0f32 {
                     c = g_sh[j] * w_sh[hh];
                     r = g_sh[j] * dot;
@@ -262,19 +259,10 @@ pub fn sparse_mla_probs<F: Float, I: Int, BL: Int>(
             j += nt;
         }
         load_slots(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc, dp, 1usize);
         let mut h0 = 0usize;
         while h0 < heads {
-            let mut i = tid;
-            while i < hg * d {
-                let hh = i / d;
-                let mut v = 0.0f32;
-                if h0 + hh < heads {
-                    v = f32::cast_from(q[(bt * heads + h0 + hh) * d + i % d]);
-                }
-                q_sh[hh * dp + i % d] = v;
-                i += nt;
-            }
+            stage_heads::<F>(q, &mut q_sh, bt, h0, heads, hg, d, dp, 1usize);
             let mut hh = tid;
             while hh < hg {
                 let mut l = 0.0f32;
@@ -294,11 +282,7 @@ pub fn sparse_mla_probs<F: Float, I: Int, BL: Int>(
                 #[allow(clippy::collapsible_if)]
                 if ok_sh[j] == 1u32 {
                     if h0 + hh < heads {
-                        let mut dot = 0.0f32;
-                        for e in 0..d {
-                            dot += q_sh[hh * dp + e] * kv_sh[j * dp + e];
-                        }
-                        v = f32::exp(scale * dot - lse_sh[hh]);
+                        v = f32::exp(scale * shared_dot(&q_sh, hh * dp, &kv_sh, j * dp, d) - lse_sh[hh]);
                     }
                 }
                 e_sh[i] = v;
@@ -327,4 +311,18 @@ pub fn sparse_mla_probs<F: Float, I: Int, BL: Int>(
         sync_cube();
         c0 += kc;
     }
+}
+
+/// Heads per cube and selected rows per chunk `(hg, kc)` of the cube-per-query kernels
+/// ([`indexer_selected_scores_bwd`] with `pairs = 2`, [`sparse_mla_probs`] with `pairs = 1`)
+/// for `heads` heads and rows of `d` dims: the largest pair whose shared memory (`(hg + kc)`
+/// padded rows of `d`, `pairs` floats per (head, slot), a few per head and slot) fits in
+/// `max_shared` bytes.
+pub fn tiles(heads: usize, d: usize, pairs: usize, max_shared: usize) -> (usize, usize) {
+    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * (d | 1) + pairs * hg * kc + hg + 3 * kc);
+    [(64, 32), (64, 16), (32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4), (2, 2)]
+        .into_iter()
+        .map(|(hg, kc)| (hg.min(heads.max(1)), kc))
+        .find(|&(hg, kc)| bytes(hg, kc) <= max_shared)
+        .unwrap_or((1, 1))
 }

@@ -2,7 +2,8 @@
 //! `kv [B,S,D]` at the `K` slots of `idx`/`valid [B,T,K]` (sparse MLA, the indexer loss):
 //!
 //! - SIMT, one chunk at a time in f32: [`load_slots`] (the chunk's validity and rows), then
-//!   [`load_rows`] (the rows at an odd row stride);
+//!   [`load_rows`] (the rows, at an odd row stride or transposed); [`stage_heads`] stages a head group's
+//!   query (or output gradient) rows, [`shared_dot`] multiplies two staged rows;
 //! - tensor cores, in the input type by asynchronous copies: [`load_window`] (a window of
 //!   [`WINDOW_SLOTS`] selections in shared memory), then [`issue_chunk`] / [`gather_chunk`]
 //!   (the chunk's rows at row stride [`padded`]); [`load_query_tile`] stages the query tile.
@@ -47,9 +48,10 @@ pub(crate) fn load_slots<I: Int, BL: Int>(
     sync_cube();
 }
 
-/// The chunk's selected rows of `src [B,S,d]` (batch `b`) into shared memory at row stride
-/// `d | 1`, 0 in the slots [`load_slots`] marked invalid; the cube's units take the entries
-/// in turn. No barrier: the caller syncs before reading them.
+/// The chunk's selected rows of `src [B,S,d]` (batch `b`) into shared memory as f32, entry
+/// `(j, e)` at `j·row_stride + e·col_stride`, 0 in the slots [`load_slots`] marked invalid;
+/// the cube's units take the entries in turn. No barrier: the caller syncs before reading
+/// them.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn load_rows<F: Float>(
@@ -61,8 +63,9 @@ pub(crate) fn load_rows<F: Float>(
     s_len: usize,
     #[comptime] d: usize,
     #[comptime] kc: usize,
+    #[comptime] row_stride: usize,
+    #[comptime] col_stride: usize,
 ) {
-    let dp = comptime!(d | 1);
     let mut i = UNIT_POS as usize;
     while i < kc * d {
         let j = i / d;
@@ -71,11 +74,49 @@ pub(crate) fn load_rows<F: Float>(
         if ok_sh[j] == 1u32 {
             v = f32::cast_from(src[(b * s_len + slot_sh[j] as usize) * d + e]);
         }
-        dst[j * dp + e] = v;
+        dst[j * row_stride + e * col_stride] = v;
         i += CUBE_DIM as usize;
     }
 }
 
+/// Heads `h0..h0+rows` of query row `bt` of the head-major `src [.., heads, width]` into
+/// `dst` as f32, entry `(hh, e)` at `hh·row_stride + e·col_stride` (zero for heads past
+/// `heads`); the cube's units take the entries in turn. No barrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stage_heads<F: Float>(
+    src: &Tensor<F>,
+    dst: &mut SharedMemory<f32>,
+    bt: usize,
+    h0: usize,
+    heads: usize,
+    #[comptime] rows: usize,
+    #[comptime] width: usize,
+    #[comptime] row_stride: usize,
+    #[comptime] col_stride: usize,
+) {
+    let mut i = UNIT_POS as usize;
+    while i < rows * width {
+        let hh = i / width;
+        let e = i % width;
+        let mut v = 0.0f32;
+        if h0 + hh < heads {
+            v = f32::cast_from(src[(bt * heads + h0 + hh) * width + e]);
+        }
+        dst[hh * row_stride + e * col_stride] = v;
+        i += CUBE_DIM as usize;
+    }
+}
+
+/// `Σ_e a[a0 + e] · b[b0 + e]` over `n` dims of two rows staged in shared memory.
+#[cube]
+pub(crate) fn shared_dot(a: &SharedMemory<f32>, a0: usize, b: &SharedMemory<f32>, b0: usize, #[comptime] n: usize) -> f32 {
+    let mut dot = 0.0f32;
+    for e in 0..n {
+        dot += a[a0 + e] * b[b0 + e];
+    }
+    dot
+}
 
 /// The query tile of heads `h0..h0+hg` of token `(b, t)` into `q_sh` (rows past H and dims
 /// past D are zero) by asynchronous copies, and the zero padding of `kv_sh`'s dims past D.
@@ -278,3 +319,7 @@ fn issue_copy<F: Float, N: Size>(
     stage_vector_async::<F, N>(kv, from, ok, kv_sh, (at + j) * comptime!(padded(d)) + c * nv);
 }
 
+/// Shared memory (bytes) of an asynchronous-gather kernel beyond its tiles: the window of
+/// [`WINDOW_SLOTS`] selections (u32), the barrier of the copies, and the padding of up to
+/// eight tiles to [`crate::shared::cmma::CMMA_ALIGN`].
+pub const ASYNC_GATHER_EXTRA_BYTES: usize = 4 * WINDOW_SLOTS + 16 + 8 * crate::shared::cmma::CMMA_ALIGN;

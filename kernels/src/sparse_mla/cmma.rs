@@ -24,7 +24,7 @@ use cubecl::prelude::barrier::Barrier;
 use super::SplitShare;
 use crate::shared::atomic::atomic_add_f32;
 use crate::shared::cmma::{a_tile, b_tile, chunk_scores, padded, score, score_copies, score_stride, zero_padding, zero_tile, zero_tiles, CMMA_ALIGN};
-use crate::shared::gather::{gather_chunk, load_query_tile, load_window, WINDOW_SLOTS};
+use crate::shared::gather::{gather_chunk, load_query_tile, load_window, ASYNC_GATHER_EXTRA_BYTES, WINDOW_SLOTS};
 
 /// Heads per cube of the backward.
 pub const CMMA_HEADS: usize = 64;
@@ -547,4 +547,69 @@ pub fn sparse_mla_bwd_cmma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
             }
         }
     }
+}
+
+/// The tile of a cube of [`sparse_mla_fwd_cmma`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlaTile {
+    /// Query heads per cube: 32 or 64.
+    pub heads: usize,
+    /// Planes of 32 units per cube: 4 or 8.
+    pub planes: usize,
+    /// Selected rows gathered per chunk: 32 or 64.
+    pub slots: usize,
+}
+
+impl MlaTile {
+    /// Whether [`sparse_mla_fwd_cmma`] supports the tile.
+    pub fn supported(self) -> bool {
+        [32, 64].contains(&self.heads)
+            && [4, 8].contains(&self.planes)
+            && [32, 64].contains(&self.slots)
+            && self.planes.is_multiple_of(self.heads / 16)
+            && self.slots.is_multiple_of(32 * self.planes / self.heads)
+    }
+
+    /// Shared memory of the forward's buffers for rows of `d` dims: the query tile and the
+    /// chunk's rows (half precision, padded rows), the score copies (or the output staging),
+    /// `P`, the per-slot and per-head buffers, and [`ASYNC_GATHER_EXTRA_BYTES`].
+    pub fn shared_bytes(self, d: usize) -> usize {
+        let (hg, kc) = (self.heads, self.slots);
+        let copies = score_copies(hg, kc, self.planes);
+        let ss = score_stride(hg, kc, self.planes);
+        let scores = (copies * hg * ss).max(256 * self.planes);
+        2 * ((hg + kc) * padded(d) + hg * (kc + 8)) + 4 * scores + 8 * kc + 4 * hg + 4 + ASYNC_GATHER_EXTRA_BYTES
+    }
+}
+
+/// The forward's tiles in the order they are tried (the first that fits in shared memory is
+/// taken): 32 heads × 8 planes × 32 slots is the fastest measured (128 registers per unit,
+/// 96 KB of shared memory, two cubes per SM).
+pub const FWD_TILES: [MlaTile; 3] = [
+    MlaTile { heads: 32, planes: 8, slots: 32 },
+    MlaTile { heads: 64, planes: 8, slots: 64 },
+    MlaTile { heads: 64, planes: 8, slots: 32 },
+];
+
+/// The forward's tile for rows of `d` dims in `max_shared` bytes: `forced` if it fits, else
+/// (none forced) the first of [`FWD_TILES`] that fits.
+pub fn fwd_tile(forced: Option<MlaTile>, d: usize, max_shared: usize) -> Option<MlaTile> {
+    let fits = |t: &MlaTile| t.shared_bytes(d) <= max_shared;
+    match forced {
+        Some(tile) => Some(tile).filter(fits),
+        None => FWD_TILES.into_iter().find(fits),
+    }
+}
+
+/// Slots per chunk of [`sparse_mla_bwd_cmma`].
+pub const BWD_CHUNK: usize = 32;
+
+/// Shared memory of [`sparse_mla_bwd_cmma`] for rows of `d` dims, `dv` of them values: its
+/// tiles (`q`, `d_out` and a chunk of rows; scores, `dP`, `P`, `dS`), the per-slot and
+/// per-head buffers, and [`ASYNC_GATHER_EXTRA_BYTES`].
+pub fn bwd_shared_bytes(d: usize, dv: usize) -> usize {
+    let (heads, kc) = (CMMA_HEADS, BWD_CHUNK);
+    let ss = score_stride(heads, kc, 8);
+    let halves = (heads + kc) * padded(d) + heads * padded(dv) + 2 * heads * (kc + 8);
+    2 * halves + 4 * (2 * heads * ss + 2 * heads) + 8 * kc + ASYNC_GATHER_EXTRA_BYTES
 }

@@ -26,7 +26,7 @@ use cubecl::prelude::*;
 
 use super::SplitShare;
 use crate::shared::cmma::{padded, CMMA_ALIGN};
-use crate::shared::gather::{issue_chunk, load_query_tile, load_window, KvRows, WINDOW_SLOTS};
+use crate::shared::gather::{issue_chunk, load_query_tile, load_window, KvRows, ASYNC_GATHER_EXTRA_BYTES, WINDOW_SLOTS};
 
 /// Heads per cube.
 pub const MMA_HEADS: usize = 64;
@@ -375,4 +375,11 @@ fn s_step<F: Float>(
             mma_tile(def, &af, &kb, c, s, (np * 2 + c) * 2);
         }
     }
+}
+
+/// Shared memory of [`sparse_mla_fwd_mma`] for rows of `d` dims: the query tile and two
+/// chunks of rows (half precision, padded rows), the planes' partial scores, two chunks'
+/// slot flags and rows, and [`ASYNC_GATHER_EXTRA_BYTES`].
+pub fn fwd_shared_bytes(d: usize) -> usize {
+    2 * (MMA_HEADS + 2 * MMA_CHUNK) * padded(d) + 4 * 16 * MMA_UNITS + 16 * MMA_CHUNK + ASYNC_GATHER_EXTRA_BYTES
 }

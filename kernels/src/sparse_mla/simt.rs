@@ -11,7 +11,7 @@
 use cubecl::prelude::*;
 
 use crate::shared::atomic::atomic_add_f32;
-use crate::shared::gather::{load_rows, load_slots};
+use crate::shared::gather::{load_rows, load_slots, shared_dot, stage_heads};
 
 /// Sparse MLA forward, see the module doc. Grid: `(grid_1d(B·T), H / hg)`; `nt` threads.
 #[cube(launch)]
@@ -56,17 +56,7 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
     let mut alpha_sh = SharedMemory::<f32>::new(hg);
     let mut has_sh = SharedMemory::<u32>::new(hg);
 
-    let mut i = tid;
-    while i < hg * d {
-        let hh = i / d;
-        let e = i % d;
-        let mut v = 0.0f32;
-        if h0 + hh < heads {
-            v = f32::cast_from(q[(bt * heads + h0 + hh) * d + e]);
-        }
-        q_sh[hh * dp + e] = v;
-        i += nt;
-    }
+    stage_heads::<F>(q, &mut q_sh, bt, h0, heads, hg, d, dp, 1usize);
     if tid < hg {
         m_sh[tid] = 0.0f32;
         l_sh[tid] = 0.0f32;
@@ -82,18 +72,14 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
     while c0 < kk {
         // Which slots of the chunk are valid, and their rows.
         load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc, dp, 1usize);
         sync_cube();
         // Scores, one per thread.
         let mut i = tid;
         while i < hg * kc {
             let hh = i / kc;
             let j = i % kc;
-            let mut dot = 0.0f32;
-            for e in 0..d {
-                dot += q_sh[hh * dp + e] * kv_sh[j * dp + e];
-            }
-            p_sh[i] = dot * scale;
+            p_sh[i] = shared_dot(&q_sh, hh * dp, &kv_sh, j * dp, d) * scale;
             i += nt;
         }
         sync_cube();
@@ -130,31 +116,8 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
         c0 += kc;
     }
 
-    #[unroll]
-    for hh in 0..hg {
-        if h0 + hh < heads {
-            let has = has_sh[hh] == 1u32;
-            let inv = 1.0f32 / l_sh[hh];
-            #[unroll]
-            for r in 0..dvt {
-                let e = tid + r * nt;
-                if e < dv {
-                    let mut v = 0.0f32;
-                    if has {
-                        v = acc[hh * dvt + r] * inv;
-                    }
-                    out[(bt * heads + h0 + hh) * dv + e] = F::cast_from(v);
-                }
-            }
-        }
-    }
-    if tid < hg && h0 + tid < heads {
-        let mut v = neg_inf;
-        if has_sh[tid] == 1u32 {
-            v = m_sh[tid] + f32::ln(l_sh[tid]);
-        }
-        lse[bt * heads + h0 + tid] = F::cast_from(v);
-    }
+    write_out::<F>(out, &acc, &l_sh, &has_sh, bt, h0, heads, 0usize, tid, hg, 1usize, dvt, nt, dv);
+    write_lse::<F>(lse, &m_sh, &l_sh, &has_sh, bt, h0, heads, neg_inf, hg);
 }
 
 /// Sparse MLA backward, see `DsaBackend::sparse_mla_backward` in dsa-burn for the formulas.
@@ -216,54 +179,12 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
     let mut lse_sh = SharedMemory::<f32>::new(hg);
     let mut c_sh = SharedMemory::<f32>::new(hg); // d_lse − δ per head
 
-    let mut i = tid;
-    while i < hg * d {
-        let hh = i / d;
-        let e = i % d;
-        let mut v = 0.0f32;
-        if h0 + hh < heads {
-            v = f32::cast_from(q[(bt * heads + h0 + hh) * d + e]);
-        }
-        q_sh[hh * dp + e] = v;
-        i += nt;
-    }
+    stage_heads::<F>(q, &mut q_sh, bt, h0, heads, hg, d, dp, 1usize);
     if has_dout {
-        let mut i = tid;
-        while i < hg * dv {
-            let hh = i / dv;
-            let e = i % dv;
-            let mut v = 0.0f32;
-            if h0 + hh < heads {
-                v = f32::cast_from(d_out[(bt * heads + h0 + hh) * dv + e]);
-            }
-            go_sh[i] = v;
-            i += nt;
-        }
+        stage_heads::<F>(d_out, &mut go_sh, bt, h0, heads, hg, dv, dv, 1usize);
     }
     if tid < hg {
-        let mut l = 0.0f32;
-        let mut c = 0.0f32;
-        if h0 + tid < heads {
-            let row = bt * heads + h0 + tid;
-            l = f32::cast_from(lse[row]);
-            if has_dlse {
-                c = f32::cast_from(d_lse[row]);
-            }
-            if has_dout {
-                // δ = Σ_e d_out · out
-                let mut delta = 0.0f32;
-                for e in 0..dv {
-                    delta += f32::cast_from(d_out[row * dv + e]) * f32::cast_from(out[row * dv + e]);
-                }
-                c -= delta;
-            }
-        }
-        // Rows with nothing valid have lse = -inf and no valid slot: p stays 0.
-        if f32::is_inf(l) {
-            l = 0.0f32;
-        }
-        lse_sh[tid] = l;
-        c_sh[tid] = c;
+        stage_lse_grad::<F>(lse, d_lse, out, d_out, &mut lse_sh, &mut c_sh, bt * heads + h0 + tid, tid, h0 + tid < heads, dv, has_dout, has_dlse);
     }
     let mut acc = Array::<f32>::new(comptime!(hg * d.div_ceil(nt)));
     #[unroll]
@@ -274,35 +195,10 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
     let mut c0 = 0usize;
     while c0 < kk {
         load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc);
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc, dp, 1usize);
         sync_cube();
         // p and ds, one (head, slot) per thread.
-        let mut i = tid;
-        while i < hg * kc {
-            let hh = i / kc;
-            let j = i % kc;
-            let mut p = 0.0f32;
-            let mut ds = 0.0f32;
-            if ok_sh[j] == 1u32 && h0 + hh < heads {
-                let mut dot = 0.0f32;
-                for e in 0..d {
-                    dot += q_sh[hh * dp + e] * kv_sh[j * dp + e];
-                }
-                p = f32::exp(dot * scale - lse_sh[hh]);
-                let mut g = c_sh[hh];
-                if has_dout {
-                    let mut dpv = 0.0f32;
-                    for e in 0..dv {
-                        dpv += go_sh[hh * dv + e] * kv_sh[j * dp + e];
-                    }
-                    g += dpv;
-                }
-                ds = p * g;
-            }
-            p_sh[i] = p;
-            ds_sh[i] = ds;
-            i += nt;
-        }
+        chunk_p_ds(&q_sh, &kv_sh, &go_sh, &ok_sh, &lse_sh, &c_sh, &mut p_sh, &mut ds_sh, h0, heads, 0usize, scale, 1.0f32, hg, kc, d, dv, has_dout);
         sync_cube();
         // dq (registers) and dkv (atomics) for this thread's dims.
         for j in 0..kc {
@@ -318,20 +214,7 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
                             acc[hh * dt + r] += ds_sh[hh * kc + j] * v;
                         }
                         if with_dkv {
-                            let mut g = 0.0f32;
-                            #[unroll]
-                            for hh in 0..hg {
-                                g += ds_sh[hh * kc + j] * q_sh[hh * dp + e];
-                            }
-                            g *= scale;
-                            if has_dout {
-                                if e < dv {
-                                    #[unroll]
-                                    for hh in 0..hg {
-                                        g += p_sh[hh * kc + j] * go_sh[hh * dv + e];
-                                    }
-                                }
-                            }
+                            let g = kv_grad(&ds_sh, &p_sh, &q_sh, &go_sh, j, e, scale, hg, kc, d, dv, has_dout);
                             atomic_add_f32::<A>(dkv, row0 + e, g, native_atomics);
                         }
                     }
@@ -409,17 +292,7 @@ pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
     let mut alpha_sh = SharedMemory::<f32>::new(hg);
     let mut has_sh = SharedMemory::<u32>::new(hg);
 
-    let mut i = tid;
-    while i < hg * d {
-        let hh = i / d;
-        let e = i % d;
-        let mut v = 0.0f32;
-        if h0 + hh < heads {
-            v = f32::cast_from(q[(bt * heads + h0 + hh) * d + e]);
-        }
-        q_sh[e * hgp + hh] = v;
-        i += 256usize;
-    }
+    stage_heads::<F>(q, &mut q_sh, bt, h0, heads, hg, d, 1usize, hgp);
     if tid < hg {
         m_sh[tid] = 0.0f32;
         l_sh[tid] = 0.0f32;
@@ -434,17 +307,7 @@ pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
     let mut c0 = 0usize;
     while c0 < kk {
         load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        let mut i = tid;
-        while i < kc * d {
-            let j = i / d;
-            let e = i % d;
-            let mut v = 0.0f32;
-            if ok_sh[j] == 1u32 {
-                v = f32::cast_from(kv[(b * s_len + slot_sh[j] as usize) * d + e]);
-            }
-            kv_sh[e * kcp + j] = v;
-            i += 256usize;
-        }
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc, 1usize, kcp);
         sync_cube();
         // Scores: hm × km per thread.
         let mut sc = Array::<f32>::new(comptime!(hm * km));
@@ -511,32 +374,8 @@ pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
         c0 += kc;
     }
 
-    #[unroll]
-    for ii in 0..hm {
-        let hh = ii * 16 + ty;
-        if h0 + hh < heads {
-            let has = has_sh[hh] == 1u32;
-            let inv = 1.0f32 / l_sh[hh];
-            #[unroll]
-            for vv in 0..vt {
-                let e = vv * 16 + tx;
-                if e < dv {
-                    let mut v = 0.0f32;
-                    if has {
-                        v = acc[ii * vt + vv] * inv;
-                    }
-                    out[(bt * heads + h0 + hh) * dv + e] = F::cast_from(v);
-                }
-            }
-        }
-    }
-    if tid < hg && h0 + tid < heads {
-        let mut v = neg_inf;
-        if has_sh[tid] == 1u32 {
-            v = m_sh[tid] + f32::ln(l_sh[tid]);
-        }
-        lse[bt * heads + h0 + tid] = F::cast_from(v);
-    }
+    write_out::<F>(out, &acc, &l_sh, &has_sh, bt, h0, heads, ty, tx, hm, 16usize, vt, 16usize, dv);
+    write_lse::<F>(lse, &m_sh, &l_sh, &has_sh, bt, h0, heads, neg_inf, hg);
 }
 
 /// Backward, `dkv` part: one cube per `(b, t)` and all its heads, so that each selected
@@ -598,41 +437,14 @@ pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
     // Per-head lse (−inf → 0: such rows have no valid slot) and d_lse − δ.
     let mut h = tid;
     while h < heads {
-        let row = bt * heads + h;
-        let mut l = f32::cast_from(lse[row]);
-        if f32::is_inf(l) {
-            l = 0.0f32;
-        }
-        let mut c = 0.0f32;
-        if has_dlse {
-            c = f32::cast_from(d_lse[row]);
-        }
-        if has_dout {
-            let mut delta = 0.0f32;
-            for e in 0..dv {
-                delta += f32::cast_from(d_out[row * dv + e]) * f32::cast_from(out[row * dv + e]);
-            }
-            c -= delta;
-        }
-        lse_sh[h] = l;
-        c_sh[h] = c;
+        stage_lse_grad::<F>(lse, d_lse, out, d_out, &mut lse_sh, &mut c_sh, bt * heads + h, h, true, dv, has_dout, has_dlse);
         h += nt;
     }
 
     let mut c0 = 0usize;
     while c0 < kk {
         load_slots::<I, BL>(idx, valid, &mut ok_sh, &mut slot_sh, bt, kk, c0, kc);
-        let mut i = tid;
-        while i < kc * d {
-            let j = i / d;
-            let e = i % d;
-            let mut v = 0.0f32;
-            if ok_sh[j] == 1u32 {
-                v = f32::cast_from(kv[(b * s_len + slot_sh[j] as usize) * d + e]);
-            }
-            kv_sh[j * dp + e] = v;
-            i += nt;
-        }
+        load_rows::<F>(kv, &mut kv_sh, &ok_sh, &slot_sh, b, s_len, d, kc, dp, 1usize);
         let mut acc = Array::<f32>::new(comptime!(kc * d.div_ceil(nt)));
         #[unroll]
         for a in 0..kc * dt {
@@ -641,57 +453,12 @@ pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
         let mut g0 = 0usize;
         while g0 < heads {
             // Stage this head group's q and d_out (zeros past the last head).
-            let mut i = tid;
-            while i < hb * d {
-                let hh = i / d;
-                let e = i % d;
-                let mut v = 0.0f32;
-                if g0 + hh < heads {
-                    v = f32::cast_from(q[(bt * heads + g0 + hh) * d + e]);
-                }
-                q_sh[hh * dp + e] = v;
-                i += nt;
-            }
+            stage_heads::<F>(q, &mut q_sh, bt, g0, heads, hb, d, dp, 1usize);
             if has_dout {
-                let mut i = tid;
-                while i < hb * dv {
-                    let hh = i / dv;
-                    let e = i % dv;
-                    let mut v = 0.0f32;
-                    if g0 + hh < heads {
-                        v = f32::cast_from(d_out[(bt * heads + g0 + hh) * dv + e]);
-                    }
-                    go_sh[i] = v;
-                    i += nt;
-                }
+                stage_heads::<F>(d_out, &mut go_sh, bt, g0, heads, hb, dv, dv, 1usize);
             }
             sync_cube();
-            let mut i = tid;
-            while i < hb * kc {
-                let hh = i / kc;
-                let j = i % kc;
-                let mut p = 0.0f32;
-                let mut ds = 0.0f32;
-                if ok_sh[j] == 1u32 && g0 + hh < heads {
-                    let mut dot = 0.0f32;
-                    for e in 0..d {
-                        dot += q_sh[hh * dp + e] * kv_sh[j * dp + e];
-                    }
-                    p = f32::exp(dot * scale - lse_sh[g0 + hh]);
-                    let mut g = c_sh[g0 + hh];
-                    if has_dout {
-                        let mut dpv = 0.0f32;
-                        for e in 0..dv {
-                            dpv += go_sh[hh * dv + e] * kv_sh[j * dp + e];
-                        }
-                        g += dpv;
-                    }
-                    ds = p * g * scale;
-                }
-                p_sh[i] = p;
-                ds_sh[i] = ds;
-                i += nt;
-            }
+            chunk_p_ds(&q_sh, &kv_sh, &go_sh, &ok_sh, &lse_sh, &c_sh, &mut p_sh, &mut ds_sh, g0, heads, g0, scale, scale, hb, kc, d, dv, has_dout);
             sync_cube();
             for j in 0..kc {
                 if ok_sh[j] == 1u32 {
@@ -699,20 +466,7 @@ pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
                     for r in 0..dt {
                         let e = tid + r * nt;
                         if e < d {
-                            let mut g = 0.0f32;
-                            #[unroll]
-                            for hh in 0..hb {
-                                g += ds_sh[hh * kc + j] * q_sh[hh * dp + e];
-                            }
-                            if has_dout {
-                                if e < dv {
-                                    #[unroll]
-                                    for hh in 0..hb {
-                                        g += p_sh[hh * kc + j] * go_sh[hh * dv + e];
-                                    }
-                                }
-                            }
-                            acc[j * dt + r] += g;
+                            acc[j * dt + r] += kv_grad(&ds_sh, &p_sh, &q_sh, &go_sh, j, e, 1.0f32, hb, kc, d, dv, has_dout);
                         }
                     }
                 }
@@ -792,4 +546,256 @@ fn online_softmax_step(
         }
     }
     alpha_sh[tid] = alpha;
+}
+
+/// Writes the forward's normalised output `acc / l` (0 where no score was seen) of query row
+/// `bt`: accumulator `acc[i·cols + r]` is head `h0 + i·head_step + head_off`, value dim
+/// `r·dim_step + dim_off` (heads past `heads` and dims past `dv` are not written).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_out<F: Float>(
+    out: &mut Tensor<F>,
+    acc: &Array<f32>,
+    l_sh: &SharedMemory<f32>,
+    has_sh: &SharedMemory<u32>,
+    bt: usize,
+    h0: usize,
+    heads: usize,
+    head_off: usize,
+    dim_off: usize,
+    #[comptime] rows: usize,
+    #[comptime] head_step: usize,
+    #[comptime] cols: usize,
+    #[comptime] dim_step: usize,
+    #[comptime] dv: usize,
+) {
+    #[unroll]
+    for i in 0..rows {
+        let hh = i * head_step + head_off;
+        if h0 + hh < heads {
+            let has = has_sh[hh] == 1u32;
+            let inv = 1.0f32 / l_sh[hh];
+            #[unroll]
+            for r in 0..cols {
+                let e = r * dim_step + dim_off;
+                if e < dv {
+                    let mut v = 0.0f32;
+                    if has {
+                        v = acc[i * cols + r] * inv;
+                    }
+                    out[(bt * heads + h0 + hh) * dv + e] = F::cast_from(v);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `lse = m + ln l` (`neg_inf` where no score was seen) of the cube's heads
+/// `h0..h0+hg` of query row `bt` (those below `heads`), one unit per head.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_lse<F: Float>(
+    lse: &mut Tensor<F>,
+    m_sh: &SharedMemory<f32>,
+    l_sh: &SharedMemory<f32>,
+    has_sh: &SharedMemory<u32>,
+    bt: usize,
+    h0: usize,
+    heads: usize,
+    neg_inf: f32,
+    #[comptime] hg: usize,
+) {
+    let tid = UNIT_POS as usize;
+    if tid < hg && h0 + tid < heads {
+        let mut v = neg_inf;
+        if has_sh[tid] == 1u32 {
+            v = m_sh[tid] + f32::ln(l_sh[tid]);
+        }
+        lse[bt * heads + h0 + tid] = F::cast_from(v);
+    }
+}
+
+/// The backward's per-head terms of head row `row` (`live`: the head exists, else zeros):
+/// its lse (−inf → 0: such rows have no valid slot, so `p` stays 0) at `lse_sh[at]`, and
+/// `d_lse − δ` with `δ = Σ_e d_out · out` at `c_sh[at]`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage_lse_grad<F: Float>(
+    lse: &Tensor<F>,
+    d_lse: &Tensor<F>,
+    out: &Tensor<F>,
+    d_out: &Tensor<F>,
+    lse_sh: &mut SharedMemory<f32>,
+    c_sh: &mut SharedMemory<f32>,
+    row: usize,
+    at: usize,
+    live: bool,
+    #[comptime] dv: usize,
+    #[comptime] has_dout: bool,
+    #[comptime] has_dlse: bool,
+) {
+    let mut l = 0.0f32;
+    let mut c = 0.0f32;
+    if live {
+        l = f32::cast_from(lse[row]);
+        if has_dlse {
+            c = f32::cast_from(d_lse[row]);
+        }
+        if has_dout {
+            let mut delta = 0.0f32;
+            for e in 0..dv {
+                delta += f32::cast_from(d_out[row * dv + e]) * f32::cast_from(out[row * dv + e]);
+            }
+            c -= delta;
+        }
+    }
+    if f32::is_inf(l) {
+        l = 0.0f32;
+    }
+    lse_sh[at] = l;
+    c_sh[at] = c;
+}
+
+/// The backward's `p = exp(scale·q·kv − lse)` and `ds = p·(dp − δ + d_lse)·ds_scale` (with
+/// `dp = d_out·v`) of the staged heads `h0..h0+rows` (their lse and `d_lse − δ` at
+/// `lse_sh[l0 + hh]`, `c_sh[l0 + hh]`) × the chunk's `kc` slots, one (head, slot) per unit,
+/// into `p_sh`, `ds_sh` (0 at invalid slots and heads past `heads`). No barrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn chunk_p_ds(
+    q_sh: &SharedMemory<f32>,
+    kv_sh: &SharedMemory<f32>,
+    go_sh: &SharedMemory<f32>,
+    ok_sh: &SharedMemory<u32>,
+    lse_sh: &SharedMemory<f32>,
+    c_sh: &SharedMemory<f32>,
+    p_sh: &mut SharedMemory<f32>,
+    ds_sh: &mut SharedMemory<f32>,
+    h0: usize,
+    heads: usize,
+    l0: usize,
+    scale: f32,
+    ds_scale: f32,
+    #[comptime] rows: usize,
+    #[comptime] kc: usize,
+    #[comptime] d: usize,
+    #[comptime] dv: usize,
+    #[comptime] has_dout: bool,
+) {
+    let dp = comptime!(d | 1);
+    let mut i = UNIT_POS as usize;
+    while i < rows * kc {
+        let hh = i / kc;
+        let j = i % kc;
+        let mut p = 0.0f32;
+        let mut ds = 0.0f32;
+        if ok_sh[j] == 1u32 && h0 + hh < heads {
+            p = f32::exp(shared_dot(q_sh, hh * dp, kv_sh, j * dp, d) * scale - lse_sh[l0 + hh]);
+            let mut g = c_sh[l0 + hh];
+            if has_dout {
+                g += shared_dot(go_sh, hh * dv, kv_sh, j * dp, dv);
+            }
+            ds = p * g * ds_scale;
+        }
+        p_sh[i] = p;
+        ds_sh[i] = ds;
+        i += CUBE_DIM as usize;
+    }
+}
+
+/// The gradient of dim `e` of slot `j`'s latent row from the `rows` staged heads:
+/// `ds_scale · Σ_h ds·q` plus, for value dims, `Σ_h p·d_out`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn kv_grad(
+    ds_sh: &SharedMemory<f32>,
+    p_sh: &SharedMemory<f32>,
+    q_sh: &SharedMemory<f32>,
+    go_sh: &SharedMemory<f32>,
+    j: usize,
+    e: usize,
+    ds_scale: f32,
+    #[comptime] rows: usize,
+    #[comptime] kc: usize,
+    #[comptime] d: usize,
+    #[comptime] dv: usize,
+    #[comptime] has_dout: bool,
+) -> f32 {
+    let dp = comptime!(d | 1);
+    let mut g = 0.0f32;
+    #[unroll]
+    for hh in 0..rows {
+        g += ds_sh[hh * kc + j] * q_sh[hh * dp + e];
+    }
+    g *= ds_scale;
+    if has_dout {
+        if e < dv {
+            #[unroll]
+            for hh in 0..rows {
+                g += p_sh[hh * kc + j] * go_sh[hh * dv + e];
+            }
+        }
+    }
+    g
+}
+
+/// Heads per cube and slots per chunk `(hg, kc)` of [`sparse_mla_fwd`] for `heads` heads and
+/// rows of `d` dims in `max_shared` bytes (`(hg + kc) · (d | 1)` f32 plus small buffers):
+/// at most 8 heads and 16 slots, the chunk halved (down to 4) then the group.
+///
+/// # Panics
+/// If even one head and 4 slots do not fit.
+pub fn fwd_tiles(heads: usize, d: usize, max_shared: usize) -> (usize, usize) {
+    let dp = d | 1;
+    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * dp + hg * kc + 2 * kc + 4 * hg) + 64;
+    shrink_tiles(heads, max_shared, bytes, || format!("sparse MLA: latent dim {d} does not fit in shared memory"))
+}
+
+/// Tiles `(hm, km)` of [`sparse_mla_fwd_tiled`] (`16·hm` heads, `16·km` slots per chunk)
+/// for `heads` heads and rows of `d` dims in `max_shared` bytes, or `None` when even the
+/// smallest does not fit.
+pub fn fwd_tiled_tiles(heads: usize, d: usize, max_shared: usize) -> Option<(usize, usize)> {
+    let bytes = |hm: usize, km: usize| {
+        4 * (d * (16 * hm + 1) + d * (16 * km + 1) + 256 * hm * km + 32 * km + 64 * hm) + 64
+    };
+    let hm_max = if heads > 16 { 2 } else { 1 };
+    [(hm_max, 2), (hm_max, 1), (1, 1)]
+        .into_iter()
+        .find(|&(hm, km)| bytes(hm, km) <= max_shared)
+}
+
+/// Heads per cube and slots per chunk `(hg, kc)` of [`sparse_mla_bwd`] (`q`, `d_out` and the
+/// chunk's rows in shared memory), chosen as [`fwd_tiles`].
+///
+/// # Panics
+/// If even one head and 4 slots do not fit.
+pub fn bwd_tiles(heads: usize, d: usize, dv: usize, max_shared: usize) -> (usize, usize) {
+    let dp = d | 1;
+    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * dp + hg * dv + 2 * hg * kc + 2 * kc + 2 * hg) + 64;
+    shrink_tiles(heads, max_shared, bytes, || format!("sparse MLA backward: latent dim {d} does not fit in shared memory"))
+}
+
+/// Tiles `(hb, kc)` of [`sparse_mla_bwd_dkv`] (heads per group, slots per chunk) for
+/// `heads` heads, or `None` when they do not fit in `max_shared` bytes.
+pub fn bwd_dkv_tiles(heads: usize, d: usize, dv: usize, max_shared: usize) -> Option<(usize, usize)> {
+    let dp = d | 1;
+    let bytes = |hb: usize, kc: usize| 4 * (kc * dp + hb * dp + hb * dv + 2 * hb * kc + 2 * kc + 2 * heads) + 64;
+    [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8)]
+        .into_iter()
+        .find(|&(hb, kc)| bytes(hb, kc) <= max_shared)
+}
+
+/// From `min(heads, 8)` heads and 16 slots, halves the slots (down to 4), then the heads
+/// (down to 1), until `bytes(hg, kc)` fits in `max_shared`.
+fn shrink_tiles(heads: usize, max_shared: usize, bytes: impl Fn(usize, usize) -> usize, what: impl FnOnce() -> String) -> (usize, usize) {
+    let mut hg = heads.clamp(1, 8);
+    let mut kc = 16usize;
+    while bytes(hg, kc) > max_shared && kc > 4 {
+        kc /= 2;
+    }
+    while bytes(hg, kc) > max_shared && hg > 1 {
+        hg /= 2;
+    }
+    assert!(bytes(hg, kc) <= max_shared, "{}", what());
+    (hg, kc)
 }

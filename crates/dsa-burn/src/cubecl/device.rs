@@ -1,8 +1,8 @@
 use super::*;
 
-/// Whether the `Auto` kernels are the tiled (v2) ones: on CUDA, where they are tested and
-/// measured (`kernels/NOTES.md`). Other runtimes take the v1 kernels, the portable path:
-/// Mesa's lavapipe spends many minutes compiling each v2 shader (LLVM's coroutine
+/// Whether the `Auto` kernels are the tiled and tensor-core ones: on CUDA, where they are tested and
+/// measured (`kernels/NOTES.md`). Other runtimes take the SIMT kernels, the portable path:
+/// Mesa's lavapipe spends many minutes compiling each tiled shader (LLVM's coroutine
 /// splitting of their unrolled, barrier-heavy loops), and wgpu's real GPUs are untimed.
 pub(super) fn tiled_by_default<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     R::name(&t.client) == "cuda"
@@ -38,7 +38,7 @@ pub(super) fn has_mma<R: Runtime>(client: &ComputeClient<R>, api: Mma, kind: Flo
 }
 
 /// Whether the device multiplies `kind` 16×16×16 tiles with f32 accumulation (cmma) in
-/// 32-wide planes, as the v3 tensor-core kernels assume.
+/// 32-wide planes, as the cmma tensor-core kernels assume.
 pub(super) fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: FloatKind) -> bool {
     has_mma(&t.client, Mma::Cmma, kind, (16, 16, 16))
 }
@@ -49,7 +49,7 @@ pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
     has_mma(client, Mma::Manual, FloatKind::E4M3, (16, 8, 32))
 }
 
-/// Whether the device runs the v5 kernels ([`MlaKernel::V5`], [`IndexerKernel::Wgmma`]:
+/// Whether the device runs the `wgmma` kernels ([`MlaKernel::Wgmma`], [`IndexerKernel::Wgmma`]:
 /// CUDA sm_90).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
     kernels::sparse_mla::wgmma::has_wgmma(client) && kernels::indexer_wgmma::has_wgmma(client)

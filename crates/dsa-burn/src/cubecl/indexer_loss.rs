@@ -1,18 +1,6 @@
 use super::*;
 
-/// Heads per cube and selected rows per chunk for kernel 6's cube-per-query kernels: the
-/// largest pair whose shared memory (`(hg + kc)` padded rows of `d`, `pairs` floats per
-/// (head, slot), a few per head and slot) fits.
-fn indexer_loss_tiles(heads: usize, d: usize, pairs: usize, max_shared: usize) -> (usize, usize) {
-    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * (d | 1) + pairs * hg * kc + hg + 3 * kc);
-    [(64, 32), (64, 16), (32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4), (2, 2)]
-        .into_iter()
-        .map(|(hg, kc)| (hg.min(heads.max(1)), kc))
-        .find(|&(hg, kc)| bytes(hg, kc) <= max_shared)
-        .unwrap_or((1, 1))
-}
-
-/// Kernel 6: the indexer's scores at the selected keys on CubeCL; see
+/// The indexer loss: the indexer's scores at the selected keys on CubeCL; see
 /// [`DsaBackend::indexer_selected_scores`].
 pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -30,7 +18,7 @@ pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
         return output(&q, Shape::new([b, t, kk]), q.dtype);
     }
     if let Some(kc) = mma_indexer(&q, quant, h, d)
-        .then(|| mma_chunk(d, max_shared(&q)))
+        .then(|| kernels::indexer_loss::cmma::head_sums_chunk(d, max_shared(&q)))
         .flatten()
     {
         // On tensor cores: the e4m3 codes' dot products, the scales applied afterwards.
@@ -67,7 +55,7 @@ pub fn indexer_selected_scores_primitive<R: CubeRuntime>(
     out
 }
 
-/// Kernel 6: gradients `(dq, dw, dk)` of the selected scores on CubeCL; see
+/// The indexer loss: gradients `(dq, dw, dk)` of the selected scores on CubeCL; see
 /// [`DsaBackend::indexer_selected_scores_backward`].
 pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -89,7 +77,7 @@ pub fn indexer_selected_scores_backward_primitive<R: CubeRuntime>(
     let dw = output(&q, Shape::new([b, t, h]), q.dtype);
     let dk = zeros_f32(&q, Shape::new([b, s, d]));
     if b * t * h > 0 {
-        let (hg, kc) = indexer_loss_tiles(h, d, 2, max_shared(&q));
+        let (hg, kc) = kernels::indexer_loss::simt::tiles(h, d, 2, max_shared(&q));
         let (native, acc_dtype) = f32_accumulation(&q);
         kernels::indexer_loss::simt::indexer_selected_scores_bwd::launch::<R>(
             &q.client,
@@ -194,7 +182,7 @@ fn selected_head_sums<R: CubeRuntime>(
     from_f32(acc, out_dtype)
 }
 
-/// Kernel 6: sparse MLA's head-averaged probabilities at the selected rows on CubeCL; see
+/// The indexer loss: sparse MLA's head-averaged probabilities at the selected rows on CubeCL; see
 /// [`DsaBackend::sparse_mla_probs`].
 pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -212,8 +200,8 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     if b * t * kk == 0 {
         return output(&q, Shape::new([b, t, kk]), q.dtype);
     }
-    if let Some(kc) = mma_mla(&q).then(|| mma_chunk(d, max_shared(&q))).flatten() {
-        // On tensor cores, with the scores of the v3 forward (which computed `lse`).
+    if let Some(kc) = probs_on_cmma(&q).then(|| kernels::indexer_loss::cmma::head_sums_chunk(d, max_shared(&q))).flatten() {
+        // On tensor cores, with the scores of the cmma forward (which computed `lse`).
         let vector = load_width(d);
         let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
         let unread = zeros_f32(&q, Shape::new([1]));
@@ -224,7 +212,7 @@ pub fn sparse_mla_probs_primitive<R: CubeRuntime>(
     }
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
     let out = output(&q, Shape::new([b, t, kk]), q.dtype);
-    let (hg, kc) = indexer_loss_tiles(h, d, 1, max_shared(&q));
+    let (hg, kc) = kernels::indexer_loss::simt::tiles(h, d, 1, max_shared(&q));
     kernels::indexer_loss::simt::sparse_mla_probs::launch::<R>(
         &q.client,
         cube_count(b * t, 1),

@@ -9,8 +9,8 @@ use std::sync::RwLock;
 /// ```
 /// use dsa_burn::cubecl::{kernel_settings, update_kernel_settings, MlaKernel};
 ///
-/// update_kernel_settings(|s| s.mla = MlaKernel::V2);
-/// assert_eq!(kernel_settings().mla, MlaKernel::V2);
+/// update_kernel_settings(|s| s.mla = MlaKernel::SimtTiled);
+/// assert_eq!(kernel_settings().mla, MlaKernel::SimtTiled);
 /// update_kernel_settings(|s| *s = Default::default());
 /// ```
 #[derive(Clone)]
@@ -19,14 +19,14 @@ pub struct KernelSettings {
     pub indexer: IndexerKernel,
     /// The sparse MLA kernels; `Auto` by default.
     pub mla: MlaKernel,
-    /// The v3 forward's tile; `None` (the default) takes the first of the measured tiles that
+    /// The cmma forward's tile ([`MlaKernel::Cmma`]); `None` (the default) takes the first of the measured tiles that
     /// fits in shared memory. [`update_kernel_settings`] panics on a tile the kernel does not
     /// support.
     pub mla_tile: Option<MlaTile>,
-    /// How many cubes the tensor-core sparse MLA forwards (v3, v4) aim for when few queries
+    /// How many cubes the tensor-core sparse MLA forwards (cmma, `mma.sync`) aim for when few queries
     /// (decode) cannot fill the device alone: each cube then takes a split of the selected
     /// slots (as many splits as fit in that count), and a second kernel merges the splits.
-    /// `None` (the default): 1024 for v3; one per SM for v4, which runs one cube per SM, so
+    /// `None` (the default): 1024 for cmma; one per SM for `mma.sync`, which runs one cube per SM, so
     /// that its splits take one wave. A tuning knob: the result does not depend on it beyond
     /// rounding.
     pub mla_split_cubes: Option<usize>,
@@ -115,13 +115,13 @@ pub enum TensorCoreOp {
     IndexerScoresWgmma,
     /// The indexer scores on Hopper's FP8 `wgmma` (v6 in FP8, [`IndexerKernel::WgmmaFp8`]).
     IndexerScoresWgmmaFp8,
-    /// Kernel 6's attention probabilities at the selected rows (with the v3 forward).
+    /// The indexer loss's attention probabilities at the selected rows (with the cmma forward).
     SparseMlaProbs,
     /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
     SelectedScores,
-    /// The sparse MLA backward (with the v3 forward, [`MlaKernel::V3`]).
+    /// The sparse MLA backward on cmma ([`MlaKernel::Cmma`]).
     SparseMlaBackward,
-    /// The sparse MLA backward on Hopper's `wgmma` (v7: `Auto` or [`MlaKernel::V5`]).
+    /// The sparse MLA backward on Hopper's `wgmma` ([`MlaKernel::Wgmma`]).
     SparseMlaBackwardWgmma,
     /// The grouped product's forward on tensor cores (see [`grouped_matmul_tensor_cores`]).
     GroupedMatmul,
@@ -154,7 +154,7 @@ pub fn cuda_memory_reserved(device: &burn::backend::cuda::CudaDevice) -> Option<
 
 static MLA_FORWARD_LAUNCHES: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
 
-/// How many sparse MLA forwards of version `kernel` (V1 to V5) have been launched in
+/// How many sparse MLA forwards of variant `kernel` (not `Auto`) have been launched in
 /// this process: tests and benchmarks check which kernel ran (under Fusion, after the
 /// results are read: the op runs lazily).
 pub fn mla_forward_launches(kernel: MlaKernel) -> usize {

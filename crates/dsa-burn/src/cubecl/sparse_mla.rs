@@ -1,79 +1,201 @@
 use super::*;
 
-/// The sparse MLA kernels to launch (see `dsa_kernels::sparse_mla`).
+pub use kernels::sparse_mla::cmma::MlaTile;
+
+/// The sparse MLA kernels (`dsa_kernels::sparse_mla`), by instruction family. A forced
+/// variant that does not apply to the inputs falls back to the next one of [`PREFERENCE`]
+/// that does ([`MlaKernel::Simt`] always applies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MlaKernel {
-    /// On CUDA the fastest kernels the device and dtype allow (on Hopper at V3.2's latent
-    /// sizes in bf16 the `wgmma` ones of [`MlaKernel::V5`], else v4, v3 or v2), v1 elsewhere
-    /// (see `tiled_by_default`).
+    /// The first variant of [`PREFERENCE`] that applies, where the tensor-core and tiled
+    /// variants are taken on CUDA only (see `tiled_by_default`), and [`MlaKernel::Wgmma`]'s
+    /// forward only when the slots need no split (enough queries to fill the GPU, as in
+    /// prefill or batched decode).
     Auto,
-    /// v1: forward with 128 threads per (token, ≤ 8 heads), one score per thread; backward
-    /// in one kernel adding `dkv` atomically once per head group.
-    V1,
-    /// v2: register-tiled forward (16×16 threads, 32 heads × 32 slots per chunk where
-    /// shared memory allows); backward split into `dq` (no atomics) and `dkv` (one cube per
-    /// token over all heads: one atomic add per selected row and dim).
-    V2,
-    /// v3: tensor-core forward (bf16/f16 inputs, 16×16×16 cmma, 32 heads per cube
-    /// ([`KernelSettings::mla_tile`]), one pass over the slots gathered by asynchronous copies, the slots
-    /// split over several cubes and merged when there are few queries, as in decode);
-    /// backward on tensor cores too (`dq` and `dkv` in one kernel,
-    /// `dkv` by one atomic add per row and dim per 64 heads). Taken where the device has the
-    /// cmma shape and 32-wide planes, the inputs are half precision and the tiles fit in
-    /// shared memory, else v2.
-    V3,
-    /// v4: the forward on `mma.sync` (bf16/f16 inputs, m16n8k16 fragments loaded by
-    /// `ldmatrix`, 64 heads per cube, the softmax and `O` in registers, the next chunk's
-    /// rows gathered while the current one is computed; `dsa_kernels::sparse_mla::mma`),
-    /// split over the slots as v3 for decode; the backward as v3. Taken where v3 would be
-    /// and the device has the `mma.sync` shape and `ldmatrix`, else v3.
-    V4,
-    /// v5: the forward on Hopper's `wgmma` (`dsa_kernels::sparse_mla::wgmma`: CUDA C++ launched
-    /// through CubeCL's runtime; per (token, 64 heads) a producer warpgroup gathering the
-    /// selected rows and two math warpgroups, operands in swizzled shared memory, 128 slots
-    /// per step; version 6 in `kernels/NOTES.md`), for bf16 inputs at DeepSeek-V3.2's latent sizes
-    /// (576 / 512) on CUDA sm_90. `Auto` takes it there when the slots need no split (enough
-    /// queries to fill the GPU, as in prefill or batched decode); else, and where it does not
-    /// apply, v4. The backward, with `Auto` or `V5`, at the same sizes with bf16 inputs and
-    /// gradients on `wgmma` (version 7 in `kernels/NOTES.md`: 6× v3 at 4K), else as v3.
-    V5,
+    /// Portable CubeCL: the forward with 128 threads per (token, ≤ 8 heads), one score per
+    /// thread; the backward in one kernel adding `dkv` atomically once per head group.
+    Simt,
+    /// Portable CubeCL, register-tiled: the forward on 16×16 threads (32 heads × 32 slots per
+    /// chunk where shared memory allows); the backward split into `dq` (no atomics) and `dkv`
+    /// (one cube per token over all heads: one atomic add per selected row and dim).
+    SimtTiled,
+    /// Cooperative-matrix tensor cores (bf16/f16 inputs, 16×16×16 cmma, 32 heads per cube
+    /// ([`KernelSettings::mla_tile`]), one pass over the slots gathered by asynchronous copies,
+    /// the slots split over several cubes and merged when there are few queries, as in
+    /// decode); the backward too (`dq` and `dkv` in one kernel, `dkv` by one atomic add per
+    /// row and dim per 64 heads). Applies where the device has the cmma shape and 32-wide
+    /// planes, the inputs are half precision and the tiles fit in shared memory.
+    Cmma,
+    /// The forward on `mma.sync` (bf16/f16 inputs, m16n8k16 fragments loaded by `ldmatrix`,
+    /// 64 heads per cube, the softmax and `O` in registers, the next chunk's rows gathered
+    /// while the current one is computed), split over the slots as [`MlaKernel::Cmma`] for
+    /// decode; applies where `Cmma` would and the device has the `mma.sync` shape and
+    /// `ldmatrix`. No backward: the backward is `Cmma`'s.
+    Mma,
+    /// Hopper's `wgmma` (CUDA C++ launched through CubeCL's runtime; per (token, 64 heads) a
+    /// producer warpgroup gathering the selected rows and two math warpgroups, operands in
+    /// swizzled shared memory, 128 slots per step), for bf16 inputs (and gradients) at
+    /// DeepSeek-V3.2's latent sizes (576 / 512) on CUDA sm_90, forward and backward.
+    Wgmma,
 }
 
-/// Whether the sparse MLA forward takes v5 ([`MlaKernel::V5`]) for these inputs: selected
-/// (by `Auto` only when the `cubes` CTAs fill the GPU without splitting the slots), bf16 at
-/// V3.2's latent sizes, `i32`/`i64` indices, and the device's `wgmma`.
-fn wgmma_mla<R: CubeRuntime>(q: &CubeTensor<R>, kv: &CubeTensor<R>, indices: &CubeTensor<R>, d: usize, d_v: usize, cubes: usize) -> bool {
+/// The variants from the most to the least specialised: `Auto` takes the first that applies,
+/// a forced variant the first that applies from itself on.
+pub const PREFERENCE: [MlaKernel; 5] = [MlaKernel::Wgmma, MlaKernel::Mma, MlaKernel::Cmma, MlaKernel::SimtTiled, MlaKernel::Simt];
+
+/// Why a variant does not apply to a problem.
+type Unsupported = &'static str;
+
+/// Whether the chosen setting `chosen` lets `kernel` run (`Auto`, or `kernel` at or after
+/// `chosen` in [`PREFERENCE`]).
+fn reaches(chosen: MlaKernel, kernel: MlaKernel) -> bool {
+    let rank = |k| PREFERENCE.iter().position(|&p| p == k);
+    chosen == MlaKernel::Auto || rank(chosen) <= rank(kernel)
+}
+
+/// The one dispatcher: the first variant from the setting on (all of [`PREFERENCE`] under
+/// `Auto`) that `supports` (told whether the choice is `Auto`) accepts.
+fn pick(supports: impl Fn(MlaKernel, bool) -> Result<(), Unsupported>) -> MlaKernel {
+    let chosen = setting(|s| s.mla);
+    let auto = chosen == MlaKernel::Auto;
+    PREFERENCE
+        .into_iter()
+        .filter(|&k| reaches(chosen, k))
+        .find(|&k| supports(k, auto).is_ok())
+        .unwrap_or(MlaKernel::Simt)
+}
+
+/// The conditions every tensor-core variant shares for `q`: under `Auto` a CUDA device,
+/// bf16/f16 inputs, and the device's 16×16×16 cmma for them in 32-wide planes.
+fn tensor_core_inputs<R: CubeRuntime>(q: &CubeTensor<R>, auto: bool) -> Result<(), Unsupported> {
+    if auto && !tiled_by_default(q) {
+        return Err("Auto takes the tensor-core and tiled kernels on CUDA only");
+    }
+    match half_kind(q) {
+        Some(kind) if has_cmma(q, kind) => Ok(()),
+        Some(_) => Err("no 16x16x16 cmma in 32-wide planes for the input type"),
+        None => Err("inputs not bf16/f16"),
+    }
+}
+
+/// Whether the sparse MLA probabilities (kernel 6) take the cmma head sums for `q`, the
+/// scores of the cmma forward: the setting reaches [`MlaKernel::Cmma`] and
+/// [`tensor_core_inputs`] holds.
+pub(super) fn probs_on_cmma<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
+    let chosen = setting(|s| s.mla);
+    reaches(chosen, MlaKernel::Cmma) && tensor_core_inputs(q, chosen == MlaKernel::Auto).is_ok()
+}
+
+/// `wgmma`'s sizes, index types and device for `q`, `kv` (`bf16` checked by the caller).
+fn wgmma_inputs<R: CubeRuntime>(q: &CubeTensor<R>, indices: &CubeTensor<R>, d: usize, d_v: usize) -> Result<(), Unsupported> {
     use kernels::sparse_mla::wgmma::{WGMMA_D, WGMMA_DV};
-    let selected = match setting(|s| s.mla) {
-        MlaKernel::Auto => split_cubes(q, true) / cubes.max(1) <= 1,
-        k => k == MlaKernel::V5,
-    };
-    selected
-        && (d, d_v) == (WGMMA_D, WGMMA_DV)
-        && q.dtype == DType::BF16
-        && kv.dtype == DType::BF16
-        && matches!(indices.dtype, DType::I32 | DType::I64)
-        && has_wgmma(&q.client)
+    if (d, d_v) != (WGMMA_D, WGMMA_DV) {
+        return Err("wgmma kernels are built for latent 576 / values 512");
+    }
+    if !matches!(indices.dtype, DType::I32 | DType::I64) {
+        return Err("wgmma kernels read i32/i64 indices");
+    }
+    if !has_wgmma(&q.client) {
+        return Err("no wgmma on the device");
+    }
+    Ok(())
 }
 
-/// Whether the sparse MLA backward takes the `wgmma` kernel: `Auto` or [`MlaKernel::V5`]
-/// selected, bf16 at V3.2's latent sizes (inputs and gradients), `i32`/`i64` indices, the
-/// device's `wgmma`.
-fn wgmma_mla_bwd<R: CubeRuntime>(
-    [q, kv, indices, out, lse]: [&CubeTensor<R>; 5],
-    grads: [Option<&CubeTensor<R>>; 2],
+/// A sparse MLA forward's inputs, as the variants' support needs them.
+struct Forward<'a, R: CubeRuntime> {
+    q: &'a CubeTensor<R>,
+    kv: &'a CubeTensor<R>,
+    indices: &'a CubeTensor<R>,
     d: usize,
     d_v: usize,
-) -> bool {
-    use kernels::sparse_mla::wgmma::{WGMMA_D, WGMMA_DV};
-    matches!(setting(|s| s.mla), MlaKernel::Auto | MlaKernel::V5)
-        && (d, d_v) == (WGMMA_D, WGMMA_DV)
-        && [q, kv, out, lse]
-            .into_iter()
-            .chain(grads.into_iter().flatten())
-            .all(|t| t.dtype == DType::BF16)
-        && matches!(indices.dtype, DType::I32 | DType::I64)
-        && has_wgmma(&q.client)
+    /// Cubes of the `wgmma` forward (token × 64 heads).
+    wgmma_cubes: usize,
+}
+
+/// Whether forward variant `kernel` supports the problem (`auto`: chosen by `Auto`).
+fn supports_forward<R: CubeRuntime>(kernel: MlaKernel, p: &Forward<R>, auto: bool) -> Result<(), Unsupported> {
+    let (q, d) = (p.q, p.d);
+    match kernel {
+        MlaKernel::Wgmma => {
+            if auto && split_cubes(q, true) / p.wgmma_cubes.max(1) > 1 {
+                return Err("Auto splits the slots of few queries on Mma");
+            }
+            if q.dtype != DType::BF16 || p.kv.dtype != DType::BF16 {
+                return Err("wgmma kernels take bf16");
+            }
+            wgmma_inputs(q, p.indices, d, p.d_v)
+        }
+        MlaKernel::Mma => {
+            tensor_core_inputs(q, auto)?;
+            let kind = half_kind(q).ok_or("inputs not bf16/f16")?;
+            let ab: StorageType = ElemType::Float(kind).into();
+            if !has_mma(&q.client, Mma::Manual, kind, (16, 8, 16)) || !q.client.properties().features.matmul.ldmatrix.contains(&ab) {
+                return Err("no m16n8k16 mma.sync and ldmatrix for the input type");
+            }
+            if kernels::sparse_mla::mma::fwd_shared_bytes(d) > max_shared(q) {
+                return Err("buffers do not fit in shared memory");
+            }
+            Ok(())
+        }
+        MlaKernel::Cmma => {
+            tensor_core_inputs(q, auto)?;
+            cmma_tile(q, d).map(|_| ()).ok_or("no tile fits in shared memory")
+        }
+        MlaKernel::SimtTiled => {
+            if auto && !tiled_by_default(q) {
+                return Err("Auto takes the tiled kernels on CUDA only");
+            }
+            kernels::sparse_mla::simt::fwd_tiled_tiles(dims::<4, R>(q)[2], d, max_shared(q))
+                .map(|_| ())
+                .ok_or("no tile fits in shared memory")
+        }
+        MlaKernel::Simt => Ok(()),
+        MlaKernel::Auto => Err("not a kernel"),
+    }
+}
+
+/// A sparse MLA backward's inputs, as the variants' support needs them.
+struct Backward<'a, R: CubeRuntime> {
+    q: &'a CubeTensor<R>,
+    kv: &'a CubeTensor<R>,
+    indices: &'a CubeTensor<R>,
+    out: &'a CubeTensor<R>,
+    lse: &'a CubeTensor<R>,
+    grads: [Option<&'a CubeTensor<R>>; 2],
+    d: usize,
+    d_v: usize,
+}
+
+/// Whether backward variant `kernel` supports the problem (`auto`: chosen by `Auto`).
+fn supports_backward<R: CubeRuntime>(kernel: MlaKernel, p: &Backward<R>, auto: bool) -> Result<(), Unsupported> {
+    let (q, d) = (p.q, p.d);
+    match kernel {
+        MlaKernel::Wgmma => {
+            let all_bf16 = [p.q, p.kv, p.out, p.lse].into_iter().chain(p.grads.into_iter().flatten()).all(|t| t.dtype == DType::BF16);
+            if !all_bf16 {
+                return Err("wgmma kernels take bf16 inputs and gradients");
+            }
+            wgmma_inputs(q, p.indices, d, p.d_v)
+        }
+        MlaKernel::Mma => Err("no mma.sync backward"),
+        MlaKernel::Cmma => {
+            tensor_core_inputs(q, auto)?;
+            if kernels::sparse_mla::cmma::bwd_shared_bytes(d, p.d_v) > max_shared(q) {
+                return Err("buffers do not fit in shared memory");
+            }
+            Ok(())
+        }
+        MlaKernel::SimtTiled => {
+            if auto && !tiled_by_default(q) {
+                return Err("Auto takes the tiled kernels on CUDA only");
+            }
+            kernels::sparse_mla::simt::bwd_dkv_tiles(dims::<4, R>(q)[2], d, p.d_v, max_shared(q))
+                .map(|_| ())
+                .ok_or("no tile fits in shared memory")
+        }
+        MlaKernel::Simt => Ok(()),
+        MlaKernel::Auto => Err("not a kernel"),
+    }
 }
 
 /// The sizes and strides of a `wgmma` sparse MLA launch over `q [B,T,H,D]`, `kv [B,S,D]` and
@@ -98,182 +220,25 @@ fn wgmma_params<R: CubeRuntime>(
     }
 }
 
-fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
-    match setting(|s| s.mla) {
-        MlaKernel::Auto => tiled_by_default(t),
-        k => k != MlaKernel::V1,
-    }
-}
 
-/// Cubes the v3 forward aims for when it splits the slots of few queries (decode); it runs
+/// Cubes the cmma forward aims for when it splits the slots of few queries (decode); it runs
 /// two cubes per SM at its default tile.
-const MMA_SPLIT_CUBES: usize = 1024;
+const CMMA_SPLIT_CUBES: usize = 1024;
 
 /// The cubes a split forward aims for on `q`'s device: [`KernelSettings::mla_split_cubes`], or
-/// the default of v4 (`v4`) or v3.
-fn split_cubes<R: CubeRuntime>(q: &CubeTensor<R>, v4: bool) -> usize {
+/// the default of the `mma.sync` forward (`mma`: one per SM) or of the cmma one.
+fn split_cubes<R: CubeRuntime>(q: &CubeTensor<R>, mma: bool) -> usize {
     match setting(|s| s.mla_split_cubes) {
         Some(n) => n,
-        None if v4 => q.client.properties().hardware.num_streaming_multiprocessors.map_or(MMA_SPLIT_CUBES, |n| n as usize),
-        None => MMA_SPLIT_CUBES,
+        None if mma => q.client.properties().hardware.num_streaming_multiprocessors.map_or(CMMA_SPLIT_CUBES, |n| n as usize),
+        None => CMMA_SPLIT_CUBES,
     }
 }
 
-/// Whether the sparse MLA ops may take the tensor-core kernels (v3, v4) for `q`: selected,
-/// inputs bf16/f16, and 16×16×16 cmma for them in 32-wide planes.
-pub(super) fn mma_mla<R: CubeRuntime>(q: &CubeTensor<R>) -> bool {
-    let selected = match setting(|s| s.mla) {
-        MlaKernel::Auto => tiled_by_default(q),
-        k => matches!(k, MlaKernel::V3 | MlaKernel::V4 | MlaKernel::V5),
-    };
-    selected && half_kind(q).is_some_and(|kind| has_cmma(q, kind))
-}
-
-/// Whether the sparse MLA forward takes v4 (`mma.sync`) for `q` with rows of `d` dims:
-/// [`mma_mla`], v3 not asked for, the device's m16n8k16 `mma.sync` and `ldmatrix` for the
-/// type, and the buffers in shared memory.
-fn mma16_mla<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> bool {
-    let Some(kind) = half_kind(q) else { return false };
-    let ab: StorageType = ElemType::Float(kind).into();
-    mma_mla(q)
-        && setting(|s| s.mla) != MlaKernel::V3
-        && has_mma(&q.client, Mma::Manual, kind, (16, 8, 16))
-        && q.client.properties().features.matmul.ldmatrix.contains(&ab)
-        && mma16_fwd_shared_bytes(d) <= max_shared(q)
-}
-
-/// Shared memory of the v4 forward: the query tile and two chunks of rows (half precision,
-/// padded rows), the planes' partial scores, two chunks' slot flags and rows, and
-/// [`MMA_EXTRA_BYTES`].
-fn mma16_fwd_shared_bytes(d: usize) -> usize {
-    use kernels::sparse_mla::mma::{MMA_CHUNK, MMA_HEADS, MMA_UNITS};
-    2 * (MMA_HEADS + 2 * MMA_CHUNK) * kernels::shared::cmma::padded(d) + 4 * 16 * MMA_UNITS + 16 * MMA_CHUNK + MMA_EXTRA_BYTES
-}
-
-/// The tile of a cube of the v3 (tensor-core) sparse MLA forward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MlaTile {
-    /// Query heads per cube: 32 or 64.
-    pub heads: usize,
-    /// Planes of 32 units per cube: 4 or 8.
-    pub planes: usize,
-    /// Selected rows gathered per chunk: 32 or 64.
-    pub slots: usize,
-}
-
-impl MlaTile {
-    /// Whether the kernel supports the tile (see `dsa_kernels::sparse_mla::cmma::sparse_mla_fwd_cmma`).
-    pub(super) fn supported(self) -> bool {
-        [32, 64].contains(&self.heads)
-            && [4, 8].contains(&self.planes)
-            && [32, 64].contains(&self.slots)
-            && self.planes.is_multiple_of(self.heads / 16)
-            && self.slots.is_multiple_of(32 * self.planes / self.heads)
-    }
-
-    /// Shared memory of the forward's buffers for rows of `d` dims: the query tile and the
-    /// chunk's rows (half precision, padded rows), the score copies (or the output staging),
-    /// `P`, the per-slot and per-head buffers, and [`MMA_EXTRA_BYTES`].
-    fn shared_bytes(self, d: usize) -> usize {
-        let (hg, kc) = (self.heads, self.slots);
-        let copies = kernels::shared::cmma::score_copies(hg, kc, self.planes);
-        let ss = kernels::shared::cmma::score_stride(hg, kc, self.planes);
-        let scores = (copies * hg * ss).max(256 * self.planes);
-        2 * ((hg + kc) * kernels::shared::cmma::padded(d) + hg * (kc + 8))
-            + 4 * scores
-            + 8 * kc
-            + 4 * hg
-            + 4
-            + MMA_EXTRA_BYTES
-    }
-}
-
-/// The forward's tiles in the order `Auto` tries them (the first that fits in shared memory
-/// is taken). 32 heads × 8 planes × 32 slots measured fastest (`kernels/NOTES.md`, GPU run
-/// 21, two-pass kernel); the one-pass kernel at this tile: 128 registers per unit, 96 KB of
-/// shared memory, two cubes per SM (runs 27, 29).
-const MLA_TILES: [MlaTile; 3] = [
-    MlaTile { heads: 32, planes: 8, slots: 32 },
-    MlaTile { heads: 64, planes: 8, slots: 64 },
-    MlaTile { heads: 64, planes: 8, slots: 32 },
-];
-
-/// The tile of the v3 (tensor-core) forward, or `None` where it does not apply
-/// ([`mma_mla`], or the tile not fitting in shared memory).
-fn mma_fwd_tile<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<MlaTile> {
-    if !mma_mla(q) {
-        return None;
-    }
-    let fits = |t: &MlaTile| t.shared_bytes(d) <= max_shared(q);
-    match setting(|s| s.mla_tile) {
-        Some(tile) => Some(tile).filter(fits),
-        None => MLA_TILES.into_iter().find(fits),
-    }
-}
-
-/// Shared memory of the cmma and `mma.sync` kernels beyond their tiles: the window of selected
-/// rows (`MMA_WINDOW` u32), the barrier of their asynchronous copies, and the padding of up
-/// to eight tiles to `CMMA_ALIGN`.
-const MMA_EXTRA_BYTES: usize = 4 * kernels::shared::gather::WINDOW_SLOTS + 16 + 8 * kernels::shared::cmma::CMMA_ALIGN;
-
-/// Slots per chunk of the v3 backward.
-const MMA_BWD_CHUNK: usize = 32;
-
-/// Whether the v3 (tensor-core) backward applies to rows of `d` dims, `d_v` of them values:
-/// [`mma_mla`], and its tiles (`q`, `d_out` and a chunk of rows; scores, `dP`, `P`, `dS`)
-/// fit in shared memory.
-fn mma_bwd<R: CubeRuntime>(q: &CubeTensor<R>, d: usize, d_v: usize) -> bool {
-    use kernels::shared::cmma::padded;
-    let (heads, kc) = (kernels::sparse_mla::cmma::CMMA_HEADS, MMA_BWD_CHUNK);
-    let ss = kernels::shared::cmma::score_stride(heads, kc, 8);
-    let halves = (heads + kc) * padded(d) + heads * padded(d_v) + 2 * heads * (kc + 8);
-    let bytes = 2 * halves + 4 * (2 * heads * ss + 2 * heads) + 8 * kc + MMA_EXTRA_BYTES;
-    mma_mla(q) && bytes <= max_shared(q)
-}
-
-/// Slots per chunk (64 or 32) of `selected_head_sums_mma` for rows of `d` dims (its tiles of
-/// `q`, a chunk of rows and the scores; head weights and partial sums), or `None` when they
-/// do not fit.
-pub(super) fn mma_chunk(d: usize, max_shared: usize) -> Option<usize> {
-    use kernels::shared::cmma::score_stride;
-    use kernels::sparse_mla::cmma::{CMMA_HEADS as MMA_HEADS, CMMA_UNITS as MMA_UNITS};
-    let dp = kernels::shared::cmma::padded(d);
-    let bytes = |kc: usize| {
-        2 * (MMA_HEADS + kc) * dp + 4 * MMA_HEADS * score_stride(MMA_HEADS, kc, 8) + 8 * kc + 4 * (MMA_HEADS + MMA_UNITS) + MMA_EXTRA_BYTES
-    };
-    [64, 32].into_iter().find(|&kc| bytes(kc) <= max_shared)
-}
-
-/// Tiling of the sparse MLA kernels: heads per cube and slots per chunk that fit in shared
-/// memory (`(hg + kc) · (d | 1)` f32 plus small buffers).
-fn mla_tiles(heads: usize, d: usize, max_shared: usize) -> (usize, usize) {
-    let dp = d | 1;
-    let mut hg = heads.clamp(1, 8);
-    let mut kc = 16usize;
-    let bytes = |hg: usize, kc: usize| 4 * ((hg + kc) * dp + hg * kc + 2 * kc + 4 * hg) + 64;
-    while bytes(hg, kc) > max_shared && kc > 4 {
-        kc /= 2;
-    }
-    while bytes(hg, kc) > max_shared && hg > 1 {
-        hg /= 2;
-    }
-    assert!(
-        bytes(hg, kc) <= max_shared,
-        "sparse MLA: latent dim {d} does not fit in shared memory"
-    );
-    (hg, kc)
-}
-
-/// Tiles `(hm, km)` of the v2 forward (`16·hm` heads, `16·km` slots per chunk), or `None`
-/// when even the smallest does not fit in shared memory.
-fn mla_fwd_tiles_v2(heads: usize, d: usize, max_shared: usize) -> Option<(usize, usize)> {
-    let bytes = |hm: usize, km: usize| {
-        4 * (d * (16 * hm + 1) + d * (16 * km + 1) + 256 * hm * km + 32 * km + 64 * hm) + 64
-    };
-    let hm_max = if heads > 16 { 2 } else { 1 };
-    [(hm_max, 2), (hm_max, 1), (1, 1)]
-        .into_iter()
-        .find(|&(hm, km)| bytes(hm, km) <= max_shared)
+/// The cmma forward's tile for `q` with rows of `d` dims ([`KernelSettings::mla_tile`] or the
+/// first default that fits), or `None` when none fits in shared memory.
+fn cmma_tile<R: CubeRuntime>(q: &CubeTensor<R>, d: usize) -> Option<MlaTile> {
+    kernels::sparse_mla::cmma::fwd_tile(setting(|s| s.mla_tile), d, max_shared(q))
 }
 
 /// Sparse MLA forward on CubeCL: output `[B,T,H,d_v]` and lse `[B,T,H]`.
@@ -297,7 +262,10 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     if b * t * h == 0 {
         return (out, lse);
     }
-    if wgmma_mla(&q, &kv, &indices, d, d_v, b * t * h.div_ceil(kernels::sparse_mla::wgmma::WGMMA_HEADS)) {
+    let problem = Forward { q: &q, kv: &kv, indices: &indices, d, d_v, wgmma_cubes: b * t * h.div_ceil(kernels::sparse_mla::wgmma::WGMMA_HEADS) };
+    let kernel = pick(|k, auto| supports_forward(k, &problem, auto));
+    count_mla_forward(kernel);
+    if kernel == MlaKernel::Wgmma {
         let (q, kv) = (aligned_rows(q), aligned_rows(kv));
         let params = wgmma_params([&q, &kv, &indices, &valid], scale);
         // SAFETY: the buffers hold the shapes and strides of `params` (rows aligned above,
@@ -314,19 +282,14 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 params,
             );
         }
-        count_mla_forward(MlaKernel::V5);
         return (out, lse);
     }
-    // The tensor-core forwards: v4, or v3 with its tile (heads and slots per cube).
-    let v4 = mma16_mla(&q, d);
-    let tile = if v4 { None } else { mma_fwd_tile(&q, d) };
-    let cube_tile = match tile {
-        Some(t) => Some((t.heads, t.slots)),
-        None if v4 => {
-            use kernels::sparse_mla::mma::{MMA_CHUNK, MMA_HEADS};
-            Some((MMA_HEADS, MMA_CHUNK))
-        }
-        None => None,
+    // The tensor-core forwards: `mma.sync`, or cmma with its tile (heads and slots per cube).
+    let tile = (kernel == MlaKernel::Cmma).then(|| cmma_tile(&q, d).expect("checked by supports_forward"));
+    let cube_tile = match (kernel, tile) {
+        (MlaKernel::Cmma, Some(t)) => Some((t.heads, t.slots)),
+        (MlaKernel::Mma, _) => Some((kernels::sparse_mla::mma::MMA_HEADS, kernels::sparse_mla::mma::MMA_CHUNK)),
+        _ => None,
     };
     if let Some((hg, kc)) = cube_tile {
         let vector = load_width(d);
@@ -335,7 +298,7 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         let groups = h.div_ceil(hg);
         let cubes = b * t * groups;
         let chunks = kk.div_ceil(kc).max(1);
-        let wanted = (split_cubes(&q, v4) / cubes).clamp(1, chunks);
+        let wanted = (split_cubes(&q, kernel == MlaKernel::Mma) / cubes).clamp(1, chunks);
         let split_len = chunks.div_ceil(wanted) * kc;
         let splits = kk.div_ceil(split_len).max(1);
         let (out_s, lse_s) = if splits > 1 {
@@ -432,12 +395,11 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 );
             }
         }
-        count_mla_forward(if v4 { MlaKernel::V4 } else { MlaKernel::V3 });
         return (out, lse);
     }
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
-    if tiled_mla(&q) {
-        if let Some((hm, km)) = mla_fwd_tiles_v2(h, d, max_shared(&q)) {
+    if kernel == MlaKernel::SimtTiled {
+        if let Some((hm, km)) = kernels::sparse_mla::simt::fwd_tiled_tiles(h, d, max_shared(&q)) {
             kernels::sparse_mla::simt::sparse_mla_fwd_tiled::launch::<R>(
                 &q.client,
                 cube_count(b * t, h.div_ceil(16 * hm)),
@@ -461,13 +423,11 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 km,
                 [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
             );
-            count_mla_forward(MlaKernel::V2);
             return (out, lse);
         }
     }
-    count_mla_forward(MlaKernel::V1);
     let threads = 128usize;
-    let (hg, kc) = mla_tiles(h, d, max_shared(&q));
+    let (hg, kc) = kernels::sparse_mla::simt::fwd_tiles(h, d, max_shared(&q));
     kernels::sparse_mla::simt::sparse_mla_fwd::launch::<R>(
         &q.client,
         cube_count(b * t, h.div_ceil(hg)),
@@ -495,42 +455,6 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
     (out, lse)
 }
 
-/// Tiling of the sparse MLA backward (`q`, `d_out` and the chunk's rows in shared memory).
-fn mla_bwd_tiles(heads: usize, d: usize, d_v: usize, max_shared: usize) -> (usize, usize) {
-    let dp = d | 1;
-    let mut hg = heads.clamp(1, 8);
-    let mut kc = 16usize;
-    let bytes =
-        |hg: usize, kc: usize| 4 * ((hg + kc) * dp + hg * d_v + 2 * hg * kc + 2 * kc + 2 * hg) + 64;
-    while bytes(hg, kc) > max_shared && kc > 4 {
-        kc /= 2;
-    }
-    while bytes(hg, kc) > max_shared && hg > 1 {
-        hg /= 2;
-    }
-    assert!(
-        bytes(hg, kc) <= max_shared,
-        "sparse MLA backward: latent dim {d} does not fit in shared memory"
-    );
-    (hg, kc)
-}
-
-/// Tiles `(hb, kc)` of the v2 `dkv` kernel (heads per group, slots per chunk), or `None`
-/// when they do not fit in shared memory.
-fn mla_bwd_dkv_tiles(
-    d: usize,
-    d_v: usize,
-    max_shared: usize,
-    heads: usize,
-) -> Option<(usize, usize)> {
-    let dp = d | 1;
-    let bytes = |hb: usize, kc: usize| {
-        4 * (kc * dp + hb * dp + hb * d_v + 2 * hb * kc + 2 * kc + 2 * heads) + 64
-    };
-    [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8)]
-        .into_iter()
-        .find(|&(hb, kc)| bytes(hb, kc) <= max_shared)
-}
 
 /// Sparse MLA backward on CubeCL: `(dq, dkv)`; see [`DsaBackend::sparse_mla_backward`].
 #[allow(clippy::too_many_arguments)]
@@ -555,14 +479,12 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     let lse = into_contiguous(lse);
     let dq = output(&q, Shape::new([b, t, h, d]), q.dtype);
     let dkv = zeros_f32(&q, Shape::new([b, s, d]));
-    if b * t * h > 0
-        && wgmma_mla_bwd(
-            [&q, &kv, &indices, &out, &lse],
-            [d_out.as_ref(), d_lse.as_ref()],
-            d,
-            d_v,
-        )
-    {
+    if b * t * h == 0 {
+        return (dq, from_f32(dkv, q.dtype));
+    }
+    let problem = Backward { q: &q, kv: &kv, indices: &indices, out: &out, lse: &lse, grads: [d_out.as_ref(), d_lse.as_ref()], d, d_v };
+    let kernel = pick(|k, auto| supports_backward(k, &problem, auto));
+    if kernel == MlaKernel::Wgmma {
         let (q, kv) = (aligned_rows(q), aligned_rows(kv));
         let out = aligned_rows(out);
         let d_out = d_out.map(|g| aligned_rows(into_contiguous(g)));
@@ -597,7 +519,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     let d_out = d_out.map(into_contiguous).unwrap_or_else(|| out.clone());
     let d_lse = d_lse.map(into_contiguous).unwrap_or_else(|| lse.clone());
     let (native, acc_dtype) = f32_accumulation(&q);
-    if b * t * h > 0 && mma_bwd(&q, d, d_v) {
+    if kernel == MlaKernel::Cmma {
         let vector = load_width(d);
         let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
         // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
@@ -627,7 +549,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 f32::NEG_INFINITY,
                 d,
                 d_v,
-                MMA_BWD_CHUNK,
+                kernels::sparse_mla::cmma::BWD_CHUNK,
                 has_dout,
                 has_dlse,
                 native,
@@ -638,11 +560,11 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
         return (dq, from_f32(dkv, q.dtype));
     }
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
-    if b * t * h > 0 {
+    {
         let threads = 128usize;
-        let (hg, kc) = mla_bwd_tiles(h, d, d_v, max_shared(&q));
-        let dkv_tiles = tiled_mla(&q)
-            .then(|| mla_bwd_dkv_tiles(d, d_v, max_shared(&q), h))
+        let (hg, kc) = kernels::sparse_mla::simt::bwd_tiles(h, d, d_v, max_shared(&q));
+        let dkv_tiles = (kernel == MlaKernel::SimtTiled)
+            .then(|| kernels::sparse_mla::simt::bwd_dkv_tiles(h, d, d_v, max_shared(&q)))
             .flatten();
         if let Some((hb, kcb)) = dkv_tiles {
             kernels::sparse_mla::simt::sparse_mla_bwd_dkv::launch::<R>(
