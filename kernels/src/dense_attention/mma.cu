@@ -140,6 +140,19 @@ __device__ __forceinline__ void fa_mma_row(float (*acc)[4], const u32* a, u32 ba
     }
 }
 
+// acc (16 x N) = A Bᵀ over K dims: A the rows r0..r0+16 of the row-major tile `a_base`, B the
+// N rows of the tile `b_base` (both of row stride `st` values).
+template <u32 K, u32 N>
+__device__ __forceinline__ void fa_abt(float (*acc)[4], u32 a_base, u32 b_base, u32 st, u32 r0, u32 lane) {
+    fa_zero<N>(acc);
+#pragma unroll
+    for (u32 kk = 0; kk < K / 16; ++kk) {
+        u32 a[4];
+        fa_ldsm(a, fa_a_addr(a_base, st, r0, kk * 16, lane));
+        fa_mma_row<N, false>(acc, a, b_base, st, kk * 16, lane);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_fwd(
     const fa_t* __restrict__ q, const fa_t* __restrict__ k, const fa_t* __restrict__ v, fa_t* __restrict__ out,
     float* __restrict__ lse, const __grid_constant__ FaParams p) {
@@ -302,13 +315,7 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_bwd(
 
         // Sᵀ = k qᵀ (16 keys x 64 queries per warp).
         float s[FA_STEP / 8][4];
-        fa_zero<FA_STEP>(s);
-#pragma unroll
-        for (u32 kk = 0; kk < FA_DQK / 16; ++kk) {
-            u32 a[4];
-            fa_ldsm(a, fa_a_addr(sk, FA_QS, warp * 16, kk * 16, lane));
-            fa_mma_row<FA_STEP, false>(s, a, sq, FA_QS, kk * 16, lane);
-        }
+        fa_abt<FA_DQK, FA_STEP>(s, sk, sq, FA_QS, warp * 16, lane);
         // Pᵀ, zero where the query does not see the key (or either is past its end).
         const bool edge = k0 + warp * 16 + 15 > q0 + p.offset || q0 + FA_STEP > p.t_len || k0 + FA_ROWS > p.s_len;
 #pragma unroll
@@ -332,13 +339,7 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) dsa_flash_bwd(
         // dPᵀ = v dOᵀ, then dSᵀ = Pᵀ (dPᵀ - delta), in place of Pᵀ.
         {
             float dp[FA_STEP / 8][4];
-            fa_zero<FA_STEP>(dp);
-#pragma unroll
-            for (u32 kk = 0; kk < FA_DV / 16; ++kk) {
-                u32 a[4];
-                fa_ldsm(a, fa_a_addr(sv, FA_VS, warp * 16, kk * 16, lane));
-                fa_mma_row<FA_STEP, false>(dp, a, sdo, FA_VS, kk * 16, lane);
-            }
+            fa_abt<FA_DV, FA_STEP>(dp, sv, sdo, FA_VS, warp * 16, lane);
 #pragma unroll
             for (u32 n = 0; n < FA_STEP / 8; ++n) {
 #pragma unroll

@@ -311,66 +311,46 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         };
         let count = cube_count(b * t, groups * splits);
         let dtypes = [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), out_s.dtype.into()];
-        let args = (
-            q.clone().into_tensor_arg(),
-            kv.into_tensor_arg(),
-            indices.clone().into_tensor_arg(),
-            valid.clone().into_tensor_arg(),
-            out_s.clone().into_tensor_arg(),
-            lse_s.clone().into_tensor_arg(),
-        );
+        // The two kernels' launches: the same arguments, then each one's comptime tile.
+        macro_rules! launch_split_forward {
+            ($kernel:path, $units:expr $(, $tile:expr)*) => {
+                $kernel(
+                    &q.client,
+                    count,
+                    CubeDim::new_1d($units as u32),
+                    vector,
+                    q.clone().into_tensor_arg(),
+                    kv.into_tensor_arg(),
+                    indices.clone().into_tensor_arg(),
+                    valid.clone().into_tensor_arg(),
+                    out_s.clone().into_tensor_arg(),
+                    lse_s.clone().into_tensor_arg(),
+                    b * t,
+                    t,
+                    h,
+                    kk,
+                    groups,
+                    split_len,
+                    scale,
+                    f32::NEG_INFINITY,
+                    d,
+                    d_v,
+                    $($tile,)*
+                    dtypes,
+                )
+            };
+        }
         // SAFETY: every read and write of the kernels is guarded by their own bounds (see
         // their docs); the tensors match the shapes passed.
         unsafe {
             match tile {
-                None => kernels::sparse_mla::mma::sparse_mla_fwd_mma::launch_unchecked::<R>(
-                    &q.client,
-                    count,
-                    CubeDim::new_1d(kernels::sparse_mla::mma::MMA_UNITS as u32),
-                    vector,
-                    args.0,
-                    args.1,
-                    args.2,
-                    args.3,
-                    args.4,
-                    args.5,
-                    b * t,
-                    t,
-                    h,
-                    kk,
-                    groups,
-                    split_len,
-                    scale,
-                    f32::NEG_INFINITY,
-                    d,
-                    d_v,
-                    dtypes,
-                ),
-                Some(tile) => kernels::sparse_mla::cmma::sparse_mla_fwd_cmma::launch_unchecked::<R>(
-                    &q.client,
-                    count,
-                    CubeDim::new_1d(32 * tile.planes as u32),
-                    vector,
-                    args.0,
-                    args.1,
-                    args.2,
-                    args.3,
-                    args.4,
-                    args.5,
-                    b * t,
-                    t,
-                    h,
-                    kk,
-                    groups,
-                    split_len,
-                    scale,
-                    f32::NEG_INFINITY,
-                    d,
-                    d_v,
+                None => launch_split_forward!(kernels::sparse_mla::mma::sparse_mla_fwd_mma::launch_unchecked::<R>, kernels::sparse_mla::mma::MMA_UNITS),
+                Some(tile) => launch_split_forward!(
+                    kernels::sparse_mla::cmma::sparse_mla_fwd_cmma::launch_unchecked::<R>,
+                    32 * tile.planes,
                     kc,
                     tile.heads,
-                    tile.planes,
-                    dtypes,
+                    tile.planes
                 ),
             }
         }
@@ -398,12 +378,13 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
         return (out, lse);
     }
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
-    if kernel == MlaKernel::SimtTiled {
-        if let Some((hm, km)) = kernels::sparse_mla::simt::fwd_tiled_tiles(h, d, max_shared(&q)) {
-            kernels::sparse_mla::simt::sparse_mla_fwd_tiled::launch::<R>(
+    // The SIMT forwards' launches: the same arguments, then each one's comptime tile.
+    macro_rules! launch_simt_forward {
+        ($kernel:path, $groups:expr, $units:expr $(, $tile:expr)*) => {
+            $kernel(
                 &q.client,
-                cube_count(b * t, h.div_ceil(16 * hm)),
-                CubeDim::new_1d(256),
+                cube_count(b * t, $groups),
+                CubeDim::new_1d($units as u32),
                 q.clone().into_tensor_arg(),
                 kv.into_tensor_arg(),
                 indices.clone().into_tensor_arg(),
@@ -419,42 +400,21 @@ pub fn sparse_mla_primitive<R: CubeRuntime>(
                 f32::NEG_INFINITY,
                 d,
                 d_v,
-                hm,
-                km,
+                $($tile,)*
                 [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
-            );
-            return (out, lse);
-        }
+            )
+        };
     }
-    let threads = 128usize;
-    let (hg, kc) = kernels::sparse_mla::simt::fwd_tiles(h, d, max_shared(&q));
-    kernels::sparse_mla::simt::sparse_mla_fwd::launch::<R>(
-        &q.client,
-        cube_count(b * t, h.div_ceil(hg)),
-        CubeDim::new_1d(threads as u32),
-        q.clone().into_tensor_arg(),
-        kv.into_tensor_arg(),
-        indices.clone().into_tensor_arg(),
-        valid.clone().into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        lse.clone().into_tensor_arg(),
-        b * t,
-        t,
-        h,
-        s,
-        kk,
-        scale,
-        f32::NEG_INFINITY,
-        d,
-        d_v,
-        hg,
-        kc,
-        threads,
-        [q.dtype.into(), indices.dtype.into(), valid.dtype.into()],
-    );
+    if kernel == MlaKernel::SimtTiled {
+        let (hm, km) = kernels::sparse_mla::simt::fwd_tiled_tiles(h, d, max_shared(&q)).expect("checked by supports_forward");
+        launch_simt_forward!(kernels::sparse_mla::simt::sparse_mla_fwd_tiled::launch::<R>, h.div_ceil(16 * hm), 256, hm, km);
+    } else {
+        let threads = 128usize;
+        let (hg, kc) = kernels::sparse_mla::simt::fwd_tiles(h, d, max_shared(&q));
+        launch_simt_forward!(kernels::sparse_mla::simt::sparse_mla_fwd::launch::<R>, h.div_ceil(hg), threads, hg, kc, threads);
+    }
     (out, lse)
 }
-
 
 /// Sparse MLA backward on CubeCL: `(dq, dkv)`; see [`DsaBackend::sparse_mla_backward`].
 #[allow(clippy::too_many_arguments)]
