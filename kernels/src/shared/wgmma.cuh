@@ -1,6 +1,6 @@
 // Helpers of the `wgmma` kernels (CUDA C++, sm_90a): asynchronous copies, proxy fences,
 // warpgroup MMA synchronisation and shared-memory matrix descriptors. `dsa_kernels::
-// cuda_source` puts this file before each kernel's source.
+// shared::cuda`'s users put this file before each kernel's source.
 
 #include <cuda_bf16.h>
 

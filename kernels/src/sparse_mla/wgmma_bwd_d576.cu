@@ -1,9 +1,9 @@
 // Sparse MLA backward on Hopper's warpgroup tensor cores (`wgmma`): the contract of the CubeCL
-// backward `sparse_mla_bwd_mma` (v3) at DeepSeek-V3.2's latent sizes. From `q [B,T,H,576]`,
+// backward `sparse_mla_bwd_cmma` at DeepSeek-V3.2's latent sizes. From `q [B,T,H,576]`,
 // `kv [B,S,576]`, `idx`/`valid [B,T,K]`, the forward's `out [B,T,H,512]` and `lse [B,T,H]`
 // and the gradients `d_out [B,T,H,512]` / `d_lse [B,T,H]` (bf16; either may be absent: never
 // read then), it writes `dq [B,T,H,576]` (bf16) and adds to `dkv [B,S,576]` (f32, zeroed by
-// the caller). Version 7 in kernels/NOTES.md. With P = exp(S scale - lse) and
+// the caller). With P = exp(S scale - lse) and
 // delta = sum(dO * O) per head: dS = scale P (dP - delta + d_lse), dQ = dS K,
 // dKV = dS^T Q + P^T dO (the values are the latent's first 512 dims).
 //
@@ -23,7 +23,7 @@
 //   producer gathers the next block.
 // Q and dO stay in shared memory in the forward's swizzled layout (K-major A of S and dP;
 // MN-major B of dKV); P and dS are K-major A of dQ and, transposed, MN-major A of dKV.
-// Scores are in log2 units. Helpers: wgmma.cuh and sparse_mla_wgmma.cuh.
+// Scores are in log2 units. Helpers: shared/wgmma.cuh and wgmma_d576.cuh.
 
 // Shared memory (from a 1024-byte-aligned base): Q (9 tiles), dO (8), the ring (9), P, dS,
 // mbarriers (tile ready x 9, tile free x 9, row list ready x 2), the row lists (2 x 64 int),
@@ -38,10 +38,9 @@
 #define DSB_DD (DSB_LSE + 64 * 4)
 #define DSB_SMEM_BYTES (DSB_DD + 64 * 4 + 1024)
 // Batch x latent rows beyond which the math warpgroups prefetch each block's dkv rows into L2
-// (32K rows: 75 MB of f32 dkv). Run 76, 4K queries: prefetching costs up to 1.7 ms over
-// 4K-16K latents, breaks even at 32K and saves 3-5 ms (11-17 %) at 64K-128K; issued by the
-// math warpgroups at each block's start rather than a block ahead by the producer, 4-5 % more
-// (run 78).
+// (32K rows: 75 MB of f32 dkv). At 4K queries prefetching costs up to 1.7 ms over 4K-16K
+// latents, breaks even at 32K and saves 3-5 ms (11-17 %) at 64K-128K; issued by the math
+// warpgroups at each block's start rather than a block ahead by the producer, 4-5 % more.
 #define DSB_PREFETCH_ROWS 32768
 
 // Named barriers of the math warpgroups: inputs loaded; P and dS free for the next block
@@ -83,7 +82,7 @@ extern "C" __global__ void __launch_bounds__(DSA_THREADS, 1) dsa_sparse_mla_bwd_
     float* s_lse = (float*)(base + DSB_LSE);
     float* s_dd = (float*)(base + DSB_DD);
     const u32 blocks = (u32)((p.f.kk + 63) / 64);
-    // Prefetching the dkv rows pays only where dkv (f32) far outgrows L2 (runs 75-78).
+    // Prefetching the dkv rows pays only where dkv (f32) far outgrows L2.
     const bool warm_dkv = p.f.bt_len / p.f.t_len * p.f.s_len > DSB_PREFETCH_ROWS;
 
     if (tid == 0) {

@@ -1,12 +1,12 @@
-// The parts of the sparse MLA kernels on `wgmma` (forward: sparse_mla_wgmma.cu, backward:
-// sparse_mla_bwd_wgmma.cu) that both use: the launch parameters, the producer's slot lookups,
+// The parts of the sparse MLA kernels on `wgmma` (forward: wgmma_fwd_d576.cu, backward:
+// wgmma_bwd_d576.cu) that both use: the launch parameters, the producer's slot lookups,
 // the CTA's coordinates, mbarriers and named barriers, the m64n64 and m64n256 products, exp2
-// and bf16 packing. Comes after wgmma.cuh, before either kernel.
+// and bf16 packing. Comes after shared/wgmma.cuh, before either kernel.
 
 #define DSA_DV 512
 #define DSA_HEADS 64
 
-// Parameters, one 64-bit word each (see `WgmmaMlaParams` in sparse_mla_wgmma.rs).
+// Parameters, one 64-bit word each (see `WgmmaMlaParams` in sparse_mla/wgmma.rs).
 struct DsaMlaParams {
     u64 bt_len, t_len, heads, kk, s_len;
     u64 q_sb, q_st, q_sh, kv_sb, kv_ss;
@@ -17,7 +17,7 @@ struct DsaMlaParams {
 // read: -1 for an invalid slot (or one past `kk`), -2 for a valid slot past the latent (a zero
 // row that still takes part in the softmax). Every load is issued before any is used, and the
 // width switches sit outside the loops: a load behind a branch on another's value waits for it,
-// and 16 such waits in a row held the producer (run 67).
+// and 16 such waits in a row held the producer.
 __device__ __forceinline__ void dsa_slot_rows(const void* idx, const void* valid, const DsaMlaParams& p, u64 bt, u64 first, long long (&rows)[2][4]) {
     u64 at[8];
     bool ok[8];

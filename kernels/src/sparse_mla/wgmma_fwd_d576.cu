@@ -1,8 +1,8 @@
 // Sparse MLA forward on Hopper's warpgroup tensor cores (`wgmma`): the contract of the
 // CubeCL forwards (`q [B,T,H,576]`, `kv [B,S,576]`, `idx`/`valid [B,T,K]` -> `out
 // [B,T,H,512]`, `lse [B,T,H]`, bf16) for sm_90a, which CubeCL 0.10 cannot emit. Launched
-// through CubeCL's CUDA runtime by `dsa_kernels::sparse_mla_wgmma`. Version 6 in
-// kernels/NOTES.md: warp-specialised, after the scheme of FlashMLA's SM90 sparse prefill.
+// through CubeCL's CUDA runtime by `dsa_kernels::sparse_mla::wgmma`. Warp-specialised, after
+// the scheme of FlashMLA's SM90 sparse prefill.
 //
 // One CTA of three warpgroups per (token, 64 heads), a token's CTAs adjacent in the grid:
 // - WG2, the producer (72 registers), gathers the selected latent rows of two blocks of 64
@@ -17,7 +17,7 @@
 // The query tile and the buffers live in the 128-byte-swizzled layout that wgmma reads: nine
 // column blocks of 64 values, each `64 rows x 128 B`, the 16-byte pieces of row r XOR-ed with
 // r % 8; a buffer serves both products, as K-major B of S and, transposed, as MN-major B of
-// P V. Scores are kept in log2 units. Helpers: wgmma.cuh and sparse_mla_wgmma.cuh.
+// P V. Scores are kept in log2 units. Helpers: shared/wgmma.cuh and wgmma_d576.cuh.
 
 #define DSA_BUF (9 * DSA_TILE)
 #define DSA_K0 DSA_BUF

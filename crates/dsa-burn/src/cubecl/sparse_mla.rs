@@ -3,11 +3,11 @@ use super::*;
 pub use kernels::sparse_mla::cmma::MlaTile;
 
 /// The sparse MLA kernels (`dsa_kernels::sparse_mla`), by instruction family. A forced
-/// variant that does not apply to the inputs falls back to the next one of [`PREFERENCE`]
+/// variant that does not apply to the inputs falls back to the next one of [`MlaKernel::PREFERENCE`]
 /// that does ([`MlaKernel::Simt`] always applies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MlaKernel {
-    /// The first variant of [`PREFERENCE`] that applies, where the tensor-core and tiled
+    /// The first variant of [`MlaKernel::PREFERENCE`] that applies, where the tensor-core and tiled
     /// variants are taken on CUDA only (see `tiled_by_default`), and [`MlaKernel::Wgmma`]'s
     /// forward only when the slots need no split (enough queries to fill the GPU, as in
     /// prefill or batched decode).
@@ -39,26 +39,28 @@ pub enum MlaKernel {
     Wgmma,
 }
 
-/// The variants from the most to the least specialised: `Auto` takes the first that applies,
-/// a forced variant the first that applies from itself on.
-pub const PREFERENCE: [MlaKernel; 5] = [MlaKernel::Wgmma, MlaKernel::Mma, MlaKernel::Cmma, MlaKernel::SimtTiled, MlaKernel::Simt];
+impl MlaKernel {
+    /// The variants from the most to the least specialised: `Auto` takes the first that
+    /// applies, a forced variant the first that applies from itself on.
+    pub const PREFERENCE: [MlaKernel; 5] = [MlaKernel::Wgmma, MlaKernel::Mma, MlaKernel::Cmma, MlaKernel::SimtTiled, MlaKernel::Simt];
+}
 
 /// Why a variant does not apply to a problem.
 type Unsupported = &'static str;
 
 /// Whether the chosen setting `chosen` lets `kernel` run (`Auto`, or `kernel` at or after
-/// `chosen` in [`PREFERENCE`]).
+/// `chosen` in [`MlaKernel::PREFERENCE`]).
 fn reaches(chosen: MlaKernel, kernel: MlaKernel) -> bool {
-    let rank = |k| PREFERENCE.iter().position(|&p| p == k);
+    let rank = |k| MlaKernel::PREFERENCE.iter().position(|&p| p == k);
     chosen == MlaKernel::Auto || rank(chosen) <= rank(kernel)
 }
 
-/// The one dispatcher: the first variant from the setting on (all of [`PREFERENCE`] under
+/// The one dispatcher: the first variant from the setting on (all of [`MlaKernel::PREFERENCE`] under
 /// `Auto`) that `supports` (told whether the choice is `Auto`) accepts.
 fn pick(supports: impl Fn(MlaKernel, bool) -> Result<(), Unsupported>) -> MlaKernel {
     let chosen = setting(|s| s.mla);
     let auto = chosen == MlaKernel::Auto;
-    PREFERENCE
+    MlaKernel::PREFERENCE
         .into_iter()
         .filter(|&k| reaches(chosen, k))
         .find(|&k| supports(k, auto).is_ok())
