@@ -42,7 +42,7 @@ pub mod swiglu;
 pub mod topk;
 
 /// Cube count for `n` cubes on a grid of at most 65535 cubes per axis (x then y), so that
-/// wgpu's per-dimension limit holds; kernels recover the linear index with [`cube_index`].
+/// wgpu's per-dimension limit holds; kernels recover the linear index with [`cube_index()`].
 pub fn grid_1d(n: usize) -> (u32, u32) {
     let n = n.max(1);
     let x = n.min(65535);

@@ -8,9 +8,9 @@ use crate::shared::atomic::atomic_add_f32;
 use crate::shared::cmma::{chunk_scores, padded, score_stride, CMMA_ALIGN};
 use crate::shared::gather::{gather_chunk, load_query_tile, load_window, ASYNC_GATHER_EXTRA_BYTES, WINDOW_SLOTS};
 
-/// Heads per cube of [`selected_head_sums_cmma`].
+/// Heads per cube of [`selected_head_sums_cmma()`].
 pub const CMMA_HEADS: usize = 64;
-/// Units per cube of [`selected_head_sums_cmma`] (8 planes of 32).
+/// Units per cube of [`selected_head_sums_cmma()`] (8 planes of 32).
 pub const CMMA_UNITS: usize = 256;
 
 /// At each query's selected rows, a sum over heads of a function of the heads' scores
@@ -19,18 +19,18 @@ pub const CMMA_UNITS: usize = 256;
 ///
 /// - `relu = false`, the attention probabilities: `out[b,t,j] = (1/H) Σ_h exp(scale·s_h −
 ///   hw[h])` with `hw` = the forward's `lse` (same contract as
-///   [`super::simt::sparse_mla_probs`]; 0 at invalid slots). `hs`, `ks` are not read.
+///   [`super::simt::sparse_mla_probs()`]; 0 at invalid slots). `hs`, `ks` are not read.
 /// - `relu = true`, the indexer's selected scores from e4m3 codes (`q`, `kv` the f16 codes
 ///   of one quantisation block per row): `out[b,t,j] = ks[idx_j] · Σ_h hw[h]·hs[h]·ReLU(s_h)`
 ///   with `hw` = the weights `w`, `hs` = the query scales, `ks` `[B,S]` = the key scales
-///   (contract of [`super::simt::indexer_selected_scores`]; `neg_inf` at invalid slots).
+///   (contract of [`super::simt::indexer_selected_scores()`]; `neg_inf` at invalid slots).
 ///
 /// One cube per (token, 64 heads); each adds its heads' share to `out` (f32 `[B,T,K]`,
 /// zeroed by the caller) with one atomic add per slot (`native`: a float atomic add, else a
-/// compare-and-swap loop, as [`atomic_add_f32`]).
+/// compare-and-swap loop, as [`atomic_add_f32()`]).
 ///
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`CMMA_UNITS`] units, plane size 32. `q` and
-/// `kv` are read at their strides, as in [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma`].
+/// `kv` are read at their strides, as in [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma()`].
 #[cube(launch_unchecked, fast_math = crate::FAST_EXP)]
 #[allow(clippy::too_many_arguments)]
 pub fn selected_head_sums_cmma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: Float, N: Size>(
@@ -148,7 +148,7 @@ pub fn selected_head_sums_cmma<F: Float, I: Int, BL: Int, A: Int, W: Float, SC: 
     }
 }
 
-/// Slots per chunk (64 or 32) of [`selected_head_sums_cmma`] for rows of `d` dims (its tiles
+/// Slots per chunk (64 or 32) of [`selected_head_sums_cmma()`] for rows of `d` dims (its tiles
 /// of `q`, a chunk of rows and the scores; head weights and partial sums) in `max_shared`
 /// bytes, or `None` when they do not fit.
 pub fn head_sums_chunk(d: usize, max_shared: usize) -> Option<usize> {

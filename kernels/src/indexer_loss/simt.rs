@@ -49,7 +49,7 @@ pub fn indexer_selected_scores<F: Float, I: Int, BL: Int>(
     }
 }
 
-/// Backward of [`indexer_selected_scores`] given `grad [B,T,K]` (ignored where not valid):
+/// Backward of [`indexer_selected_scores()`] given `grad [B,T,K]` (ignored where not valid):
 /// with `dot = q[h]·k[row_j]` and `c[h,j] = grad_j · w[h] · 1[dot > 0]`,
 /// `dq[h] = Σ_j c[h,j] · k[row_j]`, `dw[h] = Σ_j grad_j · ReLU(dot)`, and every selected
 /// key row gets `Σ_h c[h,j] · q[h]` added to `dk` (f32 `[B,S,D]`, zeroed by the caller;
@@ -314,7 +314,7 @@ pub fn sparse_mla_probs<F: Float, I: Int, BL: Int>(
 }
 
 /// Heads per cube and selected rows per chunk `(hg, kc)` of the cube-per-query kernels
-/// ([`indexer_selected_scores_bwd`] with `pairs = 2`, [`sparse_mla_probs`] with `pairs = 1`)
+/// ([`indexer_selected_scores_bwd()`] with `pairs = 2`, [`sparse_mla_probs()`] with `pairs = 1`)
 /// for `heads` heads and rows of `d` dims: the largest pair whose shared memory (`(hg + kc)`
 /// padded rows of `d`, `pairs` floats per (head, slot), a few per head and slot) fits in
 /// `max_shared` bytes.

@@ -2,12 +2,12 @@
 //! [`crate::sparse_mla::cmma`], [`crate::indexer_loss::cmma`], the grouped products): their
 //! tiles are rows of `d` half-precision values at a padded row stride ([`padded`]), filled
 //! from vectorised global loads; and the score tile of a head group × a chunk of selected
-//! rows ([`chunk_scores`]) that the sparse MLA and indexer-loss cmma kernels share.
+//! rows (`chunk_scores`) that the sparse MLA and indexer-loss cmma kernels share.
 //!
 //! Two ways of staging: the sparse MLA kernels stage one vector at a time into scalar shared
-//! memory by asynchronous copies ([`stage_vector_async`]); the
+//! memory by asynchronous copies ([`stage_vector_async()`]); the
 //! indexer moves a whole tile in two steps — a unit's loads all issued into registers
-//! ([`fetch_rows`]), then stored as 16-byte vectors ([`store_tile`]; `cmma::load` reads such
+//! ([`fetch_rows()`]), then stored as 16-byte vectors ([`store_tile()`]; `cmma::load` reads such
 //! a tile at a vector offset). There, entry `i = UNIT_POS + u·units` of a tile (`u <`
 //! [`share`]) is row `i / (d/N)`, vector column `i % (d/N)`.
 
@@ -61,7 +61,7 @@ pub fn fetch_rows<F: Float, N: Size>(
 }
 
 /// Writes a unit's entries `regs` of a `rows × d` tile into `dst` at row stride
-/// [`padded`]`(d)` (the columns past `d` are left as they are: see [`zero_padding`]).
+/// [`padded`]`(d)` (the columns past `d` are left as they are: see [`zero_padding()`]).
 #[cube]
 pub fn store_tile<F: Float, N: Size>(
     regs: &Array<Vector<F, N>>,
@@ -107,8 +107,8 @@ pub fn stage_vector<F: Float, N: Size>(
     }
 }
 
-/// [`stage_vector`] by an asynchronous copy (`cp.async`) where the vector holds 4, 8 or 16
-/// bytes (else as [`stage_vector`]): `dst[base .. base + N] = src[at]` if `ok`, else zeros (the
+/// [`stage_vector()`] by an asynchronous copy (`cp.async`) where the vector holds 4, 8 or 16
+/// bytes (else as [`stage_vector()`]): `dst[base .. base + N] = src[at]` if `ok`, else zeros (the
 /// copy of an empty source fills with zeros). The copy lands once the unit has called
 /// `commit_copy_async()` on a cube barrier and that barrier is passed (the fallback's stores
 /// need only the barrier); `base` and `at`'s address must be aligned to the vector.
@@ -185,7 +185,7 @@ pub fn zero_tile() -> cmma::Matrix<f32> {
     )
 }
 
-/// `n` accumulators of zeros ([`zero_tile`]).
+/// `n` accumulators of zeros ([`zero_tile()`]).
 #[cube]
 pub fn zero_tiles(#[comptime] n: usize) -> Sequence<cmma::Matrix<f32>> {
     let mut acc = Sequence::<cmma::Matrix<f32>>::new();
@@ -197,14 +197,14 @@ pub fn zero_tiles(#[comptime] n: usize) -> Sequence<cmma::Matrix<f32>> {
 }
 
 /// Copies of the score tile that the planes of a cube of `hg` heads and `planes` planes fill
-/// for a chunk of `kc` slots ([`chunk_scores`]): 1 when there are at least as many
+/// for a chunk of `kc` slots (`chunk_scores`): 1 when there are at least as many
 /// 16×16 tiles as planes, else each tile's depth is split over this many planes, whose
-/// partial products are summed by the readers ([`score`]).
+/// partial products are summed by the readers (`score`).
 pub fn score_copies(hg: usize, kc: usize, planes: usize) -> usize {
     (planes / (hg / 16) / (kc / 16)).max(1)
 }
 
-/// Row stride (floats) of [`chunk_scores`]' score tiles for a cube of `hg` heads and
+/// Row stride (floats) of `chunk_scores`' score tiles for a cube of `hg` heads and
 /// `planes` planes with `kc`-slot chunks: `kc` plus the units per head (at least 4, a
 /// cmma store's granularity). The readers' lanes take a head's slots `part, part + uph, ..`,
 /// so the `32/uph` heads of a plane fall into different banks.

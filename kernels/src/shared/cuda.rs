@@ -1,8 +1,8 @@
 //! Kernels written in CUDA C++ for what CubeCL 0.10 cannot emit (Hopper's `wgmma`), run by
-//! CubeCL's own CUDA runtime: [`launch_cuda_source`] hands it a [`CubeTask`] whose compiled
+//! CubeCL's own CUDA runtime: `launch_cuda_source` hands it a [`CubeTask`] whose compiled
 //! form is the CUDA source (compiled by the same NVRTC as every CubeCL kernel, for the
 //! device's `sm_XXa`), with the shared-memory and cube size of a CubeCL shell kernel
-//! ([`shared_shell`]) that the launcher reads from the compiled representation, on the same
+//! ([`shared_shell()`]) that the launcher reads from the compiled representation, on the same
 //! client, stream and buffers as the CubeCL kernels. The kernel's sizes and strides come as
 //! CubeCL's `info` words, one `u64` each, which the source reads as a `__grid_constant__`
 //! struct. CubeCL's PTX cache keys each source by its hash.

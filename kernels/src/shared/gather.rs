@@ -1,12 +1,12 @@
 //! The selected latent rows of a query into shared memory, for every kernel that reads
 //! `kv [B,S,D]` at the `K` slots of `idx`/`valid [B,T,K]` (sparse MLA, the indexer loss):
 //!
-//! - SIMT, one chunk at a time in f32: [`load_slots`] (the chunk's validity and rows), then
-//!   [`load_rows`] (the rows, at an odd row stride or transposed); [`stage_heads`] stages a head group's
-//!   query (or output gradient) rows, [`shared_dot`] multiplies two staged rows;
-//! - tensor cores, in the input type by asynchronous copies: [`load_window`] (a window of
-//!   [`WINDOW_SLOTS`] selections in shared memory), then [`issue_chunk`] / [`gather_chunk`]
-//!   (the chunk's rows at row stride [`padded`]); [`load_query_tile`] stages the query tile.
+//! - SIMT, one chunk at a time in f32: `load_slots` (the chunk's validity and rows), then
+//!   `load_rows` (the rows, at an odd row stride or transposed); `stage_heads` stages a head group's
+//!   query (or output gradient) rows, `shared_dot` multiplies two staged rows;
+//! - tensor cores, in the input type by asynchronous copies: `load_window` (a window of
+//!   [`WINDOW_SLOTS`] selections in shared memory), then `issue_chunk` / `gather_chunk`
+//!   (the chunk's rows at row stride [`padded`]); `load_query_tile` stages the query tile.
 
 use cubecl::prelude::barrier::Barrier;
 use cubecl::prelude::*;
@@ -150,7 +150,7 @@ pub(crate) fn load_query_tile<F: Float, N: Size>(
     zero_padding::<F>(kv_sh, F::from_int(0), kc, d, 1usize);
 }
 
-/// Slots whose rows a cube holds in shared memory at a time ([`load_window`]); a multiple of
+/// Slots whose rows a cube holds in shared memory at a time (`load_window`); a multiple of
 /// every chunk size.
 pub const WINDOW_SLOTS: usize = 2048;
 

@@ -1,7 +1,7 @@
 //! Sparse MLA forward and backward on cooperative-matrix (cmma) tensor cores: bf16/f16
 //! inputs, 16×16×16 products with f32 accumulation, the contract of [`crate::sparse_mla`].
 //!
-//! The backward, [`sparse_mla_bwd_cmma`], has the same layout (see its docs).
+//! The backward, [`sparse_mla_bwd_cmma()`], has the same layout (see its docs).
 //!
 //! One cube per (token, group of `hg` heads: 32 or 64), 4 or 8 planes of 32 units. The query
 //! tile stays in shared memory; the selected latent rows are gathered `kc` at a time by
@@ -41,7 +41,7 @@ pub const CMMA_UNITS: usize = 256;
 /// Split over the slots (for decode, where `B·T` cubes cannot fill the device): cube
 /// `z = g + groups·i` takes head group `g` and slots `i·split_len .. (i+1)·split_len`
 /// (`split_len` a multiple of `kc`) and writes that split's normalised output and lse at
-/// `out [splits,B,T,H,dv]`, `lse [splits,B,T,H]` (type `O`: f32 for [`super::combine_splits`]);
+/// `out [splits,B,T,H,dv]`, `lse [splits,B,T,H]` (type `O`: f32 for [`super::combine_splits()`]);
 /// with one split (`split_len ≥ K`) these are the final `out`, `lse`.
 #[cube(launch_unchecked, fast_math = crate::FAST_EXP)]
 #[allow(clippy::too_many_arguments)]
@@ -313,11 +313,11 @@ fn write_head_tile<O: Float>(
 }
 
 /// Sparse MLA backward on tensor cores, the contract of
-/// [`crate::sparse_mla::simt::sparse_mla_bwd`] with half-precision `q`, `kv`: from the forward's
+/// [`crate::sparse_mla::simt::sparse_mla_bwd()`] with half-precision `q`, `kv`: from the forward's
 /// `out`, `lse` and the gradients `d_out [B,T,H,dv]` / `d_lse [B,T,H]` (`has_dout` /
 /// `has_dlse`: absent ones are never read), `dq [B,T,H,D]` and `dkv [B,S,D]` (f32, zeroed
 /// by the caller: a latent row is selected by many queries, its gradient is added
-/// atomically; `native` as in [`atomic_add_f32`]).
+/// atomically; `native` as in [`atomic_add_f32()`]).
 ///
 /// One cube per (token, 64 heads), 8 planes; `q`'s and `d_out`'s tiles stay in shared
 /// memory. Per chunk of `kc` selected rows: `S = Q·Kᵀ` and `dP = dO·Vᵀ` (cmma),
@@ -328,7 +328,7 @@ fn write_head_tile<O: Float>(
 /// to `dkv` (one atomic add per (row, dim) per head group).
 ///
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉` in z, [`CMMA_UNITS`] units, plane size 32. `kc`
-/// is 32. `q` and `kv` are read at their strides as in [`sparse_mla_fwd_cmma`] (vectors of
+/// is 32. `q` and `kv` are read at their strides as in [`sparse_mla_fwd_cmma()`] (vectors of
 /// `N`); `out`, `d_out`, `d_lse`, `lse` are contiguous.
 #[cube(launch_unchecked, fast_math = crate::FAST_EXP)]
 #[allow(clippy::too_many_arguments)]
@@ -549,7 +549,7 @@ pub fn sparse_mla_bwd_cmma<F: Float, I: Int, BL: Int, A: Int, N: Size>(
     }
 }
 
-/// The tile of a cube of [`sparse_mla_fwd_cmma`].
+/// The tile of a cube of [`sparse_mla_fwd_cmma()`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MlaTile {
     /// Query heads per cube: 32 or 64.
@@ -561,7 +561,7 @@ pub struct MlaTile {
 }
 
 impl MlaTile {
-    /// Whether [`sparse_mla_fwd_cmma`] supports the tile.
+    /// Whether [`sparse_mla_fwd_cmma()`] supports the tile.
     pub fn supported(self) -> bool {
         [32, 64].contains(&self.heads)
             && [4, 8].contains(&self.planes)
@@ -601,10 +601,10 @@ pub fn fwd_tile(forced: Option<MlaTile>, d: usize, max_shared: usize) -> Option<
     }
 }
 
-/// Slots per chunk of [`sparse_mla_bwd_cmma`].
+/// Slots per chunk of [`sparse_mla_bwd_cmma()`].
 pub const BWD_CHUNK: usize = 32;
 
-/// Shared memory of [`sparse_mla_bwd_cmma`] for rows of `d` dims, `dv` of them values: its
+/// Shared memory of [`sparse_mla_bwd_cmma()`] for rows of `d` dims, `dv` of them values: its
 /// tiles (`q`, `d_out` and a chunk of rows; scores, `dP`, `P`, `dS`), the per-slot and
 /// per-head buffers, and [`ASYNC_GATHER_EXTRA_BYTES`].
 pub fn bwd_shared_bytes(d: usize, dv: usize) -> usize {

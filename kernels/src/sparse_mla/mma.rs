@@ -1,5 +1,5 @@
 //! Sparse MLA forward on `mma.sync` tensor cores with the softmax in registers: the
-//! contract of [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma`] — `q [B,T,H,D]`,
+//! contract of [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma()`] — `q [B,T,H,D]`,
 //! `kv [B,S,D]`, `idx`/`valid [B,T,K]` → `out [B,T,H,dv]`, `lse [B,T,H]`, optionally split
 //! over the slots — on bf16/f16 `mma.sync m16n8k16` with fragments loaded by `ldmatrix`.
 //!
@@ -38,7 +38,7 @@ pub const MMA_CHUNK: usize = 32;
 type Acc2 = Vector<f32, Const<2>>;
 
 /// Grid: `grid_1d(B·T)` cubes × `⌈H/64⌉ · splits` in z, [`MMA_UNITS`] units, plane size
-/// 32; the split of the slots as in [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma`]
+/// 32; the split of the slots as in [`crate::sparse_mla::cmma::sparse_mla_fwd_cmma()`]
 /// (`split_len` a multiple of [`MMA_CHUNK`]). `N`: vector width of the `q`/`kv` loads
 /// (`D % N == 0`); `q` and `kv` are read at their strides (the last one 1, the others
 /// multiples of `N`). Any `D`, `dv ≤ D`.
@@ -377,7 +377,7 @@ fn s_step<F: Float>(
     }
 }
 
-/// Shared memory of [`sparse_mla_fwd_mma`] for rows of `d` dims: the query tile and two
+/// Shared memory of [`sparse_mla_fwd_mma()`] for rows of `d` dims: the query tile and two
 /// chunks of rows (half precision, padded rows), the planes' partial scores, two chunks'
 /// slot flags and rows, and [`ASYNC_GATHER_EXTRA_BYTES`].
 pub fn fwd_shared_bytes(d: usize) -> usize {

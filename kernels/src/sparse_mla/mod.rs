@@ -10,8 +10,8 @@
 //!
 //! Variants, by instruction family (which one runs is `dsa_burn`'s dispatch):
 //! - [`simt`]: portable CubeCL on every backend and float type; the forward one thread per
-//!   (head, slot) score ([`simt::sparse_mla_fwd`]) or register-tiled
-//!   ([`simt::sparse_mla_fwd_tiled`]), the backward with `dkv` per head group or per token;
+//!   (head, slot) score ([`simt::sparse_mla_fwd()`]) or register-tiled
+//!   ([`simt::sparse_mla_fwd_tiled()`]), the backward with `dkv` per head group or per token;
 //! - [`cmma`]: CubeCL cooperative-matrix products (bf16/f16 inputs, any `D`, `dv`), forward
 //!   and backward;
 //! - [`mma`]: the forward on `mma.sync` with the softmax in registers (CUDA, bf16/f16);
@@ -19,7 +19,7 @@
 //!   `dv = 512`, bf16), forward and backward.
 //!
 //! The tensor-core forwards can split the slots over several cubes per query (for decode);
-//! [`combine_splits`] merges the splits.
+//! [`combine_splits()`] merges the splits.
 
 use cubecl::prelude::*;
 
@@ -53,7 +53,7 @@ impl SplitShare {
     }
 }
 
-/// Merges the splits of [`cmma::sparse_mla_fwd_cmma`] and [`mma::sparse_mla_fwd_mma`]: with `m = max_i lse_i` and `w_i =
+/// Merges the splits of [`cmma::sparse_mla_fwd_cmma()`] and [`mma::sparse_mla_fwd_mma()`]: with `m = max_i lse_i` and `w_i =
 /// exp(lse_i − m)`, `out = Σ w_i·out_i / Σ w_i` and `lse = m + ln Σ w_i` (`out = 0`, `lse =
 /// neg_inf` where no split had a valid slot). `out_s [splits, n, dv]`, `lse_s [splits, n]`
 /// (f32) → `out [n, dv]`, `lse [n]`, `n = B·T·H`. One unit per output entry.

@@ -2,7 +2,7 @@
 //! contiguous), the fallback on every backend. Softmax is computed online in f32 over chunks
 //! of `kc` slots.
 //!
-//! [`sparse_mla_fwd`]: one cube per `(b, t, head group of hg heads)`. Per chunk, the
+//! [`sparse_mla_fwd()`]: one cube per `(b, t, head group of hg heads)`. Per chunk, the
 //! cube loads the `kc` gathered latent rows into shared memory once (coalesced), computes
 //! the `hg × kc` scores (one per thread), updates the running max / sum per head (one thread
 //! per head), then every thread accumulates its output dims for all `hg` heads in
@@ -122,14 +122,14 @@ pub fn sparse_mla_fwd<F: Float, I: Int, BL: Int>(
 
 /// Sparse MLA backward, see `DsaBackend::sparse_mla_backward` in dsa-burn for the formulas.
 ///
-/// Same grid and tiling as [`sparse_mla_fwd`]. Per chunk of `kc` slots: gathered rows to
+/// Same grid and tiling as [`sparse_mla_fwd()`]. Per chunk of `kc` slots: gathered rows to
 /// shared memory; `p = exp(scale·q·kv − lse)`, `dp = d_out·v`, `ds = p·(dp − δ + d_lse)`
 /// (one (head, slot) per thread); then each thread accumulates `dq` for its dims of all
 /// heads of the group in registers, and adds `Σ_h scale·ds·q + p·d_out` for its dims of
 /// every valid slot to `dkv` (f32, `[B,S,D]`, zeroed by the caller) atomically: a latent row
 /// is selected by many queries. `has_dout` / `has_dlse` say which gradients are given
 /// (absent ones are dummy tensors never read). With `with_dkv = false` only `dq` is
-/// computed and [`sparse_mla_bwd_dkv`] does `dkv` with `H/hg` times fewer atomics.
+/// computed and [`sparse_mla_bwd_dkv()`] does `dkv` with `H/hg` times fewer atomics.
 #[cube(launch)]
 pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
     q: &Tensor<F>,
@@ -245,7 +245,7 @@ pub fn sparse_mla_bwd<F: Float, I: Int, BL: Int, A: Int>(
 /// slot stride), so that in the score GEMM thread `(ty, tx)` computes heads `ty + 16·i` ×
 /// slots `tx + 16·j` reading conflict-free, and in the `P·V` GEMM it owns heads
 /// `ty + 16·i` × value dims `tx + 16·v` (`hm · ⌈dv/16⌉` accumulators in registers). The
-/// online softmax runs one thread per head as in [`sparse_mla_fwd`]. Grid: `(grid_1d(B·T), ⌈H/hg⌉)`.
+/// online softmax runs one thread per head as in [`sparse_mla_fwd()`]. Grid: `(grid_1d(B·T), ⌈H/hg⌉)`.
 #[cube(launch)]
 pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
     q: &Tensor<F>,
@@ -379,14 +379,14 @@ pub fn sparse_mla_fwd_tiled<F: Float, I: Int, BL: Int>(
 }
 
 /// Backward, `dkv` part: one cube per `(b, t)` and all its heads, so that each selected
-/// row receives one atomic add per dim from each query ([`sparse_mla_bwd`] with `dkv` adds
+/// row receives one atomic add per dim from each query ([`sparse_mla_bwd()`] with `dkv` adds
 /// once per head group: `H/hg` times more atomics). Per chunk of `kc` slots the gathered rows stay in shared
 /// memory while the heads are walked in groups of `hb` (their `q` and `d_out` staged in
 /// shared memory): `p` and `ds` are recomputed (one (head, slot) pair per thread), and
 /// each thread accumulates `Σ_h scale·ds·q + p·d_out` for its dims of every slot of the
 /// chunk in registers; the chunk ends with the atomic adds. `δ = Σ d_out·out` is computed
 /// once per head (`hcap ≥ H` entries of shared memory). `dq` comes from
-/// [`sparse_mla_bwd`] with `with_dkv = false`. Grid: `grid_1d(B·T)`, `nt` threads.
+/// [`sparse_mla_bwd()`] with `with_dkv = false`. Grid: `grid_1d(B·T)`, `nt` threads.
 #[cube(launch)]
 pub fn sparse_mla_bwd_dkv<F: Float, I: Int, BL: Int, A: Int>(
     q: &Tensor<F>,
@@ -739,7 +739,7 @@ fn kv_grad(
     g
 }
 
-/// Heads per cube and slots per chunk `(hg, kc)` of [`sparse_mla_fwd`] for `heads` heads and
+/// Heads per cube and slots per chunk `(hg, kc)` of [`sparse_mla_fwd()`] for `heads` heads and
 /// rows of `d` dims in `max_shared` bytes (`(hg + kc) · (d | 1)` f32 plus small buffers):
 /// at most 8 heads and 16 slots, the chunk halved (down to 4) then the group.
 ///
@@ -751,7 +751,7 @@ pub fn fwd_tiles(heads: usize, d: usize, max_shared: usize) -> (usize, usize) {
     shrink_tiles(heads, max_shared, bytes, || format!("sparse MLA: latent dim {d} does not fit in shared memory"))
 }
 
-/// Tiles `(hm, km)` of [`sparse_mla_fwd_tiled`] (`16·hm` heads, `16·km` slots per chunk)
+/// Tiles `(hm, km)` of [`sparse_mla_fwd_tiled()`] (`16·hm` heads, `16·km` slots per chunk)
 /// for `heads` heads and rows of `d` dims in `max_shared` bytes, or `None` when even the
 /// smallest does not fit.
 pub fn fwd_tiled_tiles(heads: usize, d: usize, max_shared: usize) -> Option<(usize, usize)> {
@@ -764,7 +764,7 @@ pub fn fwd_tiled_tiles(heads: usize, d: usize, max_shared: usize) -> Option<(usi
         .find(|&(hm, km)| bytes(hm, km) <= max_shared)
 }
 
-/// Heads per cube and slots per chunk `(hg, kc)` of [`sparse_mla_bwd`] (`q`, `d_out` and the
+/// Heads per cube and slots per chunk `(hg, kc)` of [`sparse_mla_bwd()`] (`q`, `d_out` and the
 /// chunk's rows in shared memory), chosen as [`fwd_tiles`].
 ///
 /// # Panics
@@ -775,7 +775,7 @@ pub fn bwd_tiles(heads: usize, d: usize, dv: usize, max_shared: usize) -> (usize
     shrink_tiles(heads, max_shared, bytes, || format!("sparse MLA backward: latent dim {d} does not fit in shared memory"))
 }
 
-/// Tiles `(hb, kc)` of [`sparse_mla_bwd_dkv`] (heads per group, slots per chunk) for
+/// Tiles `(hb, kc)` of [`sparse_mla_bwd_dkv()`] (heads per group, slots per chunk) for
 /// `heads` heads, or `None` when they do not fit in `max_shared` bytes.
 pub fn bwd_dkv_tiles(heads: usize, d: usize, dv: usize, max_shared: usize) -> Option<(usize, usize)> {
     let dp = d | 1;

@@ -1,13 +1,13 @@
 //! Sparse MLA on Hopper's warpgroup tensor cores. The forward (warp-specialised, a producer
 //! warpgroup gathering rows for two math warpgroups) has the contract of
-//! [`crate::sparse_mla::mma::sparse_mla_fwd_mma`] at DeepSeek-V3.2's latent sizes
+//! [`crate::sparse_mla::mma::sparse_mla_fwd_mma()`] at DeepSeek-V3.2's latent sizes
 //! (`q [B,T,H,576]`, `kv [B,S,576]`, `idx`/`valid [B,T,K]` → `out [B,T,H,512]`,
 //! `lse [B,T,H]`, all bf16), on `wgmma.mma_async` with operands in 128-byte-swizzled shared
 //! memory — the instructions that reach Hopper's full tensor-core rate, and that CubeCL 0.10
 //! does not emit.
 //!
 //! The backward ([`launch_sparse_mla_bwd_wgmma`]) has the contract of
-//! [`crate::sparse_mla::cmma::sparse_mla_bwd_cmma`] at the same sizes, `dkv` summed by vector
+//! [`crate::sparse_mla::cmma::sparse_mla_bwd_cmma()`] at the same sizes, `dkv` summed by vector
 //! reductions into f32.
 //!
 //! So these kernels are CUDA C++ (`sparse_mla/wgmma_fwd_d576.cu` and
