@@ -706,7 +706,7 @@ fn chunk_p_ds(
 /// The gradient of dim `e` of slot `j`'s latent row from the `rows` staged heads:
 /// `ds_scale · Σ_h ds·q` plus, for value dims, `Σ_h p·d_out`.
 #[cube]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 fn kv_grad(
     ds_sh: &SharedMemory<f32>,
     p_sh: &SharedMemory<f32>,
