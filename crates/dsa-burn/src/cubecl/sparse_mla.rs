@@ -481,25 +481,21 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     let d_out = d_out.map(into_contiguous).unwrap_or_else(|| out.clone());
     let d_lse = d_lse.map(into_contiguous).unwrap_or_else(|| lse.clone());
     let (native, acc_dtype) = f32_accumulation(&q);
-    if kernel == MlaKernel::Cmma {
-        let vector = load_width(d);
-        let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
-        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
-        // docs); the tensors match the shapes passed.
-        unsafe {
-            kernels::sparse_mla::cmma::sparse_mla_bwd_cmma::launch_unchecked::<R>(
-                &q.client,
-                cube_count(b * t, h.div_ceil(kernels::sparse_mla::cmma::CMMA_HEADS)),
-                CubeDim::new_1d(kernels::sparse_mla::cmma::CMMA_UNITS as u32),
-                vector,
-                q.clone().into_tensor_arg(),
-                kv.into_tensor_arg(),
+    let dtypes = [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()];
+    // The `dq`-and-`dkv` kernels' launches: their leading arguments, the same tensors (`q`
+    // and `kv` as the kernel reads them) and sizes, then each one's own.
+    macro_rules! launch_backward {
+        ($kernel:path, [$($head:expr),*], $q:expr, $kv:expr, [$($tail:expr),*]) => {
+            $kernel(
+                $($head,)*
+                $q.clone().into_tensor_arg(),
+                $kv.clone().into_tensor_arg(),
                 indices.clone().into_tensor_arg(),
                 valid.clone().into_tensor_arg(),
-                out.into_tensor_arg(),
-                lse.into_tensor_arg(),
-                d_out.into_tensor_arg(),
-                d_lse.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                lse.clone().into_tensor_arg(),
+                d_out.clone().into_tensor_arg(),
+                d_lse.clone().into_tensor_arg(),
                 dq.clone().into_tensor_arg(),
                 dkv.clone().into_tensor_arg(),
                 b * t,
@@ -508,14 +504,23 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 s,
                 kk,
                 scale,
-                f32::NEG_INFINITY,
-                d,
-                d_v,
-                kernels::sparse_mla::cmma::BWD_CHUNK,
-                has_dout,
-                has_dlse,
-                native,
-                [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()],
+                $($tail,)*
+                dtypes,
+            )
+        };
+    }
+    if kernel == MlaKernel::Cmma {
+        let vector = load_width(d);
+        let (q, kv) = (readable_rows(q, vector), readable_rows(kv, vector));
+        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
+        // docs); the tensors match the shapes passed.
+        unsafe {
+            launch_backward!(
+                kernels::sparse_mla::cmma::sparse_mla_bwd_cmma::launch_unchecked::<R>,
+                [&q.client, cube_count(b * t, h.div_ceil(kernels::sparse_mla::cmma::CMMA_HEADS)), CubeDim::new_1d(kernels::sparse_mla::cmma::CMMA_UNITS as u32), vector],
+                q,
+                kv,
+                [f32::NEG_INFINITY, d, d_v, kernels::sparse_mla::cmma::BWD_CHUNK, has_dout, has_dlse, native]
             );
         }
         TENSOR_CORE_LAUNCHES[TensorCoreOp::SparseMlaBackward as usize].fetch_add(1, Ordering::SeqCst);
@@ -557,49 +562,15 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 has_dout,
                 has_dlse,
                 native,
-                [
-                    q.dtype.into(),
-                    indices.dtype.into(),
-                    valid.dtype.into(),
-                    acc_dtype.into(),
-                ],
+                dtypes,
             );
         }
-        kernels::sparse_mla::simt::sparse_mla_bwd::launch::<R>(
-            &q.client,
-            cube_count(b * t, h.div_ceil(hg)),
-            CubeDim::new_1d(threads as u32),
-            q.clone().into_tensor_arg(),
-            kv.clone().into_tensor_arg(),
-            indices.clone().into_tensor_arg(),
-            valid.clone().into_tensor_arg(),
-            out.into_tensor_arg(),
-            lse.into_tensor_arg(),
-            d_out.into_tensor_arg(),
-            d_lse.into_tensor_arg(),
-            dq.clone().into_tensor_arg(),
-            dkv.clone().into_tensor_arg(),
-            b * t,
-            t,
-            h,
-            s,
-            kk,
-            scale,
-            d,
-            d_v,
-            hg,
-            kc,
-            threads,
-            has_dout,
-            has_dlse,
-            native,
-            dkv_tiles.is_none(),
-            [
-                q.dtype.into(),
-                indices.dtype.into(),
-                valid.dtype.into(),
-                acc_dtype.into(),
-            ],
+        launch_backward!(
+            kernels::sparse_mla::simt::sparse_mla_bwd::launch::<R>,
+            [&q.client, cube_count(b * t, h.div_ceil(hg)), CubeDim::new_1d(threads as u32)],
+            q,
+            kv,
+            [d, d_v, hg, kc, threads, has_dout, has_dlse, native, dkv_tiles.is_none()]
         );
     }
     (dq, from_f32(dkv, q.dtype))
