@@ -114,7 +114,7 @@ fn max_shared<R: CubeRuntime>(t: &CubeTensor<R>) -> usize {
 }
 
 /// FP8 e4m3 block fake-quantisation (dequantised values) of a CubeCL tensor along its last
-/// dim, bit-identical to [`crate::quant::fake_quant`]'s forward value.
+/// dim, bit-identical to [`crate::reference::quant::fake_quant`]'s forward value.
 pub fn fake_quant_primitive<R: CubeRuntime>(
     x: CubeTensor<R>,
     quant: IndexerQuant,
@@ -2020,7 +2020,7 @@ pub fn adamw_step_primitive<R: CubeRuntime>(
         step.bias_correction_1(),
         step.bias_correction_2(),
         step.max_norm,
-        crate::adamw::min_positive(dtype) as f32,
+        crate::reference::adamw::min_positive(dtype) as f32,
         clip,
         dtype.into(),
     );
@@ -2403,7 +2403,7 @@ where
         ) {
             Some(out) => out,
             None => {
-                let (indices, valid) = crate::topk::reference_topk(
+                let (indices, valid) = crate::reference::topk::reference_topk(
                     Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(scores)),
                     k,
                     causal_offset,
@@ -2464,7 +2464,7 @@ where
         if let Some(out) = flash_attention(q.clone(), k.clone(), v.clone(), causal_offset, scale) {
             return out;
         }
-        crate::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
+        crate::reference::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
     }
 
     fn dense_attention_backward(
@@ -2487,7 +2487,7 @@ where
                 return grads;
             }
         }
-        crate::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
+        crate::reference::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
     }
 
     fn sparse_mla_backward(
