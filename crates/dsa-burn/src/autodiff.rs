@@ -44,36 +44,17 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
         B::topk_select(scores.primitive, k, causal_offset)
     }
 
-    fn sparse_mla(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        d_v: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn sparse_mla(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, d_v: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
         mla::sparse_mla::<B, C>(q, kv, indices, valid, d_v, scale)
     }
 
-    fn indexer_selected_scores(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-    ) -> FloatTensor<Self> {
+    fn indexer_selected_scores(q: FloatTensor<Self>, w: FloatTensor<Self>, k: FloatTensor<Self>, quant: IndexerQuant, indices: IntTensor<Self>,
+        valid: BoolTensor<Self>) -> FloatTensor<Self> {
         indexer::selected_scores::<B, C>(q, w, k, quant, indices, valid)
     }
 
-    fn sparse_mla_probs(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        lse: FloatTensor<Self>,
-        scale: f32,
-    ) -> FloatTensor<Self> {
+    fn sparse_mla_probs(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, lse: FloatTensor<Self>,
+        scale: f32) -> FloatTensor<Self> {
         let p = B::sparse_mla_probs(q.primitive, kv.primitive, indices, valid, lse.primitive, scale);
         <Self as AutodiffBackend>::from_inner(p)
     }
@@ -84,26 +65,14 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
 
     /// The inner backend's step on the untracked values (an optimizer step is not
     /// differentiated).
-    fn adamw_step(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        norm: Option<FloatTensor<Self>>,
-        step: AdamWStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn adamw_step(param: FloatTensor<Self>, grad: FloatTensor<Self>, moment_1: FloatTensor<Self>, moment_2: FloatTensor<Self>,
+        norm: Option<FloatTensor<Self>>, step: AdamWStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (p, m, v) = B::adamw_step(param.primitive, grad.primitive, moment_1.primitive, moment_2.primitive, norm.map(|n| n.primitive), step);
         let lift = <Self as AutodiffBackend>::from_inner;
         (lift(p), lift(m), lift(v))
     }
 
-    fn dense_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn dense_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, causal_offset: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
         dense::dense_attention::<B, C>(q, k, v, causal_offset, scale)
     }
 
@@ -113,6 +82,18 @@ impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
 
     fn linear_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         linear::linear_matmul::<B, C>(lhs, rhs)
+    }
+}
+
+/// The backward step of an operation whose input gradients all come from one call:
+/// `gradients(grad, state)` gives one gradient per parent (in the parents' order) from the
+/// output gradient and the saved state, each registered where that parent is tracked.
+fn register_all<B: DsaBackend, S, const N: usize>(ops: Ops<S, N>, grads: &mut Gradients, gradients: impl FnOnce(FloatTensor<B>, S) -> [FloatTensor<B>; N]) {
+    let grad = grads.consume::<B>(&ops.node);
+    for (node, g) in ops.parents.into_iter().zip(gradients(grad, ops.state)) {
+        if let Some(node) = node {
+            grads.register::<B>(node.id, g);
+        }
     }
 }
 
@@ -144,10 +125,7 @@ mod linear {
         }
     }
 
-    pub(super) fn linear_matmul<B: DsaBackend, C: CheckpointStrategy>(
-        lhs: FloatTensor<Autodiff<B, C>>,
-        rhs: FloatTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
+    pub(super) fn linear_matmul<B: DsaBackend, C: CheckpointStrategy>(lhs: FloatTensor<Autodiff<B, C>>, rhs: FloatTensor<Autodiff<B, C>>) -> FloatTensor<Autodiff<B, C>> {
         let (lhs_tracked, rhs_tracked) = (lhs.is_tracked(), rhs.is_tracked());
         match LinearMatmulBackward.prepare::<C>([lhs.node.clone(), rhs.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
@@ -172,19 +150,12 @@ mod permute {
         type State = IntTensor<B>;
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            if let Some(node) = node {
-                grads.register::<B>(node.id, B::float_select(grad, 0, ops.state));
-            }
+            register_all::<B, _, 1>(ops, grads, |grad, inverse| [B::float_select(grad, 0, inverse)]);
         }
     }
 
-    pub(super) fn permute_rows<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        perm: IntTensor<Autodiff<B, C>>,
-        inverse: IntTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
+    pub(super) fn permute_rows<B: DsaBackend, C: CheckpointStrategy>(x: FloatTensor<Autodiff<B, C>>, perm: IntTensor<Autodiff<B, C>>,
+        inverse: IntTensor<Autodiff<B, C>>) -> FloatTensor<Autodiff<B, C>> {
         let y = B::permute_rows(x.primitive.clone(), perm, inverse.clone());
         match PermuteRowsBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(inverse, y),
@@ -205,16 +176,7 @@ mod swiglu {
         type State = [FloatTensor<B>; 2];
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [gate_node, up_node] = ops.parents;
-            let dy = grads.consume::<B>(&ops.node);
-            let [gate, up] = ops.state;
-            let (dgate, dup) = B::swiglu_backward(gate, up, dy);
-            if let Some(node) = gate_node {
-                grads.register::<B>(node.id, dgate);
-            }
-            if let Some(node) = up_node {
-                grads.register::<B>(node.id, dup);
-            }
+            register_all::<B, _, 2>(ops, grads, |dy, [gate, up]| B::swiglu_backward(gate, up, dy).into());
         }
     }
 
@@ -243,21 +205,12 @@ mod rope {
         type State = FloatTensor<B>;
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            if let Some(node) = node {
-                grads.register::<B>(node.id, B::rope(grad, ops.state, self.start, self.interleaved, !self.inverse));
-            }
+            register_all::<B, _, 1>(ops, grads, |grad, freqs| [B::rope(grad, freqs, self.start, self.interleaved, !self.inverse)]);
         }
     }
 
-    pub(super) fn rope<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        freqs: FloatTensor<Autodiff<B, C>>,
-        start: usize,
-        interleaved: bool,
-        inverse: bool,
-    ) -> FloatTensor<Autodiff<B, C>> {
+    pub(super) fn rope<B: DsaBackend, C: CheckpointStrategy>(x: FloatTensor<Autodiff<B, C>>, freqs: FloatTensor<Autodiff<B, C>>, start: usize,
+        interleaved: bool, inverse: bool) -> FloatTensor<Autodiff<B, C>> {
         let y = B::rope(x.primitive.clone(), freqs.primitive.clone(), start, interleaved, inverse);
         match (RopeBackward { start, interleaved, inverse }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(freqs.primitive, y),
@@ -280,24 +233,11 @@ mod norm {
         type State = [FloatTensor<B>; 2];
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [x_node, gamma_node] = ops.parents;
-            let dy = grads.consume::<B>(&ops.node);
-            let [x, gamma] = ops.state;
-            let (dx, dgamma) = B::rms_norm_backward(x, gamma, dy, self.epsilon);
-            if let Some(node) = x_node {
-                grads.register::<B>(node.id, dx);
-            }
-            if let Some(node) = gamma_node {
-                grads.register::<B>(node.id, dgamma);
-            }
+            register_all::<B, _, 2>(ops, grads, |dy, [x, gamma]| B::rms_norm_backward(x, gamma, dy, self.epsilon).into());
         }
     }
 
-    pub(super) fn rms_norm<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        gamma: FloatTensor<Autodiff<B, C>>,
-        epsilon: f64,
-    ) -> FloatTensor<Autodiff<B, C>> {
+    pub(super) fn rms_norm<B: DsaBackend, C: CheckpointStrategy>(x: FloatTensor<Autodiff<B, C>>, gamma: FloatTensor<Autodiff<B, C>>, epsilon: f64) -> FloatTensor<Autodiff<B, C>> {
         let y = B::rms_norm(x.primitive.clone(), gamma.primitive.clone(), epsilon);
         match (RmsNormBackward { epsilon }).prepare::<C>([x.node.clone(), gamma.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive], y),
@@ -325,25 +265,14 @@ mod dense {
         type State = [FloatTensor<B>; 5];
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node_q, node_k, node_v] = ops.parents;
-            let d_out = grads.consume::<B>(&ops.node);
-            let [q, k, v, out, lse] = ops.state;
-            let (dq, dk, dv) = B::dense_attention_backward(q, k, v, out, lse, d_out, self.causal_offset, self.scale);
-            for (node, g) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, g);
-                }
-            }
+            register_all::<B, _, 3>(ops, grads, |d_out, [q, k, v, out, lse]| {
+                B::dense_attention_backward(q, k, v, out, lse, d_out, self.causal_offset, self.scale).into()
+            });
         }
     }
 
-    pub(super) fn dense_attention<B: DsaBackend, C: CheckpointStrategy>(
-        q: FloatTensor<Autodiff<B, C>>,
-        k: FloatTensor<Autodiff<B, C>>,
-        v: FloatTensor<Autodiff<B, C>>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> AutodiffPair<B, C> {
+    pub(super) fn dense_attention<B: DsaBackend, C: CheckpointStrategy>(q: FloatTensor<Autodiff<B, C>>, k: FloatTensor<Autodiff<B, C>>,
+        v: FloatTensor<Autodiff<B, C>>, causal_offset: usize, scale: f32) -> AutodiffPair<B, C> {
         let (out, lse) = B::dense_attention(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), causal_offset, scale);
         let node = DenseAttentionBackward { causal_offset, scale };
         let out = match node.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
@@ -366,26 +295,14 @@ mod indexer {
         type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, IndexerQuant, IntTensor<B>, BoolTensor<B>);
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node_q, node_w, node_k] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            let (q, w, k, quant, indices, valid) = ops.state;
-            let (dq, dw, dk) = B::indexer_selected_scores_backward(q, w, k, quant, indices, valid, grad);
-            for (node, g) in [(node_q, dq), (node_w, dw), (node_k, dk)] {
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, g);
-                }
-            }
+            register_all::<B, _, 3>(ops, grads, |grad, (q, w, k, quant, indices, valid)| {
+                B::indexer_selected_scores_backward(q, w, k, quant, indices, valid, grad).into()
+            });
         }
     }
 
-    pub(super) fn selected_scores<B: DsaBackend, C: CheckpointStrategy>(
-        q: FloatTensor<Autodiff<B, C>>,
-        w: FloatTensor<Autodiff<B, C>>,
-        k: FloatTensor<Autodiff<B, C>>,
-        quant: IndexerQuant,
-        indices: IntTensor<Autodiff<B, C>>,
-        valid: BoolTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
+    pub(super) fn selected_scores<B: DsaBackend, C: CheckpointStrategy>(q: FloatTensor<Autodiff<B, C>>, w: FloatTensor<Autodiff<B, C>>,
+        k: FloatTensor<Autodiff<B, C>>, quant: IndexerQuant, indices: IntTensor<Autodiff<B, C>>, valid: BoolTensor<Autodiff<B, C>>) -> FloatTensor<Autodiff<B, C>> {
         let out = B::indexer_selected_scores(q.primitive.clone(), w.primitive.clone(), k.primitive.clone(), quant, indices.clone(), valid.clone());
         match SelectedScoresBackward
             .prepare::<C>([q.node.clone(), w.node.clone(), k.node.clone()])
@@ -424,11 +341,8 @@ mod grouped {
         }
     }
 
-    pub(super) fn grouped_matmul<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        w: FloatTensor<Autodiff<B, C>>,
-        offsets: IntTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
+    pub(super) fn grouped_matmul<B: DsaBackend, C: CheckpointStrategy>(x: FloatTensor<Autodiff<B, C>>, w: FloatTensor<Autodiff<B, C>>,
+        offsets: IntTensor<Autodiff<B, C>>) -> FloatTensor<Autodiff<B, C>> {
         let y = B::grouped_matmul(x.primitive.clone(), w.primitive.clone(), offsets.clone());
         match GroupedMatmulBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x.primitive, w.primitive, offsets), y),
@@ -466,28 +380,15 @@ mod mla {
         type State = State<B>;
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node_q, node_kv] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            let st = ops.state;
-            let (d_out, d_lse) = if self.lse { (None, Some(grad)) } else { (Some(grad), None) };
-            let (dq, dkv) = B::sparse_mla_backward(st.q, st.kv, st.indices, st.valid, st.out, st.lse, d_out, d_lse, st.d_v, st.scale);
-            if let Some(node) = node_q {
-                grads.register::<B>(node.id, dq);
-            }
-            if let Some(node) = node_kv {
-                grads.register::<B>(node.id, dkv);
-            }
+            register_all::<B, _, 2>(ops, grads, |grad, st| {
+                let (d_out, d_lse) = if self.lse { (None, Some(grad)) } else { (Some(grad), None) };
+                B::sparse_mla_backward(st.q, st.kv, st.indices, st.valid, st.out, st.lse, d_out, d_lse, st.d_v, st.scale).into()
+            });
         }
     }
 
-    pub(super) fn sparse_mla<B: DsaBackend, C: CheckpointStrategy>(
-        q: FloatTensor<Autodiff<B, C>>,
-        kv: FloatTensor<Autodiff<B, C>>,
-        indices: IntTensor<Autodiff<B, C>>,
-        valid: BoolTensor<Autodiff<B, C>>,
-        d_v: usize,
-        scale: f32,
-    ) -> AutodiffPair<B, C> {
+    pub(super) fn sparse_mla<B: DsaBackend, C: CheckpointStrategy>(q: FloatTensor<Autodiff<B, C>>, kv: FloatTensor<Autodiff<B, C>>,
+        indices: IntTensor<Autodiff<B, C>>, valid: BoolTensor<Autodiff<B, C>>, d_v: usize, scale: f32) -> AutodiffPair<B, C> {
         let (out, lse) = B::sparse_mla(q.primitive.clone(), kv.primitive.clone(), indices.clone(), valid.clone(), d_v, scale);
         let state = State::<B> { q: q.primitive.clone(), kv: kv.primitive.clone(), indices, valid, out: out.clone(), lse: lse.clone(), d_v, scale };
         let wrap = |is_lse: bool, value: FloatTensor<B>| match (SparseMlaBackward { lse: is_lse })

@@ -27,20 +27,8 @@ pub trait DsaBackend: Backend {
     /// `[B, T, S]`, where `q̂`, `k̂` are `q [B,T,H_I,D]` and `k [B,S,D]` after the FP8
     /// quantisation `quant` (dequantised). With `causal_offset = Some(o)`, entries with
     /// `s > t + o` are `-inf`; with `None` nothing is masked.
-    fn indexer_scores(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        causal_offset: Option<usize>,
-    ) -> FloatTensor<Self> {
-        let out = reference::indexer::reference_scores(
-            float::<Self, 4>(q),
-            float::<Self, 3>(w),
-            float::<Self, 3>(k),
-            quant,
-            causal_offset,
-        );
+    fn indexer_scores(q: FloatTensor<Self>, w: FloatTensor<Self>, k: FloatTensor<Self>, quant: IndexerQuant, causal_offset: Option<usize>) -> FloatTensor<Self> {
+        let out = reference::indexer::reference_scores(float::<Self, 4>(q), float::<Self, 3>(w), float::<Self, 3>(k), quant, causal_offset);
         out.into_primitive().tensor()
     }
 
@@ -48,11 +36,7 @@ pub trait DsaBackend: Backend {
     /// sorted by decreasing score (ties: lower index first) and a validity mask. Keys with
     /// `s > t + causal_offset` are never selected; a row with fewer candidates than slots
     /// fills the rest with index 0 marked invalid.
-    fn topk_select(
-        scores: FloatTensor<Self>,
-        k: usize,
-        causal_offset: Option<usize>,
-    ) -> (IntTensor<Self>, BoolTensor<Self>) {
+    fn topk_select(scores: FloatTensor<Self>, k: usize, causal_offset: Option<usize>) -> (IntTensor<Self>, BoolTensor<Self>) {
         let (indices, valid) = reference::topk::reference_topk(float::<Self, 3>(scores), k, causal_offset);
         (indices.into_primitive(), valid.into_primitive())
     }
@@ -62,22 +46,9 @@ pub trait DsaBackend: Backend {
     /// first `d_v` dims are the values. Returns the output `[B,T,H,d_v]` and the
     /// log-sum-exp of the scaled scores `[B,T,H]` (`-inf` for rows with nothing valid,
     /// whose output is 0).
-    fn sparse_mla(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        d_v: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (out, lse) = reference::sparse_mla::reference_sparse_mla(
-            float::<Self, 4>(q),
-            float::<Self, 3>(kv),
-            Tensor::<Self, 3, Int>::from_primitive(indices),
-            Tensor::<Self, 3, Bool>::from_primitive(valid),
-            d_v,
-            scale,
-        );
+    fn sparse_mla(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, d_v: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (out, lse) = reference::sparse_mla::reference_sparse_mla(float::<Self, 4>(q), float::<Self, 3>(kv),
+            Tensor::<Self, 3, Int>::from_primitive(indices), Tensor::<Self, 3, Bool>::from_primitive(valid), d_v, scale);
         (out.into_primitive().tensor(), lse.into_primitive().tensor())
     }
 
@@ -85,22 +56,10 @@ pub trait DsaBackend: Backend {
     /// `I[b,t,j] = Σ_h w[b,t,h] · ReLU(q̂[b,t,h] · k̂[b, indices[b,t,j]])` with the
     /// quantisation of [`DsaBackend::indexer_scores`], `-inf` where not `valid`. The sparse
     /// stage's indexer loss needs only these, never the `[B, T, S]` scores.
-    fn indexer_selected_scores(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let out = reference::indexer_loss::reference_selected_scores(
-            float::<Self, 4>(q),
-            float::<Self, 3>(w),
-            float::<Self, 3>(k),
-            quant,
-            Tensor::from_primitive(indices),
-            Tensor::from_primitive(valid),
-        );
+    fn indexer_selected_scores(q: FloatTensor<Self>, w: FloatTensor<Self>, k: FloatTensor<Self>, quant: IndexerQuant, indices: IntTensor<Self>,
+        valid: BoolTensor<Self>) -> FloatTensor<Self> {
+        let out = reference::indexer_loss::reference_selected_scores(float::<Self, 4>(q), float::<Self, 3>(w), float::<Self, 3>(k), quant,
+            Tensor::from_primitive(indices), Tensor::from_primitive(valid));
         out.into_primitive().tensor()
     }
 
@@ -110,24 +69,10 @@ pub trait DsaBackend: Backend {
     /// `dq = Σ_j c · k̂_j`, `dw = Σ_j grad · ReLU(q̂·k̂_j)`, and each selected key gets
     /// `Σ_h c · q̂` summed over every query and slot that selects it.
     #[allow(clippy::too_many_arguments)]
-    fn indexer_selected_scores_backward(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dq, dw, dk) = reference::indexer_loss::reference_selected_scores_backward(
-            float::<Self, 4>(q),
-            float::<Self, 3>(w),
-            float::<Self, 3>(k),
-            quant,
-            Tensor::from_primitive(indices),
-            Tensor::from_primitive(valid),
-            float::<Self, 3>(grad),
-        );
+    fn indexer_selected_scores_backward(q: FloatTensor<Self>, w: FloatTensor<Self>, k: FloatTensor<Self>, quant: IndexerQuant,
+        indices: IntTensor<Self>, valid: BoolTensor<Self>, grad: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dw, dk) = reference::indexer_loss::reference_selected_scores_backward(float::<Self, 4>(q), float::<Self, 3>(w), float::<Self, 3>(k),
+            quant, Tensor::from_primitive(indices), Tensor::from_primitive(valid), float::<Self, 3>(grad));
         (dq.into_primitive().tensor(), dw.into_primitive().tensor(), dk.into_primitive().tensor())
     }
 
@@ -135,22 +80,10 @@ pub trait DsaBackend: Backend {
     /// `[B, T, K]`, `(1/H) Σ_h exp(scale · q[h] · kv[indices] − lse[h])` from the
     /// log-sum-exp [`DsaBackend::sparse_mla`] returned, 0 where not `valid`. A target: no
     /// gradient flows through it.
-    fn sparse_mla_probs(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        lse: FloatTensor<Self>,
-        scale: f32,
-    ) -> FloatTensor<Self> {
-        let p = reference::indexer_loss::reference_sparse_mla_probs(
-            float::<Self, 4>(q),
-            float::<Self, 3>(kv),
-            Tensor::from_primitive(indices),
-            Tensor::from_primitive(valid),
-            float::<Self, 3>(lse),
-            scale,
-        );
+    fn sparse_mla_probs(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, lse: FloatTensor<Self>,
+        scale: f32) -> FloatTensor<Self> {
+        let p = reference::indexer_loss::reference_sparse_mla_probs(float::<Self, 4>(q), float::<Self, 3>(kv), Tensor::from_primitive(indices),
+            Tensor::from_primitive(valid), float::<Self, 3>(lse), scale);
         p.into_primitive().tensor()
     }
 
@@ -170,30 +103,11 @@ pub trait DsaBackend: Backend {
     /// `scale·dsᵀ·q` plus `pᵀ·d_out` on its first `d_v` dims, summed over all the slots and
     /// queries that select it. Used by the [`Autodiff`] backward of `sparse_mla`.
     #[allow(clippy::too_many_arguments)]
-    fn sparse_mla_backward(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        out: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        d_out: Option<FloatTensor<Self>>,
-        d_lse: Option<FloatTensor<Self>>,
-        d_v: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (dq, dkv) = reference::sparse_mla::reference_sparse_mla_backward(
-            float::<Self, 4>(q),
-            float::<Self, 3>(kv),
-            Tensor::<Self, 3, Int>::from_primitive(indices),
-            Tensor::<Self, 3, Bool>::from_primitive(valid),
-            float::<Self, 4>(out),
-            float::<Self, 3>(lse),
-            d_out.map(float::<Self, 4>),
-            d_lse.map(float::<Self, 3>),
-            d_v,
-            scale,
-        );
+    fn sparse_mla_backward(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, out: FloatTensor<Self>,
+        lse: FloatTensor<Self>, d_out: Option<FloatTensor<Self>>, d_lse: Option<FloatTensor<Self>>, d_v: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dkv) = reference::sparse_mla::reference_sparse_mla_backward(float::<Self, 4>(q), float::<Self, 3>(kv),
+            Tensor::<Self, 3, Int>::from_primitive(indices), Tensor::<Self, 3, Bool>::from_primitive(valid), float::<Self, 4>(out),
+            float::<Self, 3>(lse), d_out.map(float::<Self, 4>), d_lse.map(float::<Self, 3>), d_v, scale);
         (dq.into_primitive().tensor(), dkv.into_primitive().tensor())
     }
 
@@ -203,13 +117,7 @@ pub trait DsaBackend: Backend {
     /// log-sum-exp of the scaled scores `[B,H,T]` (f32). The dense baseline's and the
     /// indexer warm-up's attention (see [`crate::reference::dense_attention`]: blockwise, no `T × S`
     /// tensor per head is kept).
-    fn dense_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn dense_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, causal_offset: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
         reference::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
     }
 
@@ -217,16 +125,8 @@ pub trait DsaBackend: Backend {
     /// `lse` and the output gradient `d_out [B,H,T,Dv]`, recomputing the probabilities
     /// blockwise. Used by the [`Autodiff`] backward of `dense_attention`.
     #[allow(clippy::too_many_arguments)]
-    fn dense_attention_backward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        out: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        d_out: FloatTensor<Self>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn dense_attention_backward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, out: FloatTensor<Self>, lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>, causal_offset: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         reference::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
     }
 
@@ -301,14 +201,8 @@ pub trait DsaBackend: Backend {
     /// the device) the gradient is first clipped to `step.max_norm` as Burn's
     /// `GradientClipping::Norm` does; without, it is used as it is. Overrides must not read
     /// `norm` on the host. The reference is [`crate::reference::adamw::reference_adamw_step`].
-    fn adamw_step(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        norm: Option<FloatTensor<Self>>,
-        step: AdamWStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn adamw_step(param: FloatTensor<Self>, grad: FloatTensor<Self>, moment_1: FloatTensor<Self>, moment_2: FloatTensor<Self>,
+        norm: Option<FloatTensor<Self>>, step: AdamWStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let shape = param.shape();
         let flat = |t: FloatTensor<Self>| float::<Self, 1>(Self::float_reshape(t, Shape::new([shape.num_elements()])));
         let (p, m, v) = reference::adamw::reference_adamw_step(flat(param), flat(grad), flat(moment_1), flat(moment_2), norm.map(|n| float::<Self, 1>(Self::float_reshape(n, Shape::new([1])))), step);
@@ -363,20 +257,8 @@ where
 /// let scores = indexer_scores(q, w, k, IndexerQuant::None, Some(0));
 /// assert_eq!(scores.to_data().to_vec::<f32>().unwrap()[..2], [8.0, f32::NEG_INFINITY]);
 /// ```
-pub fn indexer_scores<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    causal_offset: Option<usize>,
-) -> Tensor<B, 3> {
-    float(B::indexer_scores(
-        q.into_primitive().tensor(),
-        w.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        quant,
-        causal_offset,
-    ))
+pub fn indexer_scores<B: DsaBackend>(q: Tensor<B, 4>, w: Tensor<B, 3>, k: Tensor<B, 3>, quant: IndexerQuant, causal_offset: Option<usize>) -> Tensor<B, 3> {
+    float(B::indexer_scores(q.into_primitive().tensor(), w.into_primitive().tensor(), k.into_primitive().tensor(), quant, causal_offset))
 }
 
 /// Top-k indices `[B, T, min(k, S)]` and validity; see [`DsaBackend::topk_select`].
@@ -390,33 +272,16 @@ pub fn indexer_scores<B: DsaBackend>(
 /// assert_eq!(idx.to_data().to_vec::<i64>().unwrap(), [1, 2]); // tie: lower index first
 /// assert_eq!(valid.to_data().to_vec::<bool>().unwrap(), [true, true]);
 /// ```
-pub fn topk_select<B: DsaBackend>(
-    scores: Tensor<B, 3>,
-    k: usize,
-    causal_offset: Option<usize>,
-) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
+pub fn topk_select<B: DsaBackend>(scores: Tensor<B, 3>, k: usize, causal_offset: Option<usize>) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
     let (indices, valid) = B::topk_select(scores.into_primitive().tensor(), k, causal_offset);
     (Tensor::from_primitive(indices), Tensor::from_primitive(valid))
 }
 
 /// Sparse MLA output `[B, T, H, d_v]` and log-sum-exp `[B, T, H]`; see
 /// [`DsaBackend::sparse_mla`].
-pub fn sparse_mla<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    kv: Tensor<B, 3>,
-    indices: Tensor<B, 3, Int>,
-    valid: Tensor<B, 3, Bool>,
-    d_v: usize,
-    scale: f32,
-) -> (Tensor<B, 4>, Tensor<B, 3>) {
-    let (out, lse) = B::sparse_mla(
-        q.into_primitive().tensor(),
-        kv.into_primitive().tensor(),
-        indices.into_primitive(),
-        valid.into_primitive(),
-        d_v,
-        scale,
-    );
+pub fn sparse_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>, d_v: usize, scale: f32) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    let (out, lse) = B::sparse_mla(q.into_primitive().tensor(), kv.into_primitive().tensor(), indices.into_primitive(), valid.into_primitive(), d_v,
+        scale);
     (float(out), float(lse))
 }
 
@@ -438,42 +303,18 @@ pub fn sparse_mla<B: DsaBackend>(
 /// let picked = indexer_selected_scores(q, w, k, IndexerQuant::E4m3, idx.clone(), valid);
 /// picked.into_data().assert_approx_eq::<f32>(&all.gather(2, idx).into_data(), Default::default());
 /// ```
-pub fn indexer_selected_scores<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    indices: Tensor<B, 3, Int>,
-    valid: Tensor<B, 3, Bool>,
-) -> Tensor<B, 3> {
-    float(B::indexer_selected_scores(
-        q.into_primitive().tensor(),
-        w.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        quant,
-        indices.into_primitive(),
-        valid.into_primitive(),
-    ))
+pub fn indexer_selected_scores<B: DsaBackend>(q: Tensor<B, 4>, w: Tensor<B, 3>, k: Tensor<B, 3>, quant: IndexerQuant, indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>) -> Tensor<B, 3> {
+    float(B::indexer_selected_scores(q.into_primitive().tensor(), w.into_primitive().tensor(), k.into_primitive().tensor(), quant,
+        indices.into_primitive(), valid.into_primitive()))
 }
 
 /// Head-averaged attention probabilities `[B, T, K]` of sparse MLA at the selected rows,
 /// from its log-sum-exp; see [`DsaBackend::sparse_mla_probs`]. Not differentiated.
-pub fn sparse_mla_probs<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    kv: Tensor<B, 3>,
-    indices: Tensor<B, 3, Int>,
-    valid: Tensor<B, 3, Bool>,
-    lse: Tensor<B, 3>,
-    scale: f32,
-) -> Tensor<B, 3> {
-    float(B::sparse_mla_probs(
-        q.into_primitive().tensor(),
-        kv.into_primitive().tensor(),
-        indices.into_primitive(),
-        valid.into_primitive(),
-        lse.into_primitive().tensor(),
-        scale,
-    ))
+pub fn sparse_mla_probs<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>, lse: Tensor<B, 3>,
+    scale: f32) -> Tensor<B, 3> {
+    float(B::sparse_mla_probs(q.into_primitive().tensor(), kv.into_primitive().tensor(), indices.into_primitive(), valid.into_primitive(),
+        lse.into_primitive().tensor(), scale))
 }
 
 /// Grouped matrix product `y [M, N]` of `x [M, K]` with one weight `w[g] [K, N]` per group
@@ -527,14 +368,8 @@ pub fn grouped_matmul<B: DsaBackend>(x: Tensor<B, 2>, w: Tensor<B, 3>, offsets: 
 /// let p = p.to_data().to_vec::<f32>().unwrap();
 /// assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 0.9).abs() < 1e-6);
 /// ```
-pub fn adamw_step<B: DsaBackend, const D: usize>(
-    param: Tensor<B, D>,
-    grad: Tensor<B, D>,
-    moment_1: Tensor<B, D>,
-    moment_2: Tensor<B, D>,
-    norm: Option<Tensor<B, 1>>,
-    step: AdamWStep,
-) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+pub fn adamw_step<B: DsaBackend, const D: usize>(param: Tensor<B, D>, grad: Tensor<B, D>, moment_1: Tensor<B, D>, moment_2: Tensor<B, D>,
+    norm: Option<Tensor<B, 1>>, step: AdamWStep) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
     let dims = param.dims();
     assert!(
         grad.dims() == dims && moment_1.dims() == dims && moment_2.dims() == dims,
@@ -546,14 +381,8 @@ pub fn adamw_step<B: DsaBackend, const D: usize>(
     if let Some(n) = &norm {
         assert_eq!(n.dims(), [1], "adamw_step: the norm is a 1-element tensor");
     }
-    let (p, m, v) = B::adamw_step(
-        param.into_primitive().tensor(),
-        grad.into_primitive().tensor(),
-        moment_1.into_primitive().tensor(),
-        moment_2.into_primitive().tensor(),
-        norm.map(|n| n.into_primitive().tensor()),
-        step,
-    );
+    let (p, m, v) = B::adamw_step(param.into_primitive().tensor(), grad.into_primitive().tensor(), moment_1.into_primitive().tensor(),
+        moment_2.into_primitive().tensor(), norm.map(|n| n.into_primitive().tensor()), step);
     (float(p), float(m), float(v))
 }
 
@@ -779,15 +608,8 @@ pub fn dense_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize,
 /// assert_eq!(idx.into_data(), want_idx.into_data());
 /// assert_eq!(valid.into_data(), want_valid.into_data());
 /// ```
-pub fn indexer_topk<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    topk: usize,
-    causal_offset: Option<usize>,
-    block_rows: usize,
-) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
+pub fn indexer_topk<B: DsaBackend>(q: Tensor<B, 4>, w: Tensor<B, 3>, k: Tensor<B, 3>, quant: IndexerQuant, topk: usize, causal_offset: Option<usize>,
+    block_rows: usize) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
     assert!(block_rows > 0, "indexer_topk: block_rows must be at least 1");
     let t = q.dims()[1];
     if t <= block_rows {
@@ -801,13 +623,7 @@ pub fn indexer_topk<B: DsaBackend>(
         // Causal: only the keys some row of the block sees (at least `topk`, so that every
         // block's selection is `min(topk, S)` wide); later ones could never be selected.
         let keys = offset.map_or(s, |o| (o + rows).max(topk).min(s));
-        let scores = indexer_scores(
-            q.clone().narrow(1, t0, rows),
-            w.clone().narrow(1, t0, rows),
-            k.clone().narrow(1, 0, keys),
-            quant,
-            offset,
-        );
+        let scores = indexer_scores(q.clone().narrow(1, t0, rows), w.clone().narrow(1, t0, rows), k.clone().narrow(1, 0, keys), quant, offset);
         let (i, v) = topk_select(scores, topk, offset);
         indices.push(i);
         valid.push(v);
