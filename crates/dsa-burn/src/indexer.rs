@@ -2,9 +2,8 @@
 //!
 //! `I[t,s] = Σ_j w[t,j] · ReLU(q̂[t,j] · k̂[s])` with `q̂`, `k̂` the FP8-quantised, Hadamard-
 //! rotated query and key (one key per token, shared by all indexer heads). This file holds
-//! the [`LightningIndexer`] module that produces the inputs of
-//! [`DsaBackend::indexer_scores`](crate::DsaBackend::indexer_scores) (whose reference is
-//! [`crate::reference::indexer`]) and the Hadamard rotation it applies.
+//! the [`LightningIndexer`] module that produces the inputs of [`DsaBackend::indexer_scores`]
+//! (whose reference is [`crate::reference::indexer`]) and the Hadamard rotation it applies.
 
 use burn::config::Config;
 use burn::module::Module;
