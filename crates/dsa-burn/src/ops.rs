@@ -115,8 +115,8 @@ pub trait DsaBackend: Backend {
     /// position `t + causal_offset`) attends to the keys `s ≤ t + causal_offset` of
     /// `k [B,H,S,Dqk]`, values `v [B,H,S,Dv]`. Returns the output `[B,H,T,Dv]` and the
     /// log-sum-exp of the scaled scores `[B,H,T]` (f32). The dense baseline's and the
-    /// indexer warm-up's attention (see [`crate::reference::dense_attention`]: blockwise, no `T × S`
-    /// tensor per head is kept).
+    /// indexer warm-up's attention (see [`crate::reference::dense_attention`]: blockwise, no
+    /// `T × S` tensor per head is kept).
     fn dense_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, causal_offset: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
         reference::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
     }
@@ -161,7 +161,8 @@ pub trait DsaBackend: Backend {
     /// Rotary position embedding of `x [B,T,H,d]` whose tokens sit at positions
     /// `start..start + T`: the pairs `(2i, 2i+1)` when `interleaved`, else `(i, i + d/2)`,
     /// rotated by `f32(position) · freqs[i]` (`freqs [d/2]`, f32), or by minus that angle when
-    /// `inverse` (the transpose: the [`Autodiff`] backward). See [`crate::rope`] and [`crate::reference::rope`].
+    /// `inverse` (the transpose: the [`Autodiff`] backward). See [`crate::rope`] and
+    /// [`crate::reference::rope`].
     fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
         reference::rope::reference_rope(float::<Self, 4>(x), float::<Self, 1>(freqs), start, interleaved, inverse).into_primitive().tensor()
     }
@@ -182,8 +183,8 @@ pub trait DsaBackend: Backend {
         (Self::float_reshape(dg.into_primitive().tensor(), shape.clone()), Self::float_reshape(du.into_primitive().tensor(), shape))
     }
 
-    /// RMSNorm of the rows of `x [N, D]` with the scale `gamma [D]` (see [`crate::norm`]:
-    /// computed in f32, the result in `x`'s dtype).
+    /// RMSNorm of the rows of `x [N, D]` with the scale `gamma [D]` (see [`crate::norm`] and
+    /// [`crate::reference::norm`]: computed in f32, the result in `x`'s dtype).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         reference::norm::reference_rms_norm(float::<Self, 2>(x), float::<Self, 1>(gamma), epsilon).into_primitive().tensor()
     }
