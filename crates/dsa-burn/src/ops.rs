@@ -281,8 +281,8 @@ pub fn topk_select<B: DsaBackend>(scores: Tensor<B, 3>, k: usize, causal_offset:
 /// Sparse MLA output `[B, T, H, d_v]` and log-sum-exp `[B, T, H]`; see
 /// [`DsaBackend::sparse_mla`].
 pub fn sparse_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>, d_v: usize, scale: f32) -> (Tensor<B, 4>, Tensor<B, 3>) {
-    let (out, lse) = B::sparse_mla(q.into_primitive().tensor(), kv.into_primitive().tensor(), indices.into_primitive(), valid.into_primitive(), d_v,
-        scale);
+    let (q, kv) = (q.into_primitive().tensor(), kv.into_primitive().tensor());
+    let (out, lse) = B::sparse_mla(q, kv, indices.into_primitive(), valid.into_primitive(), d_v, scale);
     (float(out), float(lse))
 }
 
@@ -312,8 +312,9 @@ pub fn indexer_selected_scores<B: DsaBackend>(q: Tensor<B, 4>, w: Tensor<B, 3>, 
 
 /// Head-averaged attention probabilities `[B, T, K]` of sparse MLA at the selected rows,
 /// from its log-sum-exp; see [`DsaBackend::sparse_mla_probs`]. Not differentiated.
-pub fn sparse_mla_probs<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>, lse: Tensor<B, 3>,
-    scale: f32) -> Tensor<B, 3> {
+pub fn sparse_mla_probs<B: DsaBackend>(
+    q: Tensor<B, 4>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>, lse: Tensor<B, 3>, scale: f32,
+) -> Tensor<B, 3> {
     float(B::sparse_mla_probs(q.into_primitive().tensor(), kv.into_primitive().tensor(), indices.into_primitive(), valid.into_primitive(),
         lse.into_primitive().tensor(), scale))
 }
