@@ -12,50 +12,17 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use crate::indexer::causal_mask;
-
-/// Scores `[B, H, rows, keys]` held at a time by the blockwise computations: at most about
-/// this many f32 elements (256 MiB).
-const SCORES_BUDGET: usize = 1 << 26;
-
-/// The query blocks of a causal pass: `(first row, rows, visible keys)` for `t` queries at
-/// positions `causal_offset..` over `s` keys, with `heads` score rows per query.
-pub(crate) fn row_blocks(b: usize, heads: usize, t: usize, s: usize, causal_offset: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    blocks_within(SCORES_BUDGET, b, heads, t, s, causal_offset)
-}
-
-/// [`row_blocks`] with at most about `budget` scores per block.
-fn blocks_within(budget: usize, b: usize, heads: usize, t: usize, s: usize, causal_offset: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    let rows = (budget / (b * heads * s).max(1)).clamp(1, t.max(1));
-    (0..t).step_by(rows).map(move |t0| {
-        let len = rows.min(t - t0);
-        (t0, len, (causal_offset + t0 + len).min(s))
-    })
-}
-
-/// Scaled f32 scores `[B, H, len, keys]` of the query block `q [B, H, len, D]` (f32, rows at
-/// positions `position..`) against `k [B, H, keys, D]` (f32), `-inf` for future keys.
-pub(crate) fn block_scores<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, position: usize, scale: f32) -> Tensor<B, 4> {
-    let [b, h, len, _] = q.dims();
-    let keys = k.dims()[2];
-    let future = causal_mask::<B>(len, keys, position, &q.device()).reshape([1, 1, len, keys]).expand([b, h, len, keys]);
-    q.matmul(k.swap_dims(2, 3)).mul_scalar(scale).mask_fill(future, f32::NEG_INFINITY)
-}
+use super::{block_scores, blocks_within, SCORES_BUDGET};
 
 /// Dense causal attention: every head of `q [B, H, T, Dqk]` (query `t` at position
 /// `t + causal_offset`) attends to the keys `s ≤ t + causal_offset` of `k [B, H, S, Dqk]`
 /// with values `v [B, H, S, Dv]`. Returns the output `[B, H, T, Dv]` (the inputs' dtype) and
 /// the log-sum-exp of the scaled scores `[B, H, T]` (f32).
-pub fn reference_dense_attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    causal_offset: usize,
-    scale: f32,
-) -> (Tensor<B, 4>, Tensor<B, 3>) {
+pub fn reference_dense_attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal_offset: usize, scale: f32) -> (Tensor<B, 4>, Tensor<B, 3>) {
     forward(SCORES_BUDGET, q, k, v, causal_offset, scale)
 }
 
+/// [`reference_dense_attention`] in blocks of at most about `budget` scores.
 fn forward<B: Backend>(budget: usize, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal_offset: usize, scale: f32) -> (Tensor<B, 4>, Tensor<B, 3>) {
     let [b, h, t, _] = q.dims();
     let s = k.dims()[2];
@@ -88,21 +55,12 @@ pub fn reference_dense_attention_backward<B: Backend>(
     causal_offset: usize,
     scale: f32,
 ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-    backward(SCORES_BUDGET, q, k, v, out, lse, d_out, causal_offset, scale)
+    backward(SCORES_BUDGET, [q, k, v, out, d_out], lse, causal_offset, scale)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn backward<B: Backend>(
-    budget: usize,
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    out: Tensor<B, 4>,
-    lse: Tensor<B, 3>,
-    d_out: Tensor<B, 4>,
-    causal_offset: usize,
-    scale: f32,
-) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+/// [`reference_dense_attention_backward`] in blocks of at most about `budget` scores, from
+/// `[q, k, v, out, d_out]` and `lse`.
+fn backward<B: Backend>(budget: usize, [q, k, v, out, d_out]: [Tensor<B, 4>; 5], lse: Tensor<B, 3>, causal_offset: usize, scale: f32) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
     let [b, h, t, _] = q.dims();
     let s = k.dims()[2];
     let dtypes = (q.dtype(), k.dtype(), v.dtype());
@@ -129,6 +87,22 @@ fn backward<B: Backend>(
     (Tensor::cat(dqs, 2).cast(dtypes.0), dk.cast(dtypes.1), dv.cast(dtypes.2))
 }
 
+/// [`reference_dense_attention`] on primitives (the trait's default, and the fallback of
+/// backends that override it).
+pub(crate) fn reference_primitive<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, causal_offset: usize, scale: f32) -> (FloatTensor<B>, FloatTensor<B>) {
+    let float = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+    let (out, lse) = reference_dense_attention(float(q), float(k), float(v), causal_offset, scale);
+    (out.into_primitive().tensor(), lse.into_primitive().tensor())
+}
+
+/// [`reference_dense_attention_backward`] on primitives: `q, k, v, out, lse, d_out`.
+pub(crate) fn reference_backward_primitive<B: Backend>([q, k, v, out, lse, d_out]: [FloatTensor<B>; 6], causal_offset: usize, scale: f32) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let float = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+    let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(lse));
+    let (dq, dk, dv) = reference_dense_attention_backward(float(q), float(k), float(v), float(out), lse, float(d_out), causal_offset, scale);
+    (dq.into_primitive().tensor(), dk.into_primitive().tensor(), dv.into_primitive().tensor())
+}
+
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
     use super::*;
@@ -146,7 +120,7 @@ mod tests {
         let (q, k, v, d_out) = (r([b, h, t, d]), r([b, h, s, d]), r([b, h, s, dv]), r([b, h, t, dv]));
         let run = |budget| {
             let (out, lse) = forward(budget, q.clone(), k.clone(), v.clone(), offset, 0.4);
-            let grads = backward(budget, q.clone(), k.clone(), v.clone(), out.clone(), lse.clone(), d_out.clone(), offset, 0.4);
+            let grads = backward(budget, [q.clone(), k.clone(), v.clone(), out.clone(), d_out.clone()], lse.clone(), offset, 0.4);
             (out, lse, grads)
         };
         assert_eq!(blocks_within(1, b, h, t, s, offset).count(), t);
@@ -158,20 +132,4 @@ mod tests {
             a.into_data().assert_approx_eq::<f32>(&b.into_data(), tol);
         }
     }
-}
-
-/// [`reference_dense_attention`] on primitives (the trait's default, and the fallback of
-/// backends that override it).
-pub(crate) fn reference_primitive<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, causal_offset: usize, scale: f32) -> (FloatTensor<B>, FloatTensor<B>) {
-    let float = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
-    let (out, lse) = reference_dense_attention(float(q), float(k), float(v), causal_offset, scale);
-    (out.into_primitive().tensor(), lse.into_primitive().tensor())
-}
-
-/// [`reference_dense_attention_backward`] on primitives: `q, k, v, out, lse, d_out`.
-pub(crate) fn reference_backward_primitive<B: Backend>([q, k, v, out, lse, d_out]: [FloatTensor<B>; 6], causal_offset: usize, scale: f32) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let float = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
-    let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(lse));
-    let (dq, dk, dv) = reference_dense_attention_backward(float(q), float(k), float(v), float(out), lse, float(d_out), causal_offset, scale);
-    (dq.into_primitive().tensor(), dk.into_primitive().tensor(), dv.into_primitive().tensor())
 }
