@@ -1726,6 +1726,8 @@ fn matmul_bench_reports_every_candidate() {
         Candidate::Cubek(strategy_by_name("double_cyclic_mma").unwrap()),
     ];
     let settings = BenchSettings { warm: 1, iters: 2, rounds: 3 };
+    // The error is against Burn's matmul, which runs f32 on TF32 on CUDA.
+    let exact_tol = if cfg!(feature = "cuda") { 4e-3 } else { 1e-5 };
     let mut emitted = 0;
     let timings = bench::<G>(&[shape], &[Layout::NN, Layout::NT, Layout::TN], &candidates, settings, &gdev(), |_| emitted += 1);
     assert_eq!((timings.len(), emitted), (9, 9));
@@ -1740,7 +1742,7 @@ fn matmul_bench_reports_every_candidate() {
         assert_eq!((t.op, t.dtype.as_str()), ("matmul", "f32"));
         match t.strategy.as_str() {
             "burn" => assert!(t.status == "ok" && t.ms.unwrap() > 0.0 && t.rel_err.is_none(), "{t:?}"),
-            "simple_unit_max_tile_size" => assert!(t.status == "ok" && t.tflops.unwrap() > 0.0 && t.rel_err.unwrap() < 1e-5, "{t:?}"),
+            "simple_unit_max_tile_size" => assert!(t.status == "ok" && t.tflops.unwrap() > 0.0 && t.rel_err.unwrap() < exact_tol, "{t:?}"),
             _ => assert!(t.status == "ok" && t.rel_err.unwrap() < 1e-2 || t.status != "ok" && t.ms.is_none(), "{t:?}"),
         }
     }
