@@ -791,7 +791,7 @@ impl DeepSeekV32Config {
     /// use dsa_model::config::DeepSeekV32Config;
     ///
     /// let cfg = DeepSeekV32Config::tiny(1024);
-    /// assert_eq!(cfg.attention().n_heads, cfg.num_attention_heads);
+    /// assert_eq!(cfg.attention().num_attention_heads, cfg.num_attention_heads);
     /// ```
     pub fn attention(&self) -> DsaAttentionConfig {
         let yarn = self.yarn().map(|y| {
@@ -805,8 +805,8 @@ impl DeepSeekV32Config {
             .with_yarn(yarn)
             .with_q_lora_rank(self.q_lora_rank)
             .with_kv_lora_rank(self.kv_lora_rank)
-            .with_qk_nope_dim(self.qk_nope_head_dim)
-            .with_qk_rope_dim(self.qk_rope_head_dim)
+            .with_qk_nope_head_dim(self.qk_nope_head_dim)
+            .with_qk_rope_head_dim(self.qk_rope_head_dim)
             .with_v_head_dim(self.v_head_dim)
             .with_index_n_heads(self.index_n_heads)
             .with_index_head_dim(self.index_head_dim)
@@ -815,8 +815,8 @@ impl DeepSeekV32Config {
                 ScaleFmt::Float => IndexerQuant::E4m3,
                 ScaleFmt::Ue8m0 => IndexerQuant::E4m3Pow2,
             })
-            .with_index_rope_interleaved(self.indexer_rope_interleave)
-            .with_norm_eps(self.rms_norm_eps)
+            .with_indexer_rope_interleave(self.indexer_rope_interleave)
+            .with_rms_norm_eps(self.rms_norm_eps)
     }
 
     /// Whether layer `layer` has a MoE feed-forward (else a dense MLP).
