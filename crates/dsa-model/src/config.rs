@@ -28,6 +28,7 @@
 //! ```
 
 use dsa_burn::{DsaAttentionConfig, IndexerQuant};
+pub use dsa_burn::YarnConfig;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -167,39 +168,6 @@ pub enum ScaleFmt {
     Float,
     /// The scale rounded up to a power of two (`ue8m0`).
     Ue8m0,
-}
-
-/// YaRN RoPE scaling parameters (`rope_scaling` with `type: "yarn"`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct YarnConfig {
-    /// Context extension factor.
-    pub factor: f64,
-    /// The context length the model was pre-trained with.
-    pub original_max_position_embeddings: usize,
-    /// Rotations above which frequencies are kept (extrapolated).
-    pub beta_fast: f64,
-    /// Rotations below which frequencies are divided by `factor` (interpolated).
-    pub beta_slow: f64,
-    /// The `mscale` of YaRN.
-    pub mscale: f64,
-    /// The `mscale` used for the attention softmax scale; `None` falls back to `mscale`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mscale_all_dim: Option<f64>,
-}
-
-impl YarnConfig {
-    /// The mscale entering the softmax scale: `mscale_all_dim`, else `mscale`.
-    ///
-    /// ```
-    /// use dsa_model::config::YarnConfig;
-    ///
-    /// let y = YarnConfig { factor: 40.0, original_max_position_embeddings: 4096,
-    ///     beta_fast: 32.0, beta_slow: 1.0, mscale: 0.5, mscale_all_dim: None };
-    /// assert_eq!(y.attention_mscale(), 0.5);
-    /// ```
-    pub fn attention_mscale(&self) -> f64 {
-        self.mscale_all_dim.unwrap_or(self.mscale)
-    }
 }
 
 /// RoPE scaling (`rope_scaling`). Only YaRN is supported.
@@ -794,15 +762,9 @@ impl DeepSeekV32Config {
     /// assert_eq!(cfg.attention().num_attention_heads, cfg.num_attention_heads);
     /// ```
     pub fn attention(&self) -> DsaAttentionConfig {
-        let yarn = self.yarn().map(|y| {
-            dsa_burn::YarnConfig::new(y.factor, y.original_max_position_embeddings)
-                .with_beta_fast(y.beta_fast)
-                .with_beta_slow(y.beta_slow)
-                .with_mscale(y.attention_mscale())
-        });
         DsaAttentionConfig::new(self.hidden_size, self.num_attention_heads, self.max_position_embeddings)
             .with_rope_theta(self.rope_theta)
-            .with_yarn(yarn)
+            .with_yarn(self.yarn().cloned())
             .with_q_lora_rank(self.q_lora_rank)
             .with_kv_lora_rank(self.kv_lora_rank)
             .with_qk_nope_head_dim(self.qk_nope_head_dim)
