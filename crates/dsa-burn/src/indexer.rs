@@ -38,27 +38,27 @@ pub fn hadamard<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 #[derive(Config, Debug)]
 pub struct LightningIndexerConfig {
     /// Model width (input `x`).
-    pub d_model: usize,
+    pub hidden_size: usize,
     /// Width of the normalised query latent `qr`.
     pub q_lora_rank: usize,
     /// Indexer heads (64 in DeepSeek-V3.2).
     #[config(default = 64)]
-    pub n_heads: usize,
+    pub index_n_heads: usize,
     /// Indexer head dim (128 in DeepSeek-V3.2), a power of two.
     #[config(default = 128)]
-    pub head_dim: usize,
+    pub index_head_dim: usize,
     /// Rotated dims at the start of each head (the model's `qk_rope_head_dim`).
     #[config(default = 64)]
-    pub rope_dim: usize,
+    pub qk_rope_head_dim: usize,
     /// Tokens selected per query.
     #[config(default = 2048)]
-    pub topk: usize,
+    pub index_topk: usize,
     /// FP8 quantisation of queries and keys.
     #[config(default = "IndexerQuant::E4m3")]
-    pub quant: IndexerQuant,
+    pub index_quant: IndexerQuant,
     /// Interleaved RoPE (GLM-5 style); DeepSeek-V3.2 rotates half (false).
     #[config(default = false)]
-    pub rope_interleaved: bool,
+    pub indexer_rope_interleave: bool,
     /// LayerNorm epsilon of the key.
     #[config(default = 1e-6)]
     pub norm_eps: f64,
@@ -67,19 +67,19 @@ pub struct LightningIndexerConfig {
 impl LightningIndexerConfig {
     /// Creates the indexer with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LightningIndexer<B> {
-        assert!(self.rope_dim <= self.head_dim, "indexer rope_dim exceeds head_dim");
+        assert!(self.qk_rope_head_dim <= self.index_head_dim, "indexer qk_rope_head_dim exceeds index_head_dim");
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
         LightningIndexer {
-            wq_b: linear(self.q_lora_rank, self.n_heads * self.head_dim),
-            wk: linear(self.d_model, self.head_dim),
-            k_norm: LayerNormConfig::new(self.head_dim).with_epsilon(self.norm_eps).init(device),
-            weights_proj: linear(self.d_model, self.n_heads),
-            n_heads: self.n_heads,
-            head_dim: self.head_dim,
-            rope_dim: self.rope_dim,
-            topk: self.topk,
-            quant: self.quant,
-            rope_interleaved: self.rope_interleaved,
+            wq_b: linear(self.q_lora_rank, self.index_n_heads * self.index_head_dim),
+            wk: linear(self.hidden_size, self.index_head_dim),
+            k_norm: LayerNormConfig::new(self.index_head_dim).with_epsilon(self.norm_eps).init(device),
+            weights_proj: linear(self.hidden_size, self.index_n_heads),
+            n_heads: self.index_n_heads,
+            head_dim: self.index_head_dim,
+            rope_dim: self.qk_rope_head_dim,
+            topk: self.index_topk,
+            quant: self.index_quant,
+            rope_interleaved: self.indexer_rope_interleave,
         }
     }
 }

@@ -12,32 +12,70 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::DsaBackend;
 
-/// YaRN context extension parameters (HF `rope_scaling` with `type: yarn`).
+/// YaRN context extension parameters: HuggingFace's `rope_scaling` object with
+/// `type: "yarn"` (the keys are its field names), or the `rope_factor`, `original_seq_len`,
+/// `beta_fast`, `beta_slow` and `mscale` of DeepSeek's reference `ModelArgs`.
+///
+/// YaRN is in effect only when the supported context exceeds
+/// `original_max_position_embeddings` ([`RopeConfig::active_yarn`]). It then rescales the
+/// rotary frequencies (see [`RopeConfig::init`]) and multiplies the attention softmax scale
+/// by `m²` ([`YarnConfig::attention_factor`]).
+///
+/// ```
+/// use dsa_burn::YarnConfig;
+///
+/// // DeepSeek-V3.2: ×40 over 4096 positions, `mscale = mscale_all_dim = 1`.
+/// let y = YarnConfig::new(40.0, 4096).with_mscale_all_dim(Some(1.0));
+/// assert_eq!(y.attention_mscale(), 1.0);
+/// assert!((y.attention_factor() - (0.1 * 40f64.ln() + 1.0)).abs() < 1e-15);
+/// ```
 #[derive(Config, Debug, PartialEq)]
 pub struct YarnConfig {
-    /// Context extension factor.
+    /// `factor` (reference: `rope_factor`): the context extension factor `s`. Frequencies
+    /// that turn fewer than `beta_slow` times over the original context are divided by it;
+    /// it also sets the attention temperature ([`YarnConfig::attention_factor`]).
     pub factor: f64,
-    /// Context length the model was pre-trained with.
+    /// `original_max_position_embeddings` (reference: `original_seq_len`): the context length
+    /// `L` the model was pre-trained with. YaRN applies only to longer contexts, and the
+    /// rotation counts `beta_fast`/`beta_slow` are counted over `L` positions.
     pub original_max_position_embeddings: usize,
-    /// Fast rotation boundary.
+    /// `beta_fast`: rotations over `L` positions above which a frequency is kept as is
+    /// (extrapolated). The first dim of the interpolation ramp is where the frequency turns
+    /// `beta_fast` times, rounded down.
     #[config(default = 32.0)]
     pub beta_fast: f64,
-    /// Slow rotation boundary.
+    /// `beta_slow`: rotations over `L` positions below which a frequency is divided by
+    /// `factor` (interpolated). The last dim of the ramp is where the frequency turns
+    /// `beta_slow` times, rounded up; frequencies between the two bounds are blended
+    /// linearly.
     #[config(default = 1.0)]
     pub beta_slow: f64,
-    /// Attention scale parameter (`mscale_all_dim` in HF configs).
+    /// `mscale`: YaRN's magnitude scale. HuggingFace multiplies cos/sin by
+    /// `(0.1·mscale·ln s + 1) / (0.1·mscale_all_dim·ln s + 1)`, which is 1 in DeepSeek-V3.2
+    /// (both are 1.0); DeepSeek's reference and this crate do not scale cos/sin. It sets the
+    /// attention temperature only when `mscale_all_dim` is absent (DeepSeek's reference has
+    /// only this key, and uses it there).
     #[config(default = 1.0)]
     pub mscale: f64,
+    /// `mscale_all_dim`: the mscale of the attention temperature
+    /// ([`YarnConfig::attention_mscale`]); `None` falls back to `mscale`.
+    #[config(default = "None")]
+    pub mscale_all_dim: Option<f64>,
 }
 
 impl YarnConfig {
-    /// The attention temperature `m = 0.1 · mscale · ln(factor) + 1`; the softmax scale is
-    /// multiplied by `m²`.
+    /// The mscale entering the softmax scale: `mscale_all_dim`, else `mscale`.
+    pub fn attention_mscale(&self) -> f64 {
+        self.mscale_all_dim.unwrap_or(self.mscale)
+    }
+
+    /// The attention temperature `m = 0.1 · attention_mscale · ln(factor) + 1` (1 when
+    /// `factor <= 1`); the softmax scale is multiplied by `m²`.
     pub fn attention_factor(&self) -> f64 {
         if self.factor <= 1.0 {
             1.0
         } else {
-            0.1 * self.mscale * self.factor.ln() + 1.0
+            0.1 * self.attention_mscale() * self.factor.ln() + 1.0
         }
     }
 }

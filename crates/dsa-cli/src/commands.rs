@@ -9,16 +9,16 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use dsa_burn::{AttentionMode, DsaBackend};
+use dsa_model::generation::{check_positions, generate};
+use dsa_model::sampling::{Sampler, SamplingConfig};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_model, refuse_checkpoints, read_json, save_model, write_json, RunError, CONFIG_FILE, TOKENIZER_FILE};
 use crate::corpus::DataArgs;
 use crate::data::{check_seq_len, Document};
-use crate::generate::{check_positions, generate};
 use crate::lock::RunLock;
 use crate::presets::Preset;
-use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{TextTokenizer, MIN_VOCAB};
 use crate::train::{train, Stage, TrainSettings};
 

@@ -1,5 +1,6 @@
 //! Choosing the next token from logits: greedy, or temperature sampling restricted to the
-//! top-k tokens and to the top-p probability mass, from a seeded generator.
+//! top-k tokens and to the top-p probability mass, from a seeded generator. A [`Sampler`]
+//! drives [`crate::generation::generate`].
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,7 +29,7 @@ impl SamplingConfig {
 /// A token chooser; the same configuration and logits give the same tokens.
 ///
 /// ```
-/// use dsa_cli::sampling::{Sampler, SamplingConfig};
+/// use dsa_model::sampling::{Sampler, SamplingConfig};
 /// let mut greedy = Sampler::new(SamplingConfig::greedy()).unwrap();
 /// assert_eq!(greedy.sample(&[0.1, 2.0, -1.0]), 1);
 /// // top-k 1 is greedy whatever the temperature.
@@ -45,10 +46,10 @@ impl Sampler {
     /// A sampler, or why the configuration is invalid.
     pub fn new(config: SamplingConfig) -> Result<Self, String> {
         if !(config.temperature >= 0.0 && config.temperature.is_finite()) {
-            return Err(format!("--temperature {} must be a finite number ≥ 0", config.temperature));
+            return Err(format!("temperature {} must be a finite number ≥ 0", config.temperature));
         }
         if !(config.top_p > 0.0 && config.top_p <= 1.0) {
-            return Err(format!("--top-p {} must be in (0, 1]", config.top_p));
+            return Err(format!("top_p {} must be in (0, 1]", config.top_p));
         }
         Ok(Self { config, rng: StdRng::seed_from_u64(config.seed) })
     }
@@ -58,7 +59,7 @@ impl Sampler {
     /// when the other sequences stop). Sequence 0's stream is this sampler's seed.
     ///
     /// ```
-    /// use dsa_cli::sampling::{Sampler, SamplingConfig};
+    /// use dsa_model::sampling::{Sampler, SamplingConfig};
     /// let s = Sampler::new(SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 7 }).unwrap();
     /// let logits = [0.0; 50];
     /// let draw = |mut s: Sampler| (0..8).map(|_| s.sample(&logits)).collect::<Vec<_>>();
@@ -135,7 +136,7 @@ mod tests {
         // Same seed, same tokens; a low temperature is nearly greedy.
         assert_eq!(counts(cfg, &logits, 300), counts(cfg, &logits, 300));
         assert!(counts(SamplingConfig { temperature: 0.01, ..cfg }, &logits, 300)[1] > 295);
-        assert!(Sampler::new(SamplingConfig { top_p: 0.0, ..cfg }).unwrap_err().contains("--top-p"));
-        assert!(Sampler::new(SamplingConfig { temperature: -1.0, ..cfg }).unwrap_err().contains("--temperature"));
+        assert!(Sampler::new(SamplingConfig { top_p: 0.0, ..cfg }).unwrap_err().contains("top_p"));
+        assert!(Sampler::new(SamplingConfig { temperature: -1.0, ..cfg }).unwrap_err().contains("temperature"));
     }
 }

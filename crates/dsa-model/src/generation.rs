@@ -1,5 +1,25 @@
-//! Text generation with the KV + indexer caches: prefill the prompts, then decode one token
-//! per sequence and step with [`DeepSeekV32::forward_cached`].
+//! Generation with the KV + indexer caches ([`ModelCache`]): prefill the prompts, then
+//! decode one token per sequence and step with [`DeepSeekV32::forward_cached`], choosing
+//! each token with a [`Sampler`]. Tokens are ids; turning text into ids and back is the
+//! caller's.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use dsa_model::generation::generate;
+//! use dsa_model::sampling::{Sampler, SamplingConfig};
+//! use dsa_model::DeepSeekV32Config;
+//!
+//! // A tiny model with random weights: 64 tokens, 2048 positions.
+//! let cfg = DeepSeekV32Config::tiny(64);
+//! let model = cfg.init::<NdArray>(&Default::default());
+//! let sampler = Sampler::new(SamplingConfig { temperature: 0.8, top_k: 10, top_p: 0.95, seed: 1 })?;
+//! let prompts = vec![vec![1, 2, 3], vec![4, 5]];
+//! let out = generate(&model, &prompts, 4, cfg.max_position_embeddings, &sampler, None, |sequence, token| {
+//!     println!("sequence {sequence}: token {token}");
+//! })?;
+//! assert!(out.tokens.iter().all(|t| t.len() == 4 && t.iter().all(|&id| id < 64)));
+//! # Ok::<(), String>(())
+//! ```
 
 use std::time::{Duration, Instant};
 
@@ -7,9 +27,9 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use dsa_burn::DsaBackend;
-use dsa_model::{DeepSeekV32, ModelCache};
 
 use crate::sampling::Sampler;
+use crate::{DeepSeekV32, ModelCache};
 
 /// What [`generate`] produced and how long it took.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,8 +45,8 @@ pub struct Generated {
 }
 
 /// Checks that there are prompts, that none is empty, and that the longest plus `max_new`
-/// tokens fits the model's `max_positions`; [`generate`] calls it, and `dsa-cli generate`
-/// before it prints anything.
+/// tokens fits the model's `max_positions`; [`generate`] calls it (a caller may call it
+/// first, to refuse before it prints anything).
 pub fn check_positions(prompts: &[Vec<u32>], max_new: usize, max_positions: usize) -> Result<(), String> {
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(format!("prompt {} has no tokens", i + 1));
@@ -34,7 +54,7 @@ pub fn check_positions(prompts: &[Vec<u32>], max_new: usize, max_positions: usiz
     let longest = prompts.iter().map(Vec::len).max().ok_or("no prompt")?;
     if longest.saturating_add(max_new) > max_positions {
         return Err(format!(
-            "prompt ({longest} tokens) + {max_new} new tokens exceed the model's {max_positions} positions (shorten the prompt or lower --max-tokens)"
+            "prompt ({longest} tokens) + {max_new} new tokens exceed the model's {max_positions} positions"
         ));
     }
     Ok(())
@@ -115,7 +135,7 @@ mod tests {
     use super::*;
     use crate::sampling::SamplingConfig;
     use burn::backend::NdArray;
-    use dsa_model::DeepSeekV32Config;
+    use crate::DeepSeekV32Config;
 
     /// Cached decoding gives the tokens that recomputing the whole sequence at every step
     /// gives, for prompts of different lengths, and a seed fixes sampled text.
