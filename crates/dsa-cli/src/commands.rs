@@ -301,9 +301,11 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
     let model = model.with_attention_mode(mode);
     let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();
     // Before anything is printed: a streamed prompt is echoed first.
-    check_positions(&tokens, args.max_tokens, cfg.max_position_embeddings)?;
+    check_positions(&tokens, args.max_tokens, cfg.max_position_embeddings)
+        .map_err(|e| format!("{e} (shorten the prompt or lower --max-tokens)"))?;
     let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
-    let sampler = Sampler::new(sampling)?;
+    // The library names its fields; the user typed the flags.
+    let sampler = Sampler::new(sampling).map_err(|e| format!("--{}", e.replacen("top_p", "top-p", 1)))?;
     let stream = prompts.len() == 1;
     let mut out = std::io::stdout().lock();
     let mut shown = String::new();
