@@ -228,12 +228,7 @@ pub enum IndexerKernel {
     /// quantises, each row is one quantisation block and there are at most 128 heads; else
     /// `Tiled`.
     HalfTensorCores,
-    /// v4: the codes as e4m3 bytes on FP8 `mma.sync m16n8k32` (see [`has_fp8_mma`]), all
-    /// of a query's heads in one plane; at most 64 heads and a head dim divisible by 8, else
-    /// as `TensorCores`. Native on Ada and Blackwell; on Hopper ptxas runs it as f16 MMAs
-    /// with conversions, slower than `TensorCores` there (GPU runs 41–42).
-    Fp8TensorCores,
-    /// v6: the codes held in f16 on Hopper's f16 `wgmma` (`dsa_kernels::indexer_wgmma`: CUDA
+    /// v6: the codes held in f16 on Hopper's f16 `wgmma` (`dsa_kernels::indexer::wgmma`: CUDA
     /// C++ launched through CubeCL's runtime), at V3.2's 64 heads × 128 dims on CUDA sm_90
     /// (see [`has_wgmma`]); elsewhere as `TensorCores`. Exact products and f32 sums, as the
     /// reference.
@@ -250,10 +245,8 @@ pub enum IndexerKernel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorCoreOp {
     /// The indexer scores on tensor cores (any of the kernels of [`IndexerKernel::TensorCores`],
-    /// `HalfTensorCores` and `Fp8TensorCores`).
+    /// `HalfTensorCores`, `Wgmma` and `WgmmaFp8`).
     IndexerScores,
-    /// The indexer scores on FP8 MMA (v4, [`IndexerKernel::Fp8TensorCores`]).
-    IndexerScoresFp8,
     /// The indexer scores on f16 MMA with the epilogue in registers (v4.3).
     IndexerScoresF16Mma,
     /// The indexer scores on Hopper's `wgmma` (v6, [`IndexerKernel::Wgmma`] or
@@ -280,7 +273,7 @@ pub enum TensorCoreOp {
     DenseAttentionBackward,
 }
 
-static TENSOR_CORE_LAUNCHES: [AtomicUsize; 13] = [const { AtomicUsize::new(0) }; 13];
+static TENSOR_CORE_LAUNCHES: [AtomicUsize; 12] = [const { AtomicUsize::new(0) }; 12];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.
@@ -417,28 +410,21 @@ fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize,
         0 => tiled_by_default(t),
         k => k == IndexerKernel::TensorCores as u8
             || k == IndexerKernel::HalfTensorCores as u8
-            || k == IndexerKernel::Fp8TensorCores as u8
             || k == IndexerKernel::Wgmma as u8
             || k == IndexerKernel::WgmmaFp8 as u8,
     };
     selected
         && quant != IndexerQuant::None
         && d <= kernels::quant::FP8_BLOCK
-        && h <= kernels::indexer_mma::MMA_ROWS
+        && h <= kernels::indexer::cmma::ROWS
         && has_cmma(t, FloatKind::F16)
-        && indexer_mma_shared_bytes(d) <= max_shared(t)
-}
-
-/// Whether the device runs FP8 e4m3 × e4m3 `mma.sync m16n8k32` with f32 accumulation in
-/// 32-wide planes (CUDA sm_89 and later), as the v4 indexer kernel needs.
-pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    has_mma(client, Mma::Manual, FloatKind::E4M3, (16, 8, 32))
+        && kernels::indexer::cmma::shared_bytes(d) <= max_shared(t)
 }
 
 /// Whether the device runs the v5 kernels ([`MlaKernel::V5`], [`IndexerKernel::Wgmma`]:
 /// CUDA sm_90).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    kernels::sparse_mla_wgmma::has_wgmma(client) && kernels::indexer_wgmma::has_wgmma(client)
+    kernels::sparse_mla_wgmma::has_wgmma(client) && kernels::indexer::wgmma::has_wgmma(client)
 }
 
 /// Whether the sparse MLA forward takes v5 ([`MlaKernel::V5`]) for these inputs: selected
@@ -523,7 +509,7 @@ fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 /// (e4m3 bytes) or [`IndexerKernel::Wgmma`] (f16) selected, V3.2's 64 × 128, bf16/f32
 /// weights and scores, the device's `wgmma`.
 fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize, d: usize) -> Option<Codes> {
-    use kernels::indexer_wgmma::{WGMMA_INDEXER_D, WGMMA_INDEXER_HEADS};
+    use kernels::indexer::wgmma::{D as WGMMA_INDEXER_D, HEADS as WGMMA_INDEXER_HEADS};
     let codes = match INDEXER_KERNEL.load(Ordering::Relaxed) {
         k if k == 0 || k == IndexerKernel::WgmmaFp8 as u8 => Codes::E4m3,
         k if k == IndexerKernel::Wgmma as u8 => Codes::F16,
@@ -531,7 +517,7 @@ fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize,
     };
     let applies = (h, d) == (WGMMA_INDEXER_HEADS, WGMMA_INDEXER_D)
         && [q.dtype, w.dtype].iter().all(|t| matches!(t, DType::F32 | DType::BF16))
-        && kernels::indexer_wgmma::has_wgmma(&q.client);
+        && kernels::indexer::wgmma::has_wgmma(&q.client);
     applies.then_some(codes)
 }
 
@@ -539,28 +525,9 @@ fn wgmma_indexer<R: CubeRuntime>(q: &CubeTensor<R>, w: &CubeTensor<R>, h: usize,
 /// manual MMA) for `h` heads of dim `d`.
 fn mma16_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
     INDEXER_KERNEL.load(Ordering::Relaxed) != IndexerKernel::HalfTensorCores as u8
-        && h <= kernels::indexer_mma16::MMA16_MAX_HEADS
+        && h <= kernels::indexer::mma::MAX_HEADS
         && d.is_multiple_of(4)
         && has_f16_mma(t)
-}
-
-/// Whether the tensor-core indexer (already chosen by [`mma_indexer`]) takes the FP8 MMA
-/// kernel (v4) for `h` heads of dim `d`.
-fn fp8_indexer<R: CubeRuntime>(t: &CubeTensor<R>, h: usize, d: usize) -> bool {
-    INDEXER_KERNEL.load(Ordering::Relaxed) == IndexerKernel::Fp8TensorCores as u8
-        && h <= kernels::indexer_fp8::FP8_MAX_HEADS
-        && d.is_multiple_of(8)
-        && d <= kernels::indexer_fp8::FP8_MAX_DIM
-        && has_fp8_mma(&t.client)
-}
-
-/// Shared memory of the tensor-core indexer kernel: the query and key tiles of f16 codes,
-/// the f32 staging of one tile's products (those three aligned to `CMMA_ALIGN`), the row
-/// weights, partial sums and two tiles' key scales.
-fn indexer_mma_shared_bytes(d: usize) -> usize {
-    let dp = kernels::mma::padded(d);
-    let rows = kernels::indexer_mma::MMA_ROWS;
-    2 * (rows + 64) * dp + 4 * (rows * 64 + rows + 8 * 64 + 2 * 64) + 3 * kernels::mma::CMMA_ALIGN
 }
 
 fn tiled_mla<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
@@ -789,53 +756,10 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         return out;
     }
     let mma = mma_indexer(&q, quant, h, d);
-    if mma && fp8_indexer(&q, h, d) {
-        let dtype = q.dtype;
-        let (qc, sq) = quantize_codes(q, quant, Codes::E4m3);
-        let (kc, sk) = quantize_codes(k, quant, Codes::E4m3);
-        // Planes per query: 1 for prefill (8 queries per cube), more for few queries (decode).
-        let kp = match t {
-            8.. => 1,
-            4..=7 => 2,
-            _ => 4,
-        };
-        let tq = 8 / kp;
-        let chunk = 2048;
-        // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
-        // docs); the tensors match the shapes passed.
-        unsafe {
-            kernels::indexer_fp8::indexer_scores_fp8::launch_unchecked::<R>(
-                &out.client,
-                cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
-                CubeDim::new_1d(kernels::indexer_fp8::FP8_UNITS as u32),
-                qc.into_tensor_arg(),
-                w.into_tensor_arg(),
-                sq.into_tensor_arg(),
-                kc.into_tensor_arg(),
-                sk.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                t,
-                s,
-                h,
-                causal_offset.unwrap_or(0),
-                f32::NEG_INFINITY,
-                causal_offset.is_some(),
-                d,
-                h.div_ceil(16),
-                kp,
-                chunk,
-                [dtype.into(), DType::F32.into()],
-            );
-        }
-        for op in [TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresFp8] {
-            TENSOR_CORE_LAUNCHES[op as usize].fetch_add(1, Ordering::SeqCst);
-        }
-        return out;
-    }
     if let Some(codes) = wgmma_indexer(&q, &w, h, d).filter(|_| mma) {
         let (qc, sq) = quantize_codes(q, quant, codes);
         let (kc, sk) = quantize_codes(k, quant, codes);
-        let params = kernels::indexer_wgmma::WgmmaIndexerParams {
+        let params = kernels::indexer::wgmma::Params {
             batch: b,
             t_len: t,
             s_len: s,
@@ -848,7 +772,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         // (`quantize_codes` writes new tensors; `w` made contiguous above), `out` is new, and
         // the device has `wgmma`.
         unsafe {
-            kernels::indexer_wgmma::launch_indexer_scores_wgmma(
+            kernels::indexer::wgmma::launch_indexer_scores_wgmma(
                 &out.client,
                 qc.handle.clone().binding(),
                 w.handle.clone().binding(),
@@ -881,10 +805,10 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
         // docs); the tensors match the shapes passed.
         unsafe {
-            kernels::indexer_mma16::indexer_scores_mma16::launch_unchecked::<R>(
+            kernels::indexer::mma::indexer_scores_mma::launch_unchecked::<R>(
                 &out.client,
                 cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
-                CubeDim::new_1d(kernels::indexer_mma16::MMA16_UNITS as u32),
+                CubeDim::new_1d(kernels::indexer::mma::UNITS as u32),
                 qc.into_tensor_arg(),
                 w.into_tensor_arg(),
                 sq.into_tensor_arg(),
@@ -917,16 +841,16 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         // Heads padded to a multiple of 16 (one plane's rows), queries per cube, and keys per
         // cube (32 tiles: enough cubes for decode's single query, few query reloads).
         let hp = h.div_ceil(16) * 16;
-        let tq = kernels::indexer_mma::MMA_ROWS / hp;
+        let tq = kernels::indexer::cmma::ROWS / hp;
         let chunk = 2048;
         let vector = load_width(d);
         // SAFETY: every read and write of the kernel is guarded by its own bounds (see its
         // docs); the tensors match the shapes passed.
         unsafe {
-            kernels::indexer_mma::indexer_scores_mma::launch_unchecked::<R>(
+            kernels::indexer::cmma::indexer_scores_cmma::launch_unchecked::<R>(
                 &out.client,
                 cube_count(b * t.div_ceil(tq), s.div_ceil(chunk)),
-                CubeDim::new_1d(kernels::indexer_mma::MMA_UNITS as u32),
+                CubeDim::new_1d(kernels::indexer::cmma::UNITS as u32),
                 vector,
                 qc.into_tensor_arg(),
                 w.into_tensor_arg(),
@@ -960,7 +884,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
     let tt = (16 * rm) / h.max(1);
     if tiled_indexer(&q) && tt > 0 {
         let tiles = b * t.div_ceil(tt) * s.div_ceil(16 * rn);
-        kernels::indexer::indexer_scores_tiled::launch::<R>(
+        kernels::indexer::simt::indexer_scores_tiled::launch::<R>(
             &q.client,
             cube_count(tiles, 1),
             CubeDim::new_1d(256),
@@ -984,7 +908,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         return out;
     }
     let threads = 128usize;
-    kernels::indexer::indexer_scores_naive::launch::<R>(
+    kernels::indexer::simt::indexer_scores_naive::launch::<R>(
         &q.client,
         cube_count(n.div_ceil(threads), 1),
         CubeDim::new_1d(threads as u32),

@@ -46,6 +46,14 @@ fn better(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     ka > kb || (ka == kb && ia < ib)
 }
 
+/// Appends `(key, s)` to the sort buffer at the slot `counter` hands out.
+#[cube]
+fn append(keys: &mut SharedMemory<u32>, idxs: &mut SharedMemory<u32>, counter: &SharedMemory<Atomic<u32>>, key: u32, s: usize) {
+    let p = counter[0].fetch_add(1u32) as usize;
+    keys[p] = key;
+    idxs[p] = s as u32;
+}
+
 /// Inclusive prefix sum (Hillis-Steele) of `scan[0..nt]`, each unit having written its
 /// entry; returns the unit's sum. Ends with a barrier; `scan[nt - 1]` is the total until a
 /// unit writes `scan` again.
@@ -213,9 +221,7 @@ pub fn topk_kernel<F: Float, I: Int, BL: Int, N: Size>(
                 if s < limit {
                     let key = score_key(f32::cast_from(x[u]));
                     if (key & mask) >= prefix {
-                        let p = counter[0].fetch_add(1u32) as usize;
-                        keys[p] = key;
-                        idxs[p] = s as u32;
+                        append(&mut keys, &mut idxs, &counter, key, s);
                     }
                 }
             }
@@ -244,9 +250,7 @@ pub fn topk_kernel<F: Float, I: Int, BL: Int, N: Size>(
                         let key = score_key(f32::cast_from(x[u]));
                         ks[u] = key;
                         if key > prefix {
-                            let p = counter[0].fetch_add(1u32) as usize;
-                            keys[p] = key;
-                            idxs[p] = s as u32;
+                            append(&mut keys, &mut idxs, &counter, key, s);
                         }
                         if key == prefix {
                             ties += 1u32;

@@ -1,14 +1,15 @@
-//! Lightning-indexer scores `I[b,t,s] = Σ_j w[b,t,j] · ReLU(q̂[b,t,j] · k̂[b,s])`.
-//!
-//! Inputs are contiguous `q [B,T,H,D]`, `w [B,T,H]`, `k [B,S,D]` (already fake-quantised
-//! by [`crate::quant`] when the indexer quantises); output `[B,T,S]`. With `causal`,
-//! entries `s > t + offset` are `neg_inf` (passed at run time: WGSL has no infinity
-//! literal). Per-head logits are never written to memory.
+//! The indexer scores on plain units (SIMT), every runtime: one unit per score
+//! ([`indexer_scores_naive`]) or a register-tiled GEMM ([`indexer_scores_tiled`]). Contract in
+//! [`crate::indexer`].
 
 use cubecl::prelude::*;
 
-/// v1, the simplest kernel: one unit per output score, loops over heads and dims reading
-/// global memory (cached). Reference for the tiled versions; fine for small shapes.
+use super::weighted_relu_score;
+
+/// The simplest kernel: one unit per output score, loops over heads and dims reading global
+/// memory (cached). Reference for the other variants; fine for small shapes.
+///
+/// Grid: `grid_1d(⌈B·T·S / units⌉)`, any number of units per cube.
 #[cube(launch)]
 pub fn indexer_scores_naive<F: Float>(
     q: &Tensor<F>,
@@ -39,31 +40,7 @@ pub fn indexer_scores_naive<F: Float>(
     }
 }
 
-/// `Σ_j w[bt,j] · ReLU(q[bt,j] · k[k0..k0+d])`: the score of query `bt` (flattened `b·T + t`)
-/// against the key starting at `k0`, reading global memory.
-#[cube]
-pub fn weighted_relu_score<F: Float>(
-    q: &Tensor<F>,
-    w: &Tensor<F>,
-    k: &Tensor<F>,
-    bt: usize,
-    k0: usize,
-    heads: usize,
-    d: usize,
-) -> f32 {
-    let mut acc = 0.0f32;
-    for j in 0..heads {
-        let q0 = (bt * heads + j) * d;
-        let mut dot = 0.0f32;
-        for e in 0..d {
-            dot += f32::cast_from(q[q0 + e]) * f32::cast_from(k[k0 + e]);
-        }
-        acc += f32::cast_from(w[bt * heads + j]) * f32::max(dot, 0.0f32);
-    }
-    acc
-}
-
-/// v2, register-tiled: the scores are a GEMM of the rows `(t, h)` of `q` (flattened per
+/// Register-tiled: the scores are a GEMM of the rows `(t, h)` of `q` (flattened per
 /// batch) against the keys, followed by `w·ReLU` and a sum over heads. One cube of 16×16
 /// threads computes a tile of `tt` whole queries (`tt·H ≤ 16·rm` rows) × `16·rn` keys: the
 /// head dim is walked in chunks of `dk` staged in shared memory (transposed, so that each
