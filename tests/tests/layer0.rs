@@ -152,14 +152,14 @@ fn layer0_indexer_kernels_match_reference_wgpu() {
 #[cfg(all(feature = "cuda", feature = "ndarray"))]
 #[test]
 fn layer0_indexer_kernels_match_reference_cuda() {
-    use dsa_burn::cubecl::{set_indexer_kernel, tensor_core_launches, IndexerKernel, TensorCoreOp};
-    for kernel in [IndexerKernel::TensorCores, IndexerKernel::Tiled] {
+    use dsa_burn::cubecl::{update_kernel_settings, tensor_core_launches, IndexerKernel, TensorCoreOp};
+    for kernel in [IndexerKernel::Mma, IndexerKernel::SimtTiled] {
         println!("{kernel:?}:");
-        set_indexer_kernel(kernel);
+        update_kernel_settings(|s| s.indexer = kernel);
         let before = tensor_core_launches(TensorCoreOp::IndexerScores);
         check_indexer_kernels::<burn::backend::Cuda>(&Default::default());
         let ran = tensor_core_launches(TensorCoreOp::IndexerScores) > before;
-        assert_eq!(ran, kernel == IndexerKernel::TensorCores, "{kernel:?}: tensor-core kernel ran: {ran}");
+        assert_eq!(ran, kernel == IndexerKernel::Mma, "{kernel:?}: tensor-core kernel ran: {ran}");
     }
-    set_indexer_kernel(IndexerKernel::Auto);
+    update_kernel_settings(|s| s.indexer = IndexerKernel::Auto);
 }

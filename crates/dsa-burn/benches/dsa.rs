@@ -15,16 +15,16 @@
 //! ending in `$` must end the name: `fwd$` skips `fwd_reference_ops`).
 //! `--dtype bf16` (CUDA) runs every op on bf16 tensors, as V3.2 and the PyTorch peer do
 //! (the indexer still quantises to FP8): sparse MLA then takes the tensor-core kernel.
-//! `--indexer tiled` (or `naive`, `tensor-cores`, `half-tensor-cores`, `wgmma`, `wgmma-fp8`; default `auto`) picks the indexer-scores
-//! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
+//! `--indexer simt-tiled` (or `simt`, `cmma`, `mma`, `wgmma`, `wgmma-fp8`; default `auto`) picks the indexer-scores
+//! kernel (`dsa_burn::cubecl::IndexerKernel`). `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
 //! `tensor_cores` for the tensor-core indexer (`IndexerScoresF16Mma` when on f16 `mma.sync`, `IndexerScoresWgmma` on `wgmma`) and kernel 6's probabilities).
 //! `--mla v2` (or `v1`, `v3`, `v4`, `v5`; default `auto`) picks the sparse MLA kernels (forward and
-//! backward) as `dsa_burn::cubecl::set_mla_kernel` does. `--mla-tile 32x8x32` (heads ×
-//! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::set_mla_tile`
+//! backward) as `dsa_burn::cubecl::KernelSettings::mla` does. `--mla-tile 32x8x32` (heads ×
+//! planes × slots per chunk) picks the v3 forward's tile as `dsa_burn::cubecl::KernelSettings::mla_tile`
 //! does; the lines of the ops it ran in then name it (`mla_tile`).
 //! `--split-cubes N` sets how many cubes the tensor-core forwards aim for when they split
-//! decode's slots (`dsa_burn::cubecl::set_mla_split_cubes`; default: 1024 for v3, one per SM for v4); every line
+//! decode's slots (`dsa_burn::cubecl::KernelSettings::mla_split_cubes`; default: 1024 for v3, one per SM for v4); every line
 //! then names it (`split_cubes`).
 //! `--decode-span S` draws the decode selections from the first `S` positions of each
 //! context instead of all `L` (the same work over a smaller footprint: a cost that grows
@@ -141,13 +141,13 @@ fn args() -> Args {
             "--indexer" => {
                 a.indexer = match value().as_str() {
                     "auto" => IndexerKernel::Auto,
-                    "naive" => IndexerKernel::Naive,
-                    "tiled" => IndexerKernel::Tiled,
-                    "tensor-cores" => IndexerKernel::TensorCores,
-                    "half-tensor-cores" => IndexerKernel::HalfTensorCores,
+                    "simt" => IndexerKernel::Simt,
+                    "simt-tiled" => IndexerKernel::SimtTiled,
+                    "cmma" => IndexerKernel::Cmma,
+                    "mma" => IndexerKernel::Mma,
                     "wgmma" => IndexerKernel::Wgmma,
                     "wgmma-fp8" => IndexerKernel::WgmmaFp8,
-                    other => panic!("--indexer {other}: auto, naive, tiled, tensor-cores, half-tensor-cores, wgmma or wgmma-fp8"),
+                    other => panic!("--indexer {other}: auto, simt, simt-tiled, cmma, mma, wgmma or wgmma-fp8"),
                 }
             }
             "--mla" => {
@@ -368,10 +368,12 @@ fn run<G: DsaBackend>(a: &Args) {
             .open(p)
             .expect("opening --out")
     });
-    dsa_burn::cubecl::set_indexer_kernel(a.indexer);
-    dsa_burn::cubecl::set_mla_kernel(a.mla);
-    dsa_burn::cubecl::set_mla_tile(a.mla_tile);
-    dsa_burn::cubecl::set_mla_split_cubes(a.split_cubes);
+    dsa_burn::cubecl::update_kernel_settings(|s| {
+        s.indexer = a.indexer;
+        s.mla = a.mla;
+        s.mla_tile = a.mla_tile;
+        s.mla_split_cubes = a.split_cubes;
+    });
     let mut b = Bench::<G> {
         dev: Default::default(),
         reps: a.reps,

@@ -5,7 +5,7 @@
 //! cmma kernel with an inferred blueprint; the unit kernel where the device has no tensor
 //! cores) unless Burn's `autotune` feature is on. With the `cubecl-backend` feature,
 //! [`launch`] runs any other strategy on the same tensors, as burn-cubecl's `launch_matmul`
-//! does (non-quantized inputs), and [`bench`] times a list of them on the products of a
+//! does (non-quantized inputs), and [`bench()`] times a list of them on the products of a
 //! linear layer: its forward and both gradients ([`Layout`]), with the operands laid out as
 //! Burn's autodiff produces them. The projections ([`crate::ops::linear`]) launch the
 //! strategy that `cubecl::linear_strategy` picks from the resulting table.
@@ -110,7 +110,7 @@ impl MatmulShape {
     }
 }
 
-/// How [`bench`] times each (shape, layout, strategy).
+/// How [`bench()`] times each (shape, layout, strategy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchSettings {
     /// Untimed launches first, each synchronised (kernel compilation, memory pools).
@@ -127,7 +127,7 @@ impl Default for BenchSettings {
     }
 }
 
-/// One measurement of [`bench`]: a JSON line of `dsa-cli bench-matmul`.
+/// One measurement of [`bench()`]: a JSON line of `dsa-cli bench-matmul`.
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulTiming {
     /// Always `matmul`.
@@ -225,7 +225,7 @@ mod cubecl_impl {
         Ok(out)
     }
 
-    /// The name of `strategy` in [`bench`]'s lines and `cubecl::linear_strategy`'s table:
+    /// The name of `strategy` in [`bench()`]'s lines and `cubecl::linear_strategy`'s table:
     /// its `Display` without the `matmul_` prefix (e.g. `simple_cyclic_cmma`,
     /// `double_cyclic_mma_specialized`, `auto`).
     ///
@@ -238,7 +238,7 @@ mod cubecl_impl {
         name.strip_prefix("matmul_").unwrap_or(&name).to_string()
     }
 
-    /// cubek's strategies that [`bench`] times by default: `Strategy::Auto` (Burn's choice
+    /// cubek's strategies that [`bench()`] times by default: `Strategy::Auto` (Burn's choice
     /// without autotuning) and every tiled tensor-core kernel (cmma: whole-plane fragments;
     /// mma: registers laid out by hand), with the arguments of burn-cubecl's autotuner where
     /// it tunes them (multi-row simple kernels, specialized double buffering, ordered double
@@ -292,7 +292,7 @@ mod cubecl_impl {
         ]
     }
 
-    /// The strategies [`bench`] times only when named: the unit kernels (no tensor cores;
+    /// The strategies [`bench()`] times only when named: the unit kernels (no tensor cores;
     /// burn-cubecl's autotuner's tile sizes) and the naive one.
     pub fn extra_strategies() -> Vec<Strategy> {
         let simple_unit = |tile_size| Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs { tile_size }));
@@ -319,7 +319,7 @@ mod cubecl_impl {
         strategies().into_iter().chain(extra_strategies()).find(|s| strategy_name(s) == name)
     }
 
-    /// A kernel [`bench`] times.
+    /// A kernel [`bench()`] times.
     #[derive(Clone)]
     pub enum Candidate {
         /// Burn's own matmul (`float_matmul`): today's projections.
@@ -338,7 +338,7 @@ mod cubecl_impl {
         }
     }
 
-    /// Burn backends whose matrix products are cubek's (Burn's CubeCL backends): [`bench`]
+    /// Burn backends whose matrix products are cubek's (Burn's CubeCL backends): [`bench()`]
     /// runs on them.
     pub trait CubeMatmul: Backend {
         /// `lhs · rhs` by `strategy` into a new tensor (see [`matmul`]).

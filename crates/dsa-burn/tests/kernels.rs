@@ -40,13 +40,13 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 const INDEXER_KERNELS: &[IndexerKernel] = &[
     IndexerKernel::WgmmaFp8,
     IndexerKernel::Wgmma,
-    IndexerKernel::TensorCores,
-    IndexerKernel::HalfTensorCores,
-    IndexerKernel::Tiled,
-    IndexerKernel::Naive,
+    IndexerKernel::Mma,
+    IndexerKernel::Cmma,
+    IndexerKernel::SimtTiled,
+    IndexerKernel::Simt,
 ];
 #[cfg(not(feature = "cuda"))]
-const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Naive];
+const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Simt];
 #[cfg(feature = "cuda")]
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V2, MlaKernel::V1];
 #[cfg(not(feature = "cuda"))]
@@ -86,7 +86,7 @@ impl Rng {
                     | 1
             });
         println!("{name}: DSA_TEST_SEED={seed}");
-        dsa_burn::cubecl::set_poison_outputs(true);
+        dsa_burn::cubecl::update_kernel_settings(|s| s.poison_outputs = true);
         Rng(seed)
     }
     fn next(&mut self) -> f64 {
@@ -242,7 +242,7 @@ fn indexer_scores_match_reference() {
             .map(|q| (q, k))
         });
         for (quant, kernel) in variants {
-            dsa_burn::cubecl::set_indexer_kernel(kernel);
+            dsa_burn::cubecl::update_kernel_settings(|s| s.indexer = kernel);
             let launches = || {
                 use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
                 [
@@ -279,8 +279,8 @@ fn indexer_scores_match_reference() {
                 kernel,
                 IndexerKernel::WgmmaFp8
                     | IndexerKernel::Wgmma
-                    | IndexerKernel::TensorCores
-                    | IndexerKernel::HalfTensorCores
+                    | IndexerKernel::Mma
+                    | IndexerKernel::Cmma
             )
                 && quant != IndexerQuant::None
                 && d <= 128
@@ -300,11 +300,11 @@ fn indexer_scores_match_reference() {
             if wgmma_fp8 {
                 eprintln!("{case}: relative error {rel:.2e}");
             }
-            let f16 = applies && kernel != IndexerKernel::HalfTensorCores && !wgmma && h <= 64 && d % 4 == 0;
+            let f16 = applies && kernel != IndexerKernel::Cmma && !wgmma && h <= 64 && d % 4 == 0;
             assert_eq!(f16_ran, f16, "{case}: f16 MMA kernel ran: {f16_ran}");
         }
     }
-    dsa_burn::cubecl::set_indexer_kernel(IndexerKernel::Auto);
+    dsa_burn::cubecl::update_kernel_settings(|s| s.indexer = IndexerKernel::Auto);
 }
 
 #[test]
@@ -483,7 +483,7 @@ fn sparse_mla_matches_reference() {
         );
         let (want_o, want_l) = (host(want_o), host(want_l));
         for &version in MLA_KERNELS {
-            dsa_burn::cubecl::set_mla_kernel(version);
+            dsa_burn::cubecl::update_kernel_settings(|s| s.mla = version);
             let (got_o, got_l) = sparse_mla::<G>(
                 ft(&qv, [b, t, h, d], &gdev()),
                 ft(&kvv, [b, s, d], &gdev()),
@@ -501,7 +501,7 @@ fn sparse_mla_matches_reference() {
             assert_close(&format!("lse {case}"), &host(got_l), &want_l, 1e-5);
         }
     }
-    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+    dsa_burn::cubecl::update_kernel_settings(|s| s.mla = MlaKernel::Auto);
 }
 
 /// `v` rounded to bf16 (and back to f32).
@@ -587,8 +587,7 @@ fn sparse_mla_tensor_cores_match_reference() {
             if kernel == MlaKernel::V5 && !((d, dv) == (576, 512) && wgmma_device()) {
                 continue;
             }
-            dsa_burn::cubecl::set_mla_kernel(kernel);
-            dsa_burn::cubecl::set_mla_tile(tile);
+            dsa_burn::cubecl::update_kernel_settings(|s| { s.mla = kernel; s.mla_tile = tile });
             let before = dsa_burn::cubecl::mla_forward_launches(kernel);
             let kv_view = nan_padded_view(&m.kv, [b, s, d]);
             // Cast: a device first used by the f32 backend keeps creating f32 tensors.
@@ -612,7 +611,7 @@ fn sparse_mla_tensor_cores_match_reference() {
             assert_close(&format!("out {case}"), &got_o, &want_o, 1e-2);
             assert_close(&format!("lse {case}"), &got_l, &want_l, 1e-2);
         }
-        dsa_burn::cubecl::set_mla_tile(None);
+        dsa_burn::cubecl::update_kernel_settings(|s| s.mla_tile = None);
         let case = format!("{:?}", (b, t, h, d, dv, s, k));
 
         // Kernel 6's probabilities on tensor cores, from the lse the forward wrote (bf16):
@@ -644,7 +643,7 @@ fn sparse_mla_tensor_cores_match_reference() {
         );
         assert_close(&format!("probs {case}"), &got_p, &host(want_p), 1e-2);
     }
-    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+    dsa_burn::cubecl::update_kernel_settings(|s| s.mla = MlaKernel::Auto);
 }
 
 /// Random sparse MLA problem: q, kv, selections (duplicates allowed), validity with some
@@ -760,8 +759,7 @@ fn sparse_mla_backward_matches_reference() {
                 .iter()
                 .flat_map(|v| cas.iter().map(move |c| (v, c)))
             {
-                dsa_burn::cubecl::set_force_cas_atomics(force_cas);
-                dsa_burn::cubecl::set_mla_kernel(version);
+                dsa_burn::cubecl::update_kernel_settings(|s| { s.force_cas_atomics = force_cas; s.mla = version });
                 let want = m.reference_backward(&outv, &lsev, with_out.then_some(&gov[..]), with_lse.then_some(&glv[..]));
                 let g = gdev();
                 let (dq, dkv) = <G as DsaBackend>::sparse_mla_backward(
@@ -794,8 +792,7 @@ fn sparse_mla_backward_matches_reference() {
             }
         }
     }
-    dsa_burn::cubecl::set_force_cas_atomics(false);
-    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+    dsa_burn::cubecl::update_kernel_settings(|s| { s.force_cas_atomics = false; s.mla = MlaKernel::Auto });
 }
 
 /// The tensor-core backwards (v3, and at V3.2's latent sizes on a device with `wgmma` the
@@ -860,8 +857,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
                 if kernel == MlaKernel::V5 && !wgmma {
                     continue;
                 }
-                dsa_burn::cubecl::set_force_cas_atomics(force_cas);
-                dsa_burn::cubecl::set_mla_kernel(kernel);
+                dsa_burn::cubecl::update_kernel_settings(|s| { s.force_cas_atomics = force_cas; s.mla = kernel });
                 let kv_view = nan_padded_view(&m.kv, [b, s, d]);
                 let before = tensor_core_launches(op);
                 let (dq, dkv) = <GB as DsaBackend>::sparse_mla_backward(
@@ -887,8 +883,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
             }
         }
     }
-    dsa_burn::cubecl::set_force_cas_atomics(false);
-    dsa_burn::cubecl::set_mla_kernel(MlaKernel::Auto);
+    dsa_burn::cubecl::update_kernel_settings(|s| { s.force_cas_atomics = false; s.mla = MlaKernel::Auto });
 }
 
 /// Kernel 6, the pieces of the sparse-stage indexer loss, against the reference on NdArray:
@@ -959,7 +954,7 @@ fn indexer_loss_kernels_match_reference() {
             let expected = cfg!(feature = "cuda") && quant != IndexerQuant::None && d <= 128;
             assert_eq!(mma_ran, expected, "{case}: tensor-core selected scores ran: {mma_ran}");
             for force_cas in [false, true] {
-                dsa_burn::cubecl::set_force_cas_atomics(force_cas);
+                dsa_burn::cubecl::update_kernel_settings(|s| s.force_cas_atomics = force_cas);
                 let (q, w, kk) = c_in();
                 let want = reference_selected_scores_backward(
                     q,
@@ -992,7 +987,7 @@ fn indexer_loss_kernels_match_reference() {
                 }
             }
         }
-        dsa_burn::cubecl::set_force_cas_atomics(false);
+        dsa_burn::cubecl::update_kernel_settings(|s| s.force_cas_atomics = false);
         let (q, _, kv) = c_in();
         let lse = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
             q.clone(),
@@ -1618,14 +1613,14 @@ fn layout_operands<B: Backend>(layout: dsa_burn::matmul::Layout, a: &[f32], b: &
 /// which path ran.
 #[test]
 fn linear_matmul_matches_reference() {
-    use dsa_burn::cubecl::{linear_launches, set_linear_strategy};
+    use dsa_burn::cubecl::{linear_launches, update_kernel_settings};
     use dsa_burn::matmul::{strategy_by_name, Layout};
     use dsa_burn::DsaBackend;
     let _choice = choose_kernels();
     let mut rng = Rng::new("linear_matmul");
     let forced = ["simple_unit_max_tile_size", "double_unit_min_tile_size", "naive", "simple_cyclic_cmma"];
     for name in std::iter::once(None).chain(forced.map(Some)) {
-        set_linear_strategy(name.map(|n| strategy_by_name(n).expect("a known strategy")));
+        update_kernel_settings(|s| s.linear = name.map(|n| strategy_by_name(n).expect("a known strategy")));
         for [m, k, n] in [[37, 19, 23], [1, 64, 40], [70, 33, 8]] {
             let (a, b) = (rng.normal(m * k), rng.normal(k * n));
             for layout in [Layout::NN, Layout::NT, Layout::TN, Layout::TT] {
@@ -1646,7 +1641,7 @@ fn linear_matmul_matches_reference() {
             }
         }
     }
-    set_linear_strategy(None);
+    update_kernel_settings(|s| s.linear = None);
 }
 
 /// `ops::linear` (3-d input with a bias, 2-d, 4-d, a strided input, a weight stored
@@ -1657,7 +1652,7 @@ fn linear_matmul_matches_reference() {
 fn linear_autodiff_matches_reference() {
     use burn::backend::Autodiff;
     use burn::tensor::backend::AutodiffBackend;
-    use dsa_burn::cubecl::set_linear_strategy;
+    use dsa_burn::cubecl::update_kernel_settings;
     use dsa_burn::matmul::strategy_by_name;
     use dsa_burn::ops::linear;
     let _choice = choose_kernels();
@@ -1687,7 +1682,7 @@ fn linear_autodiff_matches_reference() {
     }
     let (xv, wv, bv, gv) = (rng.normal(2 * 5 * 3 * 9), rng.normal(9 * 6), rng.normal(6), rng.normal(2 * 5 * 3 * 6));
     for name in [None, Some("simple_unit_max_tile_size")] {
-        set_linear_strategy(name.map(|n| strategy_by_name(n).unwrap()));
+        update_kernel_settings(|s| s.linear = name.map(|n| strategy_by_name(n).unwrap()));
         for case in 0..4 {
             let want = run::<Autodiff<C>>(case, (&xv, &wv, &bv, &gv), &Default::default());
             let got = run::<Autodiff<G>>(case, (&xv, &wv, &bv, &gv), &gdev());
@@ -1696,7 +1691,7 @@ fn linear_autodiff_matches_reference() {
             }
         }
     }
-    set_linear_strategy(None);
+    update_kernel_settings(|s| s.linear = None);
 }
 
 /// `dsa_burn::matmul::bench` on the device under test, one small product per layout: Burn's

@@ -205,7 +205,7 @@ fn dispatch(
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
         {
             let strategy = dsa_burn::matmul::strategy_by_name(name).ok_or_else(|| format!("--matmul-strategy: cubek has no strategy `{name}` (see `bench-matmul --list`)"))?;
-            dsa_burn::cubecl::set_linear_strategy(Some(strategy));
+            dsa_burn::cubecl::update_kernel_settings(|s| s.linear = Some(strategy));
         }
     }
     // Burn's CUDA matmuls of f32 tensors take TF32 inputs (cubek-matmul; no setting turns

@@ -21,6 +21,15 @@ pub const ROWS: usize = 128;
 pub const UNITS: usize = 256;
 /// Keys per tile.
 const TILE: usize = 64;
+/// Keys per cube (`chunk`; 32 tiles: enough cubes for decode's single query, few query
+/// reloads).
+pub const CHUNK: usize = 2048;
+
+/// `hp`, the heads padded to a multiple of 16 (one plane's rows), and the queries per cube.
+pub fn padded_heads(heads: usize) -> (usize, usize) {
+    let hp = heads.div_ceil(16) * 16;
+    (hp, ROWS / hp)
+}
 
 /// Shared memory of [`indexer_scores_cmma`] for head dim `d`: the query and key tiles of f16
 /// codes, the f32 staging of one tile's products (those three aligned to `CMMA_ALIGN`), the

@@ -28,14 +28,44 @@ const PLANE_KEYS: usize = 64;
 /// Row stride of the staged key tile in vectors of 4 codes: 32 + 4 against bank conflicts.
 const KROW: usize = 36;
 
+/// Keys per cube (`chunk`).
+pub const CHUNK: usize = 2048;
+
 type Acc2 = Vector<f32, Const<2>>;
 
-/// Grid: `grid_1d(B · ⌈T / (8/(pp·kp))⌉)` cubes × `⌈S / chunk⌉` in z, [`UNITS`] units,
+/// How [`indexer_scores_mma`]'s planes split the work for `heads` heads and `t_len` queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// A tiles (16 heads) per plane: `min(⌈H/16⌉, 2)`.
+    pub mt: usize,
+    /// Planes per query along the heads: `⌈H/32⌉`.
+    pub pp: usize,
+    /// Planes per query along each key tile: more (up to 4) when few queries (decode) leave
+    /// planes free.
+    pub kp: usize,
+    /// Queries per cube: `8 / (pp·kp)`.
+    pub tq: usize,
+}
+
+impl Split {
+    /// The split for `heads ≤ MAX_HEADS` heads and `t_len` queries.
+    pub fn new(heads: usize, t_len: usize) -> Self {
+        let mt = heads.div_ceil(16).min(2);
+        let pp = heads.div_ceil(32);
+        let mut kp = 1;
+        while kp < 4 && t_len * pp * kp * 2 <= PLANES {
+            kp *= 2;
+        }
+        Self { mt, pp, kp, tq: PLANES / (pp * kp) }
+    }
+}
+
+/// Grid: `grid_1d(B · ⌈T / tq⌉)` cubes × `⌈S / chunk⌉` in z, [`UNITS`] units,
 /// plane size 32. `q` codes `[B,T,H,D]` as vectors of 2 and `k` codes `[B,S,D]` as vectors
 /// of 4 (`C` = f16 or bf16; `D % 4 == 0`, `D ≤ 128`), `w` `[B,T,H]` (`H ≤ 64`), scales `sq` `[B,T,H]`
 /// and `sk` `[B,S]`. `mt`: A tiles per plane, `min(⌈H/16⌉, 2)`; `pp`: head planes per
-/// query, `⌈H/32⌉`; `kp`: key planes per query, 1, 2 or 4 with `pp·kp ≤ 8`; `chunk`: a
-/// multiple of `64·kp`.
+/// query, `⌈H/32⌉`; `kp`: key planes per query, 1, 2 or 4 with `pp·kp ≤ 8` (all from
+/// [`Split`]); `chunk`: a multiple of `64·kp` ([`CHUNK`]).
 #[cube(launch_unchecked)]
 pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
     q: &Tensor<Vector<C, Const<2>>>,

@@ -6,10 +6,44 @@ use cubecl::prelude::*;
 
 use super::weighted_relu_score;
 
+/// Units per cube of [`indexer_scores_naive`].
+pub const NAIVE_UNITS: usize = 128;
+/// Units per cube of [`indexer_scores_tiled`] (16×16).
+pub const TILED_UNITS: usize = 256;
+
+/// The tile of [`indexer_scores_tiled`]: `tt` queries × `16·rm` rows `(t, h)` × `16·rn` keys,
+/// the head dim in chunks of `dk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// Whole queries per tile.
+    pub tt: usize,
+    /// Rows per unit (16 units down the tile).
+    pub rm: usize,
+    /// Keys per unit (16 units across the tile).
+    pub rn: usize,
+    /// Head dims per staged chunk.
+    pub dk: usize,
+}
+
+impl Tile {
+    /// The tile for `heads` heads where a cube has `max_shared` bytes of shared memory: the
+    /// larger one where 33 KiB fit; `None` when one query's heads do not fit in a tile.
+    pub fn new(heads: usize, max_shared: usize) -> Option<Self> {
+        let (rm, rn, dk) = if max_shared >= 32 * 1024 + 1024 { (8, 4, 32) } else { (4, 4, 16) };
+        let tt = (16 * rm) / heads.max(1);
+        (tt > 0).then_some(Self { tt, rm, rn, dk })
+    }
+
+    /// Cubes for `b` batches of `t` queries × `s` keys.
+    pub fn cubes(&self, b: usize, t: usize, s: usize) -> usize {
+        b * t.div_ceil(self.tt) * s.div_ceil(16 * self.rn)
+    }
+}
+
 /// The simplest kernel: one unit per output score, loops over heads and dims reading global
 /// memory (cached). Reference for the other variants; fine for small shapes.
 ///
-/// Grid: `grid_1d(⌈B·T·S / units⌉)`, any number of units per cube.
+/// Grid: `grid_1d(⌈B·T·S / NAIVE_UNITS⌉)`, [`NAIVE_UNITS`] units (any number works).
 #[cube(launch)]
 pub fn indexer_scores_naive<F: Float>(
     q: &Tensor<F>,
@@ -49,7 +83,7 @@ pub fn indexer_scores_naive<F: Float>(
 /// writes them to shared memory where one thread per output sums the heads of its query.
 /// Tiles entirely in the causal future only write `neg_inf`.
 ///
-/// Grid: `grid_1d(B · ⌈T/tt⌉ · ⌈S/(16·rn)⌉)`, 256 threads.
+/// Grid: `grid_1d(`[`Tile::cubes`]`)`, [`TILED_UNITS`] units; `tt`, `rm`, `rn`, `dk` from [`Tile`].
 #[cube(launch)]
 pub fn indexer_scores_tiled<F: Float>(
     q: &Tensor<F>,
