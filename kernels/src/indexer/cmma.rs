@@ -12,7 +12,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use super::{chunk_keys, fill_future};
+use super::{chunk_keys, fill_future, query_block, ScoreSizes};
 use crate::mma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles, CMMA_ALIGN};
 
 /// Rows `(token, head)` per cube: 8 planes × 16.
@@ -50,25 +50,17 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
     k: &Tensor<Vector<C, N>>,
     sk: &Tensor<SC>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
+    sizes: ScoreSizes,
     #[comptime] d: usize,
     #[comptime] hp: usize,
     #[comptime] chunk: usize,
     #[define(F, C, SC)] _dtypes: [StorageType; 3],
 ) {
     let tq = comptime!(ROWS / hp);
-    let n_t = t_len.div_ceil(tq);
-    let cube = crate::cube_index();
-    if cube >= out.shape(0) * n_t {
+    let (b, t0, live) = query_block(&sizes, out.shape(0), tq);
+    if !live {
         terminate!();
     }
-    let b = cube / n_t;
-    let t0 = (cube % n_t) * tq;
     let nv = N::value();
     let dvec = comptime!(d / nv);
     let dp = comptime!(padded(d));
@@ -78,7 +70,7 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
     let lane = tid % 32;
 
     // Keys `s < limit` are computed; later keys of the chunk are in every query's future.
-    let (s_begin, s_end, limit) = chunk_keys(t0, t_len, s_len, offset, tq, chunk, causal);
+    let (s_begin, s_end, limit) = chunk_keys(&sizes, t0, tq, chunk);
     let mut s_done = s_begin;
 
     let mut q_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(ROWS * padded(d) / nv), CMMA_ALIGN);
@@ -101,8 +93,8 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
             let t = t0 + r / hp;
             let hh = r % hp;
             let mut v = Vector::<C, N>::new(C::from_int(0));
-            if i < ROWS * dvec && t < t_len && hh < heads {
-                v = q[((b * t_len + t) * heads + hh) * dvec + i % dvec];
+            if i < ROWS * dvec && t < sizes.t_len && hh < sizes.heads {
+                v = q[((b * sizes.t_len + t) * sizes.heads + hh) * dvec + i % dvec];
             }
             q_regs[u] = v;
         }
@@ -111,8 +103,8 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
             let t = t0 + tid / hp;
             let hh = tid % hp;
             let mut v = 0.0f32;
-            if t < t_len && hh < heads {
-                let j = (b * t_len + t) * heads + hh;
+            if t < sizes.t_len && hh < sizes.heads {
+                let j = (b * sizes.t_len + t) * sizes.heads + hh;
                 v = f32::cast_from(w[j]) * f32::cast_from(sq[j]);
             }
             wq_sh[tid] = v;
@@ -145,12 +137,12 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
         while s0 < limit {
             // The key tile's codes (zero past the end) and scales.
             let sk0 = ((s0 - s_begin) / TILE) % 2 * TILE;
-            fetch_rows::<C, N>(k, (b * s_len + s0) * dvec, dvec, s_len - s0, &mut k_regs, TILE, d, UNITS);
+            fetch_rows::<C, N>(k, (b * sizes.s_len + s0) * dvec, dvec, sizes.s_len - s0, &mut k_regs, TILE, d, UNITS);
             store_tile::<C, N>(&k_regs, &mut k_sh, TILE, d, UNITS);
             if tid < TILE {
                 let mut v = 0.0f32;
-                if s0 + tid < s_len {
-                    v = f32::cast_from(sk[b * s_len + s0 + tid]);
+                if s0 + tid < sizes.s_len {
+                    v = f32::cast_from(sk[b * sizes.s_len + s0 + tid]);
                 }
                 sk_sh[sk0 + tid] = v;
             }
@@ -201,9 +193,9 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
                 let key = o % TILE;
                 let t = t0 + tl;
                 let s = s0 + key;
-                if t < t_len && s < s_end {
-                    let mut v = neg_inf;
-                    if !causal || s <= t + offset {
+                if t < sizes.t_len && s < s_end {
+                    let mut v = sizes.neg_inf;
+                    if !sizes.causal || s <= t + sizes.offset {
                         let mut sum = 0.0f32;
                         #[unroll]
                         for p in 0..ppq {
@@ -211,7 +203,7 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
                         }
                         v = sk_sh[sk0 + key] * sum;
                     }
-                    out[(b * t_len + t) * s_len + s] = F::cast_from(v);
+                    out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(v);
                 }
                 o += UNITS;
             }
@@ -220,5 +212,5 @@ pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
         s_done = s0;
     }
 
-    fill_future(out, b, t0, t_len, s_len, s_done, s_end, neg_inf, tq, UNITS);
+    fill_future(out, &sizes, b, t0, s_done, s_end, tq, UNITS);
 }

@@ -15,7 +15,7 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
-use super::{chunk_keys, fill_future};
+use super::{chunk_keys, fill_future, query_block, ScoreSizes};
 
 /// Units per cube (8 planes of 32).
 pub const UNITS: usize = 256;
@@ -74,12 +74,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
     k: &Tensor<Vector<C, Const<4>>>,
     sk: &Tensor<SC>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
+    sizes: ScoreSizes,
     #[comptime] d: usize,
     #[comptime] mt: usize,
     #[comptime] pp: usize,
@@ -89,13 +84,10 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
 ) {
     let tq = comptime!(PLANES / (pp * kp));
     let kt = comptime!(PLANE_KEYS * kp);
-    let n_t = t_len.div_ceil(tq);
-    let cube = crate::cube_index();
-    if cube >= out.shape(0) * n_t {
+    let (b, t0, live) = query_block(&sizes, out.shape(0), tq);
+    if !live {
         terminate!();
     }
-    let b = cube / n_t;
-    let t0 = (cube % n_t) * tq;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
     let lane = tid % 32;
@@ -105,10 +97,10 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
     let tq_idx = t0 + plane / (pp * kp);
     let hpart = (plane % (pp * kp)) / kp;
     let part = plane % kp;
-    let t_ok = tq_idx < t_len;
+    let t_ok = tq_idx < sizes.t_len;
 
     // Keys `s < limit` are computed; later keys of the chunk are in every query's future.
-    let (s_begin, s_end, limit) = chunk_keys(t0, t_len, s_len, offset, tq, chunk, causal);
+    let (s_begin, s_end, limit) = chunk_keys(&sizes, t0, tq, chunk);
     let mut s_done = s_begin;
 
     let mut k_sh = SharedMemory::<Vector<C, Const<4>>>::new(comptime!(PLANE_KEYS * kp * KROW));
@@ -132,8 +124,8 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
             #[unroll]
             for r in 0..2usize {
                 let h = hpart * 32 + m * 16 + g + r * 8;
-                let ok = t_ok && h < heads;
-                let row = (b * t_len + tq_idx) * heads + h;
+                let ok = t_ok && h < sizes.heads;
+                let row = (b * sizes.t_len + tq_idx) * sizes.heads + h;
                 #[unroll]
                 for ks in 0..8usize {
                     #[unroll]
@@ -158,7 +150,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
         let share = comptime!(PLANE_KEYS * kp * 32 / UNITS);
         let mut k_regs = Array::<Vector<C, Const<4>>>::new(share);
         let mut s0 = s_begin;
-        let mut sk_reg = fetch_key_tile(k, sk, &mut k_regs, b * s_len, s0, s_len, dv4, share, kt);
+        let mut sk_reg = fetch_key_tile(k, sk, &mut k_regs, b * sizes.s_len, s0, sizes.s_len, dv4, share, kt);
 
         while s0 < limit {
             #[unroll]
@@ -173,7 +165,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
 
             let next = s0 + kt;
             if next < limit {
-                sk_reg = fetch_key_tile(k, sk, &mut k_regs, b * s_len, next, s_len, dv4, share, kt);
+                sk_reg = fetch_key_tile(k, sk, &mut k_regs, b * sizes.s_len, next, sizes.s_len, dv4, share, kt);
             }
 
             if t_ok {
@@ -227,7 +219,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
                     let key = j * 8 + 2 * tg + c;
                     if lane % 16 < 4 {
                         if comptime!(pp == 1) {
-                            write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
+                            write_score(out, &sizes, b, tq_idx, s0 + part * PLANE_KEYS + key, s_end, sk_sh[part * PLANE_KEYS + key] * x);
                         } else {
                             red_sh[plane * PLANE_KEYS + key] = x;
                         }
@@ -242,7 +234,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
                     for c in 0..2usize {
                         let key = 2 * lane + c;
                         let x = red_sh[plane * PLANE_KEYS + key] + red_sh[(plane + kp) * PLANE_KEYS + key];
-                        write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
+                        write_score(out, &sizes, b, tq_idx, s0 + part * PLANE_KEYS + key, s_end, sk_sh[part * PLANE_KEYS + key] * x);
                     }
                 }
             }
@@ -252,7 +244,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
         s_done = s0;
     }
 
-    fill_future(out, b, t0, t_len, s_len, s_done, s_end, neg_inf, tq, UNITS);
+    fill_future(out, &sizes, b, t0, s_done, s_end, tq, UNITS);
 }
 
 /// The unit's share of the key tile at `s0` (`kt` keys × 32 vectors of 4 codes, zero past
@@ -288,16 +280,15 @@ fn fetch_key_tile<C: Float, SC: Float>(
     scale
 }
 
-/// `out[row + s] = v` if `s` is in the chunk (`s < s_end`), `neg_inf` instead where `s` is in
-/// the causal future of the query (`s > last`, the query's last visible key).
+/// `out[b, t, s] = v` if `s` is in the chunk (`s < s_end`), `neg_inf` instead where `s` is in
+/// the causal future of query `t`.
 #[cube]
-#[allow(clippy::too_many_arguments)]
-fn write_score<F: Float>(out: &mut Tensor<F>, s: usize, s_end: usize, row: usize, last: usize, v: f32, neg_inf: f32, #[comptime] causal: bool) {
+fn write_score<F: Float>(out: &mut Tensor<F>, sizes: &ScoreSizes, b: usize, t: usize, s: usize, s_end: usize, v: f32) {
     if s < s_end {
         let mut x = v;
-        if causal && s > last {
-            x = neg_inf;
+        if sizes.causal && s > t + sizes.offset {
+            x = sizes.neg_inf;
         }
-        out[row + s] = F::cast_from(x);
+        out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(x);
     }
 }

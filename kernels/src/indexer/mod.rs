@@ -36,6 +36,32 @@ pub mod mma;
 pub mod simt;
 pub mod wgmma;
 
+/// The sizes every scores kernel takes: `t_len` queries and `s_len` keys per batch, `heads`
+/// heads, and the causal mask: with `causal`, query `t` sees keys `s ≤ t + offset` and the
+/// others get `neg_inf`.
+#[derive(CubeType, CubeLaunch, Clone, Copy)]
+pub struct ScoreSizes {
+    /// Queries per batch, `T`.
+    pub t_len: usize,
+    /// Keys per batch, `S`.
+    pub s_len: usize,
+    /// Heads, `H`.
+    pub heads: usize,
+    /// Query `t` sees keys `s ≤ t + offset` (with `causal`).
+    pub offset: usize,
+    /// The score of masked entries: `-inf` (a run-time value: WGSL has no infinity literal).
+    pub neg_inf: f32,
+    /// Whether the causal mask applies.
+    #[cube(comptime)]
+    pub causal: bool,
+}
+
+/// The launch argument of [`ScoreSizes`] for `t_len` queries × `s_len` keys of `heads` heads,
+/// causal where `causal_offset` is `Some(offset)`.
+pub fn score_sizes<R: Runtime>(t_len: usize, s_len: usize, heads: usize, causal_offset: Option<usize>) -> ScoreSizesLaunch<R> {
+    ScoreSizesLaunch::new(t_len, s_len, heads, causal_offset.unwrap_or(0), f32::NEG_INFINITY, causal_offset.is_some())
+}
+
 /// `Σ_j w[bt,j] · ReLU(q[bt,j] · k[k0..k0+d])`: the score of query `bt` (flattened `b·T + t`)
 /// against the key starting at `k0`, reading global memory.
 #[cube]
@@ -60,33 +86,34 @@ pub fn weighted_relu_score<F: Float>(
     acc
 }
 
+/// The cube's block of `tq` queries (linear cube index over x and y, `⌈T/tq⌉` blocks per
+/// batch): `(b, t0, live)`, its batch, its first query, and whether the cube has a block
+/// (`batches` of them; the grid may round up).
+#[cube]
+pub(crate) fn query_block(sizes: &ScoreSizes, batches: usize, #[comptime] tq: usize) -> (usize, usize, bool) {
+    let n_t = sizes.t_len.div_ceil(tq);
+    let cube = crate::cube_index();
+    (cube / n_t, (cube % n_t) * tq, cube < batches * n_t)
+}
+
 /// The keys of the cube's chunk (`CUBE_POS_Z`, `chunk` keys) for its `tq` queries from `t0`:
 /// `(s_begin, s_end, limit)`, the chunk `s_begin..s_end` and the end of the keys that any
 /// of the queries sees (`limit ≤ s_end`; later keys are in every query's causal future).
 #[cube]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn chunk_keys(
-    t0: usize,
-    t_len: usize,
-    s_len: usize,
-    offset: usize,
-    #[comptime] tq: usize,
-    #[comptime] chunk: usize,
-    #[comptime] causal: bool,
-) -> (usize, usize, usize) {
+pub(crate) fn chunk_keys(sizes: &ScoreSizes, t0: usize, #[comptime] tq: usize, #[comptime] chunk: usize) -> (usize, usize, usize) {
     let s_begin = CUBE_POS_Z as usize * chunk;
     let mut s_end = s_begin + chunk;
-    if s_end > s_len {
-        s_end = s_len;
+    if s_end > sizes.s_len {
+        s_end = sizes.s_len;
     }
     let mut t_last = t0 + tq;
-    if t_last > t_len {
-        t_last = t_len;
+    if t_last > sizes.t_len {
+        t_last = sizes.t_len;
     }
     t_last -= 1;
     let mut limit = s_end;
-    if causal && t_last + offset + 1 < limit {
-        limit = t_last + offset + 1;
+    if sizes.causal && t_last + sizes.offset + 1 < limit {
+        limit = t_last + sizes.offset + 1;
     }
     (s_begin, s_end, limit)
 }
@@ -97,13 +124,11 @@ pub(crate) fn chunk_keys(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fill_future<F: Float>(
     out: &mut Tensor<F>,
+    sizes: &ScoreSizes,
     b: usize,
     t0: usize,
-    t_len: usize,
-    s_len: usize,
     s_done: usize,
     s_end: usize,
-    neg_inf: f32,
     #[comptime] tq: usize,
     #[comptime] units: usize,
 ) {
@@ -112,8 +137,8 @@ pub(crate) fn fill_future<F: Float>(
         let mut o = UNIT_POS as usize;
         while o < tq * width {
             let t = t0 + o / width;
-            if t < t_len {
-                out[(b * t_len + t) * s_len + s_done + o % width] = F::cast_from(neg_inf);
+            if t < sizes.t_len {
+                out[(b * sizes.t_len + t) * sizes.s_len + s_done + o % width] = F::cast_from(sizes.neg_inf);
             }
             o += units;
         }

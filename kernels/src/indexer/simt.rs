@@ -4,7 +4,7 @@
 
 use cubecl::prelude::*;
 
-use super::weighted_relu_score;
+use super::{weighted_relu_score, ScoreSizes};
 
 /// Units per cube of [`indexer_scores_naive`].
 pub const NAIVE_UNITS: usize = 128;
@@ -50,27 +50,22 @@ pub fn indexer_scores_naive<F: Float>(
     w: &Tensor<F>,
     k: &Tensor<F>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
+    sizes: ScoreSizes,
     d: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
         terminate!();
     }
-    let s = pos % s_len;
-    let bt = pos / s_len;
-    let t = bt % t_len;
-    let b = bt / t_len;
-    if causal && s > t + offset {
-        out[pos] = F::cast_from(neg_inf);
+    let s = pos % sizes.s_len;
+    let bt = pos / sizes.s_len;
+    let t = bt % sizes.t_len;
+    let b = bt / sizes.t_len;
+    if sizes.causal && s > t + sizes.offset {
+        out[pos] = F::cast_from(sizes.neg_inf);
     } else {
-        out[pos] = F::cast_from(weighted_relu_score(q, w, k, bt, (b * s_len + s) * d, heads, d));
+        out[pos] = F::cast_from(weighted_relu_score(q, w, k, bt, (b * sizes.s_len + s) * d, sizes.heads, d));
     }
 }
 
@@ -90,13 +85,8 @@ pub fn indexer_scores_tiled<F: Float>(
     w: &Tensor<F>,
     k: &Tensor<F>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
+    sizes: ScoreSizes,
     d: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
     #[comptime] tt: usize,
     #[comptime] rm: usize,
     #[comptime] rn: usize,
@@ -105,8 +95,8 @@ pub fn indexer_scores_tiled<F: Float>(
 ) {
     let rows = comptime!(16 * rm);
     let cols = comptime!(16 * rn);
-    let n_t = t_len.div_ceil(tt);
-    let n_s = s_len.div_ceil(cols);
+    let n_t = sizes.t_len.div_ceil(tt);
+    let n_s = sizes.s_len.div_ceil(cols);
     let cube = crate::cube_index();
     if cube >= out.shape(0) * n_t * n_s {
         terminate!();
@@ -120,21 +110,21 @@ pub fn indexer_scores_tiled<F: Float>(
     let tid = UNIT_POS as usize;
     let ty = tid / 16;
     let tx = tid % 16;
-    let nrows = tt * heads;
+    let nrows = tt * sizes.heads;
 
     let mut t_last = t0 + tt;
-    if t_last > t_len {
-        t_last = t_len;
+    if t_last > sizes.t_len {
+        t_last = sizes.t_len;
     }
     t_last -= 1;
-    if causal && s0 > t_last + offset {
+    if sizes.causal && s0 > t_last + sizes.offset {
         // The whole tile is in the future of every query.
         let mut o = tid;
         while o < tt * cols {
             let t = t0 + o / cols;
             let s = s0 + o % cols;
-            if t < t_len && s < s_len {
-                out[(b * t_len + t) * s_len + s] = F::cast_from(neg_inf);
+            if t < sizes.t_len && s < sizes.s_len {
+                out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(sizes.neg_inf);
             }
             o += 256usize;
         }
@@ -157,10 +147,10 @@ pub fn indexer_scores_tiled<F: Float>(
             while i < rows * dk {
                 let e = i % dk;
                 let r = i / dk;
-                let t = t0 + r / heads;
+                let t = t0 + r / sizes.heads;
                 let mut v = 0.0f32;
-                if r < nrows && t < t_len && d0 + e < d {
-                    v = f32::cast_from(q[((b * t_len + t) * heads + r % heads) * d + d0 + e]);
+                if r < nrows && t < sizes.t_len && d0 + e < d {
+                    v = f32::cast_from(q[((b * sizes.t_len + t) * sizes.heads + r % sizes.heads) * d + d0 + e]);
                 }
                 sh[e * rows + r] = v;
                 i += 256usize;
@@ -171,8 +161,8 @@ pub fn indexer_scores_tiled<F: Float>(
                 let c = i / dk;
                 let s = s0 + c;
                 let mut v = 0.0f32;
-                if s < s_len && d0 + e < d {
-                    v = f32::cast_from(k[(b * s_len + s) * d + d0 + e]);
+                if s < sizes.s_len && d0 + e < d {
+                    v = f32::cast_from(k[(b * sizes.s_len + s) * d + d0 + e]);
                 }
                 sh[k_off + e * cols + c] = v;
                 i += 256usize;
@@ -204,10 +194,10 @@ pub fn indexer_scores_tiled<F: Float>(
         #[unroll]
         for ii in 0..rm {
             let r = ii * 16 + ty;
-            let t = t0 + r / heads;
+            let t = t0 + r / sizes.heads;
             let mut wv = 0.0f32;
-            if r < nrows && t < t_len {
-                wv = f32::cast_from(w[(b * t_len + t) * heads + r % heads]);
+            if r < nrows && t < sizes.t_len {
+                wv = f32::cast_from(w[(b * sizes.t_len + t) * sizes.heads + r % sizes.heads]);
             }
             #[unroll]
             for jj in 0..rn {
@@ -221,16 +211,16 @@ pub fn indexer_scores_tiled<F: Float>(
             let c = o % cols;
             let t = t0 + tl;
             let s = s0 + c;
-            if t < t_len && s < s_len {
+            if t < sizes.t_len && s < sizes.s_len {
                 let mut v = 0.0f32;
-                if causal && s > t + offset {
-                    v = neg_inf;
+                if sizes.causal && s > t + sizes.offset {
+                    v = sizes.neg_inf;
                 } else {
-                    for hh in 0..heads {
-                        v += sh[(tl * heads + hh) * cols + c];
+                    for hh in 0..sizes.heads {
+                        v += sh[(tl * sizes.heads + hh) * cols + c];
                     }
                 }
-                out[(b * t_len + t) * s_len + s] = F::cast_from(v);
+                out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(v);
             }
             o += 256usize;
         }

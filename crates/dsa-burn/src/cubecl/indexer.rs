@@ -1,8 +1,10 @@
 use super::*;
 
 /// The indexer-scores kernel to launch, by instruction family (see `dsa_kernels::indexer`).
-/// A forced variant that does not support the inputs falls back along
-/// [`IndexerKernel::preference`]; what each supports is in [`IndexerKernel::supports`].
+/// Each variant declares what it supports in one place (`IndexerKernel::supports`); one
+/// dispatcher (`IndexerKernel::pick`) takes the first variant of the selected one's
+/// preference list (`IndexerKernel::preference`: the selected one, then the slower ones down
+/// to `Simt`) that supports the inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexerKernel {
     /// On CUDA the fastest kernel that applies (`WgmmaFp8`, `Mma`, `Cmma`, `SimtTiled`,
@@ -104,6 +106,7 @@ impl IndexerKernel {
 /// kernels' common conditions, supports `h` heads of dim `d` (the sparse stage's selected
 /// scores take the tensor cores then).
 pub(super) fn mma_indexer<R: CubeRuntime>(t: &CubeTensor<R>, quant: IndexerQuant, h: usize, d: usize) -> bool {
+    // `Cmma`'s checks do not read the weights.
     let p = Problem { q: t, w: t, quant, heads: h, d };
     setting(|s| s.indexer).preference(t).contains(&IndexerKernel::Cmma) && IndexerKernel::Cmma.supports(&p).is_ok()
 }
@@ -131,8 +134,6 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
         return out;
     }
     let kernel = setting(|s| s.indexer).pick(&Problem { q: &q, w: &w, quant, heads: h, d });
-    let causal = causal_offset.is_some();
-    let offset = causal_offset.unwrap_or(0);
     match kernel {
         IndexerKernel::Wgmma | IndexerKernel::WgmmaFp8 => {
             let codes = if kernel == IndexerKernel::Wgmma { Codes::F16 } else { Codes::E4m3 };
@@ -186,12 +187,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                     kc.into_tensor_arg(),
                     sk.into_tensor_arg(),
                     out.clone().into_tensor_arg(),
-                    t,
-                    s,
-                    h,
-                    offset,
-                    f32::NEG_INFINITY,
-                    causal,
+                    kernels::indexer::score_sizes(t, s, h, causal_offset),
                     d,
                     split.mt,
                     split.pp,
@@ -222,12 +218,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                     kc.into_tensor_arg(),
                     sk.into_tensor_arg(),
                     out.clone().into_tensor_arg(),
-                    t,
-                    s,
-                    h,
-                    offset,
-                    f32::NEG_INFINITY,
-                    causal,
+                    kernels::indexer::score_sizes(t, s, h, causal_offset),
                     d,
                     hp,
                     cmma::CHUNK,
@@ -249,13 +240,8 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                     w.into_tensor_arg(),
                     k.into_tensor_arg(),
                     out.clone().into_tensor_arg(),
-                    t,
-                    s,
-                    h,
+                    kernels::indexer::score_sizes(t, s, h, causal_offset),
                     d,
-                    offset,
-                    f32::NEG_INFINITY,
-                    causal,
                     tile.tt,
                     tile.rm,
                     tile.rn,
@@ -270,13 +256,8 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                     w.into_tensor_arg(),
                     k.into_tensor_arg(),
                     out.clone().into_tensor_arg(),
-                    t,
-                    s,
-                    h,
+                    kernels::indexer::score_sizes(t, s, h, causal_offset),
                     d,
-                    offset,
-                    f32::NEG_INFINITY,
-                    causal,
                     q.dtype.into(),
                 ),
             }
