@@ -31,7 +31,7 @@ pub fn padded_heads(heads: usize) -> (usize, usize) {
     (hp, ROWS / hp)
 }
 
-/// Shared memory of [`indexer_scores_cmma`] for head dim `d`: the query and key tiles of f16
+/// Shared memory of [`indexer_scores_cmma()`] for head dim `d`: the query and key tiles of f16
 /// codes, the f32 staging of one tile's products (those three aligned to `CMMA_ALIGN`), the
 /// row weights, partial sums and two tiles' key scales.
 pub fn shared_bytes(d: usize) -> usize {

@@ -33,7 +33,7 @@ pub const CHUNK: usize = 2048;
 
 type Acc2 = Vector<f32, Const<2>>;
 
-/// How [`indexer_scores_mma`]'s planes split the work for `heads` heads and `t_len` queries.
+/// How [`indexer_scores_mma()`]'s planes split the work for `heads` heads and `t_len` queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Split {
     /// A tiles (16 heads) per plane: `min(⌈H/16⌉, 2)`.

@@ -10,7 +10,7 @@
 //! The tensor-core variants take the quantised operands factored: with one 128-wide
 //! quantisation block per row (`D ≤ 128`; V3.2's is 128), `q̂[t,j] = s_q[t,j]·c_q[t,j]` and
 //! `k̂[s] = s_k[s]·c_k[s]` with e4m3 codes `c` and f32 scales `s > 0`
-//! ([`crate::quant::quantize_block_kernel`]), so
+//! ([`crate::quant::quantize_block_kernel()`]), so
 //!
 //! `I[t,s] = s_k[s] · Σ_j w[t,j]·s_q[t,j] · ReLU(c_q[t,j] · c_k[s])`
 //!
@@ -21,10 +21,10 @@
 //! # Variants, by instruction family
 //! | module | kernel | supports |
 //! | --- | --- | --- |
-//! | [`simt`] | [`simt::indexer_scores_naive`] | any float dtype and shape; quantised or not (the operands fake-quantised first); every runtime. The portable path and the reference of the others. |
-//! | [`simt`] | [`simt::indexer_scores_tiled`] | as `naive`, where one query's heads fit in a tile (`H ≤ 16·rm`). |
-//! | [`cmma`] | [`cmma::indexer_scores_cmma`] | quantised, `D ≤ 128`, `H ≤ 128`; f16 16×16×16 cmma in 32-wide planes, its shared memory ([`cmma::shared_bytes`]). |
-//! | [`mma`] | [`mma::indexer_scores_mma`] | quantised, `D ≤ 128`, `D % 4 == 0`, `H ≤ 64`; f16 `mma.sync m16n8k16` in 32-wide planes (CUDA sm_80+). |
+//! | [`simt`] | [`simt::indexer_scores_naive()`] | any float dtype and shape; quantised or not (the operands fake-quantised first); every runtime. The portable path and the reference of the others. |
+//! | [`simt`] | [`simt::indexer_scores_tiled()`] | as `naive`, where one query's heads fit in a tile (`H ≤ 16·rm`). |
+//! | [`cmma`] | [`cmma::indexer_scores_cmma()`] | quantised, `D ≤ 128`, `H ≤ 128`; f16 16×16×16 cmma in 32-wide planes, its shared memory ([`cmma::shared_bytes`]). |
+//! | [`mma`] | [`mma::indexer_scores_mma()`] | quantised, `D ≤ 128`, `D % 4 == 0`, `H ≤ 64`; f16 `mma.sync m16n8k16` in 32-wide planes (CUDA sm_80+). |
 //! | [`wgmma`] | [`wgmma::launch_indexer_scores_wgmma`] | quantised, `H = 64`, `D = 128`, `w` and the output bf16 or f32; codes as f16 or e4m3 bytes; CUDA sm_90 ([`wgmma::has_wgmma`]). CUDA C++. |
 //!
 //! The Burn glue (`dsa_burn::cubecl`) picks the variant.

@@ -1,17 +1,17 @@
 //! The indexer scores on plain units (SIMT), every runtime: one unit per score
-//! ([`indexer_scores_naive`]) or a register-tiled GEMM ([`indexer_scores_tiled`]). Contract in
+//! ([`indexer_scores_naive()`]) or a register-tiled GEMM ([`indexer_scores_tiled()`]). Contract in
 //! [`crate::indexer`].
 
 use cubecl::prelude::*;
 
 use super::{weighted_relu_score, ScoreSizes};
 
-/// Units per cube of [`indexer_scores_naive`].
+/// Units per cube of [`indexer_scores_naive()`].
 pub const NAIVE_UNITS: usize = 128;
-/// Units per cube of [`indexer_scores_tiled`] (16×16).
+/// Units per cube of [`indexer_scores_tiled()`] (16×16).
 pub const TILED_UNITS: usize = 256;
 
-/// The tile of [`indexer_scores_tiled`]: `tt` queries × `16·rm` rows `(t, h)` × `16·rn` keys,
+/// The tile of [`indexer_scores_tiled()`]: `tt` queries × `16·rm` rows `(t, h)` × `16·rn` keys,
 /// the head dim in chunks of `dk`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {

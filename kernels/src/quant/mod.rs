@@ -152,9 +152,9 @@ fn block_absmax(v: f32) -> f32 {
 
 /// FP8 block quantisation of a contiguous `[rows, d]` tensor into its e4m3 codes (stored
 /// as `C`, e.g. f16, which holds every e4m3 value exactly) and f32 block scales
-/// `[rows, ⌈d/128⌉]` (type `SC`): the two factors of [`fake_quant_block_kernel`]'s output,
+/// `[rows, ⌈d/128⌉]` (type `SC`): the two factors of [`fake_quant_block_kernel()`]'s output,
 /// for kernels that multiply codes on tensor cores and apply the scales afterwards.
-/// Layout and grid as [`fake_quant_block_kernel`].
+/// Layout and grid as [`fake_quant_block_kernel()`].
 #[cube(launch)]
 pub fn quantize_block_kernel<F: Float, C: Float, SC: Float>(
     x: &Tensor<F>,

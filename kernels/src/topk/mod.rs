@@ -23,7 +23,7 @@
 
 use cubecl::prelude::*;
 
-/// Launch configuration of [`topk_kernel`]: `buf` sort-buffer entries, `hist_bits` bits per
+/// Launch configuration of [`topk_kernel()`]: `buf` sort-buffer entries, `hist_bits` bits per
 /// radix level, `threads` units per cube.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
