@@ -3,7 +3,7 @@
 //! # Contract
 //! Inputs `q [B,T,H,D]`, `w [B,T,H]`, `k [B,S,D]`, contiguous; `q̂`, `k̂` are `q`, `k`
 //! fake-quantised by [`crate::quant`] when the indexer quantises. Output `[B,T,S]` in the
-//! dtype of `w`; with `causal`, entries `s > t + offset` are `neg_inf` (passed at run time:
+//! float type `F` of `w` (and of `q`, `k` where they are not codes); with `causal`, entries `s > t + offset` are `neg_inf` (passed at run time:
 //! WGSL has no infinity literal). Per-head logits are never written to memory, and every
 //! output entry is written (also those in the causal future).
 //!
