@@ -288,9 +288,9 @@ fn indexer_scores_match_reference() {
             assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
             // wgmma at V3.2's 64 × 128 on Hopper, else f16 `mma.sync`: the default
             // tensor-core kernels.
-            let v5 = applies && (h, d) == (64, 128) && wgmma_device();
-            let wgmma_fp8 = v5 && kernel == IndexerKernel::WgmmaFp8;
-            let wgmma = wgmma_fp8 || (v5 && kernel == IndexerKernel::Wgmma);
+            let wgmma_shape = applies && (h, d) == (64, 128) && wgmma_device();
+            let wgmma_fp8 = wgmma_shape && kernel == IndexerKernel::WgmmaFp8;
+            let wgmma = wgmma_fp8 || (wgmma_shape && kernel == IndexerKernel::Wgmma);
             assert_eq!(wgmma_ran, wgmma, "{case}: wgmma kernel ran: {wgmma_ran}");
             assert_eq!(wgmma_fp8_ran, wgmma_fp8, "{case}: FP8 wgmma kernel ran: {wgmma_fp8_ran}");
             // FP8 wgmma adds each instruction's 32 products with about 14 bits (DeepSeek-V3's
