@@ -450,7 +450,7 @@ fn run<G: DsaBackend>(a: &Args) {
                     for (&(_, n), (idx, valid)) in blocks.iter().zip(&sels) {
                         for c in (0..n).step_by(256) {
                             let m = 256.min(n - c);
-                            let _ = dsa_burn::sparse_mla::reference_sparse_mla(
+                            let _ = dsa_burn::reference::sparse_mla::reference_sparse_mla(
                                 q.clone().narrow(1, c, m),
                                 kv.clone(),
                                 idx.clone().narrow(1, c, m),
@@ -616,7 +616,7 @@ fn run<G: DsaBackend>(a: &Args) {
             );
         });
         b.time(&dec_ref, l, dec_flops, dec_bytes, || {
-            let _ = dsa_burn::sparse_mla::reference_sparse_mla(
+            let _ = dsa_burn::reference::sparse_mla::reference_sparse_mla(
                 qd.clone(),
                 cache.clone(),
                 idx.clone(),

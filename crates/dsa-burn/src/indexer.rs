@@ -2,60 +2,18 @@
 //!
 //! `I[t,s] = Σ_j w[t,j] · ReLU(q̂[t,j] · k̂[s])` with `q̂`, `k̂` the FP8-quantised, Hadamard-
 //! rotated query and key (one key per token, shared by all indexer heads). This file holds
-//! the reference score computation behind [`DsaBackend::indexer_scores`](crate::DsaBackend)
-//! and the [`LightningIndexer`] module that produces its inputs.
+//! the [`LightningIndexer`] module that produces the inputs of [`DsaBackend::indexer_scores`]
+//! (whose reference is [`crate::reference::indexer`]) and the Hadamard rotation it applies.
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
-use crate::quant::{fake_quant, IndexerQuant};
+use crate::quant::IndexerQuant;
 use crate::rope::Rope;
 use crate::DsaBackend;
-
-/// Query rows scored per step, so that the per-head logits `[B, rows, H_I, S]` stay
-/// within about this many elements.
-const LOGITS_BUDGET: usize = 1 << 24;
-
-/// Reference indexer scores; see [`DsaBackend::indexer_scores`].
-pub fn reference_scores<B: Backend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    causal_offset: Option<usize>,
-) -> Tensor<B, 3> {
-    let [b, t, h, d] = q.dims();
-    let [_, s, dk] = k.dims();
-    assert_eq!(d, dk, "indexer query dim {d} != key dim {dk}");
-    assert_eq!(w.dims(), [b, t, h], "indexer weights must be [B, T, H_I]");
-    let q = fake_quant(q, quant);
-    let k_t = fake_quant(k, quant).swap_dims(1, 2).unsqueeze_dim::<4>(1); // [B,1,D,S]
-    let rows = (LOGITS_BUDGET / (b * h * s).max(1)).clamp(1, t.max(1));
-    let mut blocks = Vec::with_capacity(t.div_ceil(rows));
-    let mut start = 0;
-    while start < t {
-        let len = rows.min(t - start);
-        let logits = q.clone().narrow(1, start, len).matmul(k_t.clone()); // [B,len,H,S]
-        let weighted = logits.clamp_min(0.0) * w.clone().narrow(1, start, len).unsqueeze_dim(3);
-        blocks.push(weighted.sum_dim(2).reshape([b, len, s]));
-        start += len;
-    }
-    let scores = Tensor::cat(blocks, 1);
-    match causal_offset {
-        Some(offset) => scores.mask_fill(causal_mask::<B>(t, s, offset, &w.device()).unsqueeze(), f32::NEG_INFINITY),
-        None => scores,
-    }
-}
-
-/// `[T, S]` mask, true where key `s` lies in the future of query `t` (`s > t + offset`).
-pub fn causal_mask<B: Backend>(t: usize, s: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Bool> {
-    let rows = Tensor::<B, 1, Int>::arange(0..t as i64, device).reshape([t, 1]).add_scalar(offset as i64);
-    let cols = Tensor::<B, 1, Int>::arange(0..s as i64, device).reshape([1, s]);
-    cols.expand([t, s]).greater(rows.expand([t, s]))
-}
 
 /// The Sylvester Hadamard rotation `x · H / sqrt(n)` over the last dim (a power of two).
 ///

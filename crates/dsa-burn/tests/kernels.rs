@@ -180,7 +180,7 @@ fn fake_quant_is_bit_identical() {
             }
         }
         for quant in [IndexerQuant::E4m3, IndexerQuant::E4m3Pow2] {
-            let want = host(dsa_burn::quant::fake_quant(
+            let want = host(dsa_burn::reference::quant::fake_quant(
                 ft::<C, 2>(&x, [rows, d], &Default::default()),
                 quant,
             ));
@@ -254,7 +254,7 @@ fn indexer_scores_match_reference() {
                 .map(tensor_core_launches)
             };
             let before = launches();
-            let want = dsa_burn::indexer::reference_scores::<C>(
+            let want = dsa_burn::reference::indexer::reference_scores::<C>(
                 ft(&qv, [b, t, h, d], &Default::default()),
                 ft(&wv, [b, t, h], &Default::default()),
                 ft(&kv, [b, s, d], &Default::default()),
@@ -371,7 +371,7 @@ fn topk_matches_reference() {
                 f32::NAN
             };
         }
-        let (want_i, want_v) = dsa_burn::topk::reference_topk::<C>(
+        let (want_i, want_v) = dsa_burn::reference::topk::reference_topk::<C>(
             ft(&scores, [b, t, s], &Default::default()),
             k,
             causal,
@@ -470,7 +470,7 @@ fn sparse_mla_matches_reference() {
         let idx = |dev: &burn::backend::ndarray::NdArrayDevice| {
             Tensor::<C, 3, Int>::from_data(TensorData::new(sel.clone(), [b, t, k]), dev)
         };
-        let (want_o, want_l) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (want_o, want_l) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&qv, [b, t, h, d], &Default::default()),
             ft(&kvv, [b, s, d], &Default::default()),
             idx(&Default::default()),
@@ -573,7 +573,7 @@ fn sparse_mla_tensor_cores_match_reference() {
         }
         m.q = bf(m.q);
         m.kv = bf(m.kv);
-        let (want_o, want_l) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (want_o, want_l) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&m.q, [b, t, h, d], &Default::default()),
             ft(&m.kv, [b, s, d], &Default::default()),
             m.indices(&Default::default()),
@@ -619,7 +619,7 @@ fn sparse_mla_tensor_cores_match_reference() {
         use dsa_burn::DsaBackend;
         let probs_before =
             dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::SparseMlaProbs);
-        let want_p = dsa_burn::loss::reference_sparse_mla_probs::<C>(
+        let want_p = dsa_burn::reference::indexer_loss::reference_sparse_mla_probs::<C>(
             ft(&m.q, [b, t, h, d], &Default::default()),
             ft(&m.kv, [b, s, d], &Default::default()),
             m.indices(&Default::default()),
@@ -696,7 +696,7 @@ impl Mla {
     ) -> (Tensor<C, 4>, Tensor<C, 3>) {
         let [b, t, h, d, dv, s, _] = self.dims;
         let dev = Default::default();
-        dsa_burn::ops::reference_sparse_mla_backward::<C>(
+        dsa_burn::reference::sparse_mla::reference_sparse_mla_backward::<C>(
             ft(&self.q, [b, t, h, d], &dev),
             ft(&self.kv, [b, s, d], &dev),
             self.indices(&dev),
@@ -735,7 +735,7 @@ fn sparse_mla_backward_matches_reference() {
         let m = Mla::new(&mut rng, dims, 1);
         let (gov, glv) = (rng.normal(b * t * h * dv), rng.normal(b * t * h));
         let cdev = Default::default();
-        let (out, lse) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (out, lse) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&m.q, [b, t, h, d], &cdev),
             ft(&m.kv, [b, s, d], &cdev),
             m.indices(&cdev),
@@ -831,7 +831,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
         m.q = bf(m.q);
         m.kv = bf(m.kv);
         let cdev = Default::default();
-        let (out, lse) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (out, lse) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&m.q, [b, t, h, d], &cdev),
             ft(&m.kv, [b, s, d], &cdev),
             m.indices(&cdev),
@@ -893,7 +893,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
 /// empty row per case, odd sizes, more heads than one group.
 #[test]
 fn indexer_loss_kernels_match_reference() {
-    use dsa_burn::loss::{
+    use dsa_burn::reference::indexer_loss::{
         reference_selected_scores, reference_selected_scores_backward, reference_sparse_mla_probs,
     };
     use dsa_burn::DsaBackend;
@@ -989,7 +989,7 @@ fn indexer_loss_kernels_match_reference() {
         }
         dsa_burn::cubecl::update_kernel_settings(|s| s.force_cas_atomics = false);
         let (q, _, kv) = c_in();
-        let lse = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let lse = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             q.clone(),
             kv.clone(),
             m.indices(&cdev),
@@ -1047,7 +1047,7 @@ fn sparse_mla_autodiff_matches_reference() {
             let q = ft::<B, 4>(&m.q, [b, t, h, d], dev).require_grad();
             let kv = ft::<B, 3>(&m.kv, [b, s, d], dev).require_grad();
             let (out, lse) = if reference {
-                dsa_burn::sparse_mla::reference_sparse_mla(
+                dsa_burn::reference::sparse_mla::reference_sparse_mla(
                     q.clone(),
                     kv.clone(),
                     m.indices(dev),
@@ -1708,6 +1708,8 @@ fn matmul_bench_reports_every_candidate() {
         Candidate::Cubek(strategy_by_name("double_cyclic_mma").unwrap()),
     ];
     let settings = BenchSettings { warm: 1, iters: 2, rounds: 3 };
+    // The error is against Burn's matmul, which runs f32 on TF32 on CUDA.
+    let exact_tol = if cfg!(feature = "cuda") { 4e-3 } else { 1e-5 };
     let mut emitted = 0;
     let timings = bench::<G>(&[shape], &[Layout::NN, Layout::NT, Layout::TN], &candidates, settings, &gdev(), |_| emitted += 1);
     assert_eq!((timings.len(), emitted), (9, 9));
@@ -1722,7 +1724,7 @@ fn matmul_bench_reports_every_candidate() {
         assert_eq!((t.op, t.dtype.as_str()), ("matmul", "f32"));
         match t.strategy.as_str() {
             "burn" => assert!(t.status == "ok" && t.ms.unwrap() > 0.0 && t.rel_err.is_none(), "{t:?}"),
-            "simple_unit_max_tile_size" => assert!(t.status == "ok" && t.tflops.unwrap() > 0.0 && t.rel_err.unwrap() < 1e-5, "{t:?}"),
+            "simple_unit_max_tile_size" => assert!(t.status == "ok" && t.tflops.unwrap() > 0.0 && t.rel_err.unwrap() < exact_tol, "{t:?}"),
             _ => assert!(t.status == "ok" && t.rel_err.unwrap() < 1e-2 || t.status != "ok" && t.ms.is_none(), "{t:?}"),
         }
     }
