@@ -40,30 +40,17 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 const INDEXER_KERNELS: &[IndexerKernel] = &[
     IndexerKernel::WgmmaFp8,
     IndexerKernel::Wgmma,
-    IndexerKernel::TensorCores,
-    IndexerKernel::HalfTensorCores,
-    IndexerKernel::Fp8TensorCores,
-    IndexerKernel::Tiled,
-    IndexerKernel::Naive,
+    IndexerKernel::Mma,
+    IndexerKernel::Cmma,
+    IndexerKernel::SimtTiled,
+    IndexerKernel::Simt,
 ];
 #[cfg(not(feature = "cuda"))]
-const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Naive];
+const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Simt];
 #[cfg(feature = "cuda")]
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V2, MlaKernel::V1];
 #[cfg(not(feature = "cuda"))]
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::V1];
-
-/// Whether the device under test has FP8 MMA (the v4 indexer's condition).
-#[cfg(feature = "cuda")]
-fn fp8_device() -> bool {
-    use burn::backend::cuda::CudaDevice;
-    use burn_cubecl::cubecl::Runtime;
-    dsa_burn::cubecl::has_fp8_mma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(&CudaDevice::default()))
-}
-#[cfg(not(feature = "cuda"))]
-fn fp8_device() -> bool {
-    false
-}
 
 /// Whether the device under test has `wgmma` (the v5 kernels' condition).
 #[cfg(feature = "cuda")]
@@ -236,8 +223,8 @@ fn indexer_scores_match_reference() {
         (1, 5, 64, 128, 4500, Some(4495)),
         (2, 1, 64, 128, 3000, Some(2999)),
         (1, 70, 16, 64, 2100, Some(2030)),
-        // FP8 MMA: two planes per query (4..7 queries), three A tiles, dims 96 of 128; and
-        // four planes per query.
+        // The heads split over two planes (40 and 50: partial 16-head tiles), dims 96 of 128,
+        // two key planes per query (two queries).
         (3, 6, 40, 96, 700, Some(694)),
         (2, 2, 50, 128, 900, Some(898)),
     ] {
@@ -260,7 +247,6 @@ fn indexer_scores_match_reference() {
                 use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
                 [
                     TensorCoreOp::IndexerScores,
-                    TensorCoreOp::IndexerScoresFp8,
                     TensorCoreOp::IndexerScoresF16Mma,
                     TensorCoreOp::IndexerScoresWgmma,
                     TensorCoreOp::IndexerScoresWgmmaFp8,
@@ -286,29 +272,25 @@ fn indexer_scores_match_reference() {
             let case = format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal));
             // Read first: under Fusion the kernels run when the result is read.
             let (got, want) = (host(got), host(want));
-            // The tensor-core kernels apply to quantised indexers with one block per row; the
-            // FP8 one, where the device has FP8 MMA, to at most 64 heads of a dim divisible by 8.
+            // The tensor-core kernels apply to quantised indexers with one block per row.
             let after = launches();
-            let [mma_ran, fp8_ran, f16_ran, wgmma_ran, wgmma_fp8_ran] = [0, 1, 2, 3, 4].map(|i| after[i] > before[i]);
+            let [mma_ran, f16_ran, wgmma_ran, wgmma_fp8_ran] = [0, 1, 2, 3].map(|i| after[i] > before[i]);
             let applies = matches!(
                 kernel,
                 IndexerKernel::WgmmaFp8
                     | IndexerKernel::Wgmma
-                    | IndexerKernel::TensorCores
-                    | IndexerKernel::HalfTensorCores
-                    | IndexerKernel::Fp8TensorCores
+                    | IndexerKernel::Mma
+                    | IndexerKernel::Cmma
             )
                 && quant != IndexerQuant::None
                 && d <= 128
                 && h <= 128;
-            let fp8 = applies && kernel == IndexerKernel::Fp8TensorCores && h <= 64 && d % 8 == 0 && fp8_device();
             assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
-            assert_eq!(fp8_ran, fp8, "{case}: FP8 MMA kernel ran: {fp8_ran}");
-            // v5 (wgmma) at V3.2's 64 × 128 on Hopper, else v4.3 (f16 MMA): the default
-            // tensor-core kernels, and Fp8TensorCores' fallback.
-            let v5 = applies && (h, d) == (64, 128) && wgmma_device();
-            let wgmma_fp8 = v5 && kernel == IndexerKernel::WgmmaFp8;
-            let wgmma = wgmma_fp8 || (v5 && kernel == IndexerKernel::Wgmma);
+            // wgmma at V3.2's 64 × 128 on Hopper, else f16 `mma.sync`: the default
+            // tensor-core kernels.
+            let wgmma_shape = applies && (h, d) == (64, 128) && wgmma_device();
+            let wgmma_fp8 = wgmma_shape && kernel == IndexerKernel::WgmmaFp8;
+            let wgmma = wgmma_fp8 || (wgmma_shape && kernel == IndexerKernel::Wgmma);
             assert_eq!(wgmma_ran, wgmma, "{case}: wgmma kernel ran: {wgmma_ran}");
             assert_eq!(wgmma_fp8_ran, wgmma_fp8, "{case}: FP8 wgmma kernel ran: {wgmma_fp8_ran}");
             // FP8 wgmma adds each instruction's 32 products with about 14 bits (DeepSeek-V3's
@@ -318,7 +300,7 @@ fn indexer_scores_match_reference() {
             if wgmma_fp8 {
                 eprintln!("{case}: relative error {rel:.2e}");
             }
-            let f16 = applies && kernel != IndexerKernel::HalfTensorCores && !fp8 && !wgmma && h <= 64 && d % 4 == 0;
+            let f16 = applies && kernel != IndexerKernel::Cmma && !wgmma && h <= 64 && d % 4 == 0;
             assert_eq!(f16_ran, f16, "{case}: f16 MMA kernel ran: {f16_ran}");
         }
     }

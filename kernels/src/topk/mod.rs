@@ -23,6 +23,51 @@
 
 use cubecl::prelude::*;
 
+/// Launch configuration of [`topk_kernel()`]: `buf` sort-buffer entries, `hist_bits` bits per
+/// radix level, `threads` units per cube.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Sort buffer entries (a power of two ≥ `next_pow2(kk)`).
+    pub buf: usize,
+    /// Bits per radix level.
+    pub hist_bits: u32,
+    /// Units per cube (a power of two).
+    pub threads: usize,
+}
+
+impl Config {
+    /// Shared memory the kernel needs: a sort buffer of `buf` entries (key, index), a
+    /// histogram of `2^hist_bits` bins, a prefix-sum buffer of `threads` words, a few words.
+    pub fn shared_bytes(&self) -> usize {
+        self.buf * 8 + (4usize << self.hist_bits) + self.threads * 4 + 16
+    }
+
+    /// The configuration for `kk` of `s` scores per row: the largest sort buffer (up to
+    /// `max(2·cap, 4096)` entries, `cap = next_pow2(kk)`; no larger than the row needs) and
+    /// histogram (12 bits, else fewer) that fit in `max_shared` bytes, at most `max_units`
+    /// (and 512) threads; `None` when not even `cap` entries fit.
+    pub fn new(kk: usize, s: usize, max_shared: usize, max_units: usize) -> Option<Self> {
+        let cap = kk.next_power_of_two().max(2);
+        let mut threads = 512usize.min(s.next_power_of_two().max(32));
+        while threads > max_units.max(1) {
+            threads /= 2;
+        }
+        let mut buf = (2 * cap).max(4096).min(s.next_power_of_two()).max(cap);
+        while buf >= cap {
+            // A row no longer than the buffer never builds a histogram.
+            let bits: &[u32] = if s <= buf { &[8] } else { &[12, 11, 10, 8] };
+            for &hist_bits in bits {
+                let config = Self { buf, hist_bits, threads };
+                if config.shared_bytes() <= max_shared {
+                    return Some(config);
+                }
+            }
+            buf /= 2;
+        }
+        None
+    }
+}
+
 /// Order-preserving key of a score: larger score, larger key; NaN as -inf, -0 as +0.
 #[cube]
 pub fn score_key(v: f32) -> u32 {
@@ -44,6 +89,14 @@ pub fn score_key(v: f32) -> u32 {
 #[cube]
 fn better(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     ka > kb || (ka == kb && ia < ib)
+}
+
+/// Appends `(key, s)` to the sort buffer at the slot `counter` hands out.
+#[cube]
+fn append(keys: &mut SharedMemory<u32>, idxs: &mut SharedMemory<u32>, counter: &SharedMemory<Atomic<u32>>, key: u32, s: usize) {
+    let p = counter[0].fetch_add(1u32) as usize;
+    keys[p] = key;
+    idxs[p] = s as u32;
 }
 
 /// Inclusive prefix sum (Hillis-Steele) of `scan[0..nt]`, each unit having written its
@@ -68,7 +121,7 @@ fn block_scan(scan: &mut SharedMemory<u32>, tid: usize, #[comptime] nt: usize) -
 
 /// Top-k of every row; `nt` units per cube (a power of two), one cube per row (linear cube
 /// index over x and y). `buf`: sort buffer entries (a power of two ≥ `next_pow2(kk)`);
-/// `hb`: bits per radix level (histogram of `2^hb` bins, `hb ≤ 16`).
+/// `hb`: bits per radix level (histogram of `2^hb` bins, `hb ≤ 16`); all three from [`Config`].
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn topk_kernel<F: Float, I: Int, BL: Int, N: Size>(
@@ -213,9 +266,7 @@ pub fn topk_kernel<F: Float, I: Int, BL: Int, N: Size>(
                 if s < limit {
                     let key = score_key(f32::cast_from(x[u]));
                     if (key & mask) >= prefix {
-                        let p = counter[0].fetch_add(1u32) as usize;
-                        keys[p] = key;
-                        idxs[p] = s as u32;
+                        append(&mut keys, &mut idxs, &counter, key, s);
                     }
                 }
             }
@@ -244,9 +295,7 @@ pub fn topk_kernel<F: Float, I: Int, BL: Int, N: Size>(
                         let key = score_key(f32::cast_from(x[u]));
                         ks[u] = key;
                         if key > prefix {
-                            let p = counter[0].fetch_add(1u32) as usize;
-                            keys[p] = key;
-                            idxs[p] = s as u32;
+                            append(&mut keys, &mut idxs, &counter, key, s);
                         }
                         if key == prefix {
                             ties += 1u32;

@@ -1,18 +1,26 @@
-//! Lightning-indexer scores on f16 tensor cores with the epilogue in registers (v4.3): v4's layout ([`crate::indexer_fp8`]: A
-//! fragments in registers, the ReLU·w epilogue and head sum in registers, 32 heads per
-//! plane) on f16 `mma.sync m16n8k16` with the e4m3 codes held in f16, as v3 holds them: on
-//! Hopper ptxas lowers e4m3 `mma.sync` to f16 MMAs anyway, converting the fragments inside
-//! the loop (GPU run 41). Lane `(g, t)` holds, at k-step `ks`, dims `16ks + 4t .. +4`
-//! (a permutation of the MMA's k order shared by A and B), read from a key row staged at a
-//! stride of 288 bytes (conflict-free 8-byte reads).
+//! The indexer scores on f16 `mma.sync m16n8k16` with the epilogue in registers: the e4m3
+//! codes held exactly in f16, the FP8 scales applied afterwards (the factored contract of
+//! [`crate::indexer`]). On Hopper this is faster than e4m3 `mma.sync m16n8k32`, which ptxas
+//! lowers to f16 MMAs converting the fragments inside the loop.
+//!
+//! One cube of 8 planes computes `8 / (pp·kp)` queries against a range of `chunk` keys: `pp`
+//! planes split a query's heads (32 each: two 16-row A tiles), `kp` planes split each tile of
+//! `64·kp` keys. A plane holds its heads × the dims as A fragments in registers for the whole
+//! chunk; per 8 keys it runs its MMAs into f32 accumulators, applies `w·s_q·ReLU` to them and
+//! sums its two rows of each A tile, then a butterfly of shuffles sums the plane's 8 row
+//! groups. The dot products may run in any order of the dims, so A and B take the same
+//! permutation of them: lane `(g, t)` holds, at k-step `ks`, dims `16ks + 4t .. +4`, read from
+//! a key row staged at a stride of 288 bytes (conflict-free 8-byte reads).
 
 use cubecl::cmma;
 use cubecl::prelude::*;
 
+use super::{chunk_keys, fill_future, query_block, ScoreSizes};
+
 /// Units per cube (8 planes of 32).
-pub const MMA16_UNITS: usize = 256;
+pub const UNITS: usize = 256;
 /// Largest head count (two planes of 32 heads per query).
-pub const MMA16_MAX_HEADS: usize = 64;
+pub const MAX_HEADS: usize = 64;
 /// Planes per cube.
 const PLANES: usize = 8;
 /// Keys per plane and tile: eight MMA column tiles of 8.
@@ -20,28 +28,53 @@ const PLANE_KEYS: usize = 64;
 /// Row stride of the staged key tile in vectors of 4 codes: 32 + 4 against bank conflicts.
 const KROW: usize = 36;
 
+/// Keys per cube (`chunk`).
+pub const CHUNK: usize = 2048;
+
 type Acc2 = Vector<f32, Const<2>>;
 
-/// Grid: `grid_1d(B · ⌈T / (8/(pp·kp))⌉)` cubes × `⌈S / chunk⌉` in z, [`MMA16_UNITS`] units,
+/// How [`indexer_scores_mma()`]'s planes split the work for `heads` heads and `t_len` queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// A tiles (16 heads) per plane: `min(⌈H/16⌉, 2)`.
+    pub mt: usize,
+    /// Planes per query along the heads: `⌈H/32⌉`.
+    pub pp: usize,
+    /// Planes per query along each key tile: more (up to 4) when few queries (decode) leave
+    /// planes free.
+    pub kp: usize,
+    /// Queries per cube: `8 / (pp·kp)`.
+    pub tq: usize,
+}
+
+impl Split {
+    /// The split for `heads ≤ MAX_HEADS` heads and `t_len` queries.
+    pub fn new(heads: usize, t_len: usize) -> Self {
+        let mt = heads.div_ceil(16).min(2);
+        let pp = heads.div_ceil(32);
+        let mut kp = 1;
+        while kp < 4 && t_len * pp * kp * 2 <= PLANES {
+            kp *= 2;
+        }
+        Self { mt, pp, kp, tq: PLANES / (pp * kp) }
+    }
+}
+
+/// Grid: `grid_1d(B · ⌈T / tq⌉)` cubes × `⌈S / chunk⌉` in z, [`UNITS`] units,
 /// plane size 32. `q` codes `[B,T,H,D]` as vectors of 2 and `k` codes `[B,S,D]` as vectors
 /// of 4 (`C` = f16 or bf16; `D % 4 == 0`, `D ≤ 128`), `w` `[B,T,H]` (`H ≤ 64`), scales `sq` `[B,T,H]`
 /// and `sk` `[B,S]`. `mt`: A tiles per plane, `min(⌈H/16⌉, 2)`; `pp`: head planes per
-/// query, `⌈H/32⌉`; `kp`: key planes per query, 1, 2 or 4 with `pp·kp ≤ 8`; `chunk`: a
-/// multiple of `64·kp`.
+/// query, `⌈H/32⌉`; `kp`: key planes per query, 1, 2 or 4 with `pp·kp ≤ 8` (all from
+/// [`Split`]); `chunk`: a multiple of `64·kp` ([`CHUNK`]).
 #[cube(launch_unchecked)]
-pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
+pub fn indexer_scores_mma<F: Float, C: Float, SC: Float>(
     q: &Tensor<Vector<C, Const<2>>>,
     w: &Tensor<F>,
     sq: &Tensor<SC>,
     k: &Tensor<Vector<C, Const<4>>>,
     sk: &Tensor<SC>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
+    sizes: ScoreSizes,
     #[comptime] d: usize,
     #[comptime] mt: usize,
     #[comptime] pp: usize,
@@ -51,13 +84,10 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
 ) {
     let tq = comptime!(PLANES / (pp * kp));
     let kt = comptime!(PLANE_KEYS * kp);
-    let n_t = t_len.div_ceil(tq);
-    let cube = crate::cube_index();
-    if cube >= out.shape(0) * n_t {
+    let (b, t0, live) = query_block(&sizes, out.shape(0), tq);
+    if !live {
         terminate!();
     }
-    let b = cube / n_t;
-    let t0 = (cube % n_t) * tq;
     let tid = UNIT_POS as usize;
     let plane = tid / 32;
     let lane = tid % 32;
@@ -67,23 +97,10 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
     let tq_idx = t0 + plane / (pp * kp);
     let hpart = (plane % (pp * kp)) / kp;
     let part = plane % kp;
-    let t_ok = tq_idx < t_len;
+    let t_ok = tq_idx < sizes.t_len;
 
-    let s_begin = CUBE_POS_Z as usize * chunk;
-    let mut s_end = s_begin + chunk;
-    if s_end > s_len {
-        s_end = s_len;
-    }
-    let mut t_last = t0 + tq;
-    if t_last > t_len {
-        t_last = t_len;
-    }
-    t_last -= 1;
     // Keys `s < limit` are computed; later keys of the chunk are in every query's future.
-    let mut limit = s_end;
-    if causal && t_last + offset + 1 < limit {
-        limit = t_last + offset + 1;
-    }
+    let (s_begin, s_end, limit) = chunk_keys(&sizes, t0, tq, chunk);
     let mut s_done = s_begin;
 
     let mut k_sh = SharedMemory::<Vector<C, Const<4>>>::new(comptime!(PLANE_KEYS * kp * KROW));
@@ -96,11 +113,10 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
         let dv2 = comptime!(d / 2);
         let dv4 = comptime!(d / 4);
         let zero2 = Vector::<C, Const<2>>::new(C::from_int(0));
-        let zero4 = Vector::<C, Const<4>>::new(C::from_int(0));
 
         // The plane's A fragments: A tile `m`, k-step `ks`, register `2·half + r` holds
-        // head `32·hpart + 16m + g + 8r`, dims `32t + 8ks + 4·half ..+4` (zero past the heads, the
-        // dims or the tokens); and the weights `w·s_q` of the lane's two rows per tile.
+        // head `32·hpart + 16m + g + 8r`, dims `16ks + 4t + 2·half ..+2` (zero past the heads,
+        // the dims or the tokens); and the weights `w·s_q` of the lane's two rows per tile.
         let mut qa = Array::<Vector<C, Const<2>>>::new(comptime!(mt * 32));
         let mut wr = Array::<f32>::new(comptime!(mt * 2));
         #[unroll]
@@ -108,8 +124,8 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
             #[unroll]
             for r in 0..2usize {
                 let h = hpart * 32 + m * 16 + g + r * 8;
-                let ok = t_ok && h < heads;
-                let row = (b * t_len + tq_idx) * heads + h;
+                let ok = t_ok && h < sizes.heads;
+                let row = (b * sizes.t_len + tq_idx) * sizes.heads + h;
                 #[unroll]
                 for ks in 0..8usize {
                     #[unroll]
@@ -130,29 +146,16 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
             }
         }
 
-        // A unit's share of a key tile (`kt` keys × 16 vectors of 8 codes, zero past the
-        // keys or the dims) and of its scales, fetched into registers a tile ahead.
-        let share = comptime!(PLANE_KEYS * kp * 32 / MMA16_UNITS);
+        // A unit's share of a key tile and of its scales, fetched into registers a tile ahead.
+        let share = comptime!(PLANE_KEYS * kp * 32 / UNITS);
         let mut k_regs = Array::<Vector<C, Const<4>>>::new(share);
-        let mut sk_reg = 0.0f32;
         let mut s0 = s_begin;
-        #[unroll]
-        for u in 0..share {
-            let i = tid + u * MMA16_UNITS;
-            let mut v = zero4;
-            if s0 + i / 32 < s_len && i % 32 < dv4 {
-                v = k[(b * s_len + s0 + i / 32) * dv4 + i % 32];
-            }
-            k_regs[u] = v;
-        }
-        if tid < kt && s0 + tid < s_len {
-            sk_reg = f32::cast_from(sk[b * s_len + s0 + tid]);
-        }
+        let mut sk_reg = fetch_key_tile(k, sk, &mut k_regs, b * sizes.s_len, s0, sizes.s_len, dv4, share, kt);
 
         while s0 < limit {
             #[unroll]
             for u in 0..share {
-                let i = tid + u * MMA16_UNITS;
+                let i = tid + u * UNITS;
                 k_sh[(i / 32) * KROW + i % 32] = k_regs[u];
             }
             if tid < kt {
@@ -162,24 +165,12 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
 
             let next = s0 + kt;
             if next < limit {
-                #[unroll]
-                for u in 0..share {
-                    let i = tid + u * MMA16_UNITS;
-                    let mut v = zero4;
-                    if next + i / 32 < s_len && i % 32 < dv4 {
-                        v = k[(b * s_len + next + i / 32) * dv4 + i % 32];
-                    }
-                    k_regs[u] = v;
-                }
-                sk_reg = 0.0f32;
-                if tid < kt && next + tid < s_len {
-                    sk_reg = f32::cast_from(sk[b * s_len + next + tid]);
-                }
+                sk_reg = fetch_key_tile(k, sk, &mut k_regs, b * sizes.s_len, next, sizes.s_len, dv4, share, kt);
             }
 
             if t_ok {
                 // One MMA column tile of 8 keys at a time (a run-time loop: unrolled, the
-                // compiler hoists every tile's B loads and runs out of registers, GPU run 37).
+                // compiler hoists every tile's B loads and runs out of registers).
                 for j in 0..8usize {
                     let key_row = (part * 8 + j) * 8 + g;
                     let mut acc = Array::<Acc2>::new(comptime!(mt * 2));
@@ -228,7 +219,7 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
                     let key = j * 8 + 2 * tg + c;
                     if lane % 16 < 4 {
                         if comptime!(pp == 1) {
-                            write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
+                            write_score(out, &sizes, b, tq_idx, s0 + part * PLANE_KEYS + key, s_end, sk_sh[part * PLANE_KEYS + key] * x);
                         } else {
                             red_sh[plane * PLANE_KEYS + key] = x;
                         }
@@ -243,7 +234,7 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
                     for c in 0..2usize {
                         let key = 2 * lane + c;
                         let x = red_sh[plane * PLANE_KEYS + key] + red_sh[(plane + kp) * PLANE_KEYS + key];
-                        write_score(out, s0 + part * PLANE_KEYS + key, s_end, (b * t_len + tq_idx) * s_len, tq_idx + offset, sk_sh[part * PLANE_KEYS + key] * x, neg_inf, causal);
+                        write_score(out, &sizes, b, tq_idx, s0 + part * PLANE_KEYS + key, s_end, sk_sh[part * PLANE_KEYS + key] * x);
                     }
                 }
             }
@@ -253,30 +244,51 @@ pub fn indexer_scores_mma16<F: Float, C: Float, SC: Float>(
         s_done = s0;
     }
 
-    // The rest of the chunk is in the causal future of every query of the cube.
-    if s_done < s_end {
-        let width = s_end - s_done;
-        let mut o = tid;
-        while o < tq * width {
-            let t = t0 + o / width;
-            if t < t_len {
-                out[(b * t_len + t) * s_len + s_done + o % width] = F::cast_from(neg_inf);
-            }
-            o += MMA16_UNITS;
-        }
-    }
+    fill_future(out, &sizes, b, t0, s_done, s_end, tq, UNITS);
 }
 
-/// `out[row + s] = v` if `s` is in the chunk (`s < s_end`), `neg_inf` instead where `s` is in
-/// the causal future of the query (`s > last`, the query's last visible key).
+/// The unit's share of the key tile at `s0` (`kt` keys × 32 vectors of 4 codes, zero past
+/// the keys or the dims; `row0` = the batch's first key) into `regs`, and its key's scale
+/// (units `< kt`; else 0) as the result.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn write_score<F: Float>(out: &mut Tensor<F>, s: usize, s_end: usize, row: usize, last: usize, v: f32, neg_inf: f32, #[comptime] causal: bool) {
+fn fetch_key_tile<C: Float, SC: Float>(
+    k: &Tensor<Vector<C, Const<4>>>,
+    sk: &Tensor<SC>,
+    regs: &mut Array<Vector<C, Const<4>>>,
+    row0: usize,
+    s0: usize,
+    s_len: usize,
+    #[comptime] dv4: usize,
+    #[comptime] share: usize,
+    #[comptime] kt: usize,
+) -> f32 {
+    let tid = UNIT_POS as usize;
+    #[unroll]
+    for u in 0..share {
+        let i = tid + u * UNITS;
+        let mut v = Vector::<C, Const<4>>::new(C::from_int(0));
+        if s0 + i / 32 < s_len && i % 32 < dv4 {
+            v = k[(row0 + s0 + i / 32) * dv4 + i % 32];
+        }
+        regs[u] = v;
+    }
+    let mut scale = 0.0f32;
+    if tid < kt && s0 + tid < s_len {
+        scale = f32::cast_from(sk[row0 + s0 + tid]);
+    }
+    scale
+}
+
+/// `out[b, t, s] = v` if `s` is in the chunk (`s < s_end`), `neg_inf` instead where `s` is in
+/// the causal future of query `t`.
+#[cube]
+fn write_score<F: Float>(out: &mut Tensor<F>, sizes: &ScoreSizes, b: usize, t: usize, s: usize, s_end: usize, v: f32) {
     if s < s_end {
         let mut x = v;
-        if causal && s > last {
-            x = neg_inf;
+        if sizes.causal && s > t + sizes.offset {
+            x = sizes.neg_inf;
         }
-        out[row + s] = F::cast_from(x);
+        out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(x);
     }
 }

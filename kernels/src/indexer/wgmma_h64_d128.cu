@@ -1,7 +1,7 @@
 // Lightning-indexer scores on Hopper's warpgroup tensor cores (`wgmma`): the contract of
 // the CubeCL indexer kernels at DeepSeek-V3.2's indexer shape (64 heads x 128 dims) for
 // sm_90a, which CubeCL 0.10 cannot emit. Launched through CubeCL's CUDA runtime by
-// `dsa_kernels::indexer_wgmma`. Two entry points, one body (`idx_scores<CB, PIPE>`, CB bytes
+// `dsa_kernels::indexer::wgmma`. Two entry points, one body (`idx_scores<CB, PIPE>`, CB bytes
 // per code): `dsa_indexer_scores_wgmma_fp8` multiplies the e4m3 codes as bytes on e4m3 wgmma
 // (m64n128k32, f32 accumulators; Hopper adds the products of each instruction with about 14
 // bits, per DeepSeek-V3's report, as DeepSeek's own FP8 indexer does), and
@@ -15,14 +15,14 @@
 // 128 head rows of a pair of queries (N = 2 x 64), so a thread's accumulators hold two keys x
 // 16 heads of each query, and the sum over heads is ReLU and a weight FMA per value inside the
 // thread, then two shuffles over the row group's four lanes, after which each lane holds one
-// (query, key) score. Version 6 in kernels/NOTES.md. In f16 the next pair's product runs
-// while the thread sums the current one (two accumulator sets, one CTA per SM); in e4m3 two
-// CTAs share an SM instead (one set, 128 registers), which measured faster (runs 60, 63). The
+// (query, key) score. In f16 the next pair's product runs while the thread sums the current
+// one (two accumulator sets, one CTA per SM); in e4m3 two CTAs share an SM instead (one set,
+// 128 registers), which measures faster. The
 // queries' codes and two key tiles live in the 128-byte-swizzled layout (column blocks of
 // 128 bytes, each `rows x 128 B`, the 16-byte pieces of row r XOR-ed with r % 8; the queries'
 // rows of one column block contiguous, so that a pair's 128 rows form one operand); the head
 // weights w * sq in shared memory. The next key tile is copied (cp.async) while the current
-// one is computed. Helpers: wgmma.cuh.
+// one is computed. Helpers: wgmma.cuh (shared with the sparse MLA kernels).
 
 #define IDX_HEADS 64
 #define IDX_D 128
@@ -45,7 +45,7 @@ template <u32 CB> struct IdxLayout {
     static constexpr u32 STEPS = IDX_D * CB / 32;
 };
 
-// Parameters, one 64-bit word each (see `WgmmaIndexerParams` in indexer_wgmma.rs).
+// Parameters, one 64-bit word each (see `Params` in wgmma.rs).
 struct IdxParams {
     u64 t_len, s_len, offset, causal, chunk, w_bytes, out_bytes;
 };
@@ -233,20 +233,17 @@ __device__ __forceinline__ void idx_scores(const unsigned char* __restrict__ q, 
     }
 }
 
-// The f16 codes (exact products and sums to f32 rounding).
-extern "C" __global__ void __launch_bounds__(IDX_THREADS, 1) dsa_indexer_scores_wgmma(
-    const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
-    const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
-    const __grid_constant__ IdxParams p) {
-    extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
-    idx_scores<2, true>(q, w, sq, k, sk, out, p, idx_smem_raw);
-}
+// An entry point: `CB` bytes per code, `PIPE` two accumulator sets, at least `MIN_CTAS` CTAs per SM.
+#define IDX_ENTRY(NAME, MIN_CTAS, CB, PIPE)                                                              \
+    extern "C" __global__ void __launch_bounds__(IDX_THREADS, MIN_CTAS) NAME(                            \
+        const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,   \
+        const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,       \
+        const __grid_constant__ IdxParams p) {                                                           \
+        extern __shared__ __align__(1024) unsigned char idx_smem_raw[];                                  \
+        idx_scores<CB, PIPE>(q, w, sq, k, sk, out, p, idx_smem_raw);                                     \
+    }
 
+// The f16 codes (exact products and sums to f32 rounding).
+IDX_ENTRY(dsa_indexer_scores_wgmma, 1, 2, true)
 // The e4m3 codes as bytes on FP8 wgmma, two CTAs per SM.
-extern "C" __global__ void __launch_bounds__(IDX_THREADS, 2) dsa_indexer_scores_wgmma_fp8(
-    const unsigned char* __restrict__ q, const void* __restrict__ w, const float* __restrict__ sq,
-    const unsigned char* __restrict__ k, const float* __restrict__ sk, void* __restrict__ out,
-    const __grid_constant__ IdxParams p) {
-    extern __shared__ __align__(1024) unsigned char idx_smem_raw[];
-    idx_scores<1, false>(q, w, sq, k, sk, out, p, idx_smem_raw);
-}
+IDX_ENTRY(dsa_indexer_scores_wgmma_fp8, 2, 1, false)

@@ -22,9 +22,9 @@ pub const AMAX_FLOOR: f32 = 1e-4;
 /// How the tensor-core indexers hold the e4m3 codes of a quantised tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codes {
-    /// As f16 values (exactly; a `F16` tensor), for the f16 MMA kernels.
+    /// As f16 values (exactly; a `F16` tensor), for the f16 tensor-core kernels.
     F16,
-    /// As e4m3 bytes (a `U8` tensor), for the FP8 MMA kernels.
+    /// As e4m3 bytes (a `U8` tensor), for the FP8 tensor-core kernel.
     E4m3,
 }
 
@@ -95,10 +95,9 @@ pub fn quantize_e4m3(x: f32, s: f32) -> f32 {
     round_e4m3(y)
 }
 
-/// Fake-quantisation of a contiguous `[rows, d]` tensor (v2; v1 ran one unit per block with
-/// serial, uncoalesced loops, 2.65 ms for a 4096×64×128 query on an H100): one cube of
-/// [`FP8_BLOCK`] threads per (row, block), coalesced loads, the block amax by a
-/// shared-memory tree reduction, one element per thread.
+/// Fake-quantisation of a contiguous `[rows, d]` tensor: one cube of [`FP8_BLOCK`] threads
+/// per (row, block), coalesced loads, the block amax by a shared-memory tree reduction, one
+/// element per thread.
 /// Grid: `grid_1d(rows · ⌈d/128⌉)`.
 #[cube(launch)]
 pub fn fake_quant_block_kernel<F: Float>(
@@ -153,9 +152,9 @@ fn block_absmax(v: f32) -> f32 {
 
 /// FP8 block quantisation of a contiguous `[rows, d]` tensor into its e4m3 codes (stored
 /// as `C`, e.g. f16, which holds every e4m3 value exactly) and f32 block scales
-/// `[rows, ⌈d/128⌉]` (type `SC`): the two factors of [`fake_quant_block_kernel`]'s output,
+/// `[rows, ⌈d/128⌉]` (type `SC`): the two factors of [`fake_quant_block_kernel()`]'s output,
 /// for kernels that multiply codes on tensor cores and apply the scales afterwards.
-/// Layout and grid as [`fake_quant_block_kernel`].
+/// Layout and grid as [`fake_quant_block_kernel()`].
 #[cube(launch)]
 pub fn quantize_block_kernel<F: Float, C: Float, SC: Float>(
     x: &Tensor<F>,

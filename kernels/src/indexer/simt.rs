@@ -1,69 +1,75 @@
-//! Lightning-indexer scores `I[b,t,s] = Σ_j w[b,t,j] · ReLU(q̂[b,t,j] · k̂[b,s])`.
-//!
-//! Inputs are contiguous `q [B,T,H,D]`, `w [B,T,H]`, `k [B,S,D]` (already fake-quantised
-//! by [`crate::quant`] when the indexer quantises); output `[B,T,S]`. With `causal`,
-//! entries `s > t + offset` are `neg_inf` (passed at run time: WGSL has no infinity
-//! literal). Per-head logits are never written to memory.
+//! The indexer scores on plain units (SIMT), every runtime: one unit per score
+//! ([`indexer_scores_naive()`]) or a register-tiled GEMM ([`indexer_scores_tiled()`]). Contract in
+//! [`crate::indexer`].
 
 use cubecl::prelude::*;
 
-/// v1, the simplest kernel: one unit per output score, loops over heads and dims reading
-/// global memory (cached). Reference for the tiled versions; fine for small shapes.
+use super::{weighted_relu_score, ScoreSizes};
+
+/// Units per cube of [`indexer_scores_naive()`].
+pub const NAIVE_UNITS: usize = 128;
+/// Units per cube of [`indexer_scores_tiled()`] (16×16).
+pub const TILED_UNITS: usize = 256;
+
+/// The tile of [`indexer_scores_tiled()`]: `tt` queries × `16·rm` rows `(t, h)` × `16·rn` keys,
+/// the head dim in chunks of `dk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// Whole queries per tile.
+    pub tt: usize,
+    /// Rows per unit (16 units down the tile).
+    pub rm: usize,
+    /// Keys per unit (16 units across the tile).
+    pub rn: usize,
+    /// Head dims per staged chunk.
+    pub dk: usize,
+}
+
+impl Tile {
+    /// The tile for `heads` heads where a cube has `max_shared` bytes of shared memory: the
+    /// larger one where 33 KiB fit; `None` when one query's heads do not fit in a tile.
+    pub fn new(heads: usize, max_shared: usize) -> Option<Self> {
+        let (rm, rn, dk) = if max_shared >= 32 * 1024 + 1024 { (8, 4, 32) } else { (4, 4, 16) };
+        let tt = (16 * rm) / heads.max(1);
+        (tt > 0).then_some(Self { tt, rm, rn, dk })
+    }
+
+    /// Cubes for `b` batches of `t` queries × `s` keys.
+    pub fn cubes(&self, b: usize, t: usize, s: usize) -> usize {
+        b * t.div_ceil(self.tt) * s.div_ceil(16 * self.rn)
+    }
+}
+
+/// The simplest kernel: one unit per output score, loops over heads and dims reading global
+/// memory (cached). Reference for the other variants; fine for small shapes.
+///
+/// Grid: `grid_1d(⌈B·T·S / NAIVE_UNITS⌉)`, [`NAIVE_UNITS`] units (any number works).
 #[cube(launch)]
 pub fn indexer_scores_naive<F: Float>(
     q: &Tensor<F>,
     w: &Tensor<F>,
     k: &Tensor<F>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
+    sizes: ScoreSizes,
     d: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
         terminate!();
     }
-    let s = pos % s_len;
-    let bt = pos / s_len;
-    let t = bt % t_len;
-    let b = bt / t_len;
-    if causal && s > t + offset {
-        out[pos] = F::cast_from(neg_inf);
+    let s = pos % sizes.s_len;
+    let bt = pos / sizes.s_len;
+    let t = bt % sizes.t_len;
+    let b = bt / sizes.t_len;
+    if sizes.causal && s > t + sizes.offset {
+        out[pos] = F::cast_from(sizes.neg_inf);
     } else {
-        out[pos] = F::cast_from(weighted_relu_score(q, w, k, bt, (b * s_len + s) * d, heads, d));
+        out[pos] = F::cast_from(weighted_relu_score(q, w, k, bt, (b * sizes.s_len + s) * d, sizes.heads, d));
     }
 }
 
-/// `Σ_j w[bt,j] · ReLU(q[bt,j] · k[k0..k0+d])`: the score of query `bt` (flattened `b·T + t`)
-/// against the key starting at `k0`, reading global memory.
-#[cube]
-pub fn weighted_relu_score<F: Float>(
-    q: &Tensor<F>,
-    w: &Tensor<F>,
-    k: &Tensor<F>,
-    bt: usize,
-    k0: usize,
-    heads: usize,
-    d: usize,
-) -> f32 {
-    let mut acc = 0.0f32;
-    for j in 0..heads {
-        let q0 = (bt * heads + j) * d;
-        let mut dot = 0.0f32;
-        for e in 0..d {
-            dot += f32::cast_from(q[q0 + e]) * f32::cast_from(k[k0 + e]);
-        }
-        acc += f32::cast_from(w[bt * heads + j]) * f32::max(dot, 0.0f32);
-    }
-    acc
-}
-
-/// v2, register-tiled: the scores are a GEMM of the rows `(t, h)` of `q` (flattened per
+/// Register-tiled: the scores are a GEMM of the rows `(t, h)` of `q` (flattened per
 /// batch) against the keys, followed by `w·ReLU` and a sum over heads. One cube of 16×16
 /// threads computes a tile of `tt` whole queries (`tt·H ≤ 16·rm` rows) × `16·rn` keys: the
 /// head dim is walked in chunks of `dk` staged in shared memory (transposed, so that each
@@ -72,20 +78,15 @@ pub fn weighted_relu_score<F: Float>(
 /// writes them to shared memory where one thread per output sums the heads of its query.
 /// Tiles entirely in the causal future only write `neg_inf`.
 ///
-/// Grid: `grid_1d(B · ⌈T/tt⌉ · ⌈S/(16·rn)⌉)`, 256 threads.
+/// Grid: `grid_1d(`[`Tile::cubes`]`)`, [`TILED_UNITS`] units; `tt`, `rm`, `rn`, `dk` from [`Tile`].
 #[cube(launch)]
 pub fn indexer_scores_tiled<F: Float>(
     q: &Tensor<F>,
     w: &Tensor<F>,
     k: &Tensor<F>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
+    sizes: ScoreSizes,
     d: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
     #[comptime] tt: usize,
     #[comptime] rm: usize,
     #[comptime] rn: usize,
@@ -94,8 +95,8 @@ pub fn indexer_scores_tiled<F: Float>(
 ) {
     let rows = comptime!(16 * rm);
     let cols = comptime!(16 * rn);
-    let n_t = t_len.div_ceil(tt);
-    let n_s = s_len.div_ceil(cols);
+    let n_t = sizes.t_len.div_ceil(tt);
+    let n_s = sizes.s_len.div_ceil(cols);
     let cube = crate::cube_index();
     if cube >= out.shape(0) * n_t * n_s {
         terminate!();
@@ -109,21 +110,21 @@ pub fn indexer_scores_tiled<F: Float>(
     let tid = UNIT_POS as usize;
     let ty = tid / 16;
     let tx = tid % 16;
-    let nrows = tt * heads;
+    let nrows = tt * sizes.heads;
 
     let mut t_last = t0 + tt;
-    if t_last > t_len {
-        t_last = t_len;
+    if t_last > sizes.t_len {
+        t_last = sizes.t_len;
     }
     t_last -= 1;
-    if causal && s0 > t_last + offset {
+    if sizes.causal && s0 > t_last + sizes.offset {
         // The whole tile is in the future of every query.
         let mut o = tid;
         while o < tt * cols {
             let t = t0 + o / cols;
             let s = s0 + o % cols;
-            if t < t_len && s < s_len {
-                out[(b * t_len + t) * s_len + s] = F::cast_from(neg_inf);
+            if t < sizes.t_len && s < sizes.s_len {
+                out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(sizes.neg_inf);
             }
             o += 256usize;
         }
@@ -146,10 +147,10 @@ pub fn indexer_scores_tiled<F: Float>(
             while i < rows * dk {
                 let e = i % dk;
                 let r = i / dk;
-                let t = t0 + r / heads;
+                let t = t0 + r / sizes.heads;
                 let mut v = 0.0f32;
-                if r < nrows && t < t_len && d0 + e < d {
-                    v = f32::cast_from(q[((b * t_len + t) * heads + r % heads) * d + d0 + e]);
+                if r < nrows && t < sizes.t_len && d0 + e < d {
+                    v = f32::cast_from(q[((b * sizes.t_len + t) * sizes.heads + r % sizes.heads) * d + d0 + e]);
                 }
                 sh[e * rows + r] = v;
                 i += 256usize;
@@ -160,8 +161,8 @@ pub fn indexer_scores_tiled<F: Float>(
                 let c = i / dk;
                 let s = s0 + c;
                 let mut v = 0.0f32;
-                if s < s_len && d0 + e < d {
-                    v = f32::cast_from(k[(b * s_len + s) * d + d0 + e]);
+                if s < sizes.s_len && d0 + e < d {
+                    v = f32::cast_from(k[(b * sizes.s_len + s) * d + d0 + e]);
                 }
                 sh[k_off + e * cols + c] = v;
                 i += 256usize;
@@ -193,10 +194,10 @@ pub fn indexer_scores_tiled<F: Float>(
         #[unroll]
         for ii in 0..rm {
             let r = ii * 16 + ty;
-            let t = t0 + r / heads;
+            let t = t0 + r / sizes.heads;
             let mut wv = 0.0f32;
-            if r < nrows && t < t_len {
-                wv = f32::cast_from(w[(b * t_len + t) * heads + r % heads]);
+            if r < nrows && t < sizes.t_len {
+                wv = f32::cast_from(w[(b * sizes.t_len + t) * sizes.heads + r % sizes.heads]);
             }
             #[unroll]
             for jj in 0..rn {
@@ -210,16 +211,16 @@ pub fn indexer_scores_tiled<F: Float>(
             let c = o % cols;
             let t = t0 + tl;
             let s = s0 + c;
-            if t < t_len && s < s_len {
+            if t < sizes.t_len && s < sizes.s_len {
                 let mut v = 0.0f32;
-                if causal && s > t + offset {
-                    v = neg_inf;
+                if sizes.causal && s > t + sizes.offset {
+                    v = sizes.neg_inf;
                 } else {
-                    for hh in 0..heads {
-                        v += sh[(tl * heads + hh) * cols + c];
+                    for hh in 0..sizes.heads {
+                        v += sh[(tl * sizes.heads + hh) * cols + c];
                     }
                 }
-                out[(b * t_len + t) * s_len + s] = F::cast_from(v);
+                out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(v);
             }
             o += 256usize;
         }

@@ -1,19 +1,8 @@
-//! Lightning-indexer scores on tensor cores (v3): e4m3 codes held exactly in a half type,
-//! 16×16×16 cmma products with f32 accumulation, the FP8 scales applied afterwards.
+//! The indexer scores on cmma (16×16×16 f16 tiles, f32 accumulation): the e4m3 codes held
+//! exactly in f16, the FP8 scales applied afterwards (the factored contract of
+//! [`crate::indexer`]).
 //!
-//! With one 128-wide quantisation block per row (head dim `D ≤ 128`; V3.2's is 128), the
-//! quantised query and key are `q̂[t,j] = s_q[t,j]·c_q[t,j]` and `k̂[s] = s_k[s]·c_k[s]`
-//! with e4m3 codes `c` and f32 scales `s > 0` ([`crate::quant::quantize_block_kernel`]), so
-//!
-//! `I[t,s] = s_k[s] · Σ_j w[t,j]·s_q[t,j] · ReLU(c_q[t,j] · c_k[s])`
-//!
-//! (a positive scale passes through the ReLU). The code dot products run on tensor cores:
-//! each product of two e4m3 values is exact in f32 and the sums accumulate in f32, as the
-//! reference's f32 dot of the dequantised values does (up to summation order). Same output
-//! contract as [`crate::indexer::indexer_scores_tiled`]: `[B,T,S]`, `neg_inf` in the causal
-//! future.
-//!
-//! One cube of 8 planes computes [`MMA_ROWS`] rows `(token, head)` — `128 / hp` whole
+//! One cube of 8 planes computes [`ROWS`] rows `(token, head)` — `128 / hp` whole
 //! queries, `hp` = the heads rounded up to 16 — against a range of `chunk` keys, 64 keys
 //! at a time. Plane `p` owns rows `16p..16p+16` (part of one query's heads): per tile of
 //! keys it multiplies its rows by the tile (4 accumulators of 16×16), stages them in
@@ -23,46 +12,55 @@
 use cubecl::cmma;
 use cubecl::prelude::*;
 
+use super::{chunk_keys, fill_future, query_block, ScoreSizes};
 use crate::mma::{a_tile, b_tile, fetch_rows, padded, share, store_tile, zero_padding, zero_tiles, CMMA_ALIGN};
 
 /// Rows `(token, head)` per cube: 8 planes × 16.
-pub const MMA_ROWS: usize = 128;
+pub const ROWS: usize = 128;
 /// Units per cube (8 planes of 32).
-pub const MMA_UNITS: usize = 256;
+pub const UNITS: usize = 256;
 /// Keys per tile.
 const TILE: usize = 64;
+/// Keys per cube (`chunk`; 32 tiles: enough cubes for decode's single query, few query
+/// reloads).
+pub const CHUNK: usize = 2048;
 
-/// Grid: `grid_1d(B · ⌈T / (128/hp)⌉)` cubes × `⌈S / chunk⌉` in z, [`MMA_UNITS`] units,
+/// `hp`, the heads padded to a multiple of 16 (one plane's rows), and the queries per cube.
+pub fn padded_heads(heads: usize) -> (usize, usize) {
+    let hp = heads.div_ceil(16) * 16;
+    (hp, ROWS / hp)
+}
+
+/// Shared memory of [`indexer_scores_cmma()`] for head dim `d`: the query and key tiles of f16
+/// codes, the f32 staging of one tile's products (those three aligned to `CMMA_ALIGN`), the
+/// row weights, partial sums and two tiles' key scales.
+pub fn shared_bytes(d: usize) -> usize {
+    2 * (ROWS + TILE) * padded(d) + 4 * (ROWS * TILE + ROWS + 8 * TILE + 2 * TILE) + 3 * CMMA_ALIGN
+}
+
+/// Grid: `grid_1d(B · ⌈T / (128/hp)⌉)` cubes × `⌈S / chunk⌉` in z, [`UNITS`] units,
 /// plane size 32. `q` codes `[B,T,H,D]` and `k` codes `[B,S,D]` as vectors of `N` (`D % N
 /// == 0`), `w` `[B,T,H]`, scales `sq` `[B,T,H]` and `sk` `[B,S]` (one block per row).
 /// `hp`: `H` rounded up to 16, at most 128; `chunk`: a multiple of 64.
 #[cube(launch_unchecked)]
-pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
+pub fn indexer_scores_cmma<F: Float, C: Float, SC: Float, N: Size>(
     q: &Tensor<Vector<C, N>>,
     w: &Tensor<F>,
     sq: &Tensor<SC>,
     k: &Tensor<Vector<C, N>>,
     sk: &Tensor<SC>,
     out: &mut Tensor<F>,
-    t_len: usize,
-    s_len: usize,
-    heads: usize,
-    offset: usize,
-    neg_inf: f32,
-    #[comptime] causal: bool,
+    sizes: ScoreSizes,
     #[comptime] d: usize,
     #[comptime] hp: usize,
     #[comptime] chunk: usize,
     #[define(F, C, SC)] _dtypes: [StorageType; 3],
 ) {
-    let tq = comptime!(MMA_ROWS / hp);
-    let n_t = t_len.div_ceil(tq);
-    let cube = crate::cube_index();
-    if cube >= out.shape(0) * n_t {
+    let tq = comptime!(ROWS / hp);
+    let (b, t0, live) = query_block(&sizes, out.shape(0), tq);
+    if !live {
         terminate!();
     }
-    let b = cube / n_t;
-    let t0 = (cube % n_t) * tq;
     let nv = N::value();
     let dvec = comptime!(d / nv);
     let dp = comptime!(padded(d));
@@ -71,27 +69,14 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     let plane = tid / 32;
     let lane = tid % 32;
 
-    let s_begin = CUBE_POS_Z as usize * chunk;
-    let mut s_end = s_begin + chunk;
-    if s_end > s_len {
-        s_end = s_len;
-    }
-    let mut t_last = t0 + tq;
-    if t_last > t_len {
-        t_last = t_len;
-    }
-    t_last -= 1;
     // Keys `s < limit` are computed; later keys of the chunk are in every query's future.
-    let mut limit = s_end;
-    if causal && t_last + offset + 1 < limit {
-        limit = t_last + offset + 1;
-    }
+    let (s_begin, s_end, limit) = chunk_keys(&sizes, t0, tq, chunk);
     let mut s_done = s_begin;
 
-    let mut q_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(MMA_ROWS * padded(d) / nv), CMMA_ALIGN);
+    let mut q_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(ROWS * padded(d) / nv), CMMA_ALIGN);
     let mut k_sh = SharedMemory::<Vector<C, N>>::new_aligned(comptime!(TILE * padded(d) / nv), CMMA_ALIGN);
-    let mut st_sh = SharedMemory::<f32>::new_aligned(comptime!(MMA_ROWS * TILE), CMMA_ALIGN);
-    let mut wq_sh = SharedMemory::<f32>::new(MMA_ROWS);
+    let mut st_sh = SharedMemory::<f32>::new_aligned(comptime!(ROWS * TILE), CMMA_ALIGN);
+    let mut wq_sh = SharedMemory::<f32>::new(ROWS);
     let mut part_sh = SharedMemory::<f32>::new(comptime!(8 * TILE));
     // Key scales, double-buffered: tile `n` in half `n % 2` (written while the previous
     // tile's outputs may still read theirs).
@@ -100,34 +85,34 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
     if s_begin < limit {
         // Query codes (rows past the heads or tokens and dims past D are zero), each row's
         // weight `w·s_q`, and the zero padding of the key tile.
-        let mut q_regs = Array::<Vector<C, N>>::new(comptime!(share(MMA_ROWS, d, nv, MMA_UNITS)));
+        let mut q_regs = Array::<Vector<C, N>>::new(comptime!(share(ROWS, d, nv, UNITS)));
         #[unroll]
-        for u in 0..comptime!(share(MMA_ROWS, d, nv, MMA_UNITS)) {
-            let i = tid + u * MMA_UNITS;
+        for u in 0..comptime!(share(ROWS, d, nv, UNITS)) {
+            let i = tid + u * UNITS;
             let r = i / dvec;
             let t = t0 + r / hp;
             let hh = r % hp;
             let mut v = Vector::<C, N>::new(C::from_int(0));
-            if i < MMA_ROWS * dvec && t < t_len && hh < heads {
-                v = q[((b * t_len + t) * heads + hh) * dvec + i % dvec];
+            if i < ROWS * dvec && t < sizes.t_len && hh < sizes.heads {
+                v = q[((b * sizes.t_len + t) * sizes.heads + hh) * dvec + i % dvec];
             }
             q_regs[u] = v;
         }
-        store_tile::<C, N>(&q_regs, &mut q_sh, MMA_ROWS, d, MMA_UNITS);
-        if tid < MMA_ROWS {
+        store_tile::<C, N>(&q_regs, &mut q_sh, ROWS, d, UNITS);
+        if tid < ROWS {
             let t = t0 + tid / hp;
             let hh = tid % hp;
             let mut v = 0.0f32;
-            if t < t_len && hh < heads {
-                let j = (b * t_len + t) * heads + hh;
+            if t < sizes.t_len && hh < sizes.heads {
+                let j = (b * sizes.t_len + t) * sizes.heads + hh;
                 v = f32::cast_from(w[j]) * f32::cast_from(sq[j]);
             }
             wq_sh[tid] = v;
         }
         let zero = Vector::<C, N>::new(C::from_int(0));
-        zero_padding::<Vector<C, N>>(&mut q_sh, zero, MMA_ROWS, d, nv);
+        zero_padding::<Vector<C, N>>(&mut q_sh, zero, ROWS, d, nv);
         zero_padding::<Vector<C, N>>(&mut k_sh, zero, TILE, d, nv);
-        let mut k_regs = Array::<Vector<C, N>>::new(comptime!(share(TILE, d, nv, MMA_UNITS)));
+        let mut k_regs = Array::<Vector<C, N>>::new(comptime!(share(TILE, d, nv, UNITS)));
 
         sync_cube();
         // The plane's query fragments and row weights, loaded once for every key tile.
@@ -135,7 +120,7 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
         #[unroll]
         for ks in 0..nk {
             let a = a_tile::<C>(cmma::MatrixLayout::RowMajor);
-            cmma::load(&a, &q_sh.slice((plane * 16 * dp + ks * 16) / nv, MMA_ROWS * dp / nv), comptime!(dp as u32));
+            cmma::load(&a, &q_sh.slice((plane * 16 * dp + ks * 16) / nv, ROWS * dp / nv), comptime!(dp as u32));
             qa.push(a);
         }
         let mut wr = Array::<f32>::new(16usize);
@@ -152,12 +137,12 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
         while s0 < limit {
             // The key tile's codes (zero past the end) and scales.
             let sk0 = ((s0 - s_begin) / TILE) % 2 * TILE;
-            fetch_rows::<C, N>(k, (b * s_len + s0) * dvec, dvec, s_len - s0, &mut k_regs, TILE, d, MMA_UNITS);
-            store_tile::<C, N>(&k_regs, &mut k_sh, TILE, d, MMA_UNITS);
+            fetch_rows::<C, N>(k, (b * sizes.s_len + s0) * dvec, dvec, sizes.s_len - s0, &mut k_regs, TILE, d, UNITS);
+            store_tile::<C, N>(&k_regs, &mut k_sh, TILE, d, UNITS);
             if tid < TILE {
                 let mut v = 0.0f32;
-                if s0 + tid < s_len {
-                    v = f32::cast_from(sk[b * s_len + s0 + tid]);
+                if s0 + tid < sizes.s_len {
+                    v = f32::cast_from(sk[b * sizes.s_len + s0 + tid]);
                 }
                 sk_sh[sk0 + tid] = v;
             }
@@ -208,9 +193,9 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
                 let key = o % TILE;
                 let t = t0 + tl;
                 let s = s0 + key;
-                if t < t_len && s < s_end {
-                    let mut v = neg_inf;
-                    if !causal || s <= t + offset {
+                if t < sizes.t_len && s < s_end {
+                    let mut v = sizes.neg_inf;
+                    if !sizes.causal || s <= t + sizes.offset {
                         let mut sum = 0.0f32;
                         #[unroll]
                         for p in 0..ppq {
@@ -218,25 +203,14 @@ pub fn indexer_scores_mma<F: Float, C: Float, SC: Float, N: Size>(
                         }
                         v = sk_sh[sk0 + key] * sum;
                     }
-                    out[(b * t_len + t) * s_len + s] = F::cast_from(v);
+                    out[(b * sizes.t_len + t) * sizes.s_len + s] = F::cast_from(v);
                 }
-                o += MMA_UNITS;
+                o += UNITS;
             }
             s0 += TILE;
         }
         s_done = s0;
     }
 
-    // The rest of the chunk is in the causal future of every query of the cube.
-    if s_done < s_end {
-        let width = s_end - s_done;
-        let mut o = tid;
-        while o < tq * width {
-            let t = t0 + o / width;
-            if t < t_len {
-                out[(b * t_len + t) * s_len + s_done + o % width] = F::cast_from(neg_inf);
-            }
-            o += MMA_UNITS;
-        }
-    }
+    fill_future(out, &sizes, b, t0, s_done, s_end, tq, UNITS);
 }

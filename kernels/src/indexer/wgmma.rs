@@ -1,12 +1,11 @@
-//! Lightning-indexer scores on Hopper's warpgroup tensor cores (v6): the contract of
-//! [`crate::indexer_mma16::indexer_scores_mma16`] (e4m3 codes, f32 scales, `out = s_k · Σ_h
-//! w·s_q·ReLU(q·k)`, `-inf` in the causal future) at DeepSeek-V3.2's indexer shape (64 heads ×
-//! 128 dims) on `wgmma.mma_async`, which CubeCL 0.10 does not emit, with the codes either
-//! ([`Codes`]) as e4m3 bytes on FP8 `wgmma` (the tensor rate of FP8; Hopper adds each
-//! instruction's 32 products with about 14 bits, as in DeepSeek's own FP8 indexer) or held in
-//! f16 on f16 `wgmma` (exact products, f32 sums: agrees with the f32 reference to rounding).
-//! CUDA C++ (`cuda/indexer_wgmma.cu`, its design in the file's header), run by CubeCL's CUDA
-//! runtime through [`crate::cuda_source`], where [`has_wgmma`] says so.
+//! The indexer scores on Hopper's warpgroup tensor cores (`wgmma.mma_async`, which CubeCL
+//! 0.10 does not emit) at DeepSeek-V3.2's indexer shape (64 heads × 128 dims): the factored
+//! contract of [`crate::indexer`] with the codes either ([`Codes`]) as e4m3 bytes on FP8
+//! `wgmma` (the tensor rate of FP8; Hopper adds each instruction's 32 products with about 14
+//! bits, as in DeepSeek's own FP8 indexer) or held in f16 on f16 `wgmma` (exact products, f32
+//! sums: agrees with the f32 reference to rounding). CUDA C++ (`wgmma_h64_d128.cu`, its
+//! design in the file's header), run by CubeCL's CUDA runtime through
+//! [`crate::cuda_source`], where [`has_wgmma`] says so.
 
 use cubecl::prelude::*;
 use cubecl::server::Binding;
@@ -14,7 +13,7 @@ use cubecl::server::Binding;
 use crate::quant::Codes;
 
 /// The kernel's source (CUDA C++ for sm_90a).
-const SOURCE: &str = concat!(include_str!("cuda/wgmma.cuh"), include_str!("cuda/indexer_wgmma.cu"));
+const SOURCE: &str = concat!(include_str!("../cuda/wgmma.cuh"), include_str!("wgmma_h64_d128.cu"));
 /// The kernel's entry point for `codes`: f16 `wgmma` m64n128k16 on f16 codes, FP8 `wgmma`
 /// m64n128k32 on e4m3 bytes.
 fn entry(codes: Codes) -> &'static str {
@@ -28,15 +27,16 @@ fn entry(codes: Codes) -> &'static str {
 /// two key tiles, the queries' head weights, 1 KiB of alignment).
 pub fn shared_bytes(codes: Codes) -> usize {
     let cb = codes.bytes();
-    WGMMA_INDEXER_QUERIES * 64 * 128 * cb + 2 * 128 * 128 * cb + WGMMA_INDEXER_QUERIES * 64 * 4 + 1024
+    QUERIES * HEADS * D * cb + 2 * 128 * D * cb + QUERIES * HEADS * 4 + 1024
 }
-/// Indexer heads and head dims the kernel is built for.
-pub const WGMMA_INDEXER_HEADS: usize = 64;
-pub const WGMMA_INDEXER_D: usize = 128;
+/// Indexer heads the kernel is built for.
+pub const HEADS: usize = 64;
+/// Head dim the kernel is built for.
+pub const D: usize = 128;
 /// Queries per CTA.
-pub const WGMMA_INDEXER_QUERIES: usize = 8;
+pub const QUERIES: usize = 8;
 /// Keys per CTA along the grid's y axis (the kernel walks them 128 at a time).
-pub const WGMMA_INDEXER_CHUNK: usize = 2048;
+pub const CHUNK: usize = 2048;
 /// Threads per CTA (two warpgroups).
 const UNITS: u32 = 256;
 
@@ -48,7 +48,7 @@ pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
 /// Sizes of one launch; the kernel reads them as one 64-bit word each, in this order
 /// (`IdxParams` in the source).
 #[derive(Clone, Copy, Debug)]
-pub struct WgmmaIndexerParams {
+pub struct Params {
     /// Batch, queries `T` and keys `S`.
     pub batch: usize,
     pub t_len: usize,
@@ -62,7 +62,7 @@ pub struct WgmmaIndexerParams {
     pub codes: Codes,
 }
 
-/// Launches the v6 indexer on `B·⌈T/8⌉ × ⌈S/2048⌉` CTAs. Buffers, contiguous: `q` codes
+/// Launches the kernel on `B·⌈T/8⌉ × ⌈S/2048⌉` CTAs. Buffers, contiguous: `q` codes
 /// `[B,T,64,128]` and `k` codes `[B,S,128]` (f16 or e4m3 bytes, as `params.codes` says), `w` `[B,T,64]` (bf16/f32), `sq`
 /// `[B,T,64]` and `sk` `[B,S]` (f32), `out` `[B,T,S]` (bf16/f32).
 ///
@@ -77,7 +77,7 @@ pub unsafe fn launch_indexer_scores_wgmma<R: Runtime>(
     k: Binding,
     sk: Binding,
     out: Binding,
-    params: WgmmaIndexerParams,
+    params: Params,
 ) {
     let p = params;
     let words = [
@@ -85,13 +85,13 @@ pub unsafe fn launch_indexer_scores_wgmma<R: Runtime>(
         p.s_len,
         p.causal_offset.unwrap_or(0),
         p.causal_offset.is_some() as usize,
-        WGMMA_INDEXER_CHUNK,
+        CHUNK,
         p.w_bytes,
         p.out_bytes,
     ];
     let count = CubeCount::Static(
-        (p.batch * p.t_len.div_ceil(WGMMA_INDEXER_QUERIES)) as u32,
-        p.s_len.div_ceil(WGMMA_INDEXER_CHUNK) as u32,
+        (p.batch * p.t_len.div_ceil(QUERIES)) as u32,
+        p.s_len.div_ceil(CHUNK) as u32,
         1,
     );
     // SAFETY: the caller upholds the buffers' shapes; the kernel guards its own reads.
