@@ -1,25 +1,29 @@
 //! CubeCL kernels for DeepSeek Sparse Attention.
 //!
-//! Ops and their folders: [`quant`] (FP8 e4m3 block fake-quantisation), [`indexer`]
-//! (lightning-indexer scores), [`indexer_mma`], [`indexer_mma16`] and [`indexer_fp8`] (the
-//! scores on tensor cores: f16 cmma, f16 and FP8 `mma.sync`), [`topk`]
-//! (per-row top-k selection), [`sparse_mla`] (sparse MLA forward and backward in MQA mode:
-//! `simt`, `cmma`, `mma` and `wgmma` variants), [`indexer_loss`] (the sparse-stage indexer
-//! loss at the selected keys: `simt` and `cmma`), [`dense_attention`] (dense causal
-//! attention on `mma.sync`), [`grouped_matmul`] (the grouped matrix products of
-//! mixture-of-experts layers, forward and weight gradient) and [`adamw`] (a fused AdamW
-//! step with gradient clipping, one kernel per parameter tensor); [`shared`] holds the pieces
-//! several ops use (cmma staging, the gather of selected rows, float atomics, the CUDA C++
-//! launcher). Every CubeCL kernel is generic over the float type (the `#[define]` storage
-//! types are chosen at launch from the tensors' dtypes) and computes in f32. The kernels take
-//! contiguous tensors; shapes and layouts are documented on each kernel. The Burn glue lives
-//! in `dsa_burn::cubecl`.
+//! One module per operation, its variants named by instruction family (`simt`: plain units,
+//! every runtime; `cmma`: CubeCL's whole-plane 16×16×16 tensor-core tiles; `mma`: `mma.sync`
+//! with registers laid out by hand; `wgmma`: Hopper's warpgroup MMA, CUDA C++ in a `.cu`
+//! next to its module), each operation's module stating its contract:
 //!
-//! Some kernels are CUDA C++ for what CubeCL 0.10 does not emit (Hopper's `wgmma`):
-//! [`sparse_mla::wgmma`] and [`indexer_wgmma`], run by CubeCL's CUDA runtime through
-//! [`shared::cuda`] on sm_90, with the CubeCL kernels as their fallback and reference. Dense
-//! causal attention ([`dense_attention`]) is CUDA C++ on `mma.sync` (sm_80 and later), with
-//! `dsa_burn`'s blockwise reference as its fallback.
+//! | operation | module |
+//! | --- | --- |
+//! | FP8 e4m3 block (fake-)quantisation | [`quant`] |
+//! | lightning-indexer scores | [`indexer`] (`simt`, `cmma`, `mma`, `wgmma`) |
+//! | per-row top-k selection | [`topk`] |
+//! | sparse MLA forward and backward (MQA mode) | [`sparse_mla`] (`simt`, `cmma`, `mma`, `wgmma`) |
+//! | the sparse-stage indexer loss at the selected keys | [`indexer_loss`] (`simt`, `cmma`) |
+//! | dense causal attention (CUDA C++ on `mma.sync`) | [`dense_attention`] |
+//! | grouped matrix products of mixture-of-experts layers | [`grouped_matmul`] |
+//! | fused AdamW step with gradient clipping | [`adamw`] |
+//! | RMSNorm, RoPE, SwiGLU | [`norm`], [`rope`], [`swiglu`] |
+//!
+//! [`shared`] holds the pieces several operations use: the cmma kernels' staging, the gather of
+//! selected rows, float atomics, and [`shared::cuda`], which runs CUDA C++ sources on CubeCL's
+//! CUDA runtime (on sm_90 for the `wgmma` kernels, with the CubeCL kernels as their fallback
+//! and reference). Every CubeCL kernel is generic over the float type (the
+//! `#[define]` storage types are chosen at launch from the tensors' dtypes) and computes in
+//! f32. The kernels take contiguous tensors; shapes and layouts are documented on each
+//! kernel. The Burn glue lives in `dsa_burn::cubecl`.
 
 use cubecl::prelude::FastMath;
 use enumset::{enum_set, EnumSet};
@@ -28,10 +32,6 @@ pub mod adamw;
 pub mod dense_attention;
 pub mod grouped_matmul;
 pub mod indexer;
-pub mod indexer_fp8;
-pub mod indexer_mma;
-pub mod indexer_mma16;
-pub mod indexer_wgmma;
 pub mod norm;
 pub mod indexer_loss;
 pub mod quant;

@@ -153,13 +153,13 @@ fn layer0_indexer_kernels_match_reference_wgpu() {
 #[test]
 fn layer0_indexer_kernels_match_reference_cuda() {
     use dsa_burn::cubecl::{update_kernel_settings, tensor_core_launches, IndexerKernel, TensorCoreOp};
-    for kernel in [IndexerKernel::TensorCores, IndexerKernel::Tiled] {
+    for kernel in [IndexerKernel::Mma, IndexerKernel::SimtTiled] {
         println!("{kernel:?}:");
         update_kernel_settings(|s| s.indexer = kernel);
         let before = tensor_core_launches(TensorCoreOp::IndexerScores);
         check_indexer_kernels::<burn::backend::Cuda>(&Default::default());
         let ran = tensor_core_launches(TensorCoreOp::IndexerScores) > before;
-        assert_eq!(ran, kernel == IndexerKernel::TensorCores, "{kernel:?}: tensor-core kernel ran: {ran}");
+        assert_eq!(ran, kernel == IndexerKernel::Mma, "{kernel:?}: tensor-core kernel ran: {ran}");
     }
     update_kernel_settings(|s| s.indexer = IndexerKernel::Auto);
 }

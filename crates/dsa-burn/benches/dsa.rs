@@ -15,10 +15,10 @@
 //! ending in `$` must end the name: `fwd$` skips `fwd_reference_ops`).
 //! `--dtype bf16` (CUDA) runs every op on bf16 tensors, as V3.2 and the PyTorch peer do
 //! (the indexer still quantises to FP8): sparse MLA then takes the tensor-core kernel.
-//! `--indexer tiled` (or `naive`, `tensor-cores`, `fp8-tensor-cores`, `half-tensor-cores`, `wgmma`, `wgmma-fp8`; default `auto`) picks the indexer-scores
-//! kernel. `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
+//! `--indexer simt-tiled` (or `simt`, `cmma`, `mma`, `wgmma`, `wgmma-fp8`; default `auto`) picks the indexer-scores
+//! kernel (`dsa_burn::cubecl::IndexerKernel`). `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
-//! `tensor_cores` for the tensor-core indexer (`IndexerScoresFp8` when on FP8 MMA) and kernel 6's probabilities).
+//! `tensor_cores` for the tensor-core indexer (`IndexerScoresF16Mma` when on f16 `mma.sync`, `IndexerScoresWgmma` on `wgmma`) and kernel 6's probabilities).
 //! `--mla simt-tiled` (or `simt`, `cmma`, `mma`, `wgmma`; default `auto`) picks the sparse MLA kernels (forward and
 //! backward) as `dsa_burn::cubecl::KernelSettings::mla` does. `--mla-tile 32x8x32` (heads ×
 //! planes × slots per chunk) picks the cmma forward's tile as `dsa_burn::cubecl::KernelSettings::mla_tile`
@@ -141,14 +141,13 @@ fn args() -> Args {
             "--indexer" => {
                 a.indexer = match value().as_str() {
                     "auto" => IndexerKernel::Auto,
-                    "naive" => IndexerKernel::Naive,
-                    "tiled" => IndexerKernel::Tiled,
-                    "tensor-cores" => IndexerKernel::TensorCores,
-                    "half-tensor-cores" => IndexerKernel::HalfTensorCores,
-                    "fp8-tensor-cores" => IndexerKernel::Fp8TensorCores,
+                    "simt" => IndexerKernel::Simt,
+                    "simt-tiled" => IndexerKernel::SimtTiled,
+                    "cmma" => IndexerKernel::Cmma,
+                    "mma" => IndexerKernel::Mma,
                     "wgmma" => IndexerKernel::Wgmma,
                     "wgmma-fp8" => IndexerKernel::WgmmaFp8,
-                    other => panic!("--indexer {other}: auto, naive, tiled, tensor-cores, fp8-tensor-cores, half-tensor-cores, wgmma or wgmma-fp8"),
+                    other => panic!("--indexer {other}: auto, simt, simt-tiled, cmma, mma, wgmma or wgmma-fp8"),
                 }
             }
             "--mla" => {
@@ -212,9 +211,8 @@ impl<G: DsaBackend> Bench<G> {
         let launches = |k| dsa_burn::cubecl::mla_forward_launches(k);
         let versions = [MlaKernel::Simt, MlaKernel::SimtTiled, MlaKernel::Cmma, MlaKernel::Mma, MlaKernel::Wgmma];
         let before = versions.map(launches);
-        let tc_ops: [TensorCoreOp; 9] = [
+        let tc_ops: [TensorCoreOp; 8] = [
             TensorCoreOp::IndexerScores,
-            TensorCoreOp::IndexerScoresFp8,
             TensorCoreOp::IndexerScoresF16Mma,
             TensorCoreOp::IndexerScoresWgmma,
             TensorCoreOp::IndexerScoresWgmmaFp8,
@@ -452,7 +450,7 @@ fn run<G: DsaBackend>(a: &Args) {
                     for (&(_, n), (idx, valid)) in blocks.iter().zip(&sels) {
                         for c in (0..n).step_by(256) {
                             let m = 256.min(n - c);
-                            let _ = dsa_burn::sparse_mla::reference_sparse_mla(
+                            let _ = dsa_burn::reference::sparse_mla::reference_sparse_mla(
                                 q.clone().narrow(1, c, m),
                                 kv.clone(),
                                 idx.clone().narrow(1, c, m),
@@ -618,7 +616,7 @@ fn run<G: DsaBackend>(a: &Args) {
             );
         });
         b.time(&dec_ref, l, dec_flops, dec_bytes, || {
-            let _ = dsa_burn::sparse_mla::reference_sparse_mla(
+            let _ = dsa_burn::reference::sparse_mla::reference_sparse_mla(
                 qd.clone(),
                 cache.clone(),
                 idx.clone(),

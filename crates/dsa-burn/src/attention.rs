@@ -42,15 +42,15 @@ pub enum AttentionMode {
 #[derive(Config, Debug)]
 pub struct DsaAttentionConfig {
     /// Model width.
-    pub d_model: usize,
+    pub hidden_size: usize,
     /// Attention heads.
-    pub n_heads: usize,
+    pub num_attention_heads: usize,
     /// Longest sequence (positions) the layer supports.
-    pub max_seq_len: usize,
+    pub max_position_embeddings: usize,
     /// RoPE frequency base.
     #[config(default = 10000.0)]
     pub rope_theta: f64,
-    /// YaRN context extension (active when `max_seq_len` exceeds its original length).
+    /// YaRN context extension (active when `max_position_embeddings` exceeds its original length).
     #[config(default = "None")]
     pub yarn: Option<YarnConfig>,
     /// Query latent rank.
@@ -61,10 +61,10 @@ pub struct DsaAttentionConfig {
     pub kv_lora_rank: usize,
     /// Per-head query/key dims without position.
     #[config(default = 128)]
-    pub qk_nope_dim: usize,
+    pub qk_nope_head_dim: usize,
     /// Per-head rotated dims (one shared rotated key).
     #[config(default = 64)]
-    pub qk_rope_dim: usize,
+    pub qk_rope_head_dim: usize,
     /// Per-head value dims.
     #[config(default = 128)]
     pub v_head_dim: usize,
@@ -82,10 +82,10 @@ pub struct DsaAttentionConfig {
     pub index_quant: IndexerQuant,
     /// Interleaved indexer RoPE (GLM-5 style); DeepSeek-V3.2 uses rotate-half.
     #[config(default = false)]
-    pub index_rope_interleaved: bool,
+    pub indexer_rope_interleave: bool,
     /// RMSNorm epsilon of the latents.
     #[config(default = 1e-6)]
-    pub norm_eps: f64,
+    pub rms_norm_eps: f64,
     /// Default mode of [`DsaAttention::forward`].
     #[config(default = "AttentionMode::Sparse")]
     pub mode: AttentionMode,
@@ -100,12 +100,12 @@ impl DsaAttentionConfig {
     /// `(qk_nope + qk_rope)^-1/2`, times `m²` when YaRN is active.
     pub fn softmax_scale(&self) -> f64 {
         let m = self.rope().active_yarn().map_or(1.0, |y| y.attention_factor());
-        ((self.qk_nope_dim + self.qk_rope_dim) as f64).powf(-0.5) * m * m
+        ((self.qk_nope_head_dim + self.qk_rope_head_dim) as f64).powf(-0.5) * m * m
     }
 
-    /// The rotary embedding of the `qk_rope_dim` dims (shared by MLA and the indexer).
+    /// The rotary embedding of the `qk_rope_head_dim` dims (shared by MLA and the indexer).
     pub fn rope(&self) -> RopeConfig {
-        RopeConfig::new(self.qk_rope_dim, self.max_seq_len)
+        RopeConfig::new(self.qk_rope_head_dim, self.max_position_embeddings)
             .with_theta(self.rope_theta)
             .with_yarn(self.yarn.clone())
     }
@@ -113,29 +113,29 @@ impl DsaAttentionConfig {
     /// Creates the layer with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> DsaAttention<B> {
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        let norm = |d| RmsNorm::new(d, self.norm_eps, device);
-        let h = self.n_heads;
+        let norm = |d| RmsNorm::new(d, self.rms_norm_eps, device);
+        let h = self.num_attention_heads;
         DsaAttention {
-            wq_a: linear(self.d_model, self.q_lora_rank),
+            wq_a: linear(self.hidden_size, self.q_lora_rank),
             q_norm: norm(self.q_lora_rank),
-            wq_b: linear(self.q_lora_rank, h * (self.qk_nope_dim + self.qk_rope_dim)),
-            wkv_a: linear(self.d_model, self.kv_lora_rank + self.qk_rope_dim),
+            wq_b: linear(self.q_lora_rank, h * (self.qk_nope_head_dim + self.qk_rope_head_dim)),
+            wkv_a: linear(self.hidden_size, self.kv_lora_rank + self.qk_rope_head_dim),
             kv_norm: norm(self.kv_lora_rank),
-            wkv_b: linear(self.kv_lora_rank, h * (self.qk_nope_dim + self.v_head_dim)),
-            wo: linear(h * self.v_head_dim, self.d_model),
-            indexer: LightningIndexerConfig::new(self.d_model, self.q_lora_rank)
-                .with_n_heads(self.index_n_heads)
-                .with_head_dim(self.index_head_dim)
-                .with_rope_dim(self.qk_rope_dim)
-                .with_topk(self.index_topk)
-                .with_quant(self.index_quant)
-                .with_rope_interleaved(self.index_rope_interleaved)
+            wkv_b: linear(self.kv_lora_rank, h * (self.qk_nope_head_dim + self.v_head_dim)),
+            wo: linear(h * self.v_head_dim, self.hidden_size),
+            indexer: LightningIndexerConfig::new(self.hidden_size, self.q_lora_rank)
+                .with_index_n_heads(self.index_n_heads)
+                .with_index_head_dim(self.index_head_dim)
+                .with_qk_rope_head_dim(self.qk_rope_head_dim)
+                .with_index_topk(self.index_topk)
+                .with_index_quant(self.index_quant)
+                .with_indexer_rope_interleave(self.indexer_rope_interleave)
                 .init(device),
             rope: self.rope().init(),
-            n_heads: h,
+            num_attention_heads: h,
             kv_lora_rank: self.kv_lora_rank,
-            qk_nope_dim: self.qk_nope_dim,
-            qk_rope_dim: self.qk_rope_dim,
+            qk_nope_head_dim: self.qk_nope_head_dim,
+            qk_rope_head_dim: self.qk_rope_head_dim,
             v_head_dim: self.v_head_dim,
             softmax_scale: self.softmax_scale() as f32,
             mode: self.mode,
@@ -152,7 +152,7 @@ impl DsaAttentionConfig {
 /// use dsa_burn::{AttentionMode, DsaAttentionConfig};
 /// let dev = Default::default();
 /// let attn = DsaAttentionConfig::new(64, 2, 128)
-///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_dim(16).with_qk_rope_dim(16).with_v_head_dim(16)
+///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_head_dim(16).with_qk_rope_head_dim(16).with_v_head_dim(16)
 ///     .with_index_n_heads(2).with_index_head_dim(32).with_index_topk(4)
 ///     .init::<NdArray>(&dev);
 /// let x = Tensor::<NdArray, 3>::random([2, 10, 64], Distribution::Default, &dev);
@@ -181,10 +181,10 @@ pub struct DsaAttention<B: Backend> {
     pub indexer: LightningIndexer<B>,
     #[module(skip)]
     rope: Rope,
-    n_heads: usize,
+    num_attention_heads: usize,
     kv_lora_rank: usize,
-    qk_nope_dim: usize,
-    qk_rope_dim: usize,
+    qk_nope_head_dim: usize,
+    qk_rope_head_dim: usize,
     v_head_dim: usize,
     #[module(skip)]
     softmax_scale: f32,
@@ -270,7 +270,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// use dsa_burn::{DsaAttentionConfig, DsaCache};
     /// let dev = Default::default();
     /// let attn = DsaAttentionConfig::new(64, 2, 128)
-    ///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_dim(16).with_qk_rope_dim(16).with_v_head_dim(16)
+    ///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_head_dim(16).with_qk_rope_head_dim(16).with_v_head_dim(16)
     ///     .with_index_n_heads(2).with_index_head_dim(32).with_index_topk(4)
     ///     .init::<NdArray>(&dev);
     /// let mut cache = DsaCache::new();
@@ -296,7 +296,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// use dsa_burn::DsaAttentionConfig;
     /// let dev = Default::default();
     /// let attn = DsaAttentionConfig::new(64, 2, 128)
-    ///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_dim(16).with_qk_rope_dim(16).with_v_head_dim(16)
+    ///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_head_dim(16).with_qk_rope_head_dim(16).with_v_head_dim(16)
     ///     .with_index_n_heads(2).with_index_head_dim(32).with_index_topk(2)
     ///     .init::<NdArray>(&dev);
     /// let x = Tensor::<NdArray, 3>::random([1, 3, 64], Distribution::Default, &dev);
@@ -382,7 +382,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// `start..`.
     fn latents(&self, x: Tensor<B, 3>, start: usize) -> Latents<B> {
         let [b, t, _] = x.dims();
-        let (h, nope, rope_d, r) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank);
+        let (h, nope, rope_d, r) = (self.num_attention_heads, self.qk_nope_head_dim, self.qk_rope_head_dim, self.kv_lora_rank);
         let qr = self.q_norm.forward(ops::project(&self.wq_a, x.clone()));
         let q = ops::project(&self.wq_b, qr.clone()).reshape([b, t, h, nope + rope_d]);
         let q_pe = self.rope.apply(q.clone().narrow(3, nope, rope_d), start, true);
@@ -396,7 +396,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// times `wkv_b`'s key part per head, then the rotated part.
     fn absorbed_queries(&self, lat: &Latents<B>) -> Tensor<B, 4> {
         // q_nope [B,H,T,nope] · W_uk [1,H,nope,r].
-        let w_uk = self.wkv_b_part(0, self.qk_nope_dim).swap_dims(1, 2).unsqueeze::<4>();
+        let w_uk = self.wkv_b_part(0, self.qk_nope_head_dim).swap_dims(1, 2).unsqueeze::<4>();
         let q_c = lat.q_nope.clone().swap_dims(1, 2).matmul(w_uk).swap_dims(1, 2);
         Tensor::cat(vec![q_c, lat.q_pe.clone()], 3)
     }
@@ -407,7 +407,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// every query attends to every key (the heads' dims are smaller than the latent's).
     fn heads(&self, lat: &Latents<B>, kv: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = kv.dims();
-        let (h, nope, rope_d, r, dv) = (self.n_heads, self.qk_nope_dim, self.qk_rope_dim, self.kv_lora_rank, self.v_head_dim);
+        let (h, nope, rope_d, r, dv) = (self.num_attention_heads, self.qk_nope_head_dim, self.qk_rope_head_dim, self.kv_lora_rank, self.v_head_dim);
         let q = Tensor::cat(vec![lat.q_nope.clone(), lat.q_pe.clone()], 3).swap_dims(1, 2);
         let expanded = ops::project(&self.wkv_b, kv.clone().narrow(2, 0, r)).reshape([b, s, h, nope + dv]).swap_dims(1, 2);
         let k_pe = kv.narrow(2, r, rope_d).reshape([b, 1, s, rope_d]).expand([b, h, s, rope_d]);
@@ -417,8 +417,8 @@ impl<B: DsaBackend> DsaAttention<B> {
 
     /// Per-head slice `[H, r, len]` of `wkv_b` at column offset `from` within each head.
     fn wkv_b_part(&self, from: usize, len: usize) -> Tensor<B, 3> {
-        let (h, r) = (self.n_heads, self.kv_lora_rank);
-        let w = self.wkv_b.weight.val().reshape([r, h, self.qk_nope_dim + self.v_head_dim]);
+        let (h, r) = (self.num_attention_heads, self.kv_lora_rank);
+        let w = self.wkv_b.weight.val().reshape([r, h, self.qk_nope_head_dim + self.v_head_dim]);
         w.narrow(2, from, len).swap_dims(0, 1)
     }
 
@@ -437,7 +437,7 @@ impl<B: DsaBackend> DsaAttention<B> {
 
     /// Latent attention output `[B,T,H,r]` → values per head (W_uv) → `wo`.
     fn project_out(&self, o: Tensor<B, 4>) -> Tensor<B, 3> {
-        let w_uv = self.wkv_b_part(self.qk_nope_dim, self.v_head_dim).unsqueeze::<4>(); // [1,H,r,v]
+        let w_uv = self.wkv_b_part(self.qk_nope_head_dim, self.v_head_dim).unsqueeze::<4>(); // [1,H,r,v]
         self.project_heads(o.swap_dims(1, 2).matmul(w_uv).swap_dims(1, 2))
     }
 

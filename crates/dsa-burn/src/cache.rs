@@ -2,7 +2,7 @@
 //!
 //! Per token it keeps what later queries read:
 //!
-//! * the MLA latent `[c | k_rope]` (`kv_lora_rank + qk_rope_dim` values), which the absorbed
+//! * the MLA latent `[c | k_rope]` (`kv_lora_rank + qk_rope_head_dim` values), which the absorbed
 //!   MQA attention uses as both key and value, and
 //! * the lightning indexer's key (`index_head_dim` values), normalised, rotated and
 //!   Hadamard-transformed, **before** its FP8 quantisation.
@@ -12,7 +12,7 @@
 //! the unquantised key and quantising it when scoring gives bit-identical scores; the price
 //! is memory: `index_head_dim` floats per token instead of `index_head_dim` bytes plus one
 //! f32 per block. With `e` bytes per float this cache holds
-//! `(kv_lora_rank + qk_rope_dim + index_head_dim) · e` bytes per token and layer
+//! `(kv_lora_rank + qk_rope_head_dim + index_head_dim) · e` bytes per token and layer
 //! ([`bytes_per_token`]).
 //!
 //! All sequences of a batch sit at the same position. Storage grows geometrically, so a
@@ -29,7 +29,7 @@ use burn::tensor::Tensor;
 /// use dsa_burn::{DsaAttentionConfig, DsaCache};
 /// let dev = Default::default();
 /// let attn = DsaAttentionConfig::new(64, 2, 128)
-///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_dim(16).with_qk_rope_dim(16).with_v_head_dim(16)
+///     .with_q_lora_rank(32).with_kv_lora_rank(32).with_qk_nope_head_dim(16).with_qk_rope_head_dim(16).with_v_head_dim(16)
 ///     .with_index_n_heads(2).with_index_head_dim(32).with_index_topk(4)
 ///     .init::<NdArray>(&dev);
 /// let mut cache = DsaCache::new();
@@ -41,7 +41,7 @@ use burn::tensor::Tensor;
 /// ```
 #[derive(Debug, Clone)]
 pub struct DsaCache<B: Backend> {
-    /// `[B, capacity, kv_lora_rank + qk_rope_dim]`, rows `..len` valid.
+    /// `[B, capacity, kv_lora_rank + qk_rope_head_dim]`, rows `..len` valid.
     kv: Option<Tensor<B, 3>>,
     /// `[B, capacity, index_head_dim]`, rows `..len` valid.
     keys: Option<Tensor<B, 3>>,

@@ -2,60 +2,18 @@
 //!
 //! `I[t,s] = Σ_j w[t,j] · ReLU(q̂[t,j] · k̂[s])` with `q̂`, `k̂` the FP8-quantised, Hadamard-
 //! rotated query and key (one key per token, shared by all indexer heads). This file holds
-//! the reference score computation behind [`DsaBackend::indexer_scores`](crate::DsaBackend)
-//! and the [`LightningIndexer`] module that produces its inputs.
+//! the [`LightningIndexer`] module that produces the inputs of [`DsaBackend::indexer_scores`]
+//! (whose reference is [`crate::reference::indexer`]) and the Hadamard rotation it applies.
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
-use crate::quant::{fake_quant, IndexerQuant};
+use crate::quant::IndexerQuant;
 use crate::rope::Rope;
 use crate::DsaBackend;
-
-/// Query rows scored per step, so that the per-head logits `[B, rows, H_I, S]` stay
-/// within about this many elements.
-const LOGITS_BUDGET: usize = 1 << 24;
-
-/// Reference indexer scores; see [`DsaBackend::indexer_scores`].
-pub fn reference_scores<B: Backend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    causal_offset: Option<usize>,
-) -> Tensor<B, 3> {
-    let [b, t, h, d] = q.dims();
-    let [_, s, dk] = k.dims();
-    assert_eq!(d, dk, "indexer query dim {d} != key dim {dk}");
-    assert_eq!(w.dims(), [b, t, h], "indexer weights must be [B, T, H_I]");
-    let q = fake_quant(q, quant);
-    let k_t = fake_quant(k, quant).swap_dims(1, 2).unsqueeze_dim::<4>(1); // [B,1,D,S]
-    let rows = (LOGITS_BUDGET / (b * h * s).max(1)).clamp(1, t.max(1));
-    let mut blocks = Vec::with_capacity(t.div_ceil(rows));
-    let mut start = 0;
-    while start < t {
-        let len = rows.min(t - start);
-        let logits = q.clone().narrow(1, start, len).matmul(k_t.clone()); // [B,len,H,S]
-        let weighted = logits.clamp_min(0.0) * w.clone().narrow(1, start, len).unsqueeze_dim(3);
-        blocks.push(weighted.sum_dim(2).reshape([b, len, s]));
-        start += len;
-    }
-    let scores = Tensor::cat(blocks, 1);
-    match causal_offset {
-        Some(offset) => scores.mask_fill(causal_mask::<B>(t, s, offset, &w.device()).unsqueeze(), f32::NEG_INFINITY),
-        None => scores,
-    }
-}
-
-/// `[T, S]` mask, true where key `s` lies in the future of query `t` (`s > t + offset`).
-pub fn causal_mask<B: Backend>(t: usize, s: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Bool> {
-    let rows = Tensor::<B, 1, Int>::arange(0..t as i64, device).reshape([t, 1]).add_scalar(offset as i64);
-    let cols = Tensor::<B, 1, Int>::arange(0..s as i64, device).reshape([1, s]);
-    cols.expand([t, s]).greater(rows.expand([t, s]))
-}
 
 /// The Sylvester Hadamard rotation `x · H / sqrt(n)` over the last dim (a power of two).
 ///
@@ -80,27 +38,27 @@ pub fn hadamard<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 #[derive(Config, Debug)]
 pub struct LightningIndexerConfig {
     /// Model width (input `x`).
-    pub d_model: usize,
+    pub hidden_size: usize,
     /// Width of the normalised query latent `qr`.
     pub q_lora_rank: usize,
     /// Indexer heads (64 in DeepSeek-V3.2).
     #[config(default = 64)]
-    pub n_heads: usize,
+    pub index_n_heads: usize,
     /// Indexer head dim (128 in DeepSeek-V3.2), a power of two.
     #[config(default = 128)]
-    pub head_dim: usize,
+    pub index_head_dim: usize,
     /// Rotated dims at the start of each head (the model's `qk_rope_head_dim`).
     #[config(default = 64)]
-    pub rope_dim: usize,
+    pub qk_rope_head_dim: usize,
     /// Tokens selected per query.
     #[config(default = 2048)]
-    pub topk: usize,
+    pub index_topk: usize,
     /// FP8 quantisation of queries and keys.
     #[config(default = "IndexerQuant::E4m3")]
-    pub quant: IndexerQuant,
+    pub index_quant: IndexerQuant,
     /// Interleaved RoPE (GLM-5 style); DeepSeek-V3.2 rotates half (false).
     #[config(default = false)]
-    pub rope_interleaved: bool,
+    pub indexer_rope_interleave: bool,
     /// LayerNorm epsilon of the key.
     #[config(default = 1e-6)]
     pub norm_eps: f64,
@@ -109,19 +67,19 @@ pub struct LightningIndexerConfig {
 impl LightningIndexerConfig {
     /// Creates the indexer with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LightningIndexer<B> {
-        assert!(self.rope_dim <= self.head_dim, "indexer rope_dim exceeds head_dim");
+        assert!(self.qk_rope_head_dim <= self.index_head_dim, "indexer qk_rope_head_dim exceeds index_head_dim");
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
         LightningIndexer {
-            wq_b: linear(self.q_lora_rank, self.n_heads * self.head_dim),
-            wk: linear(self.d_model, self.head_dim),
-            k_norm: LayerNormConfig::new(self.head_dim).with_epsilon(self.norm_eps).init(device),
-            weights_proj: linear(self.d_model, self.n_heads),
-            n_heads: self.n_heads,
-            head_dim: self.head_dim,
-            rope_dim: self.rope_dim,
-            topk: self.topk,
-            quant: self.quant,
-            rope_interleaved: self.rope_interleaved,
+            wq_b: linear(self.q_lora_rank, self.index_n_heads * self.index_head_dim),
+            wk: linear(self.hidden_size, self.index_head_dim),
+            k_norm: LayerNormConfig::new(self.index_head_dim).with_epsilon(self.norm_eps).init(device),
+            weights_proj: linear(self.hidden_size, self.index_n_heads),
+            n_heads: self.index_n_heads,
+            head_dim: self.index_head_dim,
+            rope_dim: self.qk_rope_head_dim,
+            topk: self.index_topk,
+            quant: self.index_quant,
+            rope_interleaved: self.indexer_rope_interleave,
         }
     }
 }

@@ -3,11 +3,10 @@
 
 pub mod adamw;
 pub mod attention;
+mod autodiff;
 pub mod cache;
 #[cfg(feature = "cubecl-backend")]
 pub mod cubecl;
-pub mod dense_attention;
-pub mod grouped_matmul;
 pub mod indexer;
 #[cfg(feature = "cubecl-backend")]
 pub mod kernel_cache;
@@ -17,10 +16,8 @@ pub mod matmul;
 pub mod norm;
 pub mod ops;
 pub mod quant;
+pub mod reference;
 pub mod rope;
-pub mod sparse_mla;
-pub mod swiglu;
-pub mod topk;
 
 pub use adamw::{AdamWStep, FusedAdamW, FusedAdamWConfig, FusedAdamWState};
 pub use attention::{AttentionMode, DsaAttention, DsaAttentionConfig, DsaOutput, Selection};

@@ -2,12 +2,12 @@
 //! and typed wrappers over [`Tensor`].
 //!
 //! Every trait method has a default body built from Burn tensor operations (the *reference*
-//! implementation, see [`crate::indexer`], [`crate::topk`] and [`crate::sparse_mla`]), so
-//! any Burn backend gets a correct DSA, and autodiff through [`Autodiff`]. Backends with
-//! fast kernels override the methods; the reference stays the oracle they are tested
+//! implementation, see [`crate::reference`]), so any Burn backend gets a correct DSA, and
+//! autodiff through [`Autodiff`] (whose implementation is in `crate::autodiff`). Backends
+//! with fast kernels override the methods; the reference stays the oracle they are tested
 //! against.
 
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+#[cfg(doc)]
 use burn::backend::Autodiff;
 use burn::nn::Linear;
 use burn::tensor::activation::softmax;
@@ -15,8 +15,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
 use burn::tensor::{Bool, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 
-use crate::adamw::AdamWStep;
 use crate::quant::IndexerQuant;
+use crate::reference;
+use crate::reference::adamw::AdamWStep;
 
 /// A Burn backend that can run DeepSeek Sparse Attention.
 ///
@@ -26,20 +27,8 @@ pub trait DsaBackend: Backend {
     /// `[B, T, S]`, where `q̂`, `k̂` are `q [B,T,H_I,D]` and `k [B,S,D]` after the FP8
     /// quantisation `quant` (dequantised). With `causal_offset = Some(o)`, entries with
     /// `s > t + o` are `-inf`; with `None` nothing is masked.
-    fn indexer_scores(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        causal_offset: Option<usize>,
-    ) -> FloatTensor<Self> {
-        let out = crate::indexer::reference_scores(
-            float::<Self, 4>(q),
-            float::<Self, 3>(w),
-            float::<Self, 3>(k),
-            quant,
-            causal_offset,
-        );
+    fn indexer_scores(q: FloatTensor<Self>, w: FloatTensor<Self>, k: FloatTensor<Self>, quant: IndexerQuant, causal_offset: Option<usize>) -> FloatTensor<Self> {
+        let out = reference::indexer::reference_scores(float::<Self, 4>(q), float::<Self, 3>(w), float::<Self, 3>(k), quant, causal_offset);
         out.into_primitive().tensor()
     }
 
@@ -47,12 +36,8 @@ pub trait DsaBackend: Backend {
     /// sorted by decreasing score (ties: lower index first) and a validity mask. Keys with
     /// `s > t + causal_offset` are never selected; a row with fewer candidates than slots
     /// fills the rest with index 0 marked invalid.
-    fn topk_select(
-        scores: FloatTensor<Self>,
-        k: usize,
-        causal_offset: Option<usize>,
-    ) -> (IntTensor<Self>, BoolTensor<Self>) {
-        let (indices, valid) = crate::topk::reference_topk(float::<Self, 3>(scores), k, causal_offset);
+    fn topk_select(scores: FloatTensor<Self>, k: usize, causal_offset: Option<usize>) -> (IntTensor<Self>, BoolTensor<Self>) {
+        let (indices, valid) = reference::topk::reference_topk(float::<Self, 3>(scores), k, causal_offset);
         (indices.into_primitive(), valid.into_primitive())
     }
 
@@ -61,22 +46,9 @@ pub trait DsaBackend: Backend {
     /// first `d_v` dims are the values. Returns the output `[B,T,H,d_v]` and the
     /// log-sum-exp of the scaled scores `[B,T,H]` (`-inf` for rows with nothing valid,
     /// whose output is 0).
-    fn sparse_mla(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        d_v: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (out, lse) = crate::sparse_mla::reference_sparse_mla(
-            float::<Self, 4>(q),
-            float::<Self, 3>(kv),
-            Tensor::<Self, 3, Int>::from_primitive(indices),
-            Tensor::<Self, 3, Bool>::from_primitive(valid),
-            d_v,
-            scale,
-        );
+    fn sparse_mla(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, d_v: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (out, lse) = reference::sparse_mla::reference_sparse_mla(float::<Self, 4>(q), float::<Self, 3>(kv),
+            Tensor::<Self, 3, Int>::from_primitive(indices), Tensor::<Self, 3, Bool>::from_primitive(valid), d_v, scale);
         (out.into_primitive().tensor(), lse.into_primitive().tensor())
     }
 
@@ -84,22 +56,10 @@ pub trait DsaBackend: Backend {
     /// `I[b,t,j] = Σ_h w[b,t,h] · ReLU(q̂[b,t,h] · k̂[b, indices[b,t,j]])` with the
     /// quantisation of [`DsaBackend::indexer_scores`], `-inf` where not `valid`. The sparse
     /// stage's indexer loss needs only these, never the `[B, T, S]` scores.
-    fn indexer_selected_scores(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let out = crate::loss::reference_selected_scores(
-            float::<Self, 4>(q),
-            float::<Self, 3>(w),
-            float::<Self, 3>(k),
-            quant,
-            Tensor::from_primitive(indices),
-            Tensor::from_primitive(valid),
-        );
+    fn indexer_selected_scores(q: FloatTensor<Self>, w: FloatTensor<Self>, k: FloatTensor<Self>, quant: IndexerQuant, indices: IntTensor<Self>,
+        valid: BoolTensor<Self>) -> FloatTensor<Self> {
+        let out = reference::indexer_loss::reference_selected_scores(float::<Self, 4>(q), float::<Self, 3>(w), float::<Self, 3>(k), quant,
+            Tensor::from_primitive(indices), Tensor::from_primitive(valid));
         out.into_primitive().tensor()
     }
 
@@ -109,24 +69,10 @@ pub trait DsaBackend: Backend {
     /// `dq = Σ_j c · k̂_j`, `dw = Σ_j grad · ReLU(q̂·k̂_j)`, and each selected key gets
     /// `Σ_h c · q̂` summed over every query and slot that selects it.
     #[allow(clippy::too_many_arguments)]
-    fn indexer_selected_scores_backward(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dq, dw, dk) = crate::loss::reference_selected_scores_backward(
-            float::<Self, 4>(q),
-            float::<Self, 3>(w),
-            float::<Self, 3>(k),
-            quant,
-            Tensor::from_primitive(indices),
-            Tensor::from_primitive(valid),
-            float::<Self, 3>(grad),
-        );
+    fn indexer_selected_scores_backward(q: FloatTensor<Self>, w: FloatTensor<Self>, k: FloatTensor<Self>, quant: IndexerQuant,
+        indices: IntTensor<Self>, valid: BoolTensor<Self>, grad: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dw, dk) = reference::indexer_loss::reference_selected_scores_backward(float::<Self, 4>(q), float::<Self, 3>(w), float::<Self, 3>(k),
+            quant, Tensor::from_primitive(indices), Tensor::from_primitive(valid), float::<Self, 3>(grad));
         (dq.into_primitive().tensor(), dw.into_primitive().tensor(), dk.into_primitive().tensor())
     }
 
@@ -134,22 +80,10 @@ pub trait DsaBackend: Backend {
     /// `[B, T, K]`, `(1/H) Σ_h exp(scale · q[h] · kv[indices] − lse[h])` from the
     /// log-sum-exp [`DsaBackend::sparse_mla`] returned, 0 where not `valid`. A target: no
     /// gradient flows through it.
-    fn sparse_mla_probs(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        lse: FloatTensor<Self>,
-        scale: f32,
-    ) -> FloatTensor<Self> {
-        let p = crate::loss::reference_sparse_mla_probs(
-            float::<Self, 4>(q),
-            float::<Self, 3>(kv),
-            Tensor::from_primitive(indices),
-            Tensor::from_primitive(valid),
-            float::<Self, 3>(lse),
-            scale,
-        );
+    fn sparse_mla_probs(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, lse: FloatTensor<Self>,
+        scale: f32) -> FloatTensor<Self> {
+        let p = reference::indexer_loss::reference_sparse_mla_probs(float::<Self, 4>(q), float::<Self, 3>(kv), Tensor::from_primitive(indices),
+            Tensor::from_primitive(valid), float::<Self, 3>(lse), scale);
         p.into_primitive().tensor()
     }
 
@@ -169,30 +103,11 @@ pub trait DsaBackend: Backend {
     /// `scale·dsᵀ·q` plus `pᵀ·d_out` on its first `d_v` dims, summed over all the slots and
     /// queries that select it. Used by the [`Autodiff`] backward of `sparse_mla`.
     #[allow(clippy::too_many_arguments)]
-    fn sparse_mla_backward(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        out: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        d_out: Option<FloatTensor<Self>>,
-        d_lse: Option<FloatTensor<Self>>,
-        d_v: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (dq, dkv) = reference_sparse_mla_backward(
-            float::<Self, 4>(q),
-            float::<Self, 3>(kv),
-            Tensor::<Self, 3, Int>::from_primitive(indices),
-            Tensor::<Self, 3, Bool>::from_primitive(valid),
-            float::<Self, 4>(out),
-            float::<Self, 3>(lse),
-            d_out.map(float::<Self, 4>),
-            d_lse.map(float::<Self, 3>),
-            d_v,
-            scale,
-        );
+    fn sparse_mla_backward(q: FloatTensor<Self>, kv: FloatTensor<Self>, indices: IntTensor<Self>, valid: BoolTensor<Self>, out: FloatTensor<Self>,
+        lse: FloatTensor<Self>, d_out: Option<FloatTensor<Self>>, d_lse: Option<FloatTensor<Self>>, d_v: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dq, dkv) = reference::sparse_mla::reference_sparse_mla_backward(float::<Self, 4>(q), float::<Self, 3>(kv),
+            Tensor::<Self, 3, Int>::from_primitive(indices), Tensor::<Self, 3, Bool>::from_primitive(valid), float::<Self, 4>(out),
+            float::<Self, 3>(lse), d_out.map(float::<Self, 4>), d_lse.map(float::<Self, 3>), d_v, scale);
         (dq.into_primitive().tensor(), dkv.into_primitive().tensor())
     }
 
@@ -200,33 +115,19 @@ pub trait DsaBackend: Backend {
     /// position `t + causal_offset`) attends to the keys `s ≤ t + causal_offset` of
     /// `k [B,H,S,Dqk]`, values `v [B,H,S,Dv]`. Returns the output `[B,H,T,Dv]` and the
     /// log-sum-exp of the scaled scores `[B,H,T]` (f32). The dense baseline's and the
-    /// indexer warm-up's attention (see [`crate::dense_attention`]: blockwise, no `T × S`
-    /// tensor per head is kept).
-    fn dense_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        crate::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
+    /// indexer warm-up's attention (see [`crate::reference::dense_attention`]: blockwise, no
+    /// `T × S` tensor per head is kept).
+    fn dense_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, causal_offset: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
     }
 
     /// Gradients `(dq, dk, dv)` of [`DsaBackend::dense_attention`] from its saved `out` and
     /// `lse` and the output gradient `d_out [B,H,T,Dv]`, recomputing the probabilities
     /// blockwise. Used by the [`Autodiff`] backward of `dense_attention`.
     #[allow(clippy::too_many_arguments)]
-    fn dense_attention_backward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        out: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        d_out: FloatTensor<Self>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        crate::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
+    fn dense_attention_backward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, out: FloatTensor<Self>, lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>, causal_offset: usize, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
     }
 
     /// Rows of `x [N, D]` reordered by the permutation `perm [N]` (`y[i] = x[perm[i]]`),
@@ -242,9 +143,9 @@ pub trait DsaBackend: Backend {
     /// `offsets [G + 1]` (int; `offsets[0] = 0`, `offsets[G] = M`, non-decreasing) give
     /// `y [M, N]` with `y[r] = x[r] · w[g]` for `offsets[g] ≤ r < offsets[g+1]`. Groups may
     /// be empty. Overrides must not read `offsets` on the host (the reference does, see
-    /// [`crate::grouped_matmul`]).
+    /// [`crate::reference::grouped_matmul`]).
     fn grouped_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
-        let y = crate::grouped_matmul::reference_grouped_matmul(float::<Self, 2>(x), float::<Self, 3>(w), Tensor::from_primitive(offsets));
+        let y = reference::grouped_matmul::reference_grouped_matmul(float::<Self, 2>(x), float::<Self, 3>(w), Tensor::from_primitive(offsets));
         y.into_primitive().tensor()
     }
 
@@ -253,23 +154,24 @@ pub trait DsaBackend: Backend {
     /// for an empty group). Used by the [`Autodiff`] backward of `grouped_matmul`, whose
     /// input gradient is `grouped_matmul(dy, wᵀ, offsets)`.
     fn grouped_matmul_weight_grad(x: FloatTensor<Self>, dy: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
-        let dw = crate::grouped_matmul::reference_grouped_matmul_weight_grad(float::<Self, 2>(x), float::<Self, 2>(dy), Tensor::from_primitive(offsets));
+        let dw = reference::grouped_matmul::reference_grouped_matmul_weight_grad(float::<Self, 2>(x), float::<Self, 2>(dy), Tensor::from_primitive(offsets));
         dw.into_primitive().tensor()
     }
 
     /// Rotary position embedding of `x [B,T,H,d]` whose tokens sit at positions
     /// `start..start + T`: the pairs `(2i, 2i+1)` when `interleaved`, else `(i, i + d/2)`,
     /// rotated by `f32(position) · freqs[i]` (`freqs [d/2]`, f32), or by minus that angle when
-    /// `inverse` (the transpose: the [`Autodiff`] backward). See [`crate::rope`].
+    /// `inverse` (the transpose: the [`Autodiff`] backward). See [`crate::rope`] and
+    /// [`crate::reference::rope`].
     fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
-        crate::rope::reference_rope(float::<Self, 4>(x), float::<Self, 1>(freqs), start, interleaved, inverse).into_primitive().tensor()
+        reference::rope::reference_rope(float::<Self, 4>(x), float::<Self, 1>(freqs), start, interleaved, inverse).into_primitive().tensor()
     }
 
     /// SwiGLU, `SiLU(gate) ⊙ up` (same shapes; computed in f32, the result in `gate`'s
-    /// dtype; see [`crate::swiglu`]).
+    /// dtype; see [`crate::reference::swiglu`]).
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = gate.shape();
-        let y = crate::swiglu::reference_swiglu(float::<Self, 1>(flat::<Self>(gate)), float::<Self, 1>(flat::<Self>(up)));
+        let y = reference::swiglu::reference_swiglu(float::<Self, 1>(flat::<Self>(gate)), float::<Self, 1>(flat::<Self>(up)));
         Self::float_reshape(y.into_primitive().tensor(), shape)
     }
 
@@ -277,20 +179,20 @@ pub trait DsaBackend: Backend {
     /// Used by its [`Autodiff`] backward.
     fn swiglu_backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape = gate.shape();
-        let (dg, du) = crate::swiglu::reference_swiglu_backward(float::<Self, 1>(flat::<Self>(gate)), float::<Self, 1>(flat::<Self>(up)), float::<Self, 1>(flat::<Self>(dy)));
+        let (dg, du) = reference::swiglu::reference_swiglu_backward(float::<Self, 1>(flat::<Self>(gate)), float::<Self, 1>(flat::<Self>(up)), float::<Self, 1>(flat::<Self>(dy)));
         (Self::float_reshape(dg.into_primitive().tensor(), shape.clone()), Self::float_reshape(du.into_primitive().tensor(), shape))
     }
 
-    /// RMSNorm of the rows of `x [N, D]` with the scale `gamma [D]` (see [`crate::norm`]:
-    /// computed in f32, the result in `x`'s dtype).
+    /// RMSNorm of the rows of `x [N, D]` with the scale `gamma [D]` (see [`crate::norm`] and
+    /// [`crate::reference::norm`]: computed in f32, the result in `x`'s dtype).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        crate::norm::reference_rms_norm(float::<Self, 2>(x), float::<Self, 1>(gamma), epsilon).into_primitive().tensor()
+        reference::norm::reference_rms_norm(float::<Self, 2>(x), float::<Self, 1>(gamma), epsilon).into_primitive().tensor()
     }
 
     /// Gradients `(dx, dgamma)` of [`DsaBackend::rms_norm`] for the output gradient
     /// `dy [N, D]`, in the dtypes of `x` and `gamma`. Used by its [`Autodiff`] backward.
     fn rms_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, dy: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (dx, dgamma) = crate::norm::reference_rms_norm_backward(float::<Self, 2>(x), float::<Self, 1>(gamma), float::<Self, 2>(dy), epsilon);
+        let (dx, dgamma) = reference::norm::reference_rms_norm_backward(float::<Self, 2>(x), float::<Self, 1>(gamma), float::<Self, 2>(dy), epsilon);
         (dx.into_primitive().tensor(), dgamma.into_primitive().tensor())
     }
 
@@ -299,18 +201,12 @@ pub trait DsaBackend: Backend {
     /// moments. With `norm` (a 1-element tensor holding the L2 norm of `grad`, computed on
     /// the device) the gradient is first clipped to `step.max_norm` as Burn's
     /// `GradientClipping::Norm` does; without, it is used as it is. Overrides must not read
-    /// `norm` on the host. The reference is [`crate::adamw::reference_adamw_step`].
-    fn adamw_step(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        norm: Option<FloatTensor<Self>>,
-        step: AdamWStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    /// `norm` on the host. The reference is [`crate::reference::adamw::reference_adamw_step`].
+    fn adamw_step(param: FloatTensor<Self>, grad: FloatTensor<Self>, moment_1: FloatTensor<Self>, moment_2: FloatTensor<Self>,
+        norm: Option<FloatTensor<Self>>, step: AdamWStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let shape = param.shape();
         let flat = |t: FloatTensor<Self>| float::<Self, 1>(Self::float_reshape(t, Shape::new([shape.num_elements()])));
-        let (p, m, v) = crate::adamw::reference_adamw_step(flat(param), flat(grad), flat(moment_1), flat(moment_2), norm.map(|n| float::<Self, 1>(Self::float_reshape(n, Shape::new([1])))), step);
+        let (p, m, v) = reference::adamw::reference_adamw_step(flat(param), flat(grad), flat(moment_1), flat(moment_2), norm.map(|n| float::<Self, 1>(Self::float_reshape(n, Shape::new([1])))), step);
         let unflat = |t: Tensor<Self, 1>| Self::float_reshape(t.into_primitive().tensor(), shape.clone());
         (unflat(p), unflat(m), unflat(v))
     }
@@ -323,57 +219,6 @@ pub trait DsaBackend: Backend {
     fn linear_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(lhs, rhs)
     }
-}
-
-/// Reference backward of sparse MLA with Burn tensor operations; see
-/// [`DsaBackend::sparse_mla_backward`].
-#[allow(clippy::too_many_arguments)]
-pub fn reference_sparse_mla_backward<B: Backend>(
-    q: Tensor<B, 4>,
-    kv: Tensor<B, 3>,
-    indices: Tensor<B, 3, Int>,
-    valid: Tensor<B, 3, Bool>,
-    out: Tensor<B, 4>,
-    lse: Tensor<B, 3>,
-    d_out: Option<Tensor<B, 4>>,
-    d_lse: Option<Tensor<B, 3>>,
-    d_v: usize,
-    scale: f32,
-) -> (Tensor<B, 4>, Tensor<B, 3>) {
-    use crate::sparse_mla::{gather_rows, scatter_rows, sparse_scores};
-    let [b, t, h, d] = q.dims();
-    let [_, s, _] = kv.dims();
-    let k = indices.dims()[2];
-    let device = q.device();
-    if d_out.is_none() && d_lse.is_none() {
-        return (q.zeros_like(), kv.zeros_like());
-    }
-    let rows = gather_rows(kv, indices.clone()); // [B,T,K,D]
-    let scores = sparse_scores(q.clone(), rows.clone(), valid, scale); // -inf where invalid
-    let lse = lse.clone().mask_fill(lse.is_inf(), 0.0).reshape([b, t, h, 1]);
-    let p = (scores - lse).exp(); // [B,T,H,K], 0 where invalid
-    let mut g: Option<Tensor<B, 4>> = None;
-    if let Some(go) = d_out.clone() {
-        let dp = go.clone().matmul(rows.clone().narrow(3, 0, d_v).swap_dims(2, 3));
-        let delta = (go * out).sum_dim(3);
-        g = Some(dp - delta);
-    }
-    if let Some(gl) = d_lse {
-        let gl = gl.reshape([b, t, h, 1]);
-        g = Some(match g {
-            Some(g) => g + gl,
-            None => gl.expand([b, t, h, k]),
-        });
-    }
-    let ds = p.clone() * g.expect("a gradient"); // [B,T,H,K]
-    let dq = ds.clone().matmul(rows).mul_scalar(scale);
-    let mut drows = ds.swap_dims(2, 3).matmul(q).mul_scalar(scale); // [B,T,K,D]
-    if let Some(go) = d_out {
-        let dvals = p.swap_dims(2, 3).matmul(go); // [B,T,K,d_v]
-        let dvals = if d_v < d { Tensor::cat(vec![dvals, Tensor::zeros([b, t, k, d - d_v], &device)], 3) } else { dvals };
-        drows = drows + dvals;
-    }
-    (dq, scatter_rows(drows, indices, s))
 }
 
 /// `t` as one dimension.
@@ -397,553 +242,8 @@ where
 {
 }
 
-/// Autodiff: the indexer scores are the reference operations differentiated by Burn's
-/// autodiff; top-k and the attention probabilities (no gradient) run on the inner backend;
-/// sparse MLA, the indexer's selected scores and the grouped product run the inner
-/// backend's forward, and their backward steps are [`DsaBackend::sparse_mla_backward`],
-/// [`DsaBackend::indexer_selected_scores_backward`] and [`DsaBackend::grouped_matmul`] /
-/// [`DsaBackend::grouped_matmul_weight_grad`] of the inner backend (the kernels on CubeCL,
-/// the reference elsewhere); the projections' product and its gradients are
-/// [`DsaBackend::linear_matmul`] of the inner backend.
-impl<B: DsaBackend, C: CheckpointStrategy> DsaBackend for Autodiff<B, C> {
-    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        autodiff_swiglu::swiglu::<B, C>(gate, up)
-    }
-
-    fn rope(x: FloatTensor<Self>, freqs: FloatTensor<Self>, start: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
-        autodiff_rope::rope::<B, C>(x, freqs, start, interleaved, inverse)
-    }
-
-    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        autodiff_norm::rms_norm::<B, C>(x, gamma, epsilon)
-    }
-
-    fn fused_sparse_mla() -> bool {
-        B::fused_sparse_mla()
-    }
-
-    fn topk_select(scores: FloatTensor<Self>, k: usize, causal_offset: Option<usize>) -> (IntTensor<Self>, BoolTensor<Self>) {
-        B::topk_select(scores.primitive, k, causal_offset)
-    }
-
-    fn sparse_mla(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        d_v: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        autodiff_mla::sparse_mla::<B, C>(q, kv, indices, valid, d_v, scale)
-    }
-
-    fn indexer_selected_scores(
-        q: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        quant: IndexerQuant,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-    ) -> FloatTensor<Self> {
-        autodiff_indexer::selected_scores::<B, C>(q, w, k, quant, indices, valid)
-    }
-
-    fn sparse_mla_probs(
-        q: FloatTensor<Self>,
-        kv: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        valid: BoolTensor<Self>,
-        lse: FloatTensor<Self>,
-        scale: f32,
-    ) -> FloatTensor<Self> {
-        let p = B::sparse_mla_probs(q.primitive, kv.primitive, indices, valid, lse.primitive, scale);
-        <Self as burn::tensor::backend::AutodiffBackend>::from_inner(p)
-    }
-
-    fn grouped_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, offsets: IntTensor<Self>) -> FloatTensor<Self> {
-        autodiff_grouped::grouped_matmul::<B, C>(x, w, offsets)
-    }
-
-    /// The inner backend's step on the untracked values (an optimizer step is not
-    /// differentiated).
-    fn adamw_step(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        norm: Option<FloatTensor<Self>>,
-        step: AdamWStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (p, m, v) = B::adamw_step(param.primitive, grad.primitive, moment_1.primitive, moment_2.primitive, norm.map(|n| n.primitive), step);
-        let lift = <Self as burn::tensor::backend::AutodiffBackend>::from_inner;
-        (lift(p), lift(m), lift(v))
-    }
-
-    fn dense_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        autodiff_dense::dense_attention::<B, C>(q, k, v, causal_offset, scale)
-    }
-
-    fn permute_rows(x: FloatTensor<Self>, perm: IntTensor<Self>, inverse: IntTensor<Self>) -> FloatTensor<Self> {
-        autodiff_permute::permute_rows::<B, C>(x, perm, inverse)
-    }
-
-    fn linear_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        autodiff_linear::linear_matmul::<B, C>(lhs, rhs)
-    }
-}
-
-/// The backward step of [`DsaBackend::linear_matmul`] under [`Autodiff`]: `d(lhs) = grad ·
-/// rhsᵀ` and `d(rhs) = lhsᵀ · grad` through the inner backend's `linear_matmul`, the
-/// transposes as views (no copy), each only if its input is tracked. As Burn's matmul, it
-/// checkpoints the operands it needs (`rhs` for `d(lhs)`, `lhs` for `d(rhs)`).
-mod autodiff_linear {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::autodiff::NodeId;
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::FloatTensor;
-
-    #[derive(Debug)]
-    pub(super) struct LinearMatmulBackward;
-
-    impl<B: DsaBackend> Backward<B, 2> for LinearMatmulBackward {
-        type State = (Option<NodeId>, Option<NodeId>);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-            let [node_lhs, node_rhs] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            let (lhs, rhs) = ops.state;
-            let lhs = lhs.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
-            let rhs = rhs.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
-            if let (Some(node), Some(rhs)) = (node_lhs, rhs) {
-                grads.register::<B>(node.id, B::linear_matmul(grad.clone(), B::float_swap_dims(rhs, 0, 1)));
-            }
-            if let (Some(node), Some(lhs)) = (node_rhs, lhs) {
-                grads.register::<B>(node.id, B::linear_matmul(B::float_swap_dims(lhs, 0, 1), grad));
-            }
-        }
-    }
-
-    pub(super) fn linear_matmul<B: DsaBackend, C: CheckpointStrategy>(
-        lhs: FloatTensor<Autodiff<B, C>>,
-        rhs: FloatTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
-        let (lhs_tracked, rhs_tracked) = (lhs.is_tracked(), rhs.is_tracked());
-        match LinearMatmulBackward.prepare::<C>([lhs.node.clone(), rhs.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let lhs_state = rhs_tracked.then(|| prep.checkpoint(&lhs));
-                let rhs_state = lhs_tracked.then(|| prep.checkpoint(&rhs));
-                prep.finish((lhs_state, rhs_state), B::linear_matmul(lhs.primitive, rhs.primitive))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::linear_matmul(lhs.primitive, rhs.primitive)),
-        }
-    }
-}
-
-/// The backward step of [`DsaBackend::permute_rows`] under [`Autodiff`]: the gradient's
-/// rows gathered with the inverse permutation.
-mod autodiff_permute {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::{FloatTensor, IntTensor};
-
-    #[derive(Debug)]
-    pub(super) struct PermuteRowsBackward;
-
-    impl<B: DsaBackend> Backward<B, 1> for PermuteRowsBackward {
-        type State = IntTensor<B>;
-
-        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            if let Some(node) = node {
-                grads.register::<B>(node.id, B::float_select(grad, 0, ops.state));
-            }
-        }
-    }
-
-    pub(super) fn permute_rows<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        perm: IntTensor<Autodiff<B, C>>,
-        inverse: IntTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
-        let y = B::permute_rows(x.primitive.clone(), perm, inverse.clone());
-        match PermuteRowsBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(inverse, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
-    }
-}
-
-/// The backward step of [`DsaBackend::swiglu`] under [`Autodiff`]:
-/// [`DsaBackend::swiglu_backward`] of the inner backend from the saved inputs.
-mod autodiff_swiglu {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::FloatTensor;
-
-    #[derive(Debug)]
-    pub(super) struct SwigluBackward;
-
-    impl<B: DsaBackend> Backward<B, 2> for SwigluBackward {
-        type State = [FloatTensor<B>; 2];
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [gate_node, up_node] = ops.parents;
-            let dy = grads.consume::<B>(&ops.node);
-            let [gate, up] = ops.state;
-            let (dgate, dup) = B::swiglu_backward(gate, up, dy);
-            if let Some(node) = gate_node {
-                grads.register::<B>(node.id, dgate);
-            }
-            if let Some(node) = up_node {
-                grads.register::<B>(node.id, dup);
-            }
-        }
-    }
-
-    pub(super) fn swiglu<B: DsaBackend, C: CheckpointStrategy>(gate: FloatTensor<Autodiff<B, C>>, up: FloatTensor<Autodiff<B, C>>) -> FloatTensor<Autodiff<B, C>> {
-        let y = B::swiglu(gate.primitive.clone(), up.primitive.clone());
-        match SwigluBackward.prepare::<C>([gate.node.clone(), up.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish([gate.primitive, up.primitive], y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
-    }
-}
-
-/// The backward step of [`DsaBackend::rope`] under [`Autodiff`]: the inverse rotation of
-/// the gradient (the frequencies are constants).
-mod autodiff_rope {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::FloatTensor;
-
-    #[derive(Debug)]
-    pub(super) struct RopeBackward {
-        start: usize,
-        interleaved: bool,
-        inverse: bool,
-    }
-
-    impl<B: DsaBackend> Backward<B, 1> for RopeBackward {
-        type State = FloatTensor<B>;
-
-        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            if let Some(node) = node {
-                grads.register::<B>(node.id, B::rope(grad, ops.state, self.start, self.interleaved, !self.inverse));
-            }
-        }
-    }
-
-    pub(super) fn rope<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        freqs: FloatTensor<Autodiff<B, C>>,
-        start: usize,
-        interleaved: bool,
-        inverse: bool,
-    ) -> FloatTensor<Autodiff<B, C>> {
-        let y = B::rope(x.primitive.clone(), freqs.primitive.clone(), start, interleaved, inverse);
-        match (RopeBackward { start, interleaved, inverse }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(freqs.primitive, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
-    }
-}
-
-/// The backward step of [`DsaBackend::rms_norm`] under [`Autodiff`]:
-/// [`DsaBackend::rms_norm_backward`] of the inner backend from the saved input and scale.
-mod autodiff_norm {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::FloatTensor;
-
-    #[derive(Debug)]
-    pub(super) struct RmsNormBackward {
-        epsilon: f64,
-    }
-
-    impl<B: DsaBackend> Backward<B, 2> for RmsNormBackward {
-        type State = [FloatTensor<B>; 2];
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [x_node, gamma_node] = ops.parents;
-            let dy = grads.consume::<B>(&ops.node);
-            let [x, gamma] = ops.state;
-            let (dx, dgamma) = B::rms_norm_backward(x, gamma, dy, self.epsilon);
-            if let Some(node) = x_node {
-                grads.register::<B>(node.id, dx);
-            }
-            if let Some(node) = gamma_node {
-                grads.register::<B>(node.id, dgamma);
-            }
-        }
-    }
-
-    pub(super) fn rms_norm<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        gamma: FloatTensor<Autodiff<B, C>>,
-        epsilon: f64,
-    ) -> FloatTensor<Autodiff<B, C>> {
-        let y = B::rms_norm(x.primitive.clone(), gamma.primitive.clone(), epsilon);
-        match (RmsNormBackward { epsilon }).prepare::<C>([x.node.clone(), gamma.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive], y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
-    }
-}
-
-/// Two float primitives of [`Autodiff`] (an output and its log-sum-exp).
-type AutodiffPair<B, C> = (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>);
-
-/// The custom backward step of dense attention under [`Autodiff`]:
-/// [`DsaBackend::dense_attention_backward`] of the inner backend from the saved inputs,
-/// output and log-sum-exp. The log-sum-exp is returned untracked (a target, no gradient).
-mod autodiff_dense {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::backend::AutodiffBackend;
-    use burn::tensor::ops::FloatTensor;
-
-    #[derive(Debug)]
-    pub(super) struct DenseAttentionBackward {
-        causal_offset: usize,
-        scale: f32,
-    }
-
-    impl<B: DsaBackend> Backward<B, 3> for DenseAttentionBackward {
-        type State = [FloatTensor<B>; 5];
-
-        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node_q, node_k, node_v] = ops.parents;
-            let d_out = grads.consume::<B>(&ops.node);
-            let [q, k, v, out, lse] = ops.state;
-            let (dq, dk, dv) = B::dense_attention_backward(q, k, v, out, lse, d_out, self.causal_offset, self.scale);
-            for (node, g) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, g);
-                }
-            }
-        }
-    }
-
-    pub(super) fn dense_attention<B: DsaBackend, C: CheckpointStrategy>(
-        q: FloatTensor<Autodiff<B, C>>,
-        k: FloatTensor<Autodiff<B, C>>,
-        v: FloatTensor<Autodiff<B, C>>,
-        causal_offset: usize,
-        scale: f32,
-    ) -> super::AutodiffPair<B, C> {
-        let (out, lse) = B::dense_attention(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), causal_offset, scale);
-        let node = DenseAttentionBackward { causal_offset, scale };
-        let out = match node.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish([q.primitive, k.primitive, v.primitive, out.clone(), lse.clone()], out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        (out, <Autodiff<B, C> as AutodiffBackend>::from_inner(lse))
-    }
-}
-
-/// The custom backward step of the indexer's selected scores under [`Autodiff`]:
-/// [`DsaBackend::indexer_selected_scores_backward`] of the inner backend.
-mod autodiff_indexer {
-    use super::DsaBackend;
-    use crate::quant::IndexerQuant;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
-
-    #[derive(Debug)]
-    pub(super) struct SelectedScoresBackward;
-
-    impl<B: DsaBackend> Backward<B, 3> for SelectedScoresBackward {
-        type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, IndexerQuant, IntTensor<B>, BoolTensor<B>);
-
-        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node_q, node_w, node_k] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            let (q, w, k, quant, indices, valid) = ops.state;
-            let (dq, dw, dk) = B::indexer_selected_scores_backward(q, w, k, quant, indices, valid, grad);
-            for (node, g) in [(node_q, dq), (node_w, dw), (node_k, dk)] {
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, g);
-                }
-            }
-        }
-    }
-
-    pub(super) fn selected_scores<B: DsaBackend, C: CheckpointStrategy>(
-        q: FloatTensor<Autodiff<B, C>>,
-        w: FloatTensor<Autodiff<B, C>>,
-        k: FloatTensor<Autodiff<B, C>>,
-        quant: IndexerQuant,
-        indices: IntTensor<Autodiff<B, C>>,
-        valid: BoolTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
-        let out = B::indexer_selected_scores(q.primitive.clone(), w.primitive.clone(), k.primitive.clone(), quant, indices.clone(), valid.clone());
-        match SelectedScoresBackward
-            .prepare::<C>([q.node.clone(), w.node.clone(), k.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((q.primitive, w.primitive, k.primitive, quant, indices, valid), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
-    }
-}
-
-/// The custom backward step of the grouped product under [`Autodiff`]: `dx` is the grouped
-/// product of `dy` with every group's `wᵀ`, `dw` is [`DsaBackend::grouped_matmul_weight_grad`],
-/// each computed only if its input is tracked.
-mod autodiff_grouped {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::{FloatTensor, IntTensor};
-
-    #[derive(Debug)]
-    pub(super) struct GroupedMatmulBackward;
-
-    impl<B: DsaBackend> Backward<B, 2> for GroupedMatmulBackward {
-        type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node_x, node_w] = ops.parents;
-            let dy = grads.consume::<B>(&ops.node);
-            let (x, w, offsets) = ops.state;
-            if let Some(node) = node_x {
-                let dx = B::grouped_matmul(dy.clone(), B::float_swap_dims(w, 1, 2), offsets.clone());
-                grads.register::<B>(node.id, dx);
-            }
-            if let Some(node) = node_w {
-                grads.register::<B>(node.id, B::grouped_matmul_weight_grad(x, dy, offsets));
-            }
-        }
-    }
-
-    pub(super) fn grouped_matmul<B: DsaBackend, C: CheckpointStrategy>(
-        x: FloatTensor<Autodiff<B, C>>,
-        w: FloatTensor<Autodiff<B, C>>,
-        offsets: IntTensor<Autodiff<B, C>>,
-    ) -> FloatTensor<Autodiff<B, C>> {
-        let y = B::grouped_matmul(x.primitive.clone(), w.primitive.clone(), offsets.clone());
-        match GroupedMatmulBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x.primitive, w.primitive, offsets), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
-    }
-}
-
-/// The custom backward steps of sparse MLA under [`Autodiff`]: one node for the output and
-/// one for the log-sum-exp, both children of `q` and `kv`, so that each runs only when its
-/// output is part of the differentiated graph (their gradients add up in `q` and `kv`).
-mod autodiff_mla {
-    use super::DsaBackend;
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
-
-    /// Everything the backward needs: inputs and the forward's outputs (inner primitives).
-    #[derive(Debug, Clone)]
-    pub(super) struct State<B: DsaBackend> {
-        q: FloatTensor<B>,
-        kv: FloatTensor<B>,
-        indices: IntTensor<B>,
-        valid: BoolTensor<B>,
-        out: FloatTensor<B>,
-        lse: FloatTensor<B>,
-        d_v: usize,
-        scale: f32,
-    }
-
-    /// Which forward output a node stands for.
-    #[derive(Debug)]
-    pub(super) struct SparseMlaBackward {
-        lse: bool,
-    }
-
-    impl<B: DsaBackend> Backward<B, 2> for SparseMlaBackward {
-        type State = State<B>;
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [node_q, node_kv] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            let st = ops.state;
-            let (d_out, d_lse) = if self.lse { (None, Some(grad)) } else { (Some(grad), None) };
-            let (dq, dkv) = B::sparse_mla_backward(st.q, st.kv, st.indices, st.valid, st.out, st.lse, d_out, d_lse, st.d_v, st.scale);
-            if let Some(node) = node_q {
-                grads.register::<B>(node.id, dq);
-            }
-            if let Some(node) = node_kv {
-                grads.register::<B>(node.id, dkv);
-            }
-        }
-    }
-
-    pub(super) fn sparse_mla<B: DsaBackend, C: CheckpointStrategy>(
-        q: FloatTensor<Autodiff<B, C>>,
-        kv: FloatTensor<Autodiff<B, C>>,
-        indices: IntTensor<Autodiff<B, C>>,
-        valid: BoolTensor<Autodiff<B, C>>,
-        d_v: usize,
-        scale: f32,
-    ) -> super::AutodiffPair<B, C> {
-        let (out, lse) = B::sparse_mla(q.primitive.clone(), kv.primitive.clone(), indices.clone(), valid.clone(), d_v, scale);
-        let state = State::<B> { q: q.primitive.clone(), kv: kv.primitive.clone(), indices, valid, out: out.clone(), lse: lse.clone(), d_v, scale };
-        let wrap = |is_lse: bool, value: FloatTensor<B>| match (SparseMlaBackward { lse: is_lse })
-            .prepare::<C>([q.node.clone(), kv.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(state.clone(), value),
-            OpsKind::UnTracked(prep) => prep.finish(value),
-        };
-        let out = wrap(false, out);
-        let lse = wrap(true, lse);
-        (out, lse)
-    }
-}
-
-// `DsaBackend for burn_cubecl::CubeBackend` (the CubeCL kernels) lives in `crate::cubecl`.
+// `DsaBackend for Autodiff` lives in `crate::autodiff`, `DsaBackend for
+// burn_cubecl::CubeBackend` (the CubeCL kernels) in `crate::cubecl`.
 
 /// Lightning-indexer scores `[B, T, S]`; see [`DsaBackend::indexer_scores`].
 ///
@@ -958,20 +258,8 @@ mod autodiff_mla {
 /// let scores = indexer_scores(q, w, k, IndexerQuant::None, Some(0));
 /// assert_eq!(scores.to_data().to_vec::<f32>().unwrap()[..2], [8.0, f32::NEG_INFINITY]);
 /// ```
-pub fn indexer_scores<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    causal_offset: Option<usize>,
-) -> Tensor<B, 3> {
-    float(B::indexer_scores(
-        q.into_primitive().tensor(),
-        w.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        quant,
-        causal_offset,
-    ))
+pub fn indexer_scores<B: DsaBackend>(q: Tensor<B, 4>, w: Tensor<B, 3>, k: Tensor<B, 3>, quant: IndexerQuant, causal_offset: Option<usize>) -> Tensor<B, 3> {
+    float(B::indexer_scores(q.into_primitive().tensor(), w.into_primitive().tensor(), k.into_primitive().tensor(), quant, causal_offset))
 }
 
 /// Top-k indices `[B, T, min(k, S)]` and validity; see [`DsaBackend::topk_select`].
@@ -985,33 +273,16 @@ pub fn indexer_scores<B: DsaBackend>(
 /// assert_eq!(idx.to_data().to_vec::<i64>().unwrap(), [1, 2]); // tie: lower index first
 /// assert_eq!(valid.to_data().to_vec::<bool>().unwrap(), [true, true]);
 /// ```
-pub fn topk_select<B: DsaBackend>(
-    scores: Tensor<B, 3>,
-    k: usize,
-    causal_offset: Option<usize>,
-) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
+pub fn topk_select<B: DsaBackend>(scores: Tensor<B, 3>, k: usize, causal_offset: Option<usize>) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
     let (indices, valid) = B::topk_select(scores.into_primitive().tensor(), k, causal_offset);
     (Tensor::from_primitive(indices), Tensor::from_primitive(valid))
 }
 
 /// Sparse MLA output `[B, T, H, d_v]` and log-sum-exp `[B, T, H]`; see
 /// [`DsaBackend::sparse_mla`].
-pub fn sparse_mla<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    kv: Tensor<B, 3>,
-    indices: Tensor<B, 3, Int>,
-    valid: Tensor<B, 3, Bool>,
-    d_v: usize,
-    scale: f32,
-) -> (Tensor<B, 4>, Tensor<B, 3>) {
-    let (out, lse) = B::sparse_mla(
-        q.into_primitive().tensor(),
-        kv.into_primitive().tensor(),
-        indices.into_primitive(),
-        valid.into_primitive(),
-        d_v,
-        scale,
-    );
+pub fn sparse_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>, d_v: usize, scale: f32) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    let (q, kv) = (q.into_primitive().tensor(), kv.into_primitive().tensor());
+    let (out, lse) = B::sparse_mla(q, kv, indices.into_primitive(), valid.into_primitive(), d_v, scale);
     (float(out), float(lse))
 }
 
@@ -1033,42 +304,19 @@ pub fn sparse_mla<B: DsaBackend>(
 /// let picked = indexer_selected_scores(q, w, k, IndexerQuant::E4m3, idx.clone(), valid);
 /// picked.into_data().assert_approx_eq::<f32>(&all.gather(2, idx).into_data(), Default::default());
 /// ```
-pub fn indexer_selected_scores<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    indices: Tensor<B, 3, Int>,
-    valid: Tensor<B, 3, Bool>,
-) -> Tensor<B, 3> {
-    float(B::indexer_selected_scores(
-        q.into_primitive().tensor(),
-        w.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        quant,
-        indices.into_primitive(),
-        valid.into_primitive(),
-    ))
+pub fn indexer_selected_scores<B: DsaBackend>(q: Tensor<B, 4>, w: Tensor<B, 3>, k: Tensor<B, 3>, quant: IndexerQuant, indices: Tensor<B, 3, Int>,
+    valid: Tensor<B, 3, Bool>) -> Tensor<B, 3> {
+    float(B::indexer_selected_scores(q.into_primitive().tensor(), w.into_primitive().tensor(), k.into_primitive().tensor(), quant,
+        indices.into_primitive(), valid.into_primitive()))
 }
 
 /// Head-averaged attention probabilities `[B, T, K]` of sparse MLA at the selected rows,
 /// from its log-sum-exp; see [`DsaBackend::sparse_mla_probs`]. Not differentiated.
 pub fn sparse_mla_probs<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    kv: Tensor<B, 3>,
-    indices: Tensor<B, 3, Int>,
-    valid: Tensor<B, 3, Bool>,
-    lse: Tensor<B, 3>,
-    scale: f32,
+    q: Tensor<B, 4>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>, lse: Tensor<B, 3>, scale: f32,
 ) -> Tensor<B, 3> {
-    float(B::sparse_mla_probs(
-        q.into_primitive().tensor(),
-        kv.into_primitive().tensor(),
-        indices.into_primitive(),
-        valid.into_primitive(),
-        lse.into_primitive().tensor(),
-        scale,
-    ))
+    float(B::sparse_mla_probs(q.into_primitive().tensor(), kv.into_primitive().tensor(), indices.into_primitive(), valid.into_primitive(),
+        lse.into_primitive().tensor(), scale))
 }
 
 /// Grouped matrix product `y [M, N]` of `x [M, K]` with one weight `w[g] [K, N]` per group
@@ -1122,14 +370,8 @@ pub fn grouped_matmul<B: DsaBackend>(x: Tensor<B, 2>, w: Tensor<B, 3>, offsets: 
 /// let p = p.to_data().to_vec::<f32>().unwrap();
 /// assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 0.9).abs() < 1e-6);
 /// ```
-pub fn adamw_step<B: DsaBackend, const D: usize>(
-    param: Tensor<B, D>,
-    grad: Tensor<B, D>,
-    moment_1: Tensor<B, D>,
-    moment_2: Tensor<B, D>,
-    norm: Option<Tensor<B, 1>>,
-    step: AdamWStep,
-) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+pub fn adamw_step<B: DsaBackend, const D: usize>(param: Tensor<B, D>, grad: Tensor<B, D>, moment_1: Tensor<B, D>, moment_2: Tensor<B, D>,
+    norm: Option<Tensor<B, 1>>, step: AdamWStep) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
     let dims = param.dims();
     assert!(
         grad.dims() == dims && moment_1.dims() == dims && moment_2.dims() == dims,
@@ -1141,14 +383,8 @@ pub fn adamw_step<B: DsaBackend, const D: usize>(
     if let Some(n) = &norm {
         assert_eq!(n.dims(), [1], "adamw_step: the norm is a 1-element tensor");
     }
-    let (p, m, v) = B::adamw_step(
-        param.into_primitive().tensor(),
-        grad.into_primitive().tensor(),
-        moment_1.into_primitive().tensor(),
-        moment_2.into_primitive().tensor(),
-        norm.map(|n| n.into_primitive().tensor()),
-        step,
-    );
+    let (p, m, v) = B::adamw_step(param.into_primitive().tensor(), grad.into_primitive().tensor(), moment_1.into_primitive().tensor(),
+        moment_2.into_primitive().tensor(), norm.map(|n| n.into_primitive().tensor()), step);
     (float(p), float(m), float(v))
 }
 
@@ -1183,7 +419,7 @@ pub fn dense_attention<B: DsaBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tenso
 }
 
 /// SwiGLU, `SiLU(gate) ⊙ up` (same shapes), computed in f32 and returned in `gate`'s dtype
-/// (see [`crate::swiglu`]). Differentiable in both inputs.
+/// (see [`crate::reference::swiglu`]). Differentiable in both inputs.
 ///
 /// ```
 /// # use burn::backend::NdArray;
@@ -1344,11 +580,11 @@ pub fn dense_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize,
     let device = kv.device();
     if B::fused_sparse_mla() {
         let keys = Tensor::<B, 1, Int>::arange(0..s as i64, &device).reshape([1, 1, s]).expand([b, t, s]);
-        let valid = crate::indexer::causal_mask::<B>(t, s, start, &device).bool_not().reshape([1, t, s]).expand([b, t, s]);
+        let valid = reference::causal_mask::<B>(t, s, start, &device).bool_not().reshape([1, t, s]).expand([b, t, s]);
         return sparse_mla(q, kv, keys, valid, d_v, scale).0;
     }
     let scores = q.reshape([b, t * h, d]).matmul(kv.clone().swap_dims(1, 2)).reshape([b, t, h, s]);
-    let future = crate::indexer::causal_mask::<B>(t, s, start, &device).reshape([1, t, 1, s]).expand([b, t, h, s]);
+    let future = reference::causal_mask::<B>(t, s, start, &device).reshape([1, t, 1, s]).expand([b, t, h, s]);
     let p = softmax(scores.mul_scalar(scale).mask_fill(future, f32::NEG_INFINITY), 3);
     p.reshape([b, t * h, s]).matmul(kv.narrow(2, 0, d_v)).reshape([b, t, h, d_v])
 }
@@ -1374,15 +610,8 @@ pub fn dense_mla<B: DsaBackend>(q: Tensor<B, 4>, kv: Tensor<B, 3>, start: usize,
 /// assert_eq!(idx.into_data(), want_idx.into_data());
 /// assert_eq!(valid.into_data(), want_valid.into_data());
 /// ```
-pub fn indexer_topk<B: DsaBackend>(
-    q: Tensor<B, 4>,
-    w: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    quant: IndexerQuant,
-    topk: usize,
-    causal_offset: Option<usize>,
-    block_rows: usize,
-) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
+pub fn indexer_topk<B: DsaBackend>(q: Tensor<B, 4>, w: Tensor<B, 3>, k: Tensor<B, 3>, quant: IndexerQuant, topk: usize, causal_offset: Option<usize>,
+    block_rows: usize) -> (Tensor<B, 3, Int>, Tensor<B, 3, Bool>) {
     assert!(block_rows > 0, "indexer_topk: block_rows must be at least 1");
     let t = q.dims()[1];
     if t <= block_rows {
@@ -1396,13 +625,7 @@ pub fn indexer_topk<B: DsaBackend>(
         // Causal: only the keys some row of the block sees (at least `topk`, so that every
         // block's selection is `min(topk, S)` wide); later ones could never be selected.
         let keys = offset.map_or(s, |o| (o + rows).max(topk).min(s));
-        let scores = indexer_scores(
-            q.clone().narrow(1, t0, rows),
-            w.clone().narrow(1, t0, rows),
-            k.clone().narrow(1, 0, keys),
-            quant,
-            offset,
-        );
+        let scores = indexer_scores(q.clone().narrow(1, t0, rows), w.clone().narrow(1, t0, rows), k.clone().narrow(1, 0, keys), quant, offset);
         let (i, v) = topk_select(scores, topk, offset);
         indices.push(i);
         valid.push(v);

@@ -12,32 +12,70 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::DsaBackend;
 
-/// YaRN context extension parameters (HF `rope_scaling` with `type: yarn`).
+/// YaRN context extension parameters: HuggingFace's `rope_scaling` object with
+/// `type: "yarn"` (the keys are its field names), or the `rope_factor`, `original_seq_len`,
+/// `beta_fast`, `beta_slow` and `mscale` of DeepSeek's reference `ModelArgs`.
+///
+/// YaRN is in effect only when the supported context exceeds
+/// `original_max_position_embeddings` ([`RopeConfig::active_yarn`]). It then rescales the
+/// rotary frequencies (see [`RopeConfig::init`]) and multiplies the attention softmax scale
+/// by `m²` ([`YarnConfig::attention_factor`]).
+///
+/// ```
+/// use dsa_burn::YarnConfig;
+///
+/// // DeepSeek-V3.2: ×40 over 4096 positions, `mscale = mscale_all_dim = 1`.
+/// let y = YarnConfig::new(40.0, 4096).with_mscale_all_dim(Some(1.0));
+/// assert_eq!(y.attention_mscale(), 1.0);
+/// assert!((y.attention_factor() - (0.1 * 40f64.ln() + 1.0)).abs() < 1e-15);
+/// ```
 #[derive(Config, Debug, PartialEq)]
 pub struct YarnConfig {
-    /// Context extension factor.
+    /// `factor` (reference: `rope_factor`): the context extension factor `s`. Frequencies
+    /// that turn fewer than `beta_slow` times over the original context are divided by it;
+    /// it also sets the attention temperature ([`YarnConfig::attention_factor`]).
     pub factor: f64,
-    /// Context length the model was pre-trained with.
+    /// `original_max_position_embeddings` (reference: `original_seq_len`): the context length
+    /// `L` the model was pre-trained with. YaRN applies only to longer contexts, and the
+    /// rotation counts `beta_fast`/`beta_slow` are counted over `L` positions.
     pub original_max_position_embeddings: usize,
-    /// Fast rotation boundary.
+    /// `beta_fast`: rotations over `L` positions above which a frequency is kept as is
+    /// (extrapolated). The first dim of the interpolation ramp is where the frequency turns
+    /// `beta_fast` times, rounded down.
     #[config(default = 32.0)]
     pub beta_fast: f64,
-    /// Slow rotation boundary.
+    /// `beta_slow`: rotations over `L` positions below which a frequency is divided by
+    /// `factor` (interpolated). The last dim of the ramp is where the frequency turns
+    /// `beta_slow` times, rounded up; frequencies between the two bounds are blended
+    /// linearly.
     #[config(default = 1.0)]
     pub beta_slow: f64,
-    /// Attention scale parameter (`mscale_all_dim` in HF configs).
+    /// `mscale`: YaRN's magnitude scale. HuggingFace multiplies cos/sin by
+    /// `(0.1·mscale·ln s + 1) / (0.1·mscale_all_dim·ln s + 1)`, which is 1 in DeepSeek-V3.2
+    /// (both are 1.0); DeepSeek's reference and this crate do not scale cos/sin. It sets the
+    /// attention temperature only when `mscale_all_dim` is absent (DeepSeek's reference has
+    /// only this key, and uses it there).
     #[config(default = 1.0)]
     pub mscale: f64,
+    /// `mscale_all_dim`: the mscale of the attention temperature
+    /// ([`YarnConfig::attention_mscale`]); `None` falls back to `mscale`.
+    #[config(default = "None")]
+    pub mscale_all_dim: Option<f64>,
 }
 
 impl YarnConfig {
-    /// The attention temperature `m = 0.1 · mscale · ln(factor) + 1`; the softmax scale is
-    /// multiplied by `m²`.
+    /// The mscale entering the softmax scale: `mscale_all_dim`, else `mscale`.
+    pub fn attention_mscale(&self) -> f64 {
+        self.mscale_all_dim.unwrap_or(self.mscale)
+    }
+
+    /// The attention temperature `m = 0.1 · attention_mscale · ln(factor) + 1` (1 when
+    /// `factor <= 1`); the softmax scale is multiplied by `m²`.
     pub fn attention_factor(&self) -> f64 {
         if self.factor <= 1.0 {
             1.0
         } else {
-            0.1 * self.mscale * self.factor.ln() + 1.0
+            0.1 * self.attention_mscale() * self.factor.ln() + 1.0
         }
     }
 }
@@ -148,41 +186,6 @@ impl Rope {
         );
         let freqs = self.freqs(&x.device());
         crate::ops::rope(x, freqs, start, interleaved)
-    }
-}
-
-/// The rotation of [`crate::ops::rope`] with Burn tensor operations: `cos`/`sin` tables of
-/// the angles `f32(position) · freqs[i]` (the product in f32, its cosine and sine in f64
-/// rounded to f32, in `x`'s dtype), applied pairwise; by minus the angle when `inverse`.
-/// Reads `freqs` back to the host.
-pub fn reference_rope<B: Backend>(x: Tensor<B, 4>, freqs: Tensor<B, 1>, start: usize, interleaved: bool, inverse: bool) -> Tensor<B, 4> {
-    let [b, t, h, d] = x.dims();
-    let half = d / 2;
-    let freqs: Vec<f32> = freqs.into_data().convert::<f32>().into_vec().expect("f32 frequencies");
-    let sign = if inverse { -1.0 } else { 1.0 };
-    let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
-    for p in start..start + t {
-        for f in &freqs {
-            let angle = (p as f32 * f) as f64;
-            cos.push(angle.cos() as f32);
-            sin.push(sign * angle.sin() as f32);
-        }
-    }
-    let device = x.device();
-    let cos = Tensor::<B, 2>::from_data(TensorData::new(cos, [t, half]), &device).cast(x.dtype()).reshape([1, t, 1, half]);
-    let sin = Tensor::<B, 2>::from_data(TensorData::new(sin, [t, half]), &device).cast(x.dtype()).reshape([1, t, 1, half]);
-    let (x0, x1) = if interleaved {
-        let pairs = x.reshape([b, t, h, half, 2]);
-        (pairs.clone().narrow(4, 0, 1).reshape([b, t, h, half]), pairs.narrow(4, 1, 1).reshape([b, t, h, half]))
-    } else {
-        (x.clone().narrow(3, 0, half), x.narrow(3, half, half))
-    };
-    let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-    let y1 = x0 * sin + x1 * cos;
-    if interleaved {
-        Tensor::stack::<5>(vec![y0, y1], 4).reshape([b, t, h, d])
-    } else {
-        Tensor::cat(vec![y0, y1], 3)
     }
 }
 

@@ -12,8 +12,8 @@ fn config(topk: usize, mode: AttentionMode) -> DsaAttentionConfig {
     DsaAttentionConfig::new(48, 3, 64).with_yarn(Some(YarnConfig::new(4.0, 16)))
         .with_q_lora_rank(24)
         .with_kv_lora_rank(20)
-        .with_qk_nope_dim(12)
-        .with_qk_rope_dim(8)
+        .with_qk_nope_head_dim(12)
+        .with_qk_rope_head_dim(8)
         .with_v_head_dim(10)
         .with_index_n_heads(2)
         .with_index_head_dim(16)
@@ -26,7 +26,7 @@ fn config(topk: usize, mode: AttentionMode) -> DsaAttentionConfig {
 /// keys and values; scores = q_nope·k_nope + q_pe·k_pe; causal softmax.
 fn mha_reference(attn: &DsaAttention<B>, x: Tensor<B, 3>, cfg: &DsaAttentionConfig) -> Tensor<B, 3> {
     let [b, t, _] = x.dims();
-    let (h, nope, rd, r, v) = (cfg.n_heads, cfg.qk_nope_dim, cfg.qk_rope_dim, cfg.kv_lora_rank, cfg.v_head_dim);
+    let (h, nope, rd, r, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.kv_lora_rank, cfg.v_head_dim);
     let q = attn.wq_b.forward(attn.q_norm.forward(attn.wq_a.forward(x.clone()))).reshape([b, t, h, nope + rd]);
     let q_pe = attn.rope().apply(q.clone().narrow(3, nope, rd), 0, true);
     let kv = attn.wkv_a.forward(x);

@@ -40,30 +40,17 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 const INDEXER_KERNELS: &[IndexerKernel] = &[
     IndexerKernel::WgmmaFp8,
     IndexerKernel::Wgmma,
-    IndexerKernel::TensorCores,
-    IndexerKernel::HalfTensorCores,
-    IndexerKernel::Fp8TensorCores,
-    IndexerKernel::Tiled,
-    IndexerKernel::Naive,
+    IndexerKernel::Mma,
+    IndexerKernel::Cmma,
+    IndexerKernel::SimtTiled,
+    IndexerKernel::Simt,
 ];
 #[cfg(not(feature = "cuda"))]
-const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Naive];
+const INDEXER_KERNELS: &[IndexerKernel] = &[IndexerKernel::Simt];
 #[cfg(feature = "cuda")]
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::SimtTiled, MlaKernel::Simt];
 #[cfg(not(feature = "cuda"))]
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::Simt];
-
-/// Whether the device under test has FP8 MMA (the v4 indexer's condition).
-#[cfg(feature = "cuda")]
-fn fp8_device() -> bool {
-    use burn::backend::cuda::CudaDevice;
-    use burn_cubecl::cubecl::Runtime;
-    dsa_burn::cubecl::has_fp8_mma(&burn_cubecl::cubecl::cuda::CudaRuntime::client(&CudaDevice::default()))
-}
-#[cfg(not(feature = "cuda"))]
-fn fp8_device() -> bool {
-    false
-}
 
 /// Whether the device under test has `wgmma` (the v5 kernels' condition).
 #[cfg(feature = "cuda")]
@@ -193,7 +180,7 @@ fn fake_quant_is_bit_identical() {
             }
         }
         for quant in [IndexerQuant::E4m3, IndexerQuant::E4m3Pow2] {
-            let want = host(dsa_burn::quant::fake_quant(
+            let want = host(dsa_burn::reference::quant::fake_quant(
                 ft::<C, 2>(&x, [rows, d], &Default::default()),
                 quant,
             ));
@@ -236,8 +223,8 @@ fn indexer_scores_match_reference() {
         (1, 5, 64, 128, 4500, Some(4495)),
         (2, 1, 64, 128, 3000, Some(2999)),
         (1, 70, 16, 64, 2100, Some(2030)),
-        // FP8 MMA: two planes per query (4..7 queries), three A tiles, dims 96 of 128; and
-        // four planes per query.
+        // The heads split over two planes (40 and 50: partial 16-head tiles), dims 96 of 128,
+        // two key planes per query (two queries).
         (3, 6, 40, 96, 700, Some(694)),
         (2, 2, 50, 128, 900, Some(898)),
     ] {
@@ -260,7 +247,6 @@ fn indexer_scores_match_reference() {
                 use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
                 [
                     TensorCoreOp::IndexerScores,
-                    TensorCoreOp::IndexerScoresFp8,
                     TensorCoreOp::IndexerScoresF16Mma,
                     TensorCoreOp::IndexerScoresWgmma,
                     TensorCoreOp::IndexerScoresWgmmaFp8,
@@ -268,7 +254,7 @@ fn indexer_scores_match_reference() {
                 .map(tensor_core_launches)
             };
             let before = launches();
-            let want = dsa_burn::indexer::reference_scores::<C>(
+            let want = dsa_burn::reference::indexer::reference_scores::<C>(
                 ft(&qv, [b, t, h, d], &Default::default()),
                 ft(&wv, [b, t, h], &Default::default()),
                 ft(&kv, [b, s, d], &Default::default()),
@@ -286,29 +272,25 @@ fn indexer_scores_match_reference() {
             let case = format!("scores {:?} {quant:?} {kernel:?}", (b, t, h, d, s, causal));
             // Read first: under Fusion the kernels run when the result is read.
             let (got, want) = (host(got), host(want));
-            // The tensor-core kernels apply to quantised indexers with one block per row; the
-            // FP8 one, where the device has FP8 MMA, to at most 64 heads of a dim divisible by 8.
+            // The tensor-core kernels apply to quantised indexers with one block per row.
             let after = launches();
-            let [mma_ran, fp8_ran, f16_ran, wgmma_ran, wgmma_fp8_ran] = [0, 1, 2, 3, 4].map(|i| after[i] > before[i]);
+            let [mma_ran, f16_ran, wgmma_ran, wgmma_fp8_ran] = [0, 1, 2, 3].map(|i| after[i] > before[i]);
             let applies = matches!(
                 kernel,
                 IndexerKernel::WgmmaFp8
                     | IndexerKernel::Wgmma
-                    | IndexerKernel::TensorCores
-                    | IndexerKernel::HalfTensorCores
-                    | IndexerKernel::Fp8TensorCores
+                    | IndexerKernel::Mma
+                    | IndexerKernel::Cmma
             )
                 && quant != IndexerQuant::None
                 && d <= 128
                 && h <= 128;
-            let fp8 = applies && kernel == IndexerKernel::Fp8TensorCores && h <= 64 && d % 8 == 0 && fp8_device();
             assert_eq!(mma_ran, applies, "{case}: tensor-core kernel ran: {mma_ran}");
-            assert_eq!(fp8_ran, fp8, "{case}: FP8 MMA kernel ran: {fp8_ran}");
-            // v5 (wgmma) at V3.2's 64 × 128 on Hopper, else v4.3 (f16 MMA): the default
-            // tensor-core kernels, and Fp8TensorCores' fallback.
-            let v5 = applies && (h, d) == (64, 128) && wgmma_device();
-            let wgmma_fp8 = v5 && kernel == IndexerKernel::WgmmaFp8;
-            let wgmma = wgmma_fp8 || (v5 && kernel == IndexerKernel::Wgmma);
+            // wgmma at V3.2's 64 × 128 on Hopper, else f16 `mma.sync`: the default
+            // tensor-core kernels.
+            let wgmma_shape = applies && (h, d) == (64, 128) && wgmma_device();
+            let wgmma_fp8 = wgmma_shape && kernel == IndexerKernel::WgmmaFp8;
+            let wgmma = wgmma_fp8 || (wgmma_shape && kernel == IndexerKernel::Wgmma);
             assert_eq!(wgmma_ran, wgmma, "{case}: wgmma kernel ran: {wgmma_ran}");
             assert_eq!(wgmma_fp8_ran, wgmma_fp8, "{case}: FP8 wgmma kernel ran: {wgmma_fp8_ran}");
             // FP8 wgmma adds each instruction's 32 products with about 14 bits (DeepSeek-V3's
@@ -318,7 +300,7 @@ fn indexer_scores_match_reference() {
             if wgmma_fp8 {
                 eprintln!("{case}: relative error {rel:.2e}");
             }
-            let f16 = applies && kernel != IndexerKernel::HalfTensorCores && !fp8 && !wgmma && h <= 64 && d % 4 == 0;
+            let f16 = applies && kernel != IndexerKernel::Cmma && !wgmma && h <= 64 && d % 4 == 0;
             assert_eq!(f16_ran, f16, "{case}: f16 MMA kernel ran: {f16_ran}");
         }
     }
@@ -389,7 +371,7 @@ fn topk_matches_reference() {
                 f32::NAN
             };
         }
-        let (want_i, want_v) = dsa_burn::topk::reference_topk::<C>(
+        let (want_i, want_v) = dsa_burn::reference::topk::reference_topk::<C>(
             ft(&scores, [b, t, s], &Default::default()),
             k,
             causal,
@@ -488,7 +470,7 @@ fn sparse_mla_matches_reference() {
         let idx = |dev: &burn::backend::ndarray::NdArrayDevice| {
             Tensor::<C, 3, Int>::from_data(TensorData::new(sel.clone(), [b, t, k]), dev)
         };
-        let (want_o, want_l) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (want_o, want_l) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&qv, [b, t, h, d], &Default::default()),
             ft(&kvv, [b, s, d], &Default::default()),
             idx(&Default::default()),
@@ -591,7 +573,7 @@ fn sparse_mla_tensor_cores_match_reference() {
         }
         m.q = bf(m.q);
         m.kv = bf(m.kv);
-        let (want_o, want_l) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (want_o, want_l) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&m.q, [b, t, h, d], &Default::default()),
             ft(&m.kv, [b, s, d], &Default::default()),
             m.indices(&Default::default()),
@@ -637,7 +619,7 @@ fn sparse_mla_tensor_cores_match_reference() {
         use dsa_burn::DsaBackend;
         let probs_before =
             dsa_burn::cubecl::tensor_core_launches(dsa_burn::cubecl::TensorCoreOp::SparseMlaProbs);
-        let want_p = dsa_burn::loss::reference_sparse_mla_probs::<C>(
+        let want_p = dsa_burn::reference::indexer_loss::reference_sparse_mla_probs::<C>(
             ft(&m.q, [b, t, h, d], &Default::default()),
             ft(&m.kv, [b, s, d], &Default::default()),
             m.indices(&Default::default()),
@@ -714,7 +696,7 @@ impl Mla {
     ) -> (Tensor<C, 4>, Tensor<C, 3>) {
         let [b, t, h, d, dv, s, _] = self.dims;
         let dev = Default::default();
-        dsa_burn::ops::reference_sparse_mla_backward::<C>(
+        dsa_burn::reference::sparse_mla::reference_sparse_mla_backward::<C>(
             ft(&self.q, [b, t, h, d], &dev),
             ft(&self.kv, [b, s, d], &dev),
             self.indices(&dev),
@@ -753,7 +735,7 @@ fn sparse_mla_backward_matches_reference() {
         let m = Mla::new(&mut rng, dims, 1);
         let (gov, glv) = (rng.normal(b * t * h * dv), rng.normal(b * t * h));
         let cdev = Default::default();
-        let (out, lse) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (out, lse) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&m.q, [b, t, h, d], &cdev),
             ft(&m.kv, [b, s, d], &cdev),
             m.indices(&cdev),
@@ -849,7 +831,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
         m.q = bf(m.q);
         m.kv = bf(m.kv);
         let cdev = Default::default();
-        let (out, lse) = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let (out, lse) = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             ft(&m.q, [b, t, h, d], &cdev),
             ft(&m.kv, [b, s, d], &cdev),
             m.indices(&cdev),
@@ -911,7 +893,7 @@ fn sparse_mla_backward_tensor_cores_match_reference() {
 /// empty row per case, odd sizes, more heads than one group.
 #[test]
 fn indexer_loss_kernels_match_reference() {
-    use dsa_burn::loss::{
+    use dsa_burn::reference::indexer_loss::{
         reference_selected_scores, reference_selected_scores_backward, reference_sparse_mla_probs,
     };
     use dsa_burn::DsaBackend;
@@ -1007,7 +989,7 @@ fn indexer_loss_kernels_match_reference() {
         }
         dsa_burn::cubecl::update_kernel_settings(|s| s.force_cas_atomics = false);
         let (q, _, kv) = c_in();
-        let lse = dsa_burn::sparse_mla::reference_sparse_mla::<C>(
+        let lse = dsa_burn::reference::sparse_mla::reference_sparse_mla::<C>(
             q.clone(),
             kv.clone(),
             m.indices(&cdev),
@@ -1065,7 +1047,7 @@ fn sparse_mla_autodiff_matches_reference() {
             let q = ft::<B, 4>(&m.q, [b, t, h, d], dev).require_grad();
             let kv = ft::<B, 3>(&m.kv, [b, s, d], dev).require_grad();
             let (out, lse) = if reference {
-                dsa_burn::sparse_mla::reference_sparse_mla(
+                dsa_burn::reference::sparse_mla::reference_sparse_mla(
                     q.clone(),
                     kv.clone(),
                     m.indices(dev),
@@ -1726,6 +1708,8 @@ fn matmul_bench_reports_every_candidate() {
         Candidate::Cubek(strategy_by_name("double_cyclic_mma").unwrap()),
     ];
     let settings = BenchSettings { warm: 1, iters: 2, rounds: 3 };
+    // The error is against Burn's matmul, which runs f32 on TF32 on CUDA.
+    let exact_tol = if cfg!(feature = "cuda") { 4e-3 } else { 1e-5 };
     let mut emitted = 0;
     let timings = bench::<G>(&[shape], &[Layout::NN, Layout::NT, Layout::TN], &candidates, settings, &gdev(), |_| emitted += 1);
     assert_eq!((timings.len(), emitted), (9, 9));
@@ -1740,7 +1724,7 @@ fn matmul_bench_reports_every_candidate() {
         assert_eq!((t.op, t.dtype.as_str()), ("matmul", "f32"));
         match t.strategy.as_str() {
             "burn" => assert!(t.status == "ok" && t.ms.unwrap() > 0.0 && t.rel_err.is_none(), "{t:?}"),
-            "simple_unit_max_tile_size" => assert!(t.status == "ok" && t.tflops.unwrap() > 0.0 && t.rel_err.unwrap() < 1e-5, "{t:?}"),
+            "simple_unit_max_tile_size" => assert!(t.status == "ok" && t.tflops.unwrap() > 0.0 && t.rel_err.unwrap() < exact_tol, "{t:?}"),
             _ => assert!(t.status == "ok" && t.rel_err.unwrap() < 1e-2 || t.status != "ok" && t.ms.is_none(), "{t:?}"),
         }
     }

@@ -501,7 +501,7 @@ fn check_losses<B: AutodiffBackend + DsaBackend>(dev: &B::Device) {
     // In MHA form: every head's keys are the latent.
     let (q_heads, k_heads) = (q.clone().swap_dims(1, 2), kv.clone().unsqueeze_dim::<4>(1).expand([b, h, s, d]));
     let (_, lse) = dense_attention(q_heads.clone(), k_heads.clone(), k_heads.clone(), 0, scale as f32);
-    let masked_scores = scores.clone().mask_fill(dsa_burn::indexer::causal_mask::<B>(t, s, 0, dev).unsqueeze(), f32::NEG_INFINITY);
+    let masked_scores = scores.clone().mask_fill(dsa_burn::reference::causal_mask::<B>(t, s, 0, dev).unsqueeze(), f32::NEG_INFINITY);
     let dense = dense_indexer_loss(q_heads, k_heads, lse, scale as f32, masked_scores, 0);
     assert_close("dense loss", &host(dense.clone()), &[dense_f(&iv)], 1e-5);
     let grads = dense.backward();

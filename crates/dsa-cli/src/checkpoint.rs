@@ -300,7 +300,7 @@ impl ModelFiles {
     /// Opens a run directory of ours (`model.mpk`) or a HuggingFace directory (safetensors),
     /// each with `config.json`, and checks the weights against the config without reading
     /// them: a run's `model.mpk` against its checksum ([`verify_file`]), then its tensors'
-    /// names and shapes ([`check_shapes`]); a HuggingFace checkpoint with
+    /// names and shapes (`check_shapes`); a HuggingFace checkpoint with
     /// [`hf::check_tensors`]. The first mismatching tensor is named with both shapes.
     pub fn open<B: Backend>(dir: &Path, device: &B::Device) -> Result<Self, RunError> {
         let record = dir.join(MODEL_FILE).with_extension(<RunRecorder as FileRecorder<B>>::file_extension());

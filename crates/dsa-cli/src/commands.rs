@@ -9,16 +9,16 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use dsa_burn::{AttentionMode, DsaBackend};
+use dsa_model::generation::{check_positions, generate};
+use dsa_model::sampling::{Sampler, SamplingConfig};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_model, refuse_checkpoints, read_json, save_model, write_json, RunError, CONFIG_FILE, TOKENIZER_FILE};
 use crate::corpus::DataArgs;
 use crate::data::{check_seq_len, Document};
-use crate::generate::{check_positions, generate};
 use crate::lock::RunLock;
 use crate::presets::Preset;
-use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{TextTokenizer, MIN_VOCAB};
 use crate::train::{train, Stage, TrainSettings};
 
@@ -301,9 +301,11 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
     let model = model.with_attention_mode(mode);
     let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();
     // Before anything is printed: a streamed prompt is echoed first.
-    check_positions(&tokens, args.max_tokens, cfg.max_position_embeddings)?;
+    check_positions(&tokens, args.max_tokens, cfg.max_position_embeddings)
+        .map_err(|e| format!("{e} (shorten the prompt or lower --max-tokens)"))?;
     let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
-    let sampler = Sampler::new(sampling)?;
+    // The library names its fields; the user typed the flags.
+    let sampler = Sampler::new(sampling).map_err(|e| format!("--{}", e.replacen("top_p", "top-p", 1)))?;
     let stream = prompts.len() == 1;
     let mut out = std::io::stdout().lock();
     let mut shown = String::new();

@@ -1,6 +1,7 @@
-//! The pieces of `dsa-cli` that other programs may reuse: training data, tokenizers, the
-//! synthetic retrieval task, training with Burn's learner, generation, the training benchmark and
-//! the kernel benchmark's cost-curve plot.
+//! The `dsa-cli` binary's commands, and the pieces its tests reuse: training data,
+//! tokenizers, training with Burn's learner, checkpoints, the training benchmark and the
+//! kernel benchmark's cost-curve plot. Generation and sampling are `dsa-model`'s
+//! ([`dsa_model::generation`], [`dsa_model::sampling`]).
 
 #![warn(missing_docs)]
 
@@ -12,16 +13,14 @@ pub mod corpus;
 pub mod data;
 pub mod demo;
 pub mod driver;
-pub mod generate;
 pub mod interrupt;
-pub mod loader;
-pub mod lock;
-pub mod metrics;
+mod loader;
+mod lock;
+mod metrics;
 pub mod plot;
 pub mod presets;
-pub mod progress;
-pub mod retrieval;
-pub mod sampling;
+mod progress;
+mod retrieval;
 pub mod tokenizer;
 pub mod train;
-pub mod weights;
+mod weights;

@@ -34,15 +34,6 @@ pub const EPOCHS_FILE: &str = "epochs.json";
 /// Which steps each learner epoch covers: epochs end at multiples of `every` (and at the
 /// last step), except those that ended early because training was interrupted; the epoch
 /// after such an epoch runs to the next multiple.
-///
-/// ```
-/// use dsa_cli::loader::EpochPlan;
-/// let mut plan = EpochPlan::new(3, 10);
-/// assert_eq!((1..=4).map(|e| plan.end(e)).collect::<Vec<_>>(), [3, 6, 9, 10]);
-/// plan.early_ends.insert(2, 4);
-/// assert_eq!((1..=5).map(|e| plan.end(e)).collect::<Vec<_>>(), [3, 4, 6, 9, 10]);
-/// assert_eq!(plan.num_epochs(), 5);
-/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochPlan {
     /// Steps per learner epoch (a checkpoint after each).
@@ -254,6 +245,17 @@ impl<B: Backend> DataLoaderIterator<TokenBatch<B>> for StepIter<'_, B> {
 mod tests {
     use super::*;
     use burn::backend::NdArray;
+
+    /// Epochs end at the multiples of `every`, at the last step and where training was
+    /// interrupted.
+    #[test]
+    fn epochs_end_at_multiples_and_early_ends() {
+        let mut plan = EpochPlan::new(3, 10);
+        assert_eq!((1..=4).map(|e| plan.end(e)).collect::<Vec<_>>(), [3, 6, 9, 10]);
+        plan.early_ends.insert(2, 4);
+        assert_eq!((1..=5).map(|e| plan.end(e)).collect::<Vec<_>>(), [3, 4, 6, 9, 10]);
+        assert_eq!(plan.num_epochs(), 5);
+    }
 
     fn epochs(loader: &StepLoader<NdArray>, n: usize) -> Vec<Vec<Vec<i64>>> {
         (0..n)

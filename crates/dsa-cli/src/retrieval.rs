@@ -6,10 +6,10 @@
 //! `"key 4821 is 733. key 1290 is 512. <filler text> So key 4821 is"` → `" 733."`.
 
 use dsa_burn::DsaBackend;
+use dsa_model::generation::generate;
+use dsa_model::sampling::{Sampler, SamplingConfig};
 use dsa_model::DeepSeekV32;
 
-use crate::generate::generate;
-use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::TextTokenizer;
 
 /// One example: pairs, filler and query make the prompt; the answer should follow it.
@@ -34,16 +34,6 @@ impl RetrievalExample {
     /// The example as exactly `len` tokens, the prompt's then the answer's: the pairs, as
     /// much of the filler as fits, the query, the answer (each part tokenised on its own).
     /// Fails when even the whole filler is too short.
-    ///
-    /// ```
-    /// use dsa_cli::{retrieval::RetrievalTask, tokenizer::TextTokenizer};
-    /// let tok = TextTokenizer::train(["key 12 is 34. So key 12 is the filler text"], 300).unwrap();
-    /// let ex = RetrievalTask::new(1, 2, 400).example("the filler text goes on.");
-    /// let (prompt, answer) = ex.tokens(&tok, 64).unwrap();
-    /// assert_eq!(prompt.len() + answer.len(), 64);
-    /// assert_eq!(tok.decode(&answer), ex.answer);
-    /// assert!(tok.decode(&prompt).ends_with(&ex.query));
-    /// ```
     pub fn tokens(&self, tokenizer: &TextTokenizer, len: usize) -> Result<(Vec<u32>, Vec<u32>), String> {
         let pairs = tokenizer.encode(&self.pairs);
         let filler = tokenizer.encode(&self.filler);
@@ -86,14 +76,6 @@ impl RetrievalTask {
     }
 
     /// The next example, its filler drawn from consecutive lines of `filler`.
-    ///
-    /// ```
-    /// use dsa_cli::retrieval::RetrievalTask;
-    /// let mut task = RetrievalTask::new(7, 3, 40);
-    /// let ex = task.example("Some filler text.\nMore of it here.");
-    /// let key = ex.query.trim_start_matches("So key ").trim_end_matches(" is");
-    /// assert!(ex.pairs.contains(&format!("key {key} is{}", ex.answer)));
-    /// ```
     pub fn example(&mut self, filler: &str) -> RetrievalExample {
         let mut keys: Vec<u64> = Vec::with_capacity(self.pairs);
         while keys.len() < self.pairs {
@@ -155,6 +137,26 @@ fn answers_right(generated: &str, answer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tokens of an example are exactly `len`, the answer's last.
+    #[test]
+    fn example_tokens_fill_the_length() {
+        let tok = TextTokenizer::train(["key 12 is 34. So key 12 is the filler text"], 300).unwrap();
+        let ex = RetrievalTask::new(1, 2, 400).example("the filler text goes on.");
+        let (prompt, answer) = ex.tokens(&tok, 64).unwrap();
+        assert_eq!(prompt.len() + answer.len(), 64);
+        assert_eq!(tok.decode(&answer), ex.answer);
+        assert!(tok.decode(&prompt).ends_with(&ex.query));
+    }
+
+    /// An example's query asks for one of its pairs.
+    #[test]
+    fn the_query_names_a_pair() {
+        let mut task = RetrievalTask::new(7, 3, 40);
+        let ex = task.example("Some filler text.\nMore of it here.");
+        let key = ex.query.trim_start_matches("So key ").trim_end_matches(" is");
+        assert!(ex.pairs.contains(&format!("key {key} is{}", ex.answer)));
+    }
 
     #[test]
     fn examples_are_deterministic_and_answerable() {

@@ -226,7 +226,13 @@ fn a_prompt_beyond_the_positions_is_refused_before_any_output() {
     let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(["generate", "--model"]).arg(temp.path()).args(["--max-tokens", "2", &prompt]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && out.stdout.is_empty(), "stdout: {}\nstderr: {stderr}", String::from_utf8_lossy(&out.stdout));
-    assert!(stderr.contains("new tokens exceed the model's 256 positions") && !stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("new tokens exceed the model's 256 positions") && stderr.contains("--max-tokens") && !stderr.contains("panicked"), "{stderr}");
+    // Sampling settings the library refuses are reported by their flags.
+    for (flag, value, message) in [("--top-p", "2", "--top-p 2 must be in (0, 1]"), ("--temperature", "-1", "--temperature -1 must be")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(["generate", "--model"]).arg(temp.path()).arg(format!("{flag}={value}")).arg("hello").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(message) && !stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 /// A HuggingFace checkpoint with a NaN weight is refused, naming the tensor and the file,

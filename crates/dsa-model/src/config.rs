@@ -9,8 +9,11 @@
 //!   the defaults of the reference `ModelArgs`.
 //!
 //! A document with a `model_type` or `hidden_size` key is read as HuggingFace style, any
-//! other one as reference style. Both are normalised into the HuggingFace field names, which
-//! is also what the type serialises to.
+//! other one as reference style. The HuggingFace spelling is [`DeepSeekV32Config`]'s own
+//! serde derive (its field names, with the HuggingFace defaults of optional fields); the
+//! reference spelling is read into the reference `ModelArgs`, defaults included, and
+//! converted. Both end in the HuggingFace field names, which is also what the type
+//! serialises to. In both, `null` counts as absent.
 //!
 //! ```
 //! use dsa_model::config::DeepSeekV32Config;
@@ -28,10 +31,12 @@
 //! ```
 
 use dsa_burn::{DsaAttentionConfig, IndexerQuant};
+pub use dsa_burn::YarnConfig;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, IgnoredAny};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// The only `model_type` accepted in a HuggingFace-style config.
@@ -129,7 +134,7 @@ impl std::error::Error for ConfigError {
 }
 
 /// How MoE gate logits become scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScoringFunc {
     /// `σ(logit)`; chosen weights are renormalised to sum 1 (DeepSeek-V3/V3.2).
@@ -139,11 +144,12 @@ pub enum ScoringFunc {
 }
 
 /// How routed experts are chosen (HuggingFace `topk_method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TopkMethod {
     /// Group-limited top-k on scores plus `e_score_correction_bias`; a group scores the sum
     /// of its two best experts (DeepSeek-V3/V3.2).
+    #[default]
     NoauxTc,
     /// Plain top-k over all experts.
     Greedy,
@@ -152,15 +158,16 @@ pub enum TopkMethod {
 }
 
 /// The activation of the feed-forward blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// `x·σ(x)`, used as `W2(SiLU(W1·x) ⊙ W3·x)`.
+    #[default]
     Silu,
 }
 
 /// Format of FP8 block scales.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScaleFmt {
     /// A plain float32 scale, `amax / 448`.
@@ -169,40 +176,8 @@ pub enum ScaleFmt {
     Ue8m0,
 }
 
-/// YaRN RoPE scaling parameters (`rope_scaling` with `type: "yarn"`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct YarnConfig {
-    /// Context extension factor.
-    pub factor: f64,
-    /// The context length the model was pre-trained with.
-    pub original_max_position_embeddings: usize,
-    /// Rotations above which frequencies are kept (extrapolated).
-    pub beta_fast: f64,
-    /// Rotations below which frequencies are divided by `factor` (interpolated).
-    pub beta_slow: f64,
-    /// The `mscale` of YaRN.
-    pub mscale: f64,
-    /// The `mscale` used for the attention softmax scale; `None` falls back to `mscale`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mscale_all_dim: Option<f64>,
-}
-
-impl YarnConfig {
-    /// The mscale entering the softmax scale: `mscale_all_dim`, else `mscale`.
-    ///
-    /// ```
-    /// use dsa_model::config::YarnConfig;
-    ///
-    /// let y = YarnConfig { factor: 40.0, original_max_position_embeddings: 4096,
-    ///     beta_fast: 32.0, beta_slow: 1.0, mscale: 0.5, mscale_all_dim: None };
-    /// assert_eq!(y.attention_mscale(), 0.5);
-    /// ```
-    pub fn attention_mscale(&self) -> f64 {
-        self.mscale_all_dim.unwrap_or(self.mscale)
-    }
-}
-
-/// RoPE scaling (`rope_scaling`). Only YaRN is supported.
+/// RoPE scaling (`rope_scaling`). Only YaRN is supported. It reads the kind from `type` or,
+/// when that is absent, from `rope_type`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 pub enum RopeScaling {
@@ -211,17 +186,60 @@ pub enum RopeScaling {
     Yarn(YarnConfig),
 }
 
+/// The kinds of `rope_scaling` supported.
+#[derive(Deserialize)]
+enum RopeKind {
+    #[serde(rename = "yarn")]
+    Yarn,
+}
+
+/// `rope_scaling` as written: its kind and the YaRN keys, with HuggingFace's defaults.
+#[derive(Deserialize)]
+struct RawRopeScaling {
+    #[serde(rename = "type")]
+    kind: Option<RopeKind>,
+    rope_type: Option<RopeKind>,
+    factor: f64,
+    original_max_position_embeddings: usize,
+    #[serde(default = "default_beta_fast")]
+    beta_fast: f64,
+    #[serde(default = "one")]
+    beta_slow: f64,
+    #[serde(default = "one")]
+    mscale: f64,
+    mscale_all_dim: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for RopeScaling {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawRopeScaling::deserialize(deserializer)?;
+        let RopeKind::Yarn = raw.kind.or(raw.rope_type).ok_or_else(|| D::Error::missing_field("type"))?;
+        Ok(RopeScaling::Yarn(YarnConfig {
+            factor: raw.factor,
+            original_max_position_embeddings: raw.original_max_position_embeddings,
+            beta_fast: raw.beta_fast,
+            beta_slow: raw.beta_slow,
+            mscale: raw.mscale,
+            mscale_all_dim: raw.mscale_all_dim,
+        }))
+    }
+}
+
 /// Weight quantisation (`quantization_config`): FP8 e4m3 with one float32 scale per block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizationConfig {
     /// Always `"fp8"`.
+    #[serde(deserialize_with = "fp8")]
     pub quant_method: String,
-    /// Always `"e4m3"`.
+    /// Always `"e4m3"` (the default).
+    #[serde(default = "default_fmt", deserialize_with = "e4m3")]
     pub fmt: String,
     /// Activation quantisation (`"dynamic"` in DeepSeek's checkpoints), if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activation_scheme: Option<String>,
-    /// Rows × columns of a weight block sharing one `weight_scale_inv` entry.
+    /// Rows × columns of a weight block sharing one `weight_scale_inv` entry (default
+    /// `[128, 128]`).
+    #[serde(default = "default_block_size", deserialize_with = "block_size")]
     pub weight_block_size: [usize; 2],
     /// Format of the scales (`ue8m0`: powers of two); absent means plain float32.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,12 +269,15 @@ pub struct ParameterCount {
 /// A DeepSeek-V3.2 configuration, under HuggingFace field names.
 ///
 /// Build it with [`DeepSeekV32Config::from_file`], [`DeepSeekV32Config::from_json_str`],
-/// serde (`serde_json::from_str`), or [`DeepSeekV32Config::tiny`]; the readers validate.
+/// serde (`serde_json::from_str`, either spelling), or [`DeepSeekV32Config::tiny`]; the
+/// readers validate. The serde attributes of the fields are the HuggingFace spelling: the
+/// derive is `remote = "Self"` so that the [`Deserialize`] impl can pick the spelling and
+/// validate around it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "Value")]
+#[serde(remote = "Self")]
 pub struct DeepSeekV32Config {
     /// HuggingFace `architectures` (informative).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub architectures: Vec<String>,
     /// Must be [`MODEL_TYPE`].
     pub model_type: String,
@@ -274,14 +295,17 @@ pub struct DeepSeekV32Config {
     /// 1 in DeepSeek-V3.2, 0 when absent): a checkpoint's layers
     /// `num_hidden_layers .. num_hidden_layers + num_nextn_predict_layers` are MTP layers,
     /// which the model does not load; any layer beyond them is an error.
+    #[serde(default)]
     pub num_nextn_predict_layers: usize,
     /// The first this-many layers use a dense MLP (`n_dense_layers`).
     pub first_k_dense_replace: usize,
-    /// Every this-many-th layer after the dense ones is MoE (1 in DeepSeek-V3.2).
+    /// Every this-many-th layer after the dense ones is MoE (1 in DeepSeek-V3.2, the
+    /// default).
+    #[serde(default = "one")]
     pub moe_layer_freq: usize,
     /// Attention heads (`n_heads`).
     pub num_attention_heads: usize,
-    /// Must equal `num_attention_heads` (MLA has no grouped KV heads).
+    /// Must equal `num_attention_heads` (MLA has no grouped KV heads), which it defaults to.
     pub num_key_value_heads: usize,
     /// Routed experts per MoE layer; 0 makes every layer dense.
     pub n_routed_experts: usize,
@@ -296,8 +320,10 @@ pub struct DeepSeekV32Config {
     /// Gate scoring function (`score_func`).
     pub scoring_func: ScoringFunc,
     /// Expert selection method.
+    #[serde(default)]
     pub topk_method: TopkMethod,
-    /// Whether the chosen experts' weights are renormalised to sum 1.
+    /// Whether the chosen experts' weights are renormalised to sum 1 (default true).
+    #[serde(default = "yes")]
     pub norm_topk_prob: bool,
     /// Multiplier of the routed experts' weights (`route_scale`).
     pub routed_scaling_factor: f64,
@@ -312,12 +338,15 @@ pub struct DeepSeekV32Config {
     /// Per-head value dims.
     pub v_head_dim: usize,
     /// Feed-forward activation.
+    #[serde(default)]
     pub hidden_act: Activation,
-    /// Epsilon of the RMSNorms.
+    /// Epsilon of the RMSNorms (default 1e-6).
+    #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
     /// Maximum sequence length (`max_seq_len`).
     pub max_position_embeddings: usize,
-    /// RoPE base.
+    /// RoPE base (default 10000).
+    #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
     /// RoPE scaling; see [`DeepSeekV32Config::yarn`] for when it applies.
     pub rope_scaling: Option<RopeScaling>,
@@ -328,9 +357,11 @@ pub struct DeepSeekV32Config {
     /// Tokens selected per query by the indexer.
     pub index_topk: usize,
     /// Interleaved (pairs `(2i, 2i+1)`) RoPE in the indexer instead of rotate-half
-    /// (GLM-5-style DSA models); `false` for DeepSeek-V3.2.
+    /// (GLM-5-style DSA models); `false` for DeepSeek-V3.2 (the default).
+    #[serde(default)]
     pub indexer_rope_interleave: bool,
     /// Whether the LM head shares the embedding matrix.
+    #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Beginning-of-sequence token, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -400,14 +431,27 @@ impl DeepSeekV32Config {
                 reason: "the top level is not an object".into(),
             });
         };
-        let fields = Fields {
-            map,
-            prefix: String::new(),
-        };
+        let mut map = map.clone();
+        strip_nulls(&mut map);
         let cfg = if map.contains_key("model_type") || map.contains_key("hidden_size") {
-            Self::from_hf(&fields)?
+            if let Some(heads) = map.get("num_attention_heads").cloned() {
+                map.entry("num_key_value_heads").or_insert(heads);
+            }
+            let mut track = serde_path_to_error::Track::new();
+            Self::deserialize(serde_path_to_error::Deserializer::new(Value::Object(map), &mut track))
+                .map_err(|e| field_error(&track.path(), &e))?
         } else {
-            Self::from_reference(&fields)?
+            let args: ModelArgs = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+                match field_error(e.path(), e.inner()) {
+                    ConfigError::Invalid { field, reason } if reason.starts_with("unknown field") => ConfigError::invalid(
+                        field,
+                        "unknown field of a reference-style config (a HuggingFace-style config needs \
+                         `model_type` or `hidden_size`)",
+                    ),
+                    other => other,
+                }
+            })?;
+            args.into()
         };
         cfg.validate()?;
         Ok(cfg)
@@ -575,11 +619,7 @@ impl DeepSeekV32Config {
             "index_topk",
             "moe_layer_freq",
         ];
-        for (field, value) in self.sizes().into_iter().filter(|(f, _)| POSITIVE.contains(f)) {
-            if value == 0 {
-                return Err(ConfigError::invalid(field, "must be positive"));
-            }
-        }
+        nonzero(self.sizes().into_iter().filter(|(f, _)| POSITIVE.contains(f)), "must be positive")?;
         if self.num_key_value_heads != self.num_attention_heads {
             return Err(ConfigError::invalid(
                 "num_key_value_heads",
@@ -649,17 +689,7 @@ impl DeepSeekV32Config {
                 format!("the sizes describe {total} parameters, more than the {MAX_PARAMETERS} supported"),
             ));
         }
-        for (field, value) in [
-            ("rms_norm_eps", self.rms_norm_eps),
-            ("rope_theta", self.rope_theta),
-        ] {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("{value} is not a positive number"),
-                ));
-            }
-        }
+        positive_numbers([("rms_norm_eps", self.rms_norm_eps), ("rope_theta", self.rope_theta)])?;
         if let Some(RopeScaling::Yarn(yarn)) = &self.rope_scaling {
             validate_yarn(yarn)?;
         }
@@ -678,19 +708,15 @@ impl DeepSeekV32Config {
         if self.n_routed_experts == 0 {
             return Ok(());
         }
-        for (field, value) in [
-            ("moe_intermediate_size", self.moe_intermediate_size),
-            ("num_experts_per_tok", self.num_experts_per_tok),
-            ("n_group", self.n_group),
-            ("topk_group", self.topk_group),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(
-                    field,
-                    "must be positive in a MoE model",
-                ));
-            }
-        }
+        nonzero(
+            [
+                ("moe_intermediate_size", self.moe_intermediate_size),
+                ("num_experts_per_tok", self.num_experts_per_tok),
+                ("n_group", self.n_group),
+                ("topk_group", self.topk_group),
+            ],
+            "must be positive in a MoE model",
+        )?;
         if self.num_experts_per_tok > self.n_routed_experts {
             return Err(ConfigError::invalid(
                 "num_experts_per_tok",
@@ -733,13 +759,7 @@ impl DeepSeekV32Config {
                 "noaux_tc scores a group by its two best experts: groups need at least 2 experts",
             ));
         }
-        if !(self.routed_scaling_factor.is_finite() && self.routed_scaling_factor > 0.0) {
-            return Err(ConfigError::invalid(
-                "routed_scaling_factor",
-                format!("{} is not a positive number", self.routed_scaling_factor),
-            ));
-        }
-        Ok(())
+        positive_numbers([("routed_scaling_factor", self.routed_scaling_factor)])
     }
 
     /// Query/key head dim of MLA: `qk_nope_head_dim + qk_rope_head_dim`.
@@ -791,22 +811,16 @@ impl DeepSeekV32Config {
     /// use dsa_model::config::DeepSeekV32Config;
     ///
     /// let cfg = DeepSeekV32Config::tiny(1024);
-    /// assert_eq!(cfg.attention().n_heads, cfg.num_attention_heads);
+    /// assert_eq!(cfg.attention().num_attention_heads, cfg.num_attention_heads);
     /// ```
     pub fn attention(&self) -> DsaAttentionConfig {
-        let yarn = self.yarn().map(|y| {
-            dsa_burn::YarnConfig::new(y.factor, y.original_max_position_embeddings)
-                .with_beta_fast(y.beta_fast)
-                .with_beta_slow(y.beta_slow)
-                .with_mscale(y.attention_mscale())
-        });
         DsaAttentionConfig::new(self.hidden_size, self.num_attention_heads, self.max_position_embeddings)
             .with_rope_theta(self.rope_theta)
-            .with_yarn(yarn)
+            .with_yarn(self.yarn().cloned())
             .with_q_lora_rank(self.q_lora_rank)
             .with_kv_lora_rank(self.kv_lora_rank)
-            .with_qk_nope_dim(self.qk_nope_head_dim)
-            .with_qk_rope_dim(self.qk_rope_head_dim)
+            .with_qk_nope_head_dim(self.qk_nope_head_dim)
+            .with_qk_rope_head_dim(self.qk_rope_head_dim)
             .with_v_head_dim(self.v_head_dim)
             .with_index_n_heads(self.index_n_heads)
             .with_index_head_dim(self.index_head_dim)
@@ -815,8 +829,8 @@ impl DeepSeekV32Config {
                 ScaleFmt::Float => IndexerQuant::E4m3,
                 ScaleFmt::Ue8m0 => IndexerQuant::E4m3Pow2,
             })
-            .with_index_rope_interleaved(self.indexer_rope_interleave)
-            .with_norm_eps(self.rms_norm_eps)
+            .with_indexer_rope_interleave(self.indexer_rope_interleave)
+            .with_rms_norm_eps(self.rms_norm_eps)
     }
 
     /// Whether layer `layer` has a MoE feed-forward (else a dense MLP).
@@ -955,196 +969,176 @@ impl DeepSeekV32Config {
             ("index_topk", self.index_topk),
         ]
     }
+}
 
-    fn from_hf(o: &Fields<'_>) -> Result<Self, ConfigError> {
-        let num_attention_heads = o.req("num_attention_heads")?;
-        Ok(Self {
-            architectures: o.opt("architectures")?.unwrap_or_default(),
-            model_type: o.req("model_type")?,
-            vocab_size: o.req("vocab_size")?,
-            hidden_size: o.req("hidden_size")?,
-            intermediate_size: o.req("intermediate_size")?,
-            moe_intermediate_size: o.req("moe_intermediate_size")?,
-            num_hidden_layers: o.req("num_hidden_layers")?,
-            num_nextn_predict_layers: o.opt("num_nextn_predict_layers")?.unwrap_or(0),
-            first_k_dense_replace: o.req("first_k_dense_replace")?,
-            moe_layer_freq: o.opt("moe_layer_freq")?.unwrap_or(1),
-            num_attention_heads,
-            num_key_value_heads: o.opt("num_key_value_heads")?.unwrap_or(num_attention_heads),
-            n_routed_experts: o.req("n_routed_experts")?,
-            n_shared_experts: o.req("n_shared_experts")?,
-            num_experts_per_tok: o.req("num_experts_per_tok")?,
-            n_group: o.req("n_group")?,
-            topk_group: o.req("topk_group")?,
-            scoring_func: parse_scoring_func(o, "scoring_func", &o.req::<String>("scoring_func")?)?,
-            topk_method: match o.opt::<String>("topk_method")? {
-                Some(s) => parse_topk_method(o, &s)?,
-                None => TopkMethod::NoauxTc,
-            },
-            norm_topk_prob: o.opt("norm_topk_prob")?.unwrap_or(true),
-            routed_scaling_factor: o.req("routed_scaling_factor")?,
-            q_lora_rank: o.req("q_lora_rank")?,
-            kv_lora_rank: o.req("kv_lora_rank")?,
-            qk_nope_head_dim: o.req("qk_nope_head_dim")?,
-            qk_rope_head_dim: o.req("qk_rope_head_dim")?,
-            v_head_dim: o.req("v_head_dim")?,
-            hidden_act: match o.opt::<String>("hidden_act")?.as_deref() {
-                None | Some("silu") => Activation::Silu,
-                Some(other) => return Err(unsupported(o, "hidden_act", other, "silu")),
-            },
-            rms_norm_eps: o.opt("rms_norm_eps")?.unwrap_or(1e-6),
-            max_position_embeddings: o.req("max_position_embeddings")?,
-            rope_theta: o.opt("rope_theta")?.unwrap_or(10000.0),
-            rope_scaling: o
-                .object("rope_scaling")?
-                .map(|r| parse_hf_rope(&r))
-                .transpose()?,
-            index_n_heads: o.req("index_n_heads")?,
-            index_head_dim: o.req("index_head_dim")?,
-            index_topk: o.req("index_topk")?,
-            indexer_rope_interleave: o.opt("indexer_rope_interleave")?.unwrap_or(false),
-            tie_word_embeddings: o.opt("tie_word_embeddings")?.unwrap_or(false),
-            bos_token_id: o.opt("bos_token_id")?,
-            eos_token_id: o.opt("eos_token_id")?,
-            torch_dtype: o.opt("torch_dtype")?,
-            quantization_config: o
-                .object("quantization_config")?
-                .map(|q| parse_quantization(&q))
-                .transpose()?,
-            scale_fmt: parse_scale_fmt(o, "scale_fmt")?,
-        })
+impl Serialize for DeepSeekV32Config {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The derived (`remote = "Self"`) serializer: the HuggingFace spelling.
+        DeepSeekV32Config::serialize(self, serializer)
     }
+}
 
-    fn from_reference(o: &Fields<'_>) -> Result<Self, ConfigError> {
-        if let Some(key) = o
-            .map
-            .keys()
-            .find(|k| !REFERENCE_FIELDS.contains(&k.as_str()))
-        {
-            return Err(ConfigError::invalid(
-                key.as_str(),
-                "unknown field of a reference-style config (a HuggingFace-style config needs \
-                 `model_type` or `hidden_size`)",
-            ));
+impl<'de> Deserialize<'de> for DeepSeekV32Config {
+    /// Reads either spelling and validates, as [`DeepSeekV32Config::from_json_value`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::from_json_value(&Value::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
+/// A config in the spelling of the reference `ModelArgs` (DeepSeek's `inference/model.py`),
+/// whose defaults fill the absent fields, plus the GLM-5 indexer flag.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ModelArgs {
+    #[serde(rename = "max_batch_size")]
+    _max_batch_size: IgnoredAny,
+    max_seq_len: usize,
+    dtype: Dtype,
+    scale_fmt: Option<ScaleFmt>,
+    vocab_size: usize,
+    dim: usize,
+    inter_dim: usize,
+    moe_inter_dim: usize,
+    n_layers: usize,
+    n_dense_layers: usize,
+    n_heads: usize,
+    n_routed_experts: usize,
+    n_shared_experts: usize,
+    n_activated_experts: usize,
+    n_expert_groups: usize,
+    n_limited_groups: usize,
+    score_func: ScoringFunc,
+    route_scale: f64,
+    q_lora_rank: usize,
+    kv_lora_rank: usize,
+    qk_nope_head_dim: usize,
+    qk_rope_head_dim: usize,
+    v_head_dim: usize,
+    original_seq_len: usize,
+    rope_theta: f64,
+    rope_factor: f64,
+    beta_fast: f64,
+    beta_slow: f64,
+    mscale: f64,
+    index_n_heads: usize,
+    index_head_dim: usize,
+    index_topk: usize,
+    indexer_rope_interleave: bool,
+}
+
+/// The reference's weight dtype.
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Dtype {
+    #[default]
+    Bf16,
+    Fp8,
+}
+
+impl Default for ModelArgs {
+    fn default() -> Self {
+        Self {
+            _max_batch_size: IgnoredAny,
+            max_seq_len: 4096 * 4,
+            dtype: Dtype::Bf16,
+            scale_fmt: None,
+            vocab_size: 102400,
+            dim: 2048,
+            inter_dim: 10944,
+            moe_inter_dim: 1408,
+            n_layers: 27,
+            n_dense_layers: 1,
+            n_heads: 16,
+            n_routed_experts: 64,
+            n_shared_experts: 2,
+            n_activated_experts: 6,
+            n_expert_groups: 1,
+            n_limited_groups: 1,
+            score_func: ScoringFunc::Softmax,
+            route_scale: 1.0,
+            q_lora_rank: 0,
+            kv_lora_rank: 512,
+            qk_nope_head_dim: 128,
+            qk_rope_head_dim: 64,
+            v_head_dim: 128,
+            original_seq_len: 4096,
+            rope_theta: 10000.0,
+            rope_factor: 40.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: 1.0,
+            index_n_heads: 64,
+            index_head_dim: 128,
+            index_topk: 2048,
+            indexer_rope_interleave: false,
         }
-        let n_heads = o.opt("n_heads")?.unwrap_or(16);
-        let scoring_func = match o.opt::<String>("score_func")? {
-            Some(s) => parse_scoring_func(o, "score_func", &s)?,
-            None => ScoringFunc::Softmax,
-        };
-        let scale_fmt = parse_scale_fmt(o, "scale_fmt")?;
-        let fp8 = match o.opt::<String>("dtype")?.as_deref() {
-            None | Some("bf16") => false,
-            Some("fp8") => true,
-            Some(other) => return Err(unsupported(o, "dtype", other, "bf16, fp8")),
-        };
-        let mscale = o.opt("mscale")?.unwrap_or(1.0);
-        Ok(Self {
+    }
+}
+
+impl From<ModelArgs> for DeepSeekV32Config {
+    fn from(a: ModelArgs) -> Self {
+        let fp8 = a.dtype == Dtype::Fp8;
+        Self {
             architectures: Vec::new(),
             model_type: MODEL_TYPE.into(),
-            vocab_size: o.opt("vocab_size")?.unwrap_or(102400),
-            hidden_size: o.opt("dim")?.unwrap_or(2048),
-            intermediate_size: o.opt("inter_dim")?.unwrap_or(10944),
-            moe_intermediate_size: o.opt("moe_inter_dim")?.unwrap_or(1408),
-            num_hidden_layers: o.opt("n_layers")?.unwrap_or(27),
+            vocab_size: a.vocab_size,
+            hidden_size: a.dim,
+            intermediate_size: a.inter_dim,
+            moe_intermediate_size: a.moe_inter_dim,
+            num_hidden_layers: a.n_layers,
             // The reference's ModelArgs has no MTP layer.
             num_nextn_predict_layers: 0,
-            first_k_dense_replace: o.opt("n_dense_layers")?.unwrap_or(1),
+            first_k_dense_replace: a.n_dense_layers,
             moe_layer_freq: 1,
-            num_attention_heads: n_heads,
-            num_key_value_heads: n_heads,
-            n_routed_experts: o.opt("n_routed_experts")?.unwrap_or(64),
-            n_shared_experts: o.opt("n_shared_experts")?.unwrap_or(2),
-            num_experts_per_tok: o.opt("n_activated_experts")?.unwrap_or(6),
-            n_group: o.opt("n_expert_groups")?.unwrap_or(1),
-            topk_group: o.opt("n_limited_groups")?.unwrap_or(1),
-            scoring_func,
+            num_attention_heads: a.n_heads,
+            num_key_value_heads: a.n_heads,
+            n_routed_experts: a.n_routed_experts,
+            n_shared_experts: a.n_shared_experts,
+            num_experts_per_tok: a.n_activated_experts,
+            n_group: a.n_expert_groups,
+            topk_group: a.n_limited_groups,
+            scoring_func: a.score_func,
             // DeepSeek-V3.2 checkpoints carry `e_score_correction_bias` (noaux_tc); the
             // reference renormalises the chosen weights only for sigmoid scores.
             topk_method: TopkMethod::NoauxTc,
-            norm_topk_prob: scoring_func == ScoringFunc::Sigmoid,
-            routed_scaling_factor: o.opt("route_scale")?.unwrap_or(1.0),
-            q_lora_rank: o.opt("q_lora_rank")?.unwrap_or(0),
-            kv_lora_rank: o.opt("kv_lora_rank")?.unwrap_or(512),
-            qk_nope_head_dim: o.opt("qk_nope_head_dim")?.unwrap_or(128),
-            qk_rope_head_dim: o.opt("qk_rope_head_dim")?.unwrap_or(64),
-            v_head_dim: o.opt("v_head_dim")?.unwrap_or(128),
+            norm_topk_prob: a.score_func == ScoringFunc::Sigmoid,
+            routed_scaling_factor: a.route_scale,
+            q_lora_rank: a.q_lora_rank,
+            kv_lora_rank: a.kv_lora_rank,
+            qk_nope_head_dim: a.qk_nope_head_dim,
+            qk_rope_head_dim: a.qk_rope_head_dim,
+            v_head_dim: a.v_head_dim,
             hidden_act: Activation::Silu,
-            rms_norm_eps: 1e-6,
-            max_position_embeddings: o.opt("max_seq_len")?.unwrap_or(4096 * 4),
-            rope_theta: o.opt("rope_theta")?.unwrap_or(10000.0),
+            rms_norm_eps: default_rms_norm_eps(),
+            max_position_embeddings: a.max_seq_len,
+            rope_theta: a.rope_theta,
             rope_scaling: Some(RopeScaling::Yarn(YarnConfig {
-                factor: o.opt("rope_factor")?.unwrap_or(40.0),
-                original_max_position_embeddings: o.opt("original_seq_len")?.unwrap_or(4096),
-                beta_fast: o.opt("beta_fast")?.unwrap_or(32.0),
-                beta_slow: o.opt("beta_slow")?.unwrap_or(1.0),
-                mscale,
-                mscale_all_dim: Some(mscale),
+                factor: a.rope_factor,
+                original_max_position_embeddings: a.original_seq_len,
+                beta_fast: a.beta_fast,
+                beta_slow: a.beta_slow,
+                mscale: a.mscale,
+                mscale_all_dim: Some(a.mscale),
             })),
-            index_n_heads: o.opt("index_n_heads")?.unwrap_or(64),
-            index_head_dim: o.opt("index_head_dim")?.unwrap_or(128),
-            index_topk: o.opt("index_topk")?.unwrap_or(2048),
-            indexer_rope_interleave: o.opt("indexer_rope_interleave")?.unwrap_or(false),
+            index_n_heads: a.index_n_heads,
+            index_head_dim: a.index_head_dim,
+            index_topk: a.index_topk,
+            indexer_rope_interleave: a.indexer_rope_interleave,
             tie_word_embeddings: false,
             bos_token_id: None,
             eos_token_id: None,
             torch_dtype: None,
             quantization_config: fp8.then(|| QuantizationConfig {
                 quant_method: "fp8".into(),
-                fmt: "e4m3".into(),
+                fmt: default_fmt(),
                 activation_scheme: Some("dynamic".into()),
-                weight_block_size: [128, 128],
-                scale_fmt,
+                weight_block_size: default_block_size(),
+                scale_fmt: a.scale_fmt,
             }),
-            scale_fmt: if fp8 { None } else { scale_fmt },
-        })
+            scale_fmt: if fp8 { None } else { a.scale_fmt },
+        }
     }
 }
-
-impl TryFrom<Value> for DeepSeekV32Config {
-    type Error = ConfigError;
-
-    fn try_from(value: Value) -> Result<Self, Self::Error> {
-        Self::from_json_value(&value)
-    }
-}
-
-/// The fields of the reference `ModelArgs` (plus the GLM-5 indexer flag).
-const REFERENCE_FIELDS: &[&str] = &[
-    "max_batch_size",
-    "max_seq_len",
-    "dtype",
-    "scale_fmt",
-    "vocab_size",
-    "dim",
-    "inter_dim",
-    "moe_inter_dim",
-    "n_layers",
-    "n_dense_layers",
-    "n_heads",
-    "n_routed_experts",
-    "n_shared_experts",
-    "n_activated_experts",
-    "n_expert_groups",
-    "n_limited_groups",
-    "score_func",
-    "route_scale",
-    "q_lora_rank",
-    "kv_lora_rank",
-    "qk_nope_head_dim",
-    "qk_rope_head_dim",
-    "v_head_dim",
-    "original_seq_len",
-    "rope_theta",
-    "rope_factor",
-    "beta_fast",
-    "beta_slow",
-    "mscale",
-    "index_n_heads",
-    "index_head_dim",
-    "index_topk",
-    "indexer_rope_interleave",
-];
 
 fn validate_yarn(yarn: &YarnConfig) -> Result<(), ConfigError> {
     if !(yarn.factor.is_finite() && yarn.factor >= 1.0) {
@@ -1159,17 +1153,7 @@ fn validate_yarn(yarn: &YarnConfig) -> Result<(), ConfigError> {
             "must be positive",
         ));
     }
-    for (field, value) in [
-        ("rope_scaling.beta_fast", yarn.beta_fast),
-        ("rope_scaling.beta_slow", yarn.beta_slow),
-    ] {
-        if !(value.is_finite() && value > 0.0) {
-            return Err(ConfigError::invalid(
-                field,
-                format!("{value} is not a positive number"),
-            ));
-        }
-    }
+    positive_numbers([("rope_scaling.beta_fast", yarn.beta_fast), ("rope_scaling.beta_slow", yarn.beta_slow)])?;
     if yarn.beta_fast < yarn.beta_slow {
         return Err(ConfigError::invalid(
             "rope_scaling.beta_fast",
@@ -1187,187 +1171,104 @@ fn validate_yarn(yarn: &YarnConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn parse_hf_rope(o: &Fields<'_>) -> Result<RopeScaling, ConfigError> {
-    let (key, kind) = if let Some(kind) = o.opt::<String>("type")? {
-        ("type", kind)
-    } else if let Some(kind) = o.opt::<String>("rope_type")? {
-        ("rope_type", kind)
-    } else {
-        return Err(ConfigError::Missing {
-            field: o.name("type"),
-        });
-    };
-    if kind != "yarn" {
-        return Err(unsupported(o, key, &kind, "yarn"));
+/// Fails on the first field whose value is zero, with `reason`.
+fn nonzero<'a>(fields: impl IntoIterator<Item = (&'a str, usize)>, reason: &str) -> Result<(), ConfigError> {
+    match fields.into_iter().find(|&(_, value)| value == 0) {
+        Some((field, _)) => Err(ConfigError::invalid(field, reason)),
+        None => Ok(()),
     }
-    let mscale = o.opt("mscale")?.unwrap_or(1.0);
-    Ok(RopeScaling::Yarn(YarnConfig {
-        factor: o.req("factor")?,
-        original_max_position_embeddings: o.req("original_max_position_embeddings")?,
-        beta_fast: o.opt("beta_fast")?.unwrap_or(32.0),
-        beta_slow: o.opt("beta_slow")?.unwrap_or(1.0),
-        mscale,
-        mscale_all_dim: o.opt("mscale_all_dim")?,
-    }))
 }
 
-fn parse_quantization(o: &Fields<'_>) -> Result<QuantizationConfig, ConfigError> {
-    let quant_method: String = o.req("quant_method")?;
-    if quant_method != "fp8" {
-        return Err(unsupported(o, "quant_method", &quant_method, "fp8"));
+/// Fails on the first field whose value is not a finite positive number.
+fn positive_numbers<const N: usize>(fields: [(&str, f64); N]) -> Result<(), ConfigError> {
+    match fields.into_iter().find(|&(_, value)| !(value.is_finite() && value > 0.0)) {
+        Some((field, value)) => Err(ConfigError::invalid(field, format!("{value} is not a positive number"))),
+        None => Ok(()),
     }
-    let fmt: String = o.opt("fmt")?.unwrap_or_else(|| "e4m3".into());
-    if fmt != "e4m3" {
-        return Err(unsupported(o, "fmt", &fmt, "e4m3"));
+}
+
+/// Removes the `null` members of `map` and of the objects within it: `null` counts as absent.
+fn strip_nulls(map: &mut Map<String, Value>) {
+    map.retain(|_, v| !v.is_null());
+    for v in map.values_mut() {
+        if let Value::Object(inner) = v {
+            strip_nulls(inner);
+        }
     }
-    let block: Vec<usize> = o
-        .opt("weight_block_size")?
-        .unwrap_or_else(|| vec![128, 128]);
-    let weight_block_size: [usize; 2] = block.try_into().map_err(|b: Vec<usize>| {
-        ConfigError::invalid(
-            o.name("weight_block_size"),
-            format!("expected [rows, cols], found {} numbers", b.len()),
-        )
-    })?;
-    Ok(QuantizationConfig {
-        quant_method,
-        fmt,
-        activation_scheme: o.opt("activation_scheme")?,
-        weight_block_size,
-        scale_fmt: parse_scale_fmt(o, "scale_fmt")?,
+}
+
+/// The [`ConfigError`] of a serde error at `path`: [`ConfigError::Missing`] for a missing
+/// field (named under `path`), else [`ConfigError::Invalid`] naming `path`.
+fn field_error(path: &serde_path_to_error::Path, err: &serde_json::Error) -> ConfigError {
+    let reason = err.to_string();
+    let path = path.to_string();
+    if let Some(name) = reason.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
+        let field = if path == "." { name.to_owned() } else { format!("{path}.{name}") };
+        return ConfigError::Missing { field };
+    }
+    // Serde names the Rust types; say what the JSON must hold.
+    let mut reason = reason
+        .replace("expected usize", "expected a non-negative integer")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected f64", "expected a number");
+    if let Some(at) = reason.find("expected struct ") {
+        reason.replace_range(at.., "expected an object");
+    }
+    ConfigError::invalid(path, reason)
+}
+
+/// Reads a string that must be `expected`.
+fn only<'de, D: Deserializer<'de>>(deserializer: D, expected: &str) -> Result<String, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    if value == expected {
+        Ok(value)
+    } else {
+        Err(D::Error::custom(format!("unsupported value `{value}` (supported: {expected})")))
+    }
+}
+
+fn fp8<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    only(deserializer, "fp8")
+}
+
+fn e4m3<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    only(deserializer, "e4m3")
+}
+
+fn default_fmt() -> String {
+    "e4m3".into()
+}
+
+/// Reads `[rows, cols]`.
+fn block_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[usize; 2], D::Error> {
+    let block = Vec::<usize>::deserialize(deserializer)?;
+    block.try_into().map_err(|b: Vec<usize>| {
+        D::Error::custom(format!("expected [rows, cols], found {} numbers", b.len()))
     })
 }
 
-fn parse_scoring_func(o: &Fields<'_>, key: &str, s: &str) -> Result<ScoringFunc, ConfigError> {
-    match s {
-        "sigmoid" => Ok(ScoringFunc::Sigmoid),
-        "softmax" => Ok(ScoringFunc::Softmax),
-        other => Err(unsupported(o, key, other, "sigmoid, softmax")),
-    }
+fn default_block_size() -> [usize; 2] {
+    [128, 128]
 }
 
-fn parse_topk_method(o: &Fields<'_>, s: &str) -> Result<TopkMethod, ConfigError> {
-    match s {
-        "noaux_tc" => Ok(TopkMethod::NoauxTc),
-        "greedy" => Ok(TopkMethod::Greedy),
-        "group_limited_greedy" => Ok(TopkMethod::GroupLimitedGreedy),
-        other => Err(unsupported(
-            o,
-            "topk_method",
-            other,
-            "noaux_tc, greedy, group_limited_greedy",
-        )),
-    }
+fn one<T: From<u8>>() -> T {
+    T::from(1)
 }
 
-fn parse_scale_fmt(o: &Fields<'_>, key: &str) -> Result<Option<ScaleFmt>, ConfigError> {
-    match o.opt::<String>(key)?.as_deref() {
-        None => Ok(None),
-        Some("ue8m0") => Ok(Some(ScaleFmt::Ue8m0)),
-        Some("float") => Ok(Some(ScaleFmt::Float)),
-        Some(other) => Err(unsupported(o, key, other, "ue8m0, float (or absent)")),
-    }
+fn yes() -> bool {
+    true
 }
 
-fn unsupported(o: &Fields<'_>, key: &str, value: &str, supported: &str) -> ConfigError {
-    ConfigError::invalid(
-        o.name(key),
-        format!("unsupported value `{value}` (supported: {supported})"),
-    )
+fn default_beta_fast() -> f64 {
+    32.0
 }
 
-/// A JSON object being read, with the dotted prefix of its fields for error messages.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    prefix: String,
+fn default_rms_norm_eps() -> f64 {
+    1e-6
 }
 
-impl<'a> Fields<'a> {
-    fn name(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
-    }
-
-    /// An optional field; `null` counts as absent.
-    fn opt<T: FromJson>(&self, key: &str) -> Result<Option<T>, ConfigError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => T::from_json(value).map(Some).ok_or_else(|| {
-                ConfigError::invalid(
-                    self.name(key),
-                    format!("expected {}, found {value}", T::EXPECTED),
-                )
-            }),
-        }
-    }
-
-    fn req<T: FromJson>(&self, key: &str) -> Result<T, ConfigError> {
-        self.opt(key)?.ok_or_else(|| ConfigError::Missing {
-            field: self.name(key),
-        })
-    }
-
-    /// An optional nested object, read with `key.` as prefix.
-    fn object(&self, key: &str) -> Result<Option<Fields<'a>>, ConfigError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Fields {
-                map,
-                prefix: format!("{}.", self.name(key)),
-            })),
-            Some(value) => Err(ConfigError::invalid(
-                self.name(key),
-                format!("expected an object, found {value}"),
-            )),
-        }
-    }
-}
-
-/// Conversion of one JSON value to a field's Rust type.
-trait FromJson: Sized {
-    const EXPECTED: &'static str;
-    fn from_json(value: &Value) -> Option<Self>;
-}
-
-impl FromJson for usize {
-    const EXPECTED: &'static str = "a non-negative integer";
-    fn from_json(value: &Value) -> Option<Self> {
-        value.as_u64().and_then(|v| usize::try_from(v).ok())
-    }
-}
-
-impl FromJson for u64 {
-    const EXPECTED: &'static str = "a non-negative integer";
-    fn from_json(value: &Value) -> Option<Self> {
-        value.as_u64()
-    }
-}
-
-impl FromJson for f64 {
-    const EXPECTED: &'static str = "a number";
-    fn from_json(value: &Value) -> Option<Self> {
-        value.as_f64()
-    }
-}
-
-impl FromJson for bool {
-    const EXPECTED: &'static str = "true or false";
-    fn from_json(value: &Value) -> Option<Self> {
-        value.as_bool()
-    }
-}
-
-impl FromJson for String {
-    const EXPECTED: &'static str = "a string";
-    fn from_json(value: &Value) -> Option<Self> {
-        value.as_str().map(str::to_owned)
-    }
-}
-
-impl<T: FromJson> FromJson for Vec<T> {
-    const EXPECTED: &'static str = "an array";
-    fn from_json(value: &Value) -> Option<Self> {
-        value.as_array()?.iter().map(T::from_json).collect()
-    }
+fn default_rope_theta() -> f64 {
+    10000.0
 }
 
 #[cfg(test)]
@@ -1465,18 +1366,19 @@ mod tests {
         }
     }
 
+    /// inference/config_671B_v3.2.json of deepseek-ai/DeepSeek-V3.2-Exp.
+    const REFERENCE_671B: &str = r#"{
+            "vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "moe_inter_dim": 2048,
+        "n_layers": 61, "n_dense_layers": 3, "n_heads": 128, "n_routed_experts": 256,
+        "n_shared_experts": 1, "n_activated_experts": 8, "n_expert_groups": 8,
+        "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
+        "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8", "scale_fmt": "ue8m0",
+        "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048 }"#;
+
     #[test]
     fn reference_671b_config_uses_model_args_defaults() {
-        // inference/config_671B_v3.2.json of deepseek-ai/DeepSeek-V3.2-Exp.
-        let text = r#"{
-            "vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "moe_inter_dim": 2048,
-            "n_layers": 61, "n_dense_layers": 3, "n_heads": 128, "n_routed_experts": 256,
-            "n_shared_experts": 1, "n_activated_experts": 8, "n_expert_groups": 8,
-            "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
-            "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
-            "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8", "scale_fmt": "ue8m0",
-            "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048 }"#;
-        let cfg = DeepSeekV32Config::from_json_str(text).expect("valid");
+        let cfg = DeepSeekV32Config::from_json_str(REFERENCE_671B).expect("valid");
         assert_eq!(cfg.num_hidden_layers, 61);
         assert_eq!(cfg.first_k_dense_replace, 3);
         assert!(!cfg.is_moe_layer(2) && cfg.is_moe_layer(3) && cfg.is_moe_layer(60));
@@ -1525,16 +1427,9 @@ mod tests {
             "vocab_size": 129280 }"#;
         let hf = DeepSeekV32Config::from_json_str(hf).expect("valid HF config");
         assert_eq!(hf, DeepSeekV32Config::deepseek_v32());
-        let reference = r#"{
-            "vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "moe_inter_dim": 2048,
-            "n_layers": 61, "n_dense_layers": 3, "n_heads": 128, "n_routed_experts": 256,
-            "n_shared_experts": 1, "n_activated_experts": 8, "n_expert_groups": 8,
-            "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
-            "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
-            "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8", "scale_fmt": "ue8m0",
-            "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048,
-            "max_seq_len": 163840 }"#;
-        let mut reference = DeepSeekV32Config::from_json_str(reference).expect("valid");
+        let mut reference: Value = serde_json::from_str(REFERENCE_671B).expect("JSON");
+        reference["max_seq_len"] = 163840.into();
+        let mut reference = DeepSeekV32Config::from_json_value(&reference).expect("valid");
         reference.architectures = hf.architectures.clone();
         reference.bos_token_id = hf.bos_token_id;
         reference.eos_token_id = hf.eos_token_id;
@@ -1590,39 +1485,30 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let e = error_after(|v| v["model_type"] = "llama".into());
-        assert_names(&e, "model_type", &["llama"]);
+        let cases: [(fn(&mut Value), &str, &[&str]); 14] = [
+            (|v| v["model_type"] = "llama".into(), "model_type", &["llama"]),
+            (|v| v["vocab_size"] = "many".into(), "vocab_size", &["integer", "many"]),
+            (|v| v["num_experts_per_tok"] = 9.into(), "num_experts_per_tok", &["n_routed_experts"]),
+            (|v| v["topk_group"] = 3.into(), "topk_group", &["n_group"]),
+            (|v| v["n_group"] = 3.into(), "n_group", &["divisible"]),
+            (|v| v["qk_rope_head_dim"] = 31.into(), "qk_rope_head_dim", &["odd"]),
+            (|v| v["qk_rope_head_dim"] = 256.into(), "index_head_dim", &["qk_rope_head_dim"]),
+            (|v| v["index_head_dim"] = 96.into(), "index_head_dim", &["power of two"]),
+            (|v| v["num_key_value_heads"] = 2.into(), "num_key_value_heads", &["num_attention_heads"]),
+            (|v| v["scoring_func"] = "relu".into(), "scoring_func", &["relu", "sigmoid"]),
+            (|v| v["topk_method"] = "random".into(), "topk_method", &["random"]),
+            (|v| v["hidden_act"] = "gelu".into(), "hidden_act", &["gelu"]),
+            (|v| v["first_k_dense_replace"] = 5.into(), "first_k_dense_replace", &["num_hidden_layers"]),
+            (|v| v["q_lora_rank"] = Value::Null, "q_lora_rank", &["missing"]),
+        ];
+        for (edit, field, words) in cases {
+            assert_names(&error_after(edit), field, words);
+        }
         let e = error_after(|v| {
             v.as_object_mut().expect("object").remove("hidden_size");
             v["model_type"] = MODEL_TYPE.into();
         });
         assert_names(&e, "hidden_size", &["missing"]);
-        let e = error_after(|v| v["vocab_size"] = "many".into());
-        assert_names(&e, "vocab_size", &["integer", "many"]);
-        let e = error_after(|v| v["num_experts_per_tok"] = 9.into());
-        assert_names(&e, "num_experts_per_tok", &["n_routed_experts"]);
-        let e = error_after(|v| v["topk_group"] = 3.into());
-        assert_names(&e, "topk_group", &["n_group"]);
-        let e = error_after(|v| v["n_group"] = 3.into());
-        assert_names(&e, "n_group", &["divisible"]);
-        let e = error_after(|v| v["qk_rope_head_dim"] = 31.into());
-        assert_names(&e, "qk_rope_head_dim", &["odd"]);
-        let e = error_after(|v| v["qk_rope_head_dim"] = 256.into());
-        assert_names(&e, "index_head_dim", &["qk_rope_head_dim"]);
-        let e = error_after(|v| v["index_head_dim"] = 96.into());
-        assert_names(&e, "index_head_dim", &["power of two"]);
-        let e = error_after(|v| v["num_key_value_heads"] = 2.into());
-        assert_names(&e, "num_key_value_heads", &["num_attention_heads"]);
-        let e = error_after(|v| v["scoring_func"] = "relu".into());
-        assert_names(&e, "scoring_func", &["relu", "sigmoid"]);
-        let e = error_after(|v| v["topk_method"] = "random".into());
-        assert_names(&e, "topk_method", &["random"]);
-        let e = error_after(|v| v["hidden_act"] = "gelu".into());
-        assert_names(&e, "hidden_act", &["gelu"]);
-        let e = error_after(|v| v["first_k_dense_replace"] = 5.into());
-        assert_names(&e, "first_k_dense_replace", &["num_hidden_layers"]);
-        let e = error_after(|v| v["q_lora_rank"] = Value::Null);
-        assert_names(&e, "q_lora_rank", &["missing"]);
         let e = error_after(|v| {
             v["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
         });

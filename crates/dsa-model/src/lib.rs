@@ -7,17 +7,21 @@
 //! - [`hf`]: HuggingFace checkpoint names → Burn modules ([`hf::load`] for a whole model).
 //! - [`loading`]: memory-mapped safetensors checkpoints ([`Checkpoint`]), with FP8 e4m3
 //!   block dequantisation.
+//! - [`generation`]: prefill and cached decode of token prompts ([`generation::generate`]),
+//!   each token chosen by [`sampling`] (greedy, or temperature / top-k / top-p from a seed).
 //! - [`conformance`]: runs a conformance case (DeepSeek reference outputs) and reports the
 //!   measured errors.
 
 pub mod cache;
 pub mod config;
 pub mod conformance;
+pub mod generation;
 pub mod hf;
 pub mod loading;
 pub mod mlp;
 pub mod model;
 pub mod moe;
+pub mod sampling;
 
 #[cfg(test)]
 mod test_util;

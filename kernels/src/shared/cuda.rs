@@ -7,7 +7,7 @@
 //! CubeCL's `info` words, one `u64` each, which the source reads as a `__grid_constant__`
 //! struct. CubeCL's PTX cache keys each source by its hash.
 //!
-//! Used by [`crate::sparse_mla::wgmma`], [`crate::indexer_wgmma`] and
+//! Used by [`crate::sparse_mla::wgmma`], [`crate::indexer::wgmma`] and
 //! [`crate::dense_attention`], whose sources start with the shared helpers of
 //! `shared/wgmma.cuh`.
 

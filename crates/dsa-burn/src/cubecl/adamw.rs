@@ -54,7 +54,7 @@ pub fn adamw_step_primitive<R: CubeRuntime>(
         step.bias_correction_1(),
         step.bias_correction_2(),
         step.max_norm,
-        crate::adamw::min_positive(dtype) as f32,
+        crate::reference::adamw::min_positive(dtype) as f32,
         clip,
         dtype.into(),
     );

@@ -43,16 +43,10 @@ pub(super) fn has_cmma<R: CubeRuntime>(t: &CubeTensor<R>, kind: FloatKind) -> bo
     has_mma(&t.client, Mma::Cmma, kind, (16, 16, 16))
 }
 
-/// Whether the device runs FP8 e4m3 × e4m3 `mma.sync m16n8k32` with f32 accumulation in
-/// 32-wide planes (CUDA sm_89 and later), as the v4 indexer kernel needs.
-pub fn has_fp8_mma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    has_mma(client, Mma::Manual, FloatKind::E4M3, (16, 8, 32))
-}
-
 /// Whether the device runs the `wgmma` kernels ([`MlaKernel::Wgmma`], [`IndexerKernel::Wgmma`]:
 /// CUDA sm_90).
 pub fn has_wgmma<R: Runtime>(client: &ComputeClient<R>) -> bool {
-    kernels::sparse_mla::wgmma::has_wgmma(client) && kernels::indexer_wgmma::has_wgmma(client)
+    kernels::sparse_mla::wgmma::has_wgmma(client) && kernels::indexer::wgmma::has_wgmma(client)
 }
 
 /// `t` with rows readable by 16-byte copies (strides multiples of 8 values, a 16-byte
@@ -67,7 +61,7 @@ pub(super) fn aligned_rows<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
 }
 
 /// Whether the device runs f16 × f16 `mma.sync m16n8k16` with f32 accumulation in 32-wide
-/// planes (CUDA sm_80 and later), as the v4.3 indexer kernel needs.
+/// planes (CUDA sm_80 and later), as [`IndexerKernel::Mma`] needs.
 pub(super) fn has_f16_mma<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     has_mma(&t.client, Mma::Manual, FloatKind::F16, (16, 8, 16))
 }

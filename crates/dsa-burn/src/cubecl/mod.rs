@@ -162,7 +162,7 @@ where
         ) {
             Some(out) => out,
             None => {
-                let (indices, valid) = crate::topk::reference_topk(
+                let (indices, valid) = crate::reference::topk::reference_topk(
                     Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(scores)),
                     k,
                     causal_offset,
@@ -223,7 +223,7 @@ where
         if let Some(out) = flash_attention(q.clone(), k.clone(), v.clone(), causal_offset, scale) {
             return out;
         }
-        crate::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
+        crate::reference::dense_attention::reference_primitive::<Self>(q, k, v, causal_offset, scale)
     }
 
     fn dense_attention_backward(
@@ -246,7 +246,7 @@ where
                 return grads;
             }
         }
-        crate::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
+        crate::reference::dense_attention::reference_backward_primitive::<Self>([q, k, v, out, lse, d_out], causal_offset, scale)
     }
 
     fn sparse_mla_backward(

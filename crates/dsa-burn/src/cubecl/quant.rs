@@ -1,7 +1,7 @@
 use super::*;
 
 /// FP8 e4m3 block fake-quantisation (dequantised values) of a CubeCL tensor along its last
-/// dim, bit-identical to [`crate::quant::fake_quant`]'s forward value.
+/// dim, bit-identical to [`crate::reference::quant::fake_quant`]'s forward value.
 pub fn fake_quant_primitive<R: CubeRuntime>(
     x: CubeTensor<R>,
     quant: IndexerQuant,

@@ -103,17 +103,15 @@ pub(super) fn setting<T>(read: impl FnOnce(&KernelSettings) -> T) -> T {
 /// tensor-core kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorCoreOp {
-    /// The indexer scores on tensor cores (any of the kernels of [`IndexerKernel::TensorCores`],
-    /// `HalfTensorCores` and `Fp8TensorCores`).
+    /// The indexer scores on tensor cores ([`IndexerKernel::Cmma`], `Mma`, `Wgmma` or
+    /// `WgmmaFp8`).
     IndexerScores,
-    /// The indexer scores on FP8 MMA (v4, [`IndexerKernel::Fp8TensorCores`]).
-    IndexerScoresFp8,
-    /// The indexer scores on f16 MMA with the epilogue in registers (v4.3).
+    /// The indexer scores on f16 `mma.sync` ([`IndexerKernel::Mma`]).
     IndexerScoresF16Mma,
-    /// The indexer scores on Hopper's `wgmma` (v6, [`IndexerKernel::Wgmma`] or
+    /// The indexer scores on Hopper's `wgmma` ([`IndexerKernel::Wgmma`] or
     /// [`IndexerKernel::WgmmaFp8`]).
     IndexerScoresWgmma,
-    /// The indexer scores on Hopper's FP8 `wgmma` (v6 in FP8, [`IndexerKernel::WgmmaFp8`]).
+    /// The indexer scores on Hopper's FP8 `wgmma` ([`IndexerKernel::WgmmaFp8`]).
     IndexerScoresWgmmaFp8,
     /// The indexer loss's attention probabilities at the selected rows (with the cmma forward).
     SparseMlaProbs,
@@ -134,7 +132,7 @@ pub enum TensorCoreOp {
     DenseAttentionBackward,
 }
 
-pub(super) static TENSOR_CORE_LAUNCHES: [AtomicUsize; 13] = [const { AtomicUsize::new(0) }; 13];
+pub(super) static TENSOR_CORE_LAUNCHES: [AtomicUsize; 12] = [const { AtomicUsize::new(0) }; 12];
 
 /// How many launches of `op`'s tensor-core kernel this process has made: tests and
 /// benchmarks check which kernel ran.

@@ -1,9 +1,0 @@
-#!/usr/bin/env bash
-# GPU run 26: branch wip/fwd-registers (forward without accumulator reloads, window filled to the
-# split's end). Correctness first: the tensor-core tests, kernel 6, autodiff, layer-0 conformance.
-cd "$(dirname "$0")"
-tar xJf bins.tar.xz
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee $OUT/device.txt
-export DSA_CONFORMANCE_DIR=$PWD/conformance
-(timeout 300 ./kernels --test-threads=1 tensor_cores indexer_loss autodiff dense_mla 2>&1 | grep -E "^test |test result|panicked|assert|Error|error" ; echo "kernels rc=${PIPESTATUS[0]}") 2>&1 | tee $OUT/tests.log
-(timeout 60 ./layer0 cuda --nocapture 2>&1 | tail -4; echo "layer0 rc=${PIPESTATUS[0]}") 2>&1 | tee -a $OUT/tests.log
