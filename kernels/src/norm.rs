@@ -1,6 +1,6 @@
 //! RMSNorm as DeepSeek's reference computes it (`dsa_burn::RmsNorm`: in f32 whatever the
 //! input's dtype, `y = (γ · (x · 1/√(mean(x²) + ε))).to(dtype)`), forward and backward in one
-//! kernel each instead of a dozen element-wise ones: [`rms_norm_fwd`] and [`rms_norm_bwd`].
+//! kernel each instead of a dozen element-wise ones: [`rms_norm_fwd()`] and [`rms_norm_bwd()`].
 //!
 //! The backward, with `r = 1/√(mean(x²) + ε)`, `x̂ = x·r` and `g = dy·γ`:
 //!

@@ -1,6 +1,6 @@
 //! SwiGLU, `y = SiLU(gate) · up` computed in f32 (as DeepSeek's reference:
 //! `F.silu(w1(x).float()) * w3(x).float()`), forward and backward as one element-wise kernel
-//! each: [`swiglu_fwd`] and [`swiglu_bwd`]. With `σ` the logistic function:
+//! each: [`swiglu_fwd()`] and [`swiglu_bwd()`]. With `σ` the logistic function:
 //!
 //! ```text
 //! y     = g · σ(g) · u
@@ -27,7 +27,7 @@ pub fn swiglu_fwd<F: Float>(gate: &Tensor<F>, up: &Tensor<F>, y: &mut Tensor<F>,
     y[i] = F::cast_from(g * s * f32::cast_from(up[i]));
 }
 
-/// The gradients `dgate`, `dup` of [`swiglu_fwd`] for `dy`, over `n` elements.
+/// The gradients `dgate`, `dup` of [`swiglu_fwd()`] for `dy`, over `n` elements.
 ///
 /// Grid: `grid_1d(⌈n / 256⌉)` cubes of [`SWIGLU_UNITS`] units.
 #[cube(launch)]
