@@ -482,10 +482,10 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
     let d_lse = d_lse.map(into_contiguous).unwrap_or_else(|| lse.clone());
     let (native, acc_dtype) = f32_accumulation(&q);
     let dtypes = [q.dtype.into(), indices.dtype.into(), valid.dtype.into(), acc_dtype.into()];
-    // The `dq`-and-`dkv` kernels' launches: their leading arguments, the same tensors (`q`
-    // and `kv` as the kernel reads them) and sizes, then each one's own.
+    // The backward kernels' launches: their leading arguments, the same inputs (`q` and `kv`
+    // as the kernel reads them), their gradient outputs and the sizes, then each one's own.
     macro_rules! launch_backward {
-        ($kernel:path, [$($head:expr),*], $q:expr, $kv:expr, [$($tail:expr),*]) => {
+        ($kernel:path, [$($head:expr),*], $q:expr, $kv:expr, [$($grad:expr),*], [$($tail:expr),*]) => {
             $kernel(
                 $($head,)*
                 $q.clone().into_tensor_arg(),
@@ -496,8 +496,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 lse.clone().into_tensor_arg(),
                 d_out.clone().into_tensor_arg(),
                 d_lse.clone().into_tensor_arg(),
-                dq.clone().into_tensor_arg(),
-                dkv.clone().into_tensor_arg(),
+                $($grad.clone().into_tensor_arg(),)*
                 b * t,
                 t,
                 h,
@@ -520,6 +519,7 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
                 [&q.client, cube_count(b * t, h.div_ceil(kernels::sparse_mla::cmma::CMMA_HEADS)), CubeDim::new_1d(kernels::sparse_mla::cmma::CMMA_UNITS as u32), vector],
                 q,
                 kv,
+                [dq, dkv],
                 [f32::NEG_INFINITY, d, d_v, kernels::sparse_mla::cmma::BWD_CHUNK, has_dout, has_dlse, native]
             );
         }
@@ -527,51 +527,28 @@ pub fn sparse_mla_backward_primitive<R: CubeRuntime>(
         return (dq, from_f32(dkv, q.dtype));
     }
     let (q, kv) = (into_contiguous(q), into_contiguous(kv));
-    {
-        let threads = 128usize;
-        let (hg, kc) = kernels::sparse_mla::simt::bwd_tiles(h, d, d_v, max_shared(&q));
-        let dkv_tiles = (kernel == MlaKernel::SimtTiled)
-            .then(|| kernels::sparse_mla::simt::bwd_dkv_tiles(h, d, d_v, max_shared(&q)))
-            .flatten();
-        if let Some((hb, kcb)) = dkv_tiles {
-            kernels::sparse_mla::simt::sparse_mla_bwd_dkv::launch::<R>(
-                &q.client,
-                cube_count(b * t, 1),
-                CubeDim::new_1d(256),
-                q.clone().into_tensor_arg(),
-                kv.clone().into_tensor_arg(),
-                indices.clone().into_tensor_arg(),
-                valid.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                lse.clone().into_tensor_arg(),
-                d_out.clone().into_tensor_arg(),
-                d_lse.clone().into_tensor_arg(),
-                dkv.clone().into_tensor_arg(),
-                b * t,
-                t,
-                h,
-                s,
-                kk,
-                scale,
-                d,
-                d_v,
-                hb,
-                kcb,
-                256,
-                h,
-                has_dout,
-                has_dlse,
-                native,
-                dtypes,
-            );
-        }
+    let threads = 128usize;
+    let (hg, kc) = kernels::sparse_mla::simt::bwd_tiles(h, d, d_v, max_shared(&q));
+    let dkv_tiles = (kernel == MlaKernel::SimtTiled)
+        .then(|| kernels::sparse_mla::simt::bwd_dkv_tiles(h, d, d_v, max_shared(&q)))
+        .flatten();
+    if let Some((hb, kcb)) = dkv_tiles {
         launch_backward!(
-            kernels::sparse_mla::simt::sparse_mla_bwd::launch::<R>,
-            [&q.client, cube_count(b * t, h.div_ceil(hg)), CubeDim::new_1d(threads as u32)],
+            kernels::sparse_mla::simt::sparse_mla_bwd_dkv::launch::<R>,
+            [&q.client, cube_count(b * t, 1), CubeDim::new_1d(256)],
             q,
             kv,
-            [d, d_v, hg, kc, threads, has_dout, has_dlse, native, dkv_tiles.is_none()]
+            [dkv],
+            [d, d_v, hb, kcb, 256, h, has_dout, has_dlse, native]
         );
     }
+    launch_backward!(
+        kernels::sparse_mla::simt::sparse_mla_bwd::launch::<R>,
+        [&q.client, cube_count(b * t, h.div_ceil(hg)), CubeDim::new_1d(threads as u32)],
+        q,
+        kv,
+        [dq, dkv],
+        [d, d_v, hg, kc, threads, has_dout, has_dlse, native, dkv_tiles.is_none()]
+    );
     (dq, from_f32(dkv, q.dtype))
 }
