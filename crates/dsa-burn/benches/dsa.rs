@@ -18,7 +18,7 @@
 //! `--indexer simt-tiled` (or `simt`, `cmma`, `mma`, `wgmma`, `wgmma-fp8`; default `auto`) picks the indexer-scores
 //! kernel (`dsa_burn::cubecl::IndexerKernel`). `dsa_indexer_scores` times the scores alone, so that `dsa_indexer_topk` minus it
 //! is the top-k's share. Each line names the kernels that ran (`mla_kernel`, and
-//! `tensor_cores` for the tensor-core indexer (`IndexerScoresF16Mma` when on f16 `mma.sync`, `IndexerScoresWgmma` on `wgmma`) and kernel 6's probabilities).
+//! `tensor_cores` for the tensor-core indexer (`IndexerScoresMma` when on f16 `mma.sync`, `IndexerScoresWgmma` on `wgmma`) and kernel 6's probabilities).
 //! `--mla simt-tiled` (or `simt`, `cmma`, `mma`, `wgmma`; default `auto`) picks the sparse MLA kernels (forward and
 //! backward) as `dsa_burn::cubecl::KernelSettings::mla` does. `--mla-tile 32x8x32` (heads ×
 //! planes × slots per chunk) picks the cmma forward's tile as `dsa_burn::cubecl::KernelSettings::mla_tile`
@@ -213,7 +213,7 @@ impl<G: DsaBackend> Bench<G> {
         let before = versions.map(launches);
         let tc_ops: [TensorCoreOp; 8] = [
             TensorCoreOp::IndexerScores,
-            TensorCoreOp::IndexerScoresF16Mma,
+            TensorCoreOp::IndexerScoresMma,
             TensorCoreOp::IndexerScoresWgmma,
             TensorCoreOp::IndexerScoresWgmmaFp8,
             TensorCoreOp::SparseMlaProbs,
@@ -292,8 +292,8 @@ impl<G: DsaBackend> Bench<G> {
     /// A tensor of standard normal draws.
     ///
     /// Burn's CubeCL kernels cannot address more than 2³² values: its generator panicked on
-    /// decode's cache at batch 64 and 128K, 4.8 G values (GPU run 34), and on slices of 4.2 G
-    /// (run 37); `Tensor::cat` of smaller slices panicked in `slice_assign` (run 48). So a
+    /// decode's cache at batch 64 and 128K, 4.8 G values, and on slices of 4.2 G;
+    /// `Tensor::cat` of smaller slices panicked in `slice_assign`. So a
     /// tensor of more than 2³¹ values is drawn on the device in slices along its first dim,
     /// joined on the host and uploaded whole, with no kernel over all of it.
     fn normal<const D: usize>(&self, shape: [usize; D]) -> Tensor<G, D> {

@@ -1,7 +1,7 @@
 //! A persistent cache of the GPU kernels CubeCL compiles (CUDA's PTX), so that a second run
 //! of the same program skips the compilation: Burn's and our kernels are compiled on first
 //! use, hundreds of them for a model (`dsa-cli generate` spent ~9 s of its prefill and ~8 s
-//! of its first decode steps compiling, `kernels/NOTES.md` GPU run 17).
+//! of its first decode steps compiling; `kernels/DESIGN.md`, kernel cache).
 //!
 //! CubeCL finds a cached kernel by its name and launch settings, not by its source, so a
 //! cache must not outlive the build that filled it: [`persist_compiled_kernels`] keeps it in

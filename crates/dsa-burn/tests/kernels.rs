@@ -35,7 +35,7 @@ fn gdev() -> burn::backend::wgpu::WgpuDevice {
 
 /// The kernel versions each test runs: both on CUDA; on wgpu the ones its `Auto` choice
 /// takes (lavapipe compiles the tiled SIMT shaders far too slowly for CI; they are tested on
-/// CUDA, see `kernels/NOTES.md`).
+/// CUDA, see `kernels/DESIGN.md`).
 #[cfg(feature = "cuda")]
 const INDEXER_KERNELS: &[IndexerKernel] = &[
     IndexerKernel::WgmmaFp8,
@@ -52,7 +52,7 @@ const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::SimtTiled, MlaKernel::Simt];
 #[cfg(not(feature = "cuda"))]
 const MLA_KERNELS: &[MlaKernel] = &[MlaKernel::Simt];
 
-/// Whether the device under test has `wgmma` (the v5 kernels' condition).
+/// Whether the device under test has `wgmma` (the `wgmma` kernels' condition).
 #[cfg(feature = "cuda")]
 fn wgmma_device() -> bool {
     use burn::backend::cuda::CudaDevice;
@@ -247,7 +247,7 @@ fn indexer_scores_match_reference() {
                 use dsa_burn::cubecl::{tensor_core_launches, TensorCoreOp};
                 [
                     TensorCoreOp::IndexerScores,
-                    TensorCoreOp::IndexerScoresF16Mma,
+                    TensorCoreOp::IndexerScoresMma,
                     TensorCoreOp::IndexerScoresWgmma,
                     TensorCoreOp::IndexerScoresWgmmaFp8,
                 ]

@@ -57,7 +57,7 @@ impl DataArgs {
     }
 
     /// Tokenises `docs` into sequences of `seq_len + 1` tokens, adds the retrieval
-    /// examples, and sets every [`VALID_EVERY`]-th sequence of each kind aside for
+    /// examples, and sets every `VALID_EVERY`-th sequence of each kind aside for
     /// validation.
     pub fn sequences(&self, docs: &[Document], tokenizer: &TextTokenizer) -> Result<TrainData, String> {
         let len = self.seq_len + 1;

@@ -99,7 +99,7 @@ impl Routing {
     }
 
     /// The weights of the chosen experts from their gate scores `[N, k]` (the tensor form of
-    /// [`Routing::route`]'s weights, differentiable with respect to the scores).
+    /// the routing's weights (`Moe::route`), differentiable with respect to the scores).
     pub fn weights<B: Backend>(&self, chosen_scores: Tensor<B, 2>) -> Tensor<B, 2> {
         let weights = match self.normalize {
             true => chosen_scores.clone() / chosen_scores.sum_dim(1),

@@ -1,7 +1,7 @@
 use super::*;
 
 /// Whether the `Auto` kernels are the tiled and tensor-core ones: on CUDA, where they are tested and
-/// measured (`kernels/NOTES.md`). Other runtimes take the SIMT kernels, the portable path:
+/// measured (`kernels/DESIGN.md`). Other runtimes take the SIMT kernels, the portable path:
 /// Mesa's lavapipe spends many minutes compiling each tiled shader (LLVM's coroutine
 /// splitting of their unrolled, barrier-heavy loops), and wgpu's real GPUs are untimed.
 pub(super) fn tiled_by_default<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {

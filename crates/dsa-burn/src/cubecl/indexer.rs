@@ -196,7 +196,7 @@ pub fn indexer_scores_primitive<R: CubeRuntime>(
                     [dtype.into(), DType::F16.into(), DType::F32.into()],
                 );
             }
-            count_launches(&[TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresF16Mma]);
+            count_launches(&[TensorCoreOp::IndexerScores, TensorCoreOp::IndexerScoresMma]);
         }
         IndexerKernel::Cmma => {
             use kernels::indexer::cmma;

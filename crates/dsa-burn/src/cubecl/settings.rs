@@ -107,7 +107,7 @@ pub enum TensorCoreOp {
     /// `WgmmaFp8`).
     IndexerScores,
     /// The indexer scores on f16 `mma.sync` ([`IndexerKernel::Mma`]).
-    IndexerScoresF16Mma,
+    IndexerScoresMma,
     /// The indexer scores on Hopper's `wgmma` ([`IndexerKernel::Wgmma`] or
     /// [`IndexerKernel::WgmmaFp8`]).
     IndexerScoresWgmma,
@@ -115,7 +115,7 @@ pub enum TensorCoreOp {
     IndexerScoresWgmmaFp8,
     /// The indexer loss's attention probabilities at the selected rows (with the cmma forward).
     SparseMlaProbs,
-    /// Kernel 6's indexer scores at the selected rows (with the tensor-core indexer).
+    /// The indexer loss's indexer scores at the selected rows (with the tensor-core indexer).
     SelectedScores,
     /// The sparse MLA backward on cmma ([`MlaKernel::Cmma`]).
     SparseMlaBackward,
