@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batcher::{TokenBatch, TokenBatcher};
 use crate::checkpoint::{checkpoint_file, read_json, refuse_checkpoints, scan_checkpoints, write_json, RunError, RunRecorder};
-use crate::weights::check_record;
+use crate::weights::check_checkpoint;
 use crate::interrupt::{self, Interrupted};
 use crate::loader::{EpochPlan, SharedPlan, StepLoader, EPOCHS_FILE};
 use crate::metrics::{LmOutput, Stat, StepMetric};
@@ -297,8 +297,9 @@ where
     let layers = model.layers.len();
     let model = LanguageModel::new(model, settings.stage);
     if let Some(epoch) = checkpoint {
-        // Burn's learner would load a record of other shapes into a wrong model (or panic).
-        check_record::<B, _>(&checkpoint_file(run_dir, "model", epoch), &model, layers)?;
+        // Burn's learner would load records of other shapes, or another run's optimizer
+        // state, into a wrong model (or panic).
+        check_checkpoint::<B, _>(&checkpoint_file(run_dir, "model", epoch), &checkpoint_file(run_dir, "optim", epoch), &model, layers)?;
     }
     let s = settings;
     let plan = epoch_plan(s, run_dir, resume)?;

@@ -271,6 +271,58 @@ fn a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed() {
     println!("{:.1} s", start.elapsed().as_secs_f64());
 }
 
+/// `train --resume` on a run whose optimizer state is not its own (with a valid checksum)
+/// fails naming the file and the first tensor that differs, before training: the state of
+/// a run with a larger vocabulary (its master weights replaced the model's silently), with
+/// fewer layers (Burn panicked), of another run of the same config (replaced the weights
+/// silently), and a model or scheduler file in its place (Burn panicked). With its own
+/// state back, the run resumes.
+#[test]
+fn a_foreign_optimizer_state_is_refused_naming_the_file_and_the_tensor() {
+    let start = Instant::now();
+    let setup = Setup::new();
+    let train = |out: &str| assert!(setup.train(out, 2, 1, &[]).stdout(Stdio::null()).status().unwrap().success(), "training {out}");
+    let config_file = setup.path("config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_file).unwrap()).unwrap();
+    train("run");
+    train("same");
+    for (out, field, value) in [("vocab", "vocab_size", config["vocab_size"].as_u64().unwrap() + 20), ("layers", "num_hidden_layers", 1)] {
+        let mut other = config.clone();
+        other[field] = value.into();
+        std::fs::write(&config_file, other.to_string()).unwrap();
+        train(out);
+    }
+    let run = setup.temp.path().join("run");
+    for kind in ["model", "optim", "scheduler"] {
+        let file = checkpoint_file(&run, kind, 2);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::remove_file(format!("{}.sum", file.display())).unwrap();
+    }
+    let (optim, model) = (checkpoint_file(&run, "optim", 1), checkpoint_file(&run, "model", 1));
+    let sum = |file: &std::path::Path| format!("{}.sum", file.display());
+    let own = (std::fs::read(&optim).unwrap(), std::fs::read(sum(&optim)).unwrap());
+    let foreign = format!("{} is not the optimizer state of {}: ", optim.display(), model.display());
+    let cases = [
+        (checkpoint_file(&setup.temp.path().join("vocab"), "optim", 1), format!("tensor `model.embed_tokens.weight` in {}: expected shape [{}, 128], found [{}, 128]", optim.display(), config["vocab_size"], config["vocab_size"].as_u64().unwrap() + 20)),
+        (checkpoint_file(&setup.temp.path().join("layers"), "optim", 1), format!("checkpoint {} does not match the model: ", optim.display())),
+        (checkpoint_file(&setup.temp.path().join("same"), "optim", 1), format!("{foreign}its master copy of `model.embed_tokens.weight` is parameter ")),
+        (model.clone(), format!("{foreign}it holds tensor `model.embed_tokens.weight`, neither a moment nor a master weight")),
+        (checkpoint_file(&run, "scheduler", 1), format!("{foreign}it holds no master weights")),
+    ];
+    for (source, message) in cases {
+        std::fs::copy(&source, &optim).unwrap();
+        std::fs::copy(sum(&source), sum(&optim)).unwrap();
+        let Output { status, stdout, stderr } = dsa_cli(&["train", "--out", &setup.path("run"), "--resume"]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+        assert!(!status.success() && text.contains(&format!("error: {message}")) && !text.contains("panicked"), "{}:\n{text}", source.display());
+    }
+    std::fs::write(&optim, &own.0).unwrap();
+    std::fs::write(sum(&optim), &own.1).unwrap();
+    let resumed = setup.resume("run");
+    assert!(resumed.contains("after step 1"), "{resumed}");
+    println!("{:.1} s", start.elapsed().as_secs_f64());
+}
+
 /// How a phase of [`a_run_killed_at_random_points_resumes_to_the_uninterrupted_weights`]
 /// ends its run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
