@@ -263,7 +263,8 @@ where
 /// trajectory is that of an uninterrupted run; damaged checkpoints are named and skipped);
 /// without, `run_dir` must hold no checkpoints. Returns the trained model.
 ///
-/// After SIGINT (with [`interrupt::install`]) the step in progress is finished, a
+/// After SIGINT (with [`interrupt::install`]; under Burn's TUI also Ctrl-C or its "stop the
+/// training", see [`interrupt::tui_renderer`]) the step in progress is finished, a
 /// checkpoint of it written, and the run ends with [`Interrupted`].
 pub fn train<B>(
     model: DeepSeekV32<B>,
@@ -341,10 +342,11 @@ where
         println!("resuming {} after step {}", run_dir.display(), plan.get().end(epoch));
         training = training.checkpoint(epoch);
     }
-    if !std::io::stdout().is_terminal() {
-        training = training.renderer(ProgressLines::new(plan.clone(), s.log_every));
-    }
     let running = interrupt::Training::start();
+    training = match std::io::stdout().is_terminal() {
+        true => training.renderer(interrupt::tui_renderer(checkpoint)),
+        false => training.renderer(ProgressLines::new(plan.clone(), s.log_every)),
+    };
     let result = training.launch(Learner::new(model, optim, schedule));
     drop(result.renderer);
     let done = steps_done.load(Ordering::SeqCst);
