@@ -363,6 +363,15 @@ impl Pty {
         command.spawn().unwrap()
     }
 
+    /// The terminal's settings.
+    fn settings(&self) -> libc::termios {
+        use std::os::fd::AsRawFd;
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr fills `t` when it returns 0.
+        assert_eq!(unsafe { libc::tcgetattr(self.slave.as_raw_fd(), t.as_mut_ptr()) }, 0);
+        unsafe { t.assume_init() }
+    }
+
     /// What the terminal showed, its escape sequences dropped (roughly).
     fn screen(&self) -> String {
         let bytes = self.output.lock().unwrap().clone();
@@ -374,13 +383,15 @@ impl Pty {
 /// TUI's own "stop the training" (`q`, then `s`) end `train` as SIGINT does: the step in
 /// progress finishes, a checkpoint of it is written, the exit status is 130 (before,
 /// Ctrl-C was an ignored key press and `q`, `s` ended the run without a checkpoint of the
-/// steps since the last one, as if complete).
+/// steps since the last one, as if complete). A second Ctrl-C exits at once, leaving the
+/// terminal as it was before the TUI.
 #[test]
 fn ctrl_c_or_stop_under_the_tui_finish_the_step_and_write_a_checkpoint() {
     let start = Instant::now();
     let setup = Setup::new();
-    for (out, keys) in [("ctrl-c", "\x03"), ("stop", "qs")] {
+    for (out, keys) in [("ctrl-c", &["\x03"][..]), ("stop", &["qs"]), ("twice", &["\x03", "\x03"])] {
         let pty = Pty::open();
+        let cooked = pty.settings();
         let mut child = pty.spawn(setup.train(out, 1000, 3, &[]));
         let run = setup.temp.path().join(out);
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -388,7 +399,10 @@ fn ctrl_c_or_stop_under_the_tui_finish_the_step_and_write_a_checkpoint() {
             assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "{out}: no checkpoint:\n{}", pty.screen());
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::io::Write::write_all(&mut &pty.master, keys.as_bytes()).unwrap();
+        for key in keys {
+            std::io::Write::write_all(&mut &pty.master, key.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -403,6 +417,12 @@ fn ctrl_c_or_stop_under_the_tui_finish_the_step_and_write_a_checkpoint() {
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         assert_eq!(status.code(), Some(130), "{out}: {stderr}\n{}", pty.screen());
+        let after = pty.settings();
+        assert_eq!((after.c_lflag, after.c_iflag, after.c_oflag), (cooked.c_lflag, cooked.c_iflag, cooked.c_oflag), "{out}: the terminal was left in other modes");
+        if keys.len() == 2 {
+            assert!(!stderr.contains("interrupted after step") && !stderr.contains("panicked"), "{out}: {stderr}");
+            continue;
+        }
         let line = stderr.lines().find(|l| l.starts_with("interrupted after step")).unwrap_or_else(|| panic!("{out}: no interruption message:\n{stderr}"));
         let step: usize = line["interrupted after step ".len()..].split(' ').next().unwrap().parse().unwrap();
         assert!(step >= 3 && step < 1000 && line.contains("of 1000: checkpoint written in"), "{out}: {line}");
