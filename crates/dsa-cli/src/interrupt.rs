@@ -5,7 +5,8 @@
 //!
 //! `dsa-cli` calls [`install`] at its start; [`train`](crate::train::train) marks its run
 //! with [`Training`] and asks [`requested`] between steps. Without [`install`] (a library
-//! user), SIGINT keeps its default action and training is never interrupted.
+//! user), SIGINT keeps its default action and only the TUI's "stop the training"
+//! interrupts a training.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub const EXIT_CODE: u8 = 130;
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// Whether SIGINT arrived during the trainings running now.
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Whether [`install`] installed the SIGINT handler.
+static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
 /// The interrupter of the TUI of the trainings running now ([`tui_renderer`]).
 static TUI_STOP: Mutex<Option<Interrupter>> = Mutex::new(None);
 
@@ -29,7 +32,6 @@ static TUI_STOP: Mutex<Option<Interrupter>> = Mutex::new(None);
 /// runs, the first SIGINT asks it to stop ([`requested`]) and a second exits with
 /// [`EXIT_CODE`]; otherwise SIGINT exits with [`EXIT_CODE`].
 pub fn install() -> Result<(), String> {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
             // SAFETY: the action only touches atomics, restores the terminal (tcsetattr,
@@ -61,11 +63,11 @@ pub fn requested() -> bool {
 /// the learner epoch it resumes after), ending the run as SIGINT does ([`requested`]) on
 /// both of the TUI's ways to stop it from the keyboard:
 ///
-/// - Ctrl-C: the TUI puts the terminal in raw mode, where Ctrl-C is a key press (which the
-///   TUI ignores) instead of SIGINT. Once it has, the terminal's interrupt key is turned
-///   back on (its quit and suspend keys stay off), so that Ctrl-C raises SIGINT; the TUI
-///   restores the terminal's own settings when it ends. A second Ctrl-C exits at once,
-///   restoring the terminal first.
+/// - Ctrl-C (after [`install`]): the TUI puts the terminal in raw mode, where Ctrl-C is a
+///   key press (which the TUI ignores) instead of SIGINT. Once it has, the terminal's
+///   interrupt key is turned back on (its quit and suspend keys stay off), so that Ctrl-C
+///   raises SIGINT; the TUI restores the terminal's own settings when it ends. A second
+///   Ctrl-C exits at once, restoring the terminal first.
 /// - `q`, then "Stop the training" (`s`): Burn would stop the learner through its
 ///   interrupter, which ends the run before the checkpoint of the steps since the last one
 ///   (and returns it as if complete). The renderer gets an interrupter of its own instead,
@@ -76,9 +78,16 @@ pub fn tui_renderer(checkpoint: Option<usize>) -> TuiMetricsRendererWrapper {
     if let Ok(mut tui) = TUI_STOP.lock() {
         *tui = Some(stop.clone());
     }
-    terminal::save();
+    // Without the handler, Ctrl-C stays a key press: SIGINT's default action would end the
+    // process with the terminal in raw mode.
+    let handled = INSTALLED.get().is_some_and(Result::is_ok);
+    if handled {
+        terminal::save();
+    }
     let renderer = TuiMetricsRendererWrapper::new(stop, checkpoint);
-    terminal::keep_ctrl_c();
+    if handled {
+        terminal::keep_ctrl_c();
+    }
     renderer
 }
 
