@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batcher::{TokenBatch, TokenBatcher};
 use crate::checkpoint::{checkpoint_file, read_json, refuse_checkpoints, scan_checkpoints, write_json, RunError, RunRecorder};
-use crate::weights::check_record;
+use crate::weights::check_checkpoint;
 use crate::interrupt::{self, Interrupted};
 use crate::loader::{EpochPlan, SharedPlan, StepLoader, EPOCHS_FILE};
 use crate::metrics::{LmOutput, Stat, StepMetric};
@@ -263,7 +263,8 @@ where
 /// trajectory is that of an uninterrupted run; damaged checkpoints are named and skipped);
 /// without, `run_dir` must hold no checkpoints. Returns the trained model.
 ///
-/// After SIGINT (with [`interrupt::install`]) the step in progress is finished, a
+/// After SIGINT (with [`interrupt::install`]; under Burn's TUI also Ctrl-C or its "stop the
+/// training", see [`interrupt::tui_renderer`]) the step in progress is finished, a
 /// checkpoint of it written, and the run ends with [`Interrupted`].
 pub fn train<B>(
     model: DeepSeekV32<B>,
@@ -297,8 +298,9 @@ where
     let layers = model.layers.len();
     let model = LanguageModel::new(model, settings.stage);
     if let Some(epoch) = checkpoint {
-        // Burn's learner would load a record of other shapes into a wrong model (or panic).
-        check_record::<B, _>(&checkpoint_file(run_dir, "model", epoch), &model, layers)?;
+        // Burn's learner would load records of other shapes, or another run's optimizer
+        // state, into a wrong model (or panic).
+        check_checkpoint::<B, _>(&checkpoint_file(run_dir, "model", epoch), &checkpoint_file(run_dir, "optim", epoch), &model, layers)?;
     }
     let s = settings;
     let plan = epoch_plan(s, run_dir, resume)?;
@@ -340,10 +342,11 @@ where
         println!("resuming {} after step {}", run_dir.display(), plan.get().end(epoch));
         training = training.checkpoint(epoch);
     }
-    if !std::io::stdout().is_terminal() {
-        training = training.renderer(ProgressLines::new(plan.clone(), s.log_every));
-    }
     let running = interrupt::Training::start();
+    training = match std::io::stdout().is_terminal() {
+        true => training.renderer(interrupt::tui_renderer(checkpoint)),
+        false => training.renderer(ProgressLines::new(plan.clone(), s.log_every)),
+    };
     let result = training.launch(Learner::new(model, optim, schedule));
     drop(result.renderer);
     let done = steps_done.load(Ordering::SeqCst);

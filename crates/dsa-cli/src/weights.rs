@@ -36,12 +36,25 @@ pub fn parameter_shapes<B: Backend, M: Module<B>>(module: &M) -> TensorShapes {
 /// [`RunRecorder`](crate::checkpoint::RunRecorder), verified against its checksum first)
 /// with their shapes, without building any tensor.
 pub fn record_shapes<B: Backend>(file: &Path) -> Result<TensorShapes, RunError> {
+    Ok(read_record::<B>(file)?.tensors)
+}
+
+/// The float tensors of a record file and the ids of its parameters.
+struct RecordContents {
+    /// Every float tensor with its shape.
+    tensors: TensorShapes,
+    /// The id of each parameter (Burn's `ParamId`), by the parameter's name.
+    ids: HashMap<String, String>,
+}
+
+/// Reads record file `file` as [`record_shapes`] does, with the parameters' ids.
+fn read_record<B: Backend>(file: &Path) -> Result<RecordContents, RunError> {
     verify_file(file)?;
     let record: RecordFile = <RunFormat as Recorder<B>>::load_item(&RunFormat::default(), &mut file.with_extension(""))
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let mut found = Vec::new();
-    record.item.flatten(&mut Vec::new(), &mut found);
-    Ok(found)
+    let mut contents = RecordContents { tensors: Vec::new(), ids: HashMap::new() };
+    record.item.flatten(&mut Vec::new(), &mut contents);
+    Ok(contents)
 }
 
 /// Checks the tensors `found` in record file `file` against the parameters `expected` of a
@@ -68,11 +81,50 @@ pub fn check_shapes(file: &Path, found: &[(String, Vec<usize>)], expected: &[(St
     Ok(())
 }
 
-/// Checks the record file `file` against `module` (a model initialised from its
-/// configuration, `num_hidden_layers` layers) with [`record_shapes`] and [`check_shapes`].
-pub fn check_record<B: Backend, M: Module<B>>(file: &Path, module: &M, num_hidden_layers: usize) -> Result<(), RunError> {
-    let found = record_shapes::<B>(file)?;
-    check_shapes(file, &found, &parameter_shapes(module), num_hidden_layers)?;
+/// Checks a learner checkpoint before Burn's learner loads it (Burn checks neither: a record
+/// of other shapes loads into a wrong model or panics, another run's optimizer state
+/// replaces the weights by its master copy): the model record `model_file` against
+/// `module` (a model initialised from its configuration, `num_hidden_layers` layers) with
+/// [`check_shapes`], then the optimizer record `optim_file`, which must be this model's
+/// state of [`MasterWeights`](dsa_burn::MasterWeights) around
+/// [`FusedAdamW`](dsa_burn::FusedAdamW): its master copy (`1.…`) has the parameters of
+/// `module` ([`check_shapes`]) with the ids of `model_file`'s, and each of its moments
+/// (`0.<id>.…`) the id and shape of one of them. An error names the file and the first
+/// tensor that differs.
+pub fn check_checkpoint<B: Backend, M: Module<B>>(model_file: &Path, optim_file: &Path, module: &M, num_hidden_layers: usize) -> Result<(), RunError> {
+    let expected = parameter_shapes(module);
+    let model = read_record::<B>(model_file)?;
+    check_shapes(model_file, &model.tensors, &expected, num_hidden_layers)?;
+    let optim = read_record::<B>(optim_file)?;
+    let foreign = |why: String| -> RunError { format!("{} is not the optimizer state of {}: {why}", optim_file.display(), model_file.display()).into() };
+    let (mut masters, mut moments) = (Vec::new(), Vec::new());
+    for (name, shape) in optim.tensors {
+        match name.split_once('.') {
+            Some(("1", param)) => masters.push((param.to_string(), shape)),
+            Some(("0", moment)) => moments.push((moment.split('.').next().unwrap_or_default().to_string(), name, shape)),
+            _ => return Err(foreign(format!("it holds tensor `{name}`, neither a moment nor a master weight"))),
+        }
+    }
+    if masters.is_empty() {
+        return Err(foreign("it holds no master weights".into()));
+    }
+    check_shapes(optim_file, &masters, &expected, num_hidden_layers)?;
+    for (param, _) in &masters {
+        let (found, wanted) = (optim.ids.get(&format!("1.{param}")), model.ids.get(param));
+        if found != wanted {
+            return Err(foreign(format!("its master copy of `{param}` is parameter {}, the model's is {} (another run's state)", found.map_or("?", |s| s), wanted.map_or("?", |s| s))));
+        }
+    }
+    let params: HashMap<&str, (&str, &Vec<usize>)> = model.tensors.iter().filter_map(|(name, shape)| Some((model.ids.get(name)?.as_str(), (name.as_str(), shape)))).collect();
+    for (id, moment, shape) in &moments {
+        match params.get(id.as_str()) {
+            None => return Err(foreign(format!("its moment `{moment}` is of parameter {id}, which the model does not have (another run's state)"))),
+            Some((param, expected)) if *expected != shape => {
+                return Err(foreign(format!("its moment `{moment}` of `{param}` has shape {shape:?}, the parameter {expected:?}")))
+            }
+            Some(_) => {}
+        }
+    }
     Ok(())
 }
 
@@ -148,27 +200,37 @@ struct RecordFile {
 }
 
 /// A record item's structure: maps (modules, Burn's parameter wrappers, enum variants),
-/// sequences (`Vec` modules), tensors (their shape only) and other values.
+/// sequences (`Vec` modules), tensors (their shape only), strings (parameter ids) and other
+/// values.
 enum Node {
     Tensor(Vec<usize>),
     Map(Vec<(String, Node)>),
     Seq(Vec<Node>),
     Int(u64),
+    Str(String),
     Other,
 }
 
 impl Node {
     /// Appends every tensor under `self` to `found`, named by its module path: map keys
     /// and sequence indices joined by dots, leaving out the `param` level of Burn's
-    /// parameter records.
-    fn flatten(&self, path: &mut Vec<String>, found: &mut TensorShapes) {
+    /// parameter records (whose ids go to `found.ids`).
+    fn flatten(&self, path: &mut Vec<String>, found: &mut RecordContents) {
         match self {
-            Node::Tensor(shape) => found.push((path.join("."), shape.clone())),
+            Node::Tensor(shape) => found.tensors.push((path.join("."), shape.clone())),
             Node::Map(entries) => {
                 for (key, node) in entries {
-                    let is_param = key == "param" && entries.iter().any(|(k, _)| k == "id");
-                    if !is_param {
-                        path.push(key.clone());
+                    let id = entries.iter().find_map(|(k, v)| match (k.as_str(), v) {
+                        ("id", Node::Str(id)) => Some(id),
+                        _ => None,
+                    });
+                    let param_id = id.filter(|_| key == "param");
+                    let is_param = param_id.is_some();
+                    match param_id {
+                        Some(id) => {
+                            found.ids.insert(path.join("."), id.clone());
+                        }
+                        None => path.push(key.clone()),
                     }
                     node.flatten(path, found);
                     if !is_param {
@@ -183,7 +245,7 @@ impl Node {
                     path.pop();
                 }
             }
-            Node::Int(_) | Node::Other => {}
+            Node::Int(_) | Node::Str(_) | Node::Other => {}
         }
     }
 }
@@ -219,8 +281,8 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Other)
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
-        Ok(Node::Other)
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Str(v.to_string()))
     }
 
     fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Node, E> {

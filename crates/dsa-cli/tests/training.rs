@@ -18,7 +18,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use dsa_cli::batcher::{TokenBatch, TokenBatcher};
-use dsa_cli::checkpoint::{checkpoint_file, load_model, PAUSE_IN_WRITE_ENV};
+use dsa_cli::checkpoint::{checkpoint_file, latest_checkpoint, load_model, PAUSE_IN_WRITE_ENV};
 use dsa_cli::corpus::DataArgs;
 use dsa_cli::data::Document;
 use dsa_cli::presets::Preset;
@@ -267,6 +267,168 @@ fn a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed() {
         assert!(text.contains(&format!("warning: not resuming from checkpoint 3: {} is damaged: ", file.display())), "{kind}: {text}");
         assert!(text.contains("resuming") && text.contains("after step 4") && !text.contains("panicked"), "{kind}: {text}");
         assert_same_parameters(&expected, &setup.parameters("run"), &format!("the run resumed past a damaged {kind} file"));
+    }
+    println!("{:.1} s", start.elapsed().as_secs_f64());
+}
+
+/// `train --resume` on a run whose optimizer state is not its own (with a valid checksum)
+/// fails naming the file and the first tensor that differs, before training: the state of
+/// a run with a larger vocabulary (its master weights replaced the model's silently), with
+/// fewer layers (Burn panicked), of another run of the same config (replaced the weights
+/// silently), and a model or scheduler file in its place (Burn panicked). With its own
+/// state back, the run resumes.
+#[test]
+fn a_foreign_optimizer_state_is_refused_naming_the_file_and_the_tensor() {
+    let start = Instant::now();
+    let setup = Setup::new();
+    let train = |out: &str| assert!(setup.train(out, 2, 1, &[]).stdout(Stdio::null()).status().unwrap().success(), "training {out}");
+    let config_file = setup.path("config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_file).unwrap()).unwrap();
+    train("run");
+    train("same");
+    for (out, field, value) in [("vocab", "vocab_size", config["vocab_size"].as_u64().unwrap() + 20), ("layers", "num_hidden_layers", 1)] {
+        let mut other = config.clone();
+        other[field] = value.into();
+        std::fs::write(&config_file, other.to_string()).unwrap();
+        train(out);
+    }
+    let run = setup.temp.path().join("run");
+    for kind in ["model", "optim", "scheduler"] {
+        let file = checkpoint_file(&run, kind, 2);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::remove_file(format!("{}.sum", file.display())).unwrap();
+    }
+    let (optim, model) = (checkpoint_file(&run, "optim", 1), checkpoint_file(&run, "model", 1));
+    let sum = |file: &std::path::Path| format!("{}.sum", file.display());
+    let own = (std::fs::read(&optim).unwrap(), std::fs::read(sum(&optim)).unwrap());
+    let foreign = format!("{} is not the optimizer state of {}: ", optim.display(), model.display());
+    let cases = [
+        (checkpoint_file(&setup.temp.path().join("vocab"), "optim", 1), format!("tensor `model.embed_tokens.weight` in {}: expected shape [{}, 128], found [{}, 128]", optim.display(), config["vocab_size"], config["vocab_size"].as_u64().unwrap() + 20)),
+        (checkpoint_file(&setup.temp.path().join("layers"), "optim", 1), format!("checkpoint {} does not match the model: ", optim.display())),
+        (checkpoint_file(&setup.temp.path().join("same"), "optim", 1), format!("{foreign}its master copy of `model.embed_tokens.weight` is parameter ")),
+        (model.clone(), format!("{foreign}it holds tensor `model.embed_tokens.weight`, neither a moment nor a master weight")),
+        (checkpoint_file(&run, "scheduler", 1), format!("{foreign}it holds no master weights")),
+    ];
+    for (source, message) in cases {
+        std::fs::copy(&source, &optim).unwrap();
+        std::fs::copy(sum(&source), sum(&optim)).unwrap();
+        let Output { status, stdout, stderr } = dsa_cli(&["train", "--out", &setup.path("run"), "--resume"]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+        assert!(!status.success() && text.contains(&format!("error: {message}")) && !text.contains("panicked"), "{}:\n{text}", source.display());
+    }
+    std::fs::write(&optim, &own.0).unwrap();
+    std::fs::write(sum(&optim), &own.1).unwrap();
+    let resumed = setup.resume("run");
+    assert!(resumed.contains("after step 1"), "{resumed}");
+    println!("{:.1} s", start.elapsed().as_secs_f64());
+}
+
+/// A pseudo-terminal whose master side is drained by a thread (Burn's TUI writes to it).
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    fn open() -> Self {
+        use std::os::fd::FromRawFd;
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize { ws_row: 40, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: openpty writes two new descriptors, owned by the files below.
+        assert_eq!(unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) }, 0, "openpty: {}", std::io::Error::last_os_error());
+        let (master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), output.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut reader, &mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self { master, slave, output }
+    }
+
+    /// Runs `command` with the terminal as its controlling terminal, stdin and stdout.
+    fn spawn(&self, mut command: Command) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        command.stdin(self.slave.try_clone().unwrap()).stdout(self.slave.try_clone().unwrap());
+        // SAFETY: setsid and ioctl are async-signal-safe; stdin is the terminal by now.
+        unsafe {
+            command.pre_exec(|| match libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                true => Err(std::io::Error::last_os_error()),
+                false => Ok(()),
+            });
+        }
+        command.spawn().unwrap()
+    }
+
+    /// The terminal's settings.
+    fn settings(&self) -> libc::termios {
+        use std::os::fd::AsRawFd;
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr fills `t` when it returns 0.
+        assert_eq!(unsafe { libc::tcgetattr(self.slave.as_raw_fd(), t.as_mut_ptr()) }, 0);
+        unsafe { t.assume_init() }
+    }
+
+    /// What the terminal showed, its escape sequences dropped (roughly).
+    fn screen(&self) -> String {
+        let bytes = self.output.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes).chars().filter(|c| !c.is_control() || *c == '\n').collect()
+    }
+}
+
+/// Under Burn's TUI (stdout a terminal, which puts it in raw mode), keyboard Ctrl-C and the
+/// TUI's own "stop the training" (`q`, then `s`) end `train` as SIGINT does: the step in
+/// progress finishes, a checkpoint of it is written, the exit status is 130 (before,
+/// Ctrl-C was an ignored key press and `q`, `s` ended the run without a checkpoint of the
+/// steps since the last one, as if complete). A second Ctrl-C exits at once, leaving the
+/// terminal as it was before the TUI.
+#[test]
+fn ctrl_c_or_stop_under_the_tui_finish_the_step_and_write_a_checkpoint() {
+    let start = Instant::now();
+    let setup = Setup::new();
+    for (out, keys) in [("ctrl-c", &["\x03"][..]), ("stop", &["qs"]), ("twice", &["\x03", "\x03"])] {
+        let pty = Pty::open();
+        let cooked = pty.settings();
+        let mut child = pty.spawn(setup.train(out, 1000, 3, &[]));
+        let run = setup.temp.path().join(out);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while latest_checkpoint(&run).is_none() {
+            assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "{out}: no checkpoint:\n{}", pty.screen());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for key in keys {
+            std::io::Write::write_all(&mut &pty.master, key.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{out}: {keys:?} did not end the run:\n{}", pty.screen());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(130), "{out}: {stderr}\n{}", pty.screen());
+        let after = pty.settings();
+        assert_eq!((after.c_lflag, after.c_iflag, after.c_oflag), (cooked.c_lflag, cooked.c_iflag, cooked.c_oflag), "{out}: the terminal was left in other modes");
+        if keys.len() == 2 {
+            assert!(!stderr.contains("interrupted after step") && !stderr.contains("panicked"), "{out}: {stderr}");
+            continue;
+        }
+        let line = stderr.lines().find(|l| l.starts_with("interrupted after step")).unwrap_or_else(|| panic!("{out}: no interruption message:\n{stderr}"));
+        let step: usize = line["interrupted after step ".len()..].split(' ').next().unwrap().parse().unwrap();
+        assert!(step >= 3 && step < 1000 && line.contains("of 1000: checkpoint written in"), "{out}: {line}");
+        let epoch = latest_checkpoint(&run).unwrap();
+        let epochs = std::fs::read_to_string(run.join("epochs.json")).unwrap();
+        println!("{out}: interrupted after step {step}, checkpoint {epoch}, epochs {}", epochs.split_whitespace().collect::<String>());
     }
     println!("{:.1} s", start.elapsed().as_secs_f64());
 }
