@@ -305,7 +305,7 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
         .map_err(|e| format!("{e} (shorten the prompt or lower --max-tokens)"))?;
     let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     // The library names its fields; the user typed the flags.
-    let sampler = Sampler::new(sampling).map_err(|e| format!("--{}", e.replacen("top_p", "top-p", 1)))?;
+    let sampler = Sampler::new(sampling).map_err(|e| format!("--{} {}", e.field().replace('_', "-"), e.requirement()))?;
     let stream = prompts.len() == 1;
     let mut out = std::io::stdout().lock();
     let mut shown = String::new();

@@ -18,7 +18,7 @@
 //!     println!("sequence {sequence}: token {token}");
 //! })?;
 //! assert!(out.tokens.iter().all(|t| t.len() == 4 && t.iter().all(|&id| id < 64)));
-//! # Ok::<(), String>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::time::{Duration, Instant};

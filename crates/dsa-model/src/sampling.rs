@@ -26,6 +26,43 @@ impl SamplingConfig {
     }
 }
 
+/// A [`SamplingConfig`] setting out of its range, with the value given. `Display` names the
+/// field (`top_p 2 must be in (0, 1]`); a front end with its own names for the settings (a
+/// CLI flag) uses [`SamplingError::field`] and [`SamplingError::requirement`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplingError {
+    /// `temperature` negative or not finite.
+    Temperature(f32),
+    /// `top_p` outside `(0, 1]`.
+    TopP(f32),
+}
+
+impl SamplingError {
+    /// The [`SamplingConfig`] field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Temperature(_) => "temperature",
+            Self::TopP(_) => "top_p",
+        }
+    }
+
+    /// The value given and the range it must be in, e.g. `2 must be in (0, 1]`.
+    pub fn requirement(&self) -> String {
+        match self {
+            Self::Temperature(v) => format!("{v} must be a finite number ≥ 0"),
+            Self::TopP(v) => format!("{v} must be in (0, 1]"),
+        }
+    }
+}
+
+impl std::fmt::Display for SamplingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field(), self.requirement())
+    }
+}
+
+impl std::error::Error for SamplingError {}
+
 /// A token chooser; the same configuration and logits give the same tokens.
 ///
 /// ```
@@ -43,13 +80,13 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// A sampler, or why the configuration is invalid.
-    pub fn new(config: SamplingConfig) -> Result<Self, String> {
+    /// A sampler, or which setting is out of range.
+    pub fn new(config: SamplingConfig) -> Result<Self, SamplingError> {
         if !(config.temperature >= 0.0 && config.temperature.is_finite()) {
-            return Err(format!("temperature {} must be a finite number ≥ 0", config.temperature));
+            return Err(SamplingError::Temperature(config.temperature));
         }
         if !(config.top_p > 0.0 && config.top_p <= 1.0) {
-            return Err(format!("top_p {} must be in (0, 1]", config.top_p));
+            return Err(SamplingError::TopP(config.top_p));
         }
         Ok(Self { config, rng: StdRng::seed_from_u64(config.seed) })
     }
@@ -136,7 +173,7 @@ mod tests {
         // Same seed, same tokens; a low temperature is nearly greedy.
         assert_eq!(counts(cfg, &logits, 300), counts(cfg, &logits, 300));
         assert!(counts(SamplingConfig { temperature: 0.01, ..cfg }, &logits, 300)[1] > 295);
-        assert!(Sampler::new(SamplingConfig { top_p: 0.0, ..cfg }).unwrap_err().contains("top_p"));
-        assert!(Sampler::new(SamplingConfig { temperature: -1.0, ..cfg }).unwrap_err().contains("temperature"));
+        assert_eq!(Sampler::new(SamplingConfig { top_p: 0.0, ..cfg }).unwrap_err(), SamplingError::TopP(0.0));
+        assert_eq!(Sampler::new(SamplingConfig { temperature: -1.0, ..cfg }).unwrap_err().to_string(), "temperature -1 must be a finite number ≥ 0");
     }
 }
