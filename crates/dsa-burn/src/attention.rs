@@ -249,7 +249,7 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// Causal self-attention over the whole sequence `x [B, T, d_model]` in the configured
     /// mode (no indexer loss).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward_with_selection(x, None).0
+        self.attend(x, None, None, false).0
     }
 
     /// Attention of `T` new tokens `x [B, T, d_model]` at positions `cache.len()..`: their
@@ -257,8 +257,15 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// cached. Serves prefill (`T` prompt tokens, empty cache), chunked prefill, and decode
     /// (`T = 1`, one new token per sequence); the result equals [`DsaAttention::forward`]
     /// over the whole sequence, restricted to the new tokens.
+    ///
+    /// In sparse mode, while no query's causal prefix is longer than `index_topk` (prefill
+    /// of a short prompt, decode of a short context), the top-k would select every key: the
+    /// indexer's scores and the selection are skipped and the keys attended densely, which is
+    /// the same attention (the indexer's keys are still cached for the later sparse steps).
+    /// [`DsaAttention::forward`] does the same; [`DsaAttention::forward_with_selection`],
+    /// which returns the scores, does not.
     pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut DsaCache<B>) -> Tensor<B, 3> {
-        self.forward_with_selection(x, Some(cache)).0
+        self.attend(x, Some(cache), None, false).0
     }
 
     /// [`DsaAttention::forward`] (no cache) or [`DsaAttention::forward_cached`], also
@@ -312,11 +319,26 @@ impl<B: DsaBackend> DsaAttention<B> {
         cache: Option<&mut DsaCache<B>>,
         pinned: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
     ) -> (Tensor<B, 3>, Option<Selection<B>>) {
+        self.attend(x, cache, pinned, true)
+    }
+
+    /// [`DsaAttention::forward_pinned`]; with `select` false and nothing pinned, a sparse
+    /// step whose queries' causal prefixes all fit in `index_topk` attends densely (see
+    /// [`DsaAttention::forward_cached`]) and returns no selection.
+    fn attend(
+        &self,
+        x: Tensor<B, 3>,
+        cache: Option<&mut DsaCache<B>>,
+        pinned: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
+        select: bool,
+    ) -> (Tensor<B, 3>, Option<Selection<B>>) {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let lat = self.latents(x.clone(), start);
+        let every_key = !select && pinned.is_none() && start + x.dims()[1] <= self.indexer.topk();
+        let dense = self.mode == AttentionMode::Dense || every_key;
         // Dense attention without a cache never needs the indexer's keys; a cache keeps
         // them for a later sparse step.
-        if self.mode == AttentionMode::Dense && cache.is_none() {
+        if dense && cache.is_none() {
             return (self.dense(&lat, lat.kv.clone(), start), None);
         }
         let keys = self.indexer.keys(x.clone(), &self.rope, start);
@@ -324,19 +346,17 @@ impl<B: DsaBackend> DsaAttention<B> {
             Some(cache) => cache.append(lat.kv.clone(), keys),
             None => (lat.kv.clone(), keys),
         };
-        match self.mode {
-            AttentionMode::Dense => (self.dense(&lat, kv, start), None),
-            AttentionMode::Sparse => {
-                let scores = self.indexer.scores(x, lat.qr.clone(), keys, &self.rope, start);
-                let (indices, valid) = match pinned {
-                    Some(pinned) => pinned,
-                    None => ops::topk_select(scores.clone(), self.indexer.topk(), Some(start)),
-                };
-                let q = self.absorbed_queries(&lat);
-                let out = ops::sparse_mla(q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
-                (self.project_out(out), Some(Selection { scores, indices, valid }))
-            }
+        if dense {
+            return (self.dense(&lat, kv, start), None);
         }
+        let scores = self.indexer.scores(x, lat.qr.clone(), keys, &self.rope, start);
+        let (indices, valid) = match pinned {
+            Some(pinned) => pinned,
+            None => ops::topk_select(scores.clone(), self.indexer.topk(), Some(start)),
+        };
+        let q = self.absorbed_queries(&lat);
+        let out = ops::sparse_mla(q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
+        (self.project_out(out), Some(Selection { scores, indices, valid }))
     }
 
     /// Training forward over the whole sequence: the output and the indexer's KL loss.

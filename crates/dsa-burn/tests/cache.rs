@@ -67,3 +67,41 @@ fn decode_selection_covers_all_cached_tokens_when_k_exceeds_them() {
     assert_eq!(idx, [0, 1, 2]);
     assert!(sel.valid.into_data().into_vec::<bool>().unwrap().iter().all(|v| *v));
 }
+
+/// While every query's causal prefix fits in `index_topk`, sparse attention skips the
+/// indexer's scores (its top-k would be every key): an indexer whose query projection is
+/// broken (a wrong shape, which panics when scored) changes nothing there, the keys it caches
+/// on the way serve the sparse steps that follow, and the first step past k scores.
+#[test]
+fn short_contexts_attend_every_key_without_the_indexer() {
+    let dev = Default::default();
+    let tol = Tolerance::<f32>::rel_abs(1e-4, 1e-5);
+    let topk = 5;
+    let attn = config(AttentionMode::Sparse, IndexerQuant::E4m3).init::<B>(&dev);
+    let x = Tensor::<B, 3>::random([2, 12, 48], Distribution::Normal(0.0, 1.0), &dev);
+    // Through the selection (12 > k); this also draws every lazily initialised parameter, so
+    // the clones below share them.
+    let (full, _) = attn.forward_with_selection(x.clone(), None);
+    let dense = attn.clone().with_mode(AttentionMode::Dense);
+
+    let mut broken = attn.clone();
+    broken.indexer.wq_b.weight = burn::module::Param::from_tensor(Tensor::zeros([24, 1], &dev));
+    let short = x.clone().narrow(1, 0, topk);
+    let out = broken.forward(short.clone());
+    out.into_data().assert_approx_eq::<f32>(&dense.forward(short.clone()).into_data(), tol);
+    let mut cache = DsaCache::new();
+    let prefill = broken.forward_cached(short.clone().narrow(1, 0, 3), &mut cache);
+    let decode = broken.forward_cached(short.clone().narrow(1, 3, 2), &mut cache);
+    let want = dense.forward(short).into_data();
+    Tensor::cat(vec![prefill, decode], 1).into_data().assert_approx_eq::<f32>(&want, tol);
+    let past = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| broken.forward_cached(x.clone().narrow(1, topk, 1), &mut cache.clone())));
+    assert!(past.is_err(), "the step past k must score its keys");
+
+    // Prefill and decode across the boundary equal the whole sequence.
+    let mut cache = DsaCache::new();
+    let mut steps = vec![attn.forward_cached(x.clone().narrow(1, 0, 3), &mut cache)];
+    for pos in 3..12 {
+        steps.push(attn.forward_cached(x.clone().narrow(1, pos, 1), &mut cache));
+    }
+    Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), tol);
+}

@@ -91,8 +91,19 @@ impl<B: DsaBackend> Block<B> {
     /// [`Block::forward`] with the choices in `pins` forced, recording what the block did
     /// (the trace's `hidden` is the output).
     pub fn forward_pinned(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>, pins: LayerPins<B>) -> (Tensor<B, 3>, LayerTrace<B>) {
+        self.step(h, cache, pins, true)
+    }
+
+    /// [`Block::forward_pinned`]; with `select` false the attention may skip the indexer
+    /// where its selection would be every key ([`DsaAttention::forward_cached`]), and the
+    /// trace then has no selection.
+    fn step(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>, pins: LayerPins<B>, select: bool) -> (Tensor<B, 3>, LayerTrace<B>) {
         let x = self.input_layernorm.forward(h.clone());
-        let (attn, selection) = self.self_attn.forward_pinned(x, cache, pins.selection);
+        let (attn, selection) = match (select, pins.selection, cache) {
+            (false, None, Some(cache)) => (self.self_attn.forward_cached(x, cache), None),
+            (false, None, None) => (self.self_attn.forward(x), None),
+            (_, pinned, cache) => self.self_attn.forward_pinned(x, cache, pinned),
+        };
         let h = h + attn;
         let (ffn, experts) = self.mlp.forward_pinned(self.post_attention_layernorm.forward(h.clone()), pins.experts);
         let out = h + ffn;
@@ -257,7 +268,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
         let mut pins = pins.into_iter();
         let mut h = self.embed_tokens.forward(tokens);
         for (block, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            let (out, layer) = block.forward_pinned(h, cache.as_deref_mut(), pins.next().unwrap_or_default());
+            let (out, layer) = block.step(h, cache.as_deref_mut(), pins.next().unwrap_or_default(), trace.is_some());
             h = out;
             if let Some(trace) = trace.as_deref_mut() {
                 trace.push(layer);
