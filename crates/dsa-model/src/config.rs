@@ -556,10 +556,15 @@ impl DeepSeekV32Config {
 
     /// The HuggingFace spelling: the derive, after the defaults that depend on other fields
     /// (`num_key_value_heads`, the family's `indexer_rope_interleave`), with
-    /// `rope_parameters` read into `rope_theta` and `rope_scaling`.
+    /// `rope_parameters` read into `rope_theta` and `rope_scaling`, and `dtype` preferred to
+    /// `torch_dtype`.
     fn from_hf_map(mut map: Map<String, Value>) -> Result<Self, ConfigError> {
         if let Some(heads) = map.get("num_attention_heads").cloned() {
             map.entry("num_key_value_heads").or_insert(heads);
+        }
+        // transformers' rule: with both spellings of the (informative) dtype, `dtype` wins.
+        if map.contains_key("dtype") {
+            map.remove("torch_dtype");
         }
         // An unknown `model_type` is left to the derive, which names the field.
         if let Some(family) = map.get("model_type").and_then(|t| ModelType::deserialize(t).ok()) {
@@ -1742,6 +1747,9 @@ mod tests {
         assert_eq!((cfg.rope_theta, cfg.yarn()), (1e6, None));
         assert_eq!(cfg.eos_token_id, [154820, 154827, 154829]);
         assert_eq!(cfg.torch_dtype.as_deref(), Some("bfloat16"));
+        let mut both: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        both["torch_dtype"] = "float32".into();
+        assert_eq!(DeepSeekV32Config::from_json_value(&both).expect("valid").torch_dtype.as_deref(), Some("bfloat16"));
         assert_eq!((cfg.num_nextn_predict_layers, cfg.rms_norm_eps), (1, 1e-5));
         assert_eq!((cfg.n_group, cfg.topk_group, cfg.qk_head_dim()), (1, 1, 256));
         assert!(!cfg.is_moe_layer(2) && cfg.is_moe_layer(3) && cfg.is_moe_layer(77));
