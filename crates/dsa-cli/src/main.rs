@@ -39,6 +39,7 @@ use dsa_model::cache::CacheMemory;
 use dsa_model::conformance::{run_case_with, CaseOptions, Precision};
 use dsa_cli::checkpoint::ModelFiles;
 use dsa_cli::interrupt::{self, Interrupted};
+use dsa_model::config::ScaleFmt;
 use dsa_model::DeepSeekV32Config;
 
 /// DeepSeek-V3.2 with DeepSeek Sparse Attention on Burn.
@@ -74,8 +75,10 @@ enum Command {
         pin: bool,
     },
     /// Check a model's weights against its config as loading does (names, shapes; a run's
-    /// checksum), then print its size (layers, parameters) and its decode-cache memory per
-    /// token, next to DeepSeek-V3.2's full-size numbers.
+    /// checksum), then print its family and the family features it uses (model_type,
+    /// indexer RoPE, MTP layers, RoPE scaling, weight format), its size (layers,
+    /// parameters) and its decode-cache memory per token, next to the full-size numbers of
+    /// its family (DeepSeek-V3.2 or GLM-5).
     Info {
         /// HuggingFace model directory (config.json and safetensors weights) or a dsa-cli
         /// run directory (config.json and model.mpk).
@@ -358,13 +361,40 @@ fn info<B: Backend>(model_dir: &Path, device: &B::Device) -> Result<(), Box<dyn 
         files.tensors.len()
     );
     println!();
-    println!("DeepSeek-V3.2 at full size:");
-    describe(&DeepSeekV32Config::deepseek_v32(), 2);
+    let full = files.cfg.family_full_size();
+    println!("{} at full size:", full.model_type.family());
+    describe(&full, 2);
     Ok(())
 }
 
-/// Prints the sizes of `cfg` and its decode-cache memory, our cache in `elem`-byte floats.
+/// Prints the family features of `cfg`, its sizes and its decode-cache memory, our cache in
+/// `elem`-byte floats.
 fn describe(cfg: &DeepSeekV32Config, elem: usize) {
+    println!("  family: {} (model_type {})", cfg.model_type.family(), cfg.model_type);
+    let rope = match cfg.yarn() {
+        Some(y) => format!("YaRN ×{} over {} positions", y.factor, y.original_max_position_embeddings),
+        None => "no scaling".into(),
+    };
+    println!(
+        "  RoPE: base {}, {rope}; indexer RoPE {}; RMSNorm eps {:e}",
+        cfg.rope_theta,
+        if cfg.indexer_rope_interleave { "interleaved" } else { "non-interleaved (rotate-half)" },
+        cfg.rms_norm_eps
+    );
+    let weights = match &cfg.quantization_config {
+        Some(q) => format!(
+            "FP8 {} with {}×{} blocks, {} scales",
+            q.fmt,
+            q.weight_block_size[0],
+            q.weight_block_size[1],
+            if q.scale_fmt == Some(ScaleFmt::Ue8m0) { "ue8m0" } else { "float" }
+        ),
+        None => cfg.torch_dtype.clone().unwrap_or_else(|| "unquantised".into()),
+    };
+    println!(
+        "  MTP layers: {} (num_nextn_predict_layers; not used yet); weights: {weights}",
+        cfg.num_nextn_predict_layers
+    );
     let moe_layers = (0..cfg.num_hidden_layers)
         .filter(|&l| cfg.is_moe_layer(l))
         .count();

@@ -64,10 +64,38 @@ fn bench_matmul_needs_a_cubecl_backend() {
 #[cfg(feature = "ndarray")]
 #[test]
 fn info_prints_sizes_and_cache_memory() {
-    let case = &cases()[0];
+    // A DeepSeek-V3.2 case (tests/cases also holds a GLM-5-style one).
+    let case = cases().into_iter().find(|c| !c.ends_with("glm5-style")).expect("a DeepSeek case");
     let (out, text) = dsa_cli(&["info".as_ref(), case.as_os_str()]);
     assert!(out.status.success(), "{text}");
     for needle in ["parameters:", "decode cache per token", "DeepSeek-V3.2 at full size", "671.", "78324 B"] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+}
+
+/// `info` names the family and the features a checkpoint uses: GLM-5's interleaved indexer
+/// RoPE and plain RoPE on this repository's GLM-5-style case (compared with GLM-5 at full
+/// size), DeepSeek-V3.2's rotate-half indexer RoPE and YaRN on a DeepSeek case.
+#[cfg(feature = "ndarray")]
+#[test]
+fn info_prints_the_family_features() {
+    let glm = dsa_tests::repo_cases().into_iter().find(|c| c.ends_with("glm5-style")).expect("tests/cases/glm5-style");
+    let (out, text) = dsa_cli(&["info".as_ref(), glm.as_os_str()]);
+    assert!(out.status.success(), "{text}");
+    for needle in [
+        "family: GLM-5 (model_type glm_moe_dsa)",
+        "RoPE: base 1000000, no scaling; indexer RoPE interleaved; RMSNorm eps 1e-5",
+        "MTP layers: 0 (num_nextn_predict_layers; not used yet); weights: FP8 e4m3 with 128×128 blocks, float scales",
+        "GLM-5 at full size:",
+        "MTP layers: 1 (num_nextn_predict_layers; not used yet); weights: bfloat16",
+        "743.91B total",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+    let deepseek = cases().into_iter().find(|c| !c.ends_with("glm5-style")).expect("a DeepSeek case");
+    let (out, text) = dsa_cli(&["info".as_ref(), deepseek.as_os_str()]);
+    assert!(out.status.success(), "{text}");
+    for needle in ["family: DeepSeek-V3.2 (model_type deepseek_v32)", "indexer RoPE non-interleaved (rotate-half)", "YaRN ×4 over 32 positions", "DeepSeek-V3.2 at full size:"] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
     }
 }

@@ -1,9 +1,11 @@
-//! DeepSeek-V3.2 model configuration.
+//! DeepSeek-V3.2 model configuration, for the DSA model family.
 //!
 //! [`DeepSeekV32Config`] reads two spellings of the same configuration:
 //!
 //! * the HuggingFace `config.json` (`model_type: "deepseek_v32"`, `hidden_size`,
-//!   `num_hidden_layers`, `rope_scaling`, `quantization_config`, ...), and
+//!   `num_hidden_layers`, `rope_scaling`, `quantization_config`, ...), also of GLM-5
+//!   (`model_type: "glm_moe_dsa"`, see [`ModelType`]), with transformers 5's
+//!   `rope_parameters`, `dtype` and a list of `eos_token_id`s, and
 //! * the `inference/config_*.json` files of DeepSeek's reference repository
 //!   (`dim`, `n_layers`, `n_heads`, `rope_factor`, `dtype`, ...), whose missing fields take
 //!   the defaults of the reference `ModelArgs`.
@@ -39,8 +41,61 @@ use serde::de::{Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-/// The only `model_type` accepted in a HuggingFace-style config.
-pub const MODEL_TYPE: &str = "deepseek_v32";
+/// The model family of a HuggingFace-style config (`model_type`). The families share one
+/// architecture (MLA with DeepSeek's lightning indexer, DeepSeek-V3 MoE) and one checkpoint
+/// layout (the same tensor names); they differ in the indexer's RoPE and in their sizes.
+///
+/// ```
+/// use dsa_model::config::{DeepSeekV32Config, ModelType};
+///
+/// let glm5 = DeepSeekV32Config::glm5();
+/// assert_eq!(glm5.model_type, ModelType::GlmMoeDsa);
+/// assert_eq!(glm5.model_type.to_string(), "glm_moe_dsa");
+/// assert!(glm5.indexer_rope_interleave);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelType {
+    /// DeepSeek-V3.2 (`deepseek_v32`): the indexer's RoPE rotates halves (non-interleaved).
+    #[serde(rename = "deepseek_v32")]
+    DeepseekV32,
+    /// GLM-5 (`glm_moe_dsa`, zai-org): DeepSeek-V3.2's architecture with an interleaved
+    /// indexer RoPE (`indexer_rope_interleave`, true when absent), and usually
+    /// `rope_parameters` instead of `rope_theta`/`rope_scaling` and a list of
+    /// `eos_token_id`s.
+    #[serde(rename = "glm_moe_dsa")]
+    GlmMoeDsa,
+}
+
+impl ModelType {
+    /// The `model_type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::DeepseekV32 => "deepseek_v32",
+            ModelType::GlmMoeDsa => "glm_moe_dsa",
+        }
+    }
+
+    /// The family's name for people (`DeepSeek-V3.2`, `GLM-5`).
+    pub fn family(self) -> &'static str {
+        match self {
+            ModelType::DeepseekV32 => "DeepSeek-V3.2",
+            ModelType::GlmMoeDsa => "GLM-5",
+        }
+    }
+
+    /// `indexer_rope_interleave` when a config of this family leaves it out: GLM-5's
+    /// indexer rotates interleaved pairs (transformers' `GlmMoeDsaIndexer`), DeepSeek-V3.2's
+    /// rotates halves.
+    pub fn default_indexer_rope_interleave(self) -> bool {
+        self == ModelType::GlmMoeDsa
+    }
+}
+
+impl fmt::Display for ModelType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Width of the blocks in which the lightning indexer quantises its queries and keys to FP8
 /// (one scale per block).
@@ -225,6 +280,26 @@ impl<'de> Deserialize<'de> for RopeScaling {
     }
 }
 
+/// `rope_parameters` (transformers 5): the RoPE base and the kind of scaling, whose
+/// parameters (for `yarn`) are read from the same object as [`RopeScaling`].
+#[derive(Deserialize)]
+struct RopeParameters {
+    #[serde(default = "default_rope_theta")]
+    rope_theta: f64,
+    rope_type: RopeType,
+}
+
+/// The `rope_type`s of `rope_parameters` supported.
+#[derive(Deserialize)]
+enum RopeType {
+    /// Plain RoPE.
+    #[serde(rename = "default")]
+    Default,
+    /// YaRN.
+    #[serde(rename = "yarn")]
+    Yarn,
+}
+
 /// Weight quantisation (`quantization_config`): FP8 e4m3 with one float32 scale per block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizationConfig {
@@ -279,8 +354,8 @@ pub struct DeepSeekV32Config {
     /// HuggingFace `architectures` (informative).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub architectures: Vec<String>,
-    /// Must be [`MODEL_TYPE`].
-    pub model_type: String,
+    /// The model family; any other `model_type` is an error naming the field.
+    pub model_type: ModelType,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Model width (`dim`).
@@ -340,25 +415,31 @@ pub struct DeepSeekV32Config {
     /// Feed-forward activation.
     #[serde(default)]
     pub hidden_act: Activation,
-    /// Epsilon of the RMSNorms (default 1e-6).
+    /// Epsilon of every RMSNorm, the latents' included (default 1e-6; GLM-5 has 1e-5).
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
     /// Maximum sequence length (`max_seq_len`).
     pub max_position_embeddings: usize,
-    /// RoPE base (default 10000).
+    /// RoPE base (default 10000). A config may give it, as transformers 5 writes them, in
+    /// `rope_parameters.rope_theta` instead (see [`DeepSeekV32Config::from_json_value`]).
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
-    /// RoPE scaling; see [`DeepSeekV32Config::yarn`] for when it applies.
+    /// RoPE scaling; see [`DeepSeekV32Config::yarn`] for when it applies. From
+    /// `rope_parameters` when its `rope_type` is `yarn` (`default`: none).
     pub rope_scaling: Option<RopeScaling>,
+    /// MLA's RoPE rotates interleaved pairs `(2i, 2i+1)` (HuggingFace `rope_interleave`,
+    /// default true, as in DeepSeek's and GLM-5's checkpoints); `false` is refused.
+    #[serde(default = "yes")]
+    pub rope_interleave: bool,
     /// Lightning indexer heads.
     pub index_n_heads: usize,
     /// Lightning indexer head dim (a power of two, multiple of [`INDEX_QUANT_BLOCK`]).
     pub index_head_dim: usize,
     /// Tokens selected per query by the indexer.
     pub index_topk: usize,
-    /// Interleaved (pairs `(2i, 2i+1)`) RoPE in the indexer instead of rotate-half
-    /// (GLM-5-style DSA models); `false` for DeepSeek-V3.2 (the default).
-    #[serde(default)]
+    /// Interleaved (pairs `(2i, 2i+1)`) RoPE in the indexer instead of rotate-half: GLM-5
+    /// (`true` in its config, and the default of [`ModelType::GlmMoeDsa`]); `false` for
+    /// DeepSeek-V3.2 (its default).
     pub indexer_rope_interleave: bool,
     /// Whether the LM head shares the embedding matrix.
     #[serde(default)]
@@ -366,11 +447,13 @@ pub struct DeepSeekV32Config {
     /// Beginning-of-sequence token, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<u64>,
-    /// End-of-sequence token, if given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eos_token_id: Option<u64>,
-    /// Storage dtype of the unquantised weights (informative), if given.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// End-of-sequence tokens: one number (DeepSeek) or a list (GLM-5 has three); empty
+    /// when absent.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub eos_token_id: Vec<u64>,
+    /// Storage dtype of the unquantised weights (informative), if given; transformers 5
+    /// writes it as `dtype`.
+    #[serde(alias = "dtype", skip_serializing_if = "Option::is_none")]
     pub torch_dtype: Option<String>,
     /// FP8 weight quantisation; `None` for unquantised checkpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -424,6 +507,25 @@ impl DeepSeekV32Config {
     }
 
     /// Normalises and validates an already parsed JSON document of either spelling.
+    ///
+    /// A HuggingFace-style document may give the RoPE as transformers 5 writes it,
+    /// `rope_parameters` (`rope_theta` and `rope_type`: `default`, or `yarn` with the keys of
+    /// `rope_scaling`), as GLM-5's config does; with `rope_theta` or `rope_scaling` beside it,
+    /// they must agree.
+    ///
+    /// ```
+    /// use dsa_model::config::{DeepSeekV32Config, ModelType};
+    ///
+    /// let mut v = serde_json::to_value(DeepSeekV32Config::tiny(64)).unwrap();
+    /// v["model_type"] = "glm_moe_dsa".into();
+    /// v["rope_parameters"] = serde_json::json!({"rope_theta": 1e6, "rope_type": "default"});
+    /// v.as_object_mut().unwrap().remove("rope_theta");
+    /// v.as_object_mut().unwrap().remove("indexer_rope_interleave");
+    /// let cfg = DeepSeekV32Config::from_json_value(&v)?;
+    /// assert_eq!((cfg.model_type, cfg.rope_theta), (ModelType::GlmMoeDsa, 1e6));
+    /// assert!(cfg.indexer_rope_interleave && cfg.rope_scaling.is_none());
+    /// # Ok::<(), dsa_model::config::ConfigError>(())
+    /// ```
     pub fn from_json_value(value: &Value) -> Result<Self, ConfigError> {
         let Value::Object(map) = value else {
             return Err(ConfigError::Json {
@@ -434,12 +536,7 @@ impl DeepSeekV32Config {
         let mut map = map.clone();
         strip_nulls(&mut map);
         let cfg = if map.contains_key("model_type") || map.contains_key("hidden_size") {
-            if let Some(heads) = map.get("num_attention_heads").cloned() {
-                map.entry("num_key_value_heads").or_insert(heads);
-            }
-            let mut track = serde_path_to_error::Track::new();
-            Self::deserialize(serde_path_to_error::Deserializer::new(Value::Object(map), &mut track))
-                .map_err(|e| field_error(&track.path(), &e))?
+            Self::from_hf_map(map)?
         } else {
             let args: ModelArgs = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
                 match field_error(e.path(), e.inner()) {
@@ -454,6 +551,53 @@ impl DeepSeekV32Config {
             args.into()
         };
         cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The HuggingFace spelling: the derive, after the defaults that depend on other fields
+    /// (`num_key_value_heads`, the family's `indexer_rope_interleave`), with
+    /// `rope_parameters` read into `rope_theta` and `rope_scaling`, and `dtype` preferred to
+    /// `torch_dtype`.
+    fn from_hf_map(mut map: Map<String, Value>) -> Result<Self, ConfigError> {
+        if let Some(heads) = map.get("num_attention_heads").cloned() {
+            map.entry("num_key_value_heads").or_insert(heads);
+        }
+        // transformers' rule: with both spellings of the (informative) dtype, `dtype` wins.
+        if map.contains_key("dtype") {
+            map.remove("torch_dtype");
+        }
+        // An unknown `model_type` is left to the derive, which names the field.
+        if let Some(family) = map.get("model_type").and_then(|t| ModelType::deserialize(t).ok()) {
+            map.entry("indexer_rope_interleave").or_insert(family.default_indexer_rope_interleave().into());
+        }
+        let rope = match map.remove("rope_parameters") {
+            Some(value) => {
+                let params: RopeParameters = nested("rope_parameters", &value)?;
+                let scaling = match params.rope_type {
+                    RopeType::Default => None,
+                    RopeType::Yarn => Some(nested::<RopeScaling>("rope_parameters", &value)?),
+                };
+                Some((params.rope_theta, scaling))
+            }
+            None => None,
+        };
+        let (theta_given, scaling_given) = (map.contains_key("rope_theta"), map.contains_key("rope_scaling"));
+        let mut track = serde_path_to_error::Track::new();
+        let mut cfg = Self::deserialize(serde_path_to_error::Deserializer::new(Value::Object(map), &mut track))
+            .map_err(|e| field_error(&track.path(), &e))?;
+        if let Some((theta, scaling)) = rope {
+            if theta_given && cfg.rope_theta != theta {
+                return Err(ConfigError::invalid(
+                    "rope_parameters.rope_theta",
+                    format!("{theta} differs from rope_theta = {}", cfg.rope_theta),
+                ));
+            }
+            if scaling_given && cfg.rope_scaling != scaling {
+                return Err(ConfigError::invalid("rope_parameters", "differs from rope_scaling"));
+            }
+            cfg.rope_theta = theta;
+            cfg.rope_scaling = scaling;
+        }
         Ok(cfg)
     }
 
@@ -472,7 +616,7 @@ impl DeepSeekV32Config {
     pub fn deepseek_v32() -> Self {
         Self {
             architectures: vec!["DeepseekV32ForCausalLM".into()],
-            model_type: MODEL_TYPE.into(),
+            model_type: ModelType::DeepseekV32,
             vocab_size: 129280,
             hidden_size: 7168,
             intermediate_size: 18432,
@@ -509,13 +653,14 @@ impl DeepSeekV32Config {
                 mscale: 1.0,
                 mscale_all_dim: Some(1.0),
             })),
+            rope_interleave: true,
             index_n_heads: 64,
             index_head_dim: 128,
             index_topk: 2048,
             indexer_rope_interleave: false,
             tie_word_embeddings: false,
             bos_token_id: Some(0),
-            eos_token_id: Some(1),
+            eos_token_id: vec![1],
             torch_dtype: Some("bfloat16".into()),
             quantization_config: Some(QuantizationConfig {
                 quant_method: "fp8".into(),
@@ -525,6 +670,77 @@ impl DeepSeekV32Config {
                 scale_fmt: Some(ScaleFmt::Ue8m0),
             }),
             scale_fmt: None,
+        }
+    }
+
+    /// GLM-5 at full size (the HuggingFace `config.json` of zai-org/GLM-5, `glm_moe_dsa`):
+    /// 78 layers (3 dense), width 6144, 64 heads with 192 + 64 query/key dims and 256 value
+    /// dims, 256 experts of which 8 are active (one group), a 32-head indexer with
+    /// interleaved RoPE, plain RoPE with base 10^6 over 202752 positions, one MTP layer,
+    /// bf16 weights.
+    ///
+    /// ```
+    /// use dsa_model::config::DeepSeekV32Config;
+    ///
+    /// let cfg = DeepSeekV32Config::glm5();
+    /// cfg.validate()?;
+    /// assert_eq!((cfg.hidden_size, cfg.num_hidden_layers, cfg.index_n_heads), (6144, 78, 32));
+    /// assert!(cfg.indexer_rope_interleave && cfg.yarn().is_none());
+    /// # Ok::<(), dsa_model::config::ConfigError>(())
+    /// ```
+    pub fn glm5() -> Self {
+        Self {
+            architectures: vec!["GlmMoeDsaForCausalLM".into()],
+            model_type: ModelType::GlmMoeDsa,
+            vocab_size: 154880,
+            hidden_size: 6144,
+            intermediate_size: 12288,
+            moe_intermediate_size: 2048,
+            num_hidden_layers: 78,
+            num_nextn_predict_layers: 1,
+            first_k_dense_replace: 3,
+            moe_layer_freq: 1,
+            num_attention_heads: 64,
+            num_key_value_heads: 64,
+            n_routed_experts: 256,
+            n_shared_experts: 1,
+            num_experts_per_tok: 8,
+            n_group: 1,
+            topk_group: 1,
+            scoring_func: ScoringFunc::Sigmoid,
+            topk_method: TopkMethod::NoauxTc,
+            norm_topk_prob: true,
+            routed_scaling_factor: 2.5,
+            q_lora_rank: 2048,
+            kv_lora_rank: 512,
+            qk_nope_head_dim: 192,
+            qk_rope_head_dim: 64,
+            v_head_dim: 256,
+            hidden_act: Activation::Silu,
+            rms_norm_eps: 1e-5,
+            max_position_embeddings: 202752,
+            rope_theta: 1e6,
+            rope_scaling: None,
+            rope_interleave: true,
+            index_n_heads: 32,
+            index_head_dim: 128,
+            index_topk: 2048,
+            indexer_rope_interleave: true,
+            tie_word_embeddings: false,
+            bos_token_id: None,
+            eos_token_id: vec![154820, 154827, 154829],
+            torch_dtype: Some("bfloat16".into()),
+            quantization_config: None,
+            scale_fmt: None,
+        }
+    }
+
+    /// The full-size model of this config's family ([`DeepSeekV32Config::deepseek_v32`] or
+    /// [`DeepSeekV32Config::glm5`]), for comparisons.
+    pub fn family_full_size(&self) -> Self {
+        match self.model_type {
+            ModelType::DeepseekV32 => Self::deepseek_v32(),
+            ModelType::GlmMoeDsa => Self::glm5(),
         }
     }
 
@@ -543,7 +759,7 @@ impl DeepSeekV32Config {
     pub fn tiny(vocab_size: usize) -> Self {
         Self {
             architectures: vec!["DeepseekV32ForCausalLM".into()],
-            model_type: MODEL_TYPE.into(),
+            model_type: ModelType::DeepseekV32,
             vocab_size,
             hidden_size: 256,
             intermediate_size: 512,
@@ -573,13 +789,14 @@ impl DeepSeekV32Config {
             max_position_embeddings: 2048,
             rope_theta: 10000.0,
             rope_scaling: None,
+            rope_interleave: true,
             index_n_heads: 4,
             index_head_dim: 128,
             index_topk: 64,
             indexer_rope_interleave: false,
             tie_word_embeddings: false,
             bos_token_id: None,
-            eos_token_id: None,
+            eos_token_id: Vec::new(),
             torch_dtype: Some("bfloat16".into()),
             quantization_config: None,
             scale_fmt: None,
@@ -589,15 +806,6 @@ impl DeepSeekV32Config {
     /// Checks that the configuration is complete, consistent and supported; the error names
     /// the first offending field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.model_type != MODEL_TYPE {
-            return Err(ConfigError::invalid(
-                "model_type",
-                format!(
-                    "unknown model_type `{}` (expected `{MODEL_TYPE}`)",
-                    self.model_type
-                ),
-            ));
-        }
         for (field, value) in self.sizes() {
             if value > MAX_SIZE {
                 return Err(ConfigError::invalid(field, format!("{value} exceeds the largest supported size, {MAX_SIZE}")));
@@ -627,6 +835,13 @@ impl DeepSeekV32Config {
                     "{} differs from num_attention_heads = {} (MLA has no grouped KV heads)",
                     self.num_key_value_heads, self.num_attention_heads
                 ),
+            ));
+        }
+        if !self.rope_interleave {
+            return Err(ConfigError::invalid(
+                "rope_interleave",
+                "false (rotate-half RoPE in MLA) is not supported: DeepSeek-V3.2 and GLM-5 rotate \
+                 interleaved pairs",
             ));
         }
         if !self.qk_rope_head_dim.is_multiple_of(2) {
@@ -1080,7 +1295,7 @@ impl From<ModelArgs> for DeepSeekV32Config {
         let fp8 = a.dtype == Dtype::Fp8;
         Self {
             architectures: Vec::new(),
-            model_type: MODEL_TYPE.into(),
+            model_type: ModelType::DeepseekV32,
             vocab_size: a.vocab_size,
             hidden_size: a.dim,
             intermediate_size: a.inter_dim,
@@ -1120,13 +1335,14 @@ impl From<ModelArgs> for DeepSeekV32Config {
                 mscale: a.mscale,
                 mscale_all_dim: Some(a.mscale),
             })),
+            rope_interleave: true,
             index_n_heads: a.index_n_heads,
             index_head_dim: a.index_head_dim,
             index_topk: a.index_topk,
             indexer_rope_interleave: a.indexer_rope_interleave,
             tie_word_embeddings: false,
             bos_token_id: None,
-            eos_token_id: None,
+            eos_token_id: Vec::new(),
             torch_dtype: None,
             quantization_config: fp8.then(|| QuantizationConfig {
                 quant_method: "fp8".into(),
@@ -1215,6 +1431,34 @@ fn field_error(path: &serde_path_to_error::Path, err: &serde_json::Error) -> Con
         reason.replace_range(at.., "expected an object");
     }
     ConfigError::invalid(path, reason)
+}
+
+/// Reads the object `value` of field `field` as a `T`; errors name the field inside it
+/// (`field.key`).
+fn nested<'a, T: Deserialize<'a>>(field: &str, value: &'a Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." { field.to_owned() } else { format!("{field}.{inner}") };
+        match field_error(e.path(), e.inner()) {
+            ConfigError::Missing { field: name } => ConfigError::Missing { field: format!("{field}.{name}") },
+            ConfigError::Invalid { reason, .. } => ConfigError::invalid(path, reason),
+            other => other,
+        }
+    })
+}
+
+/// Reads one token id or a list of them.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a token id or a list of token ids")]
+    enum OneOrMany {
+        One(u64),
+        Many(Vec<u64>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(id) => vec![id],
+        OneOrMany::Many(ids) => ids,
+    })
 }
 
 /// Reads a string that must be `expected`.
@@ -1327,7 +1571,12 @@ mod tests {
             let path = case.join("config.json");
             let hf = DeepSeekV32Config::from_file(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert_eq!(hf.model_type, MODEL_TYPE);
+            if hf.model_type == ModelType::GlmMoeDsa {
+                // GLM-5-style cases (tests/cases/glm5-style) have no reference spelling.
+                assert!(hf.indexer_rope_interleave, "{}", path.display());
+                continue;
+            }
+            assert_eq!(hf.model_type, ModelType::DeepseekV32);
             assert_eq!(hf.qk_head_dim(), hf.qk_nope_head_dim + hf.qk_rope_head_dim);
             assert!(!hf.indexer_rope_interleave);
             let yarn = hf
@@ -1351,7 +1600,7 @@ mod tests {
             // Metadata that the reference spelling does not carry.
             from_ref.architectures = hf.architectures.clone();
             from_ref.bos_token_id = hf.bos_token_id;
-            from_ref.eos_token_id = hf.eos_token_id;
+            from_ref.eos_token_id = hf.eos_token_id.clone();
             from_ref.torch_dtype = hf.torch_dtype.clone();
             if let (Some(a), Some(b)) = (&mut from_ref.quantization_config, &hf.quantization_config)
             {
@@ -1432,7 +1681,7 @@ mod tests {
         let mut reference = DeepSeekV32Config::from_json_value(&reference).expect("valid");
         reference.architectures = hf.architectures.clone();
         reference.bos_token_id = hf.bos_token_id;
-        reference.eos_token_id = hf.eos_token_id;
+        reference.eos_token_id = hf.eos_token_id.clone();
         reference.torch_dtype = hf.torch_dtype.clone();
         reference.num_nextn_predict_layers = hf.num_nextn_predict_layers;
         assert_eq!(reference, hf);
@@ -1467,6 +1716,119 @@ mod tests {
         );
     }
 
+    /// GLM-5's `config.json` (zai-org/GLM-5, as transformers 5 wrote it; its field names and
+    /// values also in transformers' `GlmMoeDsaConfig` and vLLM's GLM-5 test checkpoints),
+    /// with the keys our config ignores (`attention_bias`, `head_dim`, `qk_head_dim`,
+    /// `pad_token_id`, ...).
+    const GLM5_CONFIG: &str = r#"{
+        "architectures": ["GlmMoeDsaForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "dtype": "bfloat16", "eos_token_id": [154820, 154827, 154829],
+        "ep_size": 1, "first_k_dense_replace": 3, "hidden_act": "silu", "head_dim": 64,
+        "hidden_size": 6144, "index_head_dim": 128, "index_n_heads": 32, "index_topk": 2048,
+        "indexer_rope_interleave": true, "initializer_range": 0.02, "intermediate_size": 12288,
+        "kv_lora_rank": 512, "max_position_embeddings": 202752, "moe_intermediate_size": 2048,
+        "moe_layer_freq": 1, "model_type": "glm_moe_dsa", "n_group": 1, "n_routed_experts": 256,
+        "n_shared_experts": 1, "norm_topk_prob": true, "num_attention_heads": 64,
+        "num_experts_per_tok": 8, "num_hidden_layers": 78, "num_key_value_heads": 64,
+        "num_nextn_predict_layers": 1, "pad_token_id": 154820, "pretraining_tp": 1,
+        "q_lora_rank": 2048, "qk_head_dim": 256, "qk_nope_head_dim": 192, "qk_rope_head_dim": 64,
+        "rms_norm_eps": 1e-05, "rope_interleave": true,
+        "rope_parameters": {"rope_theta": 1000000, "rope_type": "default"},
+        "routed_scaling_factor": 2.5, "scoring_func": "sigmoid", "tie_word_embeddings": false,
+        "topk_group": 1, "topk_method": "noaux_tc", "transformers_version": "5.0.2.dev0",
+        "use_cache": true, "v_head_dim": 256, "vocab_size": 154880 }"#;
+
+    #[test]
+    fn glm5_config_reads_with_its_own_field_names() {
+        let cfg = DeepSeekV32Config::from_json_str(GLM5_CONFIG).expect("valid GLM-5 config");
+        assert_eq!(cfg, DeepSeekV32Config::glm5());
+        assert_eq!(cfg.model_type, ModelType::GlmMoeDsa);
+        assert!(cfg.indexer_rope_interleave && cfg.rope_interleave);
+        assert_eq!((cfg.rope_theta, cfg.yarn()), (1e6, None));
+        assert_eq!(cfg.eos_token_id, [154820, 154827, 154829]);
+        assert_eq!(cfg.torch_dtype.as_deref(), Some("bfloat16"));
+        let mut both: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        both["torch_dtype"] = "float32".into();
+        assert_eq!(DeepSeekV32Config::from_json_value(&both).expect("valid").torch_dtype.as_deref(), Some("bfloat16"));
+        assert_eq!((cfg.num_nextn_predict_layers, cfg.rms_norm_eps), (1, 1e-5));
+        assert_eq!((cfg.n_group, cfg.topk_group, cfg.qk_head_dim()), (1, 1, 256));
+        assert!(!cfg.is_moe_layer(2) && cfg.is_moe_layer(3) && cfg.is_moe_layer(77));
+        assert!(cfg.attention().indexer_rope_interleave);
+        // zai-org's model card: 744B parameters, 40B active (ours counts the 0.95B embedding).
+        let p = cfg.parameter_count();
+        assert_eq!((p.total / 1_000_000_000, p.active / 1_000_000_000), (743, 41));
+        assert_eq!(cfg.softmax_scale(), 256f64.powf(-0.5));
+        // It serialises in our (legacy HF) spelling and reads back the same.
+        let back = DeepSeekV32Config::from_json_str(&serde_json::to_string(&cfg).expect("serialisable")).expect("valid");
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn the_family_sets_the_indexer_rope_default() {
+        let glm: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        let without_flag = |model_type: &str| {
+            let mut v = glm.clone();
+            v.as_object_mut().expect("object").remove("indexer_rope_interleave");
+            v["model_type"] = model_type.into();
+            DeepSeekV32Config::from_json_value(&v).expect("valid")
+        };
+        assert!(without_flag("glm_moe_dsa").indexer_rope_interleave);
+        let deepseek = without_flag("deepseek_v32");
+        assert!(!deepseek.indexer_rope_interleave);
+        assert_eq!(deepseek.model_type, ModelType::DeepseekV32);
+        // An explicit flag wins over the family's default.
+        let mut v = glm.clone();
+        v["indexer_rope_interleave"] = false.into();
+        assert!(!DeepSeekV32Config::from_json_value(&v).expect("valid").indexer_rope_interleave);
+    }
+
+    #[test]
+    fn rope_parameters_read_like_rope_theta_and_rope_scaling() {
+        // DeepSeek-V3.2's YaRN written as transformers 5 writes it.
+        let mut v = serde_json::to_value(DeepSeekV32Config::deepseek_v32()).expect("serialisable");
+        let mut rope = v["rope_scaling"].clone();
+        rope.as_object_mut().expect("object").remove("type");
+        rope["rope_type"] = "yarn".into();
+        rope["rope_theta"] = 10000.into();
+        let map = v.as_object_mut().expect("object");
+        map.remove("rope_scaling");
+        map.remove("rope_theta");
+        v["rope_parameters"] = rope.clone();
+        assert_eq!(DeepSeekV32Config::from_json_value(&v).expect("valid"), DeepSeekV32Config::deepseek_v32());
+        // Beside the legacy fields they must agree.
+        v["rope_theta"] = 10000.into();
+        DeepSeekV32Config::from_json_value(&v).expect("the same base");
+        v["rope_theta"] = 20000.into();
+        let e = DeepSeekV32Config::from_json_value(&v).unwrap_err();
+        assert_names(&e, "rope_parameters.rope_theta", &["10000", "20000"]);
+        let e = error_after(|v| v["rope_parameters"] = serde_json::json!({"rope_type": "linear", "factor": 2.0}));
+        assert_names(&e, "rope_parameters.rope_type", &["linear", "yarn"]);
+        let e = error_after(|v| v["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0}));
+        assert_names(&e, "rope_parameters.original_max_position_embeddings", &["missing"]);
+        let e = error_after(|v| v["rope_parameters"] = serde_json::json!({"rope_theta": "big", "rope_type": "default"}));
+        assert_names(&e, "rope_parameters.rope_theta", &["big"]);
+    }
+
+    #[test]
+    fn glm5_style_fields_that_are_refused_are_named() {
+        let glm: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        let refused = |edit: fn(&mut Value)| {
+            let mut v = glm.clone();
+            edit(&mut v);
+            DeepSeekV32Config::from_json_value(&v).expect_err("must be refused")
+        };
+        let e = refused(|v| v["model_type"] = "glm4_moe".into());
+        assert_names(&e, "model_type", &["glm4_moe", "glm_moe_dsa", "deepseek_v32"]);
+        let e = refused(|v| v["rope_interleave"] = false.into());
+        assert_names(&e, "rope_interleave", &["not supported"]);
+        let e = refused(|v| v["eos_token_id"] = "end".into());
+        assert_names(&e, "eos_token_id", &["a token id or a list of token ids"]);
+        let e = refused(|v| {
+            v.as_object_mut().expect("object").remove("model_type");
+        });
+        assert_names(&e, "model_type", &["missing"]);
+    }
+
     /// Applies `edit` to the tiny config's HF JSON and returns the parse error.
     fn error_after(edit: impl FnOnce(&mut Value)) -> ConfigError {
         let mut v = serde_json::to_value(DeepSeekV32Config::tiny(64)).expect("serialisable");
@@ -1486,7 +1848,7 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let cases: [(fn(&mut Value), &str, &[&str]); 14] = [
-            (|v| v["model_type"] = "llama".into(), "model_type", &["llama"]),
+            (|v| v["model_type"] = "llama".into(), "model_type", &["llama", "deepseek_v32", "glm_moe_dsa"]),
             (|v| v["vocab_size"] = "many".into(), "vocab_size", &["integer", "many"]),
             (|v| v["num_experts_per_tok"] = 9.into(), "num_experts_per_tok", &["n_routed_experts"]),
             (|v| v["topk_group"] = 3.into(), "topk_group", &["n_group"]),
@@ -1506,7 +1868,7 @@ mod tests {
         }
         let e = error_after(|v| {
             v.as_object_mut().expect("object").remove("hidden_size");
-            v["model_type"] = MODEL_TYPE.into();
+            v["model_type"] = "deepseek_v32".into();
         });
         assert_names(&e, "hidden_size", &["missing"]);
         let e = error_after(|v| {

@@ -1,5 +1,10 @@
 //! HuggingFace checkpoint names → Burn modules.
 //!
+//! GLM-5 checkpoints (`glm_moe_dsa`) use DeepSeek-V3.2's names (`self_attn.indexer.wq_b`,
+//! `mlp.experts.<e>.gate_proj`, `mlp.gate.e_score_correction_bias`, its MTP layer as
+//! `model.layers.<num_hidden_layers>.*`, ...); GLM-5-FP8 leaves the indexer's projections
+//! unquantised, which loads like any tensor without `weight_scale_inv`.
+//!
 //! HF stores a linear layer's weight as `[out, in]` (`<prefix>.weight`); Burn's [`Linear`]
 //! holds `[in, out]`. Every loader checks shapes against the configuration, so a wrong
 //! checkpoint fails with the tensor's name, the expected and found shapes, and its file.
