@@ -268,8 +268,9 @@ pub struct GenerateArgs {
     pub allow_nonfinite: bool,
     /// Prompts; without any, the prompt is read from --file or stdin. One prompt is echoed
     /// and its continuation streamed. Several make a batch, streamed as lines `[N]+TEXT`
-    /// (prompt N, from 1, gained TEXT; a newline in TEXT is written `\n`, a backslash
-    /// `\\`), then printed whole as lines `[N] PROMPT+CONTINUATION`.
+    /// (prompt N, from 1, gained TEXT; in TEXT a newline is written `\n`, a carriage
+    /// return `\r`, a backslash `\\`), then printed whole as lines
+    /// `[N] PROMPT+CONTINUATION`.
     pub prompts: Vec<String>,
     /// Read the prompt from this file.
     #[arg(long)]
@@ -396,7 +397,7 @@ impl<B: DsaBackend> Session<'_, B> {
             writeln!(out)?;
             generated
         } else {
-            let generated = self.generate(&tokens, |i, text| writeln!(out, "[{}]+{}", i + 1, text.replace('\\', "\\\\").replace('\n', "\\n")))?;
+            let generated = self.generate(&tokens, |i, text| writeln!(out, "[{}]+{}", i + 1, text.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r")))?;
             for (i, (prompt, new)) in prompts.iter().zip(&generated.tokens).enumerate() {
                 writeln!(out, "[{}] {prompt}{}", i + 1, self.tokenizer.decode(new))?;
             }

@@ -339,3 +339,48 @@ fn chat_applies_the_template_bos_and_stop_tokens() {
     let file = dir.join("tokenizer_config.json").display().to_string();
     assert!(!out.status.success() && text.contains(&format!("error: {file} has no `chat_template`: --chat needs one (or --chat-template FILE)")), "{text}");
 }
+
+/// A batch is streamed as `[N]+TEXT` lines (line breaks and backslashes escaped) that add up
+/// to each prompt's continuation, then printed whole as `[N] PROMPT+CONTINUATION`.
+#[cfg(feature = "ndarray")]
+#[test]
+fn batches_are_streamed_per_sequence() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    hf_model_dir(dir, |_| {});
+    let tokenizer = dsa_cli::tokenizer::TextTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let prompts = ["ABSURDITY, n.", "A statement\nor belief"];
+    let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(["generate", "--print-tokens", "--temperature", "0", "--max-tokens", "6", "--model"]).arg(dir).args(prompts).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let unescape = |text: &str| {
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            out.push(match c {
+                '\\' => match chars.next() {
+                    Some('n') => '\n',
+                    Some('r') => '\r',
+                    _ => '\\',
+                },
+                c => c,
+            });
+        }
+        out
+    };
+    let lines: Vec<&str> = stdout.lines().collect();
+    let first_whole = lines.iter().position(|l| l.starts_with("[1] ")).unwrap_or_else(|| panic!("{stdout}"));
+    let mut total = 0;
+    for (i, prompt) in prompts.iter().enumerate() {
+        let label = format!("generated tokens [{}]: ", i + 1);
+        let line = stderr.lines().find_map(|l| l.strip_prefix(label.as_str())).unwrap_or_else(|| panic!("{stderr}"));
+        let new: Vec<u32> = serde_json::from_str(line).unwrap();
+        let streamed: String = lines[..first_whole].iter().filter_map(|l| l.strip_prefix(&format!("[{}]+", i + 1))).map(|piece| unescape(piece)).collect();
+        assert_eq!(streamed, tokenizer.decode(&new), "sequence {}:\n{stdout}", i + 1);
+        total += streamed.len();
+        assert!(stdout.contains(&format!("[{}] {prompt}{}\n", i + 1, tokenizer.decode(&new))), "{stdout}");
+    }
+    // The random model also draws ids beyond the tokenizer's, which make a text decode to
+    // nothing.
+    assert!(total > 0, "nothing streamed:\n{stdout}");
+}
