@@ -384,3 +384,36 @@ fn batches_are_streamed_per_sequence() {
     // nothing.
     assert!(total > 0, "nothing streamed:\n{stdout}");
 }
+
+/// `generate --chat` on a terminal (a pseudo-terminal from util-linux's `script`; skipped
+/// without it): turn after turn, the second prompt is the whole conversation so far, the
+/// first reply included, laid out by the template.
+#[cfg(feature = "ndarray")]
+#[test]
+fn interactive_chat_keeps_the_conversation() {
+    use std::io::Write;
+    use std::process::Stdio;
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("skipped: no `script` command for a pseudo-terminal");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    hf_model_dir(dir, |_| {});
+    let template = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsa-model/testdata/chat_templates/deepseek-v3.1.jinja")).unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), serde_json::json!({"chat_template": template, "bos_token": "<|endoftext|>"}).to_string()).unwrap();
+    let command = format!("{} generate --chat --print-tokens --temperature 0 --max-tokens 4 --model {}", env!("CARGO_BIN_EXE_dsa-cli"), dir.display());
+    let mut child = Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"Hi\nagain\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success() && text.contains("(Ctrl-D ends)"), "{text}");
+    let ids = |label: &str| -> Vec<Vec<u32>> { text.lines().filter_map(|l| l.split_once(label)).map(|(_, ids)| serde_json::from_str(ids).unwrap()).collect() };
+    let (prompts, replies) = (ids("prompt tokens [1]: "), ids("generated tokens [1]: "));
+    assert_eq!((prompts.len(), replies.len()), (2, 2), "{text}");
+    let tokenizer = dsa_cli::tokenizer::TextTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let first = "<|endoftext|><｜User｜>Hi<｜Assistant｜></think>";
+    assert_eq!(prompts[0], tokenizer.encode(first));
+    let reply = tokenizer.decode(&replies[0]);
+    assert_eq!(prompts[1], tokenizer.encode(&format!("{first}{reply}<｜end▁of▁sentence｜><｜User｜>again<｜Assistant｜></think>")));
+}
