@@ -375,7 +375,7 @@ fn batches_are_streamed_per_sequence() {
         let label = format!("generated tokens [{}]: ", i + 1);
         let line = stderr.lines().find_map(|l| l.strip_prefix(label.as_str())).unwrap_or_else(|| panic!("{stderr}"));
         let new: Vec<u32> = serde_json::from_str(line).unwrap();
-        let streamed: String = lines[..first_whole].iter().filter_map(|l| l.strip_prefix(&format!("[{}]+", i + 1))).map(|piece| unescape(piece)).collect();
+        let streamed: String = lines[..first_whole].iter().filter_map(|l| l.strip_prefix(&format!("[{}]+", i + 1))).map(&unescape).collect();
         assert_eq!(streamed, tokenizer.decode(&new), "sequence {}:\n{stdout}", i + 1);
         total += streamed.len();
         assert!(stdout.contains(&format!("[{}] {prompt}{}\n", i + 1, tokenizer.decode(&new))), "{stdout}");
