@@ -258,8 +258,8 @@ fn new_model<B: Backend>(
 #[derive(Args, Clone, Debug)]
 pub struct GenerateArgs {
     /// The model: a dsa-cli run directory or a HuggingFace directory with `tokenizer.json`
-    /// (and, for --chat, BOS and stop tokens, `tokenizer_config.json` and
-    /// `generation_config.json`).
+    /// (the chat template, BOS and stop tokens come from `tokenizer_config.json` and
+    /// `generation_config.json` beside it).
     #[arg(long)]
     pub model: PathBuf,
     /// Load HuggingFace weights even if they hold NaN or ±inf, or FP8 block scales that
