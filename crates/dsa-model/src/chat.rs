@@ -369,6 +369,21 @@ mod tests {
         assert_eq!(special.prompt(vec![3, 4]), [3, 4]);
     }
 
+    /// Both templates drop the thinking of earlier assistant turns, with Python string
+    /// methods (`split` with a limit, negative indices, `strip`s): the conversation renders
+    /// as if the reply had been given without it.
+    #[test]
+    fn earlier_thinking_is_dropped() {
+        let mut thought = conversation();
+        thought[2].content = "<think>\nHmm.\n</think>Hello!".into();
+        let deepseek = json!({"bos_token": "<｜begin▁of▁sentence｜>", "chat_template": DEEPSEEK_V3_1});
+        let glm = json!({"chat_template": GLM_4_6});
+        for config in [deepseek, glm] {
+            let format = PromptFormat::from_json(&config.to_string(), None).unwrap();
+            assert_eq!(format.render(&thought, true).unwrap(), format.render(&conversation(), true).unwrap());
+        }
+    }
+
     /// The list form of `chat_template` uses the template named `default`; the stop tokens
     /// merge `eos_token` and a single `eos_token_id`.
     #[test]
