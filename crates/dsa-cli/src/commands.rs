@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use dsa_burn::{AttentionMode, DsaBackend};
-use dsa_model::chat::{ChatMessage, ChatTemplates, PromptFormat, SpecialTokens};
+use dsa_model::chat::{ChatMessage, PromptFormat, SpecialTokens};
 use dsa_model::generation::{check_positions, generate, Generated};
 use dsa_model::sampling::{Sampler, SamplingConfig};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
@@ -278,10 +278,10 @@ pub struct GenerateArgs {
     /// Every non-empty line of --file or stdin is a prompt (a batch).
     #[arg(long)]
     pub lines: bool,
-    /// Chat through the checkpoint's chat template (`chat_template` of
-    /// `tokenizer_config.json`). On a terminal: turn after turn, each reply streamed, the
-    /// whole conversation re-rendered and prefilled every turn, Ctrl-D ends. Otherwise
-    /// stdin is one user turn and the reply is printed.
+    /// Chat through the checkpoint's chat template (`chat_template.jinja`, or the
+    /// `chat_template` of `tokenizer_config.json`). On a terminal: turn after turn, each
+    /// reply streamed, the whole conversation re-rendered and prefilled every turn, Ctrl-D
+    /// ends. Otherwise stdin is one user turn and the reply is printed.
     #[arg(long, conflicts_with_all = ["prompts", "file", "lines"])]
     pub chat: bool,
     /// A system message opening the --chat conversation.
@@ -337,7 +337,7 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
         return session.complete(&prompts);
     }
     if let Some(path) = &args.chat_template {
-        format.tokenizer.chat_template = Some(ChatTemplates::One(read_text(path)?));
+        format.set_chat_template(read_text(path)?, path.clone());
     }
     format.chat_template().map_err(|e| format!("{e}: --chat needs one (or --chat-template FILE)"))?;
     let mut messages: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s.as_str())).collect();

@@ -337,7 +337,7 @@ fn chat_applies_the_template_bos_and_stop_tokens() {
     // Without a template: an error naming the file and the field.
     let (out, text) = dsa_cli(&["generate".as_ref(), "--chat".as_ref(), "--model".as_ref(), dir.as_os_str()]);
     let file = dir.join("tokenizer_config.json").display().to_string();
-    assert!(!out.status.success() && text.contains(&format!("error: {file} has no `chat_template`: --chat needs one (or --chat-template FILE)")), "{text}");
+    assert!(!out.status.success() && text.contains(&format!("error: {file} has no `chat_template` (nor is there a chat_template.jinja beside it): --chat needs one (or --chat-template FILE)")), "{text}");
 }
 
 /// A batch is streamed as `[N]+TEXT` lines (line breaks and backslashes escaped) that add up

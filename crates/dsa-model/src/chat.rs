@@ -1,6 +1,6 @@
 //! Prompts the way a HuggingFace checkpoint wants them: its chat template, its BOS token and
-//! its stop tokens, read from `tokenizer_config.json` and `generation_config.json` beside
-//! `tokenizer.json`. Chat templates are Jinja; they are rendered with `minijinja` under the
+//! its stop tokens, read from `tokenizer_config.json` (or `chat_template.jinja`) and
+//! `generation_config.json` beside `tokenizer.json`. Chat templates are Jinja; they are rendered with `minijinja` under the
 //! settings of HuggingFace's `apply_chat_template` (blocks trimmed and left-stripped,
 //! Python's string and dict methods, `raise_exception`), with `messages`,
 //! `add_generation_prompt`, `bos_token` and `eos_token` in the context.
@@ -39,6 +39,9 @@ use serde::{Deserialize, Serialize};
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 /// The generation defaults file of a HuggingFace checkpoint.
 pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+/// The chat template file of newer HuggingFace checkpoints; it replaces the `chat_template`
+/// of `tokenizer_config.json`, as in `transformers`.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// One message of a conversation, as chat templates see it (`message.role`,
 /// `message.content`).
@@ -158,6 +161,8 @@ pub struct PromptFormat {
     pub tokenizer_file: PathBuf,
     /// The `generation_config.json` read (named in errors).
     pub generation_file: PathBuf,
+    /// Where the chat template comes from (named in errors).
+    pub template_file: PathBuf,
 }
 
 /// The token ids a prompt format resolves to with a tokenizer.
@@ -195,9 +200,9 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T, Str
 }
 
 impl PromptFormat {
-    /// The prompt format of the checkpoint directory `dir`: `tokenizer_config.json` and
-    /// `generation_config.json`, each optional (absent: no template, no BOS, no stop
-    /// tokens of its own).
+    /// The prompt format of the checkpoint directory `dir`: `tokenizer_config.json`,
+    /// `chat_template.jinja` and `generation_config.json`, each optional (absent: no
+    /// template, no BOS, no stop tokens of its own).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, String> {
         let dir = dir.as_ref();
         let read = |name: &str| {
@@ -210,12 +215,23 @@ impl PromptFormat {
         };
         let (tokenizer, tokenizer_file) = read(TOKENIZER_CONFIG_FILE)?;
         let (generation, generation_file) = read(GENERATION_CONFIG_FILE)?;
-        Ok(Self {
+        let mut format = Self {
             tokenizer: tokenizer.map(|t| parse(&t, &tokenizer_file)).transpose()?.unwrap_or_default(),
             generation: generation.map(|g| parse(&g, &generation_file)).transpose()?.unwrap_or_default(),
+            template_file: tokenizer_file.clone(),
             tokenizer_file,
             generation_file,
-        })
+        };
+        if let (Some(template), file) = read(CHAT_TEMPLATE_FILE)? {
+            format.set_chat_template(template, file);
+        }
+        Ok(format)
+    }
+
+    /// Uses `template`, read from `file`, as the chat template.
+    pub fn set_chat_template(&mut self, template: String, file: PathBuf) {
+        self.tokenizer.chat_template = Some(ChatTemplates::One(template));
+        self.template_file = file;
     }
 
     /// The prompt format of the texts of a `tokenizer_config.json` and, if there is one, a
@@ -231,6 +247,7 @@ impl PromptFormat {
         Ok(Self {
             tokenizer: parse(tokenizer_config, &tokenizer_file)?,
             generation: generation_config.map(|g| parse(g, &generation_file)).transpose()?.unwrap_or_default(),
+            template_file: tokenizer_file.clone(),
             tokenizer_file,
             generation_file,
         })
@@ -240,7 +257,7 @@ impl PromptFormat {
     pub fn chat_template(&self) -> Result<&str, String> {
         let file = self.tokenizer_file.display();
         match &self.tokenizer.chat_template {
-            None => Err(format!("{file} has no `chat_template`")),
+            None => Err(format!("{file} has no `chat_template` (nor is there a {CHAT_TEMPLATE_FILE} beside it)")),
             Some(ChatTemplates::One(template)) => Ok(template),
             Some(ChatTemplates::Named(named)) => named.iter().find(|t| t.name == "default").map(|t| t.template.as_str()).ok_or_else(|| {
                 let names: Vec<&str> = named.iter().map(|t| t.name.as_str()).collect();
@@ -255,7 +272,7 @@ impl PromptFormat {
         let bos = self.tokenizer.bos_token.as_ref().map(SpecialToken::content);
         let eos = self.tokenizer.eos_token.as_ref().map(SpecialToken::content);
         render_chat(self.chat_template()?, messages, add_generation_prompt, bos, eos)
-            .map_err(|e| format!("the `chat_template` of {}: {e}", self.tokenizer_file.display()))
+            .map_err(|e| format!("the chat template in {}: {e}", self.template_file.display()))
     }
 
     /// The BOS and stop token ids, `token_id` giving the id of a token's text (the
@@ -418,16 +435,22 @@ mod tests {
             assert!(err.starts_with(message), "{tokenizer} {generation:?}: {err}");
         }
         let format = PromptFormat::from_json(r#"{"eos_token": "</s>", "add_bos_token": true}"#, None).unwrap();
-        assert_eq!(format.render(&[], true).unwrap_err(), "tokenizer_config.json has no `chat_template`");
+        assert_eq!(format.render(&[], true).unwrap_err(), "tokenizer_config.json has no `chat_template` (nor is there a chat_template.jinja beside it)");
         assert_eq!(format.special_tokens(|_| Some(0)).unwrap_err(), "tokenizer_config.json: `add_bos_token` is true but there is no `bos_token` (nor a `bos_token_id` in generation_config.json)");
         let format = PromptFormat::from_json(r#"{"eos_token": "</s>", "chat_template": "{% if %}"}"#, None).unwrap();
         assert_eq!(format.special_tokens(|_| None).unwrap_err(), "tokenizer_config.json: `eos_token` \"</s>\" is not a token of the tokenizer");
-        assert!(format.render(&[], true).unwrap_err().starts_with("the `chat_template` of tokenizer_config.json: syntax error"));
+        assert!(format.render(&[], true).unwrap_err().starts_with("the chat template in tokenizer_config.json: syntax error"));
 
-        // From a directory: absent files are no template, a bad one is named by its path.
+        // From a directory: absent files are no template, a bad one is named by its path;
+        // chat_template.jinja replaces tokenizer_config.json's template.
         let dir = std::env::temp_dir().join(format!("dsa-chat-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(PromptFormat::from_dir(&dir).unwrap().tokenizer, TokenizerConfig::default());
+        std::fs::write(dir.join(TOKENIZER_CONFIG_FILE), r#"{"chat_template": "config"}"#).unwrap();
+        assert_eq!(PromptFormat::from_dir(&dir).unwrap().render(&[], true).unwrap(), "config");
+        std::fs::write(dir.join(CHAT_TEMPLATE_FILE), "jinja {% if %}").unwrap();
+        let err = PromptFormat::from_dir(&dir).unwrap().render(&[], true).unwrap_err();
+        assert!(err.starts_with(&format!("the chat template in {}: syntax error", dir.join(CHAT_TEMPLATE_FILE).display())), "{err}");
         std::fs::write(dir.join(GENERATION_CONFIG_FILE), r#"{"eos_token_id": -1}"#).unwrap();
         let err = PromptFormat::from_dir(&dir).unwrap_err();
         assert!(err.starts_with(&format!("{}: field `eos_token_id`: ", dir.join(GENERATION_CONFIG_FILE).display())), "{err}");
