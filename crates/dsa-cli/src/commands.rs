@@ -321,8 +321,15 @@ pub struct GenerateArgs {
 /// `tokenizer_config.json` asks for it.
 pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> Result<(), RunError> {
     let prompts = if args.chat { Vec::new() } else { read_prompts(args)? };
-    let (cfg, model, tokenizer) = load_model::<B>(&args.model, args.allow_nonfinite, device)?;
+    // Before the model loads: the chat template.
     let mut format = PromptFormat::from_dir(&args.model)?;
+    if args.chat {
+        if let Some(path) = &args.chat_template {
+            format.set_chat_template(read_text(path)?, path.clone());
+        }
+        format.chat_template().map_err(|e| format!("{e}: --chat needs one (or --chat-template FILE)"))?;
+    }
+    let (cfg, model, tokenizer) = load_model::<B>(&args.model, args.allow_nonfinite, device)?;
     let special = format.special_tokens(|token| tokenizer.token_id(token))?;
     let mut stop = special.stop.clone();
     if !stop.contains(&tokenizer.eos()) {
@@ -336,10 +343,6 @@ pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> R
     if !args.chat {
         return session.complete(&prompts);
     }
-    if let Some(path) = &args.chat_template {
-        format.set_chat_template(read_text(path)?, path.clone());
-    }
-    format.chat_template().map_err(|e| format!("{e}: --chat needs one (or --chat-template FILE)"))?;
     let mut messages: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s.as_str())).collect();
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
