@@ -1,7 +1,7 @@
 //! The training and generation commands of `dsa-cli`: `tokenizer train`, `warmup`,
 //! `train [--dense]` and `generate` (their arguments and what they do).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -9,7 +9,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use dsa_burn::{AttentionMode, DsaBackend};
-use dsa_model::generation::{check_positions, generate};
+use dsa_model::chat::{ChatMessage, PromptFormat, SpecialTokens};
+use dsa_model::generation::{check_positions, generate, Generated};
 use dsa_model::sampling::{Sampler, SamplingConfig};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
 use serde::{Deserialize, Serialize};
@@ -256,15 +257,20 @@ fn new_model<B: Backend>(
 /// `dsa-cli generate`.
 #[derive(Args, Clone, Debug)]
 pub struct GenerateArgs {
-    /// The model: a dsa-cli run directory or a HuggingFace directory with `tokenizer.json`.
+    /// The model: a dsa-cli run directory or a HuggingFace directory with `tokenizer.json`
+    /// (the chat template, BOS and stop tokens come from `tokenizer_config.json` and
+    /// `generation_config.json` beside it).
     #[arg(long)]
     pub model: PathBuf,
     /// Load HuggingFace weights even if they hold NaN or ±inf, or FP8 block scales that
     /// are not finite and positive (rejected by default).
     #[arg(long)]
     pub allow_nonfinite: bool,
-    /// Prompts (several make a batch); without any, the prompt is read from --file or
-    /// stdin.
+    /// Prompts; without any, the prompt is read from --file or stdin. One prompt is echoed
+    /// and its continuation streamed. Several make a batch, streamed as lines `[N]+TEXT`
+    /// (prompt N, from 1, gained TEXT; in TEXT a newline is written `\n`, a carriage
+    /// return `\r`, a backslash `\\`), then printed whole as lines
+    /// `[N] PROMPT+CONTINUATION`.
     pub prompts: Vec<String>,
     /// Read the prompt from this file.
     #[arg(long)]
@@ -272,6 +278,23 @@ pub struct GenerateArgs {
     /// Every non-empty line of --file or stdin is a prompt (a batch).
     #[arg(long)]
     pub lines: bool,
+    /// Chat through the checkpoint's chat template (`chat_template.jinja`, or the
+    /// `chat_template` of `tokenizer_config.json`). On a terminal: turn after turn, each
+    /// reply streamed, the whole conversation re-rendered and prefilled every turn, Ctrl-D
+    /// ends. Otherwise stdin is one user turn and the reply is printed.
+    #[arg(long, conflicts_with_all = ["prompts", "file", "lines"])]
+    pub chat: bool,
+    /// A system message opening the --chat conversation.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// A Jinja chat template file used instead of the checkpoint's (e.g. for
+    /// DeepSeek-V3.2, which ships none).
+    #[arg(long, requires = "chat")]
+    pub chat_template: Option<PathBuf>,
+    /// Print each prompt's token ids as fed to the model (chat template and BOS applied)
+    /// and the generated ids to stderr.
+    #[arg(long)]
+    pub print_tokens: bool,
     /// Tokens to generate per prompt.
     #[arg(long, default_value_t = 200, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_tokens: usize,
@@ -292,59 +315,171 @@ pub struct GenerateArgs {
     pub dense: bool,
 }
 
-/// `dsa-cli generate`: streams the continuation of one prompt (or prints those of a batch)
-/// to stdout and the speed to stderr.
+/// `dsa-cli generate`: streams the continuation of the prompts, or the replies of a chat,
+/// to stdout and the speed to stderr. Generation stops at the tokenizer's end-of-text token
+/// and the checkpoint's stop tokens; BOS is put in front of each prompt where
+/// `tokenizer_config.json` asks for it.
 pub fn run_generate<B: DsaBackend>(args: &GenerateArgs, device: &B::Device) -> Result<(), RunError> {
-    let prompts = read_prompts(args)?;
+    let prompts = if args.chat { Vec::new() } else { read_prompts(args)? };
+    // Before the model loads: the chat template.
+    let mut format = PromptFormat::from_dir(&args.model)?;
+    if args.chat {
+        if let Some(path) = &args.chat_template {
+            format.set_chat_template(read_text(path)?, path.clone());
+        }
+        format.chat_template().map_err(|e| format!("{e}: --chat needs one (or --chat-template FILE)"))?;
+    }
     let (cfg, model, tokenizer) = load_model::<B>(&args.model, args.allow_nonfinite, device)?;
-    let mode = if args.dense { AttentionMode::Dense } else { AttentionMode::Sparse };
-    let model = model.with_attention_mode(mode);
-    let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();
-    // Before anything is printed: a streamed prompt is echoed first.
-    check_positions(&tokens, args.max_tokens, cfg.max_position_embeddings)
-        .map_err(|e| format!("{e} (shorten the prompt or lower --max-tokens)"))?;
+    let special = format.special_tokens(|token| tokenizer.token_id(token))?;
+    let mut stop = special.stop.clone();
+    if !stop.contains(&tokenizer.eos()) {
+        stop.push(tokenizer.eos());
+    }
     let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     // The library names its fields; the user typed the flags.
     let sampler = Sampler::new(sampling).map_err(|e| format!("--{} {}", e.field().replace('_', "-"), e.requirement()))?;
-    let stream = prompts.len() == 1;
-    let mut out = std::io::stdout().lock();
-    let mut shown = String::new();
-    if stream {
-        write!(out, "{}", prompts[0])?;
-        out.flush()?;
+    let mode = if args.dense { AttentionMode::Dense } else { AttentionMode::Sparse };
+    let session = Session { model: model.with_attention_mode(mode), mode, max_positions: cfg.max_position_embeddings, tokenizer, special, stop, sampler, args };
+    if !args.chat {
+        return session.complete(&prompts);
     }
-    let mut streamed = Vec::new();
-    let generated = generate(&model, &tokens, args.max_tokens, cfg.max_position_embeddings, &sampler, Some(tokenizer.eos()), |_, token| {
-        if stream {
-            streamed.push(token);
-            // Print what decodes completely (a multi-byte character may span tokens).
-            let text = tokenizer.decode(&streamed);
-            if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(shown.as_str()) {
-                write!(out, "{}", &text[shown.len()..]).ok();
-                out.flush().ok();
-                shown = text;
+    let mut messages: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s.as_str())).collect();
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut bytes = Vec::new();
+        stdin.lock().read_to_end(&mut bytes)?;
+        let turn = String::from_utf8(bytes).map_err(|_| "stdin is not valid UTF-8")?;
+        if turn.trim().is_empty() {
+            return Err("no user turn on stdin for --chat".into());
+        }
+        messages.push(ChatMessage::new("user", turn.trim_end_matches('\n')));
+        session.reply(&format, &messages)?;
+        return Ok(());
+    }
+    eprintln!("chat with {} (Ctrl-D ends)", args.model.display());
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        messages.push(ChatMessage::new("user", line.trim_end_matches('\n')));
+        let reply = session.reply(&format, &messages)?;
+        messages.push(ChatMessage::new("assistant", reply));
+    }
+}
+
+/// A loaded model with what `generate` needs around it.
+struct Session<'a, B: DsaBackend> {
+    model: DeepSeekV32<B>,
+    mode: AttentionMode,
+    max_positions: usize,
+    tokenizer: TextTokenizer,
+    special: SpecialTokens,
+    /// The checkpoint's stop tokens and the tokenizer's end-of-text token.
+    stop: Vec<u32>,
+    sampler: Sampler,
+    args: &'a GenerateArgs,
+}
+
+impl<B: DsaBackend> Session<'_, B> {
+    /// Continues `prompts` (text): one streamed after its echo, several streamed as
+    /// `[N]+TEXT` lines and then printed whole.
+    fn complete(&self, prompts: &[String]) -> Result<(), RunError> {
+        let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| self.special.prompt(self.tokenizer.encode(p))).collect();
+        let mut out = std::io::stdout().lock();
+        let generated = if let [prompt] = prompts {
+            self.check(&tokens)?;
+            write!(out, "{prompt}")?;
+            out.flush()?;
+            let generated = self.generate(&tokens, |_, text| write!(out, "{text}").and_then(|()| out.flush()))?;
+            writeln!(out)?;
+            generated
+        } else {
+            let generated = self.generate(&tokens, |i, text| writeln!(out, "[{}]+{}", i + 1, text.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r")))?;
+            for (i, (prompt, new)) in prompts.iter().zip(&generated.tokens).enumerate() {
+                writeln!(out, "[{}] {prompt}{}", i + 1, self.tokenizer.decode(new))?;
+            }
+            generated
+        };
+        self.report(&tokens, &generated);
+        Ok(())
+    }
+
+    /// Renders `messages` with the chat template, streams the assistant's reply and returns
+    /// it (without its stop token).
+    fn reply(&self, format: &PromptFormat, messages: &[ChatMessage]) -> Result<String, RunError> {
+        let tokens = vec![self.special.prompt(self.tokenizer.encode(&format.render(messages, true)?))];
+        let mut out = std::io::stdout().lock();
+        let generated = self.generate(&tokens, |_, text| write!(out, "{text}").and_then(|()| out.flush()))?;
+        writeln!(out)?;
+        self.report(&tokens, &generated);
+        Ok(self.tokenizer.decode(&generated.tokens[0]))
+    }
+
+    /// Refuses prompts that do not fit the model's positions with --max-tokens.
+    fn check(&self, tokens: &[Vec<u32>]) -> Result<(), RunError> {
+        check_positions(tokens, self.args.max_tokens, self.max_positions).map_err(|e| format!("{e} (shorten the prompt or lower --max-tokens)").into())
+    }
+
+    /// Generates from `tokens` (checked first), handing `show(sequence, text)` each piece
+    /// of text as soon as it decodes completely (a multi-byte character may span tokens)
+    /// and the rest at the end.
+    fn generate(&self, tokens: &[Vec<u32>], mut show: impl FnMut(usize, &str) -> std::io::Result<()>) -> Result<Generated, RunError> {
+        self.check(tokens)?;
+        if self.args.print_tokens {
+            for (i, prompt) in tokens.iter().enumerate() {
+                eprintln!("prompt tokens [{}]: {prompt:?}", i + 1);
             }
         }
-    })?;
-    if stream {
-        let text = tokenizer.decode(&generated.tokens[0]);
-        writeln!(out, "{}", text.strip_prefix(shown.as_str()).unwrap_or(""))?;
-    } else {
-        for (i, (prompt, new)) in prompts.iter().zip(&generated.tokens).enumerate() {
-            writeln!(out, "[{}] {prompt}{}", i + 1, tokenizer.decode(new))?;
+        let mut shown = vec![String::new(); tokens.len()];
+        let mut failed = None;
+        let mut new: Vec<Vec<u32>> = vec![Vec::new(); tokens.len()];
+        let generated = generate(&self.model, tokens, self.args.max_tokens, self.max_positions, &self.sampler, &self.stop, |i, token| {
+            new[i].push(token);
+            let text = self.tokenizer.decode(&new[i]);
+            if !text.ends_with('\u{FFFD}') && text.len() > shown[i].len() && text.starts_with(shown[i].as_str()) {
+                if let Err(e) = show(i, &text[shown[i].len()..]) {
+                    failed.get_or_insert(e);
+                }
+                shown[i] = text;
+            }
+        })?;
+        for (i, (new, shown)) in generated.tokens.iter().zip(&shown).enumerate() {
+            let rest = self.tokenizer.decode(new);
+            match rest.strip_prefix(shown.as_str()) {
+                Some("") | None => {}
+                Some(rest) => show(i, rest)?,
+            }
         }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if self.args.print_tokens {
+            for (i, new) in generated.tokens.iter().enumerate() {
+                eprintln!("generated tokens [{}]: {new:?}", i + 1);
+            }
+        }
+        Ok(generated)
     }
-    let new_tokens: usize = generated.tokens.iter().map(Vec::len).sum();
-    let prompt_tokens: usize = tokens.iter().map(Vec::len).sum();
-    eprintln!(
-        "{new_tokens} tokens generated for {} prompt(s) ({prompt_tokens} prompt tokens, {:?} attention): prefill {:.2} s, decode {:.2} s, {:.1} tokens/s",
-        prompts.len(),
-        mode,
-        generated.prefill.as_secs_f64(),
-        generated.decode.as_secs_f64(),
-        generated.decode_tokens as f64 / generated.decode.as_secs_f64().max(1e-9)
-    );
-    Ok(())
+
+    /// The speed line on stderr.
+    fn report(&self, tokens: &[Vec<u32>], generated: &Generated) {
+        let new_tokens: usize = generated.tokens.iter().map(Vec::len).sum();
+        let prompt_tokens: usize = tokens.iter().map(Vec::len).sum();
+        eprintln!(
+            "{new_tokens} tokens generated for {} prompt(s) ({prompt_tokens} prompt tokens, {:?} attention): prefill {:.2} s, decode {:.2} s, {:.1} tokens/s",
+            tokens.len(),
+            self.mode,
+            generated.prefill.as_secs_f64(),
+            generated.decode.as_secs_f64(),
+            generated.decode_tokens as f64 / generated.decode.as_secs_f64().max(1e-9)
+        );
+    }
 }
 
 /// The prompts of `generate`: the arguments, else --file or stdin (one, or one per line

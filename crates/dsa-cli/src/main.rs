@@ -13,6 +13,7 @@
 //! dsa-cli train --init runs/warmup --seq-len 64 --steps 150 --out runs/sparse
 //! dsa-cli train --out runs/sparse --resume         # after an interruption
 //! dsa-cli generate --model runs/sparse "DEVIL, n."
+//! dsa-cli generate --model HF_DIR --chat            # the checkpoint's chat template
 //! dsa-cli plot ours.jsonl peer.jsonl --out cost.png  # a benchmark run's cost curve
 //! dsa-cli --backend cuda --dtype bf16 bench-train --seq-len 8192  # training steps, JSON lines
 //! dsa-cli --backend cuda --dtype bf16 bench-matmul  # cubek matmul strategies on the projections
@@ -119,7 +120,8 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
-    /// Generate text with the KV + indexer caches (streamed; tokens/s on stderr).
+    /// Generate text with the KV + indexer caches (streamed; tokens/s on stderr), or chat
+    /// through the checkpoint's chat template (--chat).
     Generate(GenerateArgs),
     /// Time whole training steps (forward, backward, AdamW) of a preset on random tokens per
     /// stage and length: JSON lines of step ms, tokens/s, model TFLOP/s and MFU as

@@ -122,7 +122,7 @@ pub fn accuracy<B: DsaBackend>(
         let (prompts, answers): (Vec<_>, Vec<_>) = chunk.iter().map(|ex| ex.tokens(tokenizer, len)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
         let max_new = answers.iter().map(Vec::len).max().unwrap_or(0);
         let greedy = Sampler::new(SamplingConfig::greedy()).map_err(|e| e.to_string())?;
-        let out = generate(model, &prompts, max_new, len, &greedy, None, |_, _| {})?;
+        let out = generate(model, &prompts, max_new, len, &greedy, &[], |_, _| {})?;
         right += chunk.iter().zip(&out.tokens).filter(|(ex, new)| answers_right(&tokenizer.decode(new), &ex.answer)).count();
     }
     Ok(right as f64 / examples.len().max(1) as f64)

@@ -106,6 +106,11 @@ impl TextTokenizer {
         self.inner.decode(ids, true).unwrap_or_default()
     }
 
+    /// The id of the token whose text is `token` (added tokens included), if any.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// The end-of-text token.
     pub fn eos(&self) -> u32 {
         self.eos

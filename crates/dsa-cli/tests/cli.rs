@@ -293,3 +293,155 @@ fn nonfinite_weights_are_refused_unless_allowed() {
     let (out, text) = generate(&["--allow-nonfinite"]);
     assert!(out.status.success() && !text.contains("must be finite"), "{text}");
 }
+
+/// `generate --chat` with stdin not a terminal: one user turn through a real chat template
+/// (the checkpoint's, or --chat-template's), BOS in front where `tokenizer_config.json` asks
+/// for it but not doubled when the template writes it, and the reply ending at a stop id of
+/// `generation_config.json`. The expected prompts are the tokens of the conversations as the
+/// templates lay them out, written here.
+#[cfg(feature = "ndarray")]
+#[test]
+fn chat_applies_the_template_bos_and_stop_tokens() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    hf_model_dir(dir, |_| {});
+    let templates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsa-model/testdata/chat_templates");
+    let tokenizer = dsa_cli::tokenizer::TextTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    // The trained tokenizer's only special token serves as BOS and EOS.
+    let bos = tokenizer.eos();
+    let config = |json: serde_json::Value| std::fs::write(dir.join("tokenizer_config.json"), json.to_string()).unwrap();
+    // Runs a chat turn; the prompt and generated ids it prints, its stdout and stderr.
+    let chat = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dsa-cli"))
+            .args(["generate", "--chat", "--print-tokens", "--temperature", "0", "--max-tokens", "8", "--model"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"Hi there\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "{extra:?}:\n{stdout}{stderr}");
+        let ids = |label: &str| -> Vec<u32> {
+            let line = stderr.lines().find_map(|l| l.strip_prefix(label)).unwrap_or_else(|| panic!("no `{label}` in:\n{stderr}"));
+            serde_json::from_str(line).unwrap()
+        };
+        (ids("prompt tokens [1]: "), ids("generated tokens [1]: "), stdout, stderr)
+    };
+
+    // DeepSeek-V3.1's template writes `bos_token` itself: BOS once.
+    config(serde_json::json!({
+        "chat_template": std::fs::read_to_string(templates.join("deepseek-v3.1.jinja")).unwrap(),
+        "bos_token": {"content": "<|endoftext|>", "normalized": false}, "eos_token": "<|endoftext|>", "add_bos_token": true,
+    }));
+    let (prompt, _, _, _) = chat(&["--system", "Be brief."]);
+    let expected = tokenizer.encode("<|endoftext|>Be brief.<｜User｜>Hi there<｜Assistant｜></think>");
+    assert_eq!(prompt, expected);
+    assert!(prompt[0] == bos && prompt[1] != bos, "{prompt:?}");
+
+    // GLM-4.6's does not: BOS is put in front. Its stop ids come from generation_config.json.
+    config(serde_json::json!({"bos_token": "<|endoftext|>", "add_bos_token": true}));
+    let glm = templates.join("glm-4.6.jinja");
+    let glm_chat = ["--chat-template", glm.to_str().unwrap()];
+    let (prompt, free, _, _) = chat(&glm_chat);
+    let mut expected = vec![bos];
+    expected.extend(tokenizer.encode("[gMASK]<sop><|user|>\nHi there<|assistant|>"));
+    assert_eq!(prompt, expected);
+    assert_eq!(free.len(), 8, "the reply met a stop token unasked: {free:?}");
+    let stop = free[2];
+    let end = free.iter().position(|&t| t == stop).unwrap() + 1;
+    let unused = (0..).find(|t| !free.contains(t)).unwrap();
+    std::fs::write(dir.join("generation_config.json"), format!(r#"{{"eos_token_id": [{unused}, {stop}]}}"#)).unwrap();
+    let (_, stopped, stdout, stderr) = chat(&glm_chat);
+    assert_eq!(stopped, free[..end], "did not stop at {stop}");
+    assert_eq!(stdout, format!("{}\n", tokenizer.decode(&free[..end])));
+    assert!(stderr.contains(&format!("{end} tokens generated for 1 prompt(s)")), "{stderr}");
+
+    // Without a template: an error naming the file and the field.
+    let (out, text) = dsa_cli(&["generate".as_ref(), "--chat".as_ref(), "--model".as_ref(), dir.as_os_str()]);
+    let file = dir.join("tokenizer_config.json").display().to_string();
+    assert!(!out.status.success() && text.contains(&format!("error: {file} has no `chat_template` (nor is there a chat_template.jinja beside it): --chat needs one (or --chat-template FILE)")), "{text}");
+}
+
+/// A batch is streamed as `[N]+TEXT` lines (line breaks and backslashes escaped) that add up
+/// to each prompt's continuation, then printed whole as `[N] PROMPT+CONTINUATION`.
+#[cfg(feature = "ndarray")]
+#[test]
+fn batches_are_streamed_per_sequence() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    hf_model_dir(dir, |_| {});
+    let tokenizer = dsa_cli::tokenizer::TextTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let prompts = ["ABSURDITY, n.", "A statement\nor belief"];
+    let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(["generate", "--print-tokens", "--temperature", "0", "--max-tokens", "6", "--model"]).arg(dir).args(prompts).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let unescape = |text: &str| {
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            out.push(match c {
+                '\\' => match chars.next() {
+                    Some('n') => '\n',
+                    Some('r') => '\r',
+                    _ => '\\',
+                },
+                c => c,
+            });
+        }
+        out
+    };
+    let lines: Vec<&str> = stdout.lines().collect();
+    let first_whole = lines.iter().position(|l| l.starts_with("[1] ")).unwrap_or_else(|| panic!("{stdout}"));
+    let mut total = 0;
+    for (i, prompt) in prompts.iter().enumerate() {
+        let label = format!("generated tokens [{}]: ", i + 1);
+        let line = stderr.lines().find_map(|l| l.strip_prefix(label.as_str())).unwrap_or_else(|| panic!("{stderr}"));
+        let new: Vec<u32> = serde_json::from_str(line).unwrap();
+        let streamed: String = lines[..first_whole].iter().filter_map(|l| l.strip_prefix(&format!("[{}]+", i + 1))).map(&unescape).collect();
+        assert_eq!(streamed, tokenizer.decode(&new), "sequence {}:\n{stdout}", i + 1);
+        total += streamed.len();
+        assert!(stdout.contains(&format!("[{}] {prompt}{}\n", i + 1, tokenizer.decode(&new))), "{stdout}");
+    }
+    // The random model also draws ids beyond the tokenizer's, which make a text decode to
+    // nothing.
+    assert!(total > 0, "nothing streamed:\n{stdout}");
+}
+
+/// `generate --chat` on a terminal (a pseudo-terminal from util-linux's `script`; skipped
+/// without it): turn after turn, the second prompt is the whole conversation so far, the
+/// first reply included, laid out by the template.
+#[cfg(feature = "ndarray")]
+#[test]
+fn interactive_chat_keeps_the_conversation() {
+    use std::io::Write;
+    use std::process::Stdio;
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("skipped: no `script` command for a pseudo-terminal");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    hf_model_dir(dir, |_| {});
+    let template = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsa-model/testdata/chat_templates/deepseek-v3.1.jinja")).unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), serde_json::json!({"chat_template": template, "bos_token": "<|endoftext|>"}).to_string()).unwrap();
+    let command = format!("{} generate --chat --print-tokens --temperature 0 --max-tokens 4 --model {}", env!("CARGO_BIN_EXE_dsa-cli"), dir.display());
+    let mut child = Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"Hi\nagain\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success() && text.contains("(Ctrl-D ends)"), "{text}");
+    let ids = |label: &str| -> Vec<Vec<u32>> { text.lines().filter_map(|l| l.split_once(label)).map(|(_, ids)| serde_json::from_str(ids).unwrap()).collect() };
+    let (prompts, replies) = (ids("prompt tokens [1]: "), ids("generated tokens [1]: "));
+    assert_eq!((prompts.len(), replies.len()), (2, 2), "{text}");
+    let tokenizer = dsa_cli::tokenizer::TextTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let first = "<|endoftext|><｜User｜>Hi<｜Assistant｜></think>";
+    assert_eq!(prompts[0], tokenizer.encode(first));
+    let reply = tokenizer.decode(&replies[0]);
+    assert_eq!(prompts[1], tokenizer.encode(&format!("{first}{reply}<｜end▁of▁sentence｜><｜User｜>again<｜Assistant｜></think>")));
+}

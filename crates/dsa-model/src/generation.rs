@@ -14,7 +14,7 @@
 //! let model = cfg.init::<NdArray>(&Default::default());
 //! let sampler = Sampler::new(SamplingConfig { temperature: 0.8, top_k: 10, top_p: 0.95, seed: 1 })?;
 //! let prompts = vec![vec![1, 2, 3], vec![4, 5]];
-//! let out = generate(&model, &prompts, 4, cfg.max_position_embeddings, &sampler, None, |sequence, token| {
+//! let out = generate(&model, &prompts, 4, cfg.max_position_embeddings, &sampler, &[], |sequence, token| {
 //!     println!("sequence {sequence}: token {token}");
 //! })?;
 //! assert!(out.tokens.iter().all(|t| t.len() == 4 && t.iter().all(|&id| id < 64)));
@@ -61,8 +61,9 @@ pub fn check_positions(prompts: &[Vec<u32>], max_new: usize, max_positions: usiz
 }
 
 /// Continues each prompt by up to `max_new` tokens chosen by `sampler`, stopping a sequence
-/// at `stop`. Sequence `i` samples from its own stream ([`Sampler::for_sequence`]), so a
-/// seed gives the same text for a prompt whichever sequences stop early.
+/// at any token of `stop` (e.g. [`crate::chat::SpecialTokens::stop`]). Sequence `i` samples
+/// from its own stream ([`Sampler::for_sequence`]), so a seed gives the same text for a
+/// prompt whichever sequences stop early.
 /// Prompts of different lengths share the cache: all are prefilled to the shortest
 /// length, and the longer ones are then fed their own prompt tokens while the others
 /// decode. `on_token(sequence, token)` sees every new token as soon as it is chosen.
@@ -72,7 +73,7 @@ pub fn generate<B: DsaBackend>(
     max_new: usize,
     max_positions: usize,
     sampler: &Sampler,
-    stop: Option<u32>,
+    stop: &[u32],
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Generated, String> {
     check_positions(prompts, max_new, max_positions)?;
@@ -96,12 +97,12 @@ pub fn generate<B: DsaBackend>(
         for (i, prompt) in prompts.iter().enumerate() {
             let token = match prompt.get(pos) {
                 Some(&forced) => forced,
-                None if done[i] => stop.unwrap_or(0),
+                None if done[i] => stop.first().copied().unwrap_or(0),
                 None => {
                     let token = samplers[i].sample(&logits[i]);
                     tokens[i].push(token);
                     on_token(i, token);
-                    done[i] = Some(token) == stop || tokens[i].len() == max_new;
+                    done[i] = stop.contains(&token) || tokens[i].len() == max_new;
                     token
                 }
             };
@@ -146,7 +147,7 @@ mod tests {
         let model = cfg.init::<NdArray>(&Default::default());
         let prompts = vec![vec![1, 2, 3, 4, 5], vec![7, 8, 9]];
         let mut greedy = Sampler::new(SamplingConfig::greedy()).unwrap();
-        let got = generate(&model, &prompts, 6, 64, &greedy, None, |_, _| {}).unwrap();
+        let got = generate(&model, &prompts, 6, 64, &greedy, &[], |_, _| {}).unwrap();
         for (prompt, new) in prompts.iter().zip(&got.tokens) {
             let mut seq = prompt.clone();
             for _ in 0..6 {
@@ -156,25 +157,26 @@ mod tests {
             assert_eq!(&seq[prompt.len()..], new.as_slice());
         }
 
-        let run = |seed, stop| {
+        let run = |seed, stop: &[u32]| {
             let config = SamplingConfig { temperature: 1.0, top_k: 20, top_p: 0.9, seed };
             let mut streamed = vec![Vec::new(); 2];
             let out = generate(&model, &prompts, 8, 64, &Sampler::new(config).unwrap(), stop, |i, t| streamed[i].push(t)).unwrap();
             assert_eq!(streamed, out.tokens);
             out.tokens
         };
-        let first = run(5, None);
-        assert_eq!(first, run(5, None));
-        assert_ne!(first, run(6, None), "the seed has no effect");
+        let first = run(5, &[]);
+        assert_eq!(first, run(5, &[]));
+        assert_ne!(first, run(6, &[]), "the seed has no effect");
         // Stopping at a token ends each sequence at its first occurrence and changes
-        // nothing before it (also when the other sequence stops first).
-        for stop in [first[0][2], first[1][1]] {
-            let stopped = run(5, Some(stop));
+        // nothing before it (also when the other sequence stops first); with several stop
+        // tokens, at the first of any of them.
+        for stop in [vec![first[0][2]], vec![first[1][1]], vec![first[0][3], first[1][1]]] {
+            let stopped = run(5, &stop);
             for (s, f) in stopped.iter().zip(&first) {
-                let end = f.iter().position(|&t| t == stop).map_or(f.len(), |at| at + 1);
-                assert_eq!(s, &f[..end], "stop token {stop}");
+                let end = f.iter().position(|t| stop.contains(t)).map_or(f.len(), |at| at + 1);
+                assert_eq!(s, &f[..end], "stop tokens {stop:?}");
             }
         }
-        assert!(generate(&model, &prompts, 60, 64, &greedy, None, |_, _| {}).unwrap_err().contains("exceed"));
+        assert!(generate(&model, &prompts, 60, 64, &greedy, &[], |_, _| {}).unwrap_err().contains("exceed"));
     }
 }

@@ -9,10 +9,13 @@
 //!   block dequantisation.
 //! - [`generation`]: prefill and cached decode of token prompts ([`generation::generate`]),
 //!   each token chosen by [`sampling`] (greedy, or temperature / top-k / top-p from a seed).
+//! - [`chat`]: a checkpoint's chat template, BOS and stop tokens (`tokenizer_config.json`,
+//!   `generation_config.json`).
 //! - [`conformance`]: runs a conformance case (DeepSeek reference outputs) and reports the
 //!   measured errors.
 
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod conformance;
 pub mod generation;
