@@ -618,10 +618,9 @@ impl Checkpoint {
     }
 
     /// Compares the checkpoint's names with the model's `expected` names and reports every
-    /// missing and unexpected tensor at once. `..._scale_inv` tensors are never unexpected;
-    /// tensors of the `mtp_layers` layers after the `num_hidden_layers` blocks (the MTP
-    /// layer, `model.layers.61.*` in DeepSeek-V3.2) are skipped with one line on stderr.
-    /// A layer beyond those is a [`LoadError::ExtraLayers`]: the configuration has too few
+    /// missing and unexpected tensor at once. `..._scale_inv` tensors are never unexpected.
+    /// The `mtp_layers` layers after the `num_hidden_layers` blocks are the MTP layers
+    /// (`model.layers.61.*` in DeepSeek-V3.2), whose tensors `expected` names; a layer beyond those is a [`LoadError::ExtraLayers`]: the configuration has too few
     /// layers for the checkpoint, and loading the first ones would run a wrong model.
     ///
     /// ```no_run
@@ -645,7 +644,6 @@ impl Checkpoint {
             .filter(|name| !self.contains(name) && seen.insert(**name))
             .map(|name| name.to_string())
             .collect();
-        let mut skipped = 0usize;
         let mut unexpected = Vec::new();
         let mut beyond: Option<(usize, &str)> = None;
         for name in self.names() {
@@ -657,10 +655,6 @@ impl Checkpoint {
                     continue;
                 }
                 _ if expected_set.contains(name) || name.ends_with(SCALE_SUFFIX) => continue,
-                Some(layer) if layer >= num_hidden_layers => {
-                    skipped += 1;
-                    continue;
-                }
                 _ => unexpected.push(name.to_string()),
             }
         }
@@ -672,13 +666,6 @@ impl Checkpoint {
                 num_hidden_layers,
                 mtp_layers,
             });
-        }
-        if skipped > 0 {
-            eprintln!(
-                "dsa-model: skipping {skipped} tensor(s) of layers >= {num_hidden_layers} \
-                 (MTP) in {}",
-                self.location.display()
-            );
         }
         if missing.is_empty() && unexpected.is_empty() {
             Ok(())

@@ -17,6 +17,7 @@ use crate::cache::ModelCache;
 use crate::config::DeepSeekV32Config;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::moe::{Moe, MoeConfig};
+use crate::mtp::MtpLayer;
 
 /// The feed-forward of a block.
 #[derive(Module, Debug)]
@@ -113,7 +114,8 @@ impl<B: DsaBackend> Block<B> {
     }
 }
 
-/// The DeepSeek-V3.2 language model (without the MTP layer).
+/// The DeepSeek-V3.2 language model, with its MTP modules (`num_nextn_predict_layers`,
+/// see [`crate::mtp`]).
 ///
 /// ```
 /// # use burn::backend::NdArray;
@@ -133,6 +135,9 @@ pub struct DeepSeekV32<B: Backend> {
     pub norm: RmsNorm<B>,
     /// LM head `[d_model, vocab]` (`lm_head`).
     pub lm_head: Linear<B>,
+    /// The MTP modules (`model.layers.<num_hidden_layers + k>`), none when the config has
+    /// no `num_nextn_predict_layers`.
+    pub mtp: Vec<MtpLayer<B>>,
 }
 
 /// What [`DeepSeekV32::forward_traced`] returns: the logits and what every block did.
@@ -160,23 +165,24 @@ impl DeepSeekV32Config {
     /// Creates the model with random weights (initialised lazily, on first use).
     pub fn init<B: Backend>(&self, device: &B::Device) -> DeepSeekV32<B> {
         let norm = || RmsNorm::new(self.hidden_size, self.rms_norm_eps, device);
-        let layers = (0..self.num_hidden_layers)
-            .map(|layer| Block {
-                input_layernorm: norm(),
-                self_attn: self.attention().init(device),
-                post_attention_layernorm: norm(),
-                mlp: if self.is_moe_layer(layer) {
-                    FeedForward::Moe(MoeConfig::from_config(self).init(device))
-                } else {
-                    FeedForward::Dense(MlpConfig::new(self.hidden_size, self.intermediate_size).init(device))
-                },
-            })
-            .collect();
+        // MTP modules follow the blocks' dense / MoE rule at their own layer index.
+        let block = |layer| Block {
+            input_layernorm: norm(),
+            self_attn: self.attention().init(device),
+            post_attention_layernorm: norm(),
+            mlp: if self.is_moe_layer(layer) {
+                FeedForward::Moe(MoeConfig::from_config(self).init(device))
+            } else {
+                FeedForward::Dense(MlpConfig::new(self.hidden_size, self.intermediate_size).init(device))
+            },
+        };
+        let mtp_layers = self.num_hidden_layers..self.num_hidden_layers + self.num_nextn_predict_layers;
         DeepSeekV32 {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
-            layers,
+            layers: (0..self.num_hidden_layers).map(block).collect(),
             norm: norm(),
             lm_head: LinearConfig::new(self.hidden_size, self.vocab_size).with_bias(false).init(device),
+            mtp: mtp_layers.map(|layer| MtpLayer::new(self.hidden_size, self.rms_norm_eps, block(layer), device)).collect(),
         }
     }
 }
@@ -185,13 +191,30 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// Logits `[B, T, vocab]` of every position of `tokens [B, T]` (whole sequences, no
     /// cache).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.logits(self.run(tokens, None, None, Vec::new()))
+    }
+
+    /// The final-normed hidden states `[B, T, d_model]` of `tokens [B, T]` (whole
+    /// sequences, no cache): what the LM head and the first MTP module read.
+    pub fn forward_hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.run(tokens, None, None, Vec::new())
+    }
+
+    /// The logits `[B, T, vocab]` of final-normed hidden states `[B, T, d_model]`.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        ops::project(&self.lm_head, hidden)
     }
 
     /// Logits `[B, T, vocab]` of `T` new tokens per sequence at positions
     /// `cache.position()..`, which are appended to `cache`: a prompt (prefill) or one token
     /// per sequence (decode).
     pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut ModelCache<B>) -> Tensor<B, 3> {
+        self.logits(self.forward_cached_hidden(tokens, cache))
+    }
+
+    /// [`DeepSeekV32::forward_cached`]'s final-normed hidden states `[B, T, d_model]`
+    /// instead of the logits ([`DeepSeekV32::logits`] turns them into those).
+    pub fn forward_cached_hidden(&self, tokens: Tensor<B, 2, Int>, cache: &mut ModelCache<B>) -> Tensor<B, 3> {
         self.run(tokens, Some(cache), None, Vec::new())
     }
 
@@ -206,6 +229,14 @@ impl<B: DsaBackend> DeepSeekV32<B> {
                 block
             })
             .collect();
+        self.mtp = self
+            .mtp
+            .into_iter()
+            .map(|mut mtp| {
+                mtp.block.self_attn = mtp.block.self_attn.with_mode(mode);
+                mtp
+            })
+            .collect();
         self
     }
 
@@ -215,6 +246,52 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// The indexers see detached inputs, so the loss trains them alone, and the logits'
     /// gradient never reaches them.
     pub fn forward_train(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
+        let (hidden, indexer_loss) = self.train_hidden(tokens, mode);
+        (self.logits(hidden), indexer_loss)
+    }
+
+    /// [`DeepSeekV32::forward_train`] with the MTP modules: the logits, the indexer loss
+    /// (the MTP blocks' included) and the MTP logits of every depth (see
+    /// [`DeepSeekV32::mtp_logits`]).
+    pub fn forward_train_mtp(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>, Vec<Tensor<B, 3>>) {
+        let (hidden, mut indexer_loss) = self.train_hidden(tokens.clone(), mode);
+        let mtp = self.mtp_chain(hidden.clone(), tokens, |layer, h, emb| {
+            let (out, loss) = layer.forward_train(h, emb, mode);
+            indexer_loss = indexer_loss.clone() + loss;
+            out
+        });
+        (self.logits(hidden), indexer_loss, mtp)
+    }
+
+    /// The logits of the MTP modules over whole sequences `tokens [B, T]`, given the main
+    /// model's final-normed hidden states `hidden [B, T, d_model]`
+    /// ([`DeepSeekV32::forward_hidden`]): depth `k` (from 1, one entry per module while
+    /// `k < T`) gives `[B, T - k, vocab]`, whose entry `i` predicts token `i + k + 1`.
+    pub fn mtp_logits(&self, hidden: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Vec<Tensor<B, 3>> {
+        self.mtp_chain(hidden, tokens, |layer, h, emb| layer.forward(h, emb, None))
+    }
+
+    /// Runs the MTP modules in sequence with `step(module, h, emb)` (the module's output),
+    /// each on the previous one's output, and returns each module's logits.
+    fn mtp_chain(
+        &self,
+        hidden: Tensor<B, 3>,
+        tokens: Tensor<B, 2, Int>,
+        mut step: impl FnMut(&MtpLayer<B>, Tensor<B, 3>, Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Vec<Tensor<B, 3>> {
+        let t = tokens.dims()[1];
+        let mut h = hidden;
+        let mut logits = Vec::new();
+        for (layer, depth) in self.mtp.iter().zip(1..t) {
+            let emb = layer.embed(tokens.clone().narrow(1, depth, t - depth), &self.embed_tokens);
+            h = step(layer, h.narrow(1, 0, t - depth), emb);
+            logits.push(layer.logits(h.clone(), &self.lm_head));
+        }
+        logits
+    }
+
+    /// The training forward's final-normed hidden states and summed indexer loss.
+    fn train_hidden(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
         let mut h = self.embed_tokens.forward(tokens);
         let mut indexer_loss = Tensor::zeros([1], &h.device());
         for block in &self.layers {
@@ -222,7 +299,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
             h = out;
             indexer_loss = indexer_loss + loss;
         }
-        (ops::project(&self.lm_head, self.norm.forward(h)), indexer_loss)
+        (self.norm.forward(h), indexer_loss)
     }
 
     /// [`DeepSeekV32::forward`] (no cache) or [`DeepSeekV32::forward_cached`], recording
@@ -235,10 +312,11 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// `pins[i]` (blocks past the end of `pins` choose for themselves; see [`LayerPins`]).
     pub fn forward_pinned(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>, pins: Vec<LayerPins<B>>) -> Trace<B> {
         let mut layers = Vec::with_capacity(self.layers.len());
-        let logits = self.run(tokens, cache, Some(&mut layers), pins);
+        let logits = self.logits(self.run(tokens, cache, Some(&mut layers), pins));
         Trace { logits, layers }
     }
 
+    /// The final-normed hidden states of `tokens`.
     fn run(
         &self,
         tokens: Tensor<B, 2, Int>,
@@ -263,7 +341,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
                 trace.push(layer);
             }
         }
-        ops::project(&self.lm_head, self.norm.forward(h))
+        self.norm.forward(h)
     }
 }
 
