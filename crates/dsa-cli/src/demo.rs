@@ -142,6 +142,7 @@ where
             top_p: 0.9,
             seed: 0,
             dense: false,
+            speculative: false,
         },
         device,
     )?;
