@@ -97,6 +97,10 @@ pub struct OptimArgs {
     /// Print a progress line every this many steps (when stdout is not a terminal).
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    /// Weight λ of the multi-token-prediction loss added to the LM loss for a model with
+    /// MTP layers (`num_nextn_predict_layers`; DeepSeek-V3's 0.3); 0 leaves them untrained.
+    #[arg(long, default_value_t = crate::train::DEFAULT_MTP_WEIGHT)]
+    pub mtp_weight: f64,
     /// Seed of a new model's initial weights and of the data order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -114,6 +118,7 @@ impl OptimArgs {
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
             seed: self.seed,
+            mtp_weight: self.mtp_weight,
             ..defaults
         }
     }

@@ -266,7 +266,8 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// The logits of the MTP modules over whole sequences `tokens [B, T]`, given the main
     /// model's final-normed hidden states `hidden [B, T, d_model]`
     /// ([`DeepSeekV32::forward_hidden`]): depth `k` (from 1, one entry per module while
-    /// `k < T`) gives `[B, T - k, vocab]`, whose entry `i` predicts token `i + k + 1`.
+    /// `k < T`) gives `[B, T - k, vocab]`, whose entry `i` predicts token `i + k + 1` of
+    /// the sequence that `tokens` begins (see [`crate::mtp::mtp_loss`]).
     pub fn mtp_logits(&self, hidden: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Vec<Tensor<B, 3>> {
         self.mtp_chain(hidden, tokens, |layer, h, emb| layer.forward(h, emb, None))
     }

@@ -18,6 +18,7 @@
 //! self-speculative decoding ([`crate::speculative`]).
 
 use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Embedding, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -93,5 +94,77 @@ impl<B: DsaBackend> MtpLayer<B> {
     /// `shared`.
     pub fn logits(&self, out: Tensor<B, 3>, shared: &Linear<B>) -> Tensor<B, 3> {
         ops::project(self.head.as_ref().unwrap_or(shared), self.norm.forward(out))
+    }
+}
+
+/// The MTP loss of DeepSeek-V3 §2.2 before its weight λ: the mean over the depths of the
+/// cross-entropy of each depth's logits ([`DeepSeekV32::mtp_logits`](crate::DeepSeekV32::mtp_logits))
+/// against `targets [B, T]` (token `i + 1` of the sequence at `i`, as for the LM loss)
+/// shifted by the depth: depth `k`'s entry `i` predicts `targets[i + k]`. `None` without
+/// MTP depths.
+pub fn mtp_loss<B: Backend>(logits: Vec<Tensor<B, 3>>, targets: Tensor<B, 2, Int>) -> Option<Tensor<B, 1>> {
+    let depths = logits.len();
+    let [_, t] = targets.dims();
+    let ce = CrossEntropyLossConfig::new().init(&targets.device());
+    let losses = logits.into_iter().zip(1..).map(|(logits, depth)| {
+        let [b, n, vocab] = logits.dims();
+        assert_eq!(n, t - depth, "depth {depth}'s logits cover {n} positions of {t}");
+        ce.forward(logits.reshape([b * n, vocab]), targets.clone().narrow(1, depth, n).reshape([b * n]))
+    });
+    losses.reduce(|a, b| a + b).map(|sum| sum.div_scalar(depths as f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DeepSeekV32Config;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::activation::log_softmax;
+
+    type A = Autodiff<NdArray<f32>>;
+
+    /// The MTP loss of two depths equals a direct computation: each module run by hand on
+    /// the previous representation and the embeddings one token further on, and the
+    /// negative log-probability of the token `depth + 1` ahead in the whole sequence,
+    /// picked by index; its gradient reaches every MTP module and the shared embedding.
+    #[test]
+    fn the_mtp_loss_predicts_the_tokens_depth_ahead() {
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(48);
+        cfg.num_hidden_layers = 2;
+        cfg.num_nextn_predict_layers = 2;
+        cfg.index_topk = 3;
+        let model = cfg.init::<A>(&dev);
+        let seq: [[i64; 9]; 2] = [[3, 1, 4, 1, 5, 9, 2, 6, 5], [35, 8, 9, 7, 9, 3, 23, 8, 4]];
+        let all = Tensor::<A, 2, Int>::from_ints(seq, &dev);
+        let t = 8;
+        let (inputs, targets) = (all.clone().narrow(1, 0, t), all.narrow(1, 1, t));
+        let (_, _, logits) = model.forward_train_mtp(inputs.clone(), AttentionMode::Sparse);
+        assert_eq!(logits.iter().map(|l| l.dims()).collect::<Vec<_>>(), [[2, 7, 48], [2, 6, 48]]);
+        let loss = mtp_loss(logits, targets).expect("two depths");
+
+        let mut h = model.forward_hidden(inputs.clone());
+        let mut direct = 0.0;
+        for (layer, depth) in model.mtp.iter().zip(1..) {
+            let n = t - depth;
+            h = layer.forward(h.narrow(1, 0, n), model.embed_tokens.forward(inputs.clone().narrow(1, depth, n)), None);
+            let logp = log_softmax(layer.logits(h.clone(), &model.lm_head), 2).into_data().to_vec::<f32>().unwrap();
+            let mut nll = 0.0;
+            for (b, row) in seq.iter().enumerate() {
+                for i in 0..n {
+                    nll -= logp[(b * n + i) * 48 + row[i + depth + 1] as usize] as f64;
+                }
+            }
+            direct += nll / (2 * n) as f64 / 2.0;
+        }
+        let got = loss.clone().into_scalar() as f64;
+        assert!((got - direct).abs() < 1e-4 * direct, "MTP loss {got}, direct {direct}");
+
+        let grads = loss.backward();
+        for mtp in &model.mtp {
+            assert!(mtp.eh_proj.weight.grad(&grads).is_some() && mtp.enorm.gamma.grad(&grads).is_some() && mtp.norm.gamma.grad(&grads).is_some());
+            assert!(mtp.block.self_attn.wq_a.weight.grad(&grads).is_some());
+        }
+        assert!(model.embed_tokens.weight.grad(&grads).is_some());
     }
 }
