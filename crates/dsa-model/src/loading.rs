@@ -1338,8 +1338,13 @@ mod tests {
         );
         let ckpt = Checkpoint::open(dir.path()).expect("open");
         ckpt.check_names(&names, 4, 0).expect("four blocks");
-        ckpt.check_names(&names[..2], 2, 2)
+        ckpt.check_names(&names, 2, 2)
             .expect("two blocks, two MTP layers");
+        // The MTP layers' tensors are checked like the blocks'.
+        match ckpt.check_names(&names[..3], 2, 2) {
+            Err(LoadError::NameMismatch { unexpected, .. }) => assert_eq!(unexpected, ["model.layers.3.w"]),
+            other => panic!("an MTP tensor beyond the expected ones: {other:?}"),
+        }
         for (layers, mtp) in [(2, 0), (2, 1), (3, 0)] {
             let err = ckpt.check_names(&names[..layers], layers, mtp).unwrap_err();
             let msg = err.to_string();
@@ -1436,6 +1441,7 @@ mod tests {
             "model.layers.0.w",
             "tokens",
             "flags",
+            "model.layers.3.mtp",
             "a.missing",
             "b.missing",
         ];
@@ -1448,7 +1454,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(missing, &["a.missing", "b.missing"]);
-                // The scale and the MTP layer (3 >= 3) are not unexpected.
+                // The scale is not unexpected.
                 assert_eq!(unexpected, &["extra"]);
             }
             other => panic!("wrong error: {other}"),
@@ -1457,13 +1463,14 @@ mod tests {
             msg.contains("a.missing") && msg.contains("b.missing") && msg.contains("extra"),
             "{msg}"
         );
-        let mut all = expected[..3].to_vec();
+        let mut all = expected[..4].to_vec();
         all.push("extra");
         ckpt.check_names(&all, 3, 1)
-            .expect("only the MTP layer is left over");
+            .expect("everything expected");
+        all.retain(|n| *n != "model.layers.3.mtp");
         assert!(
-            ckpt.check_names(&all, 4, 1).is_err(),
-            "layer 3 is a real layer of a 4-layer model"
+            matches!(ckpt.check_names(&all, 3, 1), Err(LoadError::NameMismatch { unexpected, .. }) if unexpected == ["model.layers.3.mtp"]),
+            "a tensor of the MTP layer that the model does not expect"
         );
 
         let tokens = ckpt.read_data("tokens").expect("tokens");
