@@ -375,7 +375,7 @@ fn run_speculative<B: DsaBackend>(
     prompts: &[String],
     tokens: &[Vec<u32>],
 ) -> Result<(), RunError> {
-    if model.mtp.is_empty() {
+    if model.mtp_layers().is_empty() {
         return Err(format!("--speculative drafts with the model's MTP module, and {} has none (num_nextn_predict_layers = 0)", args.model.display()).into());
     }
     let greedy = Sampler::new(SamplingConfig::greedy())?;

@@ -102,7 +102,7 @@ impl<B: DsaBackend> LanguageModel<B> {
     /// MTP modules run too: their blocks' indexer KL joins the indexers' (warm-up and
     /// sparse stages), and λ · [`mtp_loss`] joins the loss (sparse and dense stages).
     pub fn forward_step(&self, batch: TokenBatch<B>) -> LmOutput<B> {
-        let mtp = !self.model.mtp.is_empty() && self.mtp_weight > 0.0;
+        let mtp = !self.model.mtp_layers().is_empty() && self.mtp_weight > 0.0;
         let (logits, indexer_kl, mtp_logits) = match self.stage {
             Stage::Dense => {
                 let device = batch.inputs.device();

@@ -308,9 +308,9 @@ pub fn model<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, device: &B:
         layers: (0..cfg.num_hidden_layers).map(|layer| block(ckpt, cfg, layer, device)).collect::<Result<_, _>>()?,
         norm: rms_norm(ckpt, "model.norm", d, cfg.rms_norm_eps, device)?,
         lm_head,
-        mtp: (cfg.num_hidden_layers..cfg.num_hidden_layers + cfg.num_nextn_predict_layers)
-            .map(|layer| mtp_layer(ckpt, cfg, layer, device))
-            .collect::<Result<_, _>>()?,
+        mtp: (cfg.num_nextn_predict_layers > 0)
+            .then(|| (cfg.num_hidden_layers..cfg.num_hidden_layers + cfg.num_nextn_predict_layers).map(|layer| mtp_layer(ckpt, cfg, layer, device)).collect())
+            .transpose()?,
     })
 }
 
@@ -507,7 +507,7 @@ mod tests {
         let dir = edited_case(|t| (1..=2).for_each(|layer| add_mtp_layer(t, layer, 256)));
         edit_config(&dir, two_mtp);
         let (cfg, model) = load::<B>(dir.path(), &Default::default()).expect("layers 1 and 2 are MTP layers");
-        assert_eq!((cfg.num_hidden_layers, model.layers.len(), model.mtp.len()), (1, 1, 2));
+        assert_eq!((cfg.num_hidden_layers, model.layers.len(), model.mtp_layers().len()), (1, 1, 2));
     }
 
     /// An MTP layer's tensors land where they belong: its own norms and projection, its
@@ -530,7 +530,7 @@ mod tests {
             });
             let (cfg, ckpt) = open(dir.path()).expect("opens");
             let model = model::<B>(&ckpt, &cfg, &Default::default()).expect("loads");
-            let mtp = &model.mtp[0];
+            let mtp = &model.mtp_layers()[0];
             let d = cfg.hidden_size;
             let values = |shape: &[usize], seed| burn::tensor::TensorData::new(bf16_tensor(shape, seed).1, shape.to_vec());
             mtp.enorm.gamma.val().into_data().assert_eq(&values(&[d], 12), true);

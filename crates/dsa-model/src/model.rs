@@ -135,9 +135,10 @@ pub struct DeepSeekV32<B: Backend> {
     pub norm: RmsNorm<B>,
     /// LM head `[d_model, vocab]` (`lm_head`).
     pub lm_head: Linear<B>,
-    /// The MTP modules (`model.layers.<num_hidden_layers + k>`), none when the config has
-    /// no `num_nextn_predict_layers`.
-    pub mtp: Vec<MtpLayer<B>>,
+    /// The MTP modules (`model.layers.<num_hidden_layers + k>`), `None` when the config
+    /// has no `num_nextn_predict_layers` (an `Option`, so that records saved before the
+    /// field existed still load); see [`DeepSeekV32::mtp_layers`].
+    pub mtp: Option<Vec<MtpLayer<B>>>,
 }
 
 /// What [`DeepSeekV32::forward_traced`] returns: the logits and what every block did.
@@ -182,7 +183,7 @@ impl DeepSeekV32Config {
             layers: (0..self.num_hidden_layers).map(block).collect(),
             norm: norm(),
             lm_head: LinearConfig::new(self.hidden_size, self.vocab_size).with_bias(false).init(device),
-            mtp: mtp_layers.map(|layer| MtpLayer::new(self.hidden_size, self.rms_norm_eps, block(layer), device)).collect(),
+            mtp: (!mtp_layers.is_empty()).then(|| mtp_layers.map(|layer| MtpLayer::new(self.hidden_size, self.rms_norm_eps, block(layer), device)).collect()),
         }
     }
 }
@@ -229,15 +230,21 @@ impl<B: DsaBackend> DeepSeekV32<B> {
                 block
             })
             .collect();
-        self.mtp = self
-            .mtp
-            .into_iter()
-            .map(|mut mtp| {
-                mtp.block.self_attn = mtp.block.self_attn.with_mode(mode);
-                mtp
-            })
-            .collect();
+        self.mtp = self.mtp.map(|layers| {
+            layers
+                .into_iter()
+                .map(|mut mtp| {
+                    mtp.block.self_attn = mtp.block.self_attn.with_mode(mode);
+                    mtp
+                })
+                .collect()
+        });
         self
+    }
+
+    /// The MTP modules (none without `num_nextn_predict_layers`).
+    pub fn mtp_layers(&self) -> &[MtpLayer<B>] {
+        self.mtp.as_deref().unwrap_or_default()
     }
 
     /// Training forward of `tokens [B, T]` with every layer's attention in `mode`: the
@@ -283,7 +290,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
         let t = tokens.dims()[1];
         let mut h = hidden;
         let mut logits = Vec::new();
-        for (layer, depth) in self.mtp.iter().zip(1..t) {
+        for (layer, depth) in self.mtp_layers().iter().zip(1..t) {
             let emb = layer.embed(tokens.clone().narrow(1, depth, t - depth), &self.embed_tokens);
             h = step(layer, h.narrow(1, 0, t - depth), emb);
             logits.push(layer.logits(h.clone(), &self.lm_head));
@@ -401,6 +408,32 @@ mod tests {
         assert!(dense_loss.into_scalar() > 0.0);
         let dense = model.with_attention_mode(AttentionMode::Dense);
         dense_logits.into_data().assert_approx_eq::<f32>(&dense.forward(tokens).into_data(), Tolerance::default());
+    }
+
+    /// A record saved before the model had MTP modules (without the `mtp` field, as
+    /// dsa-cli run directories of earlier versions) still loads.
+    #[test]
+    fn records_without_the_mtp_field_load() {
+        use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+        #[derive(Module, Debug)]
+        struct Before<B: Backend> {
+            embed_tokens: Embedding<B>,
+            layers: Vec<Block<B>>,
+            norm: RmsNorm<B>,
+            lm_head: Linear<B>,
+        }
+        let dev = Default::default();
+        let cfg = DeepSeekV32Config::tiny(32);
+        let model = cfg.init::<B>(&dev);
+        let tokens = Tensor::<B, 2, Int>::from_ints([[3, 1, 4, 1, 5]], &dev);
+        // Initialises the lazy parameters, which clones then share.
+        let logits = model.forward(tokens.clone());
+        let before = Before { embed_tokens: model.embed_tokens.clone(), layers: model.layers.clone(), norm: model.norm.clone(), lm_head: model.lm_head.clone() };
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = recorder.record(before.into_record(), ()).expect("record");
+        let loaded = cfg.init::<B>(&dev).load_record(recorder.load(bytes, &dev).expect("an old record loads"));
+        assert!(loaded.mtp.is_none());
+        loaded.forward(tokens).into_data().assert_eq(&logits.into_data(), true);
     }
 
     /// Pins equal to the model's own choices change nothing; other pins are what runs.

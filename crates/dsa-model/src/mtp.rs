@@ -145,7 +145,7 @@ mod tests {
 
         let mut h = model.forward_hidden(inputs.clone());
         let mut direct = 0.0;
-        for (layer, depth) in model.mtp.iter().zip(1..) {
+        for (layer, depth) in model.mtp_layers().iter().zip(1..) {
             let n = t - depth;
             h = layer.forward(h.narrow(1, 0, n), model.embed_tokens.forward(inputs.clone().narrow(1, depth, n)), None);
             let logp = log_softmax(layer.logits(h.clone(), &model.lm_head), 2).into_data().to_vec::<f32>().unwrap();
@@ -161,7 +161,7 @@ mod tests {
         assert!((got - direct).abs() < 1e-4 * direct, "MTP loss {got}, direct {direct}");
 
         let grads = loss.backward();
-        for mtp in &model.mtp {
+        for mtp in model.mtp_layers() {
             assert!(mtp.eh_proj.weight.grad(&grads).is_some() && mtp.enorm.gamma.grad(&grads).is_some() && mtp.norm.gamma.grad(&grads).is_some());
             assert!(mtp.block.self_attn.wq_a.weight.grad(&grads).is_some());
         }

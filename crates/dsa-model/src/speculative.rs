@@ -76,7 +76,7 @@ pub fn generate_speculative<B: DsaBackend>(
     stop: Option<u32>,
     mut on_token: impl FnMut(u32),
 ) -> Result<Speculative, String> {
-    let mtp = model.mtp.first().ok_or("the model has no MTP module (num_nextn_predict_layers = 0): speculative decoding drafts with one")?;
+    let mtp = model.mtp_layers().first().ok_or("the model has no MTP module (num_nextn_predict_layers = 0): speculative decoding drafts with one")?;
     check_positions(&[prompt.to_vec()], max_new, max_positions)?;
     let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
     let ids = |tokens: &[u32]| token_tensor::<B>(&[tokens.to_vec()], &device);
@@ -227,7 +227,7 @@ mod tests {
         // A forward initialises the lazy parameters: a clone of an uninitialised one would
         // draw its own random values.
         model.forward(Tensor::<B, 2, Int>::from_ints([[1]], &dev));
-        let mtp = &mut model.mtp[0];
+        let mtp = &mut model.mtp.as_mut().expect("one MTP layer")[0];
         mtp.block = model.layers[0].clone();
         let eye = Tensor::<B, 2>::eye(d, &dev);
         mtp.eh_proj.weight = Param::from_tensor(Tensor::cat(vec![eye, Tensor::zeros([d, d], &dev)], 0));
