@@ -71,6 +71,17 @@ impl<B: Backend> DsaCache<B> {
         self.len == 0
     }
 
+    /// Forgets every token from position `len` on, as if only the first `len` had been
+    /// appended: the next token is written at `len` (speculative decoding drops the
+    /// rejected draft tokens this way). The storage is kept.
+    ///
+    /// # Panics
+    /// If `len` exceeds the cached tokens.
+    pub fn truncate(&mut self, len: usize) {
+        assert!(len <= self.len, "cannot truncate a cache of {} tokens to {len}", self.len);
+        self.len = len;
+    }
+
     /// Appends the latents `kv [B, T, Dkv]` and indexer keys `keys [B, T, D]` of `T` new
     /// tokens and returns everything cached so far, `[B, len, Dkv]` and `[B, len, D]`.
     ///

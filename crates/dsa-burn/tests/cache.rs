@@ -105,3 +105,32 @@ fn short_contexts_attend_every_key_without_the_indexer() {
     }
     Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), tol);
 }
+
+/// Appending tokens and truncating them away leaves the cache as if they had never been
+/// appended: decoding after the rollback equals attention over the sequence without them
+/// (the rejected-draft path of speculative decoding), in both modes.
+#[test]
+fn truncate_rolls_back_appended_tokens() {
+    let dev = Default::default();
+    let tol = Tolerance::<f32>::rel_abs(1e-4, 1e-5);
+    for mode in [AttentionMode::Sparse, AttentionMode::Dense] {
+        let attn = config(mode, IndexerQuant::E4m3).init::<B>(&dev);
+        let (prompt, total) = (7, 12);
+        let x = Tensor::<B, 3>::random([2, total, 48], Distribution::Normal(0.0, 1.0), &dev);
+        let junk = Tensor::<B, 3>::random([2, 9, 48], Distribution::Normal(0.0, 1.0), &dev);
+        let full = attn.forward(x.clone());
+
+        let mut cache = DsaCache::new();
+        let mut steps = vec![attn.forward_cached(x.clone().narrow(1, 0, prompt), &mut cache)];
+        // Two rejected tokens, then (growing the storage) nine.
+        attn.forward_cached(junk.clone().narrow(1, 0, 2), &mut cache);
+        cache.truncate(prompt);
+        assert_eq!(cache.len(), prompt);
+        for pos in prompt..total {
+            steps.push(attn.forward_cached(x.clone().narrow(1, pos, 1), &mut cache));
+            attn.forward_cached(junk.clone(), &mut cache);
+            cache.truncate(pos + 1);
+        }
+        Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), tol);
+    }
+}

@@ -28,7 +28,7 @@ use crate::corpus::DataArgs;
 use crate::presets::Preset;
 use crate::retrieval::accuracy;
 use crate::tokenizer::TextTokenizer;
-use crate::train::Stage;
+use crate::train::{Stage, DEFAULT_MTP_WEIGHT};
 
 /// Seed of the held-out retrieval examples.
 const EVAL_SEED: u64 = 1_000_003;
@@ -119,6 +119,7 @@ where
                 checkpoint_every: (steps / 2).max(1),
                 log_every: 10,
                 seed: 0,
+                mtp_weight: DEFAULT_MTP_WEIGHT,
             };
             let resume = has_checkpoints(&out);
             run_training::<B>(run.stage, &TrainArgs { out: out.clone(), resume, model, data: data.clone(), optim }, device)?;
@@ -146,6 +147,7 @@ where
             top_p: 0.9,
             seed: 0,
             dense: false,
+            speculative: false,
         },
         device,
     )?;

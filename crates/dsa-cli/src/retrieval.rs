@@ -121,7 +121,7 @@ pub fn accuracy<B: DsaBackend>(
     for chunk in examples.chunks(BATCH) {
         let (prompts, answers): (Vec<_>, Vec<_>) = chunk.iter().map(|ex| ex.tokens(tokenizer, len)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
         let max_new = answers.iter().map(Vec::len).max().unwrap_or(0);
-        let greedy = Sampler::new(SamplingConfig::greedy()).map_err(|e| e.to_string())?;
+        let greedy = Sampler::new(SamplingConfig::greedy())?;
         let out = generate(model, &prompts, max_new, len, &greedy, &[], |_, _| {})?;
         right += chunk.iter().zip(&out.tokens).filter(|(ex, new)| answers_right(&tokenizer.decode(new), &ex.answer)).count();
     }

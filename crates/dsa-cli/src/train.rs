@@ -26,6 +26,7 @@ use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
 use burn::train::metric::store::EventStoreClient;
 use burn::train::{EarlyStoppingStrategy, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
 use dsa_burn::{AttentionMode, DsaBackend, FusedAdamWConfig, MasterWeights};
+use dsa_model::mtp::mtp_loss;
 use dsa_model::DeepSeekV32;
 use serde::{Deserialize, Serialize};
 
@@ -46,10 +47,11 @@ pub enum Stage {
     Warmup,
     /// Sparse training: top-k attention; loss = LM cross-entropy + the indexers' KL over
     /// their selection, on detached inputs (the model learns from the LM loss only, the
-    /// indexers from their KL only).
+    /// indexers from their KL only), + λ · the MTP loss for a model with MTP layers.
     Sparse,
-    /// Dense baseline: dense attention, trained on the LM loss like [`Stage::Sparse`]; the
-    /// indexers take no part (the indexer KL reads 0) and are left to [`Stage::Warmup`].
+    /// Dense baseline: dense attention, trained on the LM loss (and the MTP loss) like
+    /// [`Stage::Sparse`]; the indexers take no part (the indexer KL reads 0) and are left
+    /// to [`Stage::Warmup`].
     Dense,
 }
 
@@ -71,7 +73,12 @@ pub struct LanguageModel<B: Backend> {
     pub model: DeepSeekV32<B>,
     #[module(skip)]
     stage: Stage,
+    #[module(skip)]
+    mtp_weight: f64,
 }
+
+/// The MTP loss weight λ of DeepSeek-V3 (§4.2: 0.3 for most of the training).
+pub const DEFAULT_MTP_WEIGHT: f64 = 0.3;
 
 impl<B: DsaBackend> LanguageModel<B> {
     /// Wraps `model` for training in `stage`.
@@ -82,27 +89,44 @@ impl<B: DsaBackend> LanguageModel<B> {
     /// `small` preset at 8K tokens). In the other stages every parameter does.
     pub fn new(model: DeepSeekV32<B>, stage: Stage) -> Self {
         let model = model.map(&mut RequireGrad { indexers_only: stage == Stage::Warmup, depth: 0 });
-        Self { model: model.with_attention_mode(stage.mode()), stage }
+        Self { model: model.with_attention_mode(stage.mode()), stage, mtp_weight: DEFAULT_MTP_WEIGHT }
     }
 
-    /// The stage's loss and metrics on `batch`.
+    /// The weight λ of the MTP loss (default [`DEFAULT_MTP_WEIGHT`]; 0: the MTP layers are
+    /// not run). Without MTP layers there is no MTP loss.
+    pub fn with_mtp_weight(self, mtp_weight: f64) -> Self {
+        Self { mtp_weight, ..self }
+    }
+
+    /// The stage's loss and metrics on `batch`. With MTP layers and a positive weight, the
+    /// MTP modules run too: their blocks' indexer KL joins the indexers' (warm-up and
+    /// sparse stages), and λ · [`mtp_loss`] joins the loss (sparse and dense stages).
     pub fn forward_step(&self, batch: TokenBatch<B>) -> LmOutput<B> {
-        let (logits, indexer_kl) = match self.stage {
+        let mtp = !self.model.mtp_layers().is_empty() && self.mtp_weight > 0.0;
+        let (logits, indexer_kl, mtp_logits) = match self.stage {
             Stage::Dense => {
                 let device = batch.inputs.device();
-                (self.model.forward(batch.inputs), Tensor::zeros([1], &device))
+                let hidden = self.model.forward_hidden(batch.inputs.clone());
+                let mtp_logits = if mtp { self.model.mtp_logits(hidden.clone(), batch.inputs) } else { Vec::new() };
+                (self.model.logits(hidden), Tensor::zeros([1], &device), mtp_logits)
             }
-            Stage::Warmup | Stage::Sparse => self.model.forward_train(batch.inputs, self.stage.mode()),
+            Stage::Warmup | Stage::Sparse if mtp => self.model.forward_train_mtp(batch.inputs, self.stage.mode()),
+            Stage::Warmup | Stage::Sparse => {
+                let (logits, indexer_kl) = self.model.forward_train(batch.inputs, self.stage.mode());
+                (logits, indexer_kl, Vec::new())
+            }
         };
+        let mtp_loss = mtp_loss(mtp_logits, batch.targets.clone());
         let [b, t, vocab] = logits.dims();
         let logits = logits.reshape([b * t, vocab]);
         let targets = batch.targets.reshape([b * t]);
         let lm_loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets.clone());
         // The layers' KL is summed over query tokens: report and train on its mean.
         let indexer_kl = indexer_kl.div_scalar(t as f32);
-        let loss = match self.stage {
-            Stage::Warmup => indexer_kl.clone(),
-            Stage::Sparse | Stage::Dense => lm_loss.clone() + indexer_kl.clone(),
+        let loss = match (self.stage, mtp_loss) {
+            (Stage::Warmup, _) => indexer_kl.clone(),
+            (Stage::Sparse | Stage::Dense, None) => lm_loss.clone() + indexer_kl.clone(),
+            (Stage::Sparse | Stage::Dense, Some(mtp)) => lm_loss.clone() + indexer_kl.clone() + mtp.mul_scalar(self.mtp_weight),
         };
         LmOutput { loss, lm_loss: lm_loss.detach(), indexer_kl: indexer_kl.detach(), logits: logits.detach(), targets }
     }
@@ -188,6 +212,13 @@ pub struct TrainSettings {
     pub log_every: usize,
     /// Seed of the data order.
     pub seed: u64,
+    /// Weight λ of the MTP loss for a model with MTP layers (0: not trained).
+    #[serde(default = "default_mtp_weight")]
+    pub mtp_weight: f64,
+}
+
+fn default_mtp_weight() -> f64 {
+    DEFAULT_MTP_WEIGHT
 }
 
 impl TrainSettings {
@@ -206,6 +237,7 @@ impl TrainSettings {
             checkpoint_every: 100,
             log_every: 10,
             seed: 0,
+            mtp_weight: DEFAULT_MTP_WEIGHT,
         }
     }
 
@@ -226,6 +258,9 @@ impl TrainSettings {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(format!("--weight-decay {} must be a finite number ≥ 0", self.weight_decay).into());
+        }
+        if !(self.mtp_weight.is_finite() && self.mtp_weight >= 0.0) {
+            return Err(format!("--mtp-weight {} must be a finite number ≥ 0", self.mtp_weight).into());
         }
         Ok(())
     }
@@ -296,7 +331,7 @@ where
     };
     let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
     let layers = model.layers.len();
-    let model = LanguageModel::new(model, settings.stage);
+    let model = LanguageModel::new(model, settings.stage).with_mtp_weight(settings.mtp_weight);
     if let Some(epoch) = checkpoint {
         // Burn's learner would load records of other shapes, or another run's optimizer
         // state, into a wrong model (or panic).

@@ -445,3 +445,54 @@ fn interactive_chat_keeps_the_conversation() {
     let reply = tokenizer.decode(&replies[0]);
     assert_eq!(prompts[1], tokenizer.encode(&format!("{first}{reply}<｜end▁of▁sentence｜><｜User｜>again<｜Assistant｜></think>")));
 }
+
+/// `generate --speculative` drafts with the MTP layer and prints plain greedy decoding's
+/// text with the acceptance rate and the speed-up; a model without an MTP layer is refused.
+#[cfg(feature = "ndarray")]
+#[test]
+fn speculative_generation_prints_the_greedy_text_and_its_acceptance() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    hf_model_dir(dir, |_| {});
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["generate".as_ref(), "--model".as_ref(), dir.as_os_str()];
+        args.extend(["--max-tokens", "12", "--temperature", "0"].iter().chain(extra).map(std::ffi::OsStr::new));
+        args.push("ABSURDITY".as_ref());
+        let out = Command::new(env!("CARGO_BIN_EXE_dsa-cli")).args(&args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, _, stderr) = run(&["--speculative"]);
+    assert!(!ok && stderr.contains("--speculative") && stderr.contains("num_nextn_predict_layers = 0") && !stderr.contains("panicked"), "{stderr}");
+
+    // The case's last block (layer 2) becomes the MTP layer of a 2-block model.
+    let config = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let d = cfg["hidden_size"].as_u64().unwrap() as usize;
+    cfg["num_hidden_layers"] = 2.into();
+    cfg["num_nextn_predict_layers"] = 1.into();
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let weights = dir.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    // F32 values `offset + scale · (a spread in [-0.5, 0.5))`.
+    let f32_bytes = |n: usize, offset: f32, scale: f32| -> Vec<u8> { (0..n).flat_map(|i| (offset + scale * (((i * 37) % 101) as f32 / 101.0 - 0.5)).to_le_bytes()).collect() };
+    let extras: Vec<(String, Vec<usize>, Vec<u8>)> = vec![
+        ("model.layers.2.enorm.weight".into(), vec![d], f32_bytes(d, 1.0, 0.2)),
+        ("model.layers.2.hnorm.weight".into(), vec![d], f32_bytes(d, 1.0, 0.2)),
+        ("model.layers.2.shared_head.norm.weight".into(), vec![d], f32_bytes(d, 1.0, 0.2)),
+        ("model.layers.2.eh_proj.weight".into(), vec![d, 2 * d], f32_bytes(2 * d * d, 0.0, 0.1)),
+    ];
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st.tensors();
+    for (name, shape, data) in &extras {
+        views.push((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap()));
+    }
+    let file = safetensors::serialize(views, None).unwrap();
+    std::fs::write(&weights, file).unwrap();
+
+    let (ok, plain, stderr) = run(&[]);
+    assert!(ok, "{stderr}");
+    let (ok, spec, stderr) = run(&["--speculative"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(spec, format!("[1] {plain}"), "{stderr}");
+    assert!(stderr.contains("drafts accepted") && stderr.contains("plain greedy:") && stderr.contains("speed-up") && !stderr.contains("differ"), "{stderr}");
+}

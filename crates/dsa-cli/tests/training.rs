@@ -118,6 +118,34 @@ fn the_warmup_records_a_graph_for_the_indexers_only() {
     }
 }
 
+/// With MTP layers the sparse and dense stages add λ · the MTP loss (computed here from the
+/// model's MTP logits) to the loss, and its gradient reaches the MTP modules; λ = 0 leaves
+/// the loss as without MTP layers.
+#[test]
+fn the_mtp_loss_joins_the_loss_with_its_weight() {
+    let device = Default::default();
+    let mut cfg = Preset::Micro.config(256);
+    cfg.num_nextn_predict_layers = 1;
+    let seq = Tensor::<B, 1, Int>::arange(0..SEQ_LEN as i64 + 1, &device).remainder_scalar(37).reshape([1, SEQ_LEN + 1]);
+    let batch = TokenBatch { inputs: seq.clone().narrow(1, 0, SEQ_LEN), targets: seq.narrow(1, 1, SEQ_LEN) };
+    for stage in [Stage::Sparse, Stage::Dense] {
+        let lm = LanguageModel::new(cfg.init::<B>(&device), stage).with_mtp_weight(0.5);
+        let out = lm.forward_step(batch.clone());
+        let hidden = lm.model.forward_hidden(batch.inputs.clone());
+        let mtp = dsa_model::mtp::mtp_loss(lm.model.mtp_logits(hidden, batch.inputs.clone()), batch.targets.clone()).expect("one depth");
+        let scalar = |t: Tensor<B, 1>| t.into_scalar() as f64;
+        let want = scalar(out.lm_loss.clone()) + scalar(out.indexer_kl.clone()) + 0.5 * scalar(mtp.clone());
+        let got = scalar(out.loss.clone());
+        assert!((got - want).abs() < 1e-4 * want && scalar(mtp) > 1.0, "{stage:?}: loss {got}, LM + KL + 0.5 · MTP = {want}");
+        let with_grad = with_gradient(&lm.model, &out.loss.backward());
+        assert!(with_grad.iter().any(|n| n == "mtp.0.eh_proj.weight") && with_grad.iter().any(|n| n.starts_with("mtp.0.block.mlp")), "{stage:?}: {with_grad:?}");
+
+        let off = lm.with_mtp_weight(0.0).forward_step(batch.clone());
+        let plain = scalar(off.lm_loss) + scalar(off.indexer_kl);
+        assert!((scalar(off.loss) - plain).abs() < 1e-5 * plain, "{stage:?}");
+    }
+}
+
 /// (LM loss, indexer KL) of `model` trained in `stage` on `batch`.
 fn losses(model: &DeepSeekV32<NdArray>, stage: Stage, batch: &TokenBatch<NdArray>) -> (f32, f32) {
     let out = LanguageModel::new(model.clone(), stage).forward_step(batch.clone());

@@ -37,6 +37,14 @@ impl<B: Backend> ModelCache<B> {
         self.layers.first().map_or(0, DsaCache::len)
     }
 
+    /// Forgets every token from `position` on in every layer (see [`DsaCache::truncate`]).
+    ///
+    /// # Panics
+    /// If `position` exceeds the cached tokens.
+    pub fn truncate(&mut self, position: usize) {
+        self.layers.iter_mut().for_each(|layer| layer.truncate(position));
+    }
+
     /// The per-layer caches.
     pub fn layers_mut(&mut self) -> &mut [DsaCache<B>] {
         &mut self.layers

@@ -368,8 +368,8 @@ pub struct DeepSeekV32Config {
     pub num_hidden_layers: usize,
     /// Multi-token-prediction layers stored after the blocks (`num_nextn_predict_layers`,
     /// 1 in DeepSeek-V3.2, 0 when absent): a checkpoint's layers
-    /// `num_hidden_layers .. num_hidden_layers + num_nextn_predict_layers` are MTP layers,
-    /// which the model does not load; any layer beyond them is an error.
+    /// `num_hidden_layers .. num_hidden_layers + num_nextn_predict_layers` are MTP layers
+    /// (the model's [`crate::mtp`] modules); any layer beyond them is an error.
     #[serde(default)]
     pub num_nextn_predict_layers: usize,
     /// The first this-many layers use a dense MLP (`n_dense_layers`).

@@ -117,14 +117,14 @@ pub fn generate<B: DsaBackend>(
     Ok(Generated { tokens, prefill, decode: start.elapsed(), decode_tokens })
 }
 
-fn token_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
+pub(crate) fn token_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
     let len = rows[0].len();
     let flat: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();
     Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device)
 }
 
 /// The logits of each sequence's last position, on the host.
-fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Vec<Vec<f32>> {
+pub(crate) fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Vec<Vec<f32>> {
     let [b, t, v] = logits.dims();
     let data = logits.narrow(1, t - 1, 1).into_data().convert::<f32>();
     let flat = data.to_vec::<f32>().unwrap_or_default();

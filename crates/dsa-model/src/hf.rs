@@ -27,6 +27,7 @@ use crate::loading::{Checkpoint, LoadError};
 use crate::mlp::Mlp;
 use crate::model::{Block, DeepSeekV32, FeedForward};
 use crate::moe::{Experts, Moe, MoeConfig};
+use crate::mtp::MtpLayer;
 
 /// A bias-free linear layer from `<prefix>.weight` of shape `[d_out, d_in]`.
 pub fn linear<B: Backend>(
@@ -157,8 +158,36 @@ pub fn block<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usiz
     })
 }
 
+/// MTP module `layer` (`model.layers.<layer>.*`, `layer` from `num_hidden_layers` on):
+/// `enorm`, `hnorm`, `eh_proj`, `shared_head.norm`, its block's tensors, and its own
+/// `embed_tokens` and `shared_head.head` where the checkpoint has them
+/// ([`MTP_OPTIONAL`]; otherwise it shares the main model's).
+pub fn mtp_layer<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: usize, device: &B::Device) -> Result<MtpLayer<B>, LoadError> {
+    let p = layer_prefix(layer);
+    let (d, v, eps) = (cfg.hidden_size, cfg.vocab_size, cfg.rms_norm_eps);
+    let [embed, head] = MTP_OPTIONAL.map(|part| format!("{p}.{part}"));
+    let embed_tokens = match ckpt.contains(&format!("{embed}.weight")) {
+        true => Some(Embedding { weight: Param::from_tensor(ckpt.read_tensor(&format!("{embed}.weight"), [v, d], device)?) }),
+        false => None,
+    };
+    Ok(MtpLayer {
+        enorm: rms_norm(ckpt, &format!("{p}.enorm"), d, eps, device)?,
+        hnorm: rms_norm(ckpt, &format!("{p}.hnorm"), d, eps, device)?,
+        eh_proj: linear(ckpt, &format!("{p}.eh_proj"), 2 * d, d, device)?,
+        block: block(ckpt, cfg, layer, device)?,
+        norm: rms_norm(ckpt, &format!("{p}.shared_head.norm"), d, eps, device)?,
+        embed_tokens,
+        head: ckpt.contains(&format!("{head}.weight")).then(|| linear(ckpt, &head, d, v, device)).transpose()?,
+    })
+}
+
+/// The tensors of an MTP layer that a checkpoint may hold or leave to the main model
+/// (`[vocab, d_model]` each): DeepSeek-V3's store copies of the embedding and the head.
+pub const MTP_OPTIONAL: [&str; 2] = ["embed_tokens", "shared_head.head"];
+
 /// Every tensor (without FP8 `_scale_inv` companions) a checkpoint of `cfg` holds, MTP
-/// layers excluded, with its shape as stored (a linear layer's weight is `[out, in]`).
+/// layers included (without their [`MTP_OPTIONAL`] tensors), with its shape as stored (a
+/// linear layer's weight is `[out, in]`).
 ///
 /// ```
 /// use dsa_model::{hf, DeepSeekV32Config};
@@ -181,8 +210,13 @@ pub fn expected_tensors(cfg: &DeepSeekV32Config) -> Vec<(String, Vec<usize>)> {
         tensors.push((format!("{prefix}.{up}.weight"), vec![hidden, d_model]));
         tensors.push((format!("{prefix}.{down}.weight"), vec![d_model, hidden]));
     };
-    for layer in 0..cfg.num_hidden_layers {
+    for layer in 0..cfg.num_hidden_layers + cfg.num_nextn_predict_layers {
         let p = layer_prefix(layer);
+        if layer >= cfg.num_hidden_layers {
+            for (part, shape) in [("enorm", vec![d]), ("hnorm", vec![d]), ("eh_proj", vec![d, 2 * d]), ("shared_head.norm", vec![d])] {
+                tensors.push((format!("{p}.{part}.weight"), shape));
+            }
+        }
         for (part, shape) in [
             ("input_layernorm.weight", vec![d]),
             ("post_attention_layernorm.weight", vec![d]),
@@ -239,7 +273,11 @@ pub fn expected_names(cfg: &DeepSeekV32Config) -> Vec<String> {
 /// weight's block scale ([`Checkpoint::check_tensor`]), the first mismatch an error naming
 /// the tensor, both shapes and the file. [`model`] and `dsa-cli info` run it.
 pub fn check_tensors(ckpt: &Checkpoint, cfg: &DeepSeekV32Config) -> Result<(), LoadError> {
-    let tensors = expected_tensors(cfg);
+    let mut tensors = expected_tensors(cfg);
+    for layer in cfg.num_hidden_layers..cfg.num_hidden_layers + cfg.num_nextn_predict_layers {
+        let optional = MTP_OPTIONAL.map(|part| format!("{}.{part}.weight", layer_prefix(layer)));
+        tensors.extend(optional.into_iter().filter(|name| ckpt.contains(name)).map(|name| (name, vec![cfg.vocab_size, cfg.hidden_size])));
+    }
     let names: Vec<&str> = tensors.iter().map(|(name, _)| name.as_str()).collect();
     ckpt.check_names(&names, cfg.num_hidden_layers, cfg.num_nextn_predict_layers)?;
     tensors.iter().try_for_each(|(name, shape)| ckpt.check_tensor(name, shape))
@@ -247,8 +285,8 @@ pub fn check_tensors(ckpt: &Checkpoint, cfg: &DeepSeekV32Config) -> Result<(), L
 
 /// The whole model from a checkpoint. The checkpoint is checked first ([`check_tensors`]):
 /// every missing and unexpected tensor is reported in one [`LoadError::NameMismatch`] (the
-/// tensors of the config's `num_nextn_predict_layers` MTP layers are skipped with a log
-/// line, a layer beyond them is a [`LoadError::ExtraLayers`]), then the first tensor of
+/// config's `num_nextn_predict_layers` MTP layers included, a layer beyond them is a
+/// [`LoadError::ExtraLayers`]), then the first tensor of
 /// another shape than the config's is a [`LoadError::ShapeMismatch`]; then each tensor is
 /// converted (NaN and ±inf are a [`LoadError::BadValue`] unless
 /// [`Checkpoint::allow_nonfinite`]).
@@ -275,6 +313,9 @@ pub fn model<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, device: &B:
         layers: (0..cfg.num_hidden_layers).map(|layer| block(ckpt, cfg, layer, device)).collect::<Result<_, _>>()?,
         norm: rms_norm(ckpt, "model.norm", d, cfg.rms_norm_eps, device)?,
         lm_head,
+        mtp: (cfg.num_nextn_predict_layers > 0)
+            .then(|| (cfg.num_hidden_layers..cfg.num_hidden_layers + cfg.num_nextn_predict_layers).map(|layer| mtp_layer(ckpt, cfg, layer, device)).collect())
+            .transpose()?,
     })
 }
 
@@ -370,6 +411,30 @@ mod tests {
         dir
     }
 
+    type Tensors = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+    /// A BF16 tensor of `shape` with distinct values (from `seed`): its bytes and values.
+    fn bf16_tensor(shape: &[usize], seed: usize) -> (Vec<u8>, Vec<f32>) {
+        let n: usize = shape.iter().product();
+        let values: Vec<half::bf16> = (0..n).map(|i| half::bf16::from_f32(((i * 37 + seed * 11) % 101) as f32 / 101.0 - 0.5)).collect();
+        (values.iter().flat_map(|v| v.to_le_bytes()).collect(), values.iter().map(|v| v.to_f32()).collect())
+    }
+
+    /// Adds MTP layer `layer` of width `d` to the tensors of a case: `enorm`, `hnorm`,
+    /// `eh_proj` and `shared_head.norm` (BF16, distinct values), and, unless the case has
+    /// them already, its block as a copy of block `layer - 1`'s tensors.
+    fn add_mtp_layer(t: &mut Tensors, layer: usize, d: usize) {
+        let (from, to) = (format!("model.layers.{}.", layer - 1), format!("model.layers.{layer}."));
+        if !t.iter().any(|(n, ..)| n.starts_with(&to)) {
+            let copies: Tensors = t.iter().filter(|(n, ..)| n.starts_with(&from)).map(|(n, dt, s, b)| (n.replacen(&from, &to, 1), *dt, s.clone(), b.clone())).collect();
+            t.extend(copies);
+        }
+        for (i, (part, shape)) in [("enorm", vec![d]), ("hnorm", vec![d]), ("eh_proj", vec![d, 2 * d]), ("shared_head.norm", vec![d])].into_iter().enumerate() {
+            let (bytes, _) = bf16_tensor(&shape, layer * 4 + i);
+            t.push((format!("{to}{part}.weight"), safetensors::Dtype::BF16, shape, bytes));
+        }
+    }
+
     /// Rewrites the `config.json` in `dir` with `edit`.
     fn edit_config(dir: &TempDir, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
         let path = dir.path().join("config.json");
@@ -397,8 +462,10 @@ mod tests {
         let dir = edited_case(|t| {
             t.retain(|(n, ..)| n != "model.norm.weight" && n != "model.layers.1.mlp.experts.3.up_proj.weight");
             t.push(("model.layers.0.mlp.extra.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
-            // The MTP layer (index num_hidden_layers) is skipped, not unexpected.
-            t.push(("model.layers.3.eh_proj.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
+            // The MTP layer (index num_hidden_layers) is checked like the blocks.
+            add_mtp_layer(t, 3, 256);
+            t.retain(|(n, ..)| n != "model.layers.3.hnorm.weight");
+            t.push(("model.layers.3.eh_bias.weight".into(), safetensors::Dtype::F32, vec![1], vec![0; 4]));
         });
         edit_config(&dir, |cfg| {
             cfg.insert("num_nextn_predict_layers".into(), 1.into());
@@ -407,8 +474,10 @@ mod tests {
         let msg = err.to_string();
         match &err {
             ModelLoadError::Checkpoint(LoadError::NameMismatch { missing, unexpected, .. }) => {
-                assert_eq!(missing, &["model.norm.weight", "model.layers.1.mlp.experts.3.up_proj.weight"]);
-                assert_eq!(unexpected, &["model.layers.0.mlp.extra.weight"]);
+                assert_eq!(missing, &["model.norm.weight", "model.layers.1.mlp.experts.3.up_proj.weight", "model.layers.3.hnorm.weight"]);
+                let mut unexpected = unexpected.clone();
+                unexpected.sort();
+                assert_eq!(unexpected, ["model.layers.0.mlp.extra.weight", "model.layers.3.eh_bias.weight"]);
             }
             other => panic!("wrong error: {other}"),
         }
@@ -431,12 +500,62 @@ mod tests {
         assert!(matches!(err, ModelLoadError::Checkpoint(LoadError::ExtraLayers { highest: 2, .. })), "{msg}");
         assert!(msg.contains("up to index 2") && msg.contains("model.safetensors"), "{msg}");
         assert!(msg.contains("num_hidden_layers = 1") && msg.contains("num_nextn_predict_layers = 1"), "{msg}");
-        // Layers 1 and 2 as two MTP layers: a 1-layer model.
-        edit_config(&dir, |cfg| {
+        // Layers 1 and 2 as two MTP layers need their MTP tensors: a 1-layer model.
+        let two_mtp = |cfg: &mut serde_json::Map<String, serde_json::Value>| {
+            cfg.insert("num_hidden_layers".into(), 1.into());
+            cfg.insert("first_k_dense_replace".into(), 1.into());
             cfg.insert("num_nextn_predict_layers".into(), 2.into());
-        });
+        };
+        edit_config(&dir, two_mtp);
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        assert!(matches!(&err, ModelLoadError::Checkpoint(LoadError::NameMismatch { missing, .. }) if missing.contains(&"model.layers.1.enorm.weight".to_string())), "{err}");
+        let dir = edited_case(|t| (1..=2).for_each(|layer| add_mtp_layer(t, layer, 256)));
+        edit_config(&dir, two_mtp);
         let (cfg, model) = load::<B>(dir.path(), &Default::default()).expect("layers 1 and 2 are MTP layers");
-        assert_eq!((cfg.num_hidden_layers, model.layers.len()), (1, 1));
+        assert_eq!((cfg.num_hidden_layers, model.layers.len(), model.mtp_layers().len()), (1, 1, 2));
+    }
+
+    /// An MTP layer's tensors land where they belong: its own norms and projection, its
+    /// block, and its own embedding and head when the checkpoint has them (the main
+    /// model's otherwise); the parameter count covers them.
+    #[test]
+    fn mtp_layers_load_from_their_tensors() {
+        for own_copies in [false, true] {
+            let dir = edited_case(|t| {
+                add_mtp_layer(t, 3, 256);
+                if own_copies {
+                    for (from, to) in [("model.embed_tokens.weight", "model.layers.3.embed_tokens.weight"), ("lm_head.weight", "model.layers.3.shared_head.head.weight")] {
+                        let (_, dt, s, b) = t.iter().find(|(n, ..)| n == from).expect("present").clone();
+                        t.push((to.into(), dt, s, b));
+                    }
+                }
+            });
+            edit_config(&dir, |cfg| {
+                cfg.insert("num_nextn_predict_layers".into(), 1.into());
+            });
+            let (cfg, ckpt) = open(dir.path()).expect("opens");
+            let model = model::<B>(&ckpt, &cfg, &Default::default()).expect("loads");
+            let mtp = &model.mtp_layers()[0];
+            let d = cfg.hidden_size;
+            let values = |shape: &[usize], seed| burn::tensor::TensorData::new(bf16_tensor(shape, seed).1, shape.to_vec());
+            mtp.enorm.gamma.val().into_data().assert_eq(&values(&[d], 12), true);
+            mtp.hnorm.gamma.val().into_data().assert_eq(&values(&[d], 13), true);
+            mtp.norm.gamma.val().into_data().assert_eq(&values(&[d], 15), true);
+            // HF's [out, in] = [d, 2d] is Burn's [2d, d].
+            let eh = Tensor::<B, 2>::from_data(values(&[d, 2 * d], 14), &Default::default());
+            mtp.eh_proj.weight.val().into_data().assert_eq(&eh.transpose().into_data(), true);
+            let (block, copied) = (&mtp.block.self_attn, &model.layers[2].self_attn);
+            block.wkv_b.weight.val().into_data().assert_eq(&copied.wkv_b.weight.val().into_data(), true);
+            block.indexer.wk.weight.val().into_data().assert_eq(&copied.indexer.wk.weight.val().into_data(), true);
+            assert!(matches!(mtp.block.mlp, FeedForward::Moe(_)));
+            assert_eq!((mtp.embed_tokens.is_some(), mtp.head.is_some()), (own_copies, own_copies));
+            if let (Some(embed), Some(head)) = (&mtp.embed_tokens, &mtp.head) {
+                embed.weight.val().into_data().assert_eq(&model.embed_tokens.weight.val().into_data(), true);
+                head.weight.val().into_data().assert_eq(&model.lm_head.weight.val().into_data(), true);
+            }
+            let stored: usize = ckpt.names().filter(|n| !n.ends_with("_scale_inv")).map(|n| ckpt.shape(n).expect("present").iter().product::<usize>()).sum();
+            assert_eq!(burn::module::Module::num_params(&model), stored);
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`hf`]: HuggingFace checkpoint names → Burn modules ([`hf::load`] for a whole model).
 //! - [`loading`]: memory-mapped safetensors checkpoints ([`Checkpoint`]), with FP8 e4m3
 //!   block dequantisation.
+//! - [`mtp`]: the multi-token-prediction modules ([`mtp::MtpLayer`]), trained as an extra
+//!   loss; [`speculative`]: exact self-speculative greedy decoding with the first of them.
 //! - [`generation`]: prefill and cached decode of token prompts ([`generation::generate`]),
 //!   each token chosen by [`sampling`] (greedy, or temperature / top-k / top-p from a seed).
 //! - [`chat`]: a checkpoint's chat template, BOS and stop tokens (`tokenizer_config.json`,
@@ -24,7 +26,9 @@ pub mod loading;
 pub mod mlp;
 pub mod model;
 pub mod moe;
+pub mod mtp;
 pub mod sampling;
+pub mod speculative;
 
 #[cfg(test)]
 mod test_util;

@@ -618,10 +618,9 @@ impl Checkpoint {
     }
 
     /// Compares the checkpoint's names with the model's `expected` names and reports every
-    /// missing and unexpected tensor at once. `..._scale_inv` tensors are never unexpected;
-    /// tensors of the `mtp_layers` layers after the `num_hidden_layers` blocks (the MTP
-    /// layer, `model.layers.61.*` in DeepSeek-V3.2) are skipped with one line on stderr.
-    /// A layer beyond those is a [`LoadError::ExtraLayers`]: the configuration has too few
+    /// missing and unexpected tensor at once. `..._scale_inv` tensors are never unexpected.
+    /// The `mtp_layers` layers after the `num_hidden_layers` blocks are the MTP layers
+    /// (`model.layers.61.*` in DeepSeek-V3.2), whose tensors `expected` names; a layer beyond those is a [`LoadError::ExtraLayers`]: the configuration has too few
     /// layers for the checkpoint, and loading the first ones would run a wrong model.
     ///
     /// ```no_run
@@ -645,7 +644,6 @@ impl Checkpoint {
             .filter(|name| !self.contains(name) && seen.insert(**name))
             .map(|name| name.to_string())
             .collect();
-        let mut skipped = 0usize;
         let mut unexpected = Vec::new();
         let mut beyond: Option<(usize, &str)> = None;
         for name in self.names() {
@@ -657,10 +655,6 @@ impl Checkpoint {
                     continue;
                 }
                 _ if expected_set.contains(name) || name.ends_with(SCALE_SUFFIX) => continue,
-                Some(layer) if layer >= num_hidden_layers => {
-                    skipped += 1;
-                    continue;
-                }
                 _ => unexpected.push(name.to_string()),
             }
         }
@@ -672,13 +666,6 @@ impl Checkpoint {
                 num_hidden_layers,
                 mtp_layers,
             });
-        }
-        if skipped > 0 {
-            eprintln!(
-                "dsa-model: skipping {skipped} tensor(s) of layers >= {num_hidden_layers} \
-                 (MTP) in {}",
-                self.location.display()
-            );
         }
         if missing.is_empty() && unexpected.is_empty() {
             Ok(())
@@ -1351,8 +1338,13 @@ mod tests {
         );
         let ckpt = Checkpoint::open(dir.path()).expect("open");
         ckpt.check_names(&names, 4, 0).expect("four blocks");
-        ckpt.check_names(&names[..2], 2, 2)
+        ckpt.check_names(&names, 2, 2)
             .expect("two blocks, two MTP layers");
+        // The MTP layers' tensors are checked like the blocks'.
+        match ckpt.check_names(&names[..3], 2, 2) {
+            Err(LoadError::NameMismatch { unexpected, .. }) => assert_eq!(unexpected, ["model.layers.3.w"]),
+            other => panic!("an MTP tensor beyond the expected ones: {other:?}"),
+        }
         for (layers, mtp) in [(2, 0), (2, 1), (3, 0)] {
             let err = ckpt.check_names(&names[..layers], layers, mtp).unwrap_err();
             let msg = err.to_string();
@@ -1449,6 +1441,7 @@ mod tests {
             "model.layers.0.w",
             "tokens",
             "flags",
+            "model.layers.3.mtp",
             "a.missing",
             "b.missing",
         ];
@@ -1461,7 +1454,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(missing, &["a.missing", "b.missing"]);
-                // The scale and the MTP layer (3 >= 3) are not unexpected.
+                // The scale is not unexpected.
                 assert_eq!(unexpected, &["extra"]);
             }
             other => panic!("wrong error: {other}"),
@@ -1470,13 +1463,14 @@ mod tests {
             msg.contains("a.missing") && msg.contains("b.missing") && msg.contains("extra"),
             "{msg}"
         );
-        let mut all = expected[..3].to_vec();
+        let mut all = expected[..4].to_vec();
         all.push("extra");
         ckpt.check_names(&all, 3, 1)
-            .expect("only the MTP layer is left over");
+            .expect("everything expected");
+        all.retain(|n| *n != "model.layers.3.mtp");
         assert!(
-            ckpt.check_names(&all, 4, 1).is_err(),
-            "layer 3 is a real layer of a 4-layer model"
+            matches!(ckpt.check_names(&all, 3, 1), Err(LoadError::NameMismatch { unexpected, .. }) if unexpected == ["model.layers.3.mtp"]),
+            "a tensor of the MTP layer that the model does not expect"
         );
 
         let tokens = ckpt.read_data("tokens").expect("tokens");

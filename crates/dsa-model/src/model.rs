@@ -17,6 +17,7 @@ use crate::cache::ModelCache;
 use crate::config::DeepSeekV32Config;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::moe::{Moe, MoeConfig};
+use crate::mtp::MtpLayer;
 
 /// The feed-forward of a block.
 #[derive(Module, Debug)]
@@ -124,7 +125,8 @@ impl<B: DsaBackend> Block<B> {
     }
 }
 
-/// The DeepSeek-V3.2 language model (without the MTP layer).
+/// The DeepSeek-V3.2 language model, with its MTP modules (`num_nextn_predict_layers`,
+/// see [`crate::mtp`]).
 ///
 /// ```
 /// # use burn::backend::NdArray;
@@ -144,6 +146,10 @@ pub struct DeepSeekV32<B: Backend> {
     pub norm: RmsNorm<B>,
     /// LM head `[d_model, vocab]` (`lm_head`).
     pub lm_head: Linear<B>,
+    /// The MTP modules (`model.layers.<num_hidden_layers + k>`), `None` when the config
+    /// has no `num_nextn_predict_layers` (an `Option`, so that records saved before the
+    /// field existed still load); see [`DeepSeekV32::mtp_layers`].
+    pub mtp: Option<Vec<MtpLayer<B>>>,
 }
 
 /// What [`DeepSeekV32::forward_traced`] returns: the logits and what every block did.
@@ -171,23 +177,24 @@ impl DeepSeekV32Config {
     /// Creates the model with random weights (initialised lazily, on first use).
     pub fn init<B: Backend>(&self, device: &B::Device) -> DeepSeekV32<B> {
         let norm = || RmsNorm::new(self.hidden_size, self.rms_norm_eps, device);
-        let layers = (0..self.num_hidden_layers)
-            .map(|layer| Block {
-                input_layernorm: norm(),
-                self_attn: self.attention().init(device),
-                post_attention_layernorm: norm(),
-                mlp: if self.is_moe_layer(layer) {
-                    FeedForward::Moe(MoeConfig::from_config(self).init(device))
-                } else {
-                    FeedForward::Dense(MlpConfig::new(self.hidden_size, self.intermediate_size).init(device))
-                },
-            })
-            .collect();
+        // MTP modules follow the blocks' dense / MoE rule at their own layer index.
+        let block = |layer| Block {
+            input_layernorm: norm(),
+            self_attn: self.attention().init(device),
+            post_attention_layernorm: norm(),
+            mlp: if self.is_moe_layer(layer) {
+                FeedForward::Moe(MoeConfig::from_config(self).init(device))
+            } else {
+                FeedForward::Dense(MlpConfig::new(self.hidden_size, self.intermediate_size).init(device))
+            },
+        };
+        let mtp_layers = self.num_hidden_layers..self.num_hidden_layers + self.num_nextn_predict_layers;
         DeepSeekV32 {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
-            layers,
+            layers: (0..self.num_hidden_layers).map(block).collect(),
             norm: norm(),
             lm_head: LinearConfig::new(self.hidden_size, self.vocab_size).with_bias(false).init(device),
+            mtp: (!mtp_layers.is_empty()).then(|| mtp_layers.map(|layer| MtpLayer::new(self.hidden_size, self.rms_norm_eps, block(layer), device)).collect()),
         }
     }
 }
@@ -196,13 +203,30 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// Logits `[B, T, vocab]` of every position of `tokens [B, T]` (whole sequences, no
     /// cache).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.logits(self.run(tokens, None, None, Vec::new()))
+    }
+
+    /// The final-normed hidden states `[B, T, d_model]` of `tokens [B, T]` (whole
+    /// sequences, no cache): what the LM head and the first MTP module read.
+    pub fn forward_hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.run(tokens, None, None, Vec::new())
+    }
+
+    /// The logits `[B, T, vocab]` of final-normed hidden states `[B, T, d_model]`.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        ops::project(&self.lm_head, hidden)
     }
 
     /// Logits `[B, T, vocab]` of `T` new tokens per sequence at positions
     /// `cache.position()..`, which are appended to `cache`: a prompt (prefill) or one token
     /// per sequence (decode).
     pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut ModelCache<B>) -> Tensor<B, 3> {
+        self.logits(self.forward_cached_hidden(tokens, cache))
+    }
+
+    /// [`DeepSeekV32::forward_cached`]'s final-normed hidden states `[B, T, d_model]`
+    /// instead of the logits ([`DeepSeekV32::logits`] turns them into those).
+    pub fn forward_cached_hidden(&self, tokens: Tensor<B, 2, Int>, cache: &mut ModelCache<B>) -> Tensor<B, 3> {
         self.run(tokens, Some(cache), None, Vec::new())
     }
 
@@ -217,7 +241,21 @@ impl<B: DsaBackend> DeepSeekV32<B> {
                 block
             })
             .collect();
+        self.mtp = self.mtp.map(|layers| {
+            layers
+                .into_iter()
+                .map(|mut mtp| {
+                    mtp.block.self_attn = mtp.block.self_attn.with_mode(mode);
+                    mtp
+                })
+                .collect()
+        });
         self
+    }
+
+    /// The MTP modules (none without `num_nextn_predict_layers`).
+    pub fn mtp_layers(&self) -> &[MtpLayer<B>] {
+        self.mtp.as_deref().unwrap_or_default()
     }
 
     /// Training forward of `tokens [B, T]` with every layer's attention in `mode`: the
@@ -226,6 +264,53 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// The indexers see detached inputs, so the loss trains them alone, and the logits'
     /// gradient never reaches them.
     pub fn forward_train(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
+        let (hidden, indexer_loss) = self.train_hidden(tokens, mode);
+        (self.logits(hidden), indexer_loss)
+    }
+
+    /// [`DeepSeekV32::forward_train`] with the MTP modules: the logits, the indexer loss
+    /// (the MTP blocks' included) and the MTP logits of every depth (see
+    /// [`DeepSeekV32::mtp_logits`]).
+    pub fn forward_train_mtp(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>, Vec<Tensor<B, 3>>) {
+        let (hidden, mut indexer_loss) = self.train_hidden(tokens.clone(), mode);
+        let mtp = self.mtp_chain(hidden.clone(), tokens, |layer, h, emb| {
+            let (out, loss) = layer.forward_train(h, emb, mode);
+            indexer_loss = indexer_loss.clone() + loss;
+            out
+        });
+        (self.logits(hidden), indexer_loss, mtp)
+    }
+
+    /// The logits of the MTP modules over whole sequences `tokens [B, T]`, given the main
+    /// model's final-normed hidden states `hidden [B, T, d_model]`
+    /// ([`DeepSeekV32::forward_hidden`]): depth `k` (from 1, one entry per module while
+    /// `k < T`) gives `[B, T - k, vocab]`, whose entry `i` predicts token `i + k + 1` of
+    /// the sequence that `tokens` begins (see [`crate::mtp::mtp_loss`]).
+    pub fn mtp_logits(&self, hidden: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Vec<Tensor<B, 3>> {
+        self.mtp_chain(hidden, tokens, |layer, h, emb| layer.forward(h, emb, None))
+    }
+
+    /// Runs the MTP modules in sequence with `step(module, h, emb)` (the module's output),
+    /// each on the previous one's output, and returns each module's logits.
+    fn mtp_chain(
+        &self,
+        hidden: Tensor<B, 3>,
+        tokens: Tensor<B, 2, Int>,
+        mut step: impl FnMut(&MtpLayer<B>, Tensor<B, 3>, Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Vec<Tensor<B, 3>> {
+        let t = tokens.dims()[1];
+        let mut h = hidden;
+        let mut logits = Vec::new();
+        for (layer, depth) in self.mtp_layers().iter().zip(1..t) {
+            let emb = layer.embed(tokens.clone().narrow(1, depth, t - depth), &self.embed_tokens);
+            h = step(layer, h.narrow(1, 0, t - depth), emb);
+            logits.push(layer.logits(h.clone(), &self.lm_head));
+        }
+        logits
+    }
+
+    /// The training forward's final-normed hidden states and summed indexer loss.
+    fn train_hidden(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
         let mut h = self.embed_tokens.forward(tokens);
         let mut indexer_loss = Tensor::zeros([1], &h.device());
         for block in &self.layers {
@@ -233,7 +318,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
             h = out;
             indexer_loss = indexer_loss + loss;
         }
-        (ops::project(&self.lm_head, self.norm.forward(h)), indexer_loss)
+        (self.norm.forward(h), indexer_loss)
     }
 
     /// [`DeepSeekV32::forward`] (no cache) or [`DeepSeekV32::forward_cached`], recording
@@ -246,10 +331,11 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// `pins[i]` (blocks past the end of `pins` choose for themselves; see [`LayerPins`]).
     pub fn forward_pinned(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut ModelCache<B>>, pins: Vec<LayerPins<B>>) -> Trace<B> {
         let mut layers = Vec::with_capacity(self.layers.len());
-        let logits = self.run(tokens, cache, Some(&mut layers), pins);
+        let logits = self.logits(self.run(tokens, cache, Some(&mut layers), pins));
         Trace { logits, layers }
     }
 
+    /// The final-normed hidden states of `tokens`.
     fn run(
         &self,
         tokens: Tensor<B, 2, Int>,
@@ -274,7 +360,7 @@ impl<B: DsaBackend> DeepSeekV32<B> {
                 trace.push(layer);
             }
         }
-        ops::project(&self.lm_head, self.norm.forward(h))
+        self.norm.forward(h)
     }
 }
 
@@ -333,6 +419,32 @@ mod tests {
         assert!(dense_loss.into_scalar() > 0.0);
         let dense = model.with_attention_mode(AttentionMode::Dense);
         dense_logits.into_data().assert_approx_eq::<f32>(&dense.forward(tokens).into_data(), Tolerance::default());
+    }
+
+    /// A record saved before the model had MTP modules (without the `mtp` field, as
+    /// dsa-cli run directories of earlier versions) still loads.
+    #[test]
+    fn records_without_the_mtp_field_load() {
+        use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+        #[derive(Module, Debug)]
+        struct Before<B: Backend> {
+            embed_tokens: Embedding<B>,
+            layers: Vec<Block<B>>,
+            norm: RmsNorm<B>,
+            lm_head: Linear<B>,
+        }
+        let dev = Default::default();
+        let cfg = DeepSeekV32Config::tiny(32);
+        let model = cfg.init::<B>(&dev);
+        let tokens = Tensor::<B, 2, Int>::from_ints([[3, 1, 4, 1, 5]], &dev);
+        // Initialises the lazy parameters, which clones then share.
+        let logits = model.forward(tokens.clone());
+        let before = Before { embed_tokens: model.embed_tokens.clone(), layers: model.layers.clone(), norm: model.norm.clone(), lm_head: model.lm_head.clone() };
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = recorder.record(before.into_record(), ()).expect("record");
+        let loaded = cfg.init::<B>(&dev).load_record(recorder.load(bytes, &dev).expect("an old record loads"));
+        assert!(loaded.mtp.is_none());
+        loaded.forward(tokens).into_data().assert_eq(&logits.into_data(), true);
     }
 
     /// Pins equal to the model's own choices change nothing; other pins are what runs.

@@ -63,6 +63,12 @@ impl std::fmt::Display for SamplingError {
 
 impl std::error::Error for SamplingError {}
 
+impl From<SamplingError> for String {
+    fn from(e: SamplingError) -> Self {
+        e.to_string()
+    }
+}
+
 /// A token chooser; the same configuration and logits give the same tokens.
 ///
 /// ```
