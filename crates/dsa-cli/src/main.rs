@@ -40,6 +40,7 @@ use dsa_model::cache::CacheMemory;
 use dsa_model::conformance::{run_case_with, CaseOptions, Precision};
 use dsa_cli::checkpoint::ModelFiles;
 use dsa_cli::interrupt::{self, Interrupted};
+use dsa_model::chat::PromptFormat;
 use dsa_model::config::ScaleFmt;
 use dsa_model::DeepSeekV32Config;
 
@@ -362,11 +363,34 @@ fn info<B: Backend>(model_dir: &Path, device: &B::Device) -> Result<(), Box<dyn 
         "  checkpoint: {} tensors, {stored} parameters (FP8 scales not counted)",
         files.tensors.len()
     );
+    println!("  prompts: {}", prompt_conventions(&PromptFormat::from_dir(model_dir)?));
     println!();
     let full = files.cfg.family_full_size();
     println!("{} at full size:", full.model_type.family());
     describe(&full, 2);
     Ok(())
+}
+
+/// What `generate` takes from a checkpoint's tokenizer files: the chat template (for
+/// `--chat`), whether BOS is put in front of prompts, the stop tokens.
+fn prompt_conventions(format: &PromptFormat) -> String {
+    let template = match format.chat_template() {
+        Ok(_) => format!("chat template from {}", format.template_file.display()),
+        Err(_) => "no chat template (generate --chat needs --chat-template)".into(),
+    };
+    let tokenizer = &format.tokenizer;
+    let bos = match (tokenizer.add_bos_token, &tokenizer.bos_token) {
+        (Some(true), Some(token)) => format!("BOS {:?} put in front", token.content()),
+        (Some(true), None) => "BOS put in front".into(),
+        _ => "no BOS added".into(),
+    };
+    let mut stop: Vec<String> = tokenizer.eos_token.iter().map(|t| format!("{:?}", t.content())).collect();
+    stop.extend(format.generation.eos_token_id.iter().flat_map(|ids| ids.ids()).map(|id| format!("id {id}")));
+    let stop = match stop.is_empty() {
+        true => "the tokenizer's end-of-text token".into(),
+        false => format!("{} and the tokenizer's end-of-text token", stop.join(", ")),
+    };
+    format!("{template}; {bos}; stops at {stop}")
 }
 
 /// Prints the family features of `cfg`, its sizes and its decode-cache memory, our cache in
@@ -394,7 +418,7 @@ fn describe(cfg: &DeepSeekV32Config, elem: usize) {
         None => cfg.torch_dtype.clone().unwrap_or_else(|| "unquantised".into()),
     };
     println!(
-        "  MTP layers: {} (num_nextn_predict_layers; not used yet); weights: {weights}",
+        "  MTP layers: {} (num_nextn_predict_layers: drafts for generate --speculative, trained with --mtp-weight); weights: {weights}",
         cfg.num_nextn_predict_layers
     );
     let moe_layers = (0..cfg.num_hidden_layers)

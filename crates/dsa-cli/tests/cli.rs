@@ -85,9 +85,10 @@ fn info_prints_the_family_features() {
     for needle in [
         "family: GLM-5 (model_type glm_moe_dsa)",
         "RoPE: base 1000000, no scaling; indexer RoPE interleaved; RMSNorm eps 1e-5",
-        "MTP layers: 0 (num_nextn_predict_layers; not used yet); weights: FP8 e4m3 with 128×128 blocks, float scales",
+        "MTP layers: 0 (num_nextn_predict_layers: drafts for generate --speculative, trained with --mtp-weight); weights: FP8 e4m3 with 128×128 blocks, float scales",
+        "prompts: no chat template (generate --chat needs --chat-template); no BOS added; stops at the tokenizer's end-of-text token",
         "GLM-5 at full size:",
-        "MTP layers: 1 (num_nextn_predict_layers; not used yet); weights: bfloat16",
+        "MTP layers: 1 (num_nextn_predict_layers: drafts for generate --speculative, trained with --mtp-weight); weights: bfloat16",
         "743.91B total",
     ] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
@@ -98,6 +99,18 @@ fn info_prints_the_family_features() {
     for needle in ["family: DeepSeek-V3.2 (model_type deepseek_v32)", "indexer RoPE non-interleaved (rotate-half)", "YaRN ×4 over 32 positions", "DeepSeek-V3.2 at full size:"] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
     }
+    // The prompt conventions of the checkpoint's tokenizer files.
+    let temp = tempfile::tempdir().unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(deepseek.join(file), temp.path().join(file)).unwrap();
+    }
+    std::fs::write(temp.path().join("tokenizer_config.json"), r#"{"chat_template": "{{ messages }}", "bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": true}"#).unwrap();
+    std::fs::write(temp.path().join("generation_config.json"), r#"{"eos_token_id": [1, 7]}"#).unwrap();
+    let (out, text) = dsa_cli(&["info".as_ref(), temp.path().as_os_str()]);
+    assert!(out.status.success(), "{text}");
+    let config = temp.path().join("tokenizer_config.json");
+    let want = format!("prompts: chat template from {}; BOS \"<s>\" put in front; stops at \"</s>\", id 1, id 7 and the tokenizer's end-of-text token", config.display());
+    assert!(text.contains(&want), "`{want}` missing from:\n{text}");
 }
 
 /// `info` runs the checks of loading: on a run directory and a HuggingFace directory whose
