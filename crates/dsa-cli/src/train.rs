@@ -349,12 +349,8 @@ where
     B::InnerBackend: DsaBackend,
 {
     settings.validate()?;
-    let [device, ..] = devices else {
-        return Err("no device to train on".into());
-    };
-    if !settings.batch_size.is_multiple_of(devices.len()) {
-        return Err(format!("--batch-size {} does not split into equal shards over the {} --devices: use a multiple of {}", settings.batch_size, devices.len(), devices.len()).into());
-    }
+    check_devices(settings.batch_size, devices.len())?;
+    let device = &devices[0];
     if data.train.is_empty() || data.valid.is_empty() {
         return Err("no training or validation sequences".into());
     }
@@ -435,6 +431,17 @@ where
     }
     drop(running);
     Ok(result.model.model)
+}
+
+/// Checks that `devices` (at least one) can share batches of `batch_size` equally.
+pub fn check_devices(batch_size: usize, devices: usize) -> Result<(), RunError> {
+    match devices {
+        0 => Err("no device to train on".into()),
+        n if !batch_size.is_multiple_of(n) => {
+            Err(format!("--batch-size {batch_size} does not split into equal shards over the {n} --devices: use a multiple of {n}").into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The learner epochs of a run: on `--resume` those recorded in its [`EPOCHS_FILE`] (a
