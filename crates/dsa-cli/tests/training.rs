@@ -24,7 +24,7 @@ use dsa_cli::corpus::DataArgs;
 use dsa_cli::data::Document;
 use dsa_cli::presets::Preset;
 use dsa_cli::tokenizer::TextTokenizer;
-use dsa_cli::train::{train, LanguageModel, Stage, TrainSettings};
+use dsa_cli::train::{train, LanguageModel, Stage, TrainData, TrainSettings};
 use dsa_model::{DeepSeekV32, DeepSeekV32Config};
 
 type B = Autodiff<NdArray>;
@@ -153,6 +153,15 @@ fn losses(model: &DeepSeekV32<NdArray>, stage: Stage, batch: &TokenBatch<NdArray
     (out.lm_loss.into_scalar(), out.indexer_kl.into_scalar())
 }
 
+/// Sequences of [`SEQ_LEN`] tokens of [`text`], with the tokenizer of 256 trained on it.
+fn dictionary_data() -> (TextTokenizer, TrainData) {
+    let docs = [Document { source: "devils-dictionary".into(), text: text() }];
+    let data_args = DataArgs { data: vec![], seq_len: SEQ_LEN, retrieval: 0, pairs: 1 };
+    let tokenizer = TextTokenizer::train(data_args.tokenizer_texts(&docs), 256).unwrap();
+    let data = data_args.sequences(&docs, &tokenizer).unwrap();
+    (tokenizer, data)
+}
+
 /// A new trainable model of `cfg` with the weights of `model`, as `--init` makes one.
 fn trainable(model: &DeepSeekV32<NdArray>, cfg: &DeepSeekV32Config) -> DeepSeekV32<B> {
     let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
@@ -171,10 +180,7 @@ fn settings(stage: Stage, steps: usize) -> TrainSettings {
 fn warmup_lowers_the_indexer_kl_and_sparse_training_the_lm_loss() {
     let start = Instant::now();
     let device = Default::default();
-    let docs = [Document { source: "devils-dictionary".into(), text: text() }];
-    let data_args = DataArgs { data: vec![], seq_len: SEQ_LEN, retrieval: 0, pairs: 1 };
-    let tokenizer = TextTokenizer::train(data_args.tokenizer_texts(&docs), 256).unwrap();
-    let data = data_args.sequences(&docs, &tokenizer).unwrap();
+    let (tokenizer, data) = dictionary_data();
     let batch: TokenBatch<NdArray> = TokenBatcher.batch(data.train[..8].to_vec(), &device);
     B::seed(&device, 1);
     let cfg = Preset::Micro.config(tokenizer.vocab_size());
@@ -225,10 +231,7 @@ fn several_devices_follow_the_loss_of_one_device() {
     const STEPS: usize = 10;
     let start = Instant::now();
     let device = Default::default();
-    let docs = [Document { source: "devils-dictionary".into(), text: text() }];
-    let data_args = DataArgs { data: vec![], seq_len: SEQ_LEN, retrieval: 0, pairs: 1 };
-    let tokenizer = TextTokenizer::train(data_args.tokenizer_texts(&docs), 256).unwrap();
-    let data = data_args.sequences(&docs, &tokenizer).unwrap();
+    let (tokenizer, data) = dictionary_data();
     let cfg = Preset::Micro.config(tokenizer.vocab_size());
     let temp = tempfile::tempdir().unwrap();
     let run = |stage: Stage, devices: usize, batch: usize| {
