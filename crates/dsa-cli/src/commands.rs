@@ -256,7 +256,7 @@ where
     let out = &args.out;
     let (lock, settings, data_args, cfg, model, tokenizer, docs) = if args.resume {
         let run: RunSettings = read_json(&out.join(SETTINGS_FILE))?;
-        check_devices(run.train.batch_size, devices.len())?;
+        check_devices::<B>(run.train.batch_size, devices)?;
         let lock = RunLock::acquire(out)?;
         let cfg = DeepSeekV32Config::from_file(out.join(CONFIG_FILE))?;
         check_seq_len(run.data.seq_len, cfg.max_position_embeddings)?;
@@ -268,7 +268,7 @@ where
         refuse_checkpoints(out)?;
         let settings = args.optim.settings(stage);
         settings.validate()?;
-        check_devices(settings.batch_size, devices.len())?;
+        check_devices::<B>(settings.batch_size, devices)?;
         let docs = args.data.documents()?;
         // The seed fixes a new model's initial weights as well as the data order.
         B::seed(device, settings.seed);

@@ -39,7 +39,7 @@ use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::module::{Content, Module, ModuleDisplay, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::Optimizer;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::{AutodiffBackend, Backend, Device as _};
 use burn::tensor::{DType, Tensor};
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
@@ -349,7 +349,7 @@ where
     B::InnerBackend: DsaBackend,
 {
     settings.validate()?;
-    check_devices(settings.batch_size, devices.len())?;
+    check_devices::<B>(settings.batch_size, devices)?;
     let device = &devices[0];
     if data.train.is_empty() || data.valid.is_empty() {
         return Err("no training or validation sequences".into());
@@ -433,9 +433,13 @@ where
     Ok(result.model.model)
 }
 
-/// Checks that `devices` (at least one) can share batches of `batch_size` equally.
-pub fn check_devices(batch_size: usize, devices: usize) -> Result<(), RunError> {
-    match devices {
+/// Checks that `devices` (at least one) exist and can share batches of `batch_size`
+/// equally.
+pub fn check_devices<B: Backend>(batch_size: usize, devices: &[B::Device]) -> Result<(), RunError> {
+    if let Some(device) = devices.iter().find(|d| d.to_id().index_id as usize >= B::device_count(d.to_id().type_id)) {
+        return Err(format!("--devices: there is no {device:?} ({} devices of its kind)", B::device_count(device.to_id().type_id)).into());
+    }
+    match devices.len() {
         0 => Err("no device to train on".into()),
         n if !batch_size.is_multiple_of(n) => {
             Err(format!("--batch-size {batch_size} does not split into equal shards over the {n} --devices: use a multiple of {n}").into())
