@@ -22,7 +22,7 @@ use crate::data::{check_seq_len, Document};
 use crate::lock::RunLock;
 use crate::presets::Preset;
 use crate::tokenizer::{TextTokenizer, MIN_VOCAB};
-use crate::train::{train, Stage, TrainSettings};
+use crate::train::{check_devices, train, Stage, TrainSettings};
 
 /// Settings file of a run directory.
 const SETTINGS_FILE: &str = "train.json";
@@ -144,6 +144,85 @@ pub struct TrainArgs {
     /// The optimisation.
     #[command(flatten)]
     pub optim: OptimArgs,
+    /// Train data-parallel on several devices (also with --resume): `cuda:0,cuda:1,…`
+    /// (--backend cuda), `cpu,cpu,…` (--backend ndarray: workers sharing the CPU), or a
+    /// count N for the backend's first N devices. Every --batch-size batch is split into
+    /// equal shards, one per device, so N devices follow the loss of one; the batch size
+    /// must be a multiple of N. Default: the backend's default device.
+    #[arg(long, value_name = "LIST", value_parser = DeviceList::parse)]
+    pub devices: Option<DeviceList>,
+}
+
+/// A device named in `--devices`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceName {
+    /// `cpu`: the ndarray backend's (one) device.
+    Cpu,
+    /// `cuda:N`: CUDA device N.
+    Cuda(usize),
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+/// The value of `--devices`: named devices or a count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceList {
+    /// The backend's first N devices (N workers on the CPU for ndarray).
+    Count(usize),
+    /// These devices, the first one keeping the model and the optimizer.
+    Names(Vec<DeviceName>),
+}
+
+impl DeviceList {
+    /// Parses `--devices`: a count ≥ 1, or names (`cpu`, `cuda:N`) separated by commas,
+    /// no CUDA device twice.
+    ///
+    /// ```
+    /// use dsa_cli::commands::{DeviceList, DeviceName};
+    /// assert_eq!(DeviceList::parse("cuda:0,cuda:1"), Ok(DeviceList::Names(vec![DeviceName::Cuda(0), DeviceName::Cuda(1)])));
+    /// assert_eq!(DeviceList::parse("2"), Ok(DeviceList::Count(2)));
+    /// assert!(DeviceList::parse("cuda:0,cuda:0").is_err());
+    /// ```
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if let Ok(count) = value.trim().parse::<usize>() {
+            return match count {
+                0 => Err("a count of devices must be at least 1".into()),
+                n => Ok(Self::Count(n)),
+            };
+        }
+        let mut names = Vec::new();
+        for name in value.split(',').map(str::trim) {
+            let device = match name.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(index)) => DeviceName::Cuda(index),
+                _ if name == "cpu" => DeviceName::Cpu,
+                _ => return Err(format!("`{name}` is not a device: expected `cpu`, `cuda:N` or a count, e.g. `cuda:0,cuda:1`")),
+            };
+            if device != DeviceName::Cpu && names.contains(&device) {
+                return Err(format!("`{name}` is named twice"));
+            }
+            names.push(device);
+        }
+        Ok(Self::Names(names))
+    }
+
+    /// The devices of a backend (`backend`, for errors) whose `i`-th device is `nth(i)` and
+    /// whose device of a name is `named` (`None`: not one of this backend's).
+    pub fn resolve<D>(&self, backend: &str, nth: impl Fn(usize) -> D, named: impl Fn(DeviceName) -> Option<D>) -> Result<Vec<D>, RunError> {
+        match self {
+            Self::Count(n) => Ok((0..*n).map(nth).collect()),
+            Self::Names(names) => names
+                .iter()
+                .map(|&name| named(name).ok_or_else(|| format!("--devices: `{name}` is not a device of --backend {backend}").into()))
+                .collect(),
+        }
+    }
 }
 
 /// What a run directory's `train.json` records.
@@ -165,16 +244,19 @@ pub fn tokenizer_train(args: &TokenizerTrainArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-/// `dsa-cli warmup` (`stage` = warm-up) and `dsa-cli train` (sparse or dense): trains and
-/// writes the run directory; returns the trained model with its configuration.
-pub fn run_training<B>(stage: Stage, args: &TrainArgs, device: &B::Device) -> Result<(DeepSeekV32Config, DeepSeekV32<B::InnerBackend>), RunError>
+/// `dsa-cli warmup` (`stage` = warm-up) and `dsa-cli train` (sparse or dense): trains on
+/// `devices` (data-parallel over several; the model starts on the first) and writes the run
+/// directory; returns the trained model with its configuration.
+pub fn run_training<B>(stage: Stage, args: &TrainArgs, devices: &[B::Device]) -> Result<(DeepSeekV32Config, DeepSeekV32<B::InnerBackend>), RunError>
 where
     B: AutodiffBackend + DsaBackend,
     B::InnerBackend: DsaBackend,
 {
+    let device = devices.first().ok_or("no device to train on")?;
     let out = &args.out;
     let (lock, settings, data_args, cfg, model, tokenizer, docs) = if args.resume {
         let run: RunSettings = read_json(&out.join(SETTINGS_FILE))?;
+        check_devices::<B>(run.train.batch_size, devices)?;
         let lock = RunLock::acquire(out)?;
         let cfg = DeepSeekV32Config::from_file(out.join(CONFIG_FILE))?;
         check_seq_len(run.data.seq_len, cfg.max_position_embeddings)?;
@@ -186,6 +268,7 @@ where
         refuse_checkpoints(out)?;
         let settings = args.optim.settings(stage);
         settings.validate()?;
+        check_devices::<B>(settings.batch_size, devices)?;
         let docs = args.data.documents()?;
         // The seed fixes a new model's initial weights as well as the data order.
         B::seed(device, settings.seed);
@@ -217,7 +300,7 @@ where
         out.display()
     );
     let start = Instant::now();
-    let model = train::<B>(model, data, &settings, out, args.resume)?;
+    let model = train::<B>(model, data, &settings, out, args.resume, devices)?;
     save_model(out, &model, &cfg)?;
     println!("{:?}: {} steps done in {:.0} s; model saved in {}", settings.stage, settings.steps, start.elapsed().as_secs_f64(), out.display());
     Ok((cfg, model))

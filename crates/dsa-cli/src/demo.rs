@@ -122,7 +122,7 @@ where
                 mtp_weight: DEFAULT_MTP_WEIGHT,
             };
             let resume = has_checkpoints(&out);
-            run_training::<B>(run.stage, &TrainArgs { out: out.clone(), resume, model, data: data.clone(), optim }, device)?;
+            run_training::<B>(run.stage, &TrainArgs { out: out.clone(), resume, model, data: data.clone(), optim, devices: None }, std::slice::from_ref(device))?;
         }
         previous = Some(out);
     }

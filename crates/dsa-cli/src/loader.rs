@@ -6,12 +6,19 @@
 //! `batch_size` of that endless order. Resuming from the checkpoint of any epoch therefore
 //! sees exactly the batches the uninterrupted run would have seen.
 //!
+//! For data-parallel training over `N` devices the loader cuts every batch into `N`
+//! equal shards, and these shards are its items as Burn's `split_dataloader` sees them
+//! ([`DataLoader::num_items`] is `N`, [`DataLoader::slice`] keeps some of them): the
+//! learner's multi-device strategy gives shard `i` of every step to device `i`, so that
+//! the devices together see exactly the batches of one device.
+//!
 //! An epoch normally ends at a multiple of the checkpoint interval; when SIGINT arrives
 //! ([`interrupt::requested`]) the current epoch ends after the step in progress, so that
 //! the learner checkpoints there, and the plan records that early end (in the run's
 //! [`EPOCHS_FILE`]) for `--resume`.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -112,6 +119,10 @@ impl SharedPlan {
 pub struct StepLoader<B: Backend> {
     sequences: Arc<Vec<Vec<u32>>>,
     batch_size: usize,
+    /// Equal shards each batch is cut into (one per device).
+    shards: usize,
+    /// The shards this loader serves (all of them before Burn splits it).
+    parts: Range<usize>,
     seed: u64,
     plan: SharedPlan,
     /// Index (from 1) of the epoch the next [`DataLoader::iter`] call serves.
@@ -123,12 +134,17 @@ pub struct StepLoader<B: Backend> {
 
 impl<B: Backend> StepLoader<B> {
     /// Batches of `batch_size` of `sequences` for the epochs of `plan`, the first served
-    /// epoch being `first_epoch` (from 1, as the learner counts).
-    pub fn new(sequences: Vec<Vec<u32>>, batch_size: usize, seed: u64, plan: SharedPlan, first_epoch: usize, device: B::Device) -> Self {
+    /// epoch being `first_epoch` (from 1, as the learner counts), each batch cut into
+    /// `shards` equal shards for as many devices (`batch_size` a multiple of `shards`).
+    pub fn new(sequences: Vec<Vec<u32>>, batch_size: usize, shards: usize, seed: u64, plan: SharedPlan, first_epoch: usize, device: B::Device) -> Self {
         let done = plan.get().end(first_epoch.saturating_sub(1));
+        let shards = shards.max(1);
+        assert!(batch_size.is_multiple_of(shards), "a batch of {batch_size} does not split into {shards} equal shards");
         Self {
             sequences: Arc::new(sequences),
             batch_size: batch_size.max(1),
+            shards,
+            parts: 0..shards,
             seed,
             plan,
             next_epoch: Arc::new(AtomicUsize::new(first_epoch.max(1))),
@@ -143,8 +159,25 @@ impl<B: Backend> StepLoader<B> {
         self.steps_done.clone()
     }
 
-    fn with(&self, sequences: Arc<Vec<Vec<u32>>>, next_epoch: Arc<AtomicUsize>, device: B::Device) -> Self {
-        Self { sequences, batch_size: self.batch_size, seed: self.seed, plan: self.plan.clone(), next_epoch, steps_done: self.steps_done.clone(), device }
+    fn with(&self, parts: Range<usize>, next_epoch: Arc<AtomicUsize>, device: B::Device) -> Self {
+        Self {
+            sequences: self.sequences.clone(),
+            batch_size: self.batch_size,
+            shards: self.shards,
+            parts,
+            seed: self.seed,
+            plan: self.plan.clone(),
+            next_epoch,
+            steps_done: self.steps_done.clone(),
+            device,
+        }
+    }
+
+    /// The positions of step `step`'s sequences this loader serves, in the endless
+    /// visiting order.
+    fn positions(&self, step: usize) -> Range<usize> {
+        let shard = self.batch_size / self.shards;
+        step * self.batch_size + self.parts.start * shard..step * self.batch_size + self.parts.end * shard
     }
 }
 
@@ -156,18 +189,22 @@ impl<B: Backend> DataLoader<B, TokenBatch<B>> for StepLoader<B> {
         Box::new(StepIter { loader: self, epoch, first, step: first, last, pass: None, interrupt_seen: false })
     }
 
+    /// The shards of each batch this loader serves (see the [module](self) docs).
     fn num_items(&self) -> usize {
-        self.sequences.len()
+        self.parts.len()
     }
 
     fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, TokenBatch<B>>> {
-        Arc::new(self.with(self.sequences.clone(), self.next_epoch.clone(), device.clone()))
+        Arc::new(self.with(self.parts.clone(), self.next_epoch.clone(), device.clone()))
     }
 
+    /// A loader of the shards `start..end` of those this one serves, counting its epochs
+    /// on its own.
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, TokenBatch<B>>> {
-        let part = Arc::new(self.sequences[start..end].to_vec());
+        assert!(start <= end && end <= self.parts.len(), "shards {start}..{end} of {}", self.parts.len());
+        let parts = self.parts.start + start..self.parts.start + end;
         let next_epoch = Arc::new(AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)));
-        Arc::new(self.with(part, next_epoch, self.device.clone()))
+        Arc::new(self.with(parts, next_epoch, self.device.clone()))
     }
 }
 
@@ -198,7 +235,18 @@ impl<B: Backend> StepIter<'_, B> {
 
     /// On SIGINT after a step of this epoch: ends the epoch here (recording it in the
     /// plan) so that the learner checkpoints this step. Whether it did.
+    ///
+    /// Only the loader of the first shard decides; the others end where the plan says it
+    /// ended (Burn's multi-device step draws the first device's batch first), so that all
+    /// devices stop after the same step.
     fn end_on_interrupt(&mut self) -> bool {
+        if self.loader.parts.start > 0 {
+            let ended = self.loader.plan.get().early_ends.get(&self.epoch) == Some(&self.step);
+            if ended {
+                self.last = self.step;
+            }
+            return ended;
+        }
         if self.interrupt_seen || self.step == self.first || !interrupt::requested() {
             return false;
         }
@@ -224,8 +272,9 @@ impl<B: Backend> Iterator for StepIter<'_, B> {
         if self.step >= self.last || self.loader.sequences.is_empty() || self.end_on_interrupt() {
             return None;
         }
-        let bs = self.loader.batch_size;
-        let items = (self.step * bs..(self.step + 1) * bs)
+        let items = self
+            .loader
+            .positions(self.step)
             .map(|position| self.loader.sequences[self.sequence_at(position)].clone())
             .collect();
         self.step += 1;
@@ -236,7 +285,7 @@ impl<B: Backend> Iterator for StepIter<'_, B> {
 
 impl<B: Backend> DataLoaderIterator<TokenBatch<B>> for StepIter<'_, B> {
     fn progress(&self) -> Progress {
-        let bs = self.loader.batch_size;
+        let bs = self.loader.positions(0).len();
         Progress::new((self.step - self.first) * bs, (self.last - self.first) * bs)
     }
 }
@@ -267,7 +316,7 @@ mod tests {
     fn batches_depend_only_on_the_step() {
         let seqs: Vec<Vec<u32>> = (0..5).map(|i| vec![i, 100 + i]).collect();
         let plan = SharedPlan::new(EpochPlan::new(3, 8), None);
-        let loader = StepLoader::<NdArray>::new(seqs.clone(), 2, 7, plan.clone(), 1, Default::default());
+        let loader = StepLoader::<NdArray>::new(seqs.clone(), 2, 1, 7, plan.clone(), 1, Default::default());
         assert_eq!(plan.get().num_epochs(), 3);
         let all = epochs(&loader, 4);
         assert_eq!(all.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2, 0]);
@@ -277,14 +326,35 @@ mod tests {
         pass0.sort();
         assert_eq!(pass0, [0, 1, 2, 3, 4]);
         // A loader resumed at epoch 2 serves epochs 2 and 3 identically.
-        let resumed = StepLoader::<NdArray>::new(seqs.clone(), 2, 7, plan, 2, Default::default());
+        let resumed = StepLoader::<NdArray>::new(seqs.clone(), 2, 1, 7, plan, 2, Default::default());
         assert_eq!(epochs(&resumed, 2), all[1..3]);
         // Epochs ending early (an interrupted run) move the checkpoints, not the batches.
         let mut early = EpochPlan::new(3, 8);
         early.early_ends.insert(2, 4);
-        let loader = StepLoader::<NdArray>::new(seqs, 2, 7, SharedPlan::new(early, None), 1, Default::default());
+        let loader = StepLoader::<NdArray>::new(seqs, 2, 1, 7, SharedPlan::new(early, None), 1, Default::default());
         let split = epochs(&loader, 5);
         assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1, 2, 2, 0]);
         assert_eq!(split.concat(), all.concat());
+    }
+
+    /// Split as Burn's multi-device strategy splits it, a loader of 3 shards gives device
+    /// `i` the `i`-th third of every batch of the one-device loader.
+    #[test]
+    fn shards_are_the_parts_of_the_one_device_batches() {
+        use burn::data::dataloader::split::split_dataloader;
+        let seqs: Vec<Vec<u32>> = (0..7).map(|i| vec![i, 100 + i]).collect();
+        let plan = SharedPlan::new(EpochPlan::new(4, 4), None);
+        let whole = epochs(&StepLoader::<NdArray>::new(seqs.clone(), 6, 1, 3, plan.clone(), 1, Default::default()), 1).remove(0);
+        let loader: Arc<dyn DataLoader<NdArray, TokenBatch<NdArray>>> = Arc::new(StepLoader::<NdArray>::new(seqs, 6, 3, 3, plan, 1, Default::default()));
+        let shards: Vec<_> = split_dataloader(loader, &[Default::default(); 3])
+            .iter()
+            .map(|l| l.iter().map(|b| b.inputs.to_data().to_vec::<i64>().unwrap()).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(whole.len(), 4);
+        for (step, batch) in whole.iter().enumerate() {
+            let joined: Vec<i64> = shards.iter().flat_map(|s| s[step].clone()).collect();
+            assert_eq!(&joined, batch, "step {step}");
+            assert!(shards.iter().all(|s| s[step].len() == batch.len() / 3));
+        }
     }
 }

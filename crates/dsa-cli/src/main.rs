@@ -12,6 +12,7 @@
 //! dsa-cli warmup --init runs/dense --seq-len 64 --steps 60 --out runs/warmup
 //! dsa-cli train --init runs/warmup --seq-len 64 --steps 150 --out runs/sparse
 //! dsa-cli train --out runs/sparse --resume         # after an interruption
+//! dsa-cli --backend cuda train --devices cuda:0,cuda:1 --batch-size 16 ...  # data-parallel
 //! dsa-cli generate --model runs/sparse "DEVIL, n."
 //! dsa-cli generate --model HF_DIR --chat            # the checkpoint's chat template
 //! dsa-cli plot ours.jsonl peer.jsonl --out cost.png  # a benchmark run's cost curve
@@ -32,7 +33,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dsa_burn::DsaBackend;
 use dsa_cli::bench::{bench_train, BenchMatmulArgs, BenchTrainArgs};
 use dsa_cli::commands::{
-    run_generate, run_training, tokenizer_train, GenerateArgs, TokenizerTrainArgs, TrainArgs,
+    run_generate, run_training, tokenizer_train, DeviceList, DeviceName, GenerateArgs, TokenizerTrainArgs, TrainArgs,
 };
 use dsa_cli::demo::{run_demo, DemoArgs};
 use dsa_cli::train::Stage;
@@ -225,18 +226,35 @@ fn dispatch(
     let unknown = || None::<u64>;
     #[cfg(feature = "cuda")]
     let cuda_reserved = || dsa_burn::cubecl::cuda_memory_reserved(&Default::default());
+    // The devices: `train`/`warmup --devices`, else the backend's default device.
+    #[cfg(feature = "cuda")]
+    let cuda_devices = || {
+        use burn::backend::cuda::CudaDevice;
+        devices(command, "cuda", CudaDevice::new, |name| match name {
+            DeviceName::Cuda(index) => Some(CudaDevice::new(index)),
+            DeviceName::Cpu => None,
+        })
+    };
     match (kind, dtype) {
         #[cfg(feature = "ndarray")]
-        (BackendKind::Ndarray, _) => run::<burn::backend::NdArray>(command, precision, &unknown, &Default::default()),
+        (BackendKind::Ndarray, _) => {
+            let devices = devices(command, "ndarray", |_| Default::default(), |name| (name == DeviceName::Cpu).then(Default::default))?;
+            run::<burn::backend::NdArray>(command, precision, &unknown, &devices)
+        }
         #[cfg(feature = "wgpu")]
-        (BackendKind::Wgpu, _) => run::<burn::backend::Wgpu>(command, precision, &unknown, &Default::default()),
+        (BackendKind::Wgpu, _) => {
+            if device_list(command).is_some() {
+                return Err("--devices needs --backend cuda or ndarray".into());
+            }
+            run::<burn::backend::Wgpu>(command, precision, &unknown, &[Default::default()])
+        }
         #[cfg(feature = "cuda")]
         (BackendKind::Cuda, FloatKind::F32) => {
-            run::<burn::backend::Cuda>(command, precision, &cuda_reserved, &Default::default())
+            run::<burn::backend::Cuda>(command, precision, &cuda_reserved, &cuda_devices()?)
         }
         #[cfg(feature = "cuda")]
         (BackendKind::Cuda, FloatKind::Bf16) => {
-            run::<burn::backend::Cuda<burn::tensor::bf16>>(command, precision, &cuda_reserved, &Default::default())
+            run::<burn::backend::Cuda<burn::tensor::bf16>>(command, precision, &cuda_reserved, &cuda_devices()?)
         }
         #[allow(unreachable_patterns)]
         (other, _) => Err(format!(
@@ -262,12 +280,37 @@ fn kernel_cache_root() -> Option<PathBuf> {
     }
 }
 
+/// The `--devices` of `train` and `warmup`.
+fn device_list(command: &Command) -> Option<&DeviceList> {
+    match command {
+        Command::Warmup(args) | Command::Train { args, .. } => args.devices.as_ref(),
+        _ => None,
+    }
+}
+
+/// The devices `command` runs on: its `--devices` on the backend named `backend`, whose
+/// `i`-th device is `nth(i)` and device of a name `named(name)` (`None`: not this
+/// backend's); else the default device.
+fn devices<D: Default>(
+    command: &Command,
+    backend: &str,
+    nth: impl Fn(usize) -> D,
+    named: impl Fn(DeviceName) -> Option<D>,
+) -> Result<Vec<D>, Box<dyn Error>> {
+    match device_list(command) {
+        Some(list) => list.resolve(backend, nth, named).map_err(|e| e as Box<dyn Error>),
+        None => Ok(vec![D::default()]),
+    }
+}
+
+/// Runs `command` on `devices` (all of them for data-parallel training, else the first).
 fn run<B: DsaBackend>(
     command: &Command,
     precision: Precision,
     reserved: &dyn Fn() -> Option<u64>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<bool, Box<dyn Error>> {
+    let device = devices.first().ok_or("no device")?;
     match command {
         Command::Conformance { case_dirs, pin } => {
             Ok(conformance::<B>(case_dirs, CaseOptions { precision, pin: *pin }, device))
@@ -288,10 +331,10 @@ fn run<B: DsaBackend>(
         Command::Tokenizer {
             command: TokenizerCommand::Train(args),
         } => done(tokenizer_train(args)),
-        Command::Warmup(args) => done(run_training::<Autodiff<B>>(Stage::Warmup, args, device)),
+        Command::Warmup(args) => done(run_training::<Autodiff<B>>(Stage::Warmup, args, devices)),
         Command::Train { dense, args } => {
             let stage = if *dense { Stage::Dense } else { Stage::Sparse };
-            done(run_training::<Autodiff<B>>(stage, args, device))
+            done(run_training::<Autodiff<B>>(stage, args, devices))
         }
         Command::Generate(args) => done(run_generate::<B>(args, device)),
         Command::BenchTrain(args) => done(bench_train::<Autodiff<B>>(args, device, reserved)),

@@ -143,9 +143,10 @@ impl Metric for StepMetric {
             Stat::Throughput => {
                 let now = Instant::now();
                 let elapsed = now.duration_since(std::mem::replace(&mut self.last, now));
-                // Weighted by milliseconds, the running value is total tokens over total time.
-                let rate = stats.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
-                (rate, elapsed.as_millis().max(1) as usize, format.unit("tok/s").precision(0))
+                // Weighted by microseconds, the running value is total tokens over total time
+                // (also on several devices, whose reports of a step come moments apart).
+                let rate = stats.tokens as f64 / elapsed.as_secs_f64().max(1e-6);
+                (rate, elapsed.as_micros().max(1) as usize, format.unit("tok/s").precision(0))
             }
         };
         self.state.update(value, weight, format)

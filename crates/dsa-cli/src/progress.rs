@@ -26,13 +26,15 @@ pub struct ProgressLines {
     valid: HashMap<MetricId, String>,
     plan: SharedPlan,
     every: usize,
+    /// Items per step: Burn's multi-device strategy reports one per device.
+    devices: usize,
     start: Instant,
 }
 
 impl ProgressLines {
     /// Prints a training line every `every` steps (and at each epoch's end) of a run whose
-    /// learner epochs `plan` describes.
-    pub fn new(plan: SharedPlan, every: usize) -> Self {
+    /// learner epochs `plan` describes, training on `devices` devices.
+    pub fn new(plan: SharedPlan, every: usize, devices: usize) -> Self {
         Self {
             names: HashMap::new(),
             order: Vec::new(),
@@ -40,6 +42,7 @@ impl ProgressLines {
             valid: HashMap::new(),
             plan,
             every: every.max(1),
+            devices: devices.max(1),
             start: Instant::now(),
         }
     }
@@ -72,8 +75,12 @@ impl MetricsRendererTraining for ProgressLines {
     fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
         let epoch = item.global_progress.items_processed;
         let iteration = item.iteration.unwrap_or(0);
+        if !iteration.is_multiple_of(self.devices) {
+            // Not the step's last device.
+            return;
+        }
         let plan = self.plan.get();
-        let step = plan.end(epoch.saturating_sub(1)) + iteration;
+        let step = plan.end(epoch.saturating_sub(1)) + iteration / self.devices;
         let epoch_done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
         if step.is_multiple_of(self.every) || epoch_done {
             let secs = self.start.elapsed().as_secs_f64();

@@ -4,7 +4,27 @@
 //! [`LanguageModel`] wraps a [`DeepSeekV32`] for the learner (its [`TrainStep`] and
 //! [`InferenceStep`]); [`train`] sets up the data loaders, AdamW with gradient clipping,
 //! LR warm-up + cosine, the metrics, crash-safe checkpoints every
-//! [`TrainSettings::checkpoint_every`] steps and `--resume`, and runs the learner.
+//! [`TrainSettings::checkpoint_every`] steps and `--resume`, and runs the learner, on one
+//! device or data-parallel on several.
+//!
+//! # Several devices
+//!
+//! Data-parallel training runs on Burn's multi-device strategy
+//! ([`ExecutionStrategy::MultiDevice`] with [`MultiDeviceOptim::OptimMainDevice`]): the
+//! learner keeps the model and the optimizer on the first device, each step sends the model
+//! to every device, each device computes the gradient of its shard of the batch (the
+//! [`StepLoader`] cuts every batch into equal shards, one per device), and the gradients
+//! are moved to the first device and summed there before the one optimizer step. Each
+//! device back-propagates its shard's mean loss divided by the number of devices, so that
+//! the sum is the gradient of the whole batch's mean loss: N devices follow the loss of one
+//! (up to float rounding), gradient clipping and AdamW included. The learner records one
+//! loss per device and step (of its shard), their mean the step's loss.
+//!
+//! Burn's other data-parallel strategy, `DistributedDataParallel` (feature `ddp`, an
+//! all-reduce of the gradients through `DistributedBackend`), cannot serve here: Burn's
+//! `distributed` feature makes `Autodiff<B>` an `AutodiffBackend` only for backends that
+//! implement `DistributedBackend`, which ndarray does not, so with it the CPU build (and
+//! CI's test of several devices) would not compile.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -19,12 +39,14 @@ use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::module::{Content, Module, ModuleDisplay, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::Optimizer;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::{AutodiffBackend, Backend, Device as _};
 use burn::tensor::{DType, Tensor};
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
 use burn::train::metric::store::EventStoreClient;
-use burn::train::{EarlyStoppingStrategy, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
+use burn::train::{
+    EarlyStoppingStrategy, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim, SupervisedTraining, TrainOutput, TrainStep,
+};
 use dsa_burn::{AttentionMode, DsaBackend, FusedAdamWConfig, MasterWeights};
 use dsa_model::mtp::mtp_loss;
 use dsa_model::DeepSeekV32;
@@ -75,6 +97,9 @@ pub struct LanguageModel<B: Backend> {
     stage: Stage,
     #[module(skip)]
     mtp_weight: f64,
+    /// Devices the batch is split over: each back-propagates its shard's loss / `devices`.
+    #[module(skip)]
+    devices: usize,
 }
 
 /// The MTP loss weight λ of DeepSeek-V3 (§4.2: 0.3 for most of the training).
@@ -89,13 +114,21 @@ impl<B: DsaBackend> LanguageModel<B> {
     /// `small` preset at 8K tokens). In the other stages every parameter does.
     pub fn new(model: DeepSeekV32<B>, stage: Stage) -> Self {
         let model = model.map(&mut RequireGrad { indexers_only: stage == Stage::Warmup, depth: 0 });
-        Self { model: model.with_attention_mode(stage.mode()), stage, mtp_weight: DEFAULT_MTP_WEIGHT }
+        Self { model: model.with_attention_mode(stage.mode()), stage, mtp_weight: DEFAULT_MTP_WEIGHT, devices: 1 }
     }
 
     /// The weight λ of the MTP loss (default [`DEFAULT_MTP_WEIGHT`]; 0: the MTP layers are
     /// not run). Without MTP layers there is no MTP loss.
     pub fn with_mtp_weight(self, mtp_weight: f64) -> Self {
         Self { mtp_weight, ..self }
+    }
+
+    /// For data-parallel training over `devices` devices, each with an equal shard of the
+    /// batch: the gradient of a step is its loss's divided by `devices`, so that the sum of
+    /// the devices' gradients is that of the whole batch's mean loss (see the
+    /// [module](self) docs). The reported loss is the shard's.
+    pub fn with_devices(self, devices: usize) -> Self {
+        Self { devices: devices.max(1), ..self }
     }
 
     /// The stage's loss and metrics on `batch`. With MTP layers and a positive weight, the
@@ -173,7 +206,7 @@ where
 
     fn step(&self, batch: TokenBatch<B>) -> TrainOutput<LmOutput<B>> {
         let out = self.forward_step(batch);
-        let grads = out.loss.backward();
+        let grads = out.loss.clone().div_scalar(self.devices as f32).backward();
         TrainOutput::new(self, grads, LmOutput { loss: out.loss.detach(), ..out })
     }
 }
@@ -293,7 +326,9 @@ where
     MasterWeights::new(adamw, DType::F32)
 }
 
-/// Trains `model` on `data` as `settings` say, with Burn's learner writing to `run_dir`.
+/// Trains `model` (on `devices[0]`) on `data` as `settings` say, with Burn's learner
+/// writing to `run_dir`; data-parallel when `devices` names several (the batch size a
+/// multiple of their number; see the [module](self) docs).
 /// With `resume`, continues from the newest complete checkpoint in `run_dir` (the loss
 /// trajectory is that of an uninterrupted run; damaged checkpoints are named and skipped);
 /// without, `run_dir` must hold no checkpoints. Returns the trained model.
@@ -307,12 +342,15 @@ pub fn train<B>(
     settings: &TrainSettings,
     run_dir: &Path,
     resume: bool,
+    devices: &[B::Device],
 ) -> Result<DeepSeekV32<B::InnerBackend>, RunError>
 where
     B: AutodiffBackend + DsaBackend,
     B::InnerBackend: DsaBackend,
 {
     settings.validate()?;
+    check_devices::<B>(settings.batch_size, devices)?;
+    let device = &devices[0];
     if data.train.is_empty() || data.valid.is_empty() {
         return Err("no training or validation sequences".into());
     }
@@ -329,9 +367,8 @@ where
             None
         }
     };
-    let device = model.devices().into_iter().next().ok_or("the model has no parameters")?;
     let layers = model.layers.len();
-    let model = LanguageModel::new(model, settings.stage).with_mtp_weight(settings.mtp_weight);
+    let model = LanguageModel::new(model.fork(device), settings.stage).with_mtp_weight(settings.mtp_weight).with_devices(devices.len());
     if let Some(epoch) = checkpoint {
         // Burn's learner would load records of other shapes, or another run's optimizer
         // state, into a wrong model (or panic).
@@ -339,7 +376,7 @@ where
     }
     let s = settings;
     let plan = epoch_plan(s, run_dir, resume)?;
-    let loader_train = StepLoader::<B>::new(data.train, s.batch_size, s.seed, plan.clone(), checkpoint.map_or(1, |e| e + 1), device.clone());
+    let loader_train = StepLoader::<B>::new(data.train, s.batch_size, devices.len(), s.seed, plan.clone(), checkpoint.map_or(1, |e| e + 1), device.clone());
     let steps_done = loader_train.steps_done();
     let num_epochs = plan.get().num_epochs();
     let loader_valid = DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher)
@@ -369,6 +406,10 @@ where
         .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
         .early_stopping(StopOnInterrupt)
         .num_epochs(num_epochs)
+        .with_training_strategy(match devices {
+            [one] => ExecutionStrategy::SingleDevice(one.clone()),
+            _ => ExecutionStrategy::MultiDevice(devices.to_vec(), MultiDeviceOptim::OptimMainDevice),
+        }.into())
         .summary();
     if s.stage != Stage::Dense {
         training = training.metric_train_numeric(StepMetric::new(Stat::IndexerKl)).metric_valid_numeric(StepMetric::new(Stat::IndexerKl));
@@ -380,7 +421,7 @@ where
     let running = interrupt::Training::start();
     training = match std::io::stdout().is_terminal() {
         true => training.renderer(interrupt::tui_renderer(checkpoint)),
-        false => training.renderer(ProgressLines::new(plan.clone(), s.log_every)),
+        false => training.renderer(ProgressLines::new(plan.clone(), s.log_every, devices.len())),
     };
     let result = training.launch(Learner::new(model, optim, schedule));
     drop(result.renderer);
@@ -390,6 +431,21 @@ where
     }
     drop(running);
     Ok(result.model.model)
+}
+
+/// Checks that `devices` (at least one) exist and can share batches of `batch_size`
+/// equally.
+pub fn check_devices<B: Backend>(batch_size: usize, devices: &[B::Device]) -> Result<(), RunError> {
+    if let Some(device) = devices.iter().find(|d| d.to_id().index_id as usize >= B::device_count(d.to_id().type_id)) {
+        return Err(format!("--devices: there is no {device:?} ({} devices of its kind)", B::device_count(device.to_id().type_id)).into());
+    }
+    match devices.len() {
+        0 => Err("no device to train on".into()),
+        n if !batch_size.is_multiple_of(n) => {
+            Err(format!("--batch-size {batch_size} does not split into equal shards over the {n} --devices: use a multiple of {n}").into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The learner epochs of a run: on `--resume` those recorded in its [`EPOCHS_FILE`] (a

@@ -181,7 +181,7 @@ fn bad_training_input_is_an_error_not_a_panic() {
     let text = "ABSURDITY, n.  A statement or belief manifestly inconsistent with one's own opinion.\n".repeat(40);
     let (empty, bad, short, good) = (file("empty.txt", b" \n\n"), file("bad.txt", b"fine\nnot \xff fine\n"), file("short.txt", b"Too short."), file("text.txt", text.as_bytes()));
     let run = dir.join("run").display().to_string();
-    let cases: [(&[&str], String); 8] = [
+    let cases: [(&[&str], String); 10] = [
         (&["--dtype", "bf16", "train", "--data", &good], "--dtype bf16 needs --backend cuda (got Ndarray)".into()),
         (&["train", "--data", &empty], format!("{empty} has no text")),
         (&["warmup", "--data", &bad], format!("{bad}:2: not valid UTF-8")),
@@ -189,6 +189,8 @@ fn bad_training_input_is_an_error_not_a_panic() {
         (&["train", "--data", &good, "--vocab", "300", "--seq-len", "4096"], "--seq-len 4096 exceeds the model's maximum of 2048 positions".into()),
         (&["warmup", "--data", &good, "--vocab", "300", "--seq-len", "64", "--steps", "0"], "--steps must be at least 1".into()),
         (&["train", "--resume"], format!("cannot read {run}/train.json")),
+        (&["train", "--data", &good, "--devices", "cpu,cuda:1"], "--devices: `cuda:1` is not a device of --backend ndarray".into()),
+        (&["warmup", "--data", &good, "--batch-size", "5", "--devices", "cpu,cpu"], "--batch-size 5 does not split into equal shards over the 2 --devices: use a multiple of 2".into()),
         (&["generate", "--model", &run, "hello"], format!("cannot load tokenizer {run}/tokenizer.json")),
     ];
     for (args, message) in cases {
@@ -215,7 +217,7 @@ fn out_of_range_flags_name_the_flag_and_the_range() {
     let scale = "for '--scale <SCALE>': must be a finite number above 0";
     let at_least_1 = |flag: &str| format!("invalid value '0' for '--{flag} <{}>': 0 is not in 1..", flag.to_uppercase().replace('-', "_"));
     let (pairs, topk, max_tokens, eval, bench_seq) = (at_least_1("pairs"), at_least_1("index-topk"), at_least_1("max-tokens"), at_least_1("eval-examples"), at_least_1("seq-len"));
-    let cases: [(&[&str], &str); 15] = [
+    let cases: [(&[&str], &str); 17] = [
         (&["train", "--out", out, "--pairs", "0"], &pairs),
         (&["train", "--out", out, "--index-topk", "0"], &topk),
         (&["generate", "--model", out, "--max-tokens", "0", "hello"], &max_tokens),
@@ -231,6 +233,8 @@ fn out_of_range_flags_name_the_flag_and_the_range() {
         (&["demo", "--out", out, "--scale", "0"], scale),
         (&["demo", "--out", out, "--scale=-1"], scale),
         (&["demo", "--out", out, "--scale", "nan"], scale),
+        (&["train", "--out", out, "--devices", "0"], "invalid value '0' for '--devices <LIST>': a count of devices must be at least 1"),
+        (&["warmup", "--out", out, "--devices", "cuda:0,gpu1"], "for '--devices <LIST>': `gpu1` is not a device: expected `cpu`, `cuda:N` or a count"),
     ];
     for (args, message) in cases {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
