@@ -83,14 +83,14 @@ fn indexer_learns_only_from_its_loss() {
         let loss = out.indexer_loss.clone();
         assert!(loss.clone().into_scalar() >= -1e-6, "KL is non-negative");
         let grads = loss.backward();
-        assert!(attn.indexer.wk.weight.grad(&grads).is_some(), "{mode:?}: indexer gets its loss");
-        assert!(attn.indexer.wq_b.weight.grad(&grads).is_some());
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_some(), "{mode:?}: indexer gets its loss");
+        assert!(attn.indexer.as_ref().expect("an indexer").wq_b.weight.grad(&grads).is_some());
         assert!(attn.wq_a.weight.grad(&grads).is_none(), "{mode:?}: the model gets no indexer loss");
         assert!(attn.wkv_a.weight.grad(&grads).is_none());
         assert!(x.grad(&grads).is_none());
         let out = attn.forward_train(x.clone(), mode);
         let grads = out.output.sum().backward();
-        assert!(attn.indexer.wk.weight.grad(&grads).is_none(), "{mode:?}: the LM loss never reaches the indexer");
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_none(), "{mode:?}: the LM loss never reaches the indexer");
         assert!(attn.wq_a.weight.grad(&grads).is_some());
         assert!(x.grad(&grads).is_some());
     }

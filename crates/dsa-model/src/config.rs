@@ -66,6 +66,31 @@ pub enum ModelType {
     GlmMoeDsa,
 }
 
+/// One layer's indexer mode in GLM-5.2's `indexer_types` (see
+/// [`DeepSeekV32Config::indexer_types`]).
+///
+/// ```
+/// use dsa_model::config::{DeepSeekV32Config, IndexerType};
+/// let mut v = serde_json::to_value(DeepSeekV32Config::glm5())?;
+/// v["num_hidden_layers"] = 4.into();
+/// v["first_k_dense_replace"] = 1.into();
+/// v["indexer_types"] = serde_json::json!(["full", "shared", "full", "shared"]);
+/// let cfg = DeepSeekV32Config::from_json_value(&v)?;
+/// assert_eq!(cfg.indexer_types[1], IndexerType::Shared);
+/// assert_eq!((cfg.indexer_source(1), cfg.indexer_source(3)), (0, 2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexerType {
+    /// The layer runs its own indexer (`"full"`).
+    #[serde(rename = "full")]
+    Full,
+    /// The layer has no indexer and reuses the top-k of the latest full layer before it
+    /// (`"shared"`).
+    #[serde(rename = "shared")]
+    Shared,
+}
+
 impl ModelType {
     /// The `model_type` string.
     pub fn as_str(self) -> &'static str {
@@ -441,6 +466,16 @@ pub struct DeepSeekV32Config {
     /// (`true` in its config, and the default of [`ModelType::GlmMoeDsa`]); `false` for
     /// DeepSeek-V3.2 (its default).
     pub indexer_rope_interleave: bool,
+    /// Per-layer indexer mode (GLM-5.2's `indexer_types`, one entry per layer of
+    /// `num_hidden_layers`): a [`IndexerType::Full`] layer runs its indexer, a
+    /// [`IndexerType::Shared`] one has none and attends to the top-k of the latest full
+    /// layer before it ([`DeepSeekV32Config::indexer_source`]). Empty (the default, and
+    /// DeepSeek-V3.2): every layer is full. A config without the field may give GLM's
+    /// schedule instead, `index_topk_pattern` or `index_topk_freq` /
+    /// `index_skip_topk_offset` (see [`DeepSeekV32Config::from_json_value`]). MTP layers
+    /// always have their own indexer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexer_types: Vec<IndexerType>,
     /// Whether the LM head shares the embedding matrix.
     #[serde(default)]
     pub tie_word_embeddings: bool,
@@ -566,6 +601,7 @@ impl DeepSeekV32Config {
         if map.contains_key("dtype") {
             map.remove("torch_dtype");
         }
+        derive_indexer_types(&mut map)?;
         // An unknown `model_type` is left to the derive, which names the field.
         if let Some(family) = map.get("model_type").and_then(|t| ModelType::deserialize(t).ok()) {
             map.entry("indexer_rope_interleave").or_insert(family.default_indexer_rope_interleave().into());
@@ -658,6 +694,7 @@ impl DeepSeekV32Config {
             index_head_dim: 128,
             index_topk: 2048,
             indexer_rope_interleave: false,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: Some(0),
             eos_token_id: vec![1],
@@ -726,6 +763,7 @@ impl DeepSeekV32Config {
             index_head_dim: 128,
             index_topk: 2048,
             indexer_rope_interleave: true,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: None,
             eos_token_id: vec![154820, 154827, 154829],
@@ -794,6 +832,7 @@ impl DeepSeekV32Config {
             index_head_dim: 128,
             index_topk: 64,
             indexer_rope_interleave: false,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: None,
             eos_token_id: Vec::new(),
@@ -873,6 +912,18 @@ impl DeepSeekV32Config {
                      {INDEX_QUANT_BLOCK} (FP8 quantisation block)",
                     self.index_head_dim
                 ),
+            ));
+        }
+        if !self.indexer_types.is_empty() && self.indexer_types.len() != self.num_hidden_layers {
+            return Err(ConfigError::invalid(
+                "indexer_types",
+                format!("has {} entries, num_hidden_layers = {}", self.indexer_types.len(), self.num_hidden_layers),
+            ));
+        }
+        if self.is_shared_indexer(0) {
+            return Err(ConfigError::invalid(
+                "indexer_types",
+                "layer 0 is \"shared\" but no earlier layer has an indexer to share",
             ));
         }
         if self.first_k_dense_replace > self.num_hidden_layers {
@@ -1046,6 +1097,24 @@ impl DeepSeekV32Config {
             })
             .with_indexer_rope_interleave(self.indexer_rope_interleave)
             .with_rms_norm_eps(self.rms_norm_eps)
+    }
+
+    /// The [`DsaAttentionConfig`] of layer `layer` ([`DeepSeekV32Config::attention`]; a
+    /// shared layer of [`DeepSeekV32Config::indexer_types`] has no indexer).
+    pub fn layer_attention(&self, layer: usize) -> DsaAttentionConfig {
+        self.attention().with_shared_indexer(self.is_shared_indexer(layer))
+    }
+
+    /// Whether layer `layer` is a shared layer of [`DeepSeekV32Config::indexer_types`]
+    /// (no indexer; false for MTP layers and layers past the list).
+    pub fn is_shared_indexer(&self, layer: usize) -> bool {
+        self.indexer_types.get(layer) == Some(&IndexerType::Shared)
+    }
+
+    /// The layer whose indexer's top-k layer `layer` attends to: the latest full layer of
+    /// [`DeepSeekV32Config::indexer_types`] at or before it (`layer` itself when full).
+    pub fn indexer_source(&self, layer: usize) -> usize {
+        (0..=layer).rev().find(|&l| !self.is_shared_indexer(l)).unwrap_or(0)
     }
 
     /// Whether layer `layer` has a MoE feed-forward (else a dense MLP).
@@ -1340,6 +1409,7 @@ impl From<ModelArgs> for DeepSeekV32Config {
             index_head_dim: a.index_head_dim,
             index_topk: a.index_topk,
             indexer_rope_interleave: a.indexer_rope_interleave,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: None,
             eos_token_id: Vec::new(),
@@ -1354,6 +1424,45 @@ impl From<ModelArgs> for DeepSeekV32Config {
             scale_fmt: if fp8 { None } else { a.scale_fmt },
         }
     }
+}
+
+/// GLM's schedules of shared indexer layers, turned into `indexer_types` where a config
+/// leaves that field out (transformers' `GlmMoeDsaConfig`): `index_topk_pattern`, one
+/// letter per layer (`F` full, `S` shared) or a list of `indexer_types` names; else, when
+/// `index_topk_freq` is given, layer `i` is full where `max(i − offset + 1, 0)` is a
+/// multiple of the frequency, with `offset` = `index_skip_topk_offset` (2 when absent). The
+/// schedule's fields are removed.
+fn derive_indexer_types(map: &mut Map<String, Value>) -> Result<(), ConfigError> {
+    let pattern = map.remove("index_topk_pattern").filter(|v| !v.is_null());
+    let freq = map.remove("index_topk_freq").filter(|v| !v.is_null());
+    let offset = map.remove("index_skip_topk_offset").filter(|v| !v.is_null());
+    if map.get("indexer_types").is_some_and(|v| !v.is_null()) {
+        return Ok(());
+    }
+    let types: Vec<Value> = match (pattern, freq) {
+        (Some(Value::String(letters)), _) => letters
+            .chars()
+            .map(|c| match c {
+                'F' => Ok("full".into()),
+                'S' => Ok("shared".into()),
+                other => Err(ConfigError::invalid("index_topk_pattern", format!("has {other:?}; the letters are F (full) and S (shared)"))),
+            })
+            .collect::<Result<_, _>>()?,
+        (Some(Value::Array(names)), _) => names,
+        (Some(_), _) => return Err(ConfigError::invalid("index_topk_pattern", "must be a string of F and S or a list")),
+        (None, Some(freq)) => {
+            let number = |field: &str, v: &Value| v.as_u64().ok_or_else(|| ConfigError::invalid(field, "must be a non-negative integer"));
+            let freq = number("index_topk_freq", &freq)?.max(1);
+            let offset = offset.as_ref().map_or(Ok(2), |v| number("index_skip_topk_offset", v))?;
+            let layers = map.get("num_hidden_layers").and_then(Value::as_u64).unwrap_or(0).min(MAX_SIZE as u64);
+            (0..layers)
+                .map(|i| if (i + 1).saturating_sub(offset).is_multiple_of(freq) { "full" } else { "shared" }.into())
+                .collect()
+        }
+        (None, None) => return Ok(()),
+    };
+    map.insert("indexer_types".into(), Value::Array(types));
+    Ok(())
 }
 
 fn validate_yarn(yarn: &YarnConfig) -> Result<(), ConfigError> {

@@ -96,14 +96,14 @@ impl<B: DsaBackend> Block<B> {
     }
 
     /// [`Block::forward_pinned`]; with `select` false the attention may skip the indexer
-    /// where its selection would be every key ([`DsaAttention::forward_cached`]), and the
-    /// trace then has no selection.
+    /// where its selection would be every key ([`DsaAttention::forward_selecting`]), and
+    /// the trace then has no selection. A shared layer (no indexer) attends to the pinned
+    /// selection, the one it reuses, and its trace has none.
     fn step(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>, pins: LayerPins<B>, select: bool) -> (Tensor<B, 3>, LayerTrace<B>) {
         let x = self.input_layernorm.forward(h.clone());
-        let (attn, selection) = match (select, pins.selection, cache) {
-            (false, None, Some(cache)) => (self.self_attn.forward_cached(x, cache), None),
-            (false, None, None) => (self.self_attn.forward(x), None),
-            (_, pinned, cache) => self.self_attn.forward_pinned(x, cache, pinned),
+        let (attn, selection) = match select {
+            true => self.self_attn.forward_pinned(x, cache, pins.selection),
+            false => self.self_attn.forward_selecting(x, cache, pins.selection),
         };
         let h = h + attn;
         let (ffn, experts) = self.mlp.forward_pinned(self.post_attention_layernorm.forward(h.clone()), pins.experts);
@@ -115,8 +115,17 @@ impl<B: DsaBackend> Block<B> {
     /// attention's indexer loss (see [`DsaAttention::forward_train`]: the loss trains the
     /// indexer alone, the output never reaches it).
     pub fn forward_train(&self, h: Tensor<B, 3>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
-        let attn = self.self_attn.forward_train(self.input_layernorm.forward(h.clone()), mode);
-        (self.feed_forward(h + attn.output), attn.indexer_loss)
+        let (out, loss, _) = self.forward_train_reusing(h, mode, None);
+        (out, loss)
+    }
+
+    /// [`Block::forward_train`] of a block whose attention may be shared (see
+    /// [`DsaAttention::forward_train_reusing`]: a shared layer attends to `reused` in
+    /// sparse mode and has no indexer loss), also returning the selection its attention
+    /// attended to (sparse mode).
+    pub fn forward_train_reusing(&self, h: Tensor<B, 3>, mode: AttentionMode, reused: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>) -> (Tensor<B, 3>, Tensor<B, 1>, Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>) {
+        let attn = self.self_attn.forward_train_reusing(self.input_layernorm.forward(h.clone()), mode, reused);
+        (self.feed_forward(h + attn.output), attn.indexer_loss, attn.selection)
     }
 
     /// `h + FFN(RMSNorm(h))`.
@@ -180,7 +189,7 @@ impl DeepSeekV32Config {
         // MTP modules follow the blocks' dense / MoE rule at their own layer index.
         let block = |layer| Block {
             input_layernorm: norm(),
-            self_attn: self.attention().init(device),
+            self_attn: self.layer_attention(layer).init(device),
             post_attention_layernorm: norm(),
             mlp: if self.is_moe_layer(layer) {
                 FeedForward::Moe(MoeConfig::from_config(self).init(device))
@@ -313,8 +322,13 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     fn train_hidden(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
         let mut h = self.embed_tokens.forward(tokens);
         let mut indexer_loss = Tensor::zeros([1], &h.device());
+        // The selection of the latest layer with an indexer, which shared layers reuse.
+        let mut reused = None;
         for block in &self.layers {
-            let (out, loss) = block.forward_train(h, mode);
+            let (out, loss, selection) = block.forward_train_reusing(h, mode, reused.clone());
+            if block.self_attn.indexer.is_some() {
+                reused = selection;
+            }
             h = out;
             indexer_loss = indexer_loss + loss;
         }
@@ -353,8 +367,26 @@ impl<B: DsaBackend> DeepSeekV32<B> {
         };
         let mut pins = pins.into_iter();
         let mut h = self.embed_tokens.forward(tokens);
+        // The selection of the latest layer with an indexer (`None`: it attended densely),
+        // which a shared layer attends to unless pinned otherwise; a shared layer's trace
+        // records the selection it attended to, with its source's scores.
+        let mut reused: Option<Selection<B>> = None;
         for (block, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            let (out, layer) = block.step(h, cache.as_deref_mut(), pins.next().unwrap_or_default(), trace.is_some());
+            let mut pin = pins.next().unwrap_or_default();
+            let shared = block.self_attn.indexer.is_none();
+            if shared {
+                pin.selection = pin.selection.or_else(|| reused.as_ref().map(|s| (s.indices.clone(), s.valid.clone())));
+            }
+            let attended = pin.selection.clone().filter(|_| shared && block.self_attn.mode() == AttentionMode::Sparse);
+            let (out, mut layer) = block.step(h, cache.as_deref_mut(), pin, trace.is_some());
+            match (shared, attended) {
+                (false, _) => reused = layer.selection.clone(),
+                (true, Some((indices, valid))) => {
+                    let scores = reused.as_ref().map(|s| s.scores.clone());
+                    layer.selection = scores.map(|scores| Selection { scores, indices, valid });
+                }
+                (true, None) => {}
+            }
             h = out;
             if let Some(trace) = trace.as_deref_mut() {
                 trace.push(layer);
@@ -409,11 +441,11 @@ mod tests {
 
         let attn = &model.layers[1].self_attn;
         let grads = loss.backward();
-        assert!(attn.indexer.wk.weight.grad(&grads).is_some() && attn.indexer.weights_proj.weight.grad(&grads).is_some());
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_some() && attn.indexer.as_ref().expect("an indexer").weights_proj.weight.grad(&grads).is_some());
         assert!(attn.wq_a.weight.grad(&grads).is_none() && model.embed_tokens.weight.grad(&grads).is_none());
         let grads = logits.sum().backward();
         assert!(attn.wq_a.weight.grad(&grads).is_some() && model.embed_tokens.weight.grad(&grads).is_some());
-        assert!(attn.indexer.wk.weight.grad(&grads).is_none() && attn.indexer.wq_b.weight.grad(&grads).is_none());
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_none() && attn.indexer.as_ref().expect("an indexer").wq_b.weight.grad(&grads).is_none());
 
         let (dense_logits, dense_loss) = model.forward_train(tokens.clone(), AttentionMode::Dense);
         assert!(dense_loss.into_scalar() > 0.0);
