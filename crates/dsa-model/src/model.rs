@@ -425,6 +425,30 @@ mod tests {
         Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
     }
 
+    /// The same with shared indexers: prefill and decode reuse the source layer's selection
+    /// as the whole-sequence forward does.
+    #[test]
+    fn cached_decode_with_shared_indexers_equals_full_forward() {
+        use crate::config::IndexerType::{Full, Shared};
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(96);
+        cfg.index_topk = 4;
+        cfg.num_hidden_layers = 4;
+        cfg.indexer_types = vec![Full, Shared, Full, Shared];
+        let model = cfg.init::<B>(&dev);
+        assert!(model.layers[1].self_attn.indexer.is_none() && model.layers[2].self_attn.indexer.is_some());
+        let (prompt, total) = (7, 11);
+        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, 96.0), &dev);
+        let full = model.forward(tokens.clone());
+
+        let mut cache = ModelCache::new(cfg.num_hidden_layers);
+        let mut steps = vec![model.forward_cached(tokens.clone().narrow(1, 0, prompt), &mut cache)];
+        for pos in prompt..total {
+            steps.push(model.forward_cached(tokens.clone().narrow(1, pos, 1), &mut cache));
+        }
+        Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+    }
+
     /// The training forward computes the same logits as inference; its indexer loss trains
     /// the indexers alone, and the logits never reach them.
     #[test]
