@@ -1938,6 +1938,71 @@ mod tests {
         assert_names(&e, "model_type", &["missing"]);
     }
 
+    /// GLM's `indexer_types` (GLM-5.2's 78-layer layout: full at 0, 1, 2 and every 4th layer
+    /// from 6, 21 in all) reads as given, and from GLM's schedules where it is absent.
+    #[test]
+    fn glm_indexer_types_and_schedules_are_read() {
+        let mut glm: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        assert!(DeepSeekV32Config::from_json_value(&glm).expect("valid").indexer_types.is_empty());
+        glm["num_hidden_layers"] = 78.into();
+        let full: Vec<usize> = [0, 1, 2].into_iter().chain((6..78).step_by(4)).collect();
+        assert_eq!(full.len(), 21);
+        let names: Vec<Value> = (0..78).map(|l| if full.contains(&l) { "full" } else { "shared" }.into()).collect();
+        let read = |edit: &dyn Fn(&mut Value)| {
+            let mut v = glm.clone();
+            edit(&mut v);
+            let cfg = DeepSeekV32Config::from_json_value(&v).expect("valid");
+            let full_layers: Vec<usize> = (0..78).filter(|&l| !cfg.is_shared_indexer(l)).collect();
+            assert_eq!(full_layers, full);
+            cfg
+        };
+        let cfg = read(&|v| v["indexer_types"] = Value::Array(names.clone()));
+        assert_eq!(cfg.indexer_types[3], IndexerType::Shared);
+        assert_eq!((cfg.indexer_source(2), cfg.indexer_source(5), cfg.indexer_source(6), cfg.indexer_source(77)), (2, 2, 6, 74));
+        assert!(!cfg.is_shared_indexer(78), "an MTP layer has its own indexer");
+        assert!(cfg.layer_attention(3).shared_indexer && !cfg.layer_attention(6).shared_indexer);
+        // Serialised in the same spelling.
+        assert_eq!(serde_json::to_value(&cfg).expect("serialisable")["indexer_types"], Value::Array(names.clone()));
+        read(&|v| {
+            v["index_topk_freq"] = 4.into();
+            v["index_skip_topk_offset"] = 3.into();
+        });
+        let pattern: String = names.iter().map(|n| if n == "full" { 'F' } else { 'S' }).collect();
+        read(&|v| v["index_topk_pattern"] = pattern.clone().into());
+        // transformers' default offset is 2: full at 0, 1 and every 4th from 5.
+        let mut v = glm.clone();
+        v["index_topk_freq"] = 4.into();
+        let cfg = DeepSeekV32Config::from_json_value(&v).expect("valid");
+        assert_eq!((0..10).filter(|&l| !cfg.is_shared_indexer(l)).collect::<Vec<_>>(), [0, 1, 5, 9]);
+        // The list wins over a schedule.
+        read(&|v| {
+            v["indexer_types"] = Value::Array(names.clone());
+            v["index_topk_freq"] = 2.into();
+        });
+    }
+
+    #[test]
+    fn bad_indexer_types_are_named() {
+        let glm: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        let layers = glm["num_hidden_layers"].as_u64().expect("layers") as usize;
+        let refused = |edit: &dyn Fn(&mut Value)| {
+            let mut v = glm.clone();
+            edit(&mut v);
+            DeepSeekV32Config::from_json_value(&v).expect_err("must be refused")
+        };
+        let types = |first: &str| Value::Array(std::iter::once(first.into()).chain(std::iter::repeat_n("full".into(), layers - 1)).collect());
+        let e = refused(&|v| v["indexer_types"] = types("shared"));
+        assert_names(&e, "indexer_types", &["layer 0", "shared"]);
+        let e = refused(&|v| v["indexer_types"] = types("partial"));
+        assert_names(&e, "indexer_types[0]", &["partial", "full", "shared"]);
+        let e = refused(&|v| v["indexer_types"] = serde_json::json!(["full", "shared"]));
+        assert_names(&e, "indexer_types", &["2 entries", &format!("num_hidden_layers = {layers}")]);
+        let e = refused(&|v| v["index_topk_pattern"] = "FSX".into());
+        assert_names(&e, "index_topk_pattern", &["'X'"]);
+        let e = refused(&|v| v["index_topk_freq"] = (-1).into());
+        assert_names(&e, "index_topk_freq", &["non-negative"]);
+    }
+
     /// Applies `edit` to the tiny config's HF JSON and returns the parse error.
     fn error_after(edit: impl FnOnce(&mut Value)) -> ConfigError {
         let mut v = serde_json::to_value(DeepSeekV32Config::tiny(64)).expect("serialisable");

@@ -449,6 +449,76 @@ mod tests {
         Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
     }
 
+    /// A shared layer computes what the same layer with an indexer computes when pinned to
+    /// its source layer's selection, in the prefill and in decode steps; its trace records
+    /// that selection.
+    #[test]
+    fn a_shared_layer_equals_a_full_layer_pinned_to_its_source() {
+        use crate::config::IndexerType::{Full, Shared};
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(64);
+        cfg.index_topk = 3;
+        cfg.num_hidden_layers = 3;
+        cfg.indexer_types = vec![Full, Full, Shared];
+        let shared = cfg.init::<B>(&dev);
+        let tokens = Tensor::<B, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2, 6], [6, 5, 3, 5, 8, 9, 7, 9]], &dev);
+        // Initialises the lazy parameters, which clones then share.
+        let free_shared = shared.forward(tokens.clone());
+        let mut full = shared.clone();
+        full.layers[2].self_attn.indexer = full.layers[0].self_attn.indexer.clone();
+        let (mut shared_cache, mut full_cache) = (ModelCache::new(3), ModelCache::new(3));
+        for (start, len) in [(0, 6), (6, 1), (7, 1)] {
+            let step = tokens.clone().narrow(1, start, len);
+            let ours = shared.forward_traced(step.clone(), Some(&mut shared_cache));
+            let source = ours.layers[1].selection.clone().expect("layer 1 selects");
+            let reused = ours.layers[2].selection.clone().expect("layer 2 records its selection");
+            reused.indices.to_data().assert_eq(&source.indices.to_data(), true);
+            reused.scores.to_data().assert_eq(&source.scores.to_data(), true);
+            let pins = vec![LayerPins::default(), LayerPins::default(), LayerPins { selection: Some((source.indices, source.valid)), experts: None }];
+            let pinned = full.forward_pinned(step, Some(&mut full_cache), pins);
+            pinned.logits.into_data().assert_approx_eq::<f32>(&ours.logits.into_data(), Tolerance::default());
+        }
+        // Free-running, the full layer attends to its own top-k instead, which differs.
+        let free = full.forward(tokens);
+        assert!((free - free_shared).abs().max().into_scalar() > 1e-4);
+    }
+
+    /// Training with shared layers: the logits are inference's; the shared layer attends to
+    /// its source's selection and has no indexer loss, so only the full layers' indexers
+    /// learn, in the dense warm-up too.
+    #[test]
+    fn forward_train_reuses_the_selection_in_shared_layers() {
+        use crate::config::IndexerType::{Full, Shared};
+        type A = burn::backend::Autodiff<B>;
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(48);
+        cfg.index_topk = 3;
+        cfg.num_hidden_layers = 3;
+        cfg.indexer_types = vec![Full, Shared, Full];
+        let model = cfg.init::<A>(&dev);
+        let tokens = Tensor::<A, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]], &dev);
+        for mode in [AttentionMode::Sparse, AttentionMode::Dense] {
+            let (logits, loss) = model.forward_train(tokens.clone(), mode);
+            let inference = model.clone().with_attention_mode(mode).forward(tokens.clone());
+            logits.into_data().assert_approx_eq::<f32>(&inference.into_data(), Tolerance::default());
+            let grads = loss.backward();
+            for layer in [0, 2] {
+                let ix = model.layers[layer].self_attn.indexer.as_ref().expect("a full layer");
+                assert!(ix.wk.weight.grad(&grads).is_some(), "{mode:?}: layer {layer}'s indexer learns");
+            }
+            assert!(model.layers[1].self_attn.wq_a.weight.grad(&grads).is_none());
+        }
+        // The shared layer's sparse attention is its source's selection.
+        let h = model.embed_tokens.forward(tokens);
+        let (h, _, source) = model.layers[0].forward_train_reusing(h, AttentionMode::Sparse, None);
+        let x = model.layers[1].input_layernorm.forward(h);
+        let out = model.layers[1].self_attn.forward_train_reusing(x.clone(), AttentionMode::Sparse, source.clone());
+        assert_eq!(out.indexer_loss.into_scalar(), 0.0);
+        let (indices, valid) = source.expect("sparse mode selects");
+        let pinned = model.layers[1].self_attn.forward_pinned(x, None, Some((indices, valid))).0;
+        out.output.into_data().assert_approx_eq::<f32>(&pinned.into_data(), Tolerance::default());
+    }
+
     /// The training forward computes the same logits as inference; its indexer loss trains
     /// the indexers alone, and the logits never reach them.
     #[test]
