@@ -1105,6 +1105,12 @@ impl DeepSeekV32Config {
         self.attention().with_shared_indexer(self.is_shared_indexer(layer))
     }
 
+    /// The blocks with an indexer of their own (all `num_hidden_layers` but the shared ones
+    /// of [`DeepSeekV32Config::indexer_types`]); only they cache indexer keys.
+    pub fn indexer_layers(&self) -> usize {
+        (0..self.num_hidden_layers).filter(|&l| !self.is_shared_indexer(l)).count()
+    }
+
     /// Whether layer `layer` is a shared layer of [`DeepSeekV32Config::indexer_types`]
     /// (no indexer; false for MTP layers and layers past the list).
     pub fn is_shared_indexer(&self, layer: usize) -> bool {
@@ -1153,7 +1159,7 @@ impl DeepSeekV32Config {
     pub fn kv_cache_bytes_per_token(&self, latent_elem_bytes: usize) -> usize {
         let latent = (self.kv_lora_rank + self.qk_rope_head_dim) * latent_elem_bytes;
         let index_keys = self.index_head_dim + 4 * self.index_head_dim.div_ceil(INDEX_QUANT_BLOCK);
-        self.num_hidden_layers * (latent + index_keys)
+        self.num_hidden_layers * latent + self.indexer_layers() * index_keys
     }
 
     /// Parameters of the model without the MTP layer: all of them, and those a token
@@ -1192,11 +1198,9 @@ impl DeepSeekV32Config {
             kvl,
             mul(&[kvl, h, nope.saturating_add(v)]),
             mul(&[h, v, d]),
-            mul(&[ql, ih, id]),
-            mul(&[d, id]),
-            mul(&[2, id]),
-            mul(&[d, ih]),
         ]);
+        // Shared layers (`indexer_types`) have no indexer.
+        let indexer = sum(&[mul(&[ql, ih, id]), mul(&[d, id]), mul(&[2, id]), mul(&[d, ih])]);
         let swiglu = |hidden: u128| mul(&[3, d, hidden]);
         let experts = n(self.n_routed_experts);
         let moe_fixed = sum(&[
@@ -1218,7 +1222,14 @@ impl DeepSeekV32Config {
         };
         let dense_layers = n(self.num_hidden_layers).saturating_sub(moe_layers);
         let dense = swiglu(n(self.intermediate_size));
-        let base = sum(&[embed, head, d, mul(&[n(self.num_hidden_layers), common]), mul(&[dense_layers, dense])]);
+        let base = sum(&[
+            embed,
+            head,
+            d,
+            mul(&[n(self.num_hidden_layers), common]),
+            mul(&[n(self.indexer_layers()), indexer]),
+            mul(&[dense_layers, dense]),
+        ]);
         let total = sum(&[base, mul(&[moe_layers, sum(&[moe_fixed, mul(&[experts, expert])])])]);
         let active = sum(&[base, mul(&[moe_layers, sum(&[moe_fixed, mul(&[n(self.num_experts_per_tok), expert])])])]);
         (total, active)
@@ -1979,6 +1990,25 @@ mod tests {
             v["indexer_types"] = Value::Array(names.clone());
             v["index_topk_freq"] = 2.into();
         });
+    }
+
+    /// Shared layers hold no indexer parameters and cache no indexer keys.
+    #[test]
+    fn shared_layers_hold_no_indexer_parameters_or_keys() {
+        let full = DeepSeekV32Config::glm5();
+        let mut shared = full.clone();
+        shared.indexer_types = (0..full.num_hidden_layers).map(|l| if l % 4 == 3 { IndexerType::Shared } else { IndexerType::Full }).collect();
+        shared.validate().expect("valid");
+        let n = full.num_hidden_layers / 4;
+        assert_eq!(shared.indexer_layers(), full.num_hidden_layers - n);
+        let (ql, ih, id, d) = (full.q_lora_rank, full.index_n_heads, full.index_head_dim, full.hidden_size);
+        let indexer = ql * ih * id + d * id + 2 * id + d * ih;
+        let (a, b) = (full.parameter_count(), shared.parameter_count());
+        assert_eq!((a.total - b.total, a.active - b.active), (n * indexer, n * indexer));
+        let key = id + 4 * id.div_ceil(INDEX_QUANT_BLOCK);
+        assert_eq!(full.kv_cache_bytes_per_token(2) - shared.kv_cache_bytes_per_token(2), n * key);
+        let ours = |cfg| crate::cache::CacheMemory::of(cfg, 2).ours_bytes_per_token;
+        assert_eq!(ours(&full) - ours(&shared), n * id * 2);
     }
 
     #[test]
