@@ -492,6 +492,36 @@ mod tests {
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     }
 
+    /// A shared layer (`indexer_types`) loads without indexer tensors and has no indexer;
+    /// a full layer's missing indexer tensor, or a shared layer's present one, is named.
+    #[test]
+    fn shared_layers_have_no_indexer_tensors() {
+        let shared = |cfg: &mut serde_json::Map<String, serde_json::Value>| {
+            assert_eq!(cfg["num_hidden_layers"], 3, "the case has layers 0..=2");
+            cfg.insert("indexer_types".into(), serde_json::json!(["full", "full", "shared"]));
+        };
+        let dir = edited_case(|t| t.retain(|(n, ..)| !n.starts_with("model.layers.2.self_attn.indexer.")));
+        edit_config(&dir, shared);
+        let (cfg, model) = load::<B>(dir.path(), &Default::default()).expect("loads");
+        assert!(cfg.is_shared_indexer(2) && model.layers[2].self_attn.indexer.is_none() && model.layers[1].self_attn.indexer.is_some());
+
+        let dir = edited_case(|t| t.retain(|(n, ..)| n != "model.layers.1.self_attn.indexer.wk.weight"));
+        edit_config(&dir, shared);
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        match &err {
+            ModelLoadError::Checkpoint(LoadError::NameMismatch { missing, unexpected, .. }) => {
+                assert_eq!(missing, &["model.layers.1.self_attn.indexer.wk.weight"]);
+                assert_eq!(unexpected.len(), 5, "layer 2's indexer tensors: {unexpected:?}");
+                assert!(unexpected.iter().all(|n| n.starts_with("model.layers.2.self_attn.indexer.")), "{unexpected:?}");
+            }
+            other => panic!("wrong error: {other}"),
+        }
+        // Reading the full layer alone names the tensor too.
+        let ckpt = Checkpoint::open(dir.path()).expect("opens");
+        let msg = attention::<B>(&ckpt, &cfg, 1, &Default::default()).unwrap_err().to_string();
+        assert!(msg.contains("model.layers.1.self_attn.indexer.wk.weight"), "{msg}");
+    }
+
     /// A config with fewer layers than the checkpoint loads only if its MTP layers account
     /// for the rest.
     #[test]
