@@ -408,12 +408,28 @@ mod tests {
     /// batch of prompts, with top-k smaller than the sequence (the selection matters).
     #[test]
     fn cached_decode_equals_full_forward() {
-        let dev = Default::default();
         let mut cfg = DeepSeekV32Config::tiny(96);
         cfg.index_topk = 4;
+        assert_cached_decode_equals_full_forward(&cfg);
+    }
+
+    /// The same with shared indexers: prefill and decode reuse the source layer's selection
+    /// as the whole-sequence forward does.
+    #[test]
+    fn cached_decode_with_shared_indexers_equals_full_forward() {
+        use crate::config::IndexerType::{Full, Shared};
+        let mut cfg = DeepSeekV32Config::tiny(96);
+        cfg.index_topk = 4;
+        cfg.indexer_types = vec![Full, Shared, Full, Shared];
+        assert_cached_decode_equals_full_forward(&cfg);
+    }
+
+    /// Prefill of 7 tokens, then 4 single-token decode steps, against one forward of the 11.
+    fn assert_cached_decode_equals_full_forward(cfg: &DeepSeekV32Config) {
+        let dev = Default::default();
         let model = cfg.init::<B>(&dev);
         let (prompt, total) = (7, 11);
-        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, 96.0), &dev);
+        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, cfg.vocab_size as f64), &dev);
         let full = model.forward(tokens.clone());
 
         let mut cache = ModelCache::new(cfg.num_hidden_layers);
@@ -422,30 +438,6 @@ mod tests {
             steps.push(model.forward_cached(tokens.clone().narrow(1, pos, 1), &mut cache));
         }
         assert_eq!(cache.position(), total);
-        Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
-    }
-
-    /// The same with shared indexers: prefill and decode reuse the source layer's selection
-    /// as the whole-sequence forward does.
-    #[test]
-    fn cached_decode_with_shared_indexers_equals_full_forward() {
-        use crate::config::IndexerType::{Full, Shared};
-        let dev = Default::default();
-        let mut cfg = DeepSeekV32Config::tiny(96);
-        cfg.index_topk = 4;
-        cfg.num_hidden_layers = 4;
-        cfg.indexer_types = vec![Full, Shared, Full, Shared];
-        let model = cfg.init::<B>(&dev);
-        assert!(model.layers[1].self_attn.indexer.is_none() && model.layers[2].self_attn.indexer.is_some());
-        let (prompt, total) = (7, 11);
-        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, 96.0), &dev);
-        let full = model.forward(tokens.clone());
-
-        let mut cache = ModelCache::new(cfg.num_hidden_layers);
-        let mut steps = vec![model.forward_cached(tokens.clone().narrow(1, 0, prompt), &mut cache)];
-        for pos in prompt..total {
-            steps.push(model.forward_cached(tokens.clone().narrow(1, pos, 1), &mut cache));
-        }
         Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
     }
 
