@@ -67,6 +67,9 @@ impl<B: Backend> Default for LayerPins<B> {
     }
 }
 
+/// Selected key positions `[B, T, K]` and their validity (as in [`Selection`]).
+type Pinned<B> = (Tensor<B, 3, Int>, Tensor<B, 3, Bool>);
+
 /// One transformer block (HF names under `model.layers.<i>`: `input_layernorm`,
 /// `self_attn`, `post_attention_layernorm`, `mlp`).
 #[derive(Module, Debug)]
@@ -123,7 +126,7 @@ impl<B: DsaBackend> Block<B> {
     /// [`DsaAttention::forward_train_reusing`]: a shared layer attends to `reused` in
     /// sparse mode and has no indexer loss), also returning the selection its attention
     /// attended to (sparse mode).
-    pub fn forward_train_reusing(&self, h: Tensor<B, 3>, mode: AttentionMode, reused: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>) -> (Tensor<B, 3>, Tensor<B, 1>, Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>) {
+    pub fn forward_train_reusing(&self, h: Tensor<B, 3>, mode: AttentionMode, reused: Option<Pinned<B>>) -> (Tensor<B, 3>, Tensor<B, 1>, Option<Pinned<B>>) {
         let attn = self.self_attn.forward_train_reusing(self.input_layernorm.forward(h.clone()), mode, reused);
         (self.feed_forward(h + attn.output), attn.indexer_loss, attn.selection)
     }
