@@ -86,9 +86,10 @@ fn check<B: DsaBackend>(device: &B::Device) {
         let x: Tensor<B, 3> = golden(&case.gold, "layer0.attn_in", device);
         let qr: Tensor<B, 3> = golden(&case.gold, "layer0.qr", device);
 
-        let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
-        let k = attn.indexer.keys(x.clone(), attn.rope(), 0);
-        let indexer = IndexerCheck::new(&case, indexer_scores(q, w, k, attn.indexer.quant(), None), device);
+        let ix = attn.indexer.as_ref().expect("layer 0 has an indexer (it cannot be shared)");
+        let (q, w) = ix.queries(x.clone(), qr, attn.rope(), 0);
+        let k = ix.keys(x.clone(), attn.rope(), 0);
+        let indexer = IndexerCheck::new(&case, indexer_scores(q, w, k, ix.quant(), None), device);
 
         // Sparse MLA output of the whole layer.
         let out = attn.forward(x);
@@ -131,10 +132,11 @@ fn check_indexer_kernels<B: DsaBackend>(device: &B::Device) {
         let attn = hf::attention::<P>(&case.ckpt, &case.cfg, 0, &pdev).unwrap_or_else(|e| panic!("{name}: {e}"));
         let x: Tensor<P, 3> = golden(&case.gold, "layer0.attn_in", &pdev);
         let qr: Tensor<P, 3> = golden(&case.gold, "layer0.qr", &pdev);
-        let (q, w) = attn.indexer.queries(x.clone(), qr, attn.rope(), 0);
-        let k = attn.indexer.keys(x, attn.rope(), 0);
+        let ix = attn.indexer.as_ref().expect("layer 0 has an indexer (it cannot be shared)");
+        let (q, w) = ix.queries(x.clone(), qr, attn.rope(), 0);
+        let k = ix.keys(x, attn.rope(), 0);
         let q = Tensor::<B, 4>::from_data(q.into_data(), device);
-        let scores = indexer_scores(q, to(w), to(k), attn.indexer.quant(), None);
+        let scores = indexer_scores(q, to(w), to(k), ix.quant(), None);
         let indexer = IndexerCheck::new(&case, scores, device);
         println!("{name}: layer0 indexer kernels: {}", indexer.report());
         indexer.assert_ok(name);

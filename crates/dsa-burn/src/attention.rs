@@ -89,6 +89,12 @@ pub struct DsaAttentionConfig {
     /// Default mode of [`DsaAttention::forward`].
     #[config(default = "AttentionMode::Sparse")]
     pub mode: AttentionMode,
+    /// A layer without an indexer of its own, which attends to the selection of an earlier
+    /// layer (GLM-5.2's `"shared"` layers, see `indexer_types` in dsa-model's config): it is
+    /// given that selection ([`DsaAttention::forward_pinned`]), attends densely without one,
+    /// caches no indexer keys and has no indexer loss.
+    #[config(default = false)]
+    pub shared_indexer: bool,
 }
 
 impl DsaAttentionConfig {
@@ -123,14 +129,16 @@ impl DsaAttentionConfig {
             kv_norm: norm(self.kv_lora_rank),
             wkv_b: linear(self.kv_lora_rank, h * (self.qk_nope_head_dim + self.v_head_dim)),
             wo: linear(h * self.v_head_dim, self.hidden_size),
-            indexer: LightningIndexerConfig::new(self.hidden_size, self.q_lora_rank)
-                .with_index_n_heads(self.index_n_heads)
-                .with_index_head_dim(self.index_head_dim)
-                .with_qk_rope_head_dim(self.qk_rope_head_dim)
-                .with_index_topk(self.index_topk)
-                .with_index_quant(self.index_quant)
-                .with_indexer_rope_interleave(self.indexer_rope_interleave)
-                .init(device),
+            indexer: (!self.shared_indexer).then(|| {
+                LightningIndexerConfig::new(self.hidden_size, self.q_lora_rank)
+                    .with_index_n_heads(self.index_n_heads)
+                    .with_index_head_dim(self.index_head_dim)
+                    .with_qk_rope_head_dim(self.qk_rope_head_dim)
+                    .with_index_topk(self.index_topk)
+                    .with_index_quant(self.index_quant)
+                    .with_indexer_rope_interleave(self.indexer_rope_interleave)
+                    .init(device)
+            }),
             rope: self.rope().init(),
             num_attention_heads: h,
             kv_lora_rank: self.kv_lora_rank,
@@ -144,7 +152,8 @@ impl DsaAttentionConfig {
 }
 
 /// MLA + DSA attention layer (HF names under `self_attn`: `q_a_proj`, `q_a_layernorm`,
-/// `q_b_proj`, `kv_a_proj_with_mqa`, `kv_a_layernorm`, `kv_b_proj`, `o_proj`, `indexer`).
+/// `q_b_proj`, `kv_a_proj_with_mqa`, `kv_a_layernorm`, `kv_b_proj`, `o_proj`, `indexer`;
+/// a shared layer, [`DsaAttentionConfig::shared_indexer`], has no `indexer`).
 ///
 /// ```
 /// # use burn::backend::NdArray;
@@ -177,8 +186,9 @@ pub struct DsaAttention<B: Backend> {
     pub wkv_b: Linear<B>,
     /// Output projection `[H·v, d_model]`.
     pub wo: Linear<B>,
-    /// The lightning indexer.
-    pub indexer: LightningIndexer<B>,
+    /// The lightning indexer; `None` in a shared layer
+    /// ([`DsaAttentionConfig::shared_indexer`]), which attends to the selection it is given.
+    pub indexer: Option<LightningIndexer<B>>,
     #[module(skip)]
     rope: Rope,
     num_attention_heads: usize,
@@ -297,6 +307,10 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// precisions, where a near-tie may fall on either side of the cut (`None`: the indexer
     /// chooses). Ignored in dense mode.
     ///
+    /// A shared layer (no indexer, [`DsaAttentionConfig::shared_indexer`]) attends to
+    /// `pinned`, the selection of the layer it reuses, and densely when `None` (that layer
+    /// attended densely); it returns no selection.
+    ///
     /// ```
     /// # use burn::backend::NdArray;
     /// # use burn::tensor::{Bool, Distribution, Int, Tensor};
@@ -322,6 +336,20 @@ impl<B: DsaBackend> DsaAttention<B> {
         self.attend(x, cache, pinned, true)
     }
 
+    /// [`DsaAttention::forward`] (no cache) or [`DsaAttention::forward_cached`] with
+    /// `pinned` as in [`DsaAttention::forward_pinned`], returning the selection attended
+    /// to: `None` where attention was dense, the short-context shortcut of
+    /// [`DsaAttention::forward_cached`] included. A model whose shared layers reuse this
+    /// layer's selection runs it this way.
+    pub fn forward_selecting(
+        &self,
+        x: Tensor<B, 3>,
+        cache: Option<&mut DsaCache<B>>,
+        pinned: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
+    ) -> (Tensor<B, 3>, Option<Selection<B>>) {
+        self.attend(x, cache, pinned, false)
+    }
+
     /// [`DsaAttention::forward_pinned`]; with `select` false and nothing pinned, a sparse
     /// step whose queries' causal prefixes all fit in `index_topk` attends densely (see
     /// [`DsaAttention::forward_cached`]) and returns no selection.
@@ -334,29 +362,49 @@ impl<B: DsaBackend> DsaAttention<B> {
     ) -> (Tensor<B, 3>, Option<Selection<B>>) {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let lat = self.latents(x.clone(), start);
-        let every_key = !select && pinned.is_none() && start + x.dims()[1] <= self.indexer.topk();
+        let Some(indexer) = &self.indexer else {
+            let kv = match cache {
+                Some(cache) => cache.append(lat.kv.clone(), None).0,
+                None => lat.kv.clone(),
+            };
+            let out = match (self.mode, pinned) {
+                (AttentionMode::Sparse, Some((indices, valid))) => self.sparse(&lat, kv, indices, valid),
+                _ => self.dense(&lat, kv, start),
+            };
+            return (out, None);
+        };
+        let every_key = !select && pinned.is_none() && start + x.dims()[1] <= indexer.topk();
         let dense = self.mode == AttentionMode::Dense || every_key;
         // Dense attention without a cache never needs the indexer's keys; a cache keeps
         // them for a later sparse step.
         if dense && cache.is_none() {
             return (self.dense(&lat, lat.kv.clone(), start), None);
         }
-        let keys = self.indexer.keys(x.clone(), &self.rope, start);
+        let keys = indexer.keys(x.clone(), &self.rope, start);
         let (kv, keys) = match cache {
-            Some(cache) => cache.append(lat.kv.clone(), keys),
+            Some(cache) => {
+                let (kv, keys) = cache.append(lat.kv.clone(), Some(keys));
+                (kv, keys.expect("the cache returns the keys it was given"))
+            }
             None => (lat.kv.clone(), keys),
         };
         if dense {
             return (self.dense(&lat, kv, start), None);
         }
-        let scores = self.indexer.scores(x, lat.qr.clone(), keys, &self.rope, start);
+        let scores = indexer.scores(x, lat.qr.clone(), keys, &self.rope, start);
         let (indices, valid) = match pinned {
             Some(pinned) => pinned,
-            None => ops::topk_select(scores.clone(), self.indexer.topk(), Some(start)),
+            None => ops::topk_select(scores.clone(), indexer.topk(), Some(start)),
         };
-        let q = self.absorbed_queries(&lat);
-        let out = ops::sparse_mla(q, kv, indices.clone(), valid.clone(), self.kv_lora_rank, self.softmax_scale).0;
-        (self.project_out(out), Some(Selection { scores, indices, valid }))
+        let out = self.sparse(&lat, kv, indices.clone(), valid.clone());
+        (out, Some(Selection { scores, indices, valid }))
+    }
+
+    /// Sparse attention of the queries of `lat` to the keys `indices` (where `valid`) of the
+    /// latent `kv [B,S,D]`, projected out.
+    fn sparse(&self, lat: &Latents<B>, kv: Tensor<B, 3>, indices: Tensor<B, 3, Int>, valid: Tensor<B, 3, Bool>) -> Tensor<B, 3> {
+        let q = self.absorbed_queries(lat);
+        self.project_out(ops::sparse_mla(q, kv, indices, valid, self.kv_lora_rank, self.softmax_scale).0)
     }
 
     /// Training forward over the whole sequence: the output and the indexer's KL loss.
@@ -364,12 +412,44 @@ impl<B: DsaBackend> DsaAttention<B> {
     /// output's gradient never reaches the indexer. In sparse mode nothing of size `T×S`
     /// is kept: the selection runs in blocks of query rows without gradient, and the loss
     /// needs the indexer's scores and the attention probabilities at the selected keys only.
+    ///
+    /// # Panics
+    /// In sparse mode, for a shared layer ([`DsaAttentionConfig::shared_indexer`]): it
+    /// needs the selection it reuses, see [`DsaAttention::forward_train_reusing`].
     pub fn forward_train(&self, x: Tensor<B, 3>, mode: AttentionMode) -> DsaOutput<B> {
+        self.forward_train_reusing(x, mode, None)
+    }
+
+    /// [`DsaAttention::forward_train`] of a layer that may be shared: a shared layer
+    /// ([`DsaAttentionConfig::shared_indexer`]) attends densely in dense mode and to
+    /// `reused` (the selection, [`DsaOutput::selection`], of the layer it reuses) in sparse
+    /// mode, and its indexer loss is 0; a layer with an indexer ignores `reused`.
+    ///
+    /// # Panics
+    /// In sparse mode, for a shared layer without `reused`.
+    pub fn forward_train_reusing(
+        &self,
+        x: Tensor<B, 3>,
+        mode: AttentionMode,
+        reused: Option<(Tensor<B, 3, Int>, Tensor<B, 3, Bool>)>,
+    ) -> DsaOutput<B> {
         let [b, t, _] = x.dims();
         let lat = self.latents(x.clone(), 0);
-        let (iq, iw) = self.indexer.queries(x.clone().detach(), lat.qr.clone().detach(), &self.rope, 0);
-        let ik = self.indexer.keys(x.detach(), &self.rope, 0);
-        let (quant, scale) = (self.indexer.quant(), self.softmax_scale);
+        let scale = self.softmax_scale;
+        let Some(indexer) = &self.indexer else {
+            let indexer_loss = Tensor::zeros([1], &x.device());
+            return match mode {
+                AttentionMode::Dense => DsaOutput { output: self.dense(&lat, lat.kv.clone(), 0), indexer_loss, selection: None },
+                AttentionMode::Sparse => {
+                    let (idx, valid) = reused.expect("a shared layer (no indexer) attends to the selection of the layer it reuses");
+                    let output = self.sparse(&lat, lat.kv.clone(), idx.clone(), valid.clone());
+                    DsaOutput { output, indexer_loss, selection: Some((idx, valid)) }
+                }
+            };
+        };
+        let (iq, iw) = indexer.queries(x.clone().detach(), lat.qr.clone().detach(), &self.rope, 0);
+        let ik = indexer.keys(x.detach(), &self.rope, 0);
+        let quant = indexer.quant();
         match mode {
             AttentionMode::Dense => {
                 let scores = ops::indexer_scores(iq, iw, ik, quant, Some(0));
@@ -386,7 +466,7 @@ impl<B: DsaBackend> DsaAttention<B> {
                     iw.clone().detach(),
                     ik.clone().detach(),
                     quant,
-                    self.indexer.topk(),
+                    indexer.topk(),
                     Some(0),
                     rows,
                 );

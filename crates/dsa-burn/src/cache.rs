@@ -83,14 +83,17 @@ impl<B: Backend> DsaCache<B> {
     }
 
     /// Appends the latents `kv [B, T, Dkv]` and indexer keys `keys [B, T, D]` of `T` new
-    /// tokens and returns everything cached so far, `[B, len, Dkv]` and `[B, len, D]`.
+    /// tokens and returns everything cached so far, `[B, len, Dkv]` and `[B, len, D]`. A
+    /// layer without an indexer (a shared layer, see
+    /// [`DsaAttentionConfig::shared_indexer`](crate::DsaAttentionConfig::shared_indexer))
+    /// appends no keys and caches none.
     ///
     /// # Panics
     /// If the batch or widths differ from those already cached.
-    pub(crate) fn append(&mut self, kv: Tensor<B, 3>, keys: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    pub(crate) fn append(&mut self, kv: Tensor<B, 3>, keys: Option<Tensor<B, 3>>) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let len = self.len;
         let kv = push(&mut self.kv, len, kv, "latent");
-        let keys = push(&mut self.keys, len, keys, "indexer key");
+        let keys = keys.map(|keys| push(&mut self.keys, len, keys, "indexer key"));
         self.len = kv.dims()[1];
         (kv, keys)
     }

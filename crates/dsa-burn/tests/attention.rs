@@ -83,15 +83,48 @@ fn indexer_learns_only_from_its_loss() {
         let loss = out.indexer_loss.clone();
         assert!(loss.clone().into_scalar() >= -1e-6, "KL is non-negative");
         let grads = loss.backward();
-        assert!(attn.indexer.wk.weight.grad(&grads).is_some(), "{mode:?}: indexer gets its loss");
-        assert!(attn.indexer.wq_b.weight.grad(&grads).is_some());
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_some(), "{mode:?}: indexer gets its loss");
+        assert!(attn.indexer.as_ref().expect("an indexer").wq_b.weight.grad(&grads).is_some());
         assert!(attn.wq_a.weight.grad(&grads).is_none(), "{mode:?}: the model gets no indexer loss");
         assert!(attn.wkv_a.weight.grad(&grads).is_none());
         assert!(x.grad(&grads).is_none());
         let out = attn.forward_train(x.clone(), mode);
         let grads = out.output.sum().backward();
-        assert!(attn.indexer.wk.weight.grad(&grads).is_none(), "{mode:?}: the LM loss never reaches the indexer");
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_none(), "{mode:?}: the LM loss never reaches the indexer");
         assert!(attn.wq_a.weight.grad(&grads).is_some());
         assert!(x.grad(&grads).is_some());
     }
+}
+
+/// A layer without an indexer (`shared_indexer`) attends to the selection it is given, as
+/// the same layer with an indexer pinned to it does, in a prefill and a decode step; without
+/// one it attends densely; it caches no indexer keys and trains no indexer.
+#[test]
+fn a_shared_layer_attends_to_the_selection_it_is_given() {
+    let dev = Default::default();
+    let tol = burn::tensor::Tolerance::<f32>::rel_abs(1e-4, 1e-5);
+    let attn = config(3, AttentionMode::Sparse).init::<B>(&dev);
+    assert!(config(3, AttentionMode::Sparse).with_shared_indexer(true).init::<B>(&dev).indexer.is_none());
+    let x = Tensor::<B, 3>::random([2, 9, 48], Distribution::Normal(0.0, 1.0), &dev);
+    // Initialises the lazy parameters, which clones then share.
+    let (_, own) = attn.forward_with_selection(x.clone(), None);
+    let mut shared = attn.clone();
+    shared.indexer = None;
+    let (mut full_cache, mut shared_cache) = (dsa_burn::DsaCache::new(), dsa_burn::DsaCache::new());
+    for (start, len) in [(0, 8), (8, 1)] {
+        let step = x.clone().narrow(1, start, len);
+        let sel = own.as_ref().expect("sparse").indices.clone().narrow(1, start, len);
+        let valid = own.as_ref().expect("sparse").valid.clone().narrow(1, start, len);
+        // A selection other than the layer's own: key 0 alone.
+        let given = (sel.mul_scalar(0), valid);
+        let (want, _) = attn.forward_pinned(step.clone(), Some(&mut full_cache), Some(given.clone()));
+        let (got, none) = shared.forward_pinned(step, Some(&mut shared_cache), Some(given));
+        assert!(none.is_none(), "a shared layer returns no selection");
+        got.into_data().assert_approx_eq::<f32>(&want.into_data(), tol);
+    }
+    assert_eq!(shared_cache.len(), 9);
+    let dense = attn.clone().with_mode(AttentionMode::Dense).forward(x.clone());
+    shared.forward(x.clone()).into_data().assert_approx_eq::<f32>(&dense.into_data(), tol);
+    let out = shared.forward_train_reusing(x, AttentionMode::Dense, None);
+    assert_eq!(out.indexer_loss.into_scalar(), 0.0);
 }

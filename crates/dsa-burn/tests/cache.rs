@@ -85,7 +85,7 @@ fn short_contexts_attend_every_key_without_the_indexer() {
     let dense = attn.clone().with_mode(AttentionMode::Dense);
 
     let mut broken = attn.clone();
-    broken.indexer.wq_b.weight = burn::module::Param::from_tensor(Tensor::zeros([24, 1], &dev));
+    broken.indexer.as_mut().expect("an indexer").wq_b.weight = burn::module::Param::from_tensor(Tensor::zeros([24, 1], &dev));
     let short = x.clone().narrow(1, 0, topk);
     let out = broken.forward(short.clone());
     out.into_data().assert_approx_eq::<f32>(&dense.forward(short.clone()).into_data(), tol);

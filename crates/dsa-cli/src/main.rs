@@ -79,7 +79,7 @@ enum Command {
     },
     /// Check a model's weights against its config as loading does (names, shapes; a run's
     /// checksum), then print its family and the family features it uses (model_type,
-    /// indexer RoPE, MTP layers, RoPE scaling, weight format), its size (layers,
+    /// indexer RoPE, MTP layers, RoPE scaling, weight format, shared indexers), its size (layers,
     /// parameters) and its decode-cache memory per token, next to the full-size numbers of
     /// its family (DeepSeek-V3.2 or GLM-5).
     Info {
@@ -436,6 +436,32 @@ fn prompt_conventions(format: &PromptFormat) -> String {
     format!("{template}; {bos}; stops at {stop}")
 }
 
+/// Which layers run their own indexer and which share (`indexer_types`): each run of shared
+/// layers with the layer whose top-k it reuses, e.g. `3 full, 3 shared (indexer_types):
+/// 1–2 reuse 0, 5 reuses 4`.
+fn indexer_sharing(cfg: &DeepSeekV32Config) -> String {
+    let layers = cfg.num_hidden_layers;
+    let shared: Vec<usize> = (0..layers).filter(|&l| cfg.is_shared_indexer(l)).collect();
+    if shared.is_empty() {
+        return format!("every layer runs its own ({layers})");
+    }
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &l in &shared {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == l => *end = l,
+            _ => runs.push((l, l)),
+        }
+    }
+    let runs: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| match a == b {
+            true => format!("{a} reuses {}", cfg.indexer_source(a)),
+            false => format!("{a}–{b} reuse {}", cfg.indexer_source(a)),
+        })
+        .collect();
+    format!("{} full, {} shared (indexer_types): {}", layers - shared.len(), shared.len(), runs.join(", "))
+}
+
 /// Prints the family features of `cfg`, its sizes and its decode-cache memory, our cache in
 /// `elem`-byte floats.
 fn describe(cfg: &DeepSeekV32Config, elem: usize) {
@@ -464,6 +490,7 @@ fn describe(cfg: &DeepSeekV32Config, elem: usize) {
         "  MTP layers: {} (num_nextn_predict_layers: drafts for generate --speculative, trained with --mtp-weight); weights: {weights}",
         cfg.num_nextn_predict_layers
     );
+    println!("  indexers: {}", indexer_sharing(cfg));
     let moe_layers = (0..cfg.num_hidden_layers)
         .filter(|&l| cfg.is_moe_layer(l))
         .count();
@@ -496,8 +523,8 @@ fn describe(cfg: &DeepSeekV32Config, elem: usize) {
     let ours = CacheMemory::of(cfg, elem);
     let context = cfg.max_position_embeddings;
     println!(
-        "  decode cache per token and sequence ({} layers × [latent {} + indexer key {}]):",
-        mem.layers, mem.latent_dim, mem.index_dim
+        "  decode cache per token and sequence ({} layers × latent {} + {} × indexer key {}):",
+        mem.layers, mem.latent_dim, mem.index_layers, mem.index_dim
     );
     println!(
         "    DeepSeek layout (bf16 latent, FP8 key + f32 scale): {} B; {} at the full {context} positions",
@@ -528,5 +555,20 @@ fn bytes(n: f64) -> String {
         n if n >= (1u64 << 30) as f64 => format!("{:.2} GiB", n / (1u64 << 30) as f64),
         n if n >= (1u64 << 20) as f64 => format!("{:.2} MiB", n / (1u64 << 20) as f64),
         n => format!("{:.1} KiB", n / 1024.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsa_model::config::IndexerType::{Full, Shared};
+
+    #[test]
+    fn info_lists_the_shared_layers_and_their_sources() {
+        let mut cfg = DeepSeekV32Config::tiny(64);
+        assert_eq!(indexer_sharing(&cfg), "every layer runs its own (4)");
+        cfg.num_hidden_layers = 6;
+        cfg.indexer_types = vec![Full, Shared, Shared, Full, Full, Shared];
+        assert_eq!(indexer_sharing(&cfg), "3 full, 3 shared (indexer_types): 1–2 reuse 0, 5 reuses 4");
     }
 }

@@ -57,6 +57,9 @@ impl<B: Backend> ModelCache<B> {
 pub struct CacheMemory {
     /// Layers with a cache.
     pub layers: usize,
+    /// Layers that also cache indexer keys: all but the shared ones
+    /// ([`DeepSeekV32Config::indexer_types`]).
+    pub index_layers: usize,
     /// Latent values per token and layer (`kv_lora_rank + qk_rope_head_dim`).
     pub latent_dim: usize,
     /// Indexer key values per token and layer (`index_head_dim`).
@@ -81,13 +84,16 @@ impl CacheMemory {
     /// ```
     pub fn of(cfg: &DeepSeekV32Config, elem_bytes: usize) -> Self {
         let latent_dim = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
-        let per_layer = dsa_burn::cache::bytes_per_token(latent_dim, cfg.index_head_dim, elem_bytes);
+        let index_layers = cfg.indexer_layers();
+        let latent_only = (cfg.num_hidden_layers - index_layers) * dsa_burn::cache::bytes_per_token(latent_dim, 0, elem_bytes);
+        let with_keys = index_layers * dsa_burn::cache::bytes_per_token(latent_dim, cfg.index_head_dim, elem_bytes);
         Self {
             layers: cfg.num_hidden_layers,
+            index_layers,
             latent_dim,
             index_dim: cfg.index_head_dim,
             fp8_keys_bytes_per_token: cfg.kv_cache_bytes_per_token(elem_bytes),
-            ours_bytes_per_token: cfg.num_hidden_layers * per_layer,
+            ours_bytes_per_token: latent_only + with_keys,
         }
     }
 }

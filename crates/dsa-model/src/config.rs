@@ -66,6 +66,31 @@ pub enum ModelType {
     GlmMoeDsa,
 }
 
+/// One layer's indexer mode in GLM-5.2's `indexer_types` (see
+/// [`DeepSeekV32Config::indexer_types`]).
+///
+/// ```
+/// use dsa_model::config::{DeepSeekV32Config, IndexerType};
+/// let mut v = serde_json::to_value(DeepSeekV32Config::glm5())?;
+/// v["num_hidden_layers"] = 4.into();
+/// v["first_k_dense_replace"] = 1.into();
+/// v["indexer_types"] = serde_json::json!(["full", "shared", "full", "shared"]);
+/// let cfg = DeepSeekV32Config::from_json_value(&v)?;
+/// assert_eq!(cfg.indexer_types[1], IndexerType::Shared);
+/// assert_eq!((cfg.indexer_source(1), cfg.indexer_source(3)), (0, 2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexerType {
+    /// The layer runs its own indexer (`"full"`).
+    #[serde(rename = "full")]
+    Full,
+    /// The layer has no indexer and reuses the top-k of the latest full layer before it
+    /// (`"shared"`).
+    #[serde(rename = "shared")]
+    Shared,
+}
+
 impl ModelType {
     /// The `model_type` string.
     pub fn as_str(self) -> &'static str {
@@ -441,6 +466,16 @@ pub struct DeepSeekV32Config {
     /// (`true` in its config, and the default of [`ModelType::GlmMoeDsa`]); `false` for
     /// DeepSeek-V3.2 (its default).
     pub indexer_rope_interleave: bool,
+    /// Per-layer indexer mode (GLM-5.2's `indexer_types`, one entry per layer of
+    /// `num_hidden_layers`): a [`IndexerType::Full`] layer runs its indexer, a
+    /// [`IndexerType::Shared`] one has none and attends to the top-k of the latest full
+    /// layer before it ([`DeepSeekV32Config::indexer_source`]). Empty (the default, and
+    /// DeepSeek-V3.2): every layer is full. A config without the field may give GLM's
+    /// schedule instead, `index_topk_pattern` or `index_topk_freq` /
+    /// `index_skip_topk_offset` (see [`DeepSeekV32Config::from_json_value`]). MTP layers
+    /// always have their own indexer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexer_types: Vec<IndexerType>,
     /// Whether the LM head shares the embedding matrix.
     #[serde(default)]
     pub tie_word_embeddings: bool,
@@ -566,6 +601,7 @@ impl DeepSeekV32Config {
         if map.contains_key("dtype") {
             map.remove("torch_dtype");
         }
+        derive_indexer_types(&mut map)?;
         // An unknown `model_type` is left to the derive, which names the field.
         if let Some(family) = map.get("model_type").and_then(|t| ModelType::deserialize(t).ok()) {
             map.entry("indexer_rope_interleave").or_insert(family.default_indexer_rope_interleave().into());
@@ -658,6 +694,7 @@ impl DeepSeekV32Config {
             index_head_dim: 128,
             index_topk: 2048,
             indexer_rope_interleave: false,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: Some(0),
             eos_token_id: vec![1],
@@ -726,6 +763,7 @@ impl DeepSeekV32Config {
             index_head_dim: 128,
             index_topk: 2048,
             indexer_rope_interleave: true,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: None,
             eos_token_id: vec![154820, 154827, 154829],
@@ -794,6 +832,7 @@ impl DeepSeekV32Config {
             index_head_dim: 128,
             index_topk: 64,
             indexer_rope_interleave: false,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: None,
             eos_token_id: Vec::new(),
@@ -873,6 +912,18 @@ impl DeepSeekV32Config {
                      {INDEX_QUANT_BLOCK} (FP8 quantisation block)",
                     self.index_head_dim
                 ),
+            ));
+        }
+        if !self.indexer_types.is_empty() && self.indexer_types.len() != self.num_hidden_layers {
+            return Err(ConfigError::invalid(
+                "indexer_types",
+                format!("has {} entries, num_hidden_layers = {}", self.indexer_types.len(), self.num_hidden_layers),
+            ));
+        }
+        if self.is_shared_indexer(0) {
+            return Err(ConfigError::invalid(
+                "indexer_types",
+                "layer 0 is \"shared\" but no earlier layer has an indexer to share",
             ));
         }
         if self.first_k_dense_replace > self.num_hidden_layers {
@@ -1048,6 +1099,30 @@ impl DeepSeekV32Config {
             .with_rms_norm_eps(self.rms_norm_eps)
     }
 
+    /// The [`DsaAttentionConfig`] of layer `layer` ([`DeepSeekV32Config::attention`]; a
+    /// shared layer of [`DeepSeekV32Config::indexer_types`] has no indexer).
+    pub fn layer_attention(&self, layer: usize) -> DsaAttentionConfig {
+        self.attention().with_shared_indexer(self.is_shared_indexer(layer))
+    }
+
+    /// The blocks with an indexer of their own (all `num_hidden_layers` but the shared ones
+    /// of [`DeepSeekV32Config::indexer_types`]); only they cache indexer keys.
+    pub fn indexer_layers(&self) -> usize {
+        (0..self.num_hidden_layers).filter(|&l| !self.is_shared_indexer(l)).count()
+    }
+
+    /// Whether layer `layer` is a shared layer of [`DeepSeekV32Config::indexer_types`]
+    /// (no indexer; false for MTP layers and layers past the list).
+    pub fn is_shared_indexer(&self, layer: usize) -> bool {
+        self.indexer_types.get(layer) == Some(&IndexerType::Shared)
+    }
+
+    /// The layer whose indexer's top-k layer `layer` attends to: the latest full layer of
+    /// [`DeepSeekV32Config::indexer_types`] at or before it (`layer` itself when full).
+    pub fn indexer_source(&self, layer: usize) -> usize {
+        (0..=layer).rev().find(|&l| !self.is_shared_indexer(l)).unwrap_or(0)
+    }
+
     /// Whether layer `layer` has a MoE feed-forward (else a dense MLP).
     pub fn is_moe_layer(&self, layer: usize) -> bool {
         self.n_routed_experts > 0
@@ -1084,7 +1159,7 @@ impl DeepSeekV32Config {
     pub fn kv_cache_bytes_per_token(&self, latent_elem_bytes: usize) -> usize {
         let latent = (self.kv_lora_rank + self.qk_rope_head_dim) * latent_elem_bytes;
         let index_keys = self.index_head_dim + 4 * self.index_head_dim.div_ceil(INDEX_QUANT_BLOCK);
-        self.num_hidden_layers * (latent + index_keys)
+        self.num_hidden_layers * latent + self.indexer_layers() * index_keys
     }
 
     /// Parameters of the model without the MTP layer: all of them, and those a token
@@ -1123,11 +1198,9 @@ impl DeepSeekV32Config {
             kvl,
             mul(&[kvl, h, nope.saturating_add(v)]),
             mul(&[h, v, d]),
-            mul(&[ql, ih, id]),
-            mul(&[d, id]),
-            mul(&[2, id]),
-            mul(&[d, ih]),
         ]);
+        // Shared layers (`indexer_types`) have no indexer.
+        let indexer = sum(&[mul(&[ql, ih, id]), mul(&[d, id]), mul(&[2, id]), mul(&[d, ih])]);
         let swiglu = |hidden: u128| mul(&[3, d, hidden]);
         let experts = n(self.n_routed_experts);
         let moe_fixed = sum(&[
@@ -1149,7 +1222,14 @@ impl DeepSeekV32Config {
         };
         let dense_layers = n(self.num_hidden_layers).saturating_sub(moe_layers);
         let dense = swiglu(n(self.intermediate_size));
-        let base = sum(&[embed, head, d, mul(&[n(self.num_hidden_layers), common]), mul(&[dense_layers, dense])]);
+        let base = sum(&[
+            embed,
+            head,
+            d,
+            mul(&[n(self.num_hidden_layers), common]),
+            mul(&[n(self.indexer_layers()), indexer]),
+            mul(&[dense_layers, dense]),
+        ]);
         let total = sum(&[base, mul(&[moe_layers, sum(&[moe_fixed, mul(&[experts, expert])])])]);
         let active = sum(&[base, mul(&[moe_layers, sum(&[moe_fixed, mul(&[n(self.num_experts_per_tok), expert])])])]);
         (total, active)
@@ -1340,6 +1420,7 @@ impl From<ModelArgs> for DeepSeekV32Config {
             index_head_dim: a.index_head_dim,
             index_topk: a.index_topk,
             indexer_rope_interleave: a.indexer_rope_interleave,
+            indexer_types: Vec::new(),
             tie_word_embeddings: false,
             bos_token_id: None,
             eos_token_id: Vec::new(),
@@ -1354,6 +1435,45 @@ impl From<ModelArgs> for DeepSeekV32Config {
             scale_fmt: if fp8 { None } else { a.scale_fmt },
         }
     }
+}
+
+/// GLM's schedules of shared indexer layers, turned into `indexer_types` where a config
+/// leaves that field out (transformers' `GlmMoeDsaConfig`): `index_topk_pattern`, one
+/// letter per layer (`F` full, `S` shared) or a list of `indexer_types` names; else, when
+/// `index_topk_freq` is given, layer `i` is full where `max(i − offset + 1, 0)` is a
+/// multiple of the frequency, with `offset` = `index_skip_topk_offset` (2 when absent). The
+/// schedule's fields are removed.
+fn derive_indexer_types(map: &mut Map<String, Value>) -> Result<(), ConfigError> {
+    let pattern = map.remove("index_topk_pattern").filter(|v| !v.is_null());
+    let freq = map.remove("index_topk_freq").filter(|v| !v.is_null());
+    let offset = map.remove("index_skip_topk_offset").filter(|v| !v.is_null());
+    if map.get("indexer_types").is_some_and(|v| !v.is_null()) {
+        return Ok(());
+    }
+    let types: Vec<Value> = match (pattern, freq) {
+        (Some(Value::String(letters)), _) => letters
+            .chars()
+            .map(|c| match c {
+                'F' => Ok("full".into()),
+                'S' => Ok("shared".into()),
+                other => Err(ConfigError::invalid("index_topk_pattern", format!("has {other:?}; the letters are F (full) and S (shared)"))),
+            })
+            .collect::<Result<_, _>>()?,
+        (Some(Value::Array(names)), _) => names,
+        (Some(_), _) => return Err(ConfigError::invalid("index_topk_pattern", "must be a string of F and S or a list")),
+        (None, Some(freq)) => {
+            let number = |field: &str, v: &Value| v.as_u64().ok_or_else(|| ConfigError::invalid(field, "must be a non-negative integer"));
+            let freq = number("index_topk_freq", &freq)?.max(1);
+            let offset = offset.as_ref().map_or(Ok(2), |v| number("index_skip_topk_offset", v))?;
+            let layers = map.get("num_hidden_layers").and_then(Value::as_u64).unwrap_or(0).min(MAX_SIZE as u64);
+            (0..layers)
+                .map(|i| if (i + 1).saturating_sub(offset).is_multiple_of(freq) { "full" } else { "shared" }.into())
+                .collect()
+        }
+        (None, None) => return Ok(()),
+    };
+    map.insert("indexer_types".into(), Value::Array(types));
+    Ok(())
 }
 
 fn validate_yarn(yarn: &YarnConfig) -> Result<(), ConfigError> {
@@ -1827,6 +1947,90 @@ mod tests {
             v.as_object_mut().expect("object").remove("model_type");
         });
         assert_names(&e, "model_type", &["missing"]);
+    }
+
+    /// GLM's `indexer_types` (GLM-5.2's 78-layer layout: full at 0, 1, 2 and every 4th layer
+    /// from 6, 21 in all) reads as given, and from GLM's schedules where it is absent.
+    #[test]
+    fn glm_indexer_types_and_schedules_are_read() {
+        let mut glm: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        assert!(DeepSeekV32Config::from_json_value(&glm).expect("valid").indexer_types.is_empty());
+        glm["num_hidden_layers"] = 78.into();
+        let full: Vec<usize> = [0, 1, 2].into_iter().chain((6..78).step_by(4)).collect();
+        assert_eq!(full.len(), 21);
+        let names: Vec<Value> = (0..78).map(|l| if full.contains(&l) { "full" } else { "shared" }.into()).collect();
+        let read = |edit: &dyn Fn(&mut Value)| {
+            let mut v = glm.clone();
+            edit(&mut v);
+            let cfg = DeepSeekV32Config::from_json_value(&v).expect("valid");
+            let full_layers: Vec<usize> = (0..78).filter(|&l| !cfg.is_shared_indexer(l)).collect();
+            assert_eq!(full_layers, full);
+            cfg
+        };
+        let cfg = read(&|v| v["indexer_types"] = Value::Array(names.clone()));
+        assert_eq!(cfg.indexer_types[3], IndexerType::Shared);
+        assert_eq!((cfg.indexer_source(2), cfg.indexer_source(5), cfg.indexer_source(6), cfg.indexer_source(77)), (2, 2, 6, 74));
+        assert!(!cfg.is_shared_indexer(78), "an MTP layer has its own indexer");
+        assert!(cfg.layer_attention(3).shared_indexer && !cfg.layer_attention(6).shared_indexer);
+        // Serialised in the same spelling.
+        assert_eq!(serde_json::to_value(&cfg).expect("serialisable")["indexer_types"], Value::Array(names.clone()));
+        read(&|v| {
+            v["index_topk_freq"] = 4.into();
+            v["index_skip_topk_offset"] = 3.into();
+        });
+        let pattern: String = names.iter().map(|n| if n == "full" { 'F' } else { 'S' }).collect();
+        read(&|v| v["index_topk_pattern"] = pattern.clone().into());
+        // transformers' default offset is 2: full at 0, 1 and every 4th from 5.
+        let mut v = glm.clone();
+        v["index_topk_freq"] = 4.into();
+        let cfg = DeepSeekV32Config::from_json_value(&v).expect("valid");
+        assert_eq!((0..10).filter(|&l| !cfg.is_shared_indexer(l)).collect::<Vec<_>>(), [0, 1, 5, 9]);
+        // The list wins over a schedule.
+        read(&|v| {
+            v["indexer_types"] = Value::Array(names.clone());
+            v["index_topk_freq"] = 2.into();
+        });
+    }
+
+    /// Shared layers hold no indexer parameters and cache no indexer keys.
+    #[test]
+    fn shared_layers_hold_no_indexer_parameters_or_keys() {
+        let full = DeepSeekV32Config::glm5();
+        let mut shared = full.clone();
+        shared.indexer_types = (0..full.num_hidden_layers).map(|l| if l % 4 == 3 { IndexerType::Shared } else { IndexerType::Full }).collect();
+        shared.validate().expect("valid");
+        let n = full.num_hidden_layers / 4;
+        assert_eq!(shared.indexer_layers(), full.num_hidden_layers - n);
+        let (ql, ih, id, d) = (full.q_lora_rank, full.index_n_heads, full.index_head_dim, full.hidden_size);
+        let indexer = ql * ih * id + d * id + 2 * id + d * ih;
+        let (a, b) = (full.parameter_count(), shared.parameter_count());
+        assert_eq!((a.total - b.total, a.active - b.active), (n * indexer, n * indexer));
+        let key = id + 4 * id.div_ceil(INDEX_QUANT_BLOCK);
+        assert_eq!(full.kv_cache_bytes_per_token(2) - shared.kv_cache_bytes_per_token(2), n * key);
+        let ours = |cfg| crate::cache::CacheMemory::of(cfg, 2).ours_bytes_per_token;
+        assert_eq!(ours(&full) - ours(&shared), n * id * 2);
+    }
+
+    #[test]
+    fn bad_indexer_types_are_named() {
+        let glm: Value = serde_json::from_str(GLM5_CONFIG).expect("JSON");
+        let layers = glm["num_hidden_layers"].as_u64().expect("layers") as usize;
+        let refused = |edit: &dyn Fn(&mut Value)| {
+            let mut v = glm.clone();
+            edit(&mut v);
+            DeepSeekV32Config::from_json_value(&v).expect_err("must be refused")
+        };
+        let types = |first: &str| Value::Array(std::iter::once(first.into()).chain(std::iter::repeat_n("full".into(), layers - 1)).collect());
+        let e = refused(&|v| v["indexer_types"] = types("shared"));
+        assert_names(&e, "indexer_types", &["layer 0", "shared"]);
+        let e = refused(&|v| v["indexer_types"] = types("partial"));
+        assert_names(&e, "indexer_types[0]", &["partial", "full", "shared"]);
+        let e = refused(&|v| v["indexer_types"] = serde_json::json!(["full", "shared"]));
+        assert_names(&e, "indexer_types", &["2 entries", &format!("num_hidden_layers = {layers}")]);
+        let e = refused(&|v| v["index_topk_pattern"] = "FSX".into());
+        assert_names(&e, "index_topk_pattern", &["'X'"]);
+        let e = refused(&|v| v["index_topk_freq"] = (-1).into());
+        assert_names(&e, "index_topk_freq", &["non-negative"]);
     }
 
     /// Applies `edit` to the tiny config's HF JSON and returns the parse error.

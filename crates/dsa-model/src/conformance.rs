@@ -8,7 +8,9 @@
 //! `layer<i>.selected` (per layer of the prefill) and `decode.layer0.selected_last` (layer
 //! 0's selection at the last decode step), `layer<i>.experts` and `decode.layer<i>.experts`
 //! (the routed experts of every token). Sizes are read from the file; every tensor present
-//! is compared.
+//! is compared. A shared layer of `indexer_types` (no indexer) has no `index_scores`: its
+//! `selected` is checked against our top-k of its source layer's scores, whose near-ties
+//! the source's golden `index_scores` measure.
 //!
 //! At reduced precision (bf16, or f32 whose matmuls run on TF32) a few near-tied top-k
 //! selections and expert choices flip and the flips spread through the layers, so the
@@ -599,8 +601,10 @@ impl Compare<'_> {
                 self.checks.push(check);
             }
             if golden.has(&name("selected")) {
-                let scores = match golden.has(&name("index_scores")) {
-                    true => golden.f32(&name("index_scores"), &[batch, prefill, prefill])?,
+                // A shared layer's selection (and its trace's scores) are its source layer's.
+                let scored = format!("layer{}.index_scores", self.cfg.indexer_source(layer));
+                let scores = match golden.has(&scored) {
+                    true => golden.f32(&scored, &[batch, prefill, prefill])?,
                     false => host(sel.scores.clone()),
                 };
                 // Pinned, compare the selection our top-k would have made.

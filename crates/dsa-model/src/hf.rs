@@ -61,7 +61,8 @@ pub fn layer_norm<B: Backend>(ckpt: &Checkpoint, prefix: &str, d: usize, eps: f6
     Ok(norm)
 }
 
-/// Layer `layer`'s attention (`model.layers.<layer>.self_attn.*`): MLA and its indexer.
+/// Layer `layer`'s attention (`model.layers.<layer>.self_attn.*`): MLA and its indexer
+/// (none in a shared layer of `indexer_types`, whose checkpoint has no indexer tensors).
 ///
 /// ```no_run
 /// use burn::backend::NdArray;
@@ -76,7 +77,7 @@ pub fn attention<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: 
     let p = format!("{}.self_attn", layer_prefix(layer));
     let (d, h, eps) = (cfg.hidden_size, cfg.num_attention_heads, cfg.rms_norm_eps);
     let (ql, kvl, rope) = (cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_rope_head_dim);
-    let mut attn = cfg.attention().init::<B>(device);
+    let mut attn = cfg.layer_attention(layer).init::<B>(device);
     attn.wq_a = linear(ckpt, &format!("{p}.q_a_proj"), d, ql, device)?;
     attn.q_norm = rms_norm(ckpt, &format!("{p}.q_a_layernorm"), ql, eps, device)?;
     attn.wq_b = linear(ckpt, &format!("{p}.q_b_proj"), ql, h * cfg.qk_head_dim(), device)?;
@@ -85,7 +86,8 @@ pub fn attention<B: Backend>(ckpt: &Checkpoint, cfg: &DeepSeekV32Config, layer: 
     attn.wkv_b = linear(ckpt, &format!("{p}.kv_b_proj"), kvl, h * (cfg.qk_nope_head_dim + cfg.v_head_dim), device)?;
     attn.wo = linear(ckpt, &format!("{p}.o_proj"), h * cfg.v_head_dim, d, device)?;
     let (ih, id) = (cfg.index_n_heads, cfg.index_head_dim);
-    let ix = &mut attn.indexer;
+    // A shared layer (`indexer_types`) has no indexer tensors.
+    let Some(ix) = &mut attn.indexer else { return Ok(attn) };
     ix.wq_b = linear(ckpt, &format!("{p}.indexer.wq_b"), ql, ih * id, device)?;
     ix.wk = linear(ckpt, &format!("{p}.indexer.wk"), d, id, device)?;
     ix.k_norm = layer_norm(ckpt, &format!("{p}.indexer.k_norm"), id, 1e-6, device)?;
@@ -227,13 +229,19 @@ pub fn expected_tensors(cfg: &DeepSeekV32Config) -> Vec<(String, Vec<usize>)> {
             ("self_attn.kv_a_layernorm.weight", vec![kvl]),
             ("self_attn.kv_b_proj.weight", vec![h * (cfg.qk_nope_head_dim + cfg.v_head_dim), kvl]),
             ("self_attn.o_proj.weight", vec![d, h * cfg.v_head_dim]),
-            ("self_attn.indexer.wq_b.weight", vec![ih * id, ql]),
-            ("self_attn.indexer.wk.weight", vec![id, d]),
-            ("self_attn.indexer.k_norm.weight", vec![id]),
-            ("self_attn.indexer.k_norm.bias", vec![id]),
-            ("self_attn.indexer.weights_proj.weight", vec![ih, d]),
         ] {
             tensors.push((format!("{p}.{part}"), shape));
+        }
+        if !cfg.is_shared_indexer(layer) {
+            for (part, shape) in [
+                ("wq_b.weight", vec![ih * id, ql]),
+                ("wk.weight", vec![id, d]),
+                ("k_norm.weight", vec![id]),
+                ("k_norm.bias", vec![id]),
+                ("weights_proj.weight", vec![ih, d]),
+            ] {
+                tensors.push((format!("{p}.self_attn.indexer.{part}"), shape));
+            }
         }
         if cfg.is_moe_layer(layer) {
             let moe_cfg = MoeConfig::from_config(cfg);
@@ -484,6 +492,36 @@ mod tests {
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     }
 
+    /// A shared layer (`indexer_types`) loads without indexer tensors and has no indexer;
+    /// a full layer's missing indexer tensor, or a shared layer's present one, is named.
+    #[test]
+    fn shared_layers_have_no_indexer_tensors() {
+        let shared = |cfg: &mut serde_json::Map<String, serde_json::Value>| {
+            assert_eq!(cfg["num_hidden_layers"], 3, "the case has layers 0..=2");
+            cfg.insert("indexer_types".into(), serde_json::json!(["full", "full", "shared"]));
+        };
+        let dir = edited_case(|t| t.retain(|(n, ..)| !n.starts_with("model.layers.2.self_attn.indexer.")));
+        edit_config(&dir, shared);
+        let (cfg, model) = load::<B>(dir.path(), &Default::default()).expect("loads");
+        assert!(cfg.is_shared_indexer(2) && model.layers[2].self_attn.indexer.is_none() && model.layers[1].self_attn.indexer.is_some());
+
+        let dir = edited_case(|t| t.retain(|(n, ..)| n != "model.layers.1.self_attn.indexer.wk.weight"));
+        edit_config(&dir, shared);
+        let err = load::<B>(dir.path(), &Default::default()).unwrap_err();
+        match &err {
+            ModelLoadError::Checkpoint(LoadError::NameMismatch { missing, unexpected, .. }) => {
+                assert_eq!(missing, &["model.layers.1.self_attn.indexer.wk.weight"]);
+                assert_eq!(unexpected.len(), 5, "layer 2's indexer tensors: {unexpected:?}");
+                assert!(unexpected.iter().all(|n| n.starts_with("model.layers.2.self_attn.indexer.")), "{unexpected:?}");
+            }
+            other => panic!("wrong error: {other}"),
+        }
+        // Reading the full layer alone names the tensor too.
+        let ckpt = Checkpoint::open(dir.path()).expect("opens");
+        let msg = attention::<B>(&ckpt, &cfg, 1, &Default::default()).unwrap_err().to_string();
+        assert!(msg.contains("model.layers.1.self_attn.indexer.wk.weight"), "{msg}");
+    }
+
     /// A config with fewer layers than the checkpoint loads only if its MTP layers account
     /// for the rest.
     #[test]
@@ -546,7 +584,8 @@ mod tests {
             mtp.eh_proj.weight.val().into_data().assert_eq(&eh.transpose().into_data(), true);
             let (block, copied) = (&mtp.block.self_attn, &model.layers[2].self_attn);
             block.wkv_b.weight.val().into_data().assert_eq(&copied.wkv_b.weight.val().into_data(), true);
-            block.indexer.wk.weight.val().into_data().assert_eq(&copied.indexer.wk.weight.val().into_data(), true);
+            let wk = |attn: &DsaAttention<B>| attn.indexer.as_ref().expect("an indexer").wk.weight.val().into_data();
+            wk(block).assert_eq(&wk(copied), true);
             assert!(matches!(mtp.block.mlp, FeedForward::Moe(_)));
             assert_eq!((mtp.embed_tokens.is_some(), mtp.head.is_some()), (own_copies, own_copies));
             if let (Some(embed), Some(head)) = (&mtp.embed_tokens, &mtp.head) {

@@ -67,6 +67,9 @@ impl<B: Backend> Default for LayerPins<B> {
     }
 }
 
+/// Selected key positions `[B, T, K]` and their validity (as in [`Selection`]).
+type Pinned<B> = (Tensor<B, 3, Int>, Tensor<B, 3, Bool>);
+
 /// One transformer block (HF names under `model.layers.<i>`: `input_layernorm`,
 /// `self_attn`, `post_attention_layernorm`, `mlp`).
 #[derive(Module, Debug)]
@@ -96,14 +99,14 @@ impl<B: DsaBackend> Block<B> {
     }
 
     /// [`Block::forward_pinned`]; with `select` false the attention may skip the indexer
-    /// where its selection would be every key ([`DsaAttention::forward_cached`]), and the
-    /// trace then has no selection.
+    /// where its selection would be every key ([`DsaAttention::forward_selecting`]), and
+    /// the trace then has no selection. A shared layer (no indexer) attends to the pinned
+    /// selection, the one it reuses, and its trace has none.
     fn step(&self, h: Tensor<B, 3>, cache: Option<&mut DsaCache<B>>, pins: LayerPins<B>, select: bool) -> (Tensor<B, 3>, LayerTrace<B>) {
         let x = self.input_layernorm.forward(h.clone());
-        let (attn, selection) = match (select, pins.selection, cache) {
-            (false, None, Some(cache)) => (self.self_attn.forward_cached(x, cache), None),
-            (false, None, None) => (self.self_attn.forward(x), None),
-            (_, pinned, cache) => self.self_attn.forward_pinned(x, cache, pinned),
+        let (attn, selection) = match select {
+            true => self.self_attn.forward_pinned(x, cache, pins.selection),
+            false => self.self_attn.forward_selecting(x, cache, pins.selection),
         };
         let h = h + attn;
         let (ffn, experts) = self.mlp.forward_pinned(self.post_attention_layernorm.forward(h.clone()), pins.experts);
@@ -115,8 +118,17 @@ impl<B: DsaBackend> Block<B> {
     /// attention's indexer loss (see [`DsaAttention::forward_train`]: the loss trains the
     /// indexer alone, the output never reaches it).
     pub fn forward_train(&self, h: Tensor<B, 3>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
-        let attn = self.self_attn.forward_train(self.input_layernorm.forward(h.clone()), mode);
-        (self.feed_forward(h + attn.output), attn.indexer_loss)
+        let (out, loss, _) = self.forward_train_reusing(h, mode, None);
+        (out, loss)
+    }
+
+    /// [`Block::forward_train`] of a block whose attention may be shared (see
+    /// [`DsaAttention::forward_train_reusing`]: a shared layer attends to `reused` in
+    /// sparse mode and has no indexer loss), also returning the selection its attention
+    /// attended to (sparse mode).
+    pub fn forward_train_reusing(&self, h: Tensor<B, 3>, mode: AttentionMode, reused: Option<Pinned<B>>) -> (Tensor<B, 3>, Tensor<B, 1>, Option<Pinned<B>>) {
+        let attn = self.self_attn.forward_train_reusing(self.input_layernorm.forward(h.clone()), mode, reused);
+        (self.feed_forward(h + attn.output), attn.indexer_loss, attn.selection)
     }
 
     /// `h + FFN(RMSNorm(h))`.
@@ -180,7 +192,7 @@ impl DeepSeekV32Config {
         // MTP modules follow the blocks' dense / MoE rule at their own layer index.
         let block = |layer| Block {
             input_layernorm: norm(),
-            self_attn: self.attention().init(device),
+            self_attn: self.layer_attention(layer).init(device),
             post_attention_layernorm: norm(),
             mlp: if self.is_moe_layer(layer) {
                 FeedForward::Moe(MoeConfig::from_config(self).init(device))
@@ -313,8 +325,13 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     fn train_hidden(&self, tokens: Tensor<B, 2, Int>, mode: AttentionMode) -> (Tensor<B, 3>, Tensor<B, 1>) {
         let mut h = self.embed_tokens.forward(tokens);
         let mut indexer_loss = Tensor::zeros([1], &h.device());
+        // The selection of the latest layer with an indexer, which shared layers reuse.
+        let mut reused = None;
         for block in &self.layers {
-            let (out, loss) = block.forward_train(h, mode);
+            let (out, loss, selection) = block.forward_train_reusing(h, mode, reused.clone());
+            if block.self_attn.indexer.is_some() {
+                reused = selection;
+            }
             h = out;
             indexer_loss = indexer_loss + loss;
         }
@@ -353,8 +370,26 @@ impl<B: DsaBackend> DeepSeekV32<B> {
         };
         let mut pins = pins.into_iter();
         let mut h = self.embed_tokens.forward(tokens);
+        // The selection of the latest layer with an indexer (`None`: it attended densely),
+        // which a shared layer attends to unless pinned otherwise; a shared layer's trace
+        // records the selection it attended to, with its source's scores.
+        let mut reused: Option<Selection<B>> = None;
         for (block, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            let (out, layer) = block.step(h, cache.as_deref_mut(), pins.next().unwrap_or_default(), trace.is_some());
+            let mut pin = pins.next().unwrap_or_default();
+            let shared = block.self_attn.indexer.is_none();
+            if shared {
+                pin.selection = pin.selection.or_else(|| reused.as_ref().map(|s| (s.indices.clone(), s.valid.clone())));
+            }
+            let attended = pin.selection.clone().filter(|_| shared && block.self_attn.mode() == AttentionMode::Sparse);
+            let (out, mut layer) = block.step(h, cache.as_deref_mut(), pin, trace.is_some());
+            match (shared, attended) {
+                (false, _) => reused = layer.selection.clone(),
+                (true, Some((indices, valid))) => {
+                    let scores = reused.as_ref().map(|s| s.scores.clone());
+                    layer.selection = scores.map(|scores| Selection { scores, indices, valid });
+                }
+                (true, None) => {}
+            }
             h = out;
             if let Some(trace) = trace.as_deref_mut() {
                 trace.push(layer);
@@ -376,12 +411,28 @@ mod tests {
     /// batch of prompts, with top-k smaller than the sequence (the selection matters).
     #[test]
     fn cached_decode_equals_full_forward() {
-        let dev = Default::default();
         let mut cfg = DeepSeekV32Config::tiny(96);
         cfg.index_topk = 4;
+        assert_cached_decode_equals_full_forward(&cfg);
+    }
+
+    /// The same with shared indexers: prefill and decode reuse the source layer's selection
+    /// as the whole-sequence forward does.
+    #[test]
+    fn cached_decode_with_shared_indexers_equals_full_forward() {
+        use crate::config::IndexerType::{Full, Shared};
+        let mut cfg = DeepSeekV32Config::tiny(96);
+        cfg.index_topk = 4;
+        cfg.indexer_types = vec![Full, Shared, Full, Shared];
+        assert_cached_decode_equals_full_forward(&cfg);
+    }
+
+    /// Prefill of 7 tokens, then 4 single-token decode steps, against one forward of the 11.
+    fn assert_cached_decode_equals_full_forward(cfg: &DeepSeekV32Config) {
+        let dev = Default::default();
         let model = cfg.init::<B>(&dev);
         let (prompt, total) = (7, 11);
-        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, 96.0), &dev);
+        let tokens = Tensor::<B, 2, Int>::random([2, total], Distribution::Uniform(0.0, cfg.vocab_size as f64), &dev);
         let full = model.forward(tokens.clone());
 
         let mut cache = ModelCache::new(cfg.num_hidden_layers);
@@ -391,6 +442,76 @@ mod tests {
         }
         assert_eq!(cache.position(), total);
         Tensor::cat(steps, 1).into_data().assert_approx_eq::<f32>(&full.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+    }
+
+    /// A shared layer computes what the same layer with an indexer computes when pinned to
+    /// its source layer's selection, in the prefill and in decode steps; its trace records
+    /// that selection.
+    #[test]
+    fn a_shared_layer_equals_a_full_layer_pinned_to_its_source() {
+        use crate::config::IndexerType::{Full, Shared};
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(64);
+        cfg.index_topk = 3;
+        cfg.num_hidden_layers = 3;
+        cfg.indexer_types = vec![Full, Full, Shared];
+        let shared = cfg.init::<B>(&dev);
+        let tokens = Tensor::<B, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2, 6], [6, 5, 3, 5, 8, 9, 7, 9]], &dev);
+        // Initialises the lazy parameters, which clones then share.
+        let free_shared = shared.forward(tokens.clone());
+        let mut full = shared.clone();
+        full.layers[2].self_attn.indexer = full.layers[0].self_attn.indexer.clone();
+        let (mut shared_cache, mut full_cache) = (ModelCache::new(3), ModelCache::new(3));
+        for (start, len) in [(0, 6), (6, 1), (7, 1)] {
+            let step = tokens.clone().narrow(1, start, len);
+            let ours = shared.forward_traced(step.clone(), Some(&mut shared_cache));
+            let source = ours.layers[1].selection.clone().expect("layer 1 selects");
+            let reused = ours.layers[2].selection.clone().expect("layer 2 records its selection");
+            reused.indices.to_data().assert_eq(&source.indices.to_data(), true);
+            reused.scores.to_data().assert_eq(&source.scores.to_data(), true);
+            let pins = vec![LayerPins::default(), LayerPins::default(), LayerPins { selection: Some((source.indices, source.valid)), experts: None }];
+            let pinned = full.forward_pinned(step, Some(&mut full_cache), pins);
+            pinned.logits.into_data().assert_approx_eq::<f32>(&ours.logits.into_data(), Tolerance::default());
+        }
+        // Free-running, the full layer attends to its own top-k instead, which differs.
+        let free = full.forward(tokens);
+        assert!((free - free_shared).abs().max().into_scalar() > 1e-4);
+    }
+
+    /// Training with shared layers: the logits are inference's; the shared layer attends to
+    /// its source's selection and has no indexer loss, so only the full layers' indexers
+    /// learn, in the dense warm-up too.
+    #[test]
+    fn forward_train_reuses_the_selection_in_shared_layers() {
+        use crate::config::IndexerType::{Full, Shared};
+        type A = burn::backend::Autodiff<B>;
+        let dev = Default::default();
+        let mut cfg = DeepSeekV32Config::tiny(48);
+        cfg.index_topk = 3;
+        cfg.num_hidden_layers = 3;
+        cfg.indexer_types = vec![Full, Shared, Full];
+        let model = cfg.init::<A>(&dev);
+        let tokens = Tensor::<A, 2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]], &dev);
+        for mode in [AttentionMode::Sparse, AttentionMode::Dense] {
+            let (logits, loss) = model.forward_train(tokens.clone(), mode);
+            let inference = model.clone().with_attention_mode(mode).forward(tokens.clone());
+            logits.into_data().assert_approx_eq::<f32>(&inference.into_data(), Tolerance::default());
+            let grads = loss.backward();
+            for layer in [0, 2] {
+                let ix = model.layers[layer].self_attn.indexer.as_ref().expect("a full layer");
+                assert!(ix.wk.weight.grad(&grads).is_some(), "{mode:?}: layer {layer}'s indexer learns");
+            }
+            assert!(model.layers[1].self_attn.wq_a.weight.grad(&grads).is_none());
+        }
+        // The shared layer's sparse attention is its source's selection.
+        let h = model.embed_tokens.forward(tokens);
+        let (h, _, source) = model.layers[0].forward_train_reusing(h, AttentionMode::Sparse, None);
+        let x = model.layers[1].input_layernorm.forward(h);
+        let out = model.layers[1].self_attn.forward_train_reusing(x.clone(), AttentionMode::Sparse, source.clone());
+        assert_eq!(out.indexer_loss.into_scalar(), 0.0);
+        let (indices, valid) = source.expect("sparse mode selects");
+        let pinned = model.layers[1].self_attn.forward_pinned(x, None, Some((indices, valid))).0;
+        out.output.into_data().assert_approx_eq::<f32>(&pinned.into_data(), Tolerance::default());
     }
 
     /// The training forward computes the same logits as inference; its indexer loss trains
@@ -409,11 +530,11 @@ mod tests {
 
         let attn = &model.layers[1].self_attn;
         let grads = loss.backward();
-        assert!(attn.indexer.wk.weight.grad(&grads).is_some() && attn.indexer.weights_proj.weight.grad(&grads).is_some());
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_some() && attn.indexer.as_ref().expect("an indexer").weights_proj.weight.grad(&grads).is_some());
         assert!(attn.wq_a.weight.grad(&grads).is_none() && model.embed_tokens.weight.grad(&grads).is_none());
         let grads = logits.sum().backward();
         assert!(attn.wq_a.weight.grad(&grads).is_some() && model.embed_tokens.weight.grad(&grads).is_some());
-        assert!(attn.indexer.wk.weight.grad(&grads).is_none() && attn.indexer.wq_b.weight.grad(&grads).is_none());
+        assert!(attn.indexer.as_ref().expect("an indexer").wk.weight.grad(&grads).is_none() && attn.indexer.as_ref().expect("an indexer").wq_b.weight.grad(&grads).is_none());
 
         let (dense_logits, dense_loss) = model.forward_train(tokens.clone(), AttentionMode::Dense);
         assert!(dense_loss.into_scalar() > 0.0);
