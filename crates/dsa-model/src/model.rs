@@ -131,6 +131,12 @@ impl<B: DsaBackend> Block<B> {
         (self.feed_forward(h + attn.output), attn.indexer_loss, attn.selection)
     }
 
+    /// The block with its attention's default mode set to `mode`.
+    fn with_attention_mode(mut self, mode: AttentionMode) -> Self {
+        self.self_attn = self.self_attn.with_mode(mode);
+        self
+    }
+
     /// `h + FFN(RMSNorm(h))`.
     fn feed_forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
@@ -245,19 +251,12 @@ impl<B: DsaBackend> DeepSeekV32<B> {
     /// The model with every layer's [`DeepSeekV32::forward`] and
     /// [`DeepSeekV32::forward_cached`] attention in `mode` (sparse by default).
     pub fn with_attention_mode(mut self, mode: AttentionMode) -> Self {
-        self.layers = self
-            .layers
-            .into_iter()
-            .map(|mut block| {
-                block.self_attn = block.self_attn.with_mode(mode);
-                block
-            })
-            .collect();
+        self.layers = self.layers.into_iter().map(|block| block.with_attention_mode(mode)).collect();
         self.mtp = self.mtp.map(|layers| {
             layers
                 .into_iter()
                 .map(|mut mtp| {
-                    mtp.block.self_attn = mtp.block.self_attn.with_mode(mode);
+                    mtp.block = mtp.block.with_attention_mode(mode);
                     mtp
                 })
                 .collect()
